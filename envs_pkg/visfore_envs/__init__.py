@@ -1,0 +1,32 @@
+"""visfore_envs: Gymnasium environments for visual-foresight robot learning (MuJoCo).
+
+Importing the package registers :data:`ENV_IDS` (``ReacherPlane-v0``, ``Reacher3D-v0``),
+so ``gym.make("ReacherPlane-v0")`` works after ``import visfore_envs`` and
+``gym.make("visfore_envs:Reacher3D-v0")`` works without it.
+
+Before anything imports ``mujoco``, the GL backend is chosen: ``MUJOCO_GL=egl`` when it is
+unset and there is no display (not on macOS), and ``LP_NUM_THREADS=0`` when unset (Mesa
+llvmpipe threads hang after ``fork``). See :mod:`visfore_envs.core.gl`.
+"""
+
+# First: pick the GL backend (environment variables) before mujoco is imported.
+from visfore_envs.core.gl import configure_gl_environment
+
+configure_gl_environment()
+
+from visfore_envs.core import KeypointTargetEnv, VisforeMujocoEnv  # noqa: E402
+from visfore_envs.reacher import Reacher3DEnv, ReacherPlaneEnv  # noqa: E402
+from visfore_envs.registration import ENV_IDS, register_envs  # noqa: E402
+
+register_envs()
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ENV_IDS",
+    "KeypointTargetEnv",
+    "Reacher3DEnv",
+    "ReacherPlaneEnv",
+    "VisforeMujocoEnv",
+    "register_envs",
+]

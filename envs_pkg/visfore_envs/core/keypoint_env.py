@@ -1,0 +1,540 @@
+"""Reach a target *pose*: key points of a robot toward the key points of a target
+configuration drawn in joint space.
+
+A pose is defined by the positions of a few "key points" of the robot (MJCF sites, e.g.
+elbow and fingertip). Each episode draws a random joint configuration within the joint
+limits (from the env's seeded ``np_random``), computes by forward kinematics where the
+key points are in that configuration (the *target key points*, the goal), and shows the
+target pose in the scene as a translucent, non-colliding ghost of the robot with marker
+spheres on its key points (:mod:`visfore_envs.core.ghost`).
+
+Rewards (every term also in ``info``):
+
+* state: ``reward_dist = -w_s * ||k - k*||_2`` where ``k`` and ``k*`` stack all key points
+  and target key points (the p2-norm of the whole difference vector, metres), optionally
+  plus potential-based shaping ``reward_potential = w_s * (gamma * Phi(s') - Phi(s))`` with
+  ``Phi = -distance`` and ``gamma = 1`` (Ng, Harada & Russell 1999, "Policy invariance
+  under reward transformations"; Roboschool's "progress" term);
+* pixels: ``reward_pixels = -w_p * MSE(frame, goal_frame)`` on [0, 1] intensities, the
+  goal frame being the scene rendered with the robot at the target configuration
+  (rendered once per episode, on first need);
+* every mode: ``reward_ctrl = -ctrl_cost_weight * ||a||^2`` (gymnasium Reacher-v5's control
+  cost; Roboschool's "electricity" penalty plays the same role).
+
+The reward is the sum of the ``reward_*`` terms present in ``info``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import mujoco
+import numpy as np
+from gymnasium import spaces
+from gymnasium.utils import EzPickle
+
+from visfore_envs.core.ghost import GHOST_GROUP, Ghost, load_model_with_ghost
+from visfore_envs.core.mujoco_env import VisforeMujocoEnv
+from visfore_envs.core.options import check_real
+
+__all__ = ["KeypointTargetEnv"]
+
+_RESET_OPTION_KEYS = ("target_qpos", "qpos", "qvel")
+
+
+def _info_values(info, key: str, default=None) -> np.ndarray:
+    """``info[key]`` as an array, for one info dict, a dict of batched arrays, or a
+    sequence/array of info dicts (as replay buffers pass them)."""
+    if info is None:
+        if default is None:
+            raise KeyError(key)
+        return np.asarray(default)
+    if isinstance(info, Mapping):
+        if key in info:
+            return np.asarray(info[key], dtype=np.float64)
+        if default is None:
+            raise KeyError(key)
+        return np.asarray(default)
+    items = list(np.asarray(info, dtype=object).ravel()) if not isinstance(info, list) else info
+    if items and all(isinstance(i, Mapping) for i in items):
+        if all(key in i for i in items):
+            vals = np.array([np.asarray(i[key], dtype=np.float64) for i in items])
+            shape = np.shape(info) if not isinstance(info, list) else (len(info),)
+            return vals.reshape(shape + vals.shape[1:])
+    if default is None:
+        raise KeyError(key)
+    return np.asarray(default)
+
+
+class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
+    """Goal-reaching MuJoCo env: move the robot's key points onto a target pose's key points.
+
+    A robot subclass provides :attr:`xml_file` (MJCF), :attr:`keypoint_sites` (site names),
+    :attr:`keypoint_axes` (which world coordinates of a key point count: ``(0, 1)`` for a
+    planar robot, ``(0, 1, 2)`` in 3D), :attr:`default_camera`, its proprioceptive state
+    (:meth:`_proprio_dim`, :meth:`_write_proprio`) and, if the default is not right, the
+    target sampler :meth:`sample_target_qpos` (uniform within the joint limits, unlimited
+    hinges in [-pi, pi]).
+
+    Keyword-only args (plus those of :class:`VisforeMujocoEnv`: ``obs_mode``,
+    ``reward_mode``, ``width``, ``height``, ``camera``, ``camera_distance``,
+    ``camera_azimuth``, ``camera_elevation``, ``camera_lookat``, ``render_mode``,
+    ``frame_skip``, ``ctrl_cost_weight``, ``state_reward_weight``, ``pixel_reward_weight``):
+        goal_conditioned: return ``{"observation", "achieved_goal", "desired_goal"}`` dicts
+            (gymnasium-robotics convention) and require ``reward_mode="state"`` (the reward
+            must be recomputable by :meth:`compute_reward` from goals; otherwise ValueError).
+        potential_shaping: add ``reward_potential`` (see the module docstring).
+        show_target: draw the target ghost and key-point markers in the frames.
+        success_threshold: ``info["is_success"]`` is ``distance < success_threshold``
+            (metres, > 0; None: the class default :attr:`default_success_threshold`).
+
+    Observations (G = number of key points * len(keypoint_axes), P = proprio length):
+
+    * ``"state"``: float64 (P + 2G,) = ``[proprio (P), k - k* (G), k* (G)]``, key points
+      flattened point by point (``[p0_x, p0_y(, p0_z), p1_x, ...]``), metres.
+    * ``"pixels"``: uint8 (height, width, 3), the current frame.
+    * ``"state+pixels"``: ``{"state": ..., "pixels": ...}``.
+    * goal-conditioned: ``{"observation": O, "achieved_goal": k (G,), "desired_goal": k* (G,)}``
+      where O holds no goal information from the state: ``proprio`` (P,) for ``"state"``,
+      the frame for ``"pixels"``, ``{"state": proprio, "pixels": frame}`` for
+      ``"state+pixels"``. Frames still show the ghost when ``show_target=True``; pass
+      ``show_target=False`` for goal-free images.
+
+    ``info`` after ``step`` (floats unless said): always ``reward_ctrl``, ``distance``
+    (``||k - k*||``, metres), ``is_success`` (bool); with a state reward also ``reward_dist``
+    and ``reward_potential`` (0.0 without shaping); with a pixel reward also
+    ``reward_pixels`` and ``pixel_mse``; goal-conditioned with shaping also
+    ``prev_achieved_goal`` (G,). Terms of a reward mode that is not used are absent.
+    ``reset`` returns ``info`` with ``distance`` and ``is_success``.
+
+    ``reset(options=...)`` accepts ``target_qpos`` (nq,), ``qpos`` (nq,) and ``qvel`` (nv,)
+    to fix the target configuration or the initial state (ValueError on a bad shape or key).
+    Episodes never terminate; registered ids truncate them (``max_episode_steps``).
+    """
+
+    #: Site names of the key points, in observation order.
+    keypoint_sites: ClassVar[tuple[str, ...]] = ()
+    #: World axes of a key point that count (x=0, y=1, z=2).
+    keypoint_axes: ClassVar[tuple[int, ...]] = (0, 1, 2)
+    #: ``success_threshold`` when None is given (metres).
+    default_success_threshold: ClassVar[float] = 0.02
+    #: Initial joint positions: ``init_qpos + U(-init_qpos_noise, init_qpos_noise)`` (rad).
+    init_qpos_noise: ClassVar[float] = 0.1
+    #: Initial joint velocities: ``U(-init_qvel_noise, init_qvel_noise)`` (rad/s).
+    init_qvel_noise: ClassVar[float] = 0.005
+    render_geom_groups: ClassVar[tuple[int, ...]] = (0, 1, 2, GHOST_GROUP)
+
+    def __init__(
+        self,
+        *,
+        obs_mode: str = "state",
+        reward_mode: str = "state",
+        goal_conditioned: bool = False,
+        potential_shaping: bool = False,
+        show_target: bool = True,
+        success_threshold: float | None = None,
+        ctrl_cost_weight: float = 1.0,
+        state_reward_weight: float = 1.0,
+        pixel_reward_weight: float = 1.0,
+        width: int = 64,
+        height: int = 64,
+        camera: str | None = None,
+        camera_distance: float | None = None,
+        camera_azimuth: float | None = None,
+        camera_elevation: float | None = None,
+        camera_lookat: tuple[float, float, float] | None = None,
+        frame_skip: int = 2,
+        render_mode: str | None = None,
+    ) -> None:
+        kwargs: dict[str, Any] = dict(
+            obs_mode=obs_mode,
+            reward_mode=reward_mode,
+            goal_conditioned=goal_conditioned,
+            potential_shaping=potential_shaping,
+            show_target=show_target,
+            success_threshold=success_threshold,
+            ctrl_cost_weight=ctrl_cost_weight,
+            state_reward_weight=state_reward_weight,
+            pixel_reward_weight=pixel_reward_weight,
+            width=width,
+            height=height,
+            camera=camera,
+            camera_distance=camera_distance,
+            camera_azimuth=camera_azimuth,
+            camera_elevation=camera_elevation,
+            camera_lookat=camera_lookat,
+            frame_skip=frame_skip,
+            render_mode=render_mode,
+        )
+        EzPickle.__init__(self, **kwargs)
+        for name in ("goal_conditioned", "potential_shaping", "show_target"):
+            if not isinstance(kwargs[name], (bool, np.bool_)):
+                raise ValueError(f"{name}={kwargs[name]!r} is not one of True, False")
+        self.goal_conditioned = bool(goal_conditioned)
+        self.potential_shaping = bool(potential_shaping)
+        self.show_target = bool(show_target)
+        self.success_threshold = (
+            float(self.default_success_threshold)
+            if success_threshold is None
+            else check_real("success_threshold", success_threshold, minimum=0.0, strict=True)
+        )
+        if self.goal_conditioned and reward_mode != "state":
+            raise ValueError(
+                f"reward_mode={reward_mode!r} is not one of 'state' when goal_conditioned=True "
+                "(compute_reward must recompute the reward from the goals)"
+            )
+        if not show_target:
+            self.render_geom_groups = tuple(g for g in self.render_geom_groups if g != GHOST_GROUP)
+        base_kwargs = {
+            k: kwargs[k]
+            for k in kwargs
+            if k not in ("goal_conditioned", "potential_shaping", "show_target", "success_threshold")
+        }
+        super().__init__(**base_kwargs)
+
+        m = self.model
+        # Scene-model data at the target configuration: target key points, goal frame.
+        self._goal_data = mujoco.MjData(self.scene_model)
+        self._ghost = Ghost(self._ghost_pairs)
+        site_ids = [mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, s) for s in self.keypoint_sites]
+        axes = tuple(self.keypoint_axes)
+        #: Number of key points and goal length G.
+        self.n_keypoints = len(site_ids)
+        self.goal_dim = self.n_keypoints * len(axes)
+        k, a = self.n_keypoints, len(axes)
+        self._kp_index = np.array([3 * s + ax for s in site_ids for ax in axes], dtype=np.intp)
+        self._goal_site_xpos_flat = self._goal_data.site_xpos.reshape(-1)
+        consecutive = site_ids == list(range(site_ids[0], site_ids[0] + k)) if k else False
+        contiguous_axes = axes == tuple(range(axes[0], axes[0] + a)) if a else False
+        if consecutive and contiguous_axes:
+            # Live (K, A) view of MjData.site_xpos: no gather needed on each step.
+            self._kp_src = self.data.site_xpos[
+                site_ids[0] : site_ids[0] + k, axes[0] : axes[0] + a
+            ]
+        else:
+            self._kp_src = None
+            self._site_xpos_flat = self.data.site_xpos.reshape(-1)  # view of MjData memory
+            self._kp_gather = np.zeros((k, a))
+        self._target_kp = np.zeros(self.goal_dim)
+        self._target_kp2 = self._target_kp.reshape(k, a)
+        self._target_qpos = self.init_qpos.copy()
+        self._target_low, self._target_high = self._joint_sampling_bounds()
+        self._target_unsupported = bool(np.isnan(self._target_low).any())
+
+        p, g = self._proprio_dim(), self.goal_dim
+        self._proprio_len = p
+        # Preallocated state vector: [proprio | k - k* | k*]; views write into it in place.
+        self._obs_buf = np.zeros(p + 2 * g)
+        self._proprio_view = self._obs_buf[:p]
+        self._diff = self._obs_buf[p : p + g]
+        self._diff2 = self._diff.reshape(k, a)
+        self._target_view = self._obs_buf[p + g :]
+        self._distance = 0.0
+        self._prev_distance = 0.0
+        self._prev_kp = np.zeros(self.goal_dim)
+        self._goal_frame: np.ndarray | None = None
+        self._goal_frame_f: np.ndarray | None = None
+        self._mse_scale = 1.0 / (255.0 * 255.0 * self.height * self.width * 3)
+        self._gc_shaping = self.goal_conditioned and self.potential_shaping
+
+        self.observation_space = self._make_observation_space()
+        # A valid state before the first reset (target at the initial configuration).
+        self._set_target(self._target_qpos)
+        self._update_keypoints()
+
+    # -- robot hooks ---------------------------------------------------------------------
+    def _proprio_dim(self) -> int:
+        """Length P of the robot's proprioceptive state (no goal information)."""
+        raise NotImplementedError
+
+    def _write_proprio(self, out: np.ndarray) -> None:
+        """Write the proprioceptive state of ``self.data`` into ``out`` (P,) float64."""
+        raise NotImplementedError
+
+    def sample_target_qpos(self) -> np.ndarray:
+        """A random target joint configuration (nq,), from ``self.np_random``.
+
+        Default: each hinge/slide coordinate uniform within its joint range; unlimited
+        hinges uniform in [-pi, pi] (radians/metres).
+        """
+        if self._target_unsupported:
+            raise NotImplementedError(
+                f"{type(self).__name__} has free, ball or unlimited slide joints; "
+                "override sample_target_qpos"
+            )
+        return self.np_random.uniform(self._target_low, self._target_high)
+
+    def _joint_sampling_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        m = self.model
+        low = np.zeros(m.nq)
+        high = np.zeros(m.nq)
+        for j in range(m.njnt):
+            adr = m.jnt_qposadr[j]
+            jtype = int(m.jnt_type[j])
+            if jtype not in (int(mujoco.mjtJoint.mjJNT_HINGE), int(mujoco.mjtJoint.mjJNT_SLIDE)):
+                # Free/ball joints: the robot subclass must override sample_target_qpos.
+                size = 7 if jtype == int(mujoco.mjtJoint.mjJNT_FREE) else 4
+                low[adr : adr + size] = np.nan
+                continue
+            if m.jnt_limited[j]:
+                low[adr], high[adr] = m.jnt_range[j]
+            elif jtype == int(mujoco.mjtJoint.mjJNT_HINGE):
+                low[adr], high[adr] = -math.pi, math.pi
+            else:
+                low[adr] = np.nan
+        return low, high
+
+    # -- model ---------------------------------------------------------------------------
+    def _load_model(self) -> mujoco.MjModel:
+        model, self._ghost_scene_model, self._ghost_pairs = load_model_with_ghost(
+            str(self.model_path()), self.keypoint_sites
+        )
+        return model
+
+    def _load_scene_model(self) -> mujoco.MjModel:
+        return self._ghost_scene_model
+
+    # -- observation space -----------------------------------------------------------------
+    def _state_dim(self) -> int:
+        return self._proprio_len + 2 * self.goal_dim
+
+    def _make_observation_space(self) -> spaces.Space:
+        if not self.goal_conditioned:
+            return super()._make_observation_space()
+        proprio = spaces.Box(-np.inf, np.inf, shape=(self._proprio_len,), dtype=np.float64)
+        pixels = spaces.Box(0, 255, shape=(self.height, self.width, 3), dtype=np.uint8)
+        if self.obs_mode == "state":
+            observation = proprio
+        elif self.obs_mode == "pixels":
+            observation = pixels
+        else:
+            observation = spaces.Dict({"state": proprio, "pixels": pixels})
+        goal = spaces.Box(-np.inf, np.inf, shape=(self.goal_dim,), dtype=np.float64)
+        return spaces.Dict(
+            {"observation": observation, "achieved_goal": goal, "desired_goal": goal}
+        )
+
+    def _state_obs(self) -> np.ndarray:
+        self._write_proprio(self._proprio_view)
+        return self._obs_buf.copy()
+
+    def _observation(self):
+        if not self.goal_conditioned:
+            if self._obs_id == 0:  # the hot path of state-only training
+                self._write_proprio(self._proprio_view)
+                return self._obs_buf.copy()
+            return super()._observation()
+        if self._obs_id == 0:
+            self._write_proprio(self._proprio_view)
+            observation = self._proprio_view.copy()
+        elif self._obs_id == 1:
+            observation = self._current_frame()
+        else:
+            self._write_proprio(self._proprio_view)
+            observation = {"state": self._proprio_view.copy(), "pixels": self._current_frame()}
+        return {
+            "observation": observation,
+            "achieved_goal": self._keypoints_copy(),
+            "desired_goal": self._target_kp.copy(),
+        }
+
+    # -- targets and key points -------------------------------------------------------------
+    def _set_target(self, target_qpos: np.ndarray) -> None:
+        sm, gd = self.scene_model, self._goal_data
+        gd.qpos[:] = target_qpos
+        gd.qvel[:] = 0.0
+        mujoco.mj_kinematics(sm, gd)
+        self._ghost.pose_from(gd, self.scene_data, gd)
+        mujoco.mj_kinematics(sm, gd)
+        mujoco.mj_camlight(sm, gd)
+        np.take(self._goal_site_xpos_flat, self._kp_index, out=self._target_kp)
+        self._target_view[:] = self._target_kp
+        self._target_qpos = np.array(target_qpos, dtype=np.float64)
+        self._goal_frame = None
+        self._goal_frame_f = None
+
+    def _update_keypoints(self) -> float:
+        """Write ``k - k*`` into the state buffer; return and store the distance."""
+        src = self._kp_src
+        if src is None:
+            src = self._kp_gather
+            np.take(self._site_xpos_flat, self._kp_index, out=src.reshape(-1))
+        np.subtract(src, self._target_kp2, out=self._diff2)
+        diff = self._diff
+        self._distance = distance = math.sqrt(diff.dot(diff))
+        return distance
+
+    def _keypoints_copy(self) -> np.ndarray:
+        if self._kp_src is None:
+            return np.take(self._site_xpos_flat, self._kp_index)
+        return self._kp_src.flatten()
+
+    @property
+    def keypoints(self) -> np.ndarray:
+        """Current key points k, flat (G,) float64, metres (a copy)."""
+        return self._keypoints_copy()
+
+    @property
+    def target_keypoints(self) -> np.ndarray:
+        """Target key points k*, flat (G,) float64, metres (a copy)."""
+        return self._target_kp.copy()
+
+    @property
+    def target_qpos(self) -> np.ndarray:
+        """Target joint configuration (nq,) float64 (a copy)."""
+        return self._target_qpos.copy()
+
+    @property
+    def distance(self) -> float:
+        """``||k - k*||_2`` of the current state, metres."""
+        return self._distance
+
+    def set_state(self, qpos, qvel) -> None:
+        """Set the robot state (see :meth:`VisforeMujocoEnv.set_state`); the shaping
+        potential continues from the new state."""
+        super().set_state(qpos, qvel)
+        self._prev_distance = self._update_keypoints()
+        self._prev_kp = self._keypoints_copy()
+
+    # -- frames ----------------------------------------------------------------------------
+    def render_goal(self) -> np.ndarray:
+        """The goal frame: the scene with the robot at the target configuration.
+
+        Returns:
+            (height, width, 3) uint8, rendered once per episode (a copy).
+        """
+        return self._goal_frame_uint8().copy()
+
+    def _goal_frame_uint8(self) -> np.ndarray:
+        if self._goal_frame is None:
+            self._goal_frame = self._renderer.render(self._goal_data)
+            self._goal_frame_f = self._goal_frame.astype(np.float64).reshape(-1)
+        return self._goal_frame
+
+    def _pixel_mse(self) -> float:
+        if self._goal_frame_f is None:
+            self._goal_frame_uint8()
+        diff = self._current_frame().reshape(-1).astype(np.float64)
+        diff -= self._goal_frame_f
+        return float(diff @ diff) * self._mse_scale
+
+    # -- gymnasium API -----------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """Start an episode: draw a target configuration, then the initial state.
+
+        Returns:
+            ``(observation, info)``; ``info`` has ``distance`` (metres) and ``is_success``.
+
+        Raises:
+            ValueError: unknown option key or an option array of the wrong shape.
+        """
+        super().reset(seed=seed)
+        m, d = self.model, self.data
+        opts = dict(options or {})
+        unknown = [k for k in opts if k not in _RESET_OPTION_KEYS]
+        if unknown:
+            allowed = ", ".join(repr(k) for k in _RESET_OPTION_KEYS)
+            raise ValueError(f"reset option {unknown[0]!r} is not one of {allowed}")
+        mujoco.mj_resetData(m, d)
+        if opts.get("target_qpos") is not None:
+            target = self._option_array(opts, "target_qpos", m.nq)
+        else:
+            target = np.asarray(self.sample_target_qpos(), dtype=np.float64)
+        self._set_target(target)
+        if opts.get("qpos") is not None:
+            qpos = self._option_array(opts, "qpos", m.nq)
+        else:
+            qpos = self.init_qpos + self.np_random.uniform(
+                -self.init_qpos_noise, self.init_qpos_noise, size=m.nq
+            )
+        if opts.get("qvel") is not None:
+            qvel = self._option_array(opts, "qvel", m.nv)
+        else:
+            qvel = self.init_qvel + self.np_random.uniform(
+                -self.init_qvel_noise, self.init_qvel_noise, size=m.nv
+            )
+        d.qpos[:] = qpos
+        d.qvel[:] = qvel
+        mujoco.mj_forward(m, d)
+        self._frame = None
+        distance = self._update_keypoints()
+        self._prev_distance = distance
+        self._prev_kp = self._keypoints_copy()
+        info = {"distance": distance, "is_success": distance < self.success_threshold}
+        return self._observation(), info
+
+    @staticmethod
+    def _option_array(opts: dict, key: str, n: int) -> np.ndarray:
+        value = np.asarray(opts[key], dtype=np.float64)
+        if value.shape != (n,):
+            raise ValueError(f"reset option {key!r} has shape {value.shape}, expected ({n},)")
+        return value.copy()
+
+    def step(self, action):
+        """Apply ``action`` (torques in [-1, 1] per actuator, float32 (nu,)) for ``frame_skip``
+        MuJoCo steps.
+
+        Returns:
+            ``(observation, reward, terminated=False, truncated=False, info)`` (see class doc).
+
+        Raises:
+            ValueError: if the action has the wrong shape.
+        """
+        self._simulate(action)
+        distance = self._update_keypoints()
+        ctrl = self._ctrl
+        reward = reward_ctrl = -self.ctrl_cost_weight * float(ctrl.dot(ctrl))
+        info: dict[str, Any] = {
+            "reward_ctrl": reward_ctrl,
+            "distance": distance,
+            "is_success": distance < self.success_threshold,
+        }
+        if self._reward_uses_state:
+            w = self.state_reward_weight
+            reward_dist = -w * distance
+            reward_potential = w * (self._prev_distance - distance) if self.potential_shaping else 0.0
+            reward += reward_dist + reward_potential
+            info["reward_dist"] = reward_dist
+            info["reward_potential"] = reward_potential
+        self._prev_distance = distance
+        if self._gc_shaping:
+            info["prev_achieved_goal"] = self._prev_kp
+            self._prev_kp = self._keypoints_copy()
+        if self._reward_uses_pixels:
+            mse = self._pixel_mse()
+            reward_pixels = -self.pixel_reward_weight * mse
+            reward += reward_pixels
+            info["reward_pixels"] = reward_pixels
+            info["pixel_mse"] = mse
+        return self._observation(), reward, False, False, info
+
+    def compute_reward(self, achieved_goal, desired_goal, info) -> np.ndarray | float:
+        """Recompute the state reward from goals, vectorised over leading batch axes.
+
+        Args:
+            achieved_goal, desired_goal: (..., G) key points k and targets k* (metres).
+            info: the step info (a dict, a dict of batched arrays, or a sequence/array of
+                info dicts): ``reward_ctrl`` is added if present (it does not depend on the
+                goal); with ``potential_shaping``, ``prev_achieved_goal`` (..., G) is required.
+
+        Returns:
+            (...,) float64 rewards (a float for unbatched input), equal to the step reward
+            of a goal-conditioned env up to rounding.
+
+        Raises:
+            KeyError: ``prev_achieved_goal`` missing while shaping is on.
+        """
+        ag = np.asarray(achieved_goal, dtype=np.float64)
+        dg = np.asarray(desired_goal, dtype=np.float64)
+        w = self.state_reward_weight
+        distance = np.sqrt(np.sum(np.square(ag - dg), axis=-1))
+        reward = _info_values(info, "reward_ctrl", default=0.0) + -w * distance
+        if self.potential_shaping:
+            prev = _info_values(info, "prev_achieved_goal")
+            prev_distance = np.sqrt(np.sum(np.square(prev - dg), axis=-1))
+            reward = reward + w * (prev_distance - distance)
+        if np.ndim(reward) == 0:
+            return float(reward)
+        return reward

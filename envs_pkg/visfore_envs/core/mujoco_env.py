@@ -1,0 +1,298 @@
+"""Base class of every visfore MuJoCo environment: model, simulation, observation modes,
+reward-mode bookkeeping and fast lazy rendering.
+
+Robot- and task-specific classes (e.g. :class:`visfore_envs.core.KeypointTargetEnv`, and
+through it the reachers) subclass :class:`VisforeMujocoEnv` like gymnasium's
+``reacher_v5.ReacherEnv`` subclasses ``mujoco_env.MujocoEnv``. Differences from
+gymnasium's ``MujocoEnv`` that matter for speed and pixels:
+
+* ``step`` calls ``mj_step(model, data, nstep=frame_skip)`` then ``mj_kinematics`` (so
+  positions, key points and frames all match the state after the step), and no
+  ``mj_rnePostConstraint`` (no robot here reads contact forces);
+* frames come from :class:`visfore_envs.core.rendering.FastRenderer`, created on first
+  use, rendered at most once per state (observation, pixel reward and ``render()`` share
+  one frame).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+from gymnasium import spaces
+
+from visfore_envs.core.options import check_choice, check_int, check_real, check_vector
+from visfore_envs.core.rendering import CameraSpec, FastRenderer, configure_fast_visuals
+
+__all__ = ["OBS_MODES", "REWARD_MODES", "RENDER_MODES", "ASSETS_DIR", "VisforeMujocoEnv"]
+
+#: Observation modes: a float64 state vector, an RGB frame, or both in a Dict.
+OBS_MODES = ("state", "pixels", "state+pixels")
+#: Reward modes: from the state, from the pixels, or a weighted sum of both.
+REWARD_MODES = ("state", "pixels", "state+pixels")
+#: Render modes accepted by the constructor.
+RENDER_MODES = (None, "rgb_array")
+#: Directory of the bundled MJCF files.
+ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
+
+_MAX_IMAGE_SIZE = 4096
+
+
+class VisforeMujocoEnv(gym.Env):
+    """Shared MuJoCo machinery: simulation, spaces, observation modes, rendering.
+
+    Subclasses set :attr:`xml_file` and :attr:`default_camera`, implement
+    :meth:`_state_dim` / :meth:`_state_obs`, set ``observation_space`` (e.g. from
+    :meth:`_make_observation_space`) once their dimensions are known, and write their own
+    ``step``/``reset`` (using :meth:`_simulate`, :meth:`_observation` and
+    :meth:`_current_frame`). Pickling is left to the concrete class (``EzPickle``).
+
+    Keyword-only args (validated; a bad value raises ``ValueError`` naming it):
+        obs_mode: ``"state"`` (Box float64 (S,)), ``"pixels"`` (Box uint8 (height, width, 3)),
+            or ``"state+pixels"`` (Dict ``{"state", "pixels"}``).
+        reward_mode: ``"state"``, ``"pixels"`` or ``"state+pixels"`` (interpreted by subclasses).
+        width, height: frame size in pixels, integers in [1, 4096].
+        camera: name of a camera in the model; or None for the free camera given by
+            ``camera_distance`` (metres, > 0), ``camera_azimuth`` and ``camera_elevation``
+            (degrees) and ``camera_lookat`` (3 numbers, metres); each None takes the class
+            default (:attr:`default_camera`). Free-camera values cannot be combined with a name.
+        render_mode: None or ``"rgb_array"`` (``render()`` returns the (height, width, 3)
+            uint8 frame, the same image as the pixel observation).
+        frame_skip: MuJoCo steps per ``step()``, integer >= 1; ``dt = timestep * frame_skip``.
+        ctrl_cost_weight, state_reward_weight, pixel_reward_weight: finite numbers >= 0.
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 50}
+
+    #: MJCF file: a name in ``visfore_envs/assets`` or an absolute path.
+    xml_file: ClassVar[str] = ""
+    #: Free camera used when no camera options are given.
+    default_camera: ClassVar[CameraSpec] = CameraSpec()
+    #: Geom groups drawn by the renderer.
+    render_geom_groups: ClassVar[tuple[int, ...]] = (0, 1, 2)
+
+    def __init__(
+        self,
+        *,
+        obs_mode: str = "state",
+        reward_mode: str = "state",
+        width: int = 64,
+        height: int = 64,
+        camera: str | None = None,
+        camera_distance: float | None = None,
+        camera_azimuth: float | None = None,
+        camera_elevation: float | None = None,
+        camera_lookat: tuple[float, float, float] | None = None,
+        render_mode: str | None = None,
+        frame_skip: int = 2,
+        ctrl_cost_weight: float = 1.0,
+        state_reward_weight: float = 1.0,
+        pixel_reward_weight: float = 1.0,
+    ) -> None:
+        self.obs_mode = check_choice("obs_mode", obs_mode, OBS_MODES)
+        self.reward_mode = check_choice("reward_mode", reward_mode, REWARD_MODES)
+        self.render_mode = check_choice("render_mode", render_mode, RENDER_MODES)
+        self.width = check_int("width", width, minimum=1, maximum=_MAX_IMAGE_SIZE)
+        self.height = check_int("height", height, minimum=1, maximum=_MAX_IMAGE_SIZE)
+        self.frame_skip = check_int("frame_skip", frame_skip, minimum=1)
+        self.ctrl_cost_weight = check_real("ctrl_cost_weight", ctrl_cost_weight, minimum=0.0)
+        self.state_reward_weight = check_real(
+            "state_reward_weight", state_reward_weight, minimum=0.0
+        )
+        self.pixel_reward_weight = check_real(
+            "pixel_reward_weight", pixel_reward_weight, minimum=0.0
+        )
+        camera_spec = self._camera_spec(
+            camera, camera_distance, camera_azimuth, camera_elevation, camera_lookat
+        )
+
+        #: Physics model and data (what ``step`` simulates).
+        self.model = self._load_model()
+        self.data = mujoco.MjData(self.model)
+        mujoco.mj_forward(self.model, self.data)
+        #: Rendering model: the physics model, or a copy with extra visual-only bodies
+        #: (same nq and ids); frames are drawn from ``scene_data`` posed from ``data.qpos``.
+        self.scene_model = self._load_scene_model()
+        configure_fast_visuals(self.scene_model, self.width, self.height)
+        if self.scene_model is self.model:
+            self.scene_data = self.data
+        else:
+            self.scene_data = mujoco.MjData(self.scene_model)
+        self.init_qpos = self.data.qpos.copy()
+        self.init_qvel = self.data.qvel.copy()
+        # Views into MjData's buffers (they never move); reused on every step.
+        self._ctrl = self.data.ctrl
+        self._qpos = self.data.qpos
+        self._qvel = self.data.qvel
+
+        low, high = self.model.actuator_ctrlrange.astype(np.float32).T
+        self.action_space = spaces.Box(low=low, high=high, dtype=np.float32)
+        self._action_shape = (self.model.nu,)
+        #: Number of actuators (length of an action).
+        self.action_dim = int(self.model.nu)
+
+        self._obs_id = OBS_MODES.index(self.obs_mode)
+        self._reward_uses_state = self.reward_mode in ("state", "state+pixels")
+        self._reward_uses_pixels = self.reward_mode in ("pixels", "state+pixels")
+        self._renderer = FastRenderer(
+            self.scene_model, self.width, self.height, camera_spec, self.render_geom_groups
+        )
+        self._frame: np.ndarray | None = None
+        self.metadata = {
+            "render_modes": ["rgb_array"],
+            "render_fps": int(np.round(1.0 / self.dt)),
+        }
+
+    # -- construction hooks ---------------------------------------------------------------
+    @classmethod
+    def model_path(cls) -> Path:
+        """Absolute path of :attr:`xml_file`."""
+        path = Path(cls.xml_file)
+        return path if path.is_absolute() else ASSETS_DIR / path
+
+    def _load_model(self) -> mujoco.MjModel:
+        """Compile the physics model from :attr:`xml_file`."""
+        return mujoco.MjModel.from_xml_path(str(self.model_path()))
+
+    def _load_scene_model(self) -> mujoco.MjModel:
+        """The model frames are rendered from (default: the physics model itself).
+
+        Override to add visual-only bodies (e.g. a target ghost); the result must have the
+        physics model's ``nq`` and body/site ids (append new bodies after the robot's)."""
+        return self.model
+
+    def _camera_spec(self, name, distance, azimuth, elevation, lookat) -> CameraSpec:
+        free = {
+            "camera_distance": distance,
+            "camera_azimuth": azimuth,
+            "camera_elevation": elevation,
+            "camera_lookat": lookat,
+        }
+        if name is not None:
+            if not isinstance(name, str):
+                raise ValueError(f"camera={name!r} is not a camera name (str) or None")
+            given = [k for k, v in free.items() if v is not None]
+            if given:
+                raise ValueError(
+                    f"{given[0]}={free[given[0]]!r} cannot be combined with camera={name!r}"
+                )
+            return CameraSpec(name=name)
+        d = self.default_camera
+        return CameraSpec(
+            name=None,
+            distance=d.distance
+            if distance is None
+            else check_real("camera_distance", distance, minimum=0.0, strict=True),
+            azimuth=d.azimuth if azimuth is None else check_real("camera_azimuth", azimuth),
+            elevation=d.elevation
+            if elevation is None
+            else check_real("camera_elevation", elevation),
+            lookat=d.lookat if lookat is None else check_vector("camera_lookat", lookat, 3),
+        )
+
+    # -- state observation hooks ------------------------------------------------------------
+    def _state_dim(self) -> int:
+        """Length of the state observation vector."""
+        raise NotImplementedError
+
+    def _state_obs(self) -> np.ndarray:
+        """A new float64 state vector of length :meth:`_state_dim`."""
+        raise NotImplementedError
+
+    def _make_observation_space(self) -> spaces.Space:
+        state = spaces.Box(-np.inf, np.inf, shape=(self._state_dim(),), dtype=np.float64)
+        pixels = spaces.Box(0, 255, shape=(self.height, self.width, 3), dtype=np.uint8)
+        if self.obs_mode == "state":
+            return state
+        if self.obs_mode == "pixels":
+            return pixels
+        return spaces.Dict({"state": state, "pixels": pixels})
+
+    # -- simulation --------------------------------------------------------------------------
+    @property
+    def dt(self) -> float:
+        """Seconds of simulated time per ``step()`` (``timestep * frame_skip``)."""
+        return float(self.model.opt.timestep) * self.frame_skip
+
+    def _simulate(self, action) -> None:
+        """Apply ``action`` (shape (nu,)) for ``frame_skip`` MuJoCo steps.
+
+        Raises:
+            ValueError: if the action has the wrong shape.
+        """
+        if getattr(action, "shape", None) != self._action_shape and (
+            np.shape(action) != self._action_shape
+        ):
+            raise ValueError(
+                f"action shape {np.shape(action)} is not the action space shape {self._action_shape}"
+            )
+        self._ctrl[:] = action
+        mujoco.mj_step(self.model, self.data, nstep=self.frame_skip)
+        mujoco.mj_kinematics(self.model, self.data)
+        self._frame = None
+
+    def set_state(self, qpos, qvel) -> None:
+        """Set joint positions (nq,) and velocities (nv,) and recompute derived quantities.
+
+        Raises:
+            ValueError: on a wrong shape.
+        """
+        qpos = np.asarray(qpos, dtype=np.float64)
+        qvel = np.asarray(qvel, dtype=np.float64)
+        if qpos.shape != (self.model.nq,) or qvel.shape != (self.model.nv,):
+            raise ValueError(
+                f"qpos/qvel shapes {qpos.shape}/{qvel.shape} are not "
+                f"{(self.model.nq,)}/{(self.model.nv,)}"
+            )
+        self._qpos[:] = qpos
+        self._qvel[:] = qvel
+        mujoco.mj_forward(self.model, self.data)
+        self._frame = None
+
+    # -- observations and frames -------------------------------------------------------------
+    def _current_frame(self) -> np.ndarray:
+        """The frame of the current state (rendered at most once per state; do not modify)."""
+        frame = self._frame
+        if frame is None:
+            frame = self._frame = self._renderer.render(self._posed_scene())
+        return frame
+
+    def _posed_scene(self) -> mujoco.MjData:
+        """``scene_data`` posed at the current ``qpos`` (cameras and lights updated)."""
+        sd = self.scene_data
+        if sd is not self.data:
+            sd.qpos[:] = self._qpos
+            mujoco.mj_kinematics(self.scene_model, sd)
+        mujoco.mj_camlight(self.scene_model, sd)
+        return sd
+
+    def _observation(self):
+        """The observation in :attr:`obs_mode` (new arrays)."""
+        obs_id = self._obs_id
+        if obs_id == 0:
+            return self._state_obs()
+        if obs_id == 1:
+            return self._current_frame()
+        return {"state": self._state_obs(), "pixels": self._current_frame()}
+
+    def render(self) -> np.ndarray | None:
+        """Return the current frame, (height, width, 3) uint8, if ``render_mode="rgb_array"``.
+
+        With ``render_mode=None`` this warns and returns None (gymnasium convention).
+        """
+        if self.render_mode is None:
+            gym.logger.warn(
+                "render() was called without a render_mode; pass render_mode='rgb_array' "
+                "to the constructor (gym.make(..., render_mode='rgb_array'))."
+            )
+            return None
+        return self._current_frame().copy()
+
+    def close(self) -> None:
+        """Free the GL context (if any was made). The env can still step; rendering again
+        creates a new context."""
+        self._renderer.close()
+        self._frame = None
