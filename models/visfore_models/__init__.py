@@ -1,0 +1,109 @@
+"""visfore_models: action-conditioned video-prediction forward models and metrics (torch).
+
+No CLI, no environment code, no dataset I/O. Every model implements
+:class:`~visfore_models.base.ForwardModel`::
+
+    model(context (B, C, 3, H, W) in [0, 1], actions (B, C + K - 1, A))
+        -> prediction (B, K, 3, H, W) in [0, 1]   # o_C .. o_{C+K-1}, open-loop
+
+Registry and (de)serialisation::
+
+    build_model("convlstm", action_dim=2, image_size=64) -> ForwardModel
+    state = model_state(model)          # {"name", "config", "state_dict"}
+    model = load_model(state)           # rebuilds and loads the weights
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from . import metrics
+from .base import ForwardModel
+from .convlstm import ConvLSTMCell, ConvLSTMForwardModel
+
+__all__ = [
+    "MODELS",
+    "ConvLSTMCell",
+    "ConvLSTMForwardModel",
+    "ForwardModel",
+    "build_model",
+    "load_model",
+    "metrics",
+    "model_state",
+]
+
+#: registry: model name -> class
+MODELS: dict[str, type[ForwardModel]] = {
+    ConvLSTMForwardModel.name: ConvLSTMForwardModel,
+}
+
+
+def _model_class(name: str) -> type[ForwardModel]:
+    try:
+        return MODELS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown model {name!r}; valid: {', '.join(sorted(MODELS))}") from None
+
+
+def build_model(
+    name: str, *, action_dim: int, image_size: int | tuple[int, int], **kwargs: Any
+) -> ForwardModel:
+    """Instantiate the registered model ``name``.
+
+    Args:
+        name: registry key (see :data:`MODELS`), e.g. ``"convlstm"``.
+        action_dim: size ``A`` of one action vector.
+        image_size: ``H`` (square) or ``(H, W)`` of the frames.
+        **kwargs: model-specific options (e.g. ``lstm_channels`` for ``"convlstm"``).
+
+    Returns:
+        A freshly initialised model on the CPU (move it with ``.to(device)``).
+
+    Raises:
+        ValueError: ``"unknown model 'x'; valid: convlstm"`` on a bad name, or the model's own
+            ValueError on invalid options.
+    """
+    cls = _model_class(name)
+    return cls(action_dim=action_dim, image_size=image_size, **kwargs)
+
+
+def model_state(model: ForwardModel) -> dict[str, Any]:
+    """Serialisable description of ``model``: ``{"name": str, "config": dict,
+    "state_dict": dict[str, Tensor]}`` (what :func:`load_model` consumes; ``torch.save``-able).
+
+    Raises:
+        ValueError: if ``model`` is not a registered :class:`ForwardModel`.
+    """
+    if not isinstance(model, ForwardModel) or model.name not in MODELS:
+        raise ValueError(f"model_state needs a registered ForwardModel, got {type(model).__name__}")
+    return {"name": model.name, "config": model.config(), "state_dict": model.state_dict()}
+
+
+def load_model(
+    state: Mapping[str, Any], *, device: torch.device | str | None = None, strict: bool = True
+) -> ForwardModel:
+    """Rebuild a model from ``{"name", "config", "state_dict"}`` (see :func:`model_state`).
+
+    Args:
+        state: mapping with the registry ``name``, the ``config`` kwargs and the weights.
+        device: where to put the model (default: CPU).
+        strict: passed to ``load_state_dict``.
+
+    Returns:
+        The model in eval mode.
+
+    Raises:
+        ValueError: if a key is missing or the name is unknown.
+    """
+    missing = [k for k in ("name", "config", "state_dict") if k not in state]
+    if missing:
+        raise ValueError(f"model state lacks key(s) {missing}; expected name, config, state_dict")
+    cls = _model_class(state["name"])
+    model = cls(**dict(state["config"]))
+    model.load_state_dict(state["state_dict"], strict=strict)
+    if device is not None:
+        model.to(device)
+    return model.eval()

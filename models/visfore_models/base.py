@@ -1,0 +1,177 @@
+"""Abstract forward-model interface shared by every model in :mod:`visfore_models`.
+
+Time-index convention (the same as the Zarr dataset's: ``a_t`` is the action taken after
+observing ``o_t``, and it leads to ``o_{t+1}``)::
+
+    context  = o_0 .. o_{C-1}                 (B, C, 3, H, W) float in [0, 1]
+    actions  = a_0 .. a_{C+K-2}               (B, C + K - 1, A) float
+    output   = o_C .. o_{C+K-1}               (B, K, 3, H, W) float in [0, 1]
+
+A model is a recurrent one-step predictor run over ``t = 0 .. C + K - 2``: step ``t``
+consumes the frame ``x_t`` and the action ``a_t`` and emits ``x̂_{t+1}``, the prediction of
+``o_{t+1}``. ``x_t`` is the real ``o_t`` while ``t < C`` (warm-up on the context), and for
+``t >= C`` it is the model's own previous prediction ``x̂_t`` (open loop) or, under teacher
+forcing, the true ``o_t`` taken from ``targets[:, t - C]``. Hence the prediction of
+``o_{t+1}`` depends on ``o_0..o_t`` (real or predicted) and ``a_0..a_t`` only, never on
+``o_{t+1}`` itself nor on ``a_{t+1}`` (the bug "the model was trying to predict the present
+from the present" cannot happen by construction, and ``tests/models`` checks it). The
+predictions emitted during warm-up (``x̂_1..x̂_{C-1}``) are not returned.
+
+The number of predicted frames ``K = actions.shape[1] - C + 1`` is taken from the actions,
+so a model trained with one horizon can roll out any other.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+__all__ = ["ForwardModel", "normalize_image_size"]
+
+
+def normalize_image_size(image_size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    """Return ``(H, W)`` from an int (square) or a 2-sequence.
+
+    Raises:
+        ValueError: if the value is not a positive int or a pair of positive ints.
+    """
+    if isinstance(image_size, bool):
+        raise ValueError(f"image_size must be an int or (H, W), got {image_size!r}")
+    if isinstance(image_size, int):
+        hw = (image_size, image_size)
+    elif isinstance(image_size, (tuple, list)) and len(image_size) == 2:
+        hw = (int(image_size[0]), int(image_size[1]))
+    else:
+        raise ValueError(f"image_size must be an int or (H, W), got {image_size!r}")
+    if hw[0] <= 0 or hw[1] <= 0:
+        raise ValueError(f"image_size must be positive, got {image_size!r}")
+    return hw
+
+
+class ForwardModel(nn.Module, abc.ABC):
+    """Action-conditioned video-prediction model (abstract base).
+
+    Subclasses set the class attribute :attr:`name` (the registry key), implement
+    :meth:`config` (the keyword arguments that rebuild the model, stored in checkpoints)
+    and :meth:`forward` with the contract below. :meth:`check_inputs` performs the shared
+    shape validation and returns ``(C, K)``.
+
+    Attributes:
+        name: registry key of the model class (e.g. ``"convlstm"``).
+        action_dim: ``A``, the size of one action vector.
+        image_size: ``(H, W)`` of the frames the model was built for.
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, *, action_dim: int, image_size: int | tuple[int, int]) -> None:
+        super().__init__()
+        if isinstance(action_dim, bool) or not isinstance(action_dim, int) or action_dim < 1:
+            raise ValueError(f"action_dim must be a positive int, got {action_dim!r}")
+        self.action_dim: int = action_dim
+        self.image_size: tuple[int, int] = normalize_image_size(image_size)
+
+    # ------------------------------------------------------------------ interface
+    @abc.abstractmethod
+    def config(self) -> dict[str, Any]:
+        """Keyword arguments (JSON/YAML-serialisable) such that ``type(self)(**config())``
+        rebuilds an identical, untrained model."""
+
+    @abc.abstractmethod
+    def forward(
+        self,
+        context: torch.Tensor,
+        actions: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        teacher_forcing_prob: float = 0.0,
+    ) -> torch.Tensor:
+        """Predict ``K`` future frames open-loop.
+
+        Args:
+            context: ``(B, C, 3, H, W)`` floating tensor in ``[0, 1]``, frames ``o_0..o_{C-1}``.
+            actions: ``(B, C + K - 1, A)`` floating tensor, ``a_0..a_{C+K-2}`` (``a_t`` is the
+                action taken after ``o_t``); ``K >= 1`` is derived from its length.
+            targets: optional ``(B, K, 3, H, W)`` true frames ``o_C..o_{C+K-1}``, used only
+                for teacher forcing.
+            teacher_forcing_prob: probability in ``[0, 1]`` that, at each step and for each
+                sample independently, the true frame replaces the model's own prediction as
+                the next input. ``0`` (default) is open-loop; ``1`` is full teacher forcing.
+                Needs ``targets`` when ``> 0``. Values strictly between 0 and 1 draw from
+                torch's global RNG (on the inputs' device), so ``torch.manual_seed`` makes
+                them reproducible; 0 and 1 draw nothing.
+
+        Returns:
+            ``(B, K, 3, H, W)`` tensor in ``[0, 1]`` on the model's device and in its dtype
+            (float32 unless converted): predictions of ``o_C..o_{C+K-1}``.
+
+        Raises:
+            ValueError: on any shape, dtype or argument mismatch (one-line message).
+        """
+
+    # ------------------------------------------------------------------ helpers
+    def num_parameters(self, trainable_only: bool = True) -> int:
+        """Number of (trainable) scalar parameters."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    def check_inputs(
+        self,
+        context: torch.Tensor,
+        actions: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        teacher_forcing_prob: float = 0.0,
+    ) -> tuple[int, int]:
+        """Validate the arguments of :meth:`forward` and return ``(C, K)``.
+
+        Raises:
+            ValueError: with a one-line message naming the offending argument and the
+                expected vs. received shape.
+        """
+        H, W = self.image_size
+        if not isinstance(context, torch.Tensor) or context.dim() != 5:
+            raise ValueError(
+                f"context must be a (B, C, 3, H, W) tensor, got shape {_shape(context)}"
+            )
+        if not context.is_floating_point():
+            raise ValueError(f"context must be a floating tensor in [0, 1], got {context.dtype}")
+        B, C, ch, h, w = context.shape
+        if ch != 3:
+            raise ValueError(f"context must have 3 (RGB) channels at dim 2, got {ch} (shape {tuple(context.shape)})")
+        if (h, w) != (H, W):
+            raise ValueError(f"context frames must be {H}x{W} (the model's image_size), got {h}x{w}")
+        if C < 1:
+            raise ValueError("context must hold at least one frame (C >= 1), got C=0")
+        if not isinstance(actions, torch.Tensor) or actions.dim() != 3:
+            raise ValueError(f"actions must be a (B, C + K - 1, A) tensor, got shape {_shape(actions)}")
+        if not actions.is_floating_point():
+            raise ValueError(f"actions must be a floating tensor, got {actions.dtype}")
+        if actions.shape[0] != B:
+            raise ValueError(f"actions batch size {actions.shape[0]} != context batch size {B}")
+        if actions.shape[2] != self.action_dim:
+            raise ValueError(f"actions must have action_dim={self.action_dim} at dim 2, got {actions.shape[2]}")
+        T = actions.shape[1]
+        if T < C:
+            raise ValueError(
+                f"actions length must be >= C (C + K - 1 with K >= 1): got {T} actions for C={C} context frames"
+            )
+        K = T - C + 1
+        if isinstance(teacher_forcing_prob, bool) or not (0.0 <= float(teacher_forcing_prob) <= 1.0):
+            raise ValueError(f"teacher_forcing_prob must be in [0, 1], got {teacher_forcing_prob!r}")
+        if targets is not None:
+            expected = (B, K, 3, H, W)
+            if not isinstance(targets, torch.Tensor) or tuple(targets.shape) != expected:
+                raise ValueError(f"targets must have shape {expected} (B, K, 3, H, W), got {_shape(targets)}")
+        elif teacher_forcing_prob > 0.0:
+            raise ValueError("teacher_forcing_prob > 0 needs targets (B, K, 3, H, W)")
+        return C, K
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, action_dim={self.action_dim}, image_size={self.image_size}"
+
+
+def _shape(x: object) -> str:
+    if isinstance(x, torch.Tensor):
+        return str(tuple(x.shape))
+    return f"<{type(x).__name__}>"
