@@ -17,7 +17,6 @@ from typer.testing import CliRunner
 
 from visfore.collect import (
     EpisodeRunner,
-    benchmark_bare_loop,
     collect,
     episode_seeds,
 )
@@ -486,19 +485,6 @@ def test_python_api_raises_visfore_error(tmp_path):
     with pytest.raises(VisforeError, match="--size"):
         collect(env="reacher", episodes=1, steps=1, size=33, out=tmp_path / "x.zarr")
     assert not (tmp_path / "x.zarr").exists()
-
-
-def test_benchmark_bare_loop_counts_frames():
-    result = benchmark_bare_loop("reacher", size=32, steps=5, episodes=2, seed=0)
-    assert result["frames"] == 12 and result["frames_per_s"] > 0
-
-
-# -- policies --------------------------------------------------------------------------
-def test_episode_seeds_depend_only_on_seed_and_index():
-    a_seed, a_rng = episode_seeds(0, 7)
-    b_seed, b_rng = episode_seeds(0, 7)
-    assert a_seed == b_seed and a_rng.random() == b_rng.random()
-    assert episode_seeds(0, 8)[0] != a_seed and episode_seeds(1, 7)[0] != a_seed
 
 
 def test_policies_stay_in_bounds_and_smooth_is_correlated():

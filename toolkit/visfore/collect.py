@@ -676,57 +676,6 @@ def _stop_executor(executor: Any, pending: deque) -> None:
         process.join(timeout=5)
 
 
-def benchmark_bare_loop(
-    env_id: str,
-    size: int,
-    steps: int,
-    episodes: int,
-    seed: int = 0,
-    env_kwargs: Mapping[str, Any] | None = None,
-) -> dict[str, float]:
-    """Frames/s of a bare ``reset`` + ``step`` loop with uniform random actions.
-
-    The reference for collection overhead: the same env made the same way
-    (:func:`visfore.envs.make_env`), each observation's frame kept in a list and
-    nothing else. Frames are counted like :func:`collect` counts rows: T + 1 per episode.
-
-    Args:
-        env_id: short name or registered id; size, steps, episodes as in :func:`collect`.
-
-    Returns:
-        ``frames``, ``seconds`` (wall time, s) and ``frames_per_s``.
-    """
-    from visfore.envs import make_env, parse_env_kwargs, pixel_source, resolve_env_id
-
-    env_id = resolve_env_id(env_id)
-    env = make_env(
-        env_id, size=size, max_episode_steps=steps, env_kwargs=parse_env_kwargs(env_kwargs)
-    )
-    from_obs = pixel_source(env_id) == "obs"
-    env.action_space.seed(seed)
-    frames = 0
-    try:
-        t0 = time.perf_counter()
-        for episode in range(episodes):
-            obs, _ = env.reset(seed=seed + episode)
-            kept = [obs["pixels"] if from_obs else env.render()]
-            for _ in range(steps):
-                obs, _, term, trunc, _ = env.step(env.action_space.sample())
-                kept.append(obs["pixels"] if from_obs else env.render())
-                if term or trunc:
-                    break
-            frames += len(kept)
-        seconds = time.perf_counter() - t0
-    finally:
-        env.close()
-    return {"frames": frames, "seconds": seconds, "frames_per_s": frames / seconds}
-
-
-def bare_step_render_fps(env_id: str, size: int, steps: int, episodes: int, seed: int = 0) -> float:
-    """Frames/s of :func:`benchmark_bare_loop` (the benchmark's reference number)."""
-    return benchmark_bare_loop(env_id, size, steps, episodes, seed)["frames_per_s"]
-
-
 # -- the command -----------------------------------------------------------------------
 @handle_errors
 def collect_command(
