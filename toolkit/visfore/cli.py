@@ -1,0 +1,36 @@
+"""The ``visfore`` command-line app (Typer).
+
+Each command lives in the module of its pipeline and imports heavy libraries (torch,
+zarr, mujoco) inside its body, so ``visfore --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from visfore.collect import collect_command
+from visfore.dataset_info import dataset_info_command
+from visfore.train_model import train_model_command
+
+app = typer.Typer(
+    name="visfore",
+    help="Visual foresight toolkit: collect reacher datasets and train video-prediction forward models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+dataset_app = typer.Typer(help="Inspect visfore Zarr datasets.", no_args_is_help=True)
+
+app.command("collect")(collect_command)
+app.command("train-model")(train_model_command)
+dataset_app.command("info")(dataset_info_command)
+app.add_typer(dataset_app, name="dataset")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()
