@@ -499,17 +499,25 @@ def test_policies_stay_in_bounds_and_smooth_is_correlated():
         np.array([-1.0, -2.0], np.float32), np.array([1.0, 0.5], np.float32), dtype=np.float32
     )
     lags = {}
-    for name in ("random", "smooth"):
-        policy = make_policy(name, space)
+    half_range = (space.high - space.low) / 2
+    centre = (space.high + space.low) / 2
+    for name, params in (("random", {}), ("smooth", {"scale": 1.0}), ("smooth-default", {})):
+        policy = make_policy(name.split("-")[0], space, **params)
         policy.reset(np.random.default_rng(0))
         actions = np.stack([policy.act() for _ in range(4000)])
         assert actions.dtype == np.float32
         assert (actions >= space.low).all() and (actions <= space.high).all()
         centred = (actions - actions.mean(0)) / actions.std(0)
         lags[name] = float((centred[1:] * centred[:-1]).mean())
-        # Both cover much of the box.
-        assert (actions.std(0) > 0.35 * (space.high - space.low) / 2).all()
-    assert abs(lags["random"]) < 0.1 and lags["smooth"] > 0.7
+        if name == "smooth-default":
+            # Default amplitude: within scale (0.3) of the half-range around the centre.
+            assert (np.abs(actions - centre) <= 0.3 * half_range + 1e-6).all()
+        else:
+            # Full amplitude covers much of the box.
+            assert (actions.std(0) > 0.35 * half_range).all()
+    # OU lag-1 autocorrelation is 1 - theta (0.7 with the default theta 0.3).
+    assert abs(lags["random"]) < 0.1
+    assert lags["smooth"] > 0.6 and lags["smooth-default"] > 0.6
     assert isinstance(make_policy("random", space), RandomPolicy)
     assert isinstance(make_policy("smooth", space, theta=0.5), SmoothPolicy)
 
@@ -530,6 +538,8 @@ def test_make_policy_rejects_bad_input():
         make_policy("wander", space)
     with pytest.raises(VisforeError, match="theta"):
         make_policy("smooth", space, theta=0.0)
+    with pytest.raises(VisforeError, match="scale=1.5"):
+        make_policy("smooth", space, scale=1.5)
     with pytest.raises(VisforeError):
         make_policy("random", gym.spaces.Discrete(3))
     with pytest.raises(VisforeError, match="bounded"):

@@ -424,7 +424,7 @@ def collect(
         env_kwargs: extra ``gymnasium.make`` arguments: a dict, or ``--env-kwargs``
             strings (:func:`visfore.envs.parse_env_kwargs`).
         progress: show a rich progress bar (episodes, frames/s) and messages on stderr.
-        policy_params: policy parameters (``theta``, ``sigma`` for ``smooth``).
+        policy_params: policy parameters (``theta``, ``sigma``, ``scale`` for ``smooth``).
 
     Returns:
         Summary dict: ``path``, ``env_id``, ``episodes`` (complete episodes in the
