@@ -27,7 +27,7 @@ demo: install
 	$(VENV)/bin/visfore collect --env reacher --episodes 240 --steps 30 --size 64 \
 		--policy smooth --seed 0 --workers 2 --out $(DEMO_DATA)
 	$(VENV)/bin/visfore train-model --data $(DEMO_DATA) --model convlstm \
-		--context 2 --horizon 10 --epochs 6 --seed 0 --time-budget 7
+		--context 2 --horizon 10 --epochs 12 --seed 0 --time-budget 10
 
 test: install
 	$(PY) -m pytest -n 2 tests
