@@ -27,6 +27,9 @@ __all__ = ["GHOST_GROUP", "GHOST_PREFIX", "Ghost", "load_model_with_ghost"]
 GHOST_GROUP = 5
 #: Name prefix of the ghost mocap bodies and geoms.
 GHOST_PREFIX = "ghost/"
+# Every ghost geom: no collisions, no mass (the ghost never touches the dynamics), and in
+# GHOST_GROUP so a renderer can toggle it.
+_GHOST_GEOM = dict(contype=0, conaffinity=0, group=GHOST_GROUP, density=0, mass=0)
 
 
 _RADIUS_FIRST = {
@@ -120,11 +123,7 @@ def load_model_with_ghost(
             gbody.add_geom(
                 name=f"{gname}/geom{g}",
                 rgba=list(ghost_rgba),
-                contype=0,
-                conaffinity=0,
-                group=GHOST_GROUP,
-                density=0,
-                mass=0,
+                **_GHOST_GEOM,
                 **kwargs,
             )
     for sid in site_ids:
@@ -136,11 +135,7 @@ def load_model_with_ghost(
             size=[marker_radius, 0, 0],
             pos=base.site_pos[sid].copy(),
             rgba=list(marker_rgba),
-            contype=0,
-            conaffinity=0,
-            group=GHOST_GROUP,
-            density=0,
-            mass=0,
+            **_GHOST_GEOM,
         )
     scene = spec.compile()
     pairs = []
