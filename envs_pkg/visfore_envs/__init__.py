@@ -1,6 +1,8 @@
 """visfore_envs: Gymnasium environments for visual-foresight robot learning (MuJoCo).
 
-Importing the package registers :data:`ENV_IDS` (``ReacherPlane-v0``, ``Reacher3D-v0``),
+Importing the package registers :data:`ENV_IDS` (``ReacherPlane-v0``, ``Reacher3D-v0``,
+the perturbable ``PerturbHopper-v0``, ``PerturbWalker2d-v0``, ``PerturbAnt-v0``,
+``PerturbHalfCheetah-v0`` and their ``...Bullet-v0`` PyBullet twins),
 so ``gym.make("ReacherPlane-v0")`` works after ``import visfore_envs`` and
 ``gym.make("visfore_envs:Reacher3D-v0")`` works without it.
 
@@ -15,8 +17,17 @@ from visfore_envs.core.gl import configure_gl_environment
 configure_gl_environment()
 
 from visfore_envs.core import KeypointTargetEnv, VisforeMujocoEnv  # noqa: E402
+from visfore_envs.locomotion import (  # noqa: E402
+    LOCOMOTION_IDS,
+    PerturbAntEnv,
+    PerturbHalfCheetahEnv,
+    PerturbHopperEnv,
+    PerturbWalker2dEnv,
+    perturbation_keys,
+    resolve_perturbation_key,
+)
 from visfore_envs.reacher import Reacher3DEnv, ReacherPlaneEnv  # noqa: E402
-from visfore_envs.registration import ENV_IDS, register_envs  # noqa: E402
+from visfore_envs.registration import ENV_IDS, REACHER_IDS, register_envs  # noqa: E402
 
 register_envs()
 
@@ -24,6 +35,14 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ENV_IDS",
+    "LOCOMOTION_IDS",
+    "REACHER_IDS",
+    "PerturbAntEnv",
+    "PerturbHalfCheetahEnv",
+    "PerturbHopperEnv",
+    "PerturbWalker2dEnv",
+    "perturbation_keys",
+    "resolve_perturbation_key",
     "KeypointTargetEnv",
     "Reacher3DEnv",
     "ReacherPlaneEnv",

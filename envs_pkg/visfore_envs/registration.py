@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import gymnasium as gym
 
-__all__ = ["ENV_IDS", "register_envs"]
+__all__ = ["ENV_IDS", "REACHER_IDS", "register_envs"]
 
 # id -> (entry point, max_episode_steps)
 _SPECS: dict[str, tuple[str, int]] = {
     "ReacherPlane-v0": ("visfore_envs.reacher:ReacherPlaneEnv", 50),
     "Reacher3D-v0": ("visfore_envs.reacher:Reacher3DEnv", 50),
+    # Perturbable locomotion: backend="mujoco" (default) or "pybullet"; 1000 steps as v5.
+    "PerturbHopper-v0": ("visfore_envs.locomotion:make_perturb_hopper", 1000),
+    "PerturbWalker2d-v0": ("visfore_envs.locomotion:make_perturb_walker2d", 1000),
+    "PerturbAnt-v0": ("visfore_envs.locomotion:make_perturb_ant", 1000),
+    "PerturbHalfCheetah-v0": ("visfore_envs.locomotion:make_perturb_half_cheetah", 1000),
 }
 
 #: Every registered id, in a stable order.
 ENV_IDS: tuple[str, ...] = tuple(_SPECS)
+#: The reacher ids (key-point targets, pixel rewards, goal-conditioned observations).
+REACHER_IDS: tuple[str, ...] = ("ReacherPlane-v0", "Reacher3D-v0")
 
 
 def register_envs() -> None:

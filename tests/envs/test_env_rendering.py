@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import visfore_envs  # noqa: F401
-from visfore_envs import ENV_IDS
+from visfore_envs import REACHER_IDS as ENV_IDS
 
 
 @pytest.mark.parametrize("env_id", ENV_IDS)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import visfore_envs  # noqa: F401
-from visfore_envs import ENV_IDS
+from visfore_envs import REACHER_IDS as ENV_IDS
 
 
 def analytic_keypoints(env_id: str, q: np.ndarray) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Environment names for the toolkit: short names, registered ids and env creation.
 
 ``--env`` accepts a short name (``reacher`` -> ``ReacherPlane-v0``, ``reacher3d`` ->
-``Reacher3D-v0``), any id registered by :mod:`visfore_envs`, or any other registered
+``Reacher3D-v0``, ``hopper`` -> ``PerturbHopper-v0``, ``walker2d``, ``ant``, ``halfcheetah``), any id registered by :mod:`visfore_envs`, or any other registered
 Gymnasium id. visfore envs are created with ``obs_mode="state+pixels"`` and return the
 frame in the observation; other Gymnasium envs are created with
 ``render_mode="rgb_array"`` and their frame comes from ``env.render()`` (MuJoCo envs
@@ -19,6 +19,10 @@ from visfore.errors import VisforeError
 SHORT_NAMES: dict[str, str] = {
     "reacher": "ReacherPlane-v0",
     "reacher3d": "Reacher3D-v0",
+    "hopper": "PerturbHopper-v0",
+    "walker2d": "PerturbWalker2d-v0",
+    "ant": "PerturbAnt-v0",
+    "halfcheetah": "PerturbHalfCheetah-v0",
 }
 
 #: Keyword arguments the toolkit sets itself when it creates an env.

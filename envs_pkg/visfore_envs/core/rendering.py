@@ -167,6 +167,14 @@ class FastRenderer:
         """True once the GL context exists (after the first render, before close)."""
         return self._con is not None
 
+    def set_model(self, model: mujoco.MjModel) -> None:
+        """Draw ``model`` from now on, keeping the GL context.
+
+        For models that differ only in numbers (a perturbed robot: sizes, positions,
+        masses), not in their textures, meshes or element counts; call
+        :func:`configure_fast_visuals` on it first."""
+        self._model = model
+
     # -- rendering ---------------------------------------------------------------------
     def render(self, data: mujoco.MjData) -> np.ndarray:
         """Render ``data`` (positions as of its last kinematics/forward pass).

@@ -1,0 +1,619 @@
+"""Perturbable Hopper, Walker2d, Ant and HalfCheetah (MuJoCo backend) and the
+backend-choosing entry points of their ids.
+
+At nominal scale each env reproduces gymnasium's v5 env of the same robot: the same MJCF
+(``assets/locomotion/``, copied unchanged from gymnasium 1.4.0), observation, reward
+terms, termination, reset noise and simulation call (``mj_step`` then
+``mj_rnePostConstraint``, as ``gymnasium/envs/mujoco/mujoco_env.py``), so the same seed and
+actions give the same trajectory bit for bit (``tests/envs/test_locomotion.py``).
+
+On top of v5:
+
+* ``perturbation={"thigh.length": 1.3, "friction": 0.8}``: fixed scale factors (see
+  :mod:`visfore_envs.morphology` for the keys and what each factor does);
+* ``randomize=``: ranges a new perturbation is drawn from at every reset with the env's
+  seeded ``np_random`` (domain randomisation): ``"random"``/``"extreme"`` (Packer et al.
+  2018), ``(0.8, 1.2)``/``"0.8-1.2"`` (every part length and width), or a dict
+  ``key -> (low, high)``; applied on top of ``perturbation``'s keys that it does not draw;
+* ``obs_mode="pixels"`` / ``"state+pixels"``: frames from the model's tracking camera
+  (``"track"``) at ``width`` x ``height``;
+* ``info["perturbation"]`` (every key -> factor) and ``info["body_mass"]`` (body -> kg) at
+  reset and every step.
+
+With a perturbed geometry the root starts raised so the feet keep their nominal clearance,
+and the healthy height range (hopper, walker, ant) is scaled by the change of standing
+height (``scale_healthy_z=False`` keeps v5's absolute range).
+
+``gym.make("PerturbHopper-v0", backend="pybullet")`` returns the PyBullet port of the
+Roboschool/pybullet_envs hopper (:mod:`visfore_envs.bullet`), driven by the same
+perturbation spec; it is also registered as ``PerturbHopperBullet-v0``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import mujoco
+import numpy as np
+from gymnasium.utils import EzPickle
+
+from visfore_envs.core.mujoco_env import ASSETS_DIR, VisforeMujocoEnv
+from visfore_envs.core.options import check_choice, check_real
+from visfore_envs.core.rendering import configure_fast_visuals
+from visfore_envs.morphology import (
+    ROBOTS,
+    RobotMorphology,
+    compile_mjcf,
+    parse_perturbation,
+    parse_ranges,
+    resolve_key,
+    sample_perturbation,
+    scale_mjcf,
+)
+
+__all__ = [
+    "BACKENDS",
+    "LOCOMOTION_IDS",
+    "PerturbLocomotionEnv",
+    "PerturbHopperEnv",
+    "PerturbWalker2dEnv",
+    "PerturbAntEnv",
+    "PerturbHalfCheetahEnv",
+    "perturbation_keys",
+    "resolve_perturbation_key",
+    "robot_of",
+]
+
+#: Physics backends of the Perturb* ids.
+BACKENDS = ("mujoco", "pybullet")
+
+_LOCO_DIR = ASSETS_DIR / "locomotion"
+
+
+class PerturbLocomotionEnv(VisforeMujocoEnv, EzPickle):
+    """A v5 locomotion task on a perturbable MJCF (base of the four robots).
+
+    Subclasses set :attr:`robot`, :attr:`xml_name` and :attr:`v5_defaults`, and implement
+    :meth:`_v5_observation`, :meth:`_v5_is_healthy` and :meth:`_v5_reward`.
+
+    Keyword-only args:
+        perturbation: fixed factors ``{key: factor}`` (None = nominal).
+        randomize: ranges drawn at every reset (None = fixed perturbation).
+        scale_healthy_z: scale the healthy height range by the standing-height ratio.
+        obs_mode: ``"state"`` (v5's float64 vector), ``"pixels"`` (uint8 (height, width, 3))
+            or ``"state+pixels"`` (Dict).
+        width, height: frame size in pixels. camera: model camera name (default
+            ``"track"``, the v5 MJCF's tracking camera) or None with free-camera options.
+        render_mode: None or ``"rgb_array"``.
+        reward_mode: only ``"state"`` (v5's reward).
+        frame_skip and the v5 reward/termination options of the robot (e.g.
+        ``ctrl_cost_weight``, ``healthy_reward``, ``healthy_z_range``,
+        ``reset_noise_scale``), with v5's defaults.
+
+    Raises:
+        ValueError: on an unknown perturbation key (listing the valid ones), a factor that
+            is not a positive finite number, a bad range or preset, or a bad option value.
+    """
+
+    robot: ClassVar[str] = ""
+    xml_name: ClassVar[str] = ""
+    #: v5 constructor defaults of the robot (gymnasium ``envs/mujoco/<robot>_v5.py``).
+    v5_defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(
+        self,
+        *,
+        perturbation: Mapping[str, float] | None = None,
+        randomize=None,
+        scale_healthy_z: bool = True,
+        obs_mode: str = "state",
+        reward_mode: str = "state",
+        width: int = 64,
+        height: int = 64,
+        camera: str | None = "track",
+        camera_distance: float | None = None,
+        camera_azimuth: float | None = None,
+        camera_elevation: float | None = None,
+        camera_lookat: tuple[float, float, float] | None = None,
+        render_mode: str | None = None,
+        **v5_options,
+    ) -> None:
+        EzPickle.__init__(
+            self,
+            perturbation=perturbation,
+            randomize=randomize,
+            scale_healthy_z=scale_healthy_z,
+            obs_mode=obs_mode,
+            reward_mode=reward_mode,
+            width=width,
+            height=height,
+            camera=camera,
+            camera_distance=camera_distance,
+            camera_azimuth=camera_azimuth,
+            camera_elevation=camera_elevation,
+            camera_lookat=camera_lookat,
+            render_mode=render_mode,
+            **v5_options,
+        )
+        check_choice("reward_mode", reward_mode, ("state",))
+        unknown = sorted(set(v5_options) - set(self.v5_defaults))
+        if unknown:
+            raise ValueError(
+                f"unknown option {unknown[0]!r} for {type(self).__name__}; options: "
+                + ", ".join(sorted(self.v5_defaults))
+            )
+        options = {**self.v5_defaults, **v5_options}
+        self.morphology: RobotMorphology = ROBOTS[self.robot]
+        self._fixed = parse_perturbation(self.morphology, perturbation)
+        self._ranges = None if randomize is None else parse_ranges(self.morphology, randomize)
+        self.scale_healthy_z = bool(scale_healthy_z)
+        self._options = options
+        self._nominal_xml = (_LOCO_DIR / self.xml_name).read_text()
+        self._scales = dict(self._fixed)
+        self._scaled = scale_mjcf(self._nominal_xml, self.morphology, self._scales)
+        super().__init__(
+            obs_mode=obs_mode,
+            reward_mode="state",
+            width=width,
+            height=height,
+            camera=camera,
+            camera_distance=camera_distance,
+            camera_azimuth=camera_azimuth,
+            camera_elevation=camera_elevation,
+            camera_lookat=camera_lookat,
+            render_mode=render_mode,
+            frame_skip=options["frame_skip"],
+            ctrl_cost_weight=check_real(
+                "ctrl_cost_weight", options["ctrl_cost_weight"], minimum=0.0
+            ),
+        )
+        # Frames are drawn from their own MjData so rendering never changes the physics
+        # data the v5 rewards read (v5 reads positions as mj_step leaves them).
+        self.scene_data = mujoco.MjData(self.model)
+        self._after_model_change()
+        self.observation_space = self._make_observation_space()
+
+    # -- model -----------------------------------------------------------------------------
+    def _load_model(self) -> mujoco.MjModel:
+        model = compile_mjcf(self._scaled.xml)
+        _apply_global_factors(model, self._scales)
+        return model
+
+    def _install_model(self) -> None:
+        """Swap in the model of the current :attr:`_scales` (after a randomised draw)."""
+        self._scaled = scale_mjcf(self._nominal_xml, self.morphology, self._scales)
+        self.model = self._load_model()
+        self.data = mujoco.MjData(self.model)
+        mujoco.mj_forward(self.model, self.data)
+        configure_fast_visuals(self.model, self.width, self.height)
+        self.scene_model = self.model
+        self.scene_data = mujoco.MjData(self.model)
+        self._renderer.set_model(self.model)
+        self.init_qpos = self.data.qpos.copy()
+        self.init_qvel = self.data.qvel.copy()
+        self._ctrl = self.data.ctrl
+        self._qpos = self.data.qpos
+        self._qvel = self.data.qvel
+        self._after_model_change()
+
+    def _after_model_change(self) -> None:
+        ratio = self._scaled.height_ratio if self.scale_healthy_z else 1.0
+        low, high = self._options.get("healthy_z_range", (0.0, np.inf))
+        self._healthy_z = (low * ratio, high * ratio)
+        names = [self.model.body(i).name or f"body{i}" for i in range(1, self.model.nbody)]
+        self._info_static = {
+            "perturbation": dict(self._scales),
+            "body_mass": {n: float(m) for n, m in zip(names, self.model.body_mass[1:])},
+        }
+        self._frame = None
+
+    def _info_copy(self) -> dict[str, dict[str, float]]:
+        # New dicts every call: callers keep infos (gymnasium's checker asks for it).
+        static = self._info_static
+        return {"perturbation": dict(static["perturbation"]), "body_mass": dict(static["body_mass"])}
+
+    @property
+    def perturbation(self) -> dict[str, float]:
+        """The factors in effect (every key), a copy."""
+        return dict(self._scales)
+
+    @property
+    def healthy_z_range(self) -> tuple[float, float]:
+        """Healthy height range in metres after scaling (v5's range at nominal)."""
+        return self._healthy_z
+
+    # -- simulation ------------------------------------------------------------------------
+    def _simulate_v5(self, action) -> None:
+        """gymnasium ``MujocoEnv.do_simulation``: ctrl, mj_step x frame_skip, rne."""
+        if np.shape(action) != self._action_shape:
+            raise ValueError(
+                f"action shape {np.shape(action)} is not the action space shape {self._action_shape}"
+            )
+        self._ctrl[:] = action
+        mujoco.mj_step(self.model, self.data, nstep=self.frame_skip)
+        mujoco.mj_rnePostConstraint(self.model, self.data)
+        self._frame = None
+
+    def _posed_scene(self) -> mujoco.MjData:
+        sd = self.scene_data
+        sd.qpos[:] = self._qpos
+        mujoco.mj_kinematics(self.model, sd)
+        mujoco.mj_comPos(self.model, sd)  # subtree centres of mass: the trackcom camera
+        mujoco.mj_camlight(self.model, sd)
+        return sd
+
+    def _state_dim(self) -> int:
+        return int(self._v5_observation().shape[0])
+
+    def _state_obs(self) -> np.ndarray:
+        return self._v5_observation()
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """Reset as v5 does (``mj_resetData``, then uniform/normal noise on qpos/qvel).
+
+        With ``randomize``, a new perturbation is drawn first (from ``np_random``) and the
+        model rebuilt. Returns ``(observation, info)``; info has ``perturbation``,
+        ``body_mass`` and v5's reset info.
+        """
+        super().reset(seed=seed)
+        if self._ranges is not None:
+            drawn = sample_perturbation(self.morphology, self._ranges, self.np_random)
+            self._scales = {
+                k: drawn[k] if k in self._ranges else self._fixed[k] for k in self._fixed
+            }
+            self._install_model()
+        mujoco.mj_resetData(self.model, self.data)
+        qpos, qvel = self._v5_reset_noise()
+        self.set_state(qpos, qvel)
+        info = {**self._v5_reset_info(), **self._info_copy()}
+        return self._observation(), info
+
+    def step(self, action):
+        """One v5 step. Returns ``(observation, reward, terminated, False, info)``."""
+        reward, terminated, info = self._v5_step(action)
+        info.update(self._info_copy())
+        return self._observation(), reward, terminated, False, info
+
+    # -- robot hooks -----------------------------------------------------------------------
+    def _v5_observation(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def _v5_reset_noise(self) -> tuple[np.ndarray, np.ndarray]:
+        scale = self._options["reset_noise_scale"]
+        qpos = self.init_qpos + self.np_random.uniform(-scale, scale, size=self.model.nq)
+        qvel = self.init_qvel + self.np_random.uniform(-scale, scale, size=self.model.nv)
+        return qpos, qvel
+
+    def _v5_reset_info(self) -> dict[str, Any]:
+        return {"x_position": self.data.qpos[0]}
+
+    def _v5_step(self, action) -> tuple[float, bool, dict[str, Any]]:
+        raise NotImplementedError
+
+
+def _apply_global_factors(model: mujoco.MjModel, scales: Mapping[str, float]) -> None:
+    """friction (sliding, every geom), gravity, actuator_gear, joint_damping (in place)."""
+    if scales["friction"] != 1.0:
+        model.geom_friction[:, 0] *= scales["friction"]
+    if scales["gravity"] != 1.0:
+        model.opt.gravity[:] = model.opt.gravity * scales["gravity"]
+    if scales["actuator_gear"] != 1.0:
+        model.actuator_gear[:, 0] *= scales["actuator_gear"]
+    if scales["joint_damping"] != 1.0:
+        model.dof_damping[:] = model.dof_damping * scales["joint_damping"]
+
+
+class _PlanarWalker(PerturbLocomotionEnv):
+    """Hopper and Walker2d: planar, forward reward from qpos[0], healthy z and angle."""
+
+    def _v5_observation(self) -> np.ndarray:
+        position = self.data.qpos.flatten()[1:]
+        velocity = np.clip(self.data.qvel.flatten(), -10, 10)
+        return np.concatenate((position, velocity)).ravel()
+
+    def _is_healthy(self) -> bool:
+        z, angle = self.data.qpos[1:3]
+        min_z, max_z = self._healthy_z
+        min_angle, max_angle = self._options["healthy_angle_range"]
+        healthy = min_z < z < max_z and min_angle < angle < max_angle
+        if "healthy_state_range" in self._options:  # hopper only
+            state = np.concatenate((self.data.qpos, self.data.qvel))[2:]
+            low, high = self._options["healthy_state_range"]
+            healthy = healthy and bool(np.all(np.logical_and(low < state, state < high)))
+        return bool(healthy)
+
+    def _v5_step(self, action):
+        o = self._options
+        x_before = self.data.qpos[0]
+        self._simulate_v5(action)
+        x_after = self.data.qpos[0]
+        x_velocity = (x_after - x_before) / self.dt
+        healthy = self._is_healthy()
+        forward = o["forward_reward_weight"] * x_velocity
+        survive = healthy * o["healthy_reward"]
+        ctrl_cost = o["ctrl_cost_weight"] * np.sum(np.square(action))
+        reward = forward + survive - ctrl_cost
+        terminated = (not healthy) and o["terminate_when_unhealthy"]
+        info = {
+            "x_position": x_after,
+            "z_distance_from_origin": self.data.qpos[1] - self.init_qpos[1],
+            "x_velocity": x_velocity,
+            "reward_forward": forward,
+            "reward_ctrl": -ctrl_cost,
+            "reward_survive": survive,
+        }
+        return reward, terminated, info
+
+    def _v5_reset_info(self):
+        return {
+            "x_position": self.data.qpos[0],
+            "z_distance_from_origin": self.data.qpos[1] - self.init_qpos[1],
+        }
+
+
+class PerturbHopperEnv(_PlanarWalker):
+    """Perturbable Hopper (``PerturbHopper-v0``); gymnasium ``hopper_v5.py`` at nominal.
+
+    Observation ``"state"``: Box(-inf, inf, (11,), float64): qpos[1:] (z in m, torso
+    angle, thigh/leg/foot angles in rad) and qvel clipped to [-10, 10]. Action: Box(-1, 1,
+    (3,), float32), torques of thigh, leg and foot (gear 200). Reward: forward velocity
+    (m/s) + 1 when healthy - 1e-3 |a|^2; terminates when unhealthy (z <= 0.7 m x height
+    ratio, |torso angle| >= 0.2 rad, or any state beyond +-100). ``dt`` = 0.008 s.
+    Parts: ``torso``, ``thigh``, ``leg``, ``foot`` (the seed-003 Ltorso..Wfoot).
+    """
+
+    robot = "hopper"
+    xml_name = "hopper.xml"
+    v5_defaults = {
+        "frame_skip": 4,
+        "forward_reward_weight": 1.0,
+        "ctrl_cost_weight": 1e-3,
+        "healthy_reward": 1.0,
+        "terminate_when_unhealthy": True,
+        "healthy_state_range": (-100.0, 100.0),
+        "healthy_z_range": (0.7, float("inf")),
+        "healthy_angle_range": (-0.2, 0.2),
+        "reset_noise_scale": 5e-3,
+    }
+
+
+class PerturbWalker2dEnv(_PlanarWalker):
+    """Perturbable Walker2d (``PerturbWalker2d-v0``); gymnasium ``walker2d_v5.py`` at nominal.
+
+    Observation ``"state"``: Box(-inf, inf, (17,), float64): qpos[1:] and qvel clipped to
+    [-10, 10]. Action: Box(-1, 1, (6,), float32) (gear 100). Reward: forward velocity + 1
+    when healthy - 1e-3 |a|^2; terminates when z leaves (0.8, 2.0) m (x height ratio) or
+    |torso angle| >= 1 rad. Parts: ``torso``, ``thigh``, ``leg``, ``foot`` (both legs).
+    """
+
+    robot = "walker2d"
+    xml_name = "walker2d.xml"
+    v5_defaults = {
+        "frame_skip": 4,
+        "forward_reward_weight": 1.0,
+        "ctrl_cost_weight": 1e-3,
+        "healthy_reward": 1.0,
+        "terminate_when_unhealthy": True,
+        "healthy_z_range": (0.8, 2.0),
+        "healthy_angle_range": (-1.0, 1.0),
+        "reset_noise_scale": 5e-3,
+    }
+
+
+class PerturbAntEnv(PerturbLocomotionEnv):
+    """Perturbable Ant (``PerturbAnt-v0``); gymnasium ``ant_v5.py`` at nominal.
+
+    Observation ``"state"``: Box(-inf, inf, (105,), float64): qpos[2:] (13), qvel (14) and
+    the external contact forces ``cfrc_ext[1:]`` clipped to [-1, 1] (78). Action: Box(-1,
+    1, (8,), float32) (gear 150). Reward: torso x velocity + 1 when healthy - 0.5 |a|^2 -
+    5e-4 |cfrc_ext|^2; terminates when the torso z leaves [0.2, 1.0] m (x height ratio).
+    Parts: ``torso`` (width, mass), ``hip``, ``thigh``, ``shin`` (all four legs).
+    """
+
+    robot = "ant"
+    xml_name = "ant.xml"
+    v5_defaults = {
+        "frame_skip": 5,
+        "forward_reward_weight": 1.0,
+        "ctrl_cost_weight": 0.5,
+        "contact_cost_weight": 5e-4,
+        "healthy_reward": 1.0,
+        "terminate_when_unhealthy": True,
+        "healthy_z_range": (0.2, 1.0),
+        "contact_force_range": (-1.0, 1.0),
+        "reset_noise_scale": 0.1,
+    }
+
+    def _contact_forces(self) -> np.ndarray:
+        low, high = self._options["contact_force_range"]
+        return np.clip(self.data.cfrc_ext, low, high)
+
+    def _v5_observation(self) -> np.ndarray:
+        position = self.data.qpos.flatten()[2:]
+        velocity = self.data.qvel.flatten()
+        return np.concatenate((position, velocity, self._contact_forces()[1:].flatten()))
+
+    def _is_healthy(self) -> bool:
+        state = np.concatenate((self.data.qpos, self.data.qvel))
+        min_z, max_z = self._healthy_z
+        return bool(np.isfinite(state).all() and min_z <= state[2] <= max_z)
+
+    def _v5_reset_noise(self):
+        scale = self._options["reset_noise_scale"]
+        qpos = self.init_qpos + self.np_random.uniform(-scale, scale, size=self.model.nq)
+        qvel = self.init_qvel + scale * self.np_random.standard_normal(self.model.nv)
+        return qpos, qvel
+
+    def _v5_reset_info(self):
+        return {
+            "x_position": self.data.qpos[0],
+            "y_position": self.data.qpos[1],
+            "distance_from_origin": np.linalg.norm(self.data.qpos[0:2], ord=2),
+        }
+
+    def _v5_step(self, action):
+        o = self._options
+        xy_before = self.data.xpos[1, :2].copy()  # v5's main_body = 1 (torso)
+        self._simulate_v5(action)
+        xy_after = self.data.xpos[1, :2].copy()
+        x_velocity, y_velocity = (xy_after - xy_before) / self.dt
+        healthy = self._is_healthy()
+        forward = x_velocity * o["forward_reward_weight"]
+        survive = healthy * o["healthy_reward"]
+        ctrl_cost = o["ctrl_cost_weight"] * np.sum(np.square(action))
+        contact_cost = o["contact_cost_weight"] * np.sum(np.square(self._contact_forces()))
+        reward = forward + survive - (ctrl_cost + contact_cost)
+        terminated = (not healthy) and o["terminate_when_unhealthy"]
+        info = {
+            "x_position": self.data.qpos[0],
+            "y_position": self.data.qpos[1],
+            "distance_from_origin": np.linalg.norm(self.data.qpos[0:2], ord=2),
+            "x_velocity": x_velocity,
+            "y_velocity": y_velocity,
+            "reward_forward": forward,
+            "reward_ctrl": -ctrl_cost,
+            "reward_contact": -contact_cost,
+            "reward_survive": survive,
+        }
+        return reward, terminated, info
+
+
+class PerturbHalfCheetahEnv(PerturbLocomotionEnv):
+    """Perturbable HalfCheetah (``PerturbHalfCheetah-v0``); gymnasium ``half_cheetah_v5.py``
+    at nominal.
+
+    Observation ``"state"``: Box(-inf, inf, (17,), float64): qpos[1:] and qvel. Action:
+    Box(-1, 1, (6,), float32). Reward: forward velocity - 0.1 |a|^2; never terminates.
+    Parts: ``torso`` (with the head), ``bthigh``, ``bshin``, ``bfoot``, ``fthigh``,
+    ``fshin``, ``ffoot``. (v5's ``settotalmass=14`` holds at nominal; a perturbed cheetah
+    keeps the nominal densities instead, so its mass follows its geometry.)
+    """
+
+    robot = "half_cheetah"
+    xml_name = "half_cheetah.xml"
+    v5_defaults = {
+        "frame_skip": 5,
+        "forward_reward_weight": 1.0,
+        "ctrl_cost_weight": 0.1,
+        "reset_noise_scale": 0.1,
+    }
+
+    def _v5_observation(self) -> np.ndarray:
+        position = self.data.qpos.flatten()[1:]
+        return np.concatenate((position, self.data.qvel.flatten())).ravel()
+
+    def _v5_reset_noise(self):
+        scale = self._options["reset_noise_scale"]
+        qpos = self.init_qpos + self.np_random.uniform(-scale, scale, size=self.model.nq)
+        qvel = self.init_qvel + scale * self.np_random.standard_normal(self.model.nv)
+        return qpos, qvel
+
+    def _v5_step(self, action):
+        o = self._options
+        x_before = self.data.qpos[0]
+        self._simulate_v5(action)
+        x_after = self.data.qpos[0]
+        x_velocity = (x_after - x_before) / self.dt
+        forward = o["forward_reward_weight"] * x_velocity
+        ctrl_cost = o["ctrl_cost_weight"] * np.sum(np.square(action))
+        info = {
+            "x_position": x_after,
+            "x_velocity": x_velocity,
+            "reward_forward": forward,
+            "reward_ctrl": -ctrl_cost,
+        }
+        return forward - ctrl_cost, False, info
+
+
+# -- ids and backends --------------------------------------------------------------------
+_MUJOCO_CLASSES: dict[str, type[PerturbLocomotionEnv]] = {
+    "hopper": PerturbHopperEnv,
+    "walker2d": PerturbWalker2dEnv,
+    "ant": PerturbAntEnv,
+    "half_cheetah": PerturbHalfCheetahEnv,
+}
+
+#: Perturbable ids -> robot (both backends' ids).
+_ID_ROBOTS: dict[str, str] = {
+    "PerturbHopper-v0": "hopper",
+    "PerturbWalker2d-v0": "walker2d",
+    "PerturbAnt-v0": "ant",
+    "PerturbHalfCheetah-v0": "half_cheetah",
+    "PerturbHopperBullet-v0": "hopper",
+    "PerturbWalker2dBullet-v0": "walker2d",
+    "PerturbAntBullet-v0": "ant",
+    "PerturbHalfCheetahBullet-v0": "half_cheetah",
+}
+
+#: The backend-choosing ids (``backend="mujoco"`` default, or ``"pybullet"``).
+LOCOMOTION_IDS = (
+    "PerturbHopper-v0",
+    "PerturbWalker2d-v0",
+    "PerturbAnt-v0",
+    "PerturbHalfCheetah-v0",
+)
+
+
+def robot_of(env_id: str) -> str:
+    """Robot name (``"hopper"``...) of a perturbable id (``visfore_envs:`` prefix allowed).
+
+    Raises:
+        ValueError: if the id is not a perturbable env, listing those that are.
+    """
+    name = env_id.split(":", 1)[-1] if isinstance(env_id, str) else env_id
+    if name not in _ID_ROBOTS:
+        raise ValueError(
+            f"{env_id!r} is not a perturbable env; perturbable ids: {', '.join(_ID_ROBOTS)}"
+        )
+    return _ID_ROBOTS[name]
+
+
+def perturbation_keys(env_id: str) -> tuple[str, ...]:
+    """Every valid perturbation key of a perturbable id (``"torso.length"``, ...,
+    ``"friction"``, ``"gravity"``, ``"actuator_gear"``, ``"joint_damping"``)."""
+    return ROBOTS[robot_of(env_id)].keys()
+
+
+def resolve_perturbation_key(env_id: str, key: str) -> str:
+    """Canonical key for ``key`` or a seed-003 alias (``"Lthigh"`` -> ``"thigh.length"``).
+
+    Raises:
+        ValueError: naming the key and listing the valid ones.
+    """
+    return resolve_key(ROBOTS[robot_of(env_id)], key)
+
+
+def make_locomotion_env(robot: str, backend: str = "mujoco", **kwargs):
+    """Build the perturbable ``robot`` on ``backend`` (``"mujoco"`` or ``"pybullet"``).
+
+    Raises:
+        ValueError: on an unknown backend (listing both).
+    """
+    check_choice("backend", backend, BACKENDS)
+    if backend == "mujoco":
+        return _MUJOCO_CLASSES[robot](**kwargs)
+    from visfore_envs.bullet import BULLET_CLASSES  # pybullet is imported only when asked
+
+    return BULLET_CLASSES[robot](**kwargs)
+
+
+def make_perturb_hopper(backend: str = "mujoco", **kwargs):
+    """Entry point of ``PerturbHopper-v0``: see :func:`make_locomotion_env`."""
+    return make_locomotion_env("hopper", backend, **kwargs)
+
+
+def make_perturb_walker2d(backend: str = "mujoco", **kwargs):
+    """Entry point of ``PerturbWalker2d-v0``: see :func:`make_locomotion_env`."""
+    return make_locomotion_env("walker2d", backend, **kwargs)
+
+
+def make_perturb_ant(backend: str = "mujoco", **kwargs):
+    """Entry point of ``PerturbAnt-v0``: see :func:`make_locomotion_env`."""
+    return make_locomotion_env("ant", backend, **kwargs)
+
+
+def make_perturb_half_cheetah(backend: str = "mujoco", **kwargs):
+    """Entry point of ``PerturbHalfCheetah-v0``: see :func:`make_locomotion_env`."""
+    return make_locomotion_env("half_cheetah", backend, **kwargs)
+
