@@ -3,8 +3,8 @@ backend-choosing entry points of their ids.
 
 At nominal scale each env reproduces gymnasium's v5 env of the same robot: the same MJCF
 (``assets/locomotion/``, copied unchanged from gymnasium 1.4.0), observation, reward
-terms, termination, reset noise and simulation call (``mj_step`` then
-``mj_rnePostConstraint``, as ``gymnasium/envs/mujoco/mujoco_env.py``), so the same seed and
+terms, termination, reset noise and simulation (``mj_step``, as
+``gymnasium/envs/mujoco/mujoco_env.py``), so the same seed and
 actions give the same trajectory bit for bit (``tests/envs/test_locomotion.py``).
 
 On top of v5:
@@ -100,6 +100,8 @@ class PerturbLocomotionEnv(VisforeMujocoEnv, EzPickle):
     xml_name: ClassVar[str] = ""
     #: v5 constructor defaults of the robot (gymnasium ``envs/mujoco/<robot>_v5.py``).
     v5_defaults: ClassVar[dict[str, Any]] = {}
+    #: Whether observation or reward read ``data.cfrc_ext`` (the ant's contact forces).
+    reads_contact_forces: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -225,14 +227,20 @@ class PerturbLocomotionEnv(VisforeMujocoEnv, EzPickle):
 
     # -- simulation ------------------------------------------------------------------------
     def _simulate_v5(self, action) -> None:
-        """gymnasium ``MujocoEnv.do_simulation``: ctrl, mj_step x frame_skip, rne."""
-        if np.shape(action) != self._action_shape:
+        """gymnasium ``MujocoEnv.do_simulation``: ctrl, ``mj_step`` x frame_skip, then
+        ``mj_rnePostConstraint`` if the robot reads contact forces (it only computes
+        outputs such as ``cfrc_ext``, so skipping it leaves the trajectory unchanged)."""
+        if getattr(action, "shape", None) != self._action_shape and (
+            np.shape(action) != self._action_shape
+        ):
             raise ValueError(
                 f"action shape {np.shape(action)} is not the action space shape {self._action_shape}"
             )
         self._ctrl[:] = action
         mujoco.mj_step(self.model, self.data, nstep=self.frame_skip)
-        mujoco.mj_rnePostConstraint(self.model, self.data)
+        if self.reads_contact_forces:
+            # cfrc_ext (contact forces) is computed only here; nothing else reads it.
+            mujoco.mj_rnePostConstraint(self.model, self.data)
         self._frame = None
 
     def _posed_scene(self) -> mujoco.MjData:
@@ -272,7 +280,8 @@ class PerturbLocomotionEnv(VisforeMujocoEnv, EzPickle):
     def step(self, action):
         """One v5 step. Returns ``(observation, reward, terminated, False, info)``."""
         reward, terminated, info = self._v5_step(action)
-        info.update(self._info_copy())
+        info["perturbation"] = self._info_static["perturbation"].copy()
+        info["body_mass"] = self._info_static["body_mass"].copy()
         return self._observation(), reward, terminated, False, info
 
     # -- robot hooks -----------------------------------------------------------------------
@@ -413,6 +422,7 @@ class PerturbAntEnv(PerturbLocomotionEnv):
 
     robot = "ant"
     xml_name = "ant.xml"
+    reads_contact_forces = True
     v5_defaults = {
         "frame_skip": 5,
         "forward_reward_weight": 1.0,
