@@ -15,6 +15,11 @@ _SPECS: dict[str, tuple[str, int]] = {
     "PerturbWalker2d-v0": ("visfore_envs.locomotion:make_perturb_walker2d", 1000),
     "PerturbAnt-v0": ("visfore_envs.locomotion:make_perturb_ant", 1000),
     "PerturbHalfCheetah-v0": ("visfore_envs.locomotion:make_perturb_half_cheetah", 1000),
+    # The PyBullet backend under its own ids (pybullet_envs' walkers, 1000 steps as upstream).
+    "PerturbHopperBullet-v0": ("visfore_envs.bullet:BulletHopperEnv", 1000),
+    "PerturbWalker2dBullet-v0": ("visfore_envs.bullet:BulletWalker2dEnv", 1000),
+    "PerturbAntBullet-v0": ("visfore_envs.bullet:BulletAntEnv", 1000),
+    "PerturbHalfCheetahBullet-v0": ("visfore_envs.bullet:BulletHalfCheetahEnv", 1000),
 }
 
 #: Every registered id, in a stable order.

@@ -10,7 +10,7 @@ import gymnasium as gym
 import pytest
 
 import visfore_envs
-from visfore_envs import ENV_IDS, Reacher3DEnv, ReacherPlaneEnv
+from visfore_envs import ENV_IDS, REACHER_IDS, Reacher3DEnv, ReacherPlaneEnv
 
 
 def _run_python(code: str, env: dict[str, str] | None = None) -> str:
@@ -27,10 +27,12 @@ def _run_python(code: str, env: dict[str, str] | None = None) -> str:
 
 
 def test_ids_registered_with_time_limit():
-    assert ENV_IDS == ("ReacherPlane-v0", "Reacher3D-v0")
+    assert REACHER_IDS == ("ReacherPlane-v0", "Reacher3D-v0")
+    locomotion = tuple(f"Perturb{r}{b}-v0" for b in ("", "Bullet") for r in ("Hopper", "Walker2d", "Ant", "HalfCheetah"))
+    assert set(ENV_IDS) == set(REACHER_IDS) | set(locomotion)
     for env_id in ENV_IDS:
         spec = gym.spec(env_id)
-        assert spec.max_episode_steps == 50
+        assert spec.max_episode_steps == (50 if env_id in REACHER_IDS else 1000)
     env = gym.make("ReacherPlane-v0")
     assert isinstance(env.unwrapped, ReacherPlaneEnv)
     env.close()
