@@ -10,7 +10,9 @@ import typer
 
 from visfore.collect import collect_command
 from visfore.dataset_info import dataset_info_command
+from visfore.evaluate import evaluate_command
 from visfore.train_model import train_model_command
+from visfore.train_policy import train_policy_command
 
 app = typer.Typer(
     name="visfore",
@@ -23,6 +25,8 @@ dataset_app = typer.Typer(help="Inspect visfore Zarr datasets.", no_args_is_help
 
 app.command("collect")(collect_command)
 app.command("train-model")(train_model_command)
+app.command("train-policy")(train_policy_command)
+app.command("evaluate")(evaluate_command)
 dataset_app.command("info")(dataset_info_command)
 app.add_typer(dataset_app, name="dataset")
 
