@@ -27,6 +27,14 @@ height (``scale_healthy_z=False`` keeps v5's absolute range).
 ``gym.make("PerturbHopper-v0", backend="pybullet")`` returns the PyBullet port of the
 Roboschool/pybullet_envs hopper (:mod:`visfore_envs.bullet`), driven by the same
 perturbation spec; it is also registered as ``PerturbHopperBullet-v0``.
+
+``obs_layout`` picks the state layout on either backend, so a policy trained on one
+backend can be evaluated on the other: ``"v5"`` (this backend's default: gymnasium v5's
+vector) or ``"roboschool"`` (the PyBullet backend's default: Roboschool's ``calc_state``,
+hopper 15, walker2d 22, half_cheetah 26, ant 28 floats, computed here from the MuJoCo
+state). The layout also fixes the action order: the same for both backends except the
+ant's (v5's actuators start with leg 4, Roboschool's with leg 1); see
+:func:`action_permutation`.
 """
 
 from __future__ import annotations
@@ -34,8 +42,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+import math
+
 import mujoco
 import numpy as np
+from gymnasium import spaces
 from gymnasium.utils import EzPickle
 
 from visfore_envs.core.mujoco_env import ASSETS_DIR, VisforeMujocoEnv
@@ -54,6 +65,11 @@ from visfore_envs.morphology import (
 
 __all__ = [
     "BACKENDS",
+    "OBS_LAYOUTS",
+    "ROBOSCHOOL_JOINTS",
+    "V5_ACTUATOR_JOINTS",
+    "action_permutation",
+    "check_obs_layout",
     "LOCOMOTION_IDS",
     "PerturbLocomotionEnv",
     "PerturbHopperEnv",
@@ -67,6 +83,99 @@ __all__ = [
 
 #: Physics backends of the Perturb* ids.
 BACKENDS = ("mujoco", "pybullet")
+
+#: Observation layouts of the Perturb* ids: gymnasium v5's vector (the MuJoCo backend's
+#: default) or Roboschool's ``WalkerBase.calc_state`` (the PyBullet backend's default).
+OBS_LAYOUTS = ("v5", "roboschool")
+
+#: Actuated joints of each robot in the PyBullet port's (Roboschool's) order: the order of
+#: its ``calc_state`` joint entries and of its action. Also the MJCF joint (qpos) order of
+#: both backends' files.
+ROBOSCHOOL_JOINTS: dict[str, tuple[str, ...]] = {
+    "hopper": ("thigh_joint", "leg_joint", "foot_joint"),
+    "walker2d": (
+        "thigh_joint", "leg_joint", "foot_joint",
+        "thigh_left_joint", "leg_left_joint", "foot_left_joint",
+    ),
+    "half_cheetah": ("bthigh", "bshin", "bfoot", "fthigh", "fshin", "ffoot"),
+    "ant": ("hip_1", "ankle_1", "hip_2", "ankle_2", "hip_3", "ankle_3", "hip_4", "ankle_4"),
+}  # fmt: skip
+
+#: Joints driven by gymnasium v5's actuators, in actuator (action) order (the v5 MJCFs'
+#: ``<actuator>``). Only the ant's differs from :data:`ROBOSCHOOL_JOINTS` (it starts with
+#: leg 4).
+V5_ACTUATOR_JOINTS: dict[str, tuple[str, ...]] = {
+    **{r: ROBOSCHOOL_JOINTS[r] for r in ("hopper", "walker2d", "half_cheetah")},
+    "ant": ("hip_4", "ankle_4", "hip_1", "ankle_1", "hip_2", "ankle_2", "hip_3", "ankle_3"),
+}
+
+#: The PyBullet port's ``foot_list`` (contacts observed by ``calc_state``, in its order) as
+#: geoms of the MuJoCo v5 MJCFs (the ant's feet are unnamed bodies there; their geoms are
+#: named).
+ROBOSCHOOL_FEET_GEOMS: dict[str, tuple[str, ...]] = {
+    "hopper": ("foot_geom",),
+    "walker2d": ("foot_geom", "foot_left_geom"),
+    "half_cheetah": ("ffoot", "fshin", "fthigh", "bfoot", "bshin", "bthigh"),
+    # front_left_foot, front_right_foot, left_back_foot, right_back_foot
+    "ant": ("left_ankle_geom", "right_ankle_geom", "third_ankle_geom", "fourth_ankle_geom"),
+}
+
+#: v5's ``rootz`` reading minus the torso frame's world height (m): 0 where the MJCF's
+#: ``rootz`` has ``ref`` = the torso's height (hopper, walker2d: absolute height), -0.7 for
+#: the half cheetah (no ref: height above its initial 0.7 m). Not used for the ant (free
+#: joint: absolute height).
+V5_ROOTZ_OFFSET: dict[str, float] = {"hopper": 0.0, "walker2d": 0.0, "half_cheetah": -0.7}
+
+
+def check_obs_layout(obs_layout: str | None, default: str) -> str:
+    """``obs_layout``, or ``default`` for None.
+
+    Raises:
+        ValueError: naming the value and the allowed ones (``"v5"``, ``"roboschool"``).
+    """
+    if obs_layout is None:
+        return default
+    if not isinstance(obs_layout, str) or obs_layout not in OBS_LAYOUTS:
+        raise ValueError(
+            f"obs_layout={obs_layout!r} is not allowed; allowed: "
+            + ", ".join(repr(v) for v in OBS_LAYOUTS)
+            + " (or None for the backend's default)"
+        )
+    return obs_layout
+
+
+def action_permutation(robot: str, source: str, target: str) -> np.ndarray | None:
+    """Index array ``perm`` with ``action_in_target_order = action[perm]``, where ``source``
+    and ``target`` are action conventions, ``"v5"`` (:data:`V5_ACTUATOR_JOINTS`) or
+    ``"roboschool"`` (:data:`ROBOSCHOOL_JOINTS`); None when the orders are the same
+    (hopper, walker2d, half_cheetah). For the ant, v5 -> roboschool is
+    ``[2, 3, 4, 5, 6, 7, 0, 1]``."""
+    tables = {"v5": V5_ACTUATOR_JOINTS, "roboschool": ROBOSCHOOL_JOINTS}
+    src, dst = tables[source][robot], tables[target][robot]
+    if src == dst:
+        return None
+    return np.array([src.index(name) for name in dst], dtype=np.intp)
+
+
+def roboschool_joint_limits(robot: str) -> tuple[np.ndarray, np.ndarray]:
+    """(lower, upper) limits in rad, (n_joints,) float64 each, of the actuated joints in
+    :data:`ROBOSCHOOL_JOINTS` order, read from the PyBullet port's MJCF
+    (``assets/bullet/<robot>.xml``, upstream pybullet_data's limits, which differ from v5's
+    for the ant and half cheetah): the limits Roboschool's ``calc_state`` normalises
+    joint positions with."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.parse(ASSETS_DIR / "bullet" / f"{robot}.xml").getroot()
+    degrees = all(c.get("angle", "degree") == "degree" for c in root.iter("compiler"))
+    ranges = {
+        j.get("name"): [float(v) for v in j.get("range").split()]
+        for j in root.iter("joint")
+        if j.get("name") and j.get("range")
+    }
+    lim = np.array([ranges[n] for n in ROBOSCHOOL_JOINTS[robot]], dtype=np.float64)
+    if degrees:
+        lim = np.deg2rad(lim)
+    return lim[:, 0].copy(), lim[:, 1].copy()
 
 _LOCO_DIR = ASSETS_DIR / "locomotion"
 
@@ -83,6 +192,13 @@ class PerturbLocomotionEnv(VisforeMujocoEnv, EzPickle):
         scale_healthy_z: scale the healthy height range by the standing-height ratio.
         obs_mode: ``"state"`` (v5's float64 vector), ``"pixels"`` (uint8 (height, width, 3))
             or ``"state+pixels"`` (Dict).
+        obs_layout: layout of the state vector (the ``"state"`` part of every obs_mode)
+            and order of the action: ``"v5"`` (default, None: gymnasium v5's, float64,
+            unbounded) or ``"roboschool"`` (the PyBullet backend's: Roboschool's
+            ``WalkerBase.calc_state`` computed from the MuJoCo state, float32 in [-5, 5],
+            hopper 15, walker2d 22, half_cheetah 26, ant 28; the action in the PyBullet
+            port's joint order, see :meth:`_roboschool_observation`). Reward, termination
+            and info stay v5's.
         width, height: frame size in pixels. camera: model camera name (default
             ``"track"``, the v5 MJCF's tracking camera) or None with free-camera options.
         render_mode: None or ``"rgb_array"``.
@@ -110,6 +226,7 @@ class PerturbLocomotionEnv(VisforeMujocoEnv, EzPickle):
         randomize=None,
         scale_healthy_z: bool = True,
         obs_mode: str = "state",
+        obs_layout: str | None = None,
         reward_mode: str = "state",
         width: int = 64,
         height: int = 64,
@@ -127,6 +244,7 @@ class PerturbLocomotionEnv(VisforeMujocoEnv, EzPickle):
             randomize=randomize,
             scale_healthy_z=scale_healthy_z,
             obs_mode=obs_mode,
+            obs_layout=obs_layout,
             reward_mode=reward_mode,
             width=width,
             height=height,
@@ -139,6 +257,13 @@ class PerturbLocomotionEnv(VisforeMujocoEnv, EzPickle):
             **v5_options,
         )
         check_choice("reward_mode", reward_mode, ("state",))
+        self.obs_layout = check_obs_layout(obs_layout, "v5")
+        # Action given in the layout's order -> ctrl in v5 actuator order (None: same order).
+        self._action_perm = (
+            None
+            if self.obs_layout == "v5"
+            else action_permutation(self.robot, "roboschool", "v5")
+        )
         unknown = sorted(set(v5_options) - set(self.v5_defaults))
         if unknown:
             raise ValueError(
@@ -200,6 +325,8 @@ class PerturbLocomotionEnv(VisforeMujocoEnv, EzPickle):
         self._after_model_change()
 
     def _after_model_change(self) -> None:
+        if self.obs_layout == "roboschool":
+            self._setup_roboschool()
         ratio = self._scaled.height_ratio if self.scale_healthy_z else 1.0
         low, high = self._options.get("healthy_z_range", (0.0, np.inf))
         self._healthy_z = (low * ratio, high * ratio)
@@ -236,6 +363,8 @@ class PerturbLocomotionEnv(VisforeMujocoEnv, EzPickle):
             raise ValueError(
                 f"action shape {np.shape(action)} is not the action space shape {self._action_shape}"
             )
+        if self._action_perm is not None:
+            action = np.asarray(action)[self._action_perm]
         self._ctrl[:] = action
         mujoco.mj_step(self.model, self.data, nstep=self.frame_skip)
         if self.reads_contact_forces:
@@ -252,10 +381,138 @@ class PerturbLocomotionEnv(VisforeMujocoEnv, EzPickle):
         return sd
 
     def _state_dim(self) -> int:
+        if self.obs_layout == "roboschool":
+            n_joints = len(ROBOSCHOOL_JOINTS[self.robot])
+            return 8 + 2 * n_joints + len(ROBOSCHOOL_FEET_GEOMS[self.robot])
         return int(self._v5_observation().shape[0])
 
     def _state_obs(self) -> np.ndarray:
+        if self.obs_layout == "roboschool":
+            return self._rs_state.copy()
         return self._v5_observation()
+
+    def _make_observation_space(self):
+        space = super()._make_observation_space()
+        if self.obs_layout != "roboschool":
+            return space
+        # calc_state clips to [-5, 5]; float32 as the PyBullet backend
+        state = spaces.Box(-5.0, 5.0, shape=(self._state_dim(),), dtype=np.float32)
+        if isinstance(space, spaces.Dict):
+            return spaces.Dict({"state": state, "pixels": space["pixels"]})
+        return state if self.obs_mode == "state" else space
+
+    # -- Roboschool observation layout -------------------------------------------------------
+    def _setup_roboschool(self) -> None:
+        """Indices the Roboschool layout reads (after every model build)."""
+        m = self.model
+        names = ROBOSCHOOL_JOINTS[self.robot]
+        ids = [mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, n) for n in names]
+        self._rs_qadr = np.array([m.jnt_qposadr[i] for i in ids], dtype=np.intp)
+        self._rs_dadr = np.array([m.jnt_dofadr[i] for i in ids], dtype=np.intp)
+        lower, upper = roboschool_joint_limits(self.robot)
+        self._rs_mid = 0.5 * (lower + upper)
+        self._rs_span = upper - lower
+        self._rs_torso = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, "torso")
+        geoms = [
+            mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, g)
+            for g in ROBOSCHOOL_FEET_GEOMS[self.robot]
+        ]
+        self._rs_foot_bodies = np.array([m.geom_bodyid[g] for g in geoms], dtype=np.intp)
+        self._rs_floor = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, "floor")
+        self._rs_data = mujoco.MjData(m)  # scratch: the physics data is never touched
+        self._rs_vel = np.zeros(6)
+        if not hasattr(self, "_rs_feet"):
+            self._rs_feet = np.zeros(len(geoms), dtype=np.float32)
+            self._rs_initial_z = None
+            self._rs_state = np.zeros(self._state_dim(), dtype=np.float32)
+
+    def _roboschool_observation(self) -> np.ndarray:
+        """Roboschool's ``WalkerBase.calc_state`` (as :mod:`visfore_envs.bullet` computes
+        it) from the MuJoCo state: (8 + 2 n_joints + n_feet,) float32 clipped to [-5, 5].
+
+        Entries, in order: torso height minus its height at reset (m); sin and cos of the
+        angle from the torso's yaw to the walk target (x = 1000 m, y = 0) seen from the mean
+        x, y of the bodies' centres of mass and the floor origin; 0.3 x the torso frame's
+        linear velocity (m/s) rotated into the yaw frame (x, y, z); roll and pitch (rad,
+        Bullet's ``getEulerFromQuaternion`` convention, ZYX); per joint of
+        :data:`ROBOSCHOOL_JOINTS` its angle scaled to [-1, 1] between the PyBullet port's
+        limits (:func:`roboschool_joint_limits`) and 0.1 x its speed (rad/s); then each
+        foot of :data:`ROBOSCHOOL_FEET_GEOMS`: 1.0 if a geom of the foot's body touched the
+        floor at the previous step (MuJoCo contacts; 0 at reset), as upstream.
+
+        The torso point is the torso body frame (``xpos``; PyBullet reports the torso
+        link at that point for all four robots). Reads a scratch ``MjData`` (``mj_forward``
+        of the current qpos/qvel); the simulation data stays as v5 leaves it.
+        """
+        m, d = self.model, self._rs_data
+        d.qpos[:] = self.data.qpos
+        d.qvel[:] = self.data.qvel
+        mujoco.mj_forward(m, d)
+        t = self._rs_torso
+        pos = d.xpos[t]
+        mujoco.mj_objectVelocity(m, d, mujoco.mjtObj.mjOBJ_XBODY, t, self._rs_vel, 0)
+        speed = self._rs_vel[3:6]
+        roll, pitch, yaw = _euler_from_quat_wxyz(d.xquat[t])
+        # parts: every body's centre of mass and the floor (at the origin)
+        n_parts = m.nbody  # bodies 1.. plus the floor
+        mean_x = float(d.xipos[1:, 0].sum()) / n_parts
+        mean_y = float(d.xipos[1:, 1].sum()) / n_parts
+        z = float(pos[2])
+        if self._rs_initial_z is None:
+            self._rs_initial_z = z
+        angle_to_target = np.arctan2(0.0 - mean_y, 1e3 - mean_x) - yaw
+        c, s = np.cos(-yaw), np.sin(-yaw)
+        vx = c * speed[0] - s * speed[1]
+        vy = s * speed[0] + c * speed[1]
+        vz = speed[2]
+        more = np.array(
+            [
+                z - self._rs_initial_z,
+                np.sin(angle_to_target),
+                np.cos(angle_to_target),
+                0.3 * vx,
+                0.3 * vy,
+                0.3 * vz,
+                roll,
+                pitch,
+            ],
+            dtype=np.float32,
+        )
+        rel = np.empty(2 * len(self._rs_qadr), dtype=np.float64)
+        rel[0::2] = 2 * (d.qpos[self._rs_qadr] - self._rs_mid) / self._rs_span
+        rel[1::2] = 0.1 * d.qvel[self._rs_dadr]
+        return np.clip(
+            np.concatenate([more, rel.astype(np.float32), self._rs_feet]), -5, +5
+        ).astype(np.float32)
+
+    def _roboschool_feet_contact(self) -> np.ndarray:
+        """(n_feet,) float32: 1.0 where a geom of the foot's body touches the floor geom in
+        the scratch data's contacts (call after :meth:`_roboschool_observation`)."""
+        d, m = self._rs_data, self.model
+        out = np.zeros(len(self._rs_foot_bodies), dtype=np.float32)
+        floor = self._rs_floor
+        for k in range(d.ncon):
+            con = d.contact[k]
+            g1, g2 = con.geom1, con.geom2
+            if g1 == floor:
+                other = g2
+            elif g2 == floor:
+                other = g1
+            else:
+                continue
+            out[self._rs_foot_bodies == m.geom_bodyid[other]] = 1.0
+        return out
+
+    def _update_roboschool(self, reset: bool) -> None:
+        """The Roboschool state of this reset/step; the feet contacts enter the next one."""
+        if self.obs_layout != "roboschool":
+            return
+        if reset:
+            self._rs_feet = np.zeros(len(self._rs_foot_bodies), dtype=np.float32)
+            self._rs_initial_z = None
+        self._rs_state = self._roboschool_observation()
+        if not reset:  # as upstream: contacts are read after calc_state in step()
+            self._rs_feet = self._roboschool_feet_contact()
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         """Reset as v5 does (``mj_resetData``, then uniform/normal noise on qpos/qvel).
@@ -274,12 +531,14 @@ class PerturbLocomotionEnv(VisforeMujocoEnv, EzPickle):
         mujoco.mj_resetData(self.model, self.data)
         qpos, qvel = self._v5_reset_noise()
         self.set_state(qpos, qvel)
+        self._update_roboschool(reset=True)
         info = {**self._v5_reset_info(), **self._info_copy()}
         return self._observation(), info
 
     def step(self, action):
         """One v5 step. Returns ``(observation, reward, terminated, False, info)``."""
         reward, terminated, info = self._v5_step(action)
+        self._update_roboschool(reset=False)
         info["perturbation"] = self._info_static["perturbation"].copy()
         info["body_mass"] = self._info_static["body_mass"].copy()
         return self._observation(), reward, terminated, False, info
@@ -299,6 +558,17 @@ class PerturbLocomotionEnv(VisforeMujocoEnv, EzPickle):
 
     def _v5_step(self, action) -> tuple[float, bool, dict[str, Any]]:
         raise NotImplementedError
+
+
+def _euler_from_quat_wxyz(q) -> tuple[float, float, float]:
+    """(roll, pitch, yaw) in rad of a unit quaternion (w, x, y, z), as Bullet's
+    ``getEulerFromQuaternion`` (ZYX Euler angles, pitch = asin(2 (w y - x z)))."""
+    w, x, y, z = (float(v) for v in q)
+    sarg = max(-1.0, min(1.0, 2.0 * (w * y - x * z)))
+    roll = math.atan2(2.0 * (y * z + w * x), w * w - x * x - y * y + z * z)
+    pitch = math.asin(sarg)
+    yaw = math.atan2(2.0 * (x * y + w * z), w * w + x * x - y * y - z * z)
+    return roll, pitch, yaw
 
 
 def _apply_global_factors(model: mujoco.MjModel, scales: Mapping[str, float]) -> None:

@@ -81,7 +81,9 @@ class PolicyRun:
         Args:
             perturbation: body-part scales, e.g. ``{"thigh.length": 1.3}`` (None = nominal).
             backend: ``mujoco`` or ``pybullet``; overrides the trained backend (a run
-                trained on mujoco can be evaluated on pybullet). None = as trained.
+                trained on mujoco can be evaluated on pybullet: the env then produces the
+                trained backend's observation layout and action order, ``obs_layout``).
+                None = as trained.
             render_mode: passed to the env (e.g. ``"rgb_array"``).
 
         Returns:
@@ -103,6 +105,11 @@ class PolicyRun:
         if backend is not None:
             if not self.is_visfore_env:
                 raise VisforeError(f"{self.env_id} is not a visfore env: it has no --backend choice")
+            trained = self.env_kwargs.get("backend") or "mujoco"
+            if backend != trained and "obs_layout" not in kwargs:
+                # The policy reads the observation layout of the backend it was trained on;
+                # the other backend can produce it (visfore_envs.locomotion.OBS_LAYOUTS).
+                kwargs["obs_layout"] = "v5" if trained == "mujoco" else "roboschool"
             kwargs["backend"] = backend
         if render_mode is not None:
             kwargs["render_mode"] = render_mode

@@ -28,6 +28,11 @@ A port of pybullet 3.2.7's ``pybullet_envs`` (``gym_locomotion_envs.py``
 * termination when alive < 0 (never for the half cheetah) or the state is not finite.
   Gymnasium's ``TimeLimit`` (1000 steps) truncates.
 
+``obs_layout="v5"`` replaces the observation (not the reward) with gymnasium v5's of the
+same robot computed from the PyBullet state (the ant's 78 contact-force entries are zeros)
+and takes the action in v5's actuator order (permuted for the ant), so a policy trained on
+the MuJoCo backend runs here; see ``BulletLocomotionEnv._v5_state``.
+
 What is new: the perturbation (:mod:`visfore_envs.morphology`, the spec the MuJoCo backend
 uses): body-part length/width/mass factors edit the MJCF before loading; the global
 factors act on the loaded world:
@@ -79,6 +84,12 @@ from visfore_envs.morphology import (
     scale_mjcf,
 )
 from visfore_envs.bullet.robots import BULLET_ROBOTS, BulletRobot
+from visfore_envs.locomotion import (
+    ROBOSCHOOL_JOINTS,
+    V5_ROOTZ_OFFSET,
+    action_permutation,
+    check_obs_layout,
+)
 
 __all__ = [
     "BULLET_ASSETS_DIR",
@@ -108,6 +119,8 @@ _ELECTRICITY_COST = -2.0
 _STALL_TORQUE_COST = -0.1
 _JOINTS_AT_LIMIT_COST = -0.1
 _DEFAULT_POWER_COEF = 100.0  # robot_bases.py addToScene
+#: gymnasium v5 observation sizes (obs_layout="v5")
+_V5_DIMS = {"hopper": 11, "walker2d": 17, "half_cheetah": 17, "ant": 105}
 _LOAD_FLAGS = (
     pybullet.URDF_USE_SELF_COLLISION
     | pybullet.URDF_USE_SELF_COLLISION_EXCLUDE_ALL_PARENTS
@@ -212,6 +225,13 @@ class BulletLocomotionEnv(gym.Env, EzPickle):
             height (ratio to nominal; 1 at nominal).
         obs_mode: ``"state"`` (Box float32 (obs_dim,) in [-5, 5]), ``"pixels"`` (Box uint8
             (height, width, 3)) or ``"state+pixels"`` (Dict ``state``, ``pixels``).
+        obs_layout: layout of the state vector (the ``"state"`` part of every obs_mode)
+            and order of the action: ``"roboschool"`` (default, None: upstream's
+            ``calc_state``, float32 in [-5, 5]; action in joint order) or ``"v5"``
+            (gymnasium v5's observation of the same robot from the PyBullet state, float64,
+            unbounded, see :meth:`_v5_state`; action in v5's actuator order, which for the
+            ant is ``hip_4, ankle_4, hip_1, ankle_1, ..., ankle_3`` and is permuted to the
+            joint order here). Reward and termination stay upstream's.
         reward_mode: only ``"state"`` (upstream's reward), accepted for parity with the
             MuJoCo backend.
         width, height: frame size in pixels (1..4096).
@@ -238,6 +258,7 @@ class BulletLocomotionEnv(gym.Env, EzPickle):
         randomize=None,
         scale_healthy_z: bool = True,
         obs_mode: str = "state",
+        obs_layout: str | None = None,
         reward_mode: str = "state",
         width: int = 64,
         height: int = 64,
@@ -251,6 +272,7 @@ class BulletLocomotionEnv(gym.Env, EzPickle):
             randomize=randomize,
             scale_healthy_z=scale_healthy_z,
             obs_mode=obs_mode,
+            obs_layout=obs_layout,
             reward_mode=reward_mode,
             width=width,
             height=height,
@@ -259,6 +281,7 @@ class BulletLocomotionEnv(gym.Env, EzPickle):
         )
         check_choice("robot", robot, tuple(BULLET_ROBOTS))
         self.obs_mode = check_choice("obs_mode", obs_mode, _OBS_MODES)
+        self.obs_layout = check_obs_layout(obs_layout, "roboschool")
         self.reward_mode = check_choice("reward_mode", reward_mode, ("state",))
         self.render_mode = check_choice("render_mode", render_mode, (None, "rgb_array"))
         self.width = check_int("width", width, minimum=1, maximum=_MAX_IMAGE_SIZE)
@@ -285,8 +308,14 @@ class BulletLocomotionEnv(gym.Env, EzPickle):
 
         high = np.ones(self.robot.action_dim, dtype=np.float32)
         self.action_space = spaces.Box(-high, high, dtype=np.float32)
-        # calc_state clips to [-5, 5] (upstream declares -inf..inf)
-        state = spaces.Box(-5.0, 5.0, shape=(self.robot.obs_dim,), dtype=np.float32)
+        if self.obs_layout == "roboschool":
+            # calc_state clips to [-5, 5] (upstream declares -inf..inf)
+            state = spaces.Box(-5.0, 5.0, shape=(self.robot.obs_dim,), dtype=np.float32)
+            self._action_perm = None
+        else:
+            state = spaces.Box(-np.inf, np.inf, shape=(_V5_DIMS[robot],), dtype=np.float64)
+            # action in v5 actuator order -> joint (Roboschool) order
+            self._action_perm = action_permutation(robot, "v5", "roboschool")
         pixels = spaces.Box(0, 255, shape=(self.height, self.width, 3), dtype=np.uint8)
         if self.obs_mode == "state":
             self.observation_space = state
@@ -613,6 +642,66 @@ class BulletLocomotionEnv(gym.Env, EzPickle):
         )
         return np.clip(np.concatenate([more] + [j] + [self._feet_contact]), -5, +5)
 
+    def _v5_state(self) -> np.ndarray:
+        """gymnasium v5's observation of the robot from the PyBullet state, float64.
+
+        * hopper (11), walker2d (17), half_cheetah (17): ``[z, pitch, joint angles]`` then
+          ``[vx, vz, pitch rate, joint speeds]`` (the second half clipped to [-10, 10] for
+          hopper and walker2d, as v5). ``z``: the torso point's height as v5's ``rootz``
+          reads it (m; absolute for hopper/walker2d, minus the 0.7 m initial height for the
+          half cheetah, see :data:`~visfore_envs.locomotion.V5_ROOTZ_OFFSET`); pitch: the
+          torso's rotation about +y (``rooty``) in (-pi, pi] (v5's hinge is not wrapped,
+          so they agree modulo 2 pi); vx, vz (m/s), pitch rate (rad/s) of the torso link;
+          joints in MJCF order (= v5's qpos order, same axes and signs), rad and rad/s.
+        * ant (105): ``qpos[2:]``: torso z (m), quaternion (w, x, y, z), 8 joint angles;
+          ``qvel``: torso linear velocity (world frame, m/s), angular velocity in the torso
+          frame (rad/s, as MuJoCo's free joint), 8 joint speeds; then v5's 78 clipped
+          contact forces ``cfrc_ext[1:]``, which are all **zeros** here: PyBullet has no
+          ``cfrc_ext`` (per-body external contact wrenches).
+
+        The torso point is PyBullet's torso link position, which at nominal scale sits
+        where the MuJoCo torso frame does (1.25 m hopper/walker2d, 0.7 m cheetah, 0.75 m
+        ant); its velocity is the link's linear velocity.
+        """
+        p, body = self._p, self._robot_id
+        states = p.getJointStates(body, self._joint_ids)
+        qj = np.array([s[0] for s in states], dtype=np.float64)
+        vj = np.array([s[1] for s in states], dtype=np.float64)
+        rb_body, rb_link = self._robot_body
+        if rb_link == -1:
+            pos, orn = p.getBasePositionAndOrientation(rb_body)
+            lin, ang = p.getBaseVelocity(rb_body)
+        else:
+            st = p.getLinkState(rb_body, rb_link, computeLinkVelocity=1)
+            pos, orn, lin, ang = st[0], st[1], st[6], st[7]
+        if self.robot.name == "ant":
+            x, y, z, w = orn
+            rot = np.array(p.getMatrixFromQuaternion(orn), dtype=np.float64).reshape(3, 3)
+            ang_local = rot.T @ np.asarray(ang, dtype=np.float64)
+            return np.concatenate(
+                (
+                    [pos[2], w, x, y, z],
+                    qj,
+                    np.asarray(lin, dtype=np.float64),
+                    ang_local,
+                    vj,
+                    np.zeros(78),
+                )
+            )
+        rot = np.array(p.getMatrixFromQuaternion(orn), dtype=np.float64).reshape(3, 3)
+        pitch = math.atan2(rot[0, 2], rot[0, 0])  # R_y(theta) = [[c, 0, s], [0, 1, 0], ...]
+        position = np.concatenate(([pos[2] + V5_ROOTZ_OFFSET[self.robot.name], pitch], qj))
+        velocity = np.concatenate(([lin[0], lin[2], ang[1]], vj))
+        if self.robot.name != "half_cheetah":
+            velocity = np.clip(velocity, -10, 10)
+        return np.concatenate((position, velocity))
+
+    def _layout_state(self) -> np.ndarray:
+        """The state vector in :attr:`obs_layout` (a new array)."""
+        if self.obs_layout == "v5":
+            return self._v5_state()
+        return self._state.copy()
+
     def _calc_potential(self) -> float:
         """``WalkerBase.calc_potential``: -distance to the target / dt."""
         return -self._walk_target_dist / self.dt
@@ -675,6 +764,8 @@ class BulletLocomotionEnv(gym.Env, EzPickle):
             )
         if not np.isfinite(a).all():
             raise ValueError(f"action {a!r} is not finite")
+        if self._action_perm is not None:
+            a = a[self._action_perm]  # v5 actuator order -> joint order
         p, body = self._p, self._robot_id
         # WalkerBase.apply_action then scene.global_step
         torques = [
@@ -733,10 +824,10 @@ class BulletLocomotionEnv(gym.Env, EzPickle):
     # -- pixels -----------------------------------------------------------------------------
     def _observation(self):
         if self.obs_mode == "state":
-            return self._state.copy()
+            return self._layout_state()
         if self.obs_mode == "pixels":
             return self._current_frame().copy()
-        return {"state": self._state.copy(), "pixels": self._current_frame().copy()}
+        return {"state": self._layout_state(), "pixels": self._current_frame().copy()}
 
     def _current_frame(self) -> np.ndarray:
         """The frame of the current state (rendered at most once per state)."""
