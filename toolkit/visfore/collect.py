@@ -367,26 +367,9 @@ def _check_resume(path: Path, attrs: Mapping[str, Any], expected: Mapping[str, A
 
 
 def _progress_bar(enabled: bool):
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from visfore.progress import episode_progress
 
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(bar_width=20),
-        MofNCompleteColumn(),
-        TextColumn("episodes {task.fields[fps]:>6.0f} frames/s"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not enabled,
-    )
+    return episode_progress(enabled, "episodes {task.fields[fps]:>6.0f} frames/s")
 
 
 # -- the pipeline ----------------------------------------------------------------------
