@@ -366,15 +366,6 @@ def test_write_report_files(tmp_path, mode):
         assert (out / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     _assert_self_contained_html(out / "report.html", len(pngs))
 
-    # The same MuJoCo-trained run on the PyBullet backend: the env serves the v5 layout.
-    cross = tmp_path / "report-pybullet"
-    result = runner.invoke(app, ["evaluate", str(run_dir), "--backend", "pybullet", "--Lthigh", "1.2",
-                                 "--episodes", "1", "--seeds", "0", "--out", str(cross), "--quiet"])  # fmt: skip
-    assert result.exit_code == 0, result.output
-    summary = json.loads((cross / "summary.json").read_text())
-    assert summary["meta"]["backend"] == "pybullet"
-    assert [c["perturbation"].get("thigh.length", 1.0) for c in summary["cells"]] == [1.0, 1.2]
-
     rows = rr.read_csv(out / "episodes.csv")
     assert len(rows) == len(episodes) == len(grid.cells) * 2 * 3
     assert list(rows[0])[: len(rr.EPISODE_FIELDS)] == list(rr.EPISODE_FIELDS)
@@ -591,6 +582,15 @@ def test_cli_end_to_end_train_policy_then_evaluate(app, tmp_path, monkeypatch):
                  "report.html", *(f"plots/{p}" for p in pngs)):  # fmt: skip
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     _assert_self_contained_html(out / "report.html", len(pngs))
+
+    # The same MuJoCo-trained run on the PyBullet backend: the env serves the v5 layout.
+    cross = tmp_path / "report-pybullet"
+    result = runner.invoke(app, ["evaluate", str(run_dir), "--backend", "pybullet", "--Lthigh", "1.2",
+                                 "--episodes", "1", "--seeds", "0", "--out", str(cross), "--quiet"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads((cross / "summary.json").read_text())
+    assert summary["meta"]["backend"] == "pybullet"
+    assert [c["perturbation"].get("thigh.length", 1.0) for c in summary["cells"]] == [1.0, 1.2]
     rows = rr.read_csv(out / "episodes.csv")
     assert len(rows) == 1 + 2 * 3  # nominal + 2 params x 3 scales, 1 seed x 1 episode
     assert {"body_mass.torso", "body_mass.thigh"} <= set(rows[0])
