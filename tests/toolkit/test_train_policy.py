@@ -20,6 +20,7 @@ import yaml
 from typer.testing import CliRunner
 
 from visfore import train_policy as tp
+from visfore import zoo
 from visfore.cli import app
 from visfore.errors import VisforeError
 from visfore.policy_run import load_policy_run
@@ -81,7 +82,7 @@ def test_parse_randomize():
 
 
 def test_parse_hp_overrides():
-    hp = tp.parse_hp_overrides(["learning_rate=1e-3", "batch_size=64", "train_freq=[1, episode]",
+    hp = zoo.parse_hp_overrides(["learning_rate=1e-3", "batch_size=64", "train_freq=[1, episode]",
                                 "use_sde=true", "clip_range=lin_0.2", "policy_kwargs=dict(net_arch=[8])",
                                 "batch_size=32"])
     assert hp == {"learning_rate": 1e-3, "batch_size": 32, "train_freq": [1, "episode"], "use_sde": True,
@@ -90,56 +91,56 @@ def test_parse_hp_overrides():
     for bad, match in (("lr", "key=value"), ("1x=2", "key=value"), ("n_timesteps=5", "--timesteps"),
                        ("policy=CnnPolicy", "--obs-mode"), ("n_envs=2", "--n-envs"), ("seed=1", "visfore sets")):
         with pytest.raises(VisforeError, match=match):
-            tp.parse_hp_overrides([bad])
+            zoo.parse_hp_overrides([bad])
 
 
 def test_parse_policy_kwargs_is_safe_and_reads_zoo_strings():
-    zoo = ("dict(log_std_init=-2,\n ortho_init=False,\n activation_fn=nn.ReLU,\n"
-           " net_arch=dict(pi=[256, 256], vf=[256, 256])\n )")
-    assert tp.parse_policy_kwargs(zoo) == {
+    text = ("dict(log_std_init=-2,\n ortho_init=False,\n activation_fn=nn.ReLU,\n"
+            " net_arch=dict(pi=[256, 256], vf=[256, 256])\n )")
+    assert zoo.parse_policy_kwargs(text) == {
         "log_std_init": -2, "ortho_init": False, "activation_fn": torch.nn.ReLU,
         "net_arch": {"pi": [256, 256], "vf": [256, 256]}}
-    assert tp.parse_policy_kwargs("dict(net_arch=[400, 300])") == {"net_arch": [400, 300]}
-    assert tp.parse_policy_kwargs({"activation_fn": "th.nn.Tanh"})["activation_fn"] is torch.nn.Tanh
+    assert zoo.parse_policy_kwargs("dict(net_arch=[400, 300])") == {"net_arch": [400, 300]}
+    assert zoo.parse_policy_kwargs({"activation_fn": "th.nn.Tanh"})["activation_fn"] is torch.nn.Tanh
     for bad in ("__import__('os').system('true')", "dict(a=os.getcwd())", "dict(x=nn.Module)",
                 "[1, 2]", "dict(a=1"):
         with pytest.raises(VisforeError, match="policy_kwargs"):
-            tp.parse_policy_kwargs(bad)
+            zoo.parse_policy_kwargs(bad)
 
 
 def test_schedules_and_normalize():
-    lin = tp.make_schedule("learning_rate", "lin_3e-4")
+    lin = zoo.make_schedule("learning_rate", "lin_3e-4")
     assert lin(1.0) == pytest.approx(3e-4) and lin(0.5) == pytest.approx(1.5e-4) and lin(0.0) == 0.0
-    assert tp.make_schedule("learning_rate", 7e-4) == 7e-4
+    assert zoo.make_schedule("learning_rate", 7e-4) == 7e-4
     with pytest.raises(VisforeError):
-        tp.make_schedule("learning_rate", "cos_1e-3")
-    assert tp.parse_normalize(True, 0.98) == {"norm_obs": True, "norm_reward": True, "gamma": 0.98}
-    assert tp.parse_normalize("dict(norm_obs=False, norm_reward=True)")["norm_obs"] is False
-    assert tp.parse_normalize(False) == {"norm_obs": False, "norm_reward": False}
+        zoo.make_schedule("learning_rate", "cos_1e-3")
+    assert zoo.parse_normalize(True, 0.98) == {"norm_obs": True, "norm_reward": True, "gamma": 0.98}
+    assert zoo.parse_normalize("dict(norm_obs=False, norm_reward=True)")["norm_obs"] is False
+    assert zoo.parse_normalize(False) == {"norm_obs": False, "norm_reward": False}
 
 
 def test_zoo_lookup_and_values():
-    assert tp.robot_name("PerturbHopper-v0") == "Hopper" == tp.robot_name("Hopper-v5")
-    assert tp.robot_name("Walker2DBulletEnv-v0") == "Walker2d"
-    assert tp.zoo_key("td3", "PerturbHopper-v0") == "Hopper-v4"
-    assert tp.zoo_key("ppo", "PerturbWalker2d-v0", "pybullet") == "Walker2DBulletEnv-v0"
-    assert tp.zoo_key("ppo", "PerturbHalfCheetah-v0", "mujoco") == "HalfCheetah-v4"
-    assert tp.zoo_key("td3", "PerturbAnt-v0", "pybullet") == "AntBulletEnv-v0"
-    assert tp.zoo_key("td3", "Pendulum-v1") is None
-    td3 = tp.load_zoo_hyperparams("td3")
+    assert zoo.robot_name("PerturbHopper-v0") == "Hopper" == zoo.robot_name("Hopper-v5")
+    assert zoo.robot_name("Walker2DBulletEnv-v0") == "Walker2d"
+    assert zoo.zoo_key("td3", "PerturbHopper-v0") == "Hopper-v4"
+    assert zoo.zoo_key("ppo", "PerturbWalker2d-v0", "pybullet") == "Walker2DBulletEnv-v0"
+    assert zoo.zoo_key("ppo", "PerturbHalfCheetah-v0", "mujoco") == "HalfCheetah-v4"
+    assert zoo.zoo_key("td3", "PerturbAnt-v0", "pybullet") == "AntBulletEnv-v0"
+    assert zoo.zoo_key("td3", "Pendulum-v1") is None
+    td3 = zoo.load_zoo_hyperparams("td3")
     assert td3["Hopper-v4"] == {"n_timesteps": 1e6, "policy": "MlpPolicy", "learning_starts": 10000,
                                 "noise_type": "normal", "noise_std": 0.1, "train_freq": 1, "gradient_steps": 1,
                                 "learning_rate": 1e-3, "batch_size": 256,
                                 "policy_kwargs": "dict(net_arch=[400, 300])"}
     assert td3["HopperBulletEnv-v0"]["learning_rate"] == 7e-4 and td3["AntBulletEnv-v0"]["gamma"] == 0.98
-    ppo = tp.load_zoo_hyperparams("ppo")
+    ppo = zoo.load_zoo_hyperparams("ppo")
     assert ppo["Hopper-v4"]["learning_rate"] == 9.80828e-05 and ppo["Hopper-v4"]["n_steps"] == 512
     assert ppo["Walker2DBulletEnv-v0"]["clip_range"] == "lin_0.4" and ppo["Walker2DBulletEnv-v0"]["n_envs"] == 16
     assert ppo["Ant-v4"] == {"normalize": True, "n_timesteps": 1e6, "policy": "MlpPolicy"}
     for algo in ("td3", "ppo"):
-        assert {k for k in tp.load_zoo_hyperparams(algo)} == {
-            *tp.ZOO_MUJOCO_KEYS.values(), *tp.ZOO_PYBULLET_KEYS.values()}
-    hyper = tp.resolve_hyperparameters("ppo", ENV, None, {"n_steps": 64})
+        assert {k for k in zoo.load_zoo_hyperparams(algo)} == {
+            *zoo.ZOO_MUJOCO_KEYS.values(), *zoo.ZOO_PYBULLET_KEYS.values()}
+    hyper = zoo.resolve_hyperparameters("ppo", ENV, None, {"n_steps": 64})
     assert hyper.zoo_key == "Hopper-v4" and hyper.resolved["n_steps"] == 64
     assert "n_timesteps" not in hyper.resolved and "policy" not in hyper.resolved
 
