@@ -11,6 +11,8 @@ import typer
 from visfore.collect import collect_command
 from visfore.dataset_info import dataset_info_command
 from visfore.evaluate import evaluate_command
+from visfore.play_model import play_model_command
+from visfore.predict import predict_command
 from visfore.train_model import train_model_command
 from visfore.train_policy import train_policy_command
 
@@ -27,6 +29,8 @@ app.command("collect")(collect_command)
 app.command("train-model")(train_model_command)
 app.command("train-policy")(train_policy_command)
 app.command("evaluate")(evaluate_command)
+app.command("predict")(predict_command)
+app.command("play-model")(play_model_command)
 dataset_app.command("info")(dataset_info_command)
 app.add_typer(dataset_app, name="dataset")
 
