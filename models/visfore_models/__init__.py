@@ -6,6 +6,18 @@ No CLI, no environment code, no dataset I/O. Every model implements
     model(context (B, C, 3, H, W) in [0, 1], actions (B, C + K - 1, A))
         -> prediction (B, K, 3, H, W) in [0, 1]   # o_C .. o_{C+K-1}, open-loop
 
+Models (registry name: class, module):
+
+* ``"convlstm"``: :class:`ConvLSTMForwardModel` -- ConvLSTM with CDNA-style compositing.
+* ``"rnn_deconv"``: :class:`RNNDeconvForwardModel` -- conv encoder, LSTM on a vector,
+  deconvolution decoder (seed 002's baseline).
+* ``"cdna"``: :class:`CDNAForwardModel` -- Finn, Goodfellow & Levine 2016, CDNA.
+* ``"dna"``: :class:`DNAForwardModel` -- Finn, Goodfellow & Levine 2016, DNA.
+* ``"framestack"``: :class:`FrameStackForwardModel` -- last 4 frames stacked, CNN, LSTM/GRU,
+  decoder (seed 004).
+* ``"svg_lp"``: :class:`SVGLPForwardModel` -- Denton & Fergus 2018, stochastic
+  (``stochastic = True``; :meth:`ForwardModel.auxiliary_losses` gives its ``beta * KL``).
+
 Registry and (de)serialisation::
 
     build_model("convlstm", action_dim=2, image_size=64) -> ForwardModel
@@ -22,13 +34,23 @@ import torch
 
 from . import metrics
 from .base import ForwardModel
+from .cdna import CDNAForwardModel
 from .convlstm import ConvLSTMCell, ConvLSTMForwardModel
+from .dna import DNAForwardModel
+from .framestack import FrameStackForwardModel
+from .rnn_deconv import RNNDeconvForwardModel
+from .svg_lp import SVGLPForwardModel
 
 __all__ = [
     "MODELS",
+    "CDNAForwardModel",
     "ConvLSTMCell",
     "ConvLSTMForwardModel",
+    "DNAForwardModel",
     "ForwardModel",
+    "FrameStackForwardModel",
+    "RNNDeconvForwardModel",
+    "SVGLPForwardModel",
     "build_model",
     "load_model",
     "metrics",
@@ -37,7 +59,15 @@ __all__ = [
 
 #: registry: model name -> class
 MODELS: dict[str, type[ForwardModel]] = {
-    ConvLSTMForwardModel.name: ConvLSTMForwardModel,
+    cls.name: cls
+    for cls in (
+        ConvLSTMForwardModel,
+        RNNDeconvForwardModel,
+        CDNAForwardModel,
+        DNAForwardModel,
+        FrameStackForwardModel,
+        SVGLPForwardModel,
+    )
 }
 
 

@@ -61,11 +61,16 @@ class ForwardModel(nn.Module, abc.ABC):
 
     Attributes:
         name: registry key of the model class (e.g. ``"convlstm"``).
+        stochastic: ``True`` for models whose predictions are random samples (e.g.
+            ``"svg_lp"``): each call draws new latent samples from torch's global RNG (so
+            ``torch.manual_seed`` makes them reproducible), and an evaluation can report the
+            mean and the best of N samples. ``False`` (default): same inputs, same output.
         action_dim: ``A``, the size of one action vector.
         image_size: ``(H, W)`` of the frames the model was built for.
     """
 
     name: ClassVar[str] = ""
+    stochastic: ClassVar[bool] = False
 
     def __init__(self, *, action_dim: int, image_size: int | tuple[int, int]) -> None:
         super().__init__()
@@ -94,8 +99,10 @@ class ForwardModel(nn.Module, abc.ABC):
             context: ``(B, C, 3, H, W)`` floating tensor in ``[0, 1]``, frames ``o_0..o_{C-1}``.
             actions: ``(B, C + K - 1, A)`` floating tensor, ``a_0..a_{C+K-2}`` (``a_t`` is the
                 action taken after ``o_t``); ``K >= 1`` is derived from its length.
-            targets: optional ``(B, K, 3, H, W)`` true frames ``o_C..o_{C+K-1}``, used only
-                for teacher forcing.
+            targets: optional ``(B, K, 3, H, W)`` true frames ``o_C..o_{C+K-1}``, used for
+                teacher forcing and, by stochastic models in training mode only, by the
+                inference network (e.g. SVG-LP's posterior ``q(z_t | x_{1..t})``). In eval
+                mode and with ``teacher_forcing_prob == 0`` they never change the output.
             teacher_forcing_prob: probability in ``[0, 1]`` that, at each step and for each
                 sample independently, the true frame replaces the model's own prediction as
                 the next input. ``0`` (default) is open-loop; ``1`` is full teacher forcing.
@@ -110,6 +117,17 @@ class ForwardModel(nn.Module, abc.ABC):
         Raises:
             ValueError: on any shape, dtype or argument mismatch (one-line message).
         """
+
+    def auxiliary_losses(self) -> dict[str, torch.Tensor]:
+        """Extra loss terms of the last forward pass, to be added to the reconstruction loss
+        (e.g. SVG-LP's ``beta * KL``).
+
+        Returns:
+            ``{name: scalar tensor}`` (already weighted; part of the last forward's autograd
+            graph when that ran with gradients). The default, for deterministic models, is
+            an empty dict. A trainer does ``loss = mse + sum(model.auxiliary_losses().values())``.
+        """
+        return {}
 
     # ------------------------------------------------------------------ helpers
     def num_parameters(self, trainable_only: bool = True) -> int:
