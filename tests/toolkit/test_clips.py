@@ -9,6 +9,7 @@ import torch
 from visfore.clips import (
     ClipDataset,
     clip_starts,
+    dataset_mean_frame,
     frames_to_float,
     load_clip_source,
     split_clip,
@@ -160,3 +161,66 @@ def test_split_by_episode_disjoint_and_deterministic():
 def test_split_that_leaves_a_side_empty_is_an_error(n, fraction):
     with pytest.raises(VisforeError, match="val-fraction"):
         split_episodes(np.arange(n), fraction, seed=0)
+
+
+# -- short episodes: padding and masks ------------------------------------------------------
+def test_padded_clip_of_a_short_episode(row_coded):
+    """Episode 2 has 3 rows (2 actions): with C = 2, K = 5 it gives one clip whose frames
+    repeat its last row, whose actions after the episode's last real action are 0, and
+    whose mask marks the one real target."""
+    ds, src = row_coded
+    C, K = 2, 5
+    clips = ClipDataset(src, [2], context=C, horizon=K, pad_short=True)
+    assert len(clips) == 1 and clips.num_padded == 1 and clips.padded.tolist() == [True]
+    s = int(ds.episode_starts[2])
+    item = clips[0]
+    rows = item["frames"][:, 0, 0, 0].numpy().astype(np.int64)
+    assert rows.tolist() == [s, s + 1, s + 2] + [s + 2] * 4
+    assert item["actions"][:, 0].tolist() == [s, s + 1, 0, 0, 0, 0]
+    assert torch.isfinite(item["actions"]).all()
+    assert item["mask"].dtype == torch.bool and item["mask"].tolist() == [True, False, False, False, False]
+    assert torch.equal(clips.mask_for(0), item["mask"]) and torch.equal(clips.actions_for(0), item["actions"])
+    # without padding the episode gives nothing (the earlier behaviour)
+    assert len(ClipDataset(src, [2], context=C, horizon=K)) == 0
+
+
+def test_padding_leaves_long_episodes_alone(row_coded):
+    ds, src = row_coded
+    C, K = 2, 6  # clip of 8 rows: episodes 0 (7 rows) and 2 (3 rows) are short
+    plain = ClipDataset(src, range(ds.num_episodes), context=C, horizon=K)
+    padded = ClipDataset(src, range(ds.num_episodes), context=C, horizon=K, pad_short=True)
+    assert len(padded) == len(plain) + 2 and padded.num_padded == 2
+    assert set(padded.episode_ids[padded.padded]) == {0, 2}
+    full = padded[np.flatnonzero(~padded.padded)]
+    ref = plain[np.arange(len(plain))]
+    for key in ("frames", "actions", "start", "episode"):
+        assert torch.equal(full[key], ref[key])
+    assert full["mask"].all() and ref["mask"].all()
+    batch = padded[np.flatnonzero(padded.padded)]
+    # episode 0: 7 rows -> targets are rows 2..6 real, the 6th target (row 7) padding
+    assert batch["mask"].sum(1).tolist() == [5, 1]
+    # real target k of a padded clip is row start + C + k, as in an unpadded one
+    tgt_rows = batch["frames"][:, C:, 0, 0, 0].numpy().astype(np.int64)
+    start = batch["start"].numpy()
+    m = batch["mask"].numpy()
+    np.testing.assert_array_equal(tgt_rows[m], (start[:, None] + C + np.arange(K))[m])
+
+
+def test_too_short_for_one_target_gives_nothing(row_coded):
+    ds, src = row_coded
+    # episode 2 has 3 rows: with C = 3 no target frame is real
+    assert len(ClipDataset(src, [2], context=3, horizon=2, pad_short=True)) == 0
+    starts, ids = clip_starts(ds.episode_starts, ds.episode_lengths, [2, 3], 20, min_length=3)
+    assert ids.tolist() == [2, 3] and starts.tolist() == [int(ds.episode_starts[2]), int(ds.episode_starts[3])]
+    with pytest.raises(ValueError, match="min_length"):
+        clip_starts(ds.episode_starts, ds.episode_lengths, [2], 4, min_length=0)
+
+
+def test_dataset_mean_frame(row_coded):
+    ds, src = row_coded
+    mean = dataset_mean_frame(src, [0, 2])
+    rows = np.concatenate([np.arange(ds.episode_starts[e], ds.episode_ends[e]) for e in (0, 2)])
+    assert mean.shape == (3, SIZE, SIZE) and mean.dtype == np.float32
+    np.testing.assert_allclose(mean, rows.mean() / 255.0, rtol=1e-6)
+    with pytest.raises(ValueError):
+        dataset_mean_frame(src, [])

@@ -45,29 +45,40 @@ def _square_frames(positions: np.ndarray) -> np.ndarray:
     return frames
 
 
-@pytest.fixture(scope="module")
-def square_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Synthetic visfore dataset: a square moved by the actions, 16 episodes x 8 actions,
-    16x16 frames, action a_t in [-1, 1]^2 moves the square by round(2 * a_t) pixels."""
-    path = tmp_path_factory.mktemp("train") / "squares.zarr"
+def _write_squares(path: Path, steps_per_episode: list[int]) -> Path:
+    """A square moved by the actions: action a_t in [-1, 1]^2 moves it by round(2 * a_t)
+    pixels; one episode per entry of ``steps_per_episode`` (actions; frames = steps + 1)."""
     rng = np.random.default_rng(0)
     writer = DatasetWriter.create(
         path, frame_shape=(SIZE, SIZE, 3), state_dim=2, action_dim=2,
         attrs={"env_id": "synthetic-square", "policy": "random", "seed": 0}, chunk_frames=STEPS + 1,
     )
     with writer:
-        for _ in range(16):
-            actions = rng.uniform(-1, 1, size=(STEPS, 2)).astype(np.float32)
+        for steps in steps_per_episode:
+            actions = rng.uniform(-1, 1, size=(steps, 2)).astype(np.float32)
             pos = [rng.integers(0, SIZE - 4, size=2)]
             for a in actions:
                 pos.append(np.clip(pos[-1] + np.round(2 * a).astype(int), 0, SIZE - 4))
             pos = np.array(pos)
             writer.append_episode(
                 pixels=_square_frames(pos), state=pos.astype(np.float32), action=actions,
-                reward=np.zeros(STEPS, np.float32), terminated=np.zeros(STEPS, bool),
-                truncated=np.zeros(STEPS, bool),
+                reward=np.zeros(steps, np.float32), terminated=np.zeros(steps, bool),
+                truncated=np.zeros(steps, bool),
             )
     return path
+
+
+@pytest.fixture(scope="module")
+def square_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Synthetic visfore dataset: 16 episodes x 8 actions, 16x16 frames."""
+    return _write_squares(tmp_path_factory.mktemp("train") / "squares.zarr", [STEPS] * 16)
+
+
+@pytest.fixture(scope="module")
+def mixed_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two episode lengths: 16 episodes alternating 8 actions (9 frames) and 3 actions
+    (4 frames)."""
+    return _write_squares(tmp_path_factory.mktemp("mixed") / "mixed.zarr", [STEPS, 3] * 8)
 
 
 def _config(data: Path, out: Path, **overrides) -> TrainConfig:
@@ -152,6 +163,27 @@ def test_metrics_json_documented_keys(short_run):
     # 4 held-out episodes x (9 frames - 5 + 1) clips = 20 < --max-val-clips 24
     assert metrics["num_val_clips"] == 20 and metrics["num_val_episodes"] == 4
     assert metrics["num_parameters"] > 0 and metrics["train_seconds"] > 0
+    # the sweep-runner API: these keys are always there
+    for key in ("run_dir", "train_seconds", "num_parameters", "samples_per_second", "inference_frames_per_second"):
+        assert returned[key] == metrics[key] and metrics[key] is not None
+    assert metrics["samples_per_second"] == pytest.approx(4 * 32 / metrics["train_seconds"])
+    assert metrics["inference_frames_per_second"] > 0 and metrics["inference"]["frames"] == 20 * 3
+    # new parts and metrics
+    for part in ("model", "copy_last_frame", "mean_frame", "shuffled_actions"):
+        assert len(metrics[part]["foreground_psnr"]) == 3
+        assert metrics[part]["mean"]["foreground_psnr"] is not None
+    assert "best_of_n" not in metrics and metrics["stochastic"]["eval_samples"] == 1
+    assert set(metrics["beats_mean_frame"]) >= {"psnr", "ssim", "both", "psnr_gain_db"}
+    sens = metrics["action_sensitivity"]
+    assert sens["psnr_drop_db"] == pytest.approx(metrics["model"]["mean"]["psnr"] - metrics["shuffled_actions"]["mean"]["psnr"])
+    assert len(sens["psnr_drop_db_per_step"]) == 3
+    assert metrics["lpips"]["computed"] is False or "lpips" in metrics["model"]
+    assert metrics["lpips"]["note"].startswith("LPIPS")
+    assert metrics["definitions"] == metrics["metric_definitions"]
+    assert {"foreground_psnr", "mean_frame", "action_sensitivity", "lpips", "best_of_n", "mask"} <= set(metrics["definitions"])
+    assert metrics["valid_clips_per_step"] == [20, 20, 20] and metrics["padding"]["evaluated_padded_clips"] == 0
+    assert metrics["sampling"]["mode"] == "open-loop" and metrics["amp"]["enabled"] is False
+    assert metrics["distributed"]["world_size"] == 1 and metrics["distributed"]["ranks_in_sync"]
     assert set(metrics["beats_copy_last_frame"]) >= {"psnr", "ssim", "both"}
     assert "open-loop" in metrics["evaluation"]
     assert returned["model"] == metrics["model"]
@@ -166,14 +198,20 @@ def test_loss_falls(short_run):
 
 
 # -- resume -------------------------------------------------------------------------------
-def test_resume_mid_epoch_matches_a_straight_run(square_dataset: Path, tmp_path: Path):
-    kwargs = dict(epochs=2, teacher_forcing="0.5", clips_per_epoch=16)
+@pytest.mark.parametrize("sampling", [dict(teacher_forcing="0.5"), dict(sampling="scheduled")],
+                         ids=["teacher-forcing-0.5", "scheduled"])
+def test_resume_mid_epoch_matches_a_straight_run(square_dataset: Path, tmp_path: Path, sampling):
+    kwargs = dict(epochs=2, clips_per_epoch=16, **sampling)
     straight = train_model(_config(square_dataset, tmp_path / "a", **kwargs))
     # stop after the first optimisation step (2 steps per epoch), then resume
     stopped = train_model(_config(square_dataset, tmp_path / "b", time_budget=1e-9, **kwargs))
     assert stopped["stopped_early"] and stopped["global_step"] == 1 and stopped["epochs_completed"] == 0
     ckpt = runs.load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")
     assert (ckpt["epoch"], ckpt["epoch_step"]) == (0, 1)
+    assert ckpt["sampling"]["step"] == 1  # the schedule's position
+    if "sampling" in sampling:  # 0 < p < 1 at every step: the draws need the saved RNG
+        assert 0 < straight["sampling"]["p_last_step"] < straight["sampling"]["p_first_step"] < 1
+        assert ckpt["sampling"]["k"] == straight["sampling"]["k"]
     resumed = train_model(TrainConfig(out=str(tmp_path / "b"), resume=True, device="cpu",
                                       num_threads=1, progress=False))
     assert resumed["epochs_completed"] == 2 and resumed["global_step"] == straight["global_step"] == 4
@@ -245,7 +283,7 @@ def test_cli_resume_without_checkpoint(tmp_path: Path):
 @pytest.mark.parametrize(
     "args,needle",
     [
-        (["--model", "nope"], "valid: convlstm"),
+        (["--model", "nope"], "unknown model 'nope'; valid:"),
         (["--horizon", "20"], "have 9 frames (8 actions)"),
         (["--context", "0"], "--context must be >= 1"),
         (["--horizon", "0"], "--horizon must be >= 1"),
@@ -256,6 +294,13 @@ def test_cli_resume_without_checkpoint(tmp_path: Path):
         (["--teacher-forcing", "2"], "--teacher-forcing"),
         (["--model-kwargs", "[1]"], "JSON object"),
         (["--model-kwargs", '{"lstm_channels": []}'], "cannot build model"),
+        (["--sampling", "sometimes"], "--sampling must be one of open-loop, teacher, scheduled"),
+        (["--sampling", "scheduled", "--sampling-k", "0"], "--sampling-k must be a number > 0"),
+        (["--sampling-k", "50"], "--sampling-k applies to --sampling scheduled only"),
+        (["--sampling", "teacher", "--teacher-forcing", "0.5"], "give either --sampling"),
+        (["--eval-samples", "0"], "--eval-samples must be >= 1"),
+        (["--eval-batch-size", "0"], "--eval-batch-size must be >= 1"),
+        (["--grad-clip", "-1"], "--grad-clip must be >= 0"),
     ],
 )
 def test_cli_bad_input_exit_2_and_nothing_written(square_dataset: Path, tmp_path: Path, args, needle):
@@ -338,3 +383,251 @@ def test_evaluate_identity_model_equals_copy_last_frame(square_dataset: Path):
         np.testing.assert_allclose(res["model"][key], res["shuffled_actions"][key])
     assert res["num_clips"] == len(clips) and res["num_episodes"] == 16
     assert res["model"]["mse"].shape == (3,)
+
+
+# -- episodes of different lengths: padding and masks --------------------------------------
+def test_short_episodes_are_padded_and_masked(mixed_dataset: Path, tmp_path: Path):
+    """C = 2, K = 4: 9-frame episodes give 4 clips each, 4-frame episodes one clip padded
+    after its 2nd target; every metric counts only the real steps."""
+    metrics = train_model(_config(mixed_dataset, tmp_path / "pad", context=2, horizon=4, epochs=1,
+                                  clips_per_epoch=16))
+    cfg = yaml.safe_load((tmp_path / "pad" / "config.yaml").read_text())
+    assert cfg["options"]["pad_short_episodes"] is True
+    split = cfg["split"]
+    assert split["excluded_short_episodes"] == [] and len(split["train_episodes"]) + len(split["val_episodes"]) == 16
+    n_short_val = sum(1 for e in split["val_episodes"] if e % 2 == 1)
+    n_long_val = len(split["val_episodes"]) - n_short_val
+    assert n_short_val and n_long_val
+    assert split["num_padded_val_clips"] == n_short_val and split["num_padded_train_clips"] == 8 - n_short_val
+    n_val = 4 * n_long_val + n_short_val
+    assert metrics["num_val_clips"] == n_val
+    assert metrics["valid_clips_per_step"] == [n_val, n_val, 4 * n_long_val, 4 * n_long_val]
+    assert metrics["padding"]["evaluated_padded_clips"] == n_short_val
+    assert all(v is not None for v in metrics["model"]["psnr"])
+    # --no-pad-short-episodes: the short episodes are left out
+    unpadded = train_model(_config(mixed_dataset, tmp_path / "nopad", context=2, horizon=4, epochs=1,
+                                   clips_per_epoch=16, pad_short_episodes=False))
+    cfg = yaml.safe_load((tmp_path / "nopad" / "config.yaml").read_text())
+    assert cfg["split"]["excluded_short_episodes"] == list(range(1, 16, 2))
+    assert cfg["options"]["pad_short_episodes"] is False
+    assert len(set(unpadded["valid_clips_per_step"])) == 1 and unpadded["padding"]["evaluated_padded_clips"] == 0
+
+
+def test_evaluation_uses_the_mask(mixed_dataset: Path):
+    """Per-step means over the real steps only, exactly (a copy model on padded clips)."""
+    from visfore.clips import ClipDataset, frames_to_float, load_clip_source, split_clip
+    from visfore.dataset import open_dataset
+    from visfore_models import metrics as M
+
+    src = load_clip_source(open_dataset(mixed_dataset))
+    clips = ClipDataset(src, range(16), context=2, horizon=4, pad_short=True)
+    assert clips.num_padded == 8
+
+    class Copy(torch.nn.Module):
+        def forward(self, context, actions):
+            return context[:, -1:].repeat(1, actions.shape[1] - context.shape[1] + 1, 1, 1, 1)
+
+    mean_frame = torch.full((3, SIZE, SIZE), 0.3)
+    res = evaluate_open_loop(Copy(), clips, device=torch.device("cpu"), batch_size=5, mean_frame=mean_frame)
+    batch = clips[np.arange(len(clips))]
+    context, targets = split_clip(frames_to_float(batch["frames"]), 2)
+    mask = batch["mask"]
+    pred = context[:, -1:].repeat(1, 4, 1, 1, 1)
+    for key, expected in M.per_step_metrics(pred, targets, mask, context=context).items():
+        np.testing.assert_allclose(res["model"][key], expected.numpy(), rtol=1e-10)
+        np.testing.assert_allclose(res["copy_last_frame"][key], expected.numpy(), rtol=1e-10)
+    unmasked = M.per_step_metrics(pred, targets)["psnr"].numpy()
+    assert not np.allclose(res["model"]["psnr"][2:], unmasked[2:])  # the padding would count
+    mf = M.per_step_metrics(M.mean_frame_baseline(mean_frame, len(clips), 4), targets, mask)
+    np.testing.assert_allclose(res["mean_frame"]["psnr"], mf["psnr"].numpy(), rtol=1e-10)
+    assert res["valid_clips_per_step"].tolist() == [40, 40, 32, 32] and res["num_padded_clips"] == 8
+
+
+def test_reconstruction_loss_ignores_padded_frames():
+    from visfore.train_model import reconstruction_loss
+
+    g = torch.Generator().manual_seed(0)
+    pred = torch.rand(3, 4, 3, 8, 8, generator=g, requires_grad=True)
+    targets = torch.rand(3, 4, 3, 8, 8, generator=g)
+    assert torch.equal(reconstruction_loss(pred, targets), torch.nn.functional.mse_loss(pred, targets))
+    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]], dtype=torch.bool)
+    loss = reconstruction_loss(pred, targets, mask)
+    per_frame = (pred - targets).pow(2).mean(dim=(2, 3, 4))
+    torch.testing.assert_close(loss, per_frame[mask].mean())
+    other = pred.detach().clone()
+    other[~mask] = 7.0  # anything at padded frames
+    torch.testing.assert_close(reconstruction_loss(other, targets, mask), loss)
+    loss.backward()
+    assert torch.all(pred.grad[~mask] == 0) and torch.all(pred.grad[mask].abs().sum(dim=(1, 2, 3)) > 0)
+
+
+# -- scheduled sampling --------------------------------------------------------------------
+def test_scheduled_sampling_schedule():
+    from visfore.train_model import auto_sampling_k, resolve_sampling
+
+    for total in (4, 100, 1000, 20_000):
+        k = auto_sampling_k(total)
+        assert k > 1 and k * math.log(k) == pytest.approx(total / 2, rel=1e-9)
+        record, p = resolve_sampling(TrainConfig(sampling="scheduled"), total_steps=total)
+        assert record["mode"] == "scheduled" and record["k"] == pytest.approx(k)
+        assert p(0) == pytest.approx(k / (k + 1)) and p(total / 2) == pytest.approx(0.5)
+        assert all(p(i) > p(i + 1) for i in range(0, total, max(1, total // 50)))
+    _, p = resolve_sampling(TrainConfig(sampling="scheduled"), total_steps=1000)
+    assert p(0) > 0.99 and p(999) < 0.01  # decays over the run
+    record, p = resolve_sampling(TrainConfig(sampling="scheduled", sampling_k=900.0), total_steps=10)
+    assert record["k"] == 900.0 and p(0) == pytest.approx(900 / 901)  # Finn et al.'s constant
+    assert resolve_sampling(TrainConfig(sampling="teacher"), total_steps=10)[1](5) == 1.0
+    assert resolve_sampling(TrainConfig(), total_steps=10)[1](5) == 0.0
+    record, p = resolve_sampling(TrainConfig(teacher_forcing="linear:1:0"), total_steps=10)
+    assert record["mode"] == "custom" and p(5) == 0.5
+    # a resumed run keeps its checkpoint's k
+    assert resolve_sampling(TrainConfig(sampling="scheduled"), total_steps=10, k=3.0)[0]["k"] == 3.0
+
+
+def test_scheduled_sampling_is_logged_and_recorded(square_dataset: Path, tmp_path: Path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "sched"
+    metrics = train_model(_config(square_dataset, out, epochs=1, clips_per_epoch=32, sampling="scheduled"))
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["options"]["sampling"] == "scheduled" and cfg["options"]["sampling_k"] is None
+    k = cfg["training"]["sampling"]["k"]
+    assert k == metrics["sampling"]["k"] and cfg["training"]["sampling"]["total_steps"] == 4
+    events = EventAccumulator(str(out / "logs"))
+    events.Reload()
+    probs = [e.value for e in events.Scalars("train/teacher_forcing_prob")]
+    assert probs == pytest.approx([k / (k + math.exp(i / k)) for i in range(4)])
+
+
+# -- auxiliary losses and stochastic models -----------------------------------------------
+class _NoisyCopy:
+    """Built lazily (ForwardModel import): a stochastic test model with an auxiliary loss."""
+
+    @staticmethod
+    def make():
+        from visfore_models import ForwardModel
+
+        class NoisyCopy(ForwardModel):
+            name = "test_noisy_copy"
+            stochastic = True
+
+            def __init__(self, *, action_dim, image_size, noise=0.05):
+                super().__init__(action_dim=action_dim, image_size=image_size)
+                self.noise = noise
+                self.gain = torch.nn.Parameter(torch.tensor(0.5))
+                self.act = torch.nn.Linear(action_dim, 3)
+                self._aux = {}
+
+            def config(self):
+                return {"action_dim": self.action_dim, "image_size": list(self.image_size), "noise": self.noise}
+
+            def forward(self, context, actions, targets=None, teacher_forcing_prob=0.0):
+                C, K = self.check_inputs(context, actions, targets, teacher_forcing_prob)
+                last, outs = context[:, -1], []
+                for k in range(K):
+                    a = self.act(actions[:, C - 1 + k])[:, :, None, None]
+                    last = (2 * self.gain * last + 0.1 * a + self.noise * torch.randn_like(last)).clamp(0, 1)
+                    outs.append(last)
+                self._aux = {"kl": 1e-3 + 1e-3 * (self.gain - 0.5) ** 2}
+                return torch.stack(outs, dim=1)
+
+            def auxiliary_losses(self):
+                return dict(self._aux)
+
+        return NoisyCopy
+
+
+def test_auxiliary_losses_and_stochastic_evaluation(square_dataset: Path, tmp_path: Path, monkeypatch):
+    import visfore_models
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cls = _NoisyCopy.make()
+    monkeypatch.setitem(visfore_models.MODELS, cls.name, cls)
+    out = tmp_path / "stoch"
+    metrics = train_model(_config(square_dataset, out, model=cls.name, model_kwargs={}, epochs=1,
+                                  clips_per_epoch=16, eval_samples=3))
+    h = metrics["history"][0]
+    assert h["train_loss"] - h["train_mse"] == pytest.approx(1e-3, rel=0.05)  # the aux term is in the loss
+    events = EventAccumulator(str(out / "logs"))
+    events.Reload()
+    assert {"train/loss", "train/reconstruction_mse", "train/aux/kl"} <= set(events.Tags()["scalars"])
+    assert metrics["stochastic"]["stochastic"] and metrics["stochastic"]["eval_samples"] == 3
+    assert "best_of_n" in metrics and metrics["inference"]["frames"] == 3 * 20 * 3
+    for key in ("mse", "psnr", "ssim"):
+        assert len(metrics["best_of_n"][key]) == 3
+    assert metrics["best_of_n"]["mean"]["psnr"] >= metrics["model"]["mean"]["psnr"]
+    assert metrics["best_of_n"]["mean"]["mse"] <= metrics["model"]["mean"]["mse"]
+    assert "mean over the samples" in metrics["stochastic"]["model_part"]
+    # evaluation is seeded: resuming the finished run re-evaluates to the same numbers
+    again = train_model(TrainConfig(out=str(out), resume=True, device="cpu", num_threads=1, progress=False))
+    assert again["model"] == metrics["model"] and again["best_of_n"] == metrics["best_of_n"]
+
+
+# -- mixed precision -------------------------------------------------------------------------
+def test_amp_on_cpu_uses_bfloat16_when_asked(square_dataset: Path, tmp_path: Path):
+    metrics = train_model(_config(square_dataset, tmp_path / "amp", epochs=1, clips_per_epoch=16, amp=True))
+    assert metrics["amp"] == {"enabled": True, "dtype": "bfloat16", "grad_scaler": False, "requested": True}
+    assert all(math.isfinite(v) for v in metrics["model"]["psnr"])
+    cfg = yaml.safe_load((tmp_path / "amp" / "config.yaml").read_text())
+    assert cfg["options"]["amp"] is True and cfg["training"]["amp"]["dtype"] == "bfloat16"
+    default = train_model(_config(square_dataset, tmp_path / "noamp", epochs=1, clips_per_epoch=8))
+    assert default["amp"]["enabled"] is False  # the default on device="cpu": off
+
+
+# -- the Python API ----------------------------------------------------------------------------
+def test_api_takes_a_mapping_and_refuses_unknown_keys(square_dataset: Path, tmp_path: Path):
+    config = _config(square_dataset, tmp_path / "api", epochs=1, clips_per_epoch=8).to_dict()
+    config["batch-size"] = config.pop("batch_size")  # CLI spelling works too
+    metrics = train_model(config)
+    assert metrics["run_dir"] == str(tmp_path / "api") and metrics["global_step"] == 1
+    with pytest.raises(VisforeError, match="unknown train-model option"):
+        train_model({"data": str(square_dataset), "bogus": 1})
+    assert TrainConfig.from_dict(TrainConfig().to_dict()) == TrainConfig()
+
+
+def test_help_documents_the_new_options():
+    result = CliRunner().invoke(app, ["train-model", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for flag in ("--sampling", "--sampling-k", "--pad-short-episodes", "--no-pad-short-episodes",
+                 "--eval-samples", "--amp", "--no-amp", "--teacher-forcing", "torchrun"):
+        assert flag in result.output, flag
+
+
+# -- DDP (torchrun, 2 CPU processes, gloo) ------------------------------------------------------
+def test_torchrun_two_processes(square_dataset: Path, tmp_path: Path):
+    """`visfore train-model` under torchrun: one run directory (rank 0 writes; its name, a
+    timestamp, is the same on both ranks), complete, and both ranks end with the same weights."""
+    import os
+    import subprocess
+    import sys
+
+    from visfore.train_model import weights_digest
+    from visfore_models import load_model
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    env.pop("WORLD_SIZE", None)
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+        "-m", "visfore.cli", "train-model", "--data", str(square_dataset), "--model-kwargs", TINY_JSON,
+        "--context", "2", "--horizon", "3", "--epochs", "1", "--batch-size", "4", "--clips-per-epoch", "16",
+        "--max-val-clips", "8", "--epoch-val-clips", "4", "--val-fraction", "0.25", "--device", "cpu",
+        "--num-threads", "1", "--lr-schedule", "constant", "--warmup-steps", "0",
+    ]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_dirs = list((tmp_path / "runs").iterdir())
+    assert len(run_dirs) == 1 and [p.name for p in tmp_path.iterdir()] == ["runs"]
+    run = run_dirs[0]
+    for name in ("config.yaml", "metrics.json", "checkpoints/last.pt", "checkpoints/best.pt", "images/epoch_001.png"):
+        assert (run / name).is_file(), name
+    assert list((run / "logs").glob("events.out.tfevents.*")) and not list(run.rglob(".*.tmp-*"))
+    metrics = json.loads((run / "metrics.json").read_text())
+    d = metrics["distributed"]
+    assert d["world_size"] == 2 and d["backend"] == "gloo" and d["global_batch_size"] == 8
+    assert len(d["weights_sha256_per_rank"]) == 2 and d["ranks_in_sync"]
+    ckpt = runs.load_checkpoint(run / "checkpoints" / "last.pt")
+    assert weights_digest(load_model(ckpt["model"])) == d["weights_sha256_per_rank"][0]
+    # 16 clips per epoch split over 2 ranks of batch 4: 2 steps of 8 clips
+    assert metrics["global_step"] == 2 and metrics["train_clips_seen"] == 16
+    assert ckpt["world_size"] == 2 and len(ckpt["rng_per_rank"]) == 2
+    assert yaml.safe_load((run / "config.yaml").read_text())["training"]["distributed"]["world_size"] == 2

@@ -17,6 +17,16 @@ A clip never crosses an episode boundary: valid starts in an episode of ``L`` ro
 ``L - 2``; the episode's final row, whose action is the NaN padding, contributes its frame
 only. :class:`ClipDataset` asserts that no clip action is NaN.
 
+**Short episodes (padding).** With ``pad_short=True`` an episode of ``L`` rows with
+``C + 1 <= L < C + K`` (too short for one clip, long enough for one real target)
+contributes a single clip starting at its first row, *padded at the end*: frame rows past
+the episode's last row repeat that last frame, and actions past row ``L - 2`` (the
+episode's NaN padding row and beyond) are zero. Every item carries a ``(K,)`` bool
+``"mask"``: ``mask[k]`` is True when target ``k`` (row ``start + C + k``) is a real frame of
+the episode, i.e. ``start + C + k <= L - 1`` relative to the episode; all True for an
+unpadded clip. Training losses and metrics must ignore masked-out steps (the padded frames
+are never predicted from real actions). Episodes with ``L <= C`` rows contribute nothing.
+
 Pixels are held in memory once, as uint8 ``(N, 3, H, W)`` (channels first, the layout the
 models take), shared by every :class:`ClipDataset` built from the same :class:`ClipSource`;
 convert batches to float ``[0, 1]`` on the fly with :func:`frames_to_float` (on the
@@ -39,6 +49,7 @@ __all__ = [
     "ClipDataset",
     "ClipSource",
     "clip_starts",
+    "dataset_mean_frame",
     "frames_to_float",
     "load_clip_source",
     "split_clip",
@@ -98,6 +109,7 @@ def clip_starts(
     episodes: Sequence[int] | np.ndarray,
     clip_length: int,
     stride: int = 1,
+    min_length: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Every valid clip start in the given episodes.
 
@@ -107,23 +119,29 @@ def clip_starts(
         clip_length: ``C + K`` frames per clip (>= 1).
         stride: distance in rows between consecutive starts in an episode (>= 1); starts
             are ``0, stride, 2 * stride, ...`` relative to the episode start.
+        min_length: padding: an episode with ``min_length <= L < clip_length`` rows
+            contributes one (padded) clip at its first row. None: no padding.
 
     Returns:
         ``(starts, episode_ids)``, both (M,) int64: the absolute first row of each clip and
         its episode, episode by episode in the given order. Episodes shorter than
-        ``clip_length`` rows contribute nothing.
+        ``clip_length`` rows (and than ``min_length``, if given) contribute nothing.
 
     Raises:
-        ValueError: ``clip_length`` or ``stride`` < 1.
+        ValueError: ``clip_length`` or ``stride`` < 1, or ``min_length`` < 1.
     """
     if clip_length < 1 or stride < 1:
         raise ValueError(f"clip_length and stride must be >= 1, got {clip_length}, {stride}")
+    if min_length is not None and min_length < 1:
+        raise ValueError(f"min_length must be >= 1, got {min_length}")
     starts: list[np.ndarray] = []
     ids: list[np.ndarray] = []
     for e in np.asarray(episodes, dtype=np.int64):
         n_valid = int(episode_lengths[e]) - clip_length + 1
         if n_valid <= 0:
-            continue
+            if min_length is None or int(episode_lengths[e]) < min_length:
+                continue
+            n_valid = 1  # one padded clip at the episode start
         rel = np.arange(0, n_valid, stride, dtype=np.int64)
         starts.append(int(episode_starts[e]) + rel)
         ids.append(np.full(rel.shape, e, dtype=np.int64))
@@ -163,6 +181,27 @@ def split_episodes(
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
+def dataset_mean_frame(source: ClipSource, episodes: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Mean frame of the given episodes: ``(3, H, W)`` float32 in ``[0, 1]``, the per-pixel,
+    per-channel mean over every row (observation) of those episodes (the mean-frame
+    baseline of :mod:`visfore_models.metrics`). Accumulated in float64.
+
+    Raises:
+        ValueError: no episode or no row.
+    """
+    total = np.zeros(source.frame_shape, dtype=np.float64)
+    count = 0
+    for e in np.asarray(episodes, dtype=np.int64):
+        s, n = int(source.episode_starts[e]), int(source.episode_lengths[e])
+        for lo in range(s, s + n, 1024):
+            chunk = source.pixels[lo : min(s + n, lo + 1024)]
+            total += chunk.sum(axis=0, dtype=np.float64)
+            count += chunk.shape[0]
+    if count == 0:
+        raise ValueError("dataset_mean_frame needs at least one row")
+    return (total / (255.0 * count)).astype(np.float32)
+
+
 def frames_to_float(frames: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """uint8 frames (any shape) -> ``dtype`` in ``[0, 1]`` (divides by 255)."""
     return frames.to(dtype).div_(255.0)
@@ -185,6 +224,8 @@ class ClipDataset(torch.utils.data.Dataset):
       rows ``start .. start + C + K - 1``;
     * ``"actions"``: float32 ``(C + K - 1, A)`` (batched ``(B, C + K - 1, A)``), rows
       ``start .. start + C + K - 2``;
+    * ``"mask"``: bool ``(K,)`` (batched ``(B, K)``): True where target ``k`` is a real
+      frame, False where it is padding (only in clips of short episodes, ``pad_short``);
     * ``"start"``: int64 absolute first row; ``"episode"``: int64 episode index.
 
     Args:
@@ -194,11 +235,13 @@ class ClipDataset(torch.utils.data.Dataset):
         stride: rows between consecutive clip starts in an episode.
         max_clips: keep a seeded random subset of at most this many clips (order kept).
         seed: seed of that subset.
+        pad_short: episodes of ``C + 1 .. C + K - 1`` rows give one padded clip each (see
+            the module docstring); False: they give none.
 
     Raises:
         ValueError: ``context``/``horizon``/``stride`` < 1.
-        AssertionError: a clip would contain a NaN action (a clip crossing the padding
-            row of an episode; impossible for a well-formed dataset).
+        AssertionError: a clip would contain a NaN action among its real steps (a clip
+            crossing the padding row of an episode; impossible for a well-formed dataset).
     """
 
     def __init__(
@@ -211,6 +254,7 @@ class ClipDataset(torch.utils.data.Dataset):
         stride: int = 1,
         max_clips: int | None = None,
         seed: int = 0,
+        pad_short: bool = False,
     ) -> None:
         if context < 1 or horizon < 1:
             raise ValueError(f"context and horizon must be >= 1, got {context}, {horizon}")
@@ -218,23 +262,35 @@ class ClipDataset(torch.utils.data.Dataset):
         self.context = int(context)
         self.horizon = int(horizon)
         self.clip_length = self.context + self.horizon
+        self.pad_short = bool(pad_short)
         self.episodes = np.asarray(episodes, dtype=np.int64)
         starts, ids = clip_starts(
-            source.episode_starts, source.episode_lengths, self.episodes, self.clip_length, stride
+            source.episode_starts, source.episode_lengths, self.episodes, self.clip_length, stride,
+            min_length=self.context + 1 if self.pad_short else None,
         )
         if max_clips is not None and starts.shape[0] > max_clips:
             keep = np.sort(np.random.default_rng(seed).permutation(starts.shape[0])[:max_clips])
             starts, ids = starts[keep], ids[keep]
         self.starts = starts
         self.episode_ids = ids
+        #: exclusive end row of each clip's episode
+        self.ends = (source.episode_starts[ids] + source.episode_lengths[ids]).astype(np.int64)
         self._frame_offsets = np.arange(self.clip_length, dtype=np.int64)
         self._action_offsets = np.arange(self.clip_length - 1, dtype=np.int64)
+        self._target_offsets = np.arange(self.context, self.clip_length, dtype=np.int64)
+        #: clips that need padding (their episode ends before the clip does)
+        self.padded = starts + self.clip_length > self.ends
+        self.num_padded = int(self.padded.sum())
         if starts.shape[0]:
-            # Clips stay inside their episode: last frame row < episode end.
-            ends = source.episode_starts[ids] + source.episode_lengths[ids]
-            assert np.all(starts + self.clip_length <= ends), "clip crosses an episode boundary"
-            used = source.actions[starts[:, None] + self._action_offsets]
-            assert np.isfinite(used).all(), "a clip contains a NaN (padding) action"
+            # Clips stay inside their episode: the real part never crosses the episode end,
+            # and only short-episode clips are padded.
+            assert np.all(starts < self.ends), "clip starts outside its episode"
+            assert self.pad_short or not self.padded.any(), "clip crosses an episode boundary"
+            assert np.all(starts + self.context < self.ends), "a clip has no real target frame"
+            rows = starts[:, None] + self._action_offsets
+            used = source.actions[np.minimum(rows, self.ends[:, None] - 1)]
+            real = (rows < self.ends[:, None] - 1)[..., None]
+            assert np.isfinite(np.where(real, used, 0.0)).all(), "a clip contains a NaN (padding) action"
 
     def __len__(self) -> int:
         return int(self.starts.shape[0])
@@ -248,20 +304,42 @@ class ClipDataset(torch.utils.data.Dataset):
         """Absolute first rows of clip(s) ``index``."""
         return self.starts[index]
 
+    def _actions(self, s: np.ndarray, end: np.ndarray) -> np.ndarray:
+        rows = s[..., None] + self._action_offsets
+        last = end[..., None] - 1  # the episode's last row; its action is NaN padding
+        actions = self.source.actions[np.minimum(rows, last)]
+        if self.num_padded:
+            actions = np.where((rows < last)[..., None], actions, np.float32(0.0))
+        return actions
+
     def actions_for(self, index: Any) -> torch.Tensor:
-        """Actions of clip(s) ``index``: float32 ``(..., C + K - 1, A)``."""
+        """Actions of clip(s) ``index``: float32 ``(..., C + K - 1, A)`` (zero where padded)."""
+        if isinstance(index, torch.Tensor):
+            index = index.numpy()
         s = np.asarray(self.starts[index])
-        return torch.from_numpy(self.source.actions[s[..., None] + self._action_offsets])
+        return torch.from_numpy(self._actions(s, np.asarray(self.ends[index])))
+
+    def mask_for(self, index: Any) -> torch.Tensor:
+        """Validity mask of clip(s) ``index``: bool ``(..., K)``, True for real target frames."""
+        if isinstance(index, torch.Tensor):
+            index = index.numpy()
+        s = np.asarray(self.starts[index])
+        end = np.asarray(self.ends[index])
+        return torch.from_numpy(s[..., None] + self._target_offsets < end[..., None])
 
     def __getitem__(self, index: Any) -> dict[str, torch.Tensor]:
         if isinstance(index, torch.Tensor):
             index = index.numpy()
         s = np.asarray(self.starts[index])
-        frames = self.source.pixels[s[..., None] + self._frame_offsets]
-        actions = self.source.actions[s[..., None] + self._action_offsets]
+        end = np.asarray(self.ends[index])
+        rows = s[..., None] + self._frame_offsets
+        if self.num_padded:
+            rows = np.minimum(rows, end[..., None] - 1)  # repeat the last frame
+        frames = self.source.pixels[rows]
         return {
             "frames": torch.from_numpy(frames),
-            "actions": torch.from_numpy(actions),
+            "actions": torch.from_numpy(self._actions(s, end)),
+            "mask": torch.from_numpy(s[..., None] + self._target_offsets < end[..., None]),
             "start": torch.from_numpy(np.asarray(s, dtype=np.int64)),
             "episode": torch.from_numpy(np.asarray(self.episode_ids[index], dtype=np.int64)),
         }
