@@ -887,13 +887,14 @@ def print_summary(result: Mapping[str, Any], console: Any = None) -> None:
 
     from visfore.robustness_report import cell_label, damage_text, fmt, fmt_scale, perturbation_of
 
-    console = console or Console()
+    # Piped or logged output (no terminal) is not cut to 80 columns: names stay whole.
+    console = console or Console(width=None if sys.stdout.isatty() else 160)
     meta = result["meta"]
     table = Table(title=f"visfore evaluate: {meta['run_name']} on {meta['env_id']}")
     grid = meta["mode"] == "grid"
     # a 2-D grid shows one scale column per parameter, headed by its name
     for name in (meta["params"] if grid else ("param", "scale")):
-        table.add_column(name)
+        table.add_column(name, no_wrap=True)
     for name in ("mean", "median", "std", "min", "max", "normalised"):
         table.add_column(name, justify="right")
     for r in result["summary"]:
