@@ -13,6 +13,7 @@ from visfore.dataset_info import dataset_info_command
 from visfore.evaluate import evaluate_command
 from visfore.play_model import play_model_command
 from visfore.predict import predict_command
+from visfore.train_eval_all import train_eval_all_command
 from visfore.train_model import train_model_command
 from visfore.train_policy import train_policy_command
 
@@ -27,6 +28,7 @@ dataset_app = typer.Typer(help="Inspect visfore Zarr datasets.", no_args_is_help
 
 app.command("collect")(collect_command)
 app.command("train-model")(train_model_command)
+app.command("train-eval-all")(train_eval_all_command)
 app.command("train-policy")(train_policy_command)
 app.command("evaluate")(evaluate_command)
 app.command("predict")(predict_command)

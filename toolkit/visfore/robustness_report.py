@@ -28,9 +28,7 @@ backend and is imported only when plots are drawn.
 from __future__ import annotations
 
 import base64
-import csv
 import html
-import io
 import json
 import math
 import os
@@ -41,6 +39,12 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from visfore import runs
+from visfore.report_html import csv_value as _csv_value  # noqa: F401  (moved here; old name kept)
+from visfore.report_html import fmt, jsonable, read_csv  # noqa: F401  (moved; public here too)
+from visfore.report_html import md_table as _md_table
+from visfore.report_html import pyplot as _pyplot
+from visfore.report_html import save_figure as _save
+from visfore.report_html import write_csv as _write_csv
 
 #: Columns of ``episodes.csv`` before the ``body_mass.<body>`` columns (kg).
 EPISODE_FIELDS = (
@@ -178,33 +182,6 @@ def most_damaging(summary: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | N
 
 
 # -- formatting helpers ----------------------------------------------------------------
-def jsonable(value: Any) -> Any:
-    """``value`` with numpy scalars as Python numbers, tuples as lists and NaN/inf as None
-    (strict JSON)."""
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return jsonable(value.tolist())
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    return value
-
-
-def fmt(value: Any, digits: int = 1) -> str:
-    """A number for tables: fixed ``digits`` decimals, ``-`` for None/NaN."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "-"
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        return str(value)
-    return f"{float(value):.{digits}f}"
-
-
 def fmt_scale(value: Any) -> str:
     """A scale factor for tables (``0.5``, ``1.25``; ``-`` when missing)."""
     if value is None or value == "":
@@ -225,23 +202,6 @@ def plot_name(param: str) -> str:
     return f"return_vs_scale_{re.sub(r'[^A-Za-z0-9._-]', '_', param)}.png"
 
 
-def _csv_value(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return json.dumps(jsonable(value), sort_keys=True)
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return ""
-    return value
-
-
-def _write_csv(path: Path, fields: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(fields), lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: _csv_value(row.get(k)) for k in fields})
-    runs.atomic_write_text(path, buf.getvalue())
-
-
 def episode_csv_rows(episodes: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[dict]]:
     """Columns and rows of ``episodes.csv``: :data:`EPISODE_FIELDS` then one
     ``body_mass.<body>`` column per body (kg, in first-seen order)."""
@@ -259,23 +219,6 @@ def episode_csv_rows(episodes: Sequence[Mapping[str, Any]]) -> tuple[list[str], 
 
 
 # -- plots -------------------------------------------------------------------------------
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: Path) -> Path:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    _pyplot().close(fig)
-    data = buf.getvalue()
-    return runs.atomic_write(path, lambda f: f.write(data))
-
-
 def _sweep_rows(summary: Sequence[Mapping[str, Any]], param: str) -> list[Mapping[str, Any]]:
     rows = [r for r in summary if r["kind"] == "sweep" and r["param"] == param]
     return sorted(rows, key=lambda r: float(r["scale"]))
@@ -464,12 +407,6 @@ def report_sections(
         header = ["cell", *_TABLE_HEADER[1:]]
         sections.append(("cells", header, [_table_cells(r, cell_label(r)) for r in summary]))
     return sections
-
-
-def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def overview(meta: Mapping[str, Any], summary: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
@@ -677,9 +614,3 @@ def write_report(
     files["report.md"] = runs.atomic_write_text(out / "report.md", render_markdown(meta, summary, plots))
     files["report.html"] = runs.atomic_write_text(out / "report.html", render_html(meta, summary, plots))
     return {"summary": summary, "most_damaging": worst, "files": files}
-
-
-def read_csv(path: str | os.PathLike[str]) -> list[dict[str, str]]:
-    """Rows of a report CSV as dicts of strings (for tests and quick inspection)."""
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
