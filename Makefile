@@ -12,7 +12,7 @@ export MUJOCO_GL ?= egl
 
 DEMO_DATA := data/demo-reacher.zarr
 
-.PHONY: install demo test bench clean
+.PHONY: install demo data sweep sweep-smoke test bench bench-models clean
 
 $(VENV)/.installed: pyproject.toml envs_pkg/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,9 +23,14 @@ $(VENV)/.installed: pyproject.toml envs_pkg/pyproject.toml
 
 install: $(VENV)/.installed
 
-demo: install
+# The demo reacher dataset (collected once; the sweeps and benchmarks reuse it).
+$(DEMO_DATA): | install
 	$(VENV)/bin/visfore collect --env reacher --episodes 240 --steps 30 --size 64 \
 		--policy smooth --seed 0 --workers 2 --out $(DEMO_DATA)
+
+data: $(DEMO_DATA)
+
+demo: $(DEMO_DATA)
 	$(VENV)/bin/visfore train-model --data $(DEMO_DATA) --model convlstm \
 		--context 2 --horizon 10 --epochs 12 --seed 0 --time-budget 10
 
@@ -34,6 +39,17 @@ test: install
 
 bench: install
 	$(PY) benchmarks/reacher_speed.py
+
+# Every forward model x 2 seeds on the demo data, with a comparison report (~35 min).
+sweep: $(DEMO_DATA)
+	$(VENV)/bin/visfore train-eval-all --config sweeps/reacher.yaml
+
+# Three models x two seeds with tiny budgets: checks the sweep machinery in a few minutes.
+sweep-smoke: $(DEMO_DATA)
+	$(VENV)/bin/visfore train-eval-all --config sweeps/smoke.yaml
+
+bench-models: $(DEMO_DATA)
+	$(PY) benchmarks/forward_models.py --data $(DEMO_DATA)
 
 clean:
 	rm -rf $(VENV) data runs
