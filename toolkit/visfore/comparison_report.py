@@ -30,6 +30,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from visfore.console import stdout_console
 from visfore import runs
 from visfore.report_html import (
     BASE_CSS,
@@ -608,10 +609,9 @@ def print_comparison(groups: Sequence[Mapping[str, Any]], console: Any = None, t
     """Print the aggregated table with rich: per group, mean over seeds with ``± std``
     under it; PSNR columns in dB (``copy-last`` / ``mean-frame``: the baselines' PSNR)."""
     from rich import box
-    from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    console = console or stdout_console()
     columns = [c for c in CONSOLE_COLUMNS if any(g.get(f"{c[1]}_mean") is not None for g in groups)]
     table = Table(title=title or "forward models, aggregated over seeds (mean ± std)", box=box.SIMPLE_HEAD,
                   caption="open-loop on held-out episodes, means over the horizon; PSNR in dB; act. sens. = "

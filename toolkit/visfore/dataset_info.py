@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
+from visfore.console import stdout_console
 from visfore.errors import handle_errors
 
 
@@ -118,7 +119,6 @@ def _num(x: float | None, digits: int = 2) -> str:
 
 
 def _render(info: dict[str, Any]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"visfore dataset {info['path']}", show_header=False)
@@ -152,7 +152,7 @@ def _render(info: dict[str, Any]) -> None:
     versions = info["versions"] or {}
     table.add_row("versions", ", ".join(f"{k} {v}" for k, v in versions.items()))
     table.add_row("format", info["format"])
-    Console().print(table)
+    stdout_console().print(table)
 
 
 @handle_errors

@@ -51,6 +51,7 @@ from typing import Annotated, Any, Callable, Iterable, Mapping, Optional, Sequen
 import numpy as np
 import typer
 
+from visfore.console import stdout_console
 from visfore.errors import VisforeError, handle_errors
 
 COMMAND = "evaluate"
@@ -882,13 +883,11 @@ def evaluate(
 def print_summary(result: Mapping[str, Any], console: Any = None) -> None:
     """Print the summary as a rich table (param, scale, mean, median, std, min, max,
     normalised) and the report path."""
-    from rich.console import Console
     from rich.table import Table
 
     from visfore.robustness_report import cell_label, damage_text, fmt, fmt_scale, perturbation_of
 
-    # Piped or logged output (no terminal) is not cut to 80 columns: names stay whole.
-    console = console or Console(width=None if sys.stdout.isatty() else 160)
+    console = console or stdout_console()
     meta = result["meta"]
     table = Table(title=f"visfore evaluate: {meta['run_name']} on {meta['env_id']}")
     grid = meta["mode"] == "grid"

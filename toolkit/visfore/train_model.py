@@ -87,6 +87,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Callable, Optional, Union
 import numpy as np
 import typer
 
+from visfore.console import stdout_console
 from visfore import runs
 from visfore.errors import VisforeError, handle_errors
 
@@ -1787,9 +1788,8 @@ def _metrics_record(config: TrainConfig, final: dict[str, Any], definitions: dic
 # console output
 # ---------------------------------------------------------------------------------------
 def _console(enabled: bool) -> Any:
-    from rich.console import Console
 
-    return Console(quiet=not enabled, highlight=False)
+    return stdout_console(quiet=not enabled, highlight=False)
 
 
 class _NoProgress:
@@ -1868,10 +1868,9 @@ def print_metrics_table(metrics: dict[str, Any], console: Any = None) -> None:
     mean-frame / shuffled actions: mean PSNR, foreground PSNR, SSIM, MSE (and LPIPS) over
     the K-step horizon, PSNR at steps 1 and K) and a line saying whether the model beats
     copy-last-frame on both PSNR and SSIM."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    console = console or stdout_console()
     K = metrics["horizon"]
     with_lpips = bool(metrics.get("lpips", {}).get("computed"))
     table = Table(

@@ -78,6 +78,7 @@ from typing import Annotated, Any, Mapping, Optional
 import numpy as np
 import typer
 
+from visfore.console import stdout_console
 from visfore import runs
 from visfore.errors import VisforeError, handle_errors
 from visfore.zoo import (
@@ -927,17 +928,15 @@ def _warn(message: str) -> None:
 
 
 def _console(enabled: bool) -> Any:
-    from rich.console import Console
 
-    return Console(quiet=not enabled, highlight=False)
+    return stdout_console(quiet=not enabled, highlight=False)
 
 
 def print_metrics(metrics: Mapping[str, Any], console: Any = None) -> None:
     """Print the final evaluation as a rich table (return and episode length)."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    console = console or stdout_console()
     table = Table(title=f"{metrics['algo']} on {metrics['env_id']}: {metrics['episodes']} deterministic "
                         "episodes, nominal body")
     table.add_column("")
