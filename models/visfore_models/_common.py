@@ -3,7 +3,9 @@
 * :func:`check_multiple_of` -- the image-size constraint of the models (one-line ValueError).
 * :func:`prepare_inputs`, :func:`next_input`, :func:`rollout` -- the recurrent rollout
   of :class:`~visfore_models.base.ForwardModel` (warm-up on the context, then open loop or
-  per-sample teacher forcing), identical for every deterministic model.
+  per-sample teacher forcing), identical for every deterministic model;
+  :class:`StepwiseForwardModel` -- a model defined by its one-step ``step`` method, whose
+  ``forward`` is that rollout (cdna, dna, rnn_deconv).
 * :func:`cdna_transform`, :func:`dna_transform` -- Finn, Goodfellow & Levine 2016
   (arXiv:1605.07157) advection of the previous frame by normalised kernels.
 * :class:`VectorEncoder`, :class:`VectorDecoder` -- DCGAN-like conv encoder to a latent
@@ -23,7 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .base import ForwardModel
+
 __all__ = [
+    "StepwiseForwardModel",
     "VectorDecoder",
     "VectorEncoder",
     "cdna_transform",
@@ -288,3 +293,52 @@ def rollout(
         if t >= C - 1:
             preds.append(pred)
     return torch.stack(preds, dim=1)
+
+
+class StepwiseForwardModel(ForwardModel):
+    """A forward model given by one recurrent step; :meth:`forward` rolls it out.
+
+    Subclasses implement ``step(x, a, state) -> (prediction, state)``: ``x`` the input frame
+    ``(B, 3, H, W)`` (true during the context, then predicted or teacher-forced), ``a`` the
+    action ``(B, A)`` taken after it, ``state`` the recurrent state (None at the first
+    step), ``prediction`` the next frame ``(B, 3, H, W)`` in ``[0, 1]``.
+    """
+
+    def step(self, x: torch.Tensor, a: torch.Tensor, state):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(
+        self,
+        context: torch.Tensor,
+        actions: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        teacher_forcing_prob: float = 0.0,
+    ) -> torch.Tensor:
+        """Roll :meth:`step` out over ``t = 0 .. C + K - 2`` (contract:
+        :meth:`visfore_models.base.ForwardModel.forward`).
+
+        Args:
+            context: ``(B, C, 3, H, W)`` float in ``[0, 1]``: ``o_0..o_{C-1}``.
+            actions: ``(B, C + K - 1, A)`` float: ``a_0..a_{C+K-2}``.
+            targets: optional ``(B, K, 3, H, W)``: ``o_C..o_{C+K-1}`` for teacher forcing.
+            teacher_forcing_prob: per-sample, per-step probability of feeding the true
+                frame instead of the prediction (Finn et al. 2016 train with scheduled
+                sampling, an inverse-sigmoid decay of this probability; needs ``targets``).
+
+        Returns:
+            ``(B, K, 3, H, W)`` predictions of ``o_C..o_{C+K-1}`` in ``[0, 1]``.
+
+        Raises:
+            ValueError: on shape/dtype mismatch, inputs on another device than the model,
+                or a bad ``teacher_forcing_prob``.
+        """
+        self.check_inputs(context, actions, targets, teacher_forcing_prob)
+        reference = next(self.parameters())
+        context, actions, targets = prepare_inputs(reference, context, actions, targets)
+        state: list = [None]
+
+        def one_step(t: int, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+            pred, state[0] = self.step(x, a, state[0])
+            return pred
+
+        return rollout(one_step, context, actions, targets, teacher_forcing_prob)

@@ -54,16 +54,14 @@ import torch
 from torch import nn
 
 from ._common import (
+    StepwiseForwardModel,
     cdna_transform,
     check_channels,
     check_multiple_of,
     check_odd,
     conv_gn_relu,
     groups,
-    prepare_inputs,
-    rollout,
 )
-from .base import ForwardModel
 from .convlstm import ConvLSTMCell
 
 __all__ = ["CDNAForwardModel", "FinnConvLSTMBackbone"]
@@ -144,7 +142,7 @@ def _up(cin: int, cout: int) -> nn.ConvTranspose2d:
     return nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=1)
 
 
-class CDNAForwardModel(ForwardModel):
+class CDNAForwardModel(StepwiseForwardModel):
     """Finn et al. 2016 CDNA video predictor (registry name ``"cdna"``). See the module
     docstring for the architecture and sources; the forward contract is that of
     :class:`visfore_models.base.ForwardModel`.
@@ -240,39 +238,3 @@ class CDNAForwardModel(ForwardModel):
         masks = torch.softmax(self.mask_head(f), dim=1).unsqueeze(2)  # (B, M, 1, H, W)
         out = (masks * torch.cat(candidates, dim=1)).sum(dim=1)
         return out.clamp(0.0, 1.0), state
-
-    # ------------------------------------------------------------------ rollout
-    def forward(
-        self,
-        context: torch.Tensor,
-        actions: torch.Tensor,
-        targets: torch.Tensor | None = None,
-        teacher_forcing_prob: float = 0.0,
-    ) -> torch.Tensor:
-        """Roll the model out over ``t = 0 .. C + K - 2`` (contract:
-        :meth:`visfore_models.base.ForwardModel.forward`).
-
-        Args:
-            context: ``(B, C, 3, H, W)`` float in ``[0, 1]``: ``o_0..o_{C-1}``.
-            actions: ``(B, C + K - 1, A)`` float: ``a_0..a_{C+K-2}``.
-            targets: optional ``(B, K, 3, H, W)``: ``o_C..o_{C+K-1}`` for teacher forcing.
-            teacher_forcing_prob: per-sample, per-step probability of feeding the true
-                frame instead of the prediction (Finn et al. train with scheduled sampling,
-                an inverse-sigmoid decay of this probability; needs ``targets``).
-
-        Returns:
-            ``(B, K, 3, H, W)`` predictions of ``o_C..o_{C+K-1}`` in ``[0, 1]``.
-
-        Raises:
-            ValueError: on shape/dtype mismatch, inputs on another device than the model,
-                or a bad ``teacher_forcing_prob``.
-        """
-        self.check_inputs(context, actions, targets, teacher_forcing_prob)
-        context, actions, targets = prepare_inputs(self.mask_head.weight, context, actions, targets)
-        state: list[State | None] = [None]
-
-        def step(t: int, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-            pred, state[0] = self.step(x, a, state[0])
-            return pred
-
-        return rollout(step, context, actions, targets, teacher_forcing_prob)

@@ -36,14 +36,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._common import check_channels, check_multiple_of, check_odd, dna_transform, prepare_inputs, rollout
-from .base import ForwardModel
+from ._common import StepwiseForwardModel, check_channels, check_multiple_of, check_odd, dna_transform
 from .cdna import KERNEL_CENTER_LOGIT, FinnConvLSTMBackbone, State, keep_logit
 
 __all__ = ["DNAForwardModel"]
 
 
-class DNAForwardModel(ForwardModel):
+class DNAForwardModel(StepwiseForwardModel):
     """Finn et al. 2016 DNA video predictor (registry name ``"dna"``). See the module
     docstring for the architecture and sources; the forward contract is that of
     :class:`visfore_models.base.ForwardModel`.
@@ -111,38 +110,3 @@ class DNAForwardModel(ForwardModel):
         masks = torch.softmax(self.mask_head(f), dim=1)  # (B, 2, H, W)
         out = masks[:, :1] * x + masks[:, 1:] * advected
         return out.clamp(0.0, 1.0), state
-
-    # ------------------------------------------------------------------ rollout
-    def forward(
-        self,
-        context: torch.Tensor,
-        actions: torch.Tensor,
-        targets: torch.Tensor | None = None,
-        teacher_forcing_prob: float = 0.0,
-    ) -> torch.Tensor:
-        """Roll the model out over ``t = 0 .. C + K - 2`` (contract:
-        :meth:`visfore_models.base.ForwardModel.forward`).
-
-        Args:
-            context: ``(B, C, 3, H, W)`` float in ``[0, 1]``: ``o_0..o_{C-1}``.
-            actions: ``(B, C + K - 1, A)`` float: ``a_0..a_{C+K-2}``.
-            targets: optional ``(B, K, 3, H, W)``: ``o_C..o_{C+K-1}`` for teacher forcing.
-            teacher_forcing_prob: per-sample, per-step probability of feeding the true
-                frame instead of the prediction (needs ``targets``).
-
-        Returns:
-            ``(B, K, 3, H, W)`` predictions of ``o_C..o_{C+K-1}`` in ``[0, 1]``.
-
-        Raises:
-            ValueError: on shape/dtype mismatch, inputs on another device than the model,
-                or a bad ``teacher_forcing_prob``.
-        """
-        self.check_inputs(context, actions, targets, teacher_forcing_prob)
-        context, actions, targets = prepare_inputs(self.mask_head.weight, context, actions, targets)
-        state: list[State | None] = [None]
-
-        def step(t: int, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-            pred, state[0] = self.step(x, a, state[0])
-            return pred
-
-        return rollout(step, context, actions, targets, teacher_forcing_prob)

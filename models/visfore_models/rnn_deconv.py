@@ -45,20 +45,18 @@ import torch
 from torch import nn
 
 from ._common import (
+    StepwiseForwardModel,
     VectorDecoder,
     VectorEncoder,
     check_channels,
     check_multiple_of,
     check_positive,
-    prepare_inputs,
-    rollout,
 )
-from .base import ForwardModel
 
 __all__ = ["RNNDeconvForwardModel"]
 
 
-class RNNDeconvForwardModel(ForwardModel):
+class RNNDeconvForwardModel(StepwiseForwardModel):
     """Conv encoder -> LSTM on a latent vector (action concatenated) -> deconvolution decoder
     (registry name ``"rnn_deconv"``). See the module docstring for the architecture and
     sources; the forward contract is that of :class:`visfore_models.base.ForwardModel`.
@@ -139,38 +137,3 @@ class RNNDeconvForwardModel(ForwardModel):
             new_state.append((h, c))
             z = h
         return self.decoder(z), new_state
-
-    # ------------------------------------------------------------------ rollout
-    def forward(
-        self,
-        context: torch.Tensor,
-        actions: torch.Tensor,
-        targets: torch.Tensor | None = None,
-        teacher_forcing_prob: float = 0.0,
-    ) -> torch.Tensor:
-        """Roll the model out over ``t = 0 .. C + K - 2`` (contract:
-        :meth:`visfore_models.base.ForwardModel.forward`).
-
-        Args:
-            context: ``(B, C, 3, H, W)`` float in ``[0, 1]``: ``o_0..o_{C-1}``.
-            actions: ``(B, C + K - 1, A)`` float: ``a_0..a_{C+K-2}``.
-            targets: optional ``(B, K, 3, H, W)``: ``o_C..o_{C+K-1}`` for teacher forcing.
-            teacher_forcing_prob: per-sample, per-step probability of feeding the true
-                frame instead of the prediction (needs ``targets``).
-
-        Returns:
-            ``(B, K, 3, H, W)`` predictions of ``o_C..o_{C+K-1}`` in ``[0, 1]``.
-
-        Raises:
-            ValueError: on shape/dtype mismatch, inputs on another device than the model,
-                or a bad ``teacher_forcing_prob``.
-        """
-        self.check_inputs(context, actions, targets, teacher_forcing_prob)
-        context, actions, targets = prepare_inputs(self.encoder.fc.weight, context, actions, targets)
-        state: list[list[tuple[torch.Tensor, torch.Tensor]] | None] = [None]
-
-        def step(t: int, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-            pred, state[0] = self.step(x, a, state[0])
-            return pred
-
-        return rollout(step, context, actions, targets, teacher_forcing_prob)
