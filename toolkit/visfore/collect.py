@@ -45,6 +45,7 @@ import numpy as np
 import typer
 
 from visfore.errors import VisforeError, handle_errors
+from visfore.workers import stop_executor
 
 ROW_CONVENTION = (
     "visfore-rows-v1: episode of T actions = T+1 rows; row t = (o_t, s_t, a_t, r_t, "
@@ -636,27 +637,16 @@ def _run_pool(config: dict[str, Any], todo: range, workers: int, write: Any) -> 
             if nxt is not None:
                 pending.append(executor.submit(_worker_run, nxt))
     except BrokenProcessPool as exc:
-        _stop_executor(executor, pending)
+        stop_executor(executor, pending)
         raise VisforeError(
             f"a collection worker process died ({exc}); finished episodes are kept, run "
             "the same command again to continue"
         ) from None
     except BaseException:
-        _stop_executor(executor, pending)
+        stop_executor(executor, pending)
         raise
     executor.shutdown(wait=True)
 
-
-def _stop_executor(executor: Any, pending: deque) -> None:
-    for future in pending:
-        future.cancel()
-    processes = list((getattr(executor, "_processes", None) or {}).values())
-    executor.shutdown(wait=False, cancel_futures=True)
-    for process in processes:  # episodes in flight are dropped
-        if process.is_alive():
-            process.terminate()
-    for process in processes:
-        process.join(timeout=5)
 
 
 # -- the command -----------------------------------------------------------------------

@@ -53,6 +53,7 @@ import typer
 
 from visfore.console import stdout_console
 from visfore.errors import VisforeError, handle_errors
+from visfore.workers import stop_executor
 
 COMMAND = "evaluate"
 SEEDING_SCHEME = (
@@ -626,24 +627,13 @@ def _run_pool(
                     on_episodes(len(records))
                 submit()
     except BrokenProcessPool as exc:
-        _stop_executor(executor, pending)
+        stop_executor(executor, pending)
         raise VisforeError(f"an evaluation worker process died ({exc})") from None
     except BaseException:
-        _stop_executor(executor, pending)
+        stop_executor(executor, pending)
         raise
     executor.shutdown(wait=True)
 
-
-def _stop_executor(executor: ProcessPoolExecutor, pending: Iterable[Future]) -> None:
-    for future in pending:
-        future.cancel()
-    processes = list((getattr(executor, "_processes", None) or {}).values())
-    executor.shutdown(wait=False, cancel_futures=True)
-    for process in processes:  # tasks in flight are dropped
-        if process.is_alive():
-            process.terminate()
-    for process in processes:
-        process.join(timeout=5)
 
 
 def cell_episodes(
