@@ -39,6 +39,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from visfore import runs
+from visfore.report_html import BASE_CSS
 from visfore.report_html import csv_value as _csv_value  # noqa: F401  (moved here; old name kept)
 from visfore.report_html import fmt, jsonable, read_csv  # noqa: F401  (moved; public here too)
 from visfore.report_html import md_table as _md_table
@@ -494,19 +495,12 @@ def render_markdown(
     return "\n".join(out)
 
 
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;
-max-width:1100px;color:#222;line-height:1.4}
-h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;margin:.5em 0;font-size:.9em}
-th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}
-th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
-tr.nominal td{background:#f7f7e8;font-style:italic}
-dl{display:grid;grid-template-columns:max-content auto;gap:.2em 1em}dt{font-weight:600}
-dd{margin:0}code{background:#f3f3f3;padding:0 .2em}
-.damage{background:#fdecea;border-left:4px solid #d9534f;padding:.5em 1em}
-img{max-width:100%;margin:.5em 0;border:1px solid #eee}
-""".strip()
+# The shared report styles, plus the nominal row and the "most damaging" box.
+_CSS = (
+    BASE_CSS
+    + "\ntr.nominal td{background:#f7f7e8;font-style:italic}"
+    + "\n.damage{background:#fdecea;border-left:4px solid #d9534f;padding:.5em 1em}"
+)
 
 
 def render_html(
