@@ -35,7 +35,7 @@ demo: $(DEMO_DATA)
 		--context 2 --horizon 10 --epochs 12 --seed 0 --time-budget 10
 
 test: install
-	$(PY) -m pytest -n 2 tests
+	$(PY) -m pytest -n 2 --dist loadgroup tests
 
 bench: install
 	$(PY) benchmarks/reacher_speed.py
