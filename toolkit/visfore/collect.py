@@ -300,16 +300,18 @@ def command_line(
     episodes: int,
     steps: int,
     size: int,
-    out: Path,
+    out: str | os.PathLike[str],
     seed: int,
     policy: str,
     workers: int,
     env_kwargs: Mapping[str, Any],
 ) -> str:
     """The ``visfore collect`` command line that reproduces a run (shell-quoted)."""
+    from visfore.storage import display_name
+
     args = [
         "visfore", "collect", "--env", env, "--episodes", str(episodes), "--steps",
-        str(steps), "--size", str(size), "--out", str(out), "--seed", str(seed),
+        str(steps), "--size", str(size), "--out", display_name(out), "--seed", str(seed),
         "--policy", policy, "--workers", str(workers),
     ]  # fmt: skip
     if env_kwargs:
@@ -353,7 +355,7 @@ def _check_options(episodes: int, steps: int, size: int, seed: int, workers: int
         raise VisforeError(f"--seed must be a non-negative integer, got {seed!r}")
 
 
-def _check_resume(path: Path, attrs: Mapping[str, Any], expected: Mapping[str, Any]) -> None:
+def _check_resume(path: Path | str, attrs: Mapping[str, Any], expected: Mapping[str, Any]) -> None:
     """Raise VisforeError naming the first option that differs from the dataset's."""
     for key, option in _RESUME_FIELDS.items():
         have = attrs.get(key)
@@ -398,7 +400,9 @@ def collect(
         episodes: total episodes the dataset should hold (E), > 0.
         steps: actions per episode (T), > 0; each episode stores T + 1 frames.
         size: frame height = width in pixels, a multiple of 4 in [8, 1024].
-        out: dataset directory (``*.zarr``); created with its parents when missing.
+        out: dataset directory (``*.zarr``), created with its parents when missing; or an
+            fsspec URL (``s3://bucket/name.zarr``, whose bucket must exist; ``file://`` URLs
+            are local paths; see :mod:`visfore.storage` for credentials and endpoints).
         seed: run seed, >= 0 (see ``SEEDING_SCHEME``).
         policy: ``random`` or ``smooth`` (:mod:`visfore.policies`).
         workers: env processes; 1 runs in this process, N > 1 uses a pool of N
@@ -424,6 +428,7 @@ def collect(
             died (finished episodes are kept).
         KeyboardInterrupt: after keeping every finished episode.
     """
+    from visfore import storage
     from visfore.dataset import DatasetWriter, open_dataset
     from visfore.envs import parse_env_kwargs, resolve_env_id
     from visfore.policies import POLICY_NAMES
@@ -434,12 +439,14 @@ def collect(
         raise VisforeError(f"unknown --policy {policy!r}; valid: {', '.join(POLICY_NAMES)}")
     env_id = resolve_env_id(env)
     kwargs = parse_env_kwargs(env_kwargs)
-    out = Path(out)
+    out = storage.normalize(out)  # a Path, or a URL string (s3://...)
     existing_attrs: dict[str, Any] | None = None
     done = 0
-    if out.exists() or out.is_symlink():
+    if storage.exists(out):
         dataset = open_dataset(out)  # raises VisforeError for a non-visfore path
         existing_attrs, done = dataset.attrs, dataset.num_episodes
+    else:
+        storage.check_bucket(out)  # a missing bucket fails before the env is built
 
     config = dict(
         env_id=env_id, size=size, steps=steps, env_kwargs=kwargs, policy=policy,
@@ -468,7 +475,7 @@ def collect(
             "versions": versions,
         }
         summary: dict[str, Any] = {
-            "path": str(out),
+            "path": storage.display_name(out),
             "env_id": env_id,
             "episodes": done,
             "episodes_requested": episodes,
@@ -517,7 +524,8 @@ def collect(
                 "collect_runs": [run_record],
             }
             try:
-                out.parent.mkdir(parents=True, exist_ok=True)
+                if isinstance(out, Path):
+                    out.parent.mkdir(parents=True, exist_ok=True)
                 writer = DatasetWriter.create(
                     out,
                     frame_shape=runner.frame_shape,
@@ -653,7 +661,11 @@ def _run_pool(config: dict[str, Any], todo: range, workers: int, write: Any) -> 
 @handle_errors
 def collect_command(
     out: Annotated[
-        Path, typer.Option("--out", "-o", help="Dataset directory to create or continue (*.zarr).")
+        str,
+        typer.Option(
+            "--out", "-o",
+            help="Dataset directory to create or continue (*.zarr), or a URL (s3://bucket/name.zarr).",
+        ),
     ],
     env: Annotated[
         str, typer.Option(help="Short name (reacher, reacher3d) or registered Gymnasium id.")

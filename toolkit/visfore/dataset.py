@@ -28,6 +28,21 @@ episodes that were being written when the process died, and :meth:`DatasetWriter
 cuts them off. Buffered episodes are flushed on close, on Ctrl-C and on exceptions (use
 the writer as a context manager); a hard kill (SIGKILL, power loss) loses at most the
 buffer, ``flush_rows`` rows or ``flush_seconds`` of collection.
+
+Locations. Every function taking a dataset path also takes an fsspec URL
+(``s3://bucket/name.zarr``, ``gs://...``, ``memory://...``; ``file://`` URLs are local
+paths), opened through :mod:`visfore.storage` with :class:`zarr.storage.FsspecStore`;
+credentials and endpoints come from the environment (see :mod:`visfore.storage`).
+:attr:`Dataset.path` is then the URL string instead of a :class:`~pathlib.Path`.
+
+The commit order above holds on object stores too: Zarr writes every chunk and every
+``zarr.json`` as one whole object (one PUT), S3, GCS and Azure Blob replace an object
+atomically (a reader gets the old or the new object, never part of one) and read after
+write consistently, so a reader that sees an ``episode_ends`` entry also sees every row
+of that episode, and :func:`_committed_ends` reads ``episode_ends`` before the data
+arrays' shapes. Readers load whole arrays or episodes per call (one request per chunk,
+issued concurrently by Zarr), never one request per frame: :func:`visfore.clips.load_clip_source`
+reads pixels and actions once into memory.
 """
 
 from __future__ import annotations
@@ -40,6 +55,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from visfore import storage
 from visfore.errors import VisforeError
 
 FORMAT_NAME = "visfore-dataset"
@@ -71,14 +87,6 @@ def _write_all_chunks(array: Any) -> Any:
     return with_config({"write_empty_chunks": True}) if with_config else array
 
 
-def _dir_size(path: Path) -> int:
-    total = 0
-    for root, _, files in os.walk(path):
-        for name in files:
-            total += os.path.getsize(os.path.join(root, name))
-    return total
-
-
 @dataclass(frozen=True)
 class Episode:
     """One episode read from a dataset; T actions, T + 1 observations.
@@ -104,9 +112,16 @@ class Dataset:
 
     Open with :func:`open_dataset`. Arrays are read lazily from Zarr: ``ds.array("pixels")``
     is the ``zarr.Array`` of shape (N, H, W, 3).
+
+    Attributes:
+        path: the location: a :class:`~pathlib.Path`, or the URL string of a dataset on
+            object storage (see :mod:`visfore.storage`).
+        group: the ``zarr.Group``.
+        attrs: the group attrs (provenance), a dict.
+        episode_ends: (E,) int64 committed episode ends (see the module docstring).
     """
 
-    def __init__(self, path: Path, group: Any) -> None:
+    def __init__(self, path: Path | str, group: Any) -> None:
         self.path = path
         self.group = group
         self.attrs: dict[str, Any] = dict(group.attrs)
@@ -167,27 +182,36 @@ class Dataset:
         rows = self.episode_rows(index)
         get = lambda key: self.group[f"data/{key}"][rows]  # noqa: E731
         action_rows = slice(0, rows.stop - rows.start - 1)
-        return Episode(
-            pixels=get("pixels"),
-            state=get("state"),
-            action=get("action")[action_rows],
-            reward=get("reward")[action_rows],
-            terminated=get("terminated")[action_rows],
-            truncated=get("truncated")[action_rows],
-        )
+        with storage.storage_errors(self.path, "read"):
+            return Episode(
+                pixels=get("pixels"),
+                state=get("state"),
+                action=get("action")[action_rows],
+                reward=get("reward")[action_rows],
+                terminated=get("terminated")[action_rows],
+                truncated=get("truncated")[action_rows],
+            )
 
     def read(self, key: str) -> np.ndarray:
-        """All complete rows of ``data/<key>`` as a numpy array ((N, ...))."""
-        return self.array(key)[: self.num_rows]
+        """All complete rows of ``data/<key>`` as a numpy array ((N, ...)), in one call
+        (Zarr fetches the chunks concurrently; on object storage one request per chunk).
+
+        Raises:
+            VisforeError: unknown ``key``; the storage cannot be read (URL locations).
+        """
+        array = self.array(key)
+        with storage.storage_errors(self.path, "read"):
+            return array[: self.num_rows]
 
     def size_on_disk(self) -> int:
-        """Bytes used by the store on local disk."""
-        return _dir_size(self.path)
+        """Bytes the store takes: its files on local disk, or its objects (fsspec ``du``)
+        on object storage."""
+        return storage.size_on_disk(self.path)
 
     def __repr__(self) -> str:
         return (
-            f"Dataset({str(self.path)!r}, episodes={self.num_episodes}, rows={self.num_rows}, "
-            f"frame_shape={self.frame_shape})"
+            f"Dataset({storage.display_name(self.path)!r}, episodes={self.num_episodes}, "
+            f"rows={self.num_rows}, frame_shape={self.frame_shape})"
         )
 
 
@@ -205,15 +229,27 @@ def _committed_ends(group: Any) -> np.ndarray:
     return ends[: bad[0]] if len(bad) else ends
 
 
-def _open_group(path: Path, mode: str) -> Any:
+def _open_group(path: Path | str, mode: str) -> Any:
+    """Open the Zarr group at a normalized location (:func:`visfore.storage.normalize`) and
+    check that it is a visfore dataset. Storage errors of URLs are left to the caller's
+    :func:`visfore.storage.storage_errors` block."""
     import zarr
 
-    if not path.exists():
-        raise VisforeError(f"dataset not found: {path}")
+    if not (path.exists() if isinstance(path, Path) else storage.exists(path)):
+        storage.check_bucket(path)
+        raise VisforeError(f"dataset not found: {storage.display_name(path)}")
+    remote = storage.is_url(path)
     try:
-        group = zarr.open_group(str(path), mode=mode)
+        store = storage.zarr_store(path, read_only=mode == "r") if remote else str(path)
+        group = zarr.open_group(store, mode=mode)
+    except VisforeError:
+        raise
     except Exception as exc:  # zarr raises several types for a non-Zarr directory
+        if remote and storage.is_storage_error(exc):
+            raise  # unreachable endpoint, credentials ...: storage_errors reports it
+        path = storage.display_name(path)
         raise VisforeError(f"{path} is not a Zarr group ({type(exc).__name__})") from None
+    path = storage.display_name(path)
     if group.attrs.get("format") != FORMAT_NAME:
         raise VisforeError(
             f"{path} is not a visfore dataset (attrs['format'] != {FORMAT_NAME!r})"
@@ -234,12 +270,19 @@ def _open_group(path: Path, mode: str) -> Any:
 def open_dataset(path: str | os.PathLike[str]) -> Dataset:
     """Open a visfore dataset for reading.
 
+    Args:
+        path: a local path, a ``file://`` URL, or an fsspec URL (``s3://bucket/x.zarr``;
+            see :mod:`visfore.storage`).
+
     Raises:
         VisforeError: the path does not exist, is not a Zarr group, or is not a visfore
-            dataset of a format version this package reads.
+            dataset of a format version this package reads; for URLs also: the
+            filesystem package is missing, the bucket does not exist, the endpoint cannot
+            be reached or the credentials are missing or refused.
     """
-    path = Path(path)
-    return Dataset(path, _open_group(path, mode="r"))
+    location = storage.normalize(path)
+    with storage.storage_errors(location, "open"):
+        return Dataset(location, _open_group(location, mode="r"))
 
 
 class DatasetWriter:
@@ -250,7 +293,7 @@ class DatasetWriter:
     then commits them by writing their end rows to ``meta/episode_ends``.
     """
 
-    def __init__(self, path: Path, group: Any) -> None:
+    def __init__(self, path: Path | str, group: Any) -> None:
         self.path = path
         self.group = group
         # write_empty_chunks: skip Zarr's per-chunk "all fill value?" scan before each
@@ -283,6 +326,8 @@ class DatasetWriter:
         """Create an empty dataset at ``path`` (which must not exist).
 
         Args:
+            path: a local path (parents must exist), a ``file://`` URL, or an fsspec URL
+                (``s3://bucket/x.zarr``: the bucket must exist; see :mod:`visfore.storage`).
             frame_shape: (H, W, 3) of the pixel observations.
             state_dim, action_dim: S and A.
             attrs: provenance stored in the group attrs (JSON-serialisable); ``format``
@@ -292,19 +337,41 @@ class DatasetWriter:
             compression_level: zstd level (lossless).
 
         Raises:
-            VisforeError: ``path`` exists, or a size is not positive.
+            VisforeError: ``path`` exists, or a size is not positive; for URLs also the
+                errors of :func:`open_dataset` (missing bucket, package, credentials ...).
         """
-        import zarr
-
-        path = Path(path)
-        if path.exists():
-            raise VisforeError(f"{path} already exists")
+        path = storage.normalize(path)
+        if storage.exists(path):
+            raise VisforeError(f"{storage.display_name(path)} already exists")
         h, w, c = frame_shape
         if min(h, w, state_dim, action_dim, chunk_frames) <= 0 or c != 3:
             raise VisforeError(
                 f"bad dataset shape: frame {frame_shape}, state {state_dim}, action {action_dim}"
             )
-        group = zarr.open_group(str(path), mode="w-", zarr_format=3)
+        storage.check_bucket(path)
+        with storage.storage_errors(path, "create"):
+            return cls._create(
+                path, frame_shape=frame_shape, state_dim=state_dim, action_dim=action_dim,
+                attrs=attrs, chunk_frames=chunk_frames, compression_level=compression_level,
+            )
+
+    @classmethod
+    def _create(
+        cls,
+        path: Path | str,
+        *,
+        frame_shape: tuple[int, int, int],
+        state_dim: int,
+        action_dim: int,
+        attrs: Mapping[str, Any],
+        chunk_frames: int,
+        compression_level: int,
+    ) -> "DatasetWriter":
+        import zarr
+
+        h, w, _ = frame_shape
+        store = storage.zarr_store(path, read_only=False) if storage.is_url(path) else str(path)
+        group = zarr.open_group(store, mode="w-", zarr_format=3)
         codec = _zstd(compression_level)
         widths = {"pixels": (h, w, 3), "state": (state_dim,), "action": (action_dim,)}
         for key in DATA_KEYS:
@@ -342,13 +409,14 @@ class DatasetWriter:
         Raises:
             VisforeError: as :func:`open_dataset`.
         """
-        path = Path(path)
-        writer = cls(path, _open_group(path, mode="r+"))
-        for array in writer._arrays.values():
-            if array.shape[0] != writer._num_rows:
-                array.resize((writer._num_rows, *array.shape[1:]))
-        if writer._ends.shape[0] != writer._num_episodes:
-            writer._ends.resize((writer._num_episodes,))
+        path = storage.normalize(path)
+        with storage.storage_errors(path, "open"):
+            writer = cls(path, _open_group(path, mode="r+"))
+            for array in writer._arrays.values():
+                if array.shape[0] != writer._num_rows:
+                    array.resize((writer._num_rows, *array.shape[1:]))
+            if writer._ends.shape[0] != writer._num_episodes:
+                writer._ends.resize((writer._num_episodes,))
         return writer
 
     @property
@@ -430,9 +498,17 @@ class DatasetWriter:
 
         Idempotent for the same buffer: if it is interrupted (Ctrl-C) and called again,
         it rewrites the same rows and the same ``episode_ends`` entries.
+
+        Raises:
+            VisforeError: the storage of a URL location cannot be written (the buffer is
+                kept; episodes committed earlier stay valid).
         """
         if not self._buffer:
             return
+        with storage.storage_errors(self.path, "write to"):
+            self._write_buffer()
+
+    def _write_buffer(self) -> None:
         start = self._num_rows
         stop = start + self._buffered_rows
         for key, array in self._arrays.items():

@@ -1,11 +1,14 @@
-"""``visfore dataset info PATH``: summary of a visfore dataset (rich table or JSON)."""
+"""``visfore dataset info PATH``: summary of a visfore dataset (rich table or JSON).
+
+``PATH`` is a local directory or an fsspec URL (``s3://bucket/name.zarr``; see
+:mod:`visfore.storage`); "size on disk" is then the total size of the dataset's objects.
+"""
 
 from __future__ import annotations
 
 import json
 import math
 import os
-from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
@@ -13,6 +16,7 @@ import typer
 
 from visfore.console import stdout_console
 from visfore.errors import handle_errors
+from visfore.storage import display_name
 
 
 def _array_info(array: Any, rows: int) -> dict[str, Any]:
@@ -42,19 +46,21 @@ def episode_returns(rewards: np.ndarray, episode_ends: np.ndarray) -> np.ndarray
 
 
 def dataset_info(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Summarise the dataset at ``path``.
+    """Summarise the dataset at ``path`` (a local path or an fsspec URL).
 
     Returns:
         JSON-serialisable dict: ``path``, ``episodes``, ``episodes_requested``, ``rows``
         (frames), ``steps_per_episode`` {min, mean, max} (actions, T), ``arrays``
         {key: {shape, dtype, chunks, compressors, nbytes}}, ``uncompressed_bytes``,
-        ``size_on_disk`` (bytes), ``compression_ratio`` (uncompressed / on disk),
+        ``size_on_disk`` (bytes of its files, or of its objects on object storage),
+        ``compression_ratio`` (uncompressed / on disk),
         ``mean_episode_return`` and ``std_episode_return`` (NaN padding rows skipped;
         None without episodes), ``env_id``, ``env_kwargs``, ``obs_mode``, ``reward_mode``,
         ``policy``, ``seed``, ``created``, ``versions``, ``command``.
 
     Raises:
-        VisforeError: the path is missing or not a visfore dataset.
+        VisforeError: the path is missing or not a visfore dataset, or (URLs) the storage
+            cannot be reached (see :func:`visfore.dataset.open_dataset`).
     """
     from visfore.dataset import DATA_KEYS, open_dataset
 
@@ -72,7 +78,7 @@ def dataset_info(path: str | os.PathLike[str]) -> dict[str, Any]:
         return float(fn(values)) if len(values) else None
 
     return {
-        "path": str(Path(path)),
+        "path": display_name(path),
         "episodes": ds.num_episodes,
         "episodes_requested": attrs.get("episodes_requested"),
         "rows": rows,
@@ -157,7 +163,7 @@ def _render(info: dict[str, Any]) -> None:
 
 @handle_errors
 def dataset_info_command(
-    path: Annotated[Path, typer.Argument(help="Dataset directory (*.zarr).")],
+    path: Annotated[str, typer.Argument(help="Dataset directory (*.zarr) or URL (s3://bucket/name.zarr).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Show episodes, frames, array shapes, size and compression, env and provenance."""

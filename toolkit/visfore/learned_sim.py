@@ -74,8 +74,9 @@ class LearnedSimEnv(gym.Env):
 
     Args:
         run: a ``visfore train-model`` run directory.
-        data: the dataset that provides the initial frames (default: the one the model was
-            trained on, from the run's ``config.yaml``). Its frame size and action dimension
+        data: the dataset that provides the initial frames, a path or an fsspec URL such as
+            ``s3://bucket/x.zarr`` (default: the one the model was trained on, from the
+            run's ``config.yaml``). Its frame size and action dimension
             must match the model's.
         checkpoint: ``best`` or ``last``.
         max_steps: steps after which ``step`` returns ``truncated=True`` (None: never;

@@ -8,7 +8,8 @@
   (rebuilt with :func:`visfore_models.load_model` from the checkpoint's ``model`` entry);
 * ``context`` (C) and ``horizon`` (K) it was trained with, its ``image_size`` (H, W) and
   ``action_dim`` (A);
-* ``data_path``: the dataset it was trained on (absolute, from ``config.yaml``), and the
+* ``data_path``: the dataset it was trained on (absolute, from ``config.yaml``; a URL
+  string for a dataset on object storage, see :mod:`visfore.storage`), and the
   train / validation episode split;
 * ``action_low`` / ``action_high``: the action bounds of that dataset (its attrs
   ``action_low`` / ``action_high``, else ``[-1, 1]``).
@@ -33,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
-from visfore import runs
+from visfore import runs, storage
 from visfore.errors import VisforeError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -71,7 +72,8 @@ class ModelRun:
         device: the ``torch.device`` of the model.
         context: C, context frames per clip in training.
         horizon: K, frames predicted per clip in training (the model can roll out any K).
-        data_path: absolute path of the training dataset, or None if the config lacks it.
+        data_path: absolute path of the training dataset, its URL string (``s3://...``), or
+            None if the config lacks it.
         train_episodes, val_episodes: the episode split of training (dataset indices).
         action_low, action_high: (A,) float32 bounds of the training dataset's actions
             (its attrs ``action_low`` / ``action_high``; ``[-1, 1]`` when absent).
@@ -86,7 +88,7 @@ class ModelRun:
     device: Any
     context: int
     horizon: int
-    data_path: Path | None
+    data_path: Path | str | None
     train_episodes: list[int] = field(default_factory=list, repr=False)
     val_episodes: list[int] = field(default_factory=list, repr=False)
     action_low: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
@@ -133,8 +135,8 @@ class ModelRun:
             )
 
     def open_dataset(self, data: str | os.PathLike[str] | None = None) -> "Dataset":
-        """Open ``data`` (default: the dataset the model was trained on) and check that it
-        fits the model (:meth:`check_dataset`).
+        """Open ``data`` (a path or URL; default: the dataset the model was trained on) and
+        check that it fits the model (:meth:`check_dataset`).
 
         Raises:
             VisforeError: no dataset given and the run records none, the dataset cannot be
@@ -146,7 +148,7 @@ class ModelRun:
             if self.data_path is None:
                 raise VisforeError(f"{self.run_dir / runs.CONFIG_NAME} records no dataset; pass --data")
             data = self.data_path
-            if not Path(data).exists():
+            if not storage.exists(data):
                 raise VisforeError(
                     f"the training dataset of {self.run_dir} ({data}) does not exist; pass --data"
                 )
@@ -263,7 +265,7 @@ def load_model_run(
     horizon = _int(options.get("horizon", saved.get("horizon")), "horizon", config_path)
     dataset = config.get("dataset") if isinstance(config.get("dataset"), dict) else {}
     data = dataset.get("path") or options.get("data")
-    data_path = Path(data) if data else None
+    data_path = storage.normalize(data) if data else None  # Path, or URL string
     split = config.get("split") if isinstance(config.get("split"), dict) else {}
     bounds = _bounds_from_attrs(dataset.get("attrs"), int(model.action_dim))
     if bounds is None:

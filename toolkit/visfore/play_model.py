@@ -196,7 +196,8 @@ def play_model(
 
     Args:
         run: a ``visfore train-model`` run directory.
-        data: the dataset of the initial frames (default: the one the model was trained on).
+        data: the dataset of the initial frames, a path or fsspec URL (default: the one the
+            model was trained on).
         policy: ``keyboard``, ``random`` or a train-policy run directory.
         steps: env steps to play (>= 1).
         out: ``.gif`` / ``.mp4`` to write (default ``RUN/play.gif`` when headless).
@@ -346,7 +347,7 @@ def _play_window(env: Any, *, steps: int, seed: int, fps: float, scale: int,
 @handle_errors
 def play_model_command(
     run: Annotated[Path, typer.Argument(help="A `visfore train-model` run directory.")],
-    data: Annotated[Optional[Path], typer.Option(help="Dataset of the initial frames (default: the model's training dataset).")] = None,
+    data: Annotated[Optional[str], typer.Option(help="Dataset of the initial frames, a directory or URL (s3://bucket/name.zarr); default: the model's training dataset.")] = None,
     policy: Annotated[str, typer.Option(help="keyboard (a live window; arrows drive a[0], a[1]), random, or a train-policy run directory.")] = "keyboard",
     steps: Annotated[int, typer.Option(help="Env steps to play.")] = 200,
     out: Annotated[Optional[Path], typer.Option(help="GIF/MP4 of the frames (default without a display: RUN/play.gif).")] = None,

@@ -271,7 +271,7 @@ def predict(
         run: a ``visfore train-model`` run directory.
         episode: N, index of the episode in the dataset (0-based).
         out: ``.gif`` or ``.mp4`` path (parents are created).
-        data: the dataset (default: the one the model was trained on).
+        data: the dataset, a path or fsspec URL (default: the one the model was trained on).
         start: T, index within the episode of the first context frame (>= 0).
         horizon: K >= 1 predicted frames (default: the rest of the episode, L - T - C).
         checkpoint: ``best`` or ``last``.
@@ -384,7 +384,7 @@ def predict_command(
     run: Annotated[Path, typer.Argument(help="A `visfore train-model` run directory.")],
     episode: Annotated[int, typer.Option(help="Episode index N in the dataset (0-based).")],
     out: Annotated[Path, typer.Option(help="Animation to write: .gif (Pillow) or .mp4 (imageio + ffmpeg).")],
-    data: Annotated[Optional[Path], typer.Option(help="Dataset (default: the one the model was trained on).")] = None,
+    data: Annotated[Optional[str], typer.Option(help="Dataset directory or URL (s3://bucket/name.zarr); default: the one the model was trained on.")] = None,
     start: Annotated[int, typer.Option(help="Index T within the episode of the first context frame.")] = 0,
     horizon: Annotated[Optional[int], typer.Option(help="K frames to predict (default: the rest of the episode).")] = None,
     checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",

@@ -88,7 +88,7 @@ import numpy as np
 import typer
 
 from visfore.console import stdout_console
-from visfore import runs
+from visfore import runs, storage
 from visfore.errors import VisforeError, handle_errors
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -118,7 +118,8 @@ class TrainConfig:
     """Every option of ``visfore train-model`` (CLI flag = field name with dashes).
 
     Attributes:
-        data: path of the visfore Zarr dataset (required unless resuming).
+        data: path of the visfore Zarr dataset, or its fsspec URL (``s3://bucket/x.zarr``,
+            see :mod:`visfore.storage`) (required unless resuming).
         model: registry name in ``visfore_models.MODELS``.
         model_kwargs: extra keyword arguments of ``build_model`` (e.g. channel widths).
         context: C >= 1 context frames; horizon: K >= 1 predicted frames.
@@ -1049,7 +1050,7 @@ def _resolve_resume(config: TrainConfig, run_dir: Path) -> tuple[TrainConfig, li
     if "teacher_forcing" in options and "sampling" not in options and options["teacher_forcing"] in ("0", 0):
         merged.teacher_forcing = None  # a run of the version before --sampling: "0" = open-loop
     if config.data is not None and merged.data is not None:
-        if Path(config.data).resolve() != Path(merged.data).resolve():
+        if not storage.same_location(config.data, merged.data):
             raise VisforeError(
                 f"--data {config.data} differs from the run's dataset {merged.data}; "
                 "omit --data when resuming"
@@ -1665,7 +1666,7 @@ def _config_record(config: TrainConfig, run_dir: Path, ds: Any, data: _Prepared,
     import visfore
 
     options = json.loads(json.dumps(config.to_dict()))
-    options["data"] = str(Path(config.data).resolve()) if config.data else None
+    options["data"] = storage.resolve(config.data) if config.data else None  # abs path or URL
     options["out"] = str(run_dir)
     lengths = ds.episode_lengths
     return {
@@ -1937,7 +1938,7 @@ def _parse_model_kwargs(text: str | None) -> dict[str, Any]:
 
 @handle_errors
 def train_model_command(
-    data: Annotated[Optional[Path], typer.Option(help="Visfore Zarr dataset (from `visfore collect`).")] = None,
+    data: Annotated[Optional[str], typer.Option(help="Visfore Zarr dataset (from `visfore collect`): a directory or a URL (s3://bucket/name.zarr).")] = None,
     model: Annotated[str, typer.Option(help="Forward model name (visfore_models.MODELS).")] = "convlstm",
     context: Annotated[int, typer.Option(help="C context frames given to the model.")] = 2,
     horizon: Annotated[int, typer.Option(help="K frames predicted open-loop.")] = 10,
