@@ -13,6 +13,7 @@ from visfore.dataset_info import dataset_info_command
 from visfore.evaluate import evaluate_command
 from visfore.play_model import play_model_command
 from visfore.predict import predict_command
+from visfore.ray_backend import RayCommand
 from visfore.train_eval_all import train_eval_all_command
 from visfore.train_model import train_model_command
 from visfore.train_policy import train_policy_command
@@ -26,11 +27,12 @@ app = typer.Typer(
 )
 dataset_app = typer.Typer(help="Inspect visfore Zarr datasets.", no_args_is_help=True)
 
-app.command("collect")(collect_command)
+# RayCommand: a bare `--ray` (no address) means `--ray local` (Click has no optional-value options).
+app.command("collect", cls=RayCommand)(collect_command)
 app.command("train-model")(train_model_command)
-app.command("train-eval-all")(train_eval_all_command)
+app.command("train-eval-all", cls=RayCommand)(train_eval_all_command)
 app.command("train-policy")(train_policy_command)
-app.command("evaluate")(evaluate_command)
+app.command("evaluate", cls=RayCommand)(evaluate_command)
 app.command("predict")(predict_command)
 app.command("play-model")(play_model_command)
 dataset_app.command("info")(dataset_info_command)

@@ -15,8 +15,10 @@ Seeding (``SEEDING_SCHEME``): episode ``i`` of a run with seed ``s`` uses
 ``ss = numpy.random.SeedSequence([s, i])``; the env is reset with
 ``seed=int(ss.generate_state(1, numpy.uint32)[0])`` and the policy draws from
 ``numpy.random.default_rng(ss.spawn(1)[0])``. An episode therefore depends only on
-(s, i): the dataset is bit-identical whatever ``workers`` is and however often the run
-was interrupted and resumed.
+(s, i): the dataset is bit-identical whatever ``workers`` is, locally or on Ray
+(``--ray``: one Ray actor per worker, one task per episode, this process the only
+writer; see :mod:`visfore.ray_backend`), and however often the run was interrupted and
+resumed.
 
 Interruption: Ctrl-C or a crash keeps every finished episode (the writer's buffer is
 written on the way out; Ctrl-C is held back while a write is under way so it never cuts
@@ -45,6 +47,7 @@ import numpy as np
 import typer
 
 from visfore.errors import VisforeError, handle_errors
+from visfore.ray_backend import RayOption
 from visfore.workers import stop_executor
 
 ROW_CONVENTION = (
@@ -305,8 +308,10 @@ def command_line(
     policy: str,
     workers: int,
     env_kwargs: Mapping[str, Any],
+    ray: str | None = None,
 ) -> str:
-    """The ``visfore collect`` command line that reproduces a run (shell-quoted)."""
+    """The ``visfore collect`` command line that reproduces a run (shell-quoted); ``ray``
+    the ``--ray`` address, if any."""
     from visfore.storage import display_name
 
     args = [
@@ -316,6 +321,8 @@ def command_line(
     ]  # fmt: skip
     if env_kwargs:
         args += ["--env-kwargs", json.dumps(dict(env_kwargs), sort_keys=True)]
+    if ray is not None:
+        args += ["--ray", ray]
     return shlex.join(args)
 
 
@@ -335,7 +342,9 @@ def flush_rows(frame_shape: tuple[int, int, int], steps: int) -> int:
     return max(steps + 1, min(4096, FLUSH_BYTES // row_bytes))
 
 
-def _check_options(episodes: int, steps: int, size: int, seed: int, workers: int) -> None:
+def _check_options(
+    episodes: int, steps: int, size: int, seed: int, workers: int, max_workers: int = MAX_WORKERS
+) -> None:
     def positive(name: str, value: int) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
             raise VisforeError(f"{name} must be a positive integer, got {value!r}")
@@ -349,8 +358,8 @@ def _check_options(episodes: int, steps: int, size: int, seed: int, workers: int
             f"--size {size} must be a multiple of 4 between {MIN_FRAME_SIZE} and "
             f"{MAX_FRAME_SIZE}"
         )
-    if workers > MAX_WORKERS:
-        raise VisforeError(f"--workers {workers} is more than {MAX_WORKERS}")
+    if workers > max_workers:
+        raise VisforeError(f"--workers {workers} is more than {max_workers}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise VisforeError(f"--seed must be a non-negative integer, got {seed!r}")
 
@@ -384,10 +393,11 @@ def collect(
     out: str | os.PathLike[str],
     seed: int = 0,
     policy: str = "smooth",
-    workers: int = 1,
+    workers: int | None = None,
     env_kwargs: Mapping[str, Any] | str | list[str] | None = None,
     progress: bool = True,
     policy_params: Mapping[str, Any] | None = None,
+    ray: str | None = None,
 ) -> dict[str, Any]:
     """Collect ``episodes`` episodes of ``steps`` actions into the dataset at ``out``.
 
@@ -408,11 +418,18 @@ def collect(
         workers: env processes; 1 runs in this process, N > 1 uses a pool of N
             ``spawn`` processes that each run whole episodes (a script calling this
             with N > 1 needs the ``if __name__ == "__main__":`` guard, as any
-            ``multiprocessing`` spawn user does).
+            ``multiprocessing`` spawn user does). None = 1, or with ``ray`` one Ray
+            worker per CPU of the cluster (capped at its CPUs).
         env_kwargs: extra ``gymnasium.make`` arguments: a dict, or ``--env-kwargs``
             strings (:func:`visfore.envs.parse_env_kwargs`).
         progress: show a rich progress bar (episodes, frames/s) and messages on stderr.
         policy_params: policy parameters (``theta``, ``sigma``, ``scale`` for ``smooth``).
+        ray: run the episodes on Ray (:mod:`visfore.ray_backend`): ``local``, ``auto``,
+            ``HOST:PORT`` or ``ray://HOST:PORT``. One Ray actor per worker holds an
+            :class:`EpisodeRunner`; every task is one whole episode; this process writes
+            them in episode order as for a local run, so the dataset is the same bit for
+            bit. An actor whose process dies is restarted and its episodes re-run. The
+            run's ``collect_runs`` entry records ``ray`` (address, nodes, CPUs, GPUs).
 
     Returns:
         Summary dict: ``path``, ``env_id``, ``episodes`` (complete episodes in the
@@ -425,7 +442,8 @@ def collect(
         VisforeError: bad option values, unknown env, env kwargs the env rejects, ``out``
             exists but is not a visfore dataset or was collected with different options
             (nothing on disk is created or changed in all these cases); a worker process
-            died (finished episodes are kept).
+            died (finished episodes are kept); ``ray`` without Ray installed, a bad
+            address or no cluster there (nothing is written).
         KeyboardInterrupt: after keeping every finished episode.
     """
     from visfore import storage
@@ -434,7 +452,16 @@ def collect(
     from visfore.policies import POLICY_NAMES
 
     t_start = time.perf_counter()
-    _check_options(episodes, steps, size, seed, workers)
+    if ray is not None:
+        from visfore import ray_backend
+
+        ray_backend.require_ray()  # one line, exit 2, before anything is built
+        ray = ray_backend.parse_address(ray)
+        max_workers = ray_backend.MAX_RAY_WORKERS
+    else:
+        workers = 1 if workers is None else workers
+        max_workers = MAX_WORKERS
+    _check_options(episodes, steps, size, seed, 1 if workers is None else workers, max_workers)
     if policy not in POLICY_NAMES:
         raise VisforeError(f"unknown --policy {policy!r}; valid: {', '.join(POLICY_NAMES)}")
     env_id = resolve_env_id(env)
@@ -453,6 +480,7 @@ def collect(
         policy_params=dict(policy_params or {}), seed=seed,
     )  # fmt: skip
     runner = EpisodeRunner(**config)  # validates env, kwargs and spaces; no frame yet
+    ray_session = None
     try:
         expected = {
             "env_id": env_id,
@@ -464,8 +492,15 @@ def collect(
             "obs_mode": runner.obs_mode,
             "seeding": SEEDING_SCHEME,
         }
+        if ray is not None and not (existing_attrs is not None and done >= episodes):
+            if existing_attrs is not None:
+                _check_resume(out, existing_attrs, expected)  # before starting Ray
+            ray_session = ray_backend.connect(ray, num_cpus=workers)
+            workers = ray_backend.resolve_workers(ray_session, workers, note=progress)
         versions = package_versions()
-        cmd = command_line(env, episodes, steps, size, out, seed, policy, workers, kwargs)
+        cmd = command_line(
+            env, episodes, steps, size, out, seed, policy, workers or 1, kwargs, ray=ray
+        )
         run_record = {
             "started": _utc_now(),
             "episodes_before": done,
@@ -474,6 +509,8 @@ def collect(
             "command": cmd,
             "versions": versions,
         }
+        if ray_session is not None:
+            run_record["ray"] = ray_session.record()
         summary: dict[str, Any] = {
             "path": storage.display_name(out),
             "env_id": env_id,
@@ -561,8 +598,11 @@ def collect(
                             task, advance=1, fps=frames / max(time.perf_counter() - t0, 1e-9)
                         )
 
-                    n_workers = min(workers, len(todo))
-                    if n_workers <= 1:
+                    n_workers = min(workers or 1, len(todo))
+                    if ray_session is not None:
+                        runner.close()
+                        _run_ray(config, todo, n_workers, write)
+                    elif n_workers <= 1:
                         for index in todo:
                             write(runner.run(index))
                     else:
@@ -581,6 +621,8 @@ def collect(
             raise
     finally:
         runner.close()
+        if ray_session is not None:
+            ray_session.close()  # stops a Ray started for this command
     seconds = time.perf_counter() - t0
     summary.update(
         episodes=writer.num_episodes,
@@ -656,6 +698,35 @@ def _run_pool(config: dict[str, Any], todo: range, workers: int, write: Any) -> 
     executor.shutdown(wait=True)
 
 
+def _ray_runner(config: dict[str, Any]) -> EpisodeRunner:
+    return EpisodeRunner(**config)
+
+
+def _ray_episode(runner: EpisodeRunner, index: int) -> dict[str, np.ndarray]:
+    return runner.run(index)
+
+
+def _run_ray(config: dict[str, Any], todo: range, workers: int, write: Any) -> None:
+    """Run episodes ``todo`` on ``workers`` Ray actors; ``write`` them in episode order.
+
+    Each actor holds one :class:`EpisodeRunner` (built once); one task is one whole
+    episode, a pure function of (seed, index). At most ``2 * workers`` episodes are in
+    flight. An actor that dies is restarted and its episodes re-run
+    (:data:`visfore.ray_backend.DEFAULT_RETRIES` times); an episode is written only once
+    it has come back whole. On any exception (Ctrl-C included) the actors are killed
+    and their episodes in flight dropped.
+
+    Raises:
+        VisforeError: a worker was lost more often than it was retried, or could not
+            build its env (finished episodes are kept).
+    """
+    from visfore.ray_backend import WorkerPool
+
+    lost = "; finished episodes are kept, run the same command again to continue"
+    with WorkerPool(_ray_runner, _ray_episode, workers, (config,), lost=lost) as pool:
+        for _, result in pool.imap(todo):
+            write(result)
+
 
 # -- the command -----------------------------------------------------------------------
 @handle_errors
@@ -677,7 +748,13 @@ def collect_command(
     policy: Annotated[
         str, typer.Option(help="Collection policy: random (uniform) or smooth (OU process).")
     ] = "smooth",
-    workers: Annotated[int, typer.Option(help="Env processes running in parallel.")] = 1,
+    workers: Annotated[
+        Optional[int],
+        typer.Option(
+            help="Env processes running in parallel (default 1); with --ray, Ray workers "
+            "(default: one per CPU of the cluster).",
+        ),
+    ] = None,
     env_kwargs: Annotated[
         Optional[list[str]],
         typer.Option(
@@ -686,6 +763,7 @@ def collect_command(
         ),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    ray: RayOption = None,
 ) -> None:
     """Collect episodes from an env into a Zarr dataset; rerun the same command to resume."""
     summary = collect(
@@ -699,6 +777,7 @@ def collect_command(
         workers=workers,
         env_kwargs=env_kwargs,
         progress=not quiet,
+        ray=ray,
     )
     if summary["already_complete"]:
         typer.echo(

@@ -23,8 +23,9 @@ Pipeline (:func:`evaluate`; the Typer command :func:`evaluate_command` is a thin
    in *every* cell, so cells see the same initial states (common random numbers) and a
    rerun gives the same numbers. Work is split into (cell, seed) tasks, run in this
    process (``workers=1``) or on a ``spawn`` process pool whose workers each load the
-   run once; results are put back in task order, so they are identical for any
-   ``workers``.
+   run once, or on Ray actors (``--ray``, :mod:`visfore.ray_backend`) that each load it
+   once; results are put back in task order, so they are identical for any ``workers``
+   and on Ray.
 4. Write the report (:mod:`visfore.robustness_report`): raw episodes, per-cell summary,
    Markdown, self-contained HTML and PNG plots, into ``RUN/eval-<UTC time>/`` or ``--out``.
 
@@ -53,6 +54,7 @@ import typer
 
 from visfore.console import stdout_console
 from visfore.errors import VisforeError, handle_errors
+from visfore.ray_backend import RayOption
 from visfore.workers import stop_executor
 
 COMMAND = "evaluate"
@@ -540,6 +542,7 @@ def run_cells(
     run_dir: str | os.PathLike[str] | None = None,
     checkpoint: str = "best",
     on_episodes: Callable[[int], None] | None = None,
+    ray: Any = None,
 ) -> None:
     """Run every (cell, seed) task of ``cells`` whose model differs from the nominal one.
 
@@ -558,9 +561,13 @@ def run_cells(
             ``loader(run_dir, checkpoint)`` once (``loader`` must be picklable, i.e. a
             module-level function).
         on_episodes: called with the number of episodes just finished (progress).
+        ray: a connected :class:`visfore.ray_backend.RaySession`: run the tasks on
+            ``workers`` Ray actors instead (each loads the run once; a dead actor is
+            restarted and its tasks re-run); ``run_dir`` must be readable there.
 
     Raises:
-        VisforeError: a worker process died or an episode did not end.
+        VisforeError: a worker process died (on Ray: more often than it was retried) or
+            an episode did not end.
         KeyboardInterrupt: after stopping the workers; ``results`` holds the finished tasks.
     """
     tasks = [
@@ -571,6 +578,11 @@ def run_cells(
         if (cell.index, seed) not in results
     ]
     perturbations = {cell.index: cell.perturbation for cell in cells}
+    if ray is not None:
+        if tasks:
+            _run_ray(tasks, perturbations, episodes, results, backend, min(workers, len(tasks)),
+                     loader, str(Path(run_dir).resolve()), checkpoint, on_episodes)  # fmt: skip
+        return
     if workers <= 1 or len(tasks) <= 1:
         previous = _single_thread_torch()
         try:
@@ -635,6 +647,41 @@ def _run_pool(
     executor.shutdown(wait=True)
 
 
+def _ray_setup(loader: Callable[[Any, str], Any], run_dir: str, checkpoint: str) -> Any:
+    run = loader(run_dir, checkpoint)
+    _single_thread_torch()  # one CPU per actor: no oversubscription
+    return run
+
+
+def _ray_task(run: Any, item: tuple) -> list[dict[str, Any]]:
+    (cell, seed), perturbation, episodes, backend = item
+    return run_episodes(run, perturbation, seed, episodes, backend)
+
+
+def _run_ray(
+    tasks: list[tuple[int, int]],
+    perturbations: Mapping[int, dict[str, float]],
+    episodes: int,
+    results: dict[tuple[int, int], list[dict[str, Any]]],
+    backend: str | None,
+    workers: int,
+    loader: Callable[[Any, str], Any],
+    run_dir: str,
+    checkpoint: str,
+    on_episodes: Callable[[int], None] | None,
+) -> None:
+    """Run ``tasks`` on ``workers`` Ray actors, at most ``2 * workers`` in flight;
+    ``results`` filled in task order (Ctrl-C keeps the finished ones)."""
+    from visfore.ray_backend import WorkerPool
+
+    items = (((cell, seed), perturbations[cell], episodes, backend) for cell, seed in tasks)
+    setup_args = (loader, run_dir, checkpoint)
+    with WorkerPool(_ray_setup, _ray_task, workers, setup_args) as pool:
+        for item, records in pool.imap(items):
+            results[item[0]] = records
+            if on_episodes is not None:
+                on_episodes(len(records))
+
 
 def cell_episodes(
     cells: Sequence[Cell],
@@ -683,8 +730,10 @@ def package_versions() -> dict[str, str | None]:
 def command_line(
     run_dir: Path, grid: EvalGrid, perturb: str | None, points: int, episodes: int,
     seeds: Sequence[int], workers: int, backend: str | None, checkpoint: str, out: Path,
+    ray: str | None = None,
 ) -> str:  # fmt: skip
-    """The ``visfore evaluate`` command line that reproduces an evaluation."""
+    """The ``visfore evaluate`` command line that reproduces an evaluation (``ray``: the
+    ``--ray`` address, if any)."""
     args = ["visfore", COMMAND, str(run_dir)]
     if grid.mode == "fixed":
         for key, value in grid.fixed.items():
@@ -696,6 +745,8 @@ def command_line(
     args += ["--workers", str(workers), "--checkpoint", checkpoint]
     if backend:
         args += ["--backend", backend]
+    if ray is not None:
+        args += ["--ray", ray]
     return shlex.join([*args, "--out", str(out)])
 
 
@@ -725,13 +776,14 @@ def evaluate(
     grid: str | None = None,
     episodes: int = 10,
     seeds: str | Sequence[int] = (0, 1, 2),
-    workers: int = 1,
+    workers: int | None = None,
     backend: str | None = None,
     checkpoint: str = "best",
     out: str | os.PathLike[str] | None = None,
     fixed: Mapping[str, float] | None = None,
     progress: bool = True,
     loader: Callable[[Any, str], Any] | None = None,
+    ray: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate the policy of ``run_dir`` on perturbed models and write a report.
 
@@ -745,7 +797,8 @@ def evaluate(
         episodes: episodes per seed and cell (>= 1).
         seeds: evaluation seeds (``"0,1,2"`` or ints); see :data:`SEEDING_SCHEME`.
         workers: 1 = this process; N > 1 = N ``spawn`` processes (scripts need the
-            ``if __name__ == "__main__":`` guard).
+            ``if __name__ == "__main__":`` guard). None = 1, or with ``ray`` one Ray
+            worker per CPU of the cluster.
         backend: ``mujoco`` or ``pybullet``; None = the run's backend.
         checkpoint: ``best`` or ``last``.
         out: report directory (default ``RUN/eval-<UTC time>``); must not exist or be empty.
@@ -753,6 +806,10 @@ def evaluate(
         progress: rich progress bar and messages on stderr.
         loader: ``loader(run_dir, checkpoint) -> PolicyRun`` (module-level, picklable);
             default :func:`load_run`.
+        ray: run the (cell, seed) tasks on Ray (:mod:`visfore.ray_backend`): ``local``,
+            ``auto``, ``HOST:PORT`` or ``ray://HOST:PORT``; the run directory must be
+            readable by every Ray node (a shared filesystem). Results are identical to a
+            local evaluation; ``meta["ray"]`` records the cluster.
 
     Returns:
         ``report_dir``, ``files`` {name: path}, ``summary`` (rows, see
@@ -761,14 +818,24 @@ def evaluate(
         ``seconds`` (wall time of the episodes, s), ``meta``.
 
     Raises:
-        VisforeError: bad input (nothing is written), or a worker died.
+        VisforeError: bad input (nothing is written; also ``ray`` without Ray installed,
+            a bad address or no cluster there), or a worker died.
         KeyboardInterrupt: after writing the report of the finished cells (if any).
     """
     from visfore.robustness_report import write_report
 
     loader = loader or load_run
     _check_int("--episodes", episodes, 1)
-    _check_int("--workers", workers, 1, MAX_WORKERS)
+    if ray is not None:
+        from visfore import ray_backend
+
+        ray_backend.require_ray()  # one line, exit 2, before anything is loaded
+        ray = ray_backend.parse_address(ray)
+        if workers is not None:
+            _check_int("--workers", workers, 1, ray_backend.MAX_RAY_WORKERS)
+    else:
+        workers = 1 if workers is None else workers
+        _check_int("--workers", workers, 1, MAX_WORKERS)
     _check_int("--points", points, 2, MAX_POINTS)
     seed_list = parse_seeds(seeds)
     if backend is not None and backend not in BACKENDS:
@@ -795,6 +862,10 @@ def evaluate(
     total = len(to_run) * len(seed_list) * episodes
     results: dict[tuple[int, int], list[dict[str, Any]]] = {}
     interrupted = False
+    ray_session = None
+    if ray is not None:
+        ray_session = ray_backend.connect(ray, num_cpus=workers)
+        workers = ray_backend.resolve_workers(ray_session, workers, note=progress)
     t0 = time.perf_counter()
     bar = _progress_bar(progress)
     try:
@@ -803,10 +874,13 @@ def evaluate(
             run_cells(
                 run, cells, seed_list, episodes, results, backend=backend, workers=workers,
                 loader=loader, run_dir=run_dir, checkpoint=checkpoint,
-                on_episodes=lambda n: bar.update(task, advance=n),
+                on_episodes=lambda n: bar.update(task, advance=n), ray=ray_session,
             )  # fmt: skip
     except KeyboardInterrupt:
         interrupted = True
+    finally:
+        if ray_session is not None:
+            ray_session.close()  # stops a Ray started for this command
     seconds = time.perf_counter() - t0
     episode_records, finished = cell_episodes(cells, seed_list, results)
     if interrupted and not finished:
@@ -840,12 +914,13 @@ def evaluate(
         "episodes_run": len(ran),
         "steps_run": int(sum(r["length"] for r in ran)),
         "workers": workers,
+        "ray": ray_session.record() if ray_session is not None else None,
         "seconds": seconds,
         "interrupted": interrupted,
         "seeding": SEEDING_SCHEME,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": command_line(run_dir, eval_grid, perturb, points, episodes, seed_list,
-                                workers, backend, checkpoint, report_dir),  # fmt: skip
+                                workers, backend, checkpoint, report_dir, ray),  # fmt: skip
         "versions": package_versions(),
     }
     report = write_report(report_dir, meta, [c.row() for c in cells], episode_records)
@@ -916,7 +991,7 @@ def evaluate_command(
     grid: Annotated[Optional[str], typer.Option(help="A,B: 2-D sweep of two parameters over points x points.")] = None,
     episodes: Annotated[int, typer.Option(help="Episodes per seed in every cell.")] = 10,
     seeds: Annotated[str, typer.Option(help="Comma-separated evaluation seeds; episode k of seed s is reset from (s, k) in every cell.")] = "0,1,2",
-    workers: Annotated[int, typer.Option(help="Processes running (cell, seed) tasks; results do not depend on it.")] = 1,
+    workers: Annotated[Optional[int], typer.Option(help="Processes running (cell, seed) tasks (default 1; with --ray, Ray workers, default one per CPU of the cluster); results do not depend on it.")] = None,
     backend: Annotated[Optional[str], typer.Option(help="Physics backend: mujoco or pybullet (default: the run's).")] = None,
     checkpoint: Annotated[str, typer.Option(help="Policy checkpoint: best or last.")] = "best",
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Report directory (default RUN/eval-<UTC time>).")] = None,
@@ -930,6 +1005,7 @@ def evaluate_command(
     lfoot: Annotated[Optional[float], typer.Option("--Lfoot", help=_SEED003_HELP.format(key="foot.length"))] = None,
     wfoot: Annotated[Optional[float], typer.Option("--Wfoot", help=_SEED003_HELP.format(key="foot.width"))] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    ray: RayOption = None,
 ) -> None:
     """Evaluate a trained policy under body-part perturbations and write a robustness report
     (CSV, JSON, Markdown, HTML, plots)."""
@@ -946,6 +1022,6 @@ def evaluate_command(
     result = evaluate(
         run_dir=run_dir, perturb=perturb, points=points, params=params, grid=grid,
         episodes=episodes, seeds=seeds, workers=workers, backend=backend,
-        checkpoint=checkpoint, out=out, fixed=fixed or None, progress=not quiet,
+        checkpoint=checkpoint, out=out, fixed=fixed or None, progress=not quiet, ray=ray,
     )  # fmt: skip
     print_summary(result)

@@ -30,8 +30,12 @@ Precedence for each run: ``TrainConfig`` defaults < shared options < the model's
 Every configuration (model x hyperparameter combination x seed) is trained and evaluated
 sequentially through :func:`visfore.train_model.train_model`, each in its own train-model
 run directory ``OUT_DIR/train-eval-all-NAME/<label>[-<hp>]-seed<S>/`` (readable by
-``visfore predict``). A configuration that fails is recorded with its one-line error and
-the sweep goes on. ``comparison.csv`` / ``.json`` are rewritten after every run; at the end
+``visfore predict``). With ``--ray ADDRESS`` every configuration is a Ray task instead
+(:mod:`visfore.ray_backend`; one CPU, ``num_threads`` CPUs, or one GPU for a ``cuda``
+device, see :func:`ray_resources`), run in parallel as the cluster's resources allow;
+results are recorded in configuration order, so the report has the same shape, and a
+task whose worker died is retried from the run's last checkpoint. A configuration that
+fails is recorded with its one-line error and the sweep goes on. ``comparison.csv`` / ``.json`` are rewritten after every run; at the end
 (also after Ctrl-C, with the runs finished so far) the full comparison report is written
 (:mod:`visfore.comparison_report`) and an aggregated table printed.
 
@@ -65,6 +69,7 @@ import typer
 
 from visfore import runs
 from visfore.errors import VisforeError, handle_errors
+from visfore.ray_backend import RayOption
 
 COMMAND = "train-eval-all"
 SWEEP_FILE = "sweep.yaml"
@@ -577,6 +582,7 @@ def train_eval_all(
     console: Any = None,
     command: str | None = None,
     train_fn: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
+    ray: str | None = None,
 ) -> dict[str, Any]:
     """Run a sweep and write its comparison report.
 
@@ -591,18 +597,31 @@ def train_eval_all(
         progress: training progress bars and tables of each run.
         console: a rich console (default: a new one).
         command: the command line, recorded in the report.
-        train_fn: the trainer (default :func:`visfore.train_model.train_model`; for tests).
+        train_fn: the trainer (default :func:`visfore.train_model.train_model`; for tests;
+            with ``ray`` a module-level, picklable function).
+        ray: run the configurations as Ray tasks (:mod:`visfore.ray_backend`): ``local``,
+            ``auto``, ``HOST:PORT`` or ``ray://HOST:PORT``; see :func:`ray_resources` for
+            what each one reserves. The dataset and ``out_dir`` must be reachable from
+            every Ray node (a shared filesystem or object storage).
 
     Returns:
         ``sweep_dir``, ``specs``, ``rows`` (:func:`visfore.comparison_report.run_row`),
         ``groups``, ``files``, ``interrupted``, ``failed`` (count), ``dry_run``.
 
     Raises:
-        VisforeError: bad input, before anything is written.
+        VisforeError: bad input, before anything is written (also ``ray`` without Ray
+            installed, a bad address, no cluster there, or a ``cuda`` configuration on a
+            cluster without GPUs).
     """
     from rich.console import Console
 
     from visfore import comparison_report as cr
+
+    if ray is not None:
+        from visfore import ray_backend
+
+        ray_backend.require_ray()  # one line, exit 2, before anything is read or written
+        ray = ray_backend.parse_address(ray)
 
     if console is None:
         console = Console(highlight=False)
@@ -625,6 +644,15 @@ def train_eval_all(
     if train_fn is None:
         from visfore.train_model import train_model as train_fn  # type: ignore[assignment]
 
+    ray_session = None
+    if ray is not None:
+        ray_session = ray_backend.connect(ray)
+        try:
+            for spec in sweep.runs:
+                ray_resources(spec.options, ray_session)  # a GPU the cluster lacks: fail now
+        except BaseException:
+            ray_session.close()
+            raise
     sweep_dir.mkdir(parents=True, exist_ok=True)
     import yaml
 
@@ -642,55 +670,83 @@ def train_eval_all(
         "interrupted": False,
         "seconds": 0.0,
     }
+    if ray_session is not None:
+        meta["ray"] = ray_session.record()
     rows: list[dict[str, Any]] = []
+    order = {spec.name: spec.index for spec in sweep.runs}
     interrupted = False
     t0 = time.monotonic()
     n = len(sweep.runs)
+
+    def write_rows() -> None:
+        rows.sort(key=lambda r: order.get(r["run"], n))  # spec order, also on Ray
+        meta["seconds"] = time.monotonic() - t0
+        cr.write_rows(sweep_dir, meta, rows)
+
+    def begin(spec: RunSpec) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """The row fields of ``spec`` and its train-model options (None: finished earlier)."""
+        run_dir = sweep_dir / spec.name
+        state = run_state(run_dir)
+        common = dict(run=spec.name, model=spec.model, label=spec.label, hyperparameters=spec.hyperparameters,
+                      seed=spec.seed, run_dir=run_dir)
+        if state == "done":
+            console.print(f"[{spec.index + 1}/{n}] {spec.name}: finished earlier, skipped")
+            rows.append(cr.run_row(_read_metrics(run_dir / runs.METRICS_NAME), reused=True, **common))
+            return common, None
+        if state == "restart":
+            shutil.rmtree(run_dir)
+        return common, dict(spec.options, out=str(run_dir), progress=progress, resume=state == "resume")
+
+    def finish(spec: RunSpec, common: dict[str, Any], outcome: Any, seconds: float) -> None:
+        """Record a finished configuration: ``outcome`` its metrics or its exception."""
+        if isinstance(outcome, BaseException):
+            message = _one_line(outcome)
+            console.print(f"[red]{spec.name} failed: {message}[/red]")
+            rows.append(cr.run_row(None, status="failed", error=message, **common))
+        else:
+            row = cr.run_row(outcome, **common)
+            rows.append(row)
+            console.print(
+                f"{spec.name}: PSNR {cr.fmt(row['psnr'], 2)} dB (copy-last-frame "
+                f"{cr.fmt(row['copy_last_psnr'], 2)}), SSIM {cr.fmt(row['ssim'], 4)} in "
+                f"{seconds:.0f} s"
+            )
+            if wandb_module is not None:
+                try:
+                    log_to_wandb(wandb_module, sweep_name, spec, outcome, sweep_dir / spec.name, sweep.wandb)
+                except KeyboardInterrupt:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - logging must not end the sweep
+                    console.print(f"[yellow]W&B logging of {spec.name} failed: {_one_line(exc)}[/yellow]")
+        write_rows()
+
     try:
-        for spec in sweep.runs:
-            run_dir = sweep_dir / spec.name
-            state = run_state(run_dir)
-            common = dict(run=spec.name, model=spec.model, label=spec.label, hyperparameters=spec.hyperparameters,
-                          seed=spec.seed, run_dir=run_dir)
-            if state == "done":
-                console.print(f"[{spec.index + 1}/{n}] {spec.name}: finished earlier, skipped")
-                rows.append(cr.run_row(_read_metrics(run_dir / runs.METRICS_NAME), reused=True, **common))
-                continue
-            if state == "restart":
-                shutil.rmtree(run_dir)
-            options = dict(spec.options, out=str(run_dir), progress=progress, resume=state == "resume")
-            verb = "resuming" if state == "resume" else "training"
-            console.rule(f"[{spec.index + 1}/{n}] {verb} {spec.name}")
-            t_run = time.monotonic()
-            try:
-                metrics = train_fn(options)
-            except KeyboardInterrupt:
-                interrupted = True
-                rows.append(cr.run_row(None, status="interrupted", error="interrupted (Ctrl-C)", **common))
-                break
-            except Exception as exc:  # noqa: BLE001 - recorded, the sweep goes on
-                message = _one_line(exc)
-                console.print(f"[red]{spec.name} failed: {message}[/red]")
-                rows.append(cr.run_row(None, status="failed", error=message, **common))
-            else:
-                row = cr.run_row(metrics, **common)
-                rows.append(row)
-                console.print(
-                    f"{spec.name}: PSNR {cr.fmt(row['psnr'], 2)} dB (copy-last-frame "
-                    f"{cr.fmt(row['copy_last_psnr'], 2)}), SSIM {cr.fmt(row['ssim'], 4)} in "
-                    f"{time.monotonic() - t_run:.0f} s"
-                )
-                if wandb_module is not None:
-                    try:
-                        log_to_wandb(wandb_module, sweep_name, spec, metrics, run_dir, sweep.wandb)
-                    except KeyboardInterrupt:
-                        raise
-                    except Exception as exc:  # noqa: BLE001 - logging must not end the sweep
-                        console.print(f"[yellow]W&B logging of {spec.name} failed: {_one_line(exc)}[/yellow]")
-            meta["seconds"] = time.monotonic() - t0
-            cr.write_rows(sweep_dir, meta, rows)
+        if ray_session is not None:
+            interrupted = _run_on_ray(ray_session, sweep.runs, begin, finish, rows, train_fn, console)
+        else:
+            for spec in sweep.runs:
+                common, options = begin(spec)
+                if options is None:
+                    continue
+                verb = "resuming" if options["resume"] else "training"
+                console.rule(f"[{spec.index + 1}/{n}] {verb} {spec.name}")
+                t_run = time.monotonic()
+                try:
+                    metrics = train_fn(options)
+                except KeyboardInterrupt:
+                    interrupted = True
+                    rows.append(cr.run_row(None, status="interrupted", error="interrupted (Ctrl-C)", **common))
+                    break
+                except Exception as exc:  # noqa: BLE001 - recorded, the sweep goes on
+                    finish(spec, common, exc, time.monotonic() - t_run)
+                else:
+                    finish(spec, common, metrics, time.monotonic() - t_run)
     except KeyboardInterrupt:
         interrupted = True
+    finally:
+        if ray_session is not None:
+            ray_session.close()  # stops a Ray started for this command
+    rows.sort(key=lambda r: order.get(r["run"], n))
     meta["seconds"] = time.monotonic() - t0
     meta["interrupted"] = interrupted
     report = cr.write_comparison(sweep_dir, meta, rows)
@@ -707,6 +763,118 @@ def train_eval_all(
 
 
 # ---------------------------------------------------------------------------------------
+# Ray
+# ---------------------------------------------------------------------------------------
+def ray_resources(options: Mapping[str, Any], session: Any) -> tuple[dict[str, Any], dict[str, float]]:
+    """The train-model options and the Ray resources of one configuration run as a Ray task.
+
+    A ``cuda``/``cuda:N`` device reserves one GPU and one CPU and trains on ``cuda`` (Ray
+    shows a task only its own GPU, as ``cuda:0``); any other device (``cpu``, ``auto``,
+    which finds no GPU in a task that reserved none) reserves ``num_threads`` CPUs
+    (default 1, at most the cluster's) and trains with that many torch threads. Paths
+    become absolute (Ray workers do not share the driver's working directory); per-run
+    progress bars are off (a worker's output goes to Ray's log files).
+
+    Returns:
+        (options, {"num_cpus": ..., "num_gpus": ...}).
+
+    Raises:
+        VisforeError: a ``cuda`` configuration on a cluster without GPUs.
+    """
+    options = dict(options, progress=False)
+    if options.get("out") is not None:
+        options["out"] = str(Path(options["out"]).resolve())
+    data = str(options.get("data", ""))
+    if data and "://" not in data:
+        options["data"] = str(Path(data).resolve())
+    device = str(options.get("device") or "auto")
+    if device.startswith("cuda"):
+        if session.gpus < 1:
+            raise VisforeError(
+                f"device {device} asks for a GPU but the Ray cluster ({session.address}) has none; "
+                "use device: cpu or a cluster with GPUs"
+            )
+        options["device"] = "cuda"
+        return options, {"num_cpus": 1, "num_gpus": 1}
+    threads = max(1, min(int(options.get("num_threads") or 1), max(1, session.cpus)))
+    options["num_threads"] = threads
+    return options, {"num_cpus": threads, "num_gpus": 0}
+
+
+def _ray_train(train_fn: Callable[[Mapping[str, Any]], Mapping[str, Any]], options: Mapping[str, Any]) -> Any:
+    """One configuration on a Ray worker. Its run directory's state is read again, so a
+    retry after a lost worker resumes from the last checkpoint (or starts over, or
+    returns the metrics of a run that finished just before its worker was lost)."""
+    run_dir = Path(options["out"])
+    state = run_state(run_dir)
+    if state == "done":
+        return _read_metrics(run_dir / runs.METRICS_NAME)
+    if state == "restart":
+        shutil.rmtree(run_dir)
+    return train_fn(dict(options, resume=state == "resume"))
+
+
+def _run_on_ray(session: Any, specs: list[RunSpec], begin: Callable, finish: Callable, rows: list[dict[str, Any]],
+                train_fn: Callable, console: Any) -> bool:
+    """Run the configurations as Ray tasks (all submitted at once; Ray starts each when its
+    resources are free) and record them in spec order through ``finish``.
+
+    Returns:
+        True when interrupted (Ctrl-C): running tasks are cancelled (train-model stops as
+        on Ctrl-C), runs that finished anyway are recorded from their ``metrics.json``,
+        the others as interrupted.
+    """
+    import contextlib
+
+    from visfore import comparison_report as cr
+    from visfore import ray_backend
+
+    ray = ray_backend.require_ray()
+    task = ray_backend.remote(_ray_train, max_retries=ray_backend.DEFAULT_RETRIES)
+    todo = []
+    for spec in specs:
+        common, options = begin(spec)
+        if options is not None:
+            todo.append((spec, common, ray_resources(options, session)))
+    console.print(f"running {len(todo)} configurations as Ray tasks on {session.nodes} node(s) "
+                  f"({session.cpus} CPUs, {session.gpus} GPUs)")
+    submitted: dict[str, float] = {}
+    cancelled: list[Any] = []
+
+    def submit(item: Any) -> Any:
+        spec, _, (options, resources) = item
+        submitted[spec.name] = time.monotonic()
+        return task.options(**resources).remote(train_fn, options)
+
+    def cancel(ref: Any) -> None:
+        try:
+            ray.cancel(ref)  # KeyboardInterrupt in the task: train-model stops cleanly
+        except Exception:  # noqa: BLE001 - finished or gone
+            pass
+        cancelled.append(ref)
+
+    results = ray_backend.ordered_results(submit, todo, max(1, len(todo)), return_exceptions=True, cancel=cancel)
+    try:
+        with contextlib.closing(results):
+            for (spec, common, _), outcome in results:
+                finish(spec, common, outcome, time.monotonic() - submitted[spec.name])
+    except KeyboardInterrupt:
+        if cancelled:
+            ray.wait(cancelled, num_returns=len(cancelled), timeout=30)
+        recorded = {r["run"] for r in rows}
+        for spec, common, _ in todo:
+            if spec.name in recorded or spec.name not in submitted:
+                continue
+            run_dir = Path(common["run_dir"])
+            if run_state(run_dir) == "done":
+                rows.append(cr.run_row(_read_metrics(run_dir / runs.METRICS_NAME), **common))
+            else:
+                rows.append(cr.run_row(None, status="interrupted", error="interrupted (Ctrl-C)", **common))
+        return True
+    return False
+
+
+# ---------------------------------------------------------------------------------------
 # Typer command
 # ---------------------------------------------------------------------------------------
 @handle_errors
@@ -719,13 +887,14 @@ def train_eval_all_command(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the expanded configurations and exit; writes nothing.")] = False,
     resume: Annotated[bool, typer.Option("--continue", help="Continue an existing sweep: skip runs with metrics.json, resume runs with a checkpoint.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-run progress bars and tables.")] = False,
+    ray: RayOption = None,
 ) -> None:
     """Train and evaluate every configuration of a sweep (models x hyperparameters x seeds),
     then write a comparison report (CSV, JSON, Markdown, HTML, plots)."""
     argv = " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else ""
     result = train_eval_all(
         config, out_dir=out_dir, name=name, data=data, wandb=wandb, dry_run=dry_run, resume=resume,
-        progress=not quiet, command=f"visfore {argv}" if argv.startswith(COMMAND) else None,
+        progress=not quiet, command=f"visfore {argv}" if argv.startswith(COMMAND) else None, ray=ray,
     )
     if result["interrupted"]:
         typer.secho("interrupted; the report holds the runs finished so far", fg=typer.colors.YELLOW, err=True)
