@@ -235,6 +235,25 @@ def test_train_model_from_s3_matches_training_on_the_local_copy(s3, bucket, loca
     assert mr.data_path == url and mr.open_dataset().num_episodes == 3
 
 
+def test_train_eval_all_sweeps_a_dataset_on_s3(s3, bucket, tmp_path):
+    import yaml
+
+    url = f"s3://{bucket}/sweep.zarr"
+    collect(out=url, progress=False, **OPTIONS)
+    spec = {"name": "s3", "data": url, "context": 2, "horizon": 3, "epochs": 1, "batch_size": 4,
+            "clips_per_epoch": 4, "max_val_clips": 4, "epoch_val_clips": 2, "image_clips": 1,
+            "val_fraction": 0.34, "device": "cpu", "num_threads": 1,
+            "models": [{"convlstm": TINY}], "seeds": [0]}  # fmt: skip
+    config = tmp_path / "s3.yaml"
+    config.write_text(yaml.safe_dump(spec, sort_keys=False))
+    result = runner.invoke(_app(), ["train-eval-all", "--config", str(config),
+                                    "--out-dir", str(tmp_path / "runs"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "runs" / "train-eval-all-s3" / "convlstm-seed0"
+    assert yaml.safe_load((run / "config.yaml").read_text())["options"]["data"] == url
+    assert (run / "metrics.json").is_file()
+
+
 # -- other locations and errors ------------------------------------------------------------
 def test_file_url_is_a_local_path(local_reference, tmp_path):
     path = tmp_path / "nested" / "f.zarr"

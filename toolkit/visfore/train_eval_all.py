@@ -67,7 +67,7 @@ from typing import Annotated, Any, Callable, Mapping, Optional
 
 import typer
 
-from visfore import runs
+from visfore import runs, storage
 from visfore.errors import VisforeError, handle_errors
 from visfore.ray_backend import RayOption
 
@@ -409,8 +409,8 @@ def check_sweep(sweep: Sweep) -> None:
 
     from visfore.dataset import open_dataset
 
-    if not Path(sweep.data).exists():
-        raise VisforeError(f"dataset {sweep.data} does not exist (create it with `visfore collect`)")
+    if not storage.exists(sweep.data):
+        raise VisforeError(f"dataset {storage.display_name(sweep.data)} does not exist (create it with `visfore collect`)")
     ds = open_dataset(sweep.data)
     if ds.num_episodes == 0:
         raise VisforeError(f"{sweep.data} has no complete episode")
@@ -557,7 +557,7 @@ def _sweep_record(sweep: Sweep, sweep_dir: Path, name: str) -> dict[str, Any]:
         "command": COMMAND,
         "name": name,
         "config": str(sweep.path.resolve()),
-        "data": str(Path(sweep.data).resolve()),
+        "data": storage.resolve(sweep.data),
         "description": sweep.description,
         "shared": sweep.shared,
         "models": [dataclasses.asdict(m) for m in sweep.models],
@@ -784,9 +784,8 @@ def ray_resources(options: Mapping[str, Any], session: Any) -> tuple[dict[str, A
     options = dict(options, progress=False)
     if options.get("out") is not None:
         options["out"] = str(Path(options["out"]).resolve())
-    data = str(options.get("data", ""))
-    if data and "://" not in data:
-        options["data"] = str(Path(data).resolve())
+    if options.get("data"):
+        options["data"] = storage.resolve(options["data"])
     device = str(options.get("device") or "auto")
     if device.startswith("cuda"):
         if session.gpus < 1:
@@ -882,7 +881,7 @@ def train_eval_all_command(
     config: Annotated[Path, typer.Option("--config", "-c", help="Sweep YAML: data, shared train-model options, models, hyperparameters, seeds.")],
     out_dir: Annotated[Path, typer.Option(help="Parent directory of the sweep directory train-eval-all-NAME.")] = runs.DEFAULT_RUNS_ROOT,
     name: Annotated[Optional[str], typer.Option(help="Sweep name (default: the file's name:, else its stem).")] = None,
-    data: Annotated[Optional[Path], typer.Option(help="Dataset; overrides the file's data:.")] = None,
+    data: Annotated[Optional[str], typer.Option(help="Dataset path or fsspec URL (s3://...); overrides the file's data:.")] = None,
     wandb: Annotated[bool, typer.Option("--wandb", help="Also log every run to Weights & Biases (needs the wandb package; WANDB_MODE=offline keeps it local).")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the expanded configurations and exit; writes nothing.")] = False,
     resume: Annotated[bool, typer.Option("--continue", help="Continue an existing sweep: skip runs with metrics.json, resume runs with a checkpoint.")] = False,
