@@ -1,7 +1,7 @@
 """visfore_envs: Gymnasium environments for visual-foresight robot learning (MuJoCo).
 
 Importing the package registers :data:`ENV_IDS` (``ReacherPlane-v0``, ``Reacher3D-v0``,
-the perturbable ``PerturbHopper-v0``, ``PerturbWalker2d-v0``, ``PerturbAnt-v0``,
+``TargetHumanoid-v0``, the perturbable ``PerturbHopper-v0``, ``PerturbWalker2d-v0``, ``PerturbAnt-v0``,
 ``PerturbHalfCheetah-v0`` and their ``...Bullet-v0`` PyBullet twins),
 so ``gym.make("ReacherPlane-v0")`` works after ``import visfore_envs`` and
 ``gym.make("visfore_envs:Reacher3D-v0")`` works without it.
@@ -17,6 +17,14 @@ from visfore_envs.core.gl import configure_gl_environment
 configure_gl_environment()
 
 from visfore_envs.core import KeypointTargetEnv, VisforeMujocoEnv  # noqa: E402
+from visfore_envs.core.rewards import (  # noqa: E402
+    PRESETS as REWARD_PRESETS,
+    REWARD_TERMS,
+    RewardSpec,
+    RewardTerm,
+    parse_rewards,
+)
+from visfore_envs.humanoid import TargetHumanoidEnv  # noqa: E402
 from visfore_envs.locomotion import (  # noqa: E402
     LOCOMOTION_IDS,
     PerturbAntEnv,
@@ -27,7 +35,13 @@ from visfore_envs.locomotion import (  # noqa: E402
     resolve_perturbation_key,
 )
 from visfore_envs.reacher import Reacher3DEnv, ReacherPlaneEnv  # noqa: E402
-from visfore_envs.registration import ENV_IDS, REACHER_IDS, register_envs  # noqa: E402
+from visfore_envs.registration import (  # noqa: E402
+    ENV_IDS,
+    HUMANOID_IDS,
+    KEYPOINT_IDS,
+    REACHER_IDS,
+    register_envs,
+)
 
 register_envs()
 
@@ -35,8 +49,15 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ENV_IDS",
+    "HUMANOID_IDS",
+    "KEYPOINT_IDS",
     "LOCOMOTION_IDS",
     "REACHER_IDS",
+    "REWARD_PRESETS",
+    "REWARD_TERMS",
+    "RewardSpec",
+    "RewardTerm",
+    "parse_rewards",
     "PerturbAntEnv",
     "PerturbHalfCheetahEnv",
     "PerturbHopperEnv",
@@ -46,6 +67,7 @@ __all__ = [
     "KeypointTargetEnv",
     "Reacher3DEnv",
     "ReacherPlaneEnv",
+    "TargetHumanoidEnv",
     "VisforeMujocoEnv",
     "register_envs",
 ]

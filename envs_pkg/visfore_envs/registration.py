@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import gymnasium as gym
 
-__all__ = ["ENV_IDS", "REACHER_IDS", "register_envs"]
+__all__ = ["ENV_IDS", "HUMANOID_IDS", "KEYPOINT_IDS", "REACHER_IDS", "register_envs"]
 
 # id -> (entry point, max_episode_steps)
 _SPECS: dict[str, tuple[str, int]] = {
     "ReacherPlane-v0": ("visfore_envs.reacher:ReacherPlaneEnv", 50),
     "Reacher3D-v0": ("visfore_envs.reacher:Reacher3DEnv", 50),
+    # Fixed-torso humanoid, 14 limb joints, 8 key points; dt = 0.02 s, so 100 steps = 2 s.
+    "TargetHumanoid-v0": ("visfore_envs.humanoid:TargetHumanoidEnv", 100),
     # Perturbable locomotion: backend="mujoco" (default) or "pybullet"; 1000 steps as v5.
     "PerturbHopper-v0": ("visfore_envs.locomotion:make_perturb_hopper", 1000),
     "PerturbWalker2d-v0": ("visfore_envs.locomotion:make_perturb_walker2d", 1000),
@@ -31,6 +33,11 @@ _SPECS: dict[str, tuple[str, int]] = {
 ENV_IDS: tuple[str, ...] = tuple(_SPECS)
 #: The reacher ids (key-point targets, pixel rewards, goal-conditioned observations).
 REACHER_IDS: tuple[str, ...] = ("ReacherPlane-v0", "Reacher3D-v0")
+#: The humanoid ids (a fixed-torso humanoid reaching target poses with its limbs).
+HUMANOID_IDS: tuple[str, ...] = ("TargetHumanoid-v0",)
+#: Every key-point target id (:class:`visfore_envs.core.KeypointTargetEnv`: target poses,
+#: pixel rewards, goal-conditioned observations, the reward catalogue).
+KEYPOINT_IDS: tuple[str, ...] = REACHER_IDS + HUMANOID_IDS
 
 
 def register_envs() -> None:

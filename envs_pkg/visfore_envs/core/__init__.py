@@ -6,6 +6,7 @@
 * :mod:`~visfore_envs.core.ghost` - translucent target ghost (mocap bodies)
 * :mod:`~visfore_envs.core.mujoco_env` - :class:`VisforeMujocoEnv`, the MuJoCo base env
 * :mod:`~visfore_envs.core.keypoint_env` - :class:`KeypointTargetEnv`, pose reaching
+* :mod:`~visfore_envs.core.rewards` - the reward catalogue (named terms, weights)
 """
 
 # The GL backend must be chosen before mujoco is imported (by the modules below).

@@ -8,7 +8,10 @@ key points are in that configuration (the *target key points*, the goal), and sh
 target pose in the scene as a translucent, non-colliding ghost of the robot with marker
 spheres on its key points (:mod:`visfore_envs.core.ghost`).
 
-Rewards (every term also in ``info``):
+Rewards come from the reward catalogue (:mod:`visfore_envs.core.rewards`): named terms
+with weights, each reported in ``info["reward_<key>"]``. Either ``rewards=`` selects them
+(``{"keypoint_distance": 1, "ctrl": 0.1}`` or ``"keypoint_distance+0.1*ctrl"``), or the
+reachers' original options do, as a preset (:func:`~visfore_envs.core.rewards.legacy_spec`):
 
 * state: ``reward_dist = -w_s * ||k - k*||_2`` where ``k`` and ``k*`` stack all key points
   and target key points (the p2-norm of the whole difference vector, metres), optionally
@@ -21,7 +24,8 @@ Rewards (every term also in ``info``):
 * every mode: ``reward_ctrl = -ctrl_cost_weight * ||a||^2`` (gymnasium Reacher-v5's control
   cost; Roboschool's "electricity" penalty plays the same role).
 
-The reward is the sum of the ``reward_*`` terms present in ``info``.
+The reward is the sum of the ``reward_*`` terms present in ``info`` (grouped as
+``(action terms + state terms) + pixel terms``), unless ``reward_fn`` combines them.
 """
 
 from __future__ import annotations
@@ -36,36 +40,21 @@ from gymnasium import spaces
 from gymnasium.utils import EzPickle
 
 from visfore_envs.core.ghost import GHOST_GROUP, Ghost, load_model_with_ghost
-from visfore_envs.core.mujoco_env import VisforeMujocoEnv
-from visfore_envs.core.options import check_real
+from visfore_envs.core.mujoco_env import REWARD_MODES, VisforeMujocoEnv
+from visfore_envs.core.options import check_choice, check_real
+from visfore_envs.core.rewards import (
+    REWARD_TERMS,
+    RewardContext,
+    RewardSpec,
+    info_values,
+    legacy_spec,
+    parse_rewards,
+    resolve_reward_fn,
+)
 
 __all__ = ["KeypointTargetEnv"]
 
 _RESET_OPTION_KEYS = ("target_qpos", "qpos", "qvel")
-
-
-def _info_values(info, key: str, default=None) -> np.ndarray:
-    """``info[key]`` as an array, for one info dict, a dict of batched arrays, or a
-    sequence/array of info dicts (as replay buffers pass them)."""
-    if info is None:
-        if default is None:
-            raise KeyError(key)
-        return np.asarray(default)
-    if isinstance(info, Mapping):
-        if key in info:
-            return np.asarray(info[key], dtype=np.float64)
-        if default is None:
-            raise KeyError(key)
-        return np.asarray(default)
-    items = list(np.asarray(info, dtype=object).ravel()) if not isinstance(info, list) else info
-    if items and all(isinstance(i, Mapping) for i in items):
-        if all(key in i for i in items):
-            vals = np.array([np.asarray(i[key], dtype=np.float64) for i in items])
-            shape = np.shape(info) if not isinstance(info, list) else (len(info),)
-            return vals.reshape(shape + vals.shape[1:])
-    if default is None:
-        raise KeyError(key)
-    return np.asarray(default)
 
 
 class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
@@ -79,13 +68,30 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
     hinges in [-pi, pi]).
 
     Keyword-only args (plus those of :class:`VisforeMujocoEnv`: ``obs_mode``,
-    ``reward_mode``, ``width``, ``height``, ``camera``, ``camera_distance``,
-    ``camera_azimuth``, ``camera_elevation``, ``camera_lookat``, ``render_mode``,
-    ``frame_skip``, ``ctrl_cost_weight``, ``state_reward_weight``, ``pixel_reward_weight``):
-        goal_conditioned: return ``{"observation", "achieved_goal", "desired_goal"}`` dicts
-            (gymnasium-robotics convention) and require ``reward_mode="state"`` (the reward
-            must be recomputable by :meth:`compute_reward` from goals; otherwise ValueError).
+    ``width``, ``height``, ``camera``, ``camera_distance``, ``camera_azimuth``,
+    ``camera_elevation``, ``camera_lookat``, ``render_mode``, ``frame_skip``):
+        rewards: the reward terms and weights from the catalogue
+            (:mod:`visfore_envs.core.rewards`): a dict ``{name: weight}``, a string
+            ``"keypoint_distance+0.1*ctrl"`` (a bare name takes its default weight), a
+            preset name (``"deepmimic"``, ...) or a ``RewardSpec``. None (default): the
+            terms given by the options below. Cannot be combined with ``reward_mode``,
+            ``potential_shaping=True`` or the three weights (ValueError).
+        reward_fn: None, a callable ``reward_fn(terms, info) -> float`` or a
+            ``"package.module:function"`` path to one. ``terms`` maps each active term
+            name to its weighted value (the ``info["reward_<key>"]`` numbers) and the
+            return value is the reward. With ``goal_conditioned`` it is also called by
+            :meth:`compute_reward` with batched arrays as values, so write it with numpy
+            operations.
+        reward_mode: ``"state"`` (default), ``"pixels"`` or ``"state+pixels"``: the
+            reachers' reward options (see the module docstring); with ``rewards`` the
+            attribute ``reward_mode`` is derived from the terms.
         potential_shaping: add ``reward_potential`` (see the module docstring).
+        ctrl_cost_weight, state_reward_weight, pixel_reward_weight: finite numbers >= 0
+            (default 1.0 each).
+        goal_conditioned: return ``{"observation", "achieved_goal", "desired_goal"}`` dicts
+            (gymnasium-robotics convention). The reward must be recomputable by
+            :meth:`compute_reward` from goals: ``reward_mode="state"``, or ``rewards``
+            without ``joint_distance``, ``pose`` and ``pixel_mse`` (otherwise ValueError).
         show_target: draw the target ghost and key-point markers in the frames.
         success_threshold: ``info["is_success"]`` is ``distance < success_threshold``
             (metres, > 0; None: the class default :attr:`default_success_threshold`).
@@ -102,12 +108,13 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
       ``"state+pixels"``. Frames still show the ghost when ``show_target=True``; pass
       ``show_target=False`` for goal-free images.
 
-    ``info`` after ``step`` (floats unless said): always ``reward_ctrl``, ``distance``
-    (``||k - k*||``, metres), ``is_success`` (bool); with a state reward also ``reward_dist``
-    and ``reward_potential`` (0.0 without shaping); with a pixel reward also
-    ``reward_pixels`` and ``pixel_mse``; goal-conditioned with shaping also
-    ``prev_achieved_goal`` (G,). Terms of a reward mode that is not used are absent.
-    ``reset`` returns ``info`` with ``distance`` and ``is_success``.
+    ``info`` after ``step`` (floats unless said): ``reward_<key>`` for every active term
+    (see :mod:`visfore_envs.core.rewards`), ``distance`` (``||k - k*||``, metres) and
+    ``is_success`` (bool); with a pixel term also ``pixel_mse``; goal-conditioned with the
+    ``potential`` term also ``prev_achieved_goal`` (G,). With the reachers' options:
+    always ``reward_ctrl``; with a state reward also ``reward_dist`` and
+    ``reward_potential`` (0.0 without shaping); with a pixel reward also ``reward_pixels``
+    and ``pixel_mse``. ``reset`` returns ``info`` with ``distance`` and ``is_success``.
 
     ``reset(options=...)`` accepts ``target_qpos`` (nq,), ``qpos`` (nq,) and ``qvel`` (nv,)
     to fix the target configuration or the initial state (ValueError on a bad shape or key).
@@ -124,20 +131,26 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
     init_qpos_noise: ClassVar[float] = 0.1
     #: Initial joint velocities: ``U(-init_qvel_noise, init_qvel_noise)`` (rad/s).
     init_qvel_noise: ClassVar[float] = 0.005
+    #: Key points that are end effectors (the ``end_effector`` reward term); () means all.
+    end_effector_sites: ClassVar[tuple[str, ...]] = ()
+    #: Radius of the ghost's key-point marker spheres (metres).
+    ghost_marker_radius: ClassVar[float] = 0.015
     render_geom_groups: ClassVar[tuple[int, ...]] = (0, 1, 2, GHOST_GROUP)
 
     def __init__(
         self,
         *,
         obs_mode: str = "state",
-        reward_mode: str = "state",
+        reward_mode: str | None = None,
         goal_conditioned: bool = False,
         potential_shaping: bool = False,
         show_target: bool = True,
         success_threshold: float | None = None,
-        ctrl_cost_weight: float = 1.0,
-        state_reward_weight: float = 1.0,
-        pixel_reward_weight: float = 1.0,
+        ctrl_cost_weight: float | None = None,
+        state_reward_weight: float | None = None,
+        pixel_reward_weight: float | None = None,
+        rewards: str | Mapping[str, float] | RewardSpec | None = None,
+        reward_fn: Any = None,
         width: int = 64,
         height: int = 64,
         camera: str | None = None,
@@ -158,6 +171,8 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
             ctrl_cost_weight=ctrl_cost_weight,
             state_reward_weight=state_reward_weight,
             pixel_reward_weight=pixel_reward_weight,
+            rewards=rewards,
+            reward_fn=reward_fn,
             width=width,
             height=height,
             camera=camera,
@@ -173,25 +188,34 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
             if not isinstance(kwargs[name], (bool, np.bool_)):
                 raise ValueError(f"{name}={kwargs[name]!r} is not one of True, False")
         self.goal_conditioned = bool(goal_conditioned)
-        self.potential_shaping = bool(potential_shaping)
         self.show_target = bool(show_target)
         self.success_threshold = (
             float(self.default_success_threshold)
             if success_threshold is None
             else check_real("success_threshold", success_threshold, minimum=0.0, strict=True)
         )
-        if self.goal_conditioned and reward_mode != "state":
-            raise ValueError(
-                f"reward_mode={reward_mode!r} is not one of 'state' when goal_conditioned=True "
-                "(compute_reward must recompute the reward from the goals)"
-            )
+        #: The reward terms and weights (:class:`visfore_envs.core.rewards.RewardSpec`).
+        self.reward_spec = self._resolve_reward_spec(kwargs)
+        self._reward_fn = resolve_reward_fn(reward_fn)
+        self.potential_shaping = "potential" in self.reward_spec.names
         if not show_target:
             self.render_geom_groups = tuple(g for g in self.render_geom_groups if g != GHOST_GROUP)
         base_kwargs = {
             k: kwargs[k]
             for k in kwargs
-            if k not in ("goal_conditioned", "potential_shaping", "show_target", "success_threshold")
+            if k
+            not in (
+                "goal_conditioned",
+                "potential_shaping",
+                "show_target",
+                "success_threshold",
+                "rewards",
+                "reward_fn",
+            )
         }
+        base_kwargs["reward_mode"] = self.reward_spec.reward_mode
+        for name in ("ctrl_cost_weight", "state_reward_weight", "pixel_reward_weight"):
+            base_kwargs[name] = 1.0 if kwargs[name] is None else kwargs[name]
         super().__init__(**base_kwargs)
 
         m = self.model
@@ -238,11 +262,126 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
         self._goal_frame_f: np.ndarray | None = None
         self._mse_scale = 1.0 / (255.0 * 255.0 * self.height * self.width * 3)
         self._gc_shaping = self.goal_conditioned and self.potential_shaping
+        self._init_rewards()
 
         self.observation_space = self._make_observation_space()
         # A valid state before the first reset (target at the initial configuration).
         self._set_target(self._target_qpos)
         self._update_keypoints()
+
+    # -- rewards -------------------------------------------------------------------------
+    def _resolve_reward_spec(self, kwargs: dict[str, Any]) -> RewardSpec:
+        """The :class:`RewardSpec` from ``rewards`` or from the reachers' options.
+
+        Raises:
+            ValueError: bad options, ``rewards`` combined with the reachers' reward
+                options, or terms that ``compute_reward`` cannot recompute from goals when
+                ``goal_conditioned``.
+        """
+        rewards = kwargs["rewards"]
+        if rewards is None:
+            reward_mode = check_choice(
+                "reward_mode",
+                "state" if kwargs["reward_mode"] is None else kwargs["reward_mode"],
+                REWARD_MODES,
+            )
+            weights = {}
+            for name in ("ctrl_cost_weight", "state_reward_weight", "pixel_reward_weight"):
+                value = 1.0 if kwargs[name] is None else kwargs[name]
+                weights[name] = check_real(name, value, minimum=0.0)
+            if self.goal_conditioned and reward_mode != "state":
+                raise ValueError(
+                    f"reward_mode={reward_mode!r} is not one of 'state' when "
+                    "goal_conditioned=True (compute_reward must recompute the reward from "
+                    "the goals)"
+                )
+            return legacy_spec(reward_mode, bool(kwargs["potential_shaping"]), **weights)
+        clash = [
+            f"{name}={kwargs[name]!r}"
+            for name in ("reward_mode", "ctrl_cost_weight", "state_reward_weight", "pixel_reward_weight")
+            if kwargs[name] is not None
+        ]
+        if kwargs["potential_shaping"]:
+            clash.append("potential_shaping=True")
+        if clash:
+            raise ValueError(
+                f"{clash[0]} cannot be combined with rewards={rewards!r}: put every term "
+                "and weight in rewards (e.g. 'keypoint_distance+potential+0.1*ctrl')"
+            )
+        spec = parse_rewards(rewards)
+        if self.goal_conditioned:
+            bad = [t.name for t, _ in spec.terms() if t.goal_source == "none"]
+            if bad:
+                raise ValueError(
+                    f"rewards term {bad[0]!r} cannot be recomputed from goals, so it is not "
+                    "allowed with goal_conditioned=True (joint_distance, pose and pixel_mse "
+                    "need the target configuration or the goal frame)"
+                )
+        return spec
+
+    def _init_rewards(self) -> None:
+        """Build the :class:`RewardContext` and the per-group term lists."""
+        m = self.model
+        site_ids = [mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, s) for s in self.keypoint_sites]
+        if self.end_effector_sites:
+            missing = [s for s in self.end_effector_sites if s not in self.keypoint_sites]
+            if missing:
+                raise ValueError(f"end-effector site {missing[0]!r} is not a key-point site")
+            ee = [self.keypoint_sites.index(s) for s in self.end_effector_sites]
+        else:
+            ee = list(range(len(site_ids)))
+        angle_mask = np.zeros(m.nq, dtype=bool)
+        for j in range(m.njnt):
+            if int(m.jnt_type[j]) == int(mujoco.mjtJoint.mjJNT_HINGE):
+                angle_mask[m.jnt_qposadr[j]] = True
+        trn = m.actuator_trnid[:, 0]
+        actuator_dofs = np.where(
+            m.actuator_trntype == int(mujoco.mjtTrn.mjTRN_JOINT), m.jnt_dofadr[trn], 0
+        )
+        self._reward_ctx = RewardContext(
+            action=self._ctrl,
+            qpos=self._qpos,
+            qvel=self._qvel,
+            target_qpos=self._target_qpos,
+            actuator_dofs=actuator_dofs,
+            angle_mask=angle_mask,
+            keypoint_error=self._diff2,
+            end_effectors=np.array(ee, dtype=np.intp),
+        )
+        groups: dict[str, list] = {"action": [], "state": [], "pixels": []}
+        full: dict[str, list] = {"action": [], "state": [], "pixels": []}
+        for term, weight in self.reward_spec.terms():
+            groups[term.kind].append((term.info_key, term.value, weight))
+            full[term.kind].append((term, weight))
+        self._action_terms = groups["action"]
+        self._state_terms = groups["state"]
+        self._pixel_terms = groups["pixels"]
+        self._goal_groups = (full["action"], full["state"])
+        self._zero_keys = tuple(
+            "reward_" + REWARD_TERMS[name].key for name in self.reward_spec.zero_keys
+        )
+        self._term_keys = [(t.name, t.info_key) for t, _ in self.reward_spec.terms()]
+
+    @staticmethod
+    def _eval_group(group, ctx: RewardContext, info: dict[str, Any]):
+        """Weighted values of one group into ``info``; their left-to-right sum (None if empty)."""
+        total = None
+        for key, value_fn, weight in group:
+            value = weight * value_fn(ctx)
+            info[key] = value
+            total = value if total is None else total + value
+        return total
+
+    def _call_reward_fn(self, info: dict[str, Any]) -> float:
+        terms = {name: info[key] for name, key in self._term_keys}
+        result = self._reward_fn(terms, info)
+        try:
+            reward = float(result)
+        except (TypeError, ValueError):
+            raise ValueError(f"reward_fn returned {result!r}, not a number") from None
+        if not math.isfinite(reward):
+            raise ValueError(f"reward_fn returned {reward!r}; it must return a finite number")
+        return reward
 
     # -- robot hooks ---------------------------------------------------------------------
     def _proprio_dim(self) -> int:
@@ -289,7 +428,7 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
     # -- model ---------------------------------------------------------------------------
     def _load_model(self) -> mujoco.MjModel:
         model, self._ghost_scene_model, self._ghost_pairs = load_model_with_ghost(
-            str(self.model_path()), self.keypoint_sites
+            str(self.model_path()), self.keypoint_sites, marker_radius=self.ghost_marker_radius
         )
         return model
 
@@ -352,6 +491,9 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
         np.take(self._goal_site_xpos_flat, self._kp_index, out=self._target_kp)
         self._target_view[:] = self._target_kp
         self._target_qpos = np.array(target_qpos, dtype=np.float64)
+        ctx = getattr(self, "_reward_ctx", None)
+        if ctx is not None:
+            ctx.target_qpos = self._target_qpos
         self._goal_frame = None
         self._goal_frame_f = None
 
@@ -446,9 +588,7 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
         if opts.get("qpos") is not None:
             qpos = self._option_array(opts, "qpos", m.nq)
         else:
-            qpos = self.init_qpos + self.np_random.uniform(
-                -self.init_qpos_noise, self.init_qpos_noise, size=m.nq
-            )
+            qpos = self._sample_initial_qpos()
         if opts.get("qvel") is not None:
             qvel = self._option_array(opts, "qvel", m.nv)
         else:
@@ -464,6 +604,13 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
         self._prev_kp = self._keypoints_copy()
         info = {"distance": distance, "is_success": distance < self.success_threshold}
         return self._observation(), info
+
+    def _sample_initial_qpos(self) -> np.ndarray:
+        """Initial joint positions (nq,): ``init_qpos + U(-init_qpos_noise, init_qpos_noise)``
+        from ``self.np_random`` (robots may override, e.g. to clip into the joint limits)."""
+        return self.init_qpos + self.np_random.uniform(
+            -self.init_qpos_noise, self.init_qpos_noise, size=self.model.nq
+        )
 
     @staticmethod
     def _option_array(opts: dict, key: str, n: int) -> np.ndarray:
@@ -484,57 +631,77 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
         """
         self._simulate(action)
         distance = self._update_keypoints()
-        ctrl = self._ctrl
-        reward = reward_ctrl = -self.ctrl_cost_weight * float(ctrl.dot(ctrl))
-        info: dict[str, Any] = {
-            "reward_ctrl": reward_ctrl,
-            "distance": distance,
-            "is_success": distance < self.success_threshold,
-        }
-        if self._reward_uses_state:
-            w = self.state_reward_weight
-            reward_dist = -w * distance
-            reward_potential = w * (self._prev_distance - distance) if self.potential_shaping else 0.0
-            reward += reward_dist + reward_potential
-            info["reward_dist"] = reward_dist
-            info["reward_potential"] = reward_potential
+        ctx = self._reward_ctx
+        ctx.distance = distance
+        ctx.prev_distance = self._prev_distance
+        # Info order and the sum's grouping are those of the reachers before the catalogue:
+        # (action terms + state terms) + pixel terms, each group left to right.
+        info: dict[str, Any] = {}
+        reward = self._eval_group(self._action_terms, ctx, info)
+        info["distance"] = distance
+        info["is_success"] = distance < self.success_threshold
+        state = self._eval_group(self._state_terms, ctx, info)
+        for key in self._zero_keys:
+            info[key] = 0.0
+        if state is not None:
+            reward = state if reward is None else reward + state
         self._prev_distance = distance
         if self._gc_shaping:
             info["prev_achieved_goal"] = self._prev_kp
             self._prev_kp = self._keypoints_copy()
-        if self._reward_uses_pixels:
-            mse = self._pixel_mse()
-            reward_pixels = -self.pixel_reward_weight * mse
-            reward += reward_pixels
-            info["reward_pixels"] = reward_pixels
+        if self._pixel_terms:
+            ctx.pixel_mse = mse = self._pixel_mse()
+            pixels = self._eval_group(self._pixel_terms, ctx, info)
             info["pixel_mse"] = mse
+            reward = pixels if reward is None else reward + pixels
+        if self._reward_fn is not None:
+            reward = self._call_reward_fn(info)
+        elif reward is None:
+            reward = 0.0
         return self._observation(), reward, False, False, info
 
     def compute_reward(self, achieved_goal, desired_goal, info) -> np.ndarray | float:
-        """Recompute the state reward from goals, vectorised over leading batch axes.
+        """Recompute the reward from goals, vectorised over leading batch axes.
+
+        Terms that depend on the goal (``keypoint_distance``, ``potential``,
+        ``end_effector``) are recomputed from ``achieved_goal``/``desired_goal``; the
+        others (``ctrl``, ``electricity``, ``velocity``) do not depend on the goal and are
+        read back from ``info["reward_<key>"]`` (0 when absent). They are summed as in
+        :meth:`step` (action terms, then state terms), or given to ``reward_fn``.
 
         Args:
             achieved_goal, desired_goal: (..., G) key points k and targets k* (metres).
             info: the step info (a dict, a dict of batched arrays, or a sequence/array of
-                info dicts): ``reward_ctrl`` is added if present (it does not depend on the
-                goal); with ``potential_shaping``, ``prev_achieved_goal`` (..., G) is required.
+                info dicts); with the ``potential`` term (``potential_shaping``),
+                ``prev_achieved_goal`` (..., G) is required.
 
         Returns:
             (...,) float64 rewards (a float for unbatched input), equal to the step reward
             of a goal-conditioned env up to rounding.
 
         Raises:
-            KeyError: ``prev_achieved_goal`` missing while shaping is on.
+            KeyError: ``prev_achieved_goal`` missing while the ``potential`` term is on.
         """
         ag = np.asarray(achieved_goal, dtype=np.float64)
         dg = np.asarray(desired_goal, dtype=np.float64)
-        w = self.state_reward_weight
-        distance = np.sqrt(np.sum(np.square(ag - dg), axis=-1))
-        reward = _info_values(info, "reward_ctrl", default=0.0) + -w * distance
-        if self.potential_shaping:
-            prev = _info_values(info, "prev_achieved_goal")
-            prev_distance = np.sqrt(np.sum(np.square(prev - dg), axis=-1))
-            reward = reward + w * (prev_distance - distance)
+        ctx = self._reward_ctx
+        values: dict[str, Any] = {}
+        reward = None
+        for group in self._goal_groups:
+            total = None
+            for term, weight in group:
+                if term.goal_source == "goals":
+                    value = weight * term.from_goals(ag, dg, info, ctx)
+                else:
+                    value = info_values(info, term.info_key, default=0.0)
+                values[term.name] = value
+                total = value if total is None else total + value
+            if total is not None:
+                reward = total if reward is None else reward + total
+        if self._reward_fn is not None:
+            reward = np.asarray(self._reward_fn(values, info), dtype=np.float64)
+        elif reward is None:
+            reward = np.zeros(np.broadcast_shapes(ag.shape, dg.shape)[:-1])
         if np.ndim(reward) == 0:
             return float(reward)
-        return reward
+        return np.asarray(reward, dtype=np.float64)
