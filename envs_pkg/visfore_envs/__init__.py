@@ -1,7 +1,7 @@
 """visfore_envs: Gymnasium environments for visual-foresight robot learning (MuJoCo).
 
 Importing the package registers :data:`ENV_IDS` (``ReacherPlane-v0``, ``Reacher3D-v0``,
-``TargetHumanoid-v0``, the perturbable ``PerturbHopper-v0``, ``PerturbWalker2d-v0``, ``PerturbAnt-v0``,
+``TargetHumanoid-v0``, the mimic pairs ``MimicReacher-v0`` and ``MimicHumanoid-v0``, the perturbable ``PerturbHopper-v0``, ``PerturbWalker2d-v0``, ``PerturbAnt-v0``,
 ``PerturbHalfCheetah-v0`` and their ``...Bullet-v0`` PyBullet twins),
 so ``gym.make("ReacherPlane-v0")`` works after ``import visfore_envs`` and
 ``gym.make("visfore_envs:Reacher3D-v0")`` works without it.
@@ -34,11 +34,13 @@ from visfore_envs.locomotion import (  # noqa: E402
     perturbation_keys,
     resolve_perturbation_key,
 )
+from visfore_envs.mimic import MimicEnv, MimicHumanoidEnv, MimicReacherEnv, MirrorMap  # noqa: E402
 from visfore_envs.reacher import Reacher3DEnv, ReacherPlaneEnv  # noqa: E402
 from visfore_envs.registration import (  # noqa: E402
     ENV_IDS,
     HUMANOID_IDS,
     KEYPOINT_IDS,
+    MIMIC_IDS,
     REACHER_IDS,
     register_envs,
 )
@@ -52,6 +54,7 @@ __all__ = [
     "HUMANOID_IDS",
     "KEYPOINT_IDS",
     "LOCOMOTION_IDS",
+    "MIMIC_IDS",
     "REACHER_IDS",
     "REWARD_PRESETS",
     "REWARD_TERMS",
@@ -65,6 +68,10 @@ __all__ = [
     "perturbation_keys",
     "resolve_perturbation_key",
     "KeypointTargetEnv",
+    "MimicEnv",
+    "MimicHumanoidEnv",
+    "MimicReacherEnv",
+    "MirrorMap",
     "Reacher3DEnv",
     "ReacherPlaneEnv",
     "TargetHumanoidEnv",

@@ -127,6 +127,15 @@ class TargetHumanoidEnv(KeypointTargetEnv):
         out[:n] = self._qpos
         out[n:] = self._qvel
 
+    @classmethod
+    def _qpos_from_proprio(cls, proprio: np.ndarray) -> np.ndarray:
+        """Joint angles q (..., 14) rad from ``[q, dq/dt]`` (..., 28) (see
+        :meth:`KeypointTargetEnv.decode_state`)."""
+        p, n = proprio.shape[-1], len(HUMANOID_JOINTS)
+        if p != 2 * n:
+            raise ValueError(f"{cls.__name__} proprio length {p} is not 2 * {n} ([q, dq/dt])")
+        return proprio[..., :n].copy()
+
     def _sample_initial_qpos(self) -> np.ndarray:
         qpos = super()._sample_initial_qpos()
         return np.clip(qpos, self._target_low, self._target_high)

@@ -36,6 +36,18 @@ class _HingeArm(KeypointTargetEnv):
         np.sin(q, out=out[n : 2 * n])
         out[2 * n :] = self._qvel
 
+    @classmethod
+    def _qpos_from_proprio(cls, proprio: np.ndarray) -> np.ndarray:
+        """``q = atan2(sin q, cos q)`` (..., nq) rad in [-pi, pi] from ``[cos q, sin q, dq/dt]``
+        (..., 3 nq) (see :meth:`KeypointTargetEnv.decode_state`)."""
+        p = proprio.shape[-1]
+        if p % 3:
+            raise ValueError(
+                f"{cls.__name__} proprio length {p} is not 3 * nq ([cos q, sin q, dq/dt])"
+            )
+        n = p // 3
+        return np.arctan2(proprio[..., n : 2 * n], proprio[..., :n])
+
 
 class ReacherPlaneEnv(_HingeArm):
     """Planar two-link arm reaching a target pose (``ReacherPlane-v0``).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gymnasium as gym
 
-__all__ = ["ENV_IDS", "HUMANOID_IDS", "KEYPOINT_IDS", "REACHER_IDS", "register_envs"]
+__all__ = ["ENV_IDS", "HUMANOID_IDS", "KEYPOINT_IDS", "MIMIC_IDS", "REACHER_IDS", "register_envs"]
 
 # id -> (entry point, max_episode_steps)
 _SPECS: dict[str, tuple[str, int]] = {
@@ -12,6 +12,10 @@ _SPECS: dict[str, tuple[str, int]] = {
     "Reacher3D-v0": ("visfore_envs.reacher:Reacher3DEnv", 50),
     # Fixed-torso humanoid, 14 limb joints, 8 key points; dt = 0.02 s, so 100 steps = 2 s.
     "TargetHumanoid-v0": ("visfore_envs.humanoid:TargetHumanoidEnv", 100),
+    # Mimic pairs: a kinematic leader, the follower copies it as in a mirror (dt = 0.02 s;
+    # 100 steps = 2 s = four held poses of the reacher leader, 200 = 4 s for the humanoid).
+    "MimicReacher-v0": ("visfore_envs.mimic:MimicReacherEnv", 100),
+    "MimicHumanoid-v0": ("visfore_envs.mimic:MimicHumanoidEnv", 200),
     # Perturbable locomotion: backend="mujoco" (default) or "pybullet"; 1000 steps as v5.
     "PerturbHopper-v0": ("visfore_envs.locomotion:make_perturb_hopper", 1000),
     "PerturbWalker2d-v0": ("visfore_envs.locomotion:make_perturb_walker2d", 1000),
@@ -38,6 +42,9 @@ HUMANOID_IDS: tuple[str, ...] = ("TargetHumanoid-v0",)
 #: Every key-point target id (:class:`visfore_envs.core.KeypointTargetEnv`: target poses,
 #: pixel rewards, goal-conditioned observations, the reward catalogue).
 KEYPOINT_IDS: tuple[str, ...] = REACHER_IDS + HUMANOID_IDS
+#: The mimic pairs (:class:`visfore_envs.mimic.MimicEnv`: a leader robot moves, the follower
+#: copies its mirror pose; key-point targets that change over time). Not in KEYPOINT_IDS.
+MIMIC_IDS: tuple[str, ...] = ("MimicReacher-v0", "MimicHumanoid-v0")
 
 
 def register_envs() -> None:

@@ -18,6 +18,9 @@ Models (registry name: class, module):
 * ``"svg_lp"``: :class:`SVGLPForwardModel` -- Denton & Fergus 2018, stochastic
   (``stochastic = True``; :meth:`ForwardModel.auxiliary_losses` gives its ``beta * KL``).
 
+Not a forward model: :class:`FrameTranslator` (:mod:`visfore_models.translator`) maps
+frames to joint angles and key points (``translator_state`` / ``load_translator``).
+
 Registry and (de)serialisation::
 
     build_model("convlstm", action_dim=2, image_size=64) -> ForwardModel
@@ -40,6 +43,7 @@ from .dna import DNAForwardModel
 from .framestack import FrameStackForwardModel
 from .rnn_deconv import RNNDeconvForwardModel
 from .svg_lp import SVGLPForwardModel
+from .translator import FrameTranslator, load_translator, translator_state
 
 __all__ = [
     "MODELS",
@@ -49,12 +53,15 @@ __all__ = [
     "DNAForwardModel",
     "ForwardModel",
     "FrameStackForwardModel",
+    "FrameTranslator",
     "RNNDeconvForwardModel",
     "SVGLPForwardModel",
     "build_model",
     "load_model",
+    "load_translator",
     "metrics",
     "model_state",
+    "translator_state",
 ]
 
 #: registry: model name -> class

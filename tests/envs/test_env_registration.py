@@ -10,7 +10,7 @@ import gymnasium as gym
 import pytest
 
 import visfore_envs
-from visfore_envs import ENV_IDS, REACHER_IDS, Reacher3DEnv, ReacherPlaneEnv
+from visfore_envs import ENV_IDS, MIMIC_IDS, REACHER_IDS, Reacher3DEnv, ReacherPlaneEnv
 
 
 def _run_python(code: str, env: dict[str, str] | None = None) -> str:
@@ -31,8 +31,12 @@ def test_ids_registered_with_time_limit():
     locomotion = tuple(f"Perturb{r}{b}-v0" for b in ("", "Bullet") for r in ("Hopper", "Walker2d", "Ant", "HalfCheetah"))
     learned = ("LearnedSim-v0",)  # entry point in the `visfore` toolkit (torch), imported lazily
     humanoid = ("TargetHumanoid-v0",)  # 100 steps: tests/envs/test_target_humanoid.py
-    assert set(ENV_IDS) == set(REACHER_IDS) | set(locomotion) | set(learned) | set(humanoid)
-    for env_id in set(ENV_IDS) - set(humanoid):
+    mimic = ("MimicReacher-v0", "MimicHumanoid-v0")  # 100 and 200 steps: tests/envs/test_mimic.py
+    assert MIMIC_IDS == mimic
+    assert set(ENV_IDS) == set(REACHER_IDS) | set(locomotion) | set(learned) | set(humanoid) | set(mimic)
+    assert gym.spec("MimicReacher-v0").max_episode_steps == 100
+    assert gym.spec("MimicHumanoid-v0").max_episode_steps == 200
+    for env_id in set(ENV_IDS) - set(humanoid) - set(mimic):
         spec = gym.spec(env_id)
         assert spec.max_episode_steps == (50 if env_id in REACHER_IDS + learned else 1000)
     assert gym.spec("LearnedSim-v0").entry_point == "visfore.learned_sim:LearnedSimEnv"

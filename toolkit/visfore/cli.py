@@ -17,6 +17,7 @@ from visfore.ray_backend import RayCommand
 from visfore.train_eval_all import train_eval_all_command
 from visfore.train_model import train_model_command
 from visfore.train_policy import train_policy_command
+from visfore.train_translator import train_translator_command
 
 app = typer.Typer(
     name="visfore",
@@ -32,6 +33,7 @@ app.command("collect", cls=RayCommand)(collect_command)
 app.command("train-model")(train_model_command)
 app.command("train-eval-all", cls=RayCommand)(train_eval_all_command)
 app.command("train-policy")(train_policy_command)
+app.command("train-translator")(train_translator_command)
 app.command("evaluate", cls=RayCommand)(evaluate_command)
 app.command("predict")(predict_command)
 app.command("play-model")(play_model_command)

@@ -16,7 +16,7 @@ the physics model keeps ``mj_step`` as cheap as the robot alone.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import mujoco
 import numpy as np
@@ -53,6 +53,7 @@ def load_model_with_ghost(
     marker_rgba: Sequence[float] = (0.95, 0.15, 0.1, 0.9),
     marker_radius: float = 0.015,
     shrink: float = 0.8,
+    edit_scene: Callable[[mujoco.MjSpec, mujoco.MjModel], None] | None = None,
 ) -> tuple[mujoco.MjModel, mujoco.MjModel, list[tuple[int, int]]]:
     """Compile ``xml_path`` as is and with a target ghost added.
 
@@ -68,6 +69,11 @@ def load_model_with_ghost(
             inside the robot when the robot reaches the target, so the two never fight
             for the same depth (which would make frames near the target flicker between
             blended and unblended pixels). Mesh geoms are copied unscaled.
+        edit_scene: None, or ``edit_scene(spec, physics_model)`` called on the scene's
+            ``MjSpec`` after the ghost is added and before it is compiled, to add more
+            visual-only elements (e.g. the leader of :mod:`visfore_envs.mimic`). It must
+            append bodies (no joints) so the scene keeps the physics model's ``nq`` and
+            body, joint and site ids.
 
     Returns:
         ``(physics_model, scene_model, pairs)``: the model as authored, the model with the
@@ -137,6 +143,8 @@ def load_model_with_ghost(
             rgba=list(marker_rgba),
             **_GHOST_GEOM,
         )
+    if edit_scene is not None:
+        edit_scene(spec, base)
     scene = spec.compile()
     pairs = []
     for b, gname in ghost_names.items():

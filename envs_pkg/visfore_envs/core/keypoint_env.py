@@ -428,9 +428,17 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
     # -- model ---------------------------------------------------------------------------
     def _load_model(self) -> mujoco.MjModel:
         model, self._ghost_scene_model, self._ghost_pairs = load_model_with_ghost(
-            str(self.model_path()), self.keypoint_sites, marker_radius=self.ghost_marker_radius
+            str(self.model_path()),
+            self.keypoint_sites,
+            marker_radius=self.ghost_marker_radius,
+            edit_scene=self._edit_scene_spec,
         )
         return model
+
+    def _edit_scene_spec(self, spec: mujoco.MjSpec, model: mujoco.MjModel) -> None:
+        """Hook: add visual-only bodies to the scene model's ``spec`` (ghost already in it)
+        before it is compiled; ``model`` is the compiled physics model. Default: nothing.
+        Append bodies without joints (see :func:`~visfore_envs.core.ghost.load_model_with_ghost`)."""
 
     def _load_scene_model(self) -> mujoco.MjModel:
         return self._ghost_scene_model
@@ -512,6 +520,55 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
         if self._kp_src is None:
             return np.take(self._site_xpos_flat, self._kp_index)
         return self._kp_src.flatten()
+
+    # -- decoding stored state observations ----------------------------------------------------
+    @classmethod
+    def decode_state(cls, state: Any) -> dict[str, np.ndarray]:
+        """Joint angles and key points held in ``"state"`` observations (e.g. a dataset's
+        ``data/state``), without creating an env: a classmethod, vectorised over leading axes.
+
+        The state layout is ``[proprio (P), k - k* (G), k* (G)]`` (class docstring), so the
+        key points are ``k = (k - k*) + k*``; the joint angles come from ``proprio`` by the
+        robot's :meth:`_qpos_from_proprio` (the reachers store ``cos q, sin q``, the humanoid
+        ``q`` itself). G = ``len(keypoint_sites) * len(keypoint_axes)``, points flattened
+        point by point (``[p0_x, p0_y(, p0_z), p1_x, ...]``).
+
+        Args:
+            state: (..., S) array-like of state observations (float32 or float64).
+
+        Returns:
+            ``{"qpos": (..., nq) float64 rad, "keypoints": (..., G) float64 m,
+            "target_keypoints": (..., G) float64 m}``. Angles decoded from cos/sin are in
+            [-pi, pi]; float32 states give key points to about 1e-7 m.
+
+        Raises:
+            ValueError: ``state`` has no last axis or its length does not fit the robot's
+                layout (the message names the allowed lengths when it can).
+            NotImplementedError: the robot subclass does not define
+                :meth:`_qpos_from_proprio`.
+        """
+        state = np.asarray(state, dtype=np.float64)
+        g = len(cls.keypoint_sites) * len(cls.keypoint_axes)
+        if g == 0:
+            raise NotImplementedError(f"{cls.__name__} defines no keypoint_sites to decode")
+        if state.ndim < 1 or state.shape[-1] <= 2 * g:
+            raise ValueError(
+                f"{cls.__name__}.decode_state needs (..., S) states with S > 2G = {2 * g}, "
+                f"got shape {state.shape}"
+            )
+        proprio = state[..., : -2 * g]
+        diff, target = state[..., -2 * g : -g], state[..., -g:]
+        qpos = np.asarray(cls._qpos_from_proprio(proprio), dtype=np.float64)
+        return {"qpos": qpos, "keypoints": diff + target, "target_keypoints": target.copy()}
+
+    @classmethod
+    def _qpos_from_proprio(cls, proprio: np.ndarray) -> np.ndarray:
+        """Joint positions (..., nq) from proprioceptive states (..., P) (robot hook of
+        :meth:`decode_state`); raise ValueError when P does not fit the robot."""
+        raise NotImplementedError(
+            f"{cls.__name__} does not say how its joint angles are stored in the state; "
+            "override _qpos_from_proprio"
+        )
 
     @property
     def keypoints(self) -> np.ndarray:
