@@ -1,0 +1,405 @@
+"""``visfore plan``: the CEM optimiser (visfore.cem), goal-reaching episodes
+(visfore.goal_reaching) and the planners and command (visfore.plan).
+
+One tiny ConvLSTM is trained for one epoch on the shared 32x32 reacher dataset by the real
+``visfore train-model`` CLI (once per module); the oracle test is a real physics check on
+ReacherPlane-v0. Budgets are tiny so the whole file stays well under a minute.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image, ImageSequence
+from typer.testing import CliRunner
+
+from visfore.cem import CEMConfig, cem, expand_blocks, shift_mean
+from visfore.cli import app
+from visfore.errors import VisforeError
+from visfore.goal_reaching import (
+    GoalEpisode,
+    episode_reset_seed,
+    make_goal_env,
+    run_goal_episodes,
+    summarize_goal_episodes,
+)
+from visfore.model_run import load_model_run
+from visfore.plan import (
+    LearnedCEMController,
+    OracleCEMController,
+    RandomController,
+    gaussian_blur,
+    load_goal_image,
+    pixel_cost,
+    resolve_blocks,
+)
+
+TINY = {"encoder_channels": [4, 8], "lstm_channels": [8], "decoder_channels": [8, 4], "num_kernels": 1}
+SIZE = 32
+SMALL_CEM = ["--iterations", "2", "--samples", "8", "--elites", "2", "--blocks", "2", "--repeat", "2"]
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def model_run_dir(small_reacher_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("plan-model") / "tiny"
+    result = CliRunner().invoke(app, [
+        "train-model", "--data", str(small_reacher_dataset), "--out", str(out),
+        "--model-kwargs", json.dumps(TINY), "--context", "2", "--horizon", "2", "--epochs", "1",
+        "--batch-size", "4", "--clips-per-epoch", "8", "--max-val-clips", "4", "--epoch-val-clips", "4",
+        "--val-fraction", "0.25", "--device", "cpu", "--num-threads", "1",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def _cli(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def _one_error_line(result) -> str:
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    return lines[0]
+
+
+# -- CEM ---------------------------------------------------------------------------------
+def _quadratic(target: torch.Tensor):
+    def cost(actions: torch.Tensor) -> torch.Tensor:  # (N, T, A) -> (N,)
+        return (actions - target).square().sum(dim=(1, 2))
+
+    return cost
+
+
+def test_cem_finds_the_minimum_of_a_quadratic():
+    cfg = CEMConfig(iterations=12, samples=300, elites=20, blocks=3, repeat=2, init_std=1.0, min_std=0.0)
+    low, high = torch.full((2,), -1.0), torch.full((2,), 1.0)
+    blocks = torch.tensor([[0.5, -0.3], [-0.7, 0.2], [0.1, 0.9]])
+    target = expand_blocks(blocks, 2)  # (6, 2): reachable by block actions
+    result = cem(_quadratic(target), low, high, cfg, torch.Generator().manual_seed(0))
+    assert result.actions.shape == (6, 2)
+    assert result.mean.shape == (3, 2) and result.std.shape == (3, 2)
+    assert torch.allclose(result.actions, target, atol=0.05)
+    assert torch.allclose(result.mean, blocks, atol=0.05)
+    assert result.cost < 0.01 and result.evaluations == 12 * 300
+    best = [h["best"] for h in result.history]
+    assert best[-1] < best[0]
+    # actions always inside the bounds, even for a target outside them
+    far = cem(_quadratic(torch.full((6, 2), 3.0)), low, high, cfg, torch.Generator().manual_seed(0))
+    assert torch.all(far.actions <= 1.0) and torch.allclose(far.actions, torch.ones(6, 2), atol=1e-3)
+
+
+def test_cem_is_seeded_and_deterministic():
+    cfg = CEMConfig(iterations=2, samples=20, elites=4, blocks=2, repeat=3)
+    low, high = torch.full((2,), -1.0), torch.full((2,), 1.0)
+    cost = _quadratic(torch.full((6, 2), 0.3))
+    a = cem(cost, low, high, cfg, torch.Generator().manual_seed(7))
+    b = cem(cost, low, high, cfg, torch.Generator().manual_seed(7))
+    c = cem(cost, low, high, cfg, torch.Generator().manual_seed(8))
+    assert torch.equal(a.actions, b.actions) and torch.equal(a.mean, b.mean)
+    assert not torch.equal(a.actions, c.actions)
+    # held blocks: each block's action repeated `repeat` steps
+    assert torch.equal(a.actions[0], a.actions[2]) and torch.equal(a.actions[3], a.actions[5])
+
+
+def test_cem_include_mean_keeps_a_warm_start():
+    cfg = CEMConfig(iterations=1, samples=4, elites=2, blocks=2, repeat=1, init_std=1.0)
+    low, high = torch.full((1,), -1.0), torch.full((1,), 1.0)
+    target = torch.tensor([[0.25], [-0.5]])
+    result = cem(_quadratic(target), low, high, cfg, torch.Generator().manual_seed(0), init_mean=target)
+    assert result.cost == 0.0 and torch.equal(result.actions, target)
+
+
+def test_cem_rejects_bad_input():
+    low, high = torch.full((2,), -1.0), torch.full((2,), 1.0)
+    cost = _quadratic(torch.zeros(15, 2))
+    with pytest.raises(VisforeError, match="--elites 20 must be <= --samples 10"):
+        cem(cost, low, high, CEMConfig(samples=10, elites=20), torch.Generator())
+    with pytest.raises(VisforeError, match="init_mean has shape"):
+        cem(cost, low, high, CEMConfig(), torch.Generator(), init_mean=torch.zeros(4, 2))
+    with pytest.raises(VisforeError, match="cost returned shape"):
+        cem(lambda a: torch.zeros(3), low, high, CEMConfig(), torch.Generator())
+    with pytest.raises(VisforeError, match="low < high"):
+        cem(cost, high, low, CEMConfig(), torch.Generator())
+
+
+def test_shift_mean():
+    mean = torch.tensor([[1.0], [2.0], [3.0]])  # 3 blocks x repeat 2 -> steps 1 1 2 2 3 3
+    fill = torch.tensor([0.0])
+    assert torch.equal(shift_mean(mean, 0, 2, fill), mean)
+    assert torch.equal(shift_mean(mean, 2, 2, fill), torch.tensor([[2.0], [3.0], [0.0]]))
+    assert torch.equal(shift_mean(mean, 1, 2, fill), torch.tensor([[1.5], [2.5], [1.5]]))
+
+
+def test_resolve_blocks():
+    assert resolve_blocks(None, 3, None) == 5
+    assert resolve_blocks(4, 3, None) == 4
+    assert resolve_blocks(None, 3, 15) == 5
+    assert resolve_blocks(5, 3, 15) == 5
+    with pytest.raises(VisforeError, match="--horizon 16 is not divisible by --repeat 3"):
+        resolve_blocks(None, 3, 16)
+    with pytest.raises(VisforeError, match="contradicts --horizon 12"):
+        resolve_blocks(5, 3, 12)
+
+
+def test_pixel_cost_and_blur():
+    goal = torch.zeros(3, 8, 8)
+    frames = torch.zeros(2, 3, 3, 8, 8)
+    frames[1, -1] = 1.0  # last frame all white
+    assert torch.equal(pixel_cost(frames, goal, "final"), torch.tensor([0.0, 1.0]))
+    assert torch.allclose(pixel_cost(frames, goal, "all"), torch.tensor([0.0, 1.0 / 3]))
+    img = torch.zeros(3, 9, 9)
+    img[:, 4, 4] = 1.0
+    blurred = gaussian_blur(img, 1.0)
+    assert torch.isclose(blurred.sum(), torch.tensor(3.0), atol=1e-5)  # mass kept (away from edges)
+    assert blurred[0, 4, 4] < 1.0 and blurred[0, 4, 5] > 0
+    assert torch.equal(gaussian_blur(img, 0.0), img)
+
+
+# -- goal-reaching episodes --------------------------------------------------------------
+class _Zero:
+    name = "zero"
+    imagined = None
+
+    def reset(self, env, obs, goal_frame, rng):
+        self.shape = env.action_space.shape
+
+    def act(self, obs, info):
+        return np.zeros(self.shape, np.float32)
+
+
+def test_run_goal_episodes_common_random_numbers_and_gifs(tmp_path):
+    make = lambda: make_goal_env("reacher", {}, SIZE)  # noqa: E731
+    rand = run_goal_episodes(make, RandomController(), episodes=2, seed=3, steps=5, gif_dir=tmp_path)
+    again = run_goal_episodes(make, RandomController(), episodes=2, seed=3, steps=5)
+    zero = run_goal_episodes(make, _Zero(), episodes=2, seed=3, steps=5)
+    assert [e.reset_seed for e in rand] == [episode_reset_seed(3, k) for k in range(2)]
+    assert [e.initial_distance for e in rand] == [e.initial_distance for e in zero]  # same starts
+    assert [e.distances for e in rand] == [e.distances for e in again]  # seeded controller
+    assert rand[0].distances != zero[0].distances
+    assert all(e.steps == 5 and len(e.distances) == 5 for e in rand)
+    assert all(e.success_threshold == 0.02 and e.final_distance == e.distances[-1] for e in rand)
+    with Image.open(tmp_path / "random-ep000.gif") as im:
+        frames = [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(im)]
+    assert len(frames) == 6  # reset + 5 steps
+    assert frames[0].shape == (3 * SIZE, 2 * 3 * SIZE + 2, 3)  # [real | goal], 3x
+    s = summarize_goal_episodes(rand + zero, thresholds=[0.5])
+    assert list(s) == ["random", "zero"] and s["random"]["n"] == 2
+    assert s["zero"]["final_distance"]["mean"] == pytest.approx(np.mean([e.final_distance for e in zero]))
+    assert 0.0 <= s["random"]["success_rate@0.5"] <= 1.0
+
+
+def test_make_goal_env_errors():
+    with pytest.raises(VisforeError, match="unknown env"):
+        make_goal_env("nope", {}, SIZE)
+    with pytest.raises(VisforeError, match="not a goal-reaching env"):
+        make_goal_env("hopper", {}, SIZE)
+    with pytest.raises(VisforeError, match="sets obs_mode"):
+        make_goal_env("reacher", {}, SIZE, obs_mode="pixels")
+    env = make_goal_env("reacher", {"ctrl_cost_weight": 0.5}, (24, 40), success_threshold=0.05)
+    obs, _ = env.reset(seed=0)
+    assert obs["pixels"].shape == (24, 40, 3) and env.unwrapped.success_threshold == 0.05
+    env.close()
+
+
+def test_oracle_cem_reduces_the_distance():
+    """A real physics check: CEM on the true simulator brings the key points much closer
+    to the target than random actions, on the same episodes."""
+    make = lambda: make_goal_env("reacher", {}, SIZE)  # noqa: E731
+    cfg = CEMConfig(iterations=2, samples=60, elites=6, blocks=4, repeat=2)
+    oracle = OracleCEMController(cfg, replan_every=2, cost="keypoints", cost_frames="all")
+    planned = run_goal_episodes(make, oracle, episodes=2, seed=0, steps=25)
+    rand = run_goal_episodes(make, RandomController(), episodes=2, seed=0, steps=25)
+    for p, r in zip(planned, rand):
+        assert p.initial_distance == r.initial_distance
+        assert p.final_distance < 0.5 * p.initial_distance
+        assert p.final_distance < 0.5 * r.final_distance
+    assert oracle.imagined is not None and oracle.imagined.shape == (8, SIZE, SIZE, 3)
+
+
+def test_oracle_rollout_matches_env_step():
+    env = make_goal_env("reacher", {}, SIZE)
+    obs, info = env.reset(seed=5)
+    oracle = OracleCEMController(CEMConfig(iterations=1, samples=4, elites=2, blocks=2, repeat=2))
+    oracle.reset(env, obs, env.unwrapped.render_goal(), np.random.default_rng(0))
+    actions = np.random.default_rng(1).uniform(-1, 1, (1, 4, 2)).astype(np.float32)
+    qpos = oracle.rollout_qpos(actions)[0]
+    frames = oracle.render(qpos)
+    for t in range(4):
+        obs, *_ = env.step(actions[0, t].astype(np.float32))
+        np.testing.assert_allclose(env.unwrapped.data.qpos, qpos[t], rtol=0, atol=1e-12)
+        assert np.array_equal(frames[t], obs["pixels"])
+    env.close()
+
+
+# -- learned CEM -------------------------------------------------------------------------
+def _learned_actions(run_dir: Path, seed: int) -> list[np.ndarray]:
+    mr = load_model_run(run_dir)
+    cfg = CEMConfig(iterations=2, samples=6, elites=2, blocks=2, repeat=2)
+    ctrl = LearnedCEMController(mr, cfg, replan_every=2, cost_frames="all")
+    env = make_goal_env("reacher", {}, SIZE)
+    obs, info = env.reset(seed=0)
+    ctrl.reset(env, obs, env.unwrapped.render_goal(), np.random.default_rng(seed))
+    actions = []
+    for _ in range(3):
+        a = ctrl.act(obs, info)
+        assert a.shape == (2,) and a.dtype == np.float32 and np.all(np.abs(a) <= 1)
+        actions.append(a)
+        obs, _, _, _, info = env.step(a)
+    assert ctrl.plans == 2 and ctrl.imagined.shape == (4, SIZE, SIZE, 3)
+    env.close()
+    return actions
+
+
+def test_learned_cem_same_seed_same_actions(model_run_dir):
+    a = _learned_actions(model_run_dir, 11)
+    b = _learned_actions(model_run_dir, 11)
+    c = _learned_actions(model_run_dir, 12)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c))
+
+
+def test_learned_cem_batch_chunk_gives_the_same_costs(model_run_dir):
+    mr = load_model_run(model_run_dir)
+    cfg = CEMConfig(iterations=1, samples=6, elites=2, blocks=2, repeat=2)
+    env = make_goal_env("reacher", {}, SIZE)
+    obs, _ = env.reset(seed=0)
+    goal = env.unwrapped.render_goal()
+    actions = torch.rand(6, 4, 2, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    costs = []
+    for chunk in (0, 4):
+        ctrl = LearnedCEMController(mr, cfg, batch_chunk=chunk)
+        ctrl.reset(env, obs, goal, np.random.default_rng(0))
+        costs.append(ctrl._cost(actions))
+    assert costs[0].shape == (6,)
+    torch.testing.assert_close(costs[0], costs[1])
+    env.close()
+
+
+def test_plan_cli_end_to_end(model_run_dir, tmp_path):
+    out = tmp_path / "plan"
+    result = _cli("plan", "--model", model_run_dir, "--env", "reacher", "--episodes", 2, "--steps", 4,
+                  *SMALL_CEM, "--replan-every", 2, "--cost-frames", "all", "--device", "cpu",
+                  "--out", out, "--quiet")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    for name in ("config.yaml", "episodes.csv", "episodes.json", "summary.json", "report.md",
+                 "report.html", "distance.png"):  # fmt: skip
+        assert (out / name).is_file(), name
+    labels = ["learned-cem", "oracle-cem", "random"]
+    gifs = sorted(p.name for p in (out / "gifs").iterdir())
+    assert gifs == sorted(f"{c}-ep{k:03d}.gif" for c in labels for k in range(2))
+    with Image.open(out / "gifs" / "learned-cem-ep000.gif") as im:  # real | imagined | goal
+        assert im.size == (3 * 3 * SIZE + 2 * 2, 3 * SIZE) and im.n_frames == 5
+    episodes = json.loads((out / "episodes.json").read_text())
+    assert len(episodes) == 6 and {e["controller"] for e in episodes} == set(labels)
+    # every controller saw the same initial states
+    for k in range(2):
+        starts = {e["initial_distance"] for e in episodes if e["episode"] == k}
+        assert len(starts) == 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["controllers"]) == labels
+    assert summary["controllers"]["random"]["n"] == 2
+    assert summary["meta"]["budget"]["horizon"] == 4
+    assert summary["meta"]["success_threshold"] == 0.02
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["command"] == "plan" and config["options"]["samples"] == 8
+    assert "learned-cem" in (out / "report.md").read_text()
+    assert "learned-cem" in result.output  # the rich table
+    rows = (out / "episodes.csv").read_text().splitlines()
+    assert len(rows) == 7 and rows[0].startswith("controller,episode,reset_seed")
+
+
+def test_plan_with_a_goal_image(tmp_path):
+    goal = tmp_path / "goal.png"
+    Image.fromarray(np.full((50, 70, 3), 200, np.uint8)).save(goal)
+    assert load_goal_image(goal, (SIZE, SIZE)).shape == (SIZE, SIZE, 3)
+    out = tmp_path / "plan"
+    result = _cli("plan", "--env", "reacher", "--size", SIZE, "--controllers", "oracle,random",
+                  "--goal", goal, "--episodes", 1, "--steps", 2, *SMALL_CEM, "--no-gifs",
+                  "--out", out, "--quiet")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["meta"]["goal"] == str(goal) and not (out / "gifs").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--goal", "missing.png"], "--goal missing.png does not exist"),
+        (["--elites", "20", "--samples", "10"], "--elites 20 must be <= --samples 10"),
+        (["--horizon", "16"], "--horizon 16 is not divisible by --repeat 3"),
+        (["--replan-every", "20"], "--replan-every 20 must be <= the horizon"),
+        (["--controllers", "learned,magic"], "unknown controller 'magic'"),
+        (["--controllers", "learned"], "needs --model RUN"),
+        (["--cost", "keypoints"], "needs --translator RUN"),
+        (["--cost", "keypoints", "--translator", "runs/x"], "visfore train-translator"),
+        (["--action-scale", "0"], "--action-scale must be in (0, 1]"),
+        (["--cost-frames", "some"], "unknown --cost-frames 'some'"),
+        (["--episodes", "0"], "--episodes must be an integer"),
+        (["--env", "hopper"], "not a goal-reaching env"),
+    ],
+)
+def test_plan_bad_input(tmp_path, args, message):
+    base = ["plan", "--env", "reacher", "--size", SIZE, "--controllers", "random", "--episodes", 1,
+            "--steps", 1, "--out", tmp_path / "out", "--quiet"]  # fmt: skip
+    if "--controllers" in args:
+        i = base.index("--controllers")
+        del base[i : i + 2]
+    line = _one_error_line(_cli(*base, *args))
+    assert message in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_plan_bad_goal_file_and_model(tmp_path, model_run_dir):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    line = _one_error_line(_cli("plan", "--env", "reacher", "--controllers", "random", "--goal", bad,
+                                "--out", tmp_path / "o", "--quiet"))  # fmt: skip
+    assert "is not a readable image" in line
+    line = _one_error_line(_cli("plan", "--model", tmp_path, "--out", tmp_path / "o2", "--quiet"))
+    assert "not a train-model run directory" in line
+    line = _one_error_line(_cli("plan", "--model", model_run_dir, "--size", 48, "--out", tmp_path / "o3", "--quiet"))
+    assert "--size 48 differs from the model's frame size 32x32" in line
+
+
+def test_goal_episode_row_has_no_distances():
+    e = GoalEpisode("x", 0, 1, 2, 0.1, 0.05, False, -1.0, 0.01, distances=[0.2, 0.1])
+    assert "distances" not in e.row() and e.to_dict()["distances"] == [0.2, 0.1]
+
+
+def test_ctrl_c_keeps_finished_episodes(tmp_path, monkeypatch):
+    from visfore import plan as plan_mod
+
+    calls = {"n": 0}
+    original = plan_mod.RandomController.act
+
+    def act(self, obs, info):
+        calls["n"] += 1
+        if calls["n"] > 3:  # episode 0 (3 steps) finishes, episode 1 is interrupted
+            raise KeyboardInterrupt
+        return original(self, obs, info)
+
+    monkeypatch.setattr(plan_mod.RandomController, "act", act)
+    out = tmp_path / "plan"
+    config = plan_mod.PlanConfig(env="reacher", size=SIZE, controllers=("random",), episodes=3,
+                                 steps=3, gifs=False, out=str(out), progress=False)  # fmt: skip
+    with pytest.raises(KeyboardInterrupt):
+        plan_mod.plan(config)
+    episodes = json.loads((out / "episodes.json").read_text())
+    assert [e["episode"] for e in episodes] == [0]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["meta"]["interrupted"] is True and summary["controllers"]["random"]["n"] == 1
+    assert "(interrupted)" in (out / "report.md").read_text()
