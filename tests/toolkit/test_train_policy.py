@@ -137,9 +137,11 @@ def test_zoo_lookup_and_values():
     assert ppo["Hopper-v4"]["learning_rate"] == 9.80828e-05 and ppo["Hopper-v4"]["n_steps"] == 512
     assert ppo["Walker2DBulletEnv-v0"]["clip_range"] == "lin_0.4" and ppo["Walker2DBulletEnv-v0"]["n_envs"] == 16
     assert ppo["Ant-v4"] == {"normalize": True, "n_timesteps": 1e6, "policy": "MlpPolicy"}
-    for algo in ("td3", "ppo"):
+    for algo, extra in (("td3", set()), ("ppo", {"ReacherPlane-v0", "TargetHumanoid-v0"})):
         assert {k for k in zoo.load_zoo_hyperparams(algo)} == {
-            *zoo.ZOO_MUJOCO_KEYS.values(), *zoo.ZOO_PYBULLET_KEYS.values()}
+            *zoo.ZOO_MUJOCO_KEYS.values(), *zoo.ZOO_PYBULLET_KEYS.values(), *extra}
+    assert zoo.zoo_key("ppo", "ReacherPlane-v0") == "ReacherPlane-v0" and zoo.zoo_key("td3", "ReacherPlane-v0") is None
+    assert ppo["ReacherPlane-v0"]["gamma"] == 0.9 and ppo["ReacherPlane-v0"]["learning_rate"] == 0.000104019
     hyper = zoo.resolve_hyperparameters("ppo", ENV, None, {"n_steps": 64})
     assert hyper.zoo_key == "Hopper-v4" and hyper.resolved["n_steps"] == 64
     assert "n_timesteps" not in hyper.resolved and "policy" not in hyper.resolved

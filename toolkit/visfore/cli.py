@@ -11,6 +11,7 @@ import typer
 from visfore.collect import collect_command
 from visfore.dataset_info import dataset_info_command
 from visfore.evaluate import evaluate_command
+from visfore.mimic import mimic_command
 from visfore.plan import plan_command
 from visfore.play_model import play_model_command
 from visfore.predict import predict_command
@@ -39,6 +40,7 @@ app.command("evaluate", cls=RayCommand)(evaluate_command)
 app.command("predict")(predict_command)
 app.command("play-model")(play_model_command)
 app.command("plan")(plan_command)
+app.command("mimic")(mimic_command)
 dataset_app.command("info")(dataset_info_command)
 app.add_typer(dataset_app, name="dataset")
 

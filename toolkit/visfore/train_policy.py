@@ -152,6 +152,9 @@ class PolicyTrainConfig:
         resume: run directory to continue (options then come from its config.yaml).
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
         progress: show the rich progress bar and the summary.
+        env_kwargs: extra ``gymnasium.make`` keyword arguments of the training and
+            evaluation envs (``--env-kwargs``, parsed by :func:`visfore.envs.parse_env_kwargs`),
+            e.g. ``{"potential_shaping": true}``; applied before the options above.
     """
 
     env: Optional[str] = None
@@ -172,6 +175,7 @@ class PolicyTrainConfig:
     resume: Optional[str] = None
     device: str = "auto"
     progress: bool = True
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-typed dict of every field (YAML/JSON-safe)."""
@@ -283,7 +287,9 @@ def env_kwargs_for(config: PolicyTrainConfig, *, visfore: bool) -> dict[str, Any
         VisforeError: ``--backend``, ``--randomize`` or pixel observations for a
             non-visfore env.
     """
-    kwargs: dict[str, Any] = {}
+    from visfore.envs import parse_env_kwargs
+
+    kwargs: dict[str, Any] = parse_env_kwargs(dict(config.env_kwargs or {}))
     randomize = parse_randomize(config.randomize)
     if not visfore:
         given = [flag for flag, v in (("--backend", config.backend), ("--randomize", randomize)) if v is not None]
@@ -637,6 +643,11 @@ def _restore_eval_history(eval_cb: Any, log_dir: Path) -> tuple[float, int | Non
         eval_cb.evaluations_timesteps = [int(t) for t in data["timesteps"]]
         eval_cb.evaluations_results = [list(map(float, r)) for r in data["results"]]
         eval_cb.evaluations_length = [list(map(int, r)) for r in data["ep_lengths"]]
+        # EvalCallback rewrites the file from its lists: keep the is_success history too
+        # (key-point envs report it), or a resumed run would save successes for the new
+        # evaluations only, misaligned with the timesteps.
+        if "successes" in data.files and len(data["successes"]) == len(data["timesteps"]):
+            eval_cb.evaluations_successes = [list(map(bool, r)) for r in data["successes"]]
     means = [float(np.mean(r)) for r in eval_cb.evaluations_results]
     if not means:
         return -math.inf, None
@@ -959,12 +970,42 @@ def print_metrics(metrics: Mapping[str, Any], console: Any = None) -> None:
 # ---------------------------------------------------------------------------------------
 # Typer command
 # ---------------------------------------------------------------------------------------
+#: Options of the SB3 path only: an error together with ``--through-model``.
+SB3_ONLY_OPTIONS = ("algo", "timesteps", "backend", "randomize", "obs_mode", "size", "n_envs", "hp",
+                    "eval_freq", "save_freq", "env_kwargs")
+#: Options of ``--through-model`` only: an error without it.
+THROUGH_MODEL_OPTIONS = ("model_checkpoint", "data", "policy_net", "policy_frames", "prev_action", "horizon",
+                         "iterations", "time_budget", "batch_size", "lr", "action_penalty", "loss_steps",
+                         "loss_scales", "val_every", "eval_steps", "eval_seed", "success_threshold", "gifs",
+                         "num_threads")
+
+
+def _given(ctx: typer.Context, names: tuple[str, ...]) -> list[str]:
+    """The options among ``names`` that were given on the command line (or by env var)."""
+    given = []
+    for name in names:
+        source = ctx.get_parameter_source(name)  # an enum of typer's vendored click: compare names
+        if getattr(source, "name", None) in ("COMMANDLINE", "ENVIRONMENT"):
+            given.append("--" + name.replace("_", "-"))
+    return given
+
+
+def _is_through_model_run(path: Path) -> bool:
+    try:
+        from visfore.through_model import COMMAND as THROUGH_MODEL_COMMAND
+
+        return runs.read_config(path).get("command") == THROUGH_MODEL_COMMAND
+    except (VisforeError, OSError):
+        return False
+
+
 @handle_errors
 def train_policy_command(
-    env: Annotated[Optional[str], typer.Option(help="Env id: PerturbHopper-v0, PerturbWalker2d-v0, PerturbAnt-v0, PerturbHalfCheetah-v0, or any registered Gymnasium id.")] = None,
+    ctx: typer.Context,
+    env: Annotated[Optional[str], typer.Option(help="Env id: PerturbHopper-v0, PerturbWalker2d-v0, PerturbAnt-v0, PerturbHalfCheetah-v0, or any registered Gymnasium id. With --through-model: the evaluation env (default: the model dataset's env; reacher = ReacherPlane-v0).")] = None,
     algo: Annotated[Optional[str], typer.Option(help="td3 or ppo.")] = None,
     timesteps: Annotated[Optional[int], typer.Option(help="Total environment steps (required; on --resume it may raise the total).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the model and the envs.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the model and the envs (with --through-model: of the policy, the batches and the evaluation episodes).")] = 0,
     backend: Annotated[Optional[str], typer.Option(help="Physics of the visfore locomotion envs: mujoco or pybullet.")] = None,
     randomize: Annotated[Optional[str], typer.Option(help="Randomise the body in training: default, random, extreme, or a scale range LOW-HIGH (e.g. 0.8-1.2). Evaluation is nominal.")] = None,
     obs_mode: Annotated[str, typer.Option(help="state, pixels or state+pixels.")] = "state",
@@ -972,20 +1013,76 @@ def train_policy_command(
     n_envs: Annotated[Optional[int], typer.Option(help="Parallel training envs (default: the zoo's n_envs, else 1).")] = None,
     hp: Annotated[Optional[list[str]], typer.Option(help="Hyperparameter override key=value (YAML value), repeatable: --hp learning_rate=1e-3 --hp batch_size=64.")] = None,
     eval_freq: Annotated[int, typer.Option(help="Evaluate every this many env steps (0: only at the end).")] = 10_000,
-    eval_episodes: Annotated[int, typer.Option(help="Episodes per evaluation.")] = 5,
+    eval_episodes: Annotated[Optional[int], typer.Option(help="Episodes per evaluation (default 5; with --through-model: real goal-reaching episodes after training, default 20, 0 = none).")] = None,
     save_freq: Annotated[Optional[int], typer.Option(help="Save last_model.zip every this many env steps (default: --eval-freq).")] = None,
-    name: Annotated[Optional[str], typer.Option(help="Run name: OUT_DIR/train-policy-NAME (default: UTC time).")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Run name: OUT_DIR/train-policy-NAME (with --through-model: OUT_DIR/train-policy-through-model-NAME; default: UTC time).")] = None,
     out_dir: Annotated[Path, typer.Option(help="Parent directory of run directories.")] = runs.DEFAULT_RUNS_ROOT,
-    resume: Annotated[Optional[Path], typer.Option(help="Continue this run directory from checkpoints/last_model.zip.")] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue this run directory (SB3: checkpoints/last_model.zip; a --through-model run: checkpoints/last.pt).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bar and summary.")] = True,
+    through_model: Annotated[Optional[Path], typer.Option("--through-model", help="Train a goal-reaching policy by backpropagating through the forward model of this visfore train-model run (seed 004) instead of SB3.")] = None,
+    model_checkpoint: Annotated[Optional[str], typer.Option(help="[--through-model] best or last checkpoint of the forward model (default best).")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="[--through-model] Dataset of start clips and goal frames (default: the model's training dataset).")] = None,
+    policy_net: Annotated[Optional[str], typer.Option(help="[--through-model] cnn (default) or mlp.")] = None,
+    policy_frames: Annotated[Optional[int], typer.Option(help="[--through-model] Last frames the policy sees (default 1).")] = None,
+    prev_action: Annotated[Optional[bool], typer.Option("--prev-action/--no-prev-action", help="[--through-model] Feed the previous action to the policy (default yes).")] = None,
+    horizon: Annotated[Optional[int], typer.Option(help="[--through-model] Imagined steps per training rollout (default 8).")] = None,
+    iterations: Annotated[Optional[int], typer.Option(help="[--through-model] Adam steps in total (default 1000, or unbounded with --time-budget).")] = None,
+    time_budget: Annotated[Optional[float], typer.Option(help="[--through-model] Minutes of training in this session.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="[--through-model] Start clips per iteration (default 16).")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="[--through-model] Adam learning rate (default 1e-3).")] = None,
+    action_penalty: Annotated[Optional[float], typer.Option(help="[--through-model] Weight of the mean squared action scaled to [-1, 1] (default 1e-3).")] = None,
+    loss_steps: Annotated[Optional[str], typer.Option(help="[--through-model] final (last imagined frame, default) or all (every frame, weights k/sum k).")] = None,
+    loss_scales: Annotated[Optional[int], typer.Option(help="[--through-model] Levels of the 2x average-pool pyramid of the pixel MSE (default 3).")] = None,
+    val_every: Annotated[Optional[int], typer.Option(help="[--through-model] Iterations between validations and checkpoints (default 50).")] = None,
+    eval_steps: Annotated[Optional[int], typer.Option(help="[--through-model] Actions per evaluation episode (default: the env's time limit).")] = None,
+    eval_seed: Annotated[Optional[int], typer.Option(help="[--through-model] Seed of the evaluation episodes (default --seed; use visfore plan's --seed for common random numbers).")] = None,
+    success_threshold: Annotated[Optional[float], typer.Option(help="[--through-model] Success threshold in metres (default: the env's, 0.02 for ReacherPlane-v0).")] = None,
+    gifs: Annotated[Optional[bool], typer.Option("--gifs/--no-gifs", help="[--through-model] One GIF per evaluation episode in eval/gifs (default no).")] = None,
+    num_threads: Annotated[Optional[int], typer.Option(help="[--through-model] torch CPU threads (default: torch's).")] = None,
+    env_kwargs: Annotated[Optional[list[str]], typer.Option("--env-kwargs", help="Extra env options (training and evaluation envs): JSON or key=value[,key=value], repeatable, e.g. --env-kwargs potential_shaping=true.")] = None,
 ) -> None:
-    """Train a TD3 or PPO policy with tuned RL-Zoo hyperparameters; evaluate it on the nominal body."""
+    """Train a TD3 or PPO policy with tuned RL-Zoo hyperparameters; evaluate it on the nominal body.
+
+    With --through-model RUN: train a goal-reaching policy through that learned forward model
+    and evaluate it in the real env (success rate, final distance, time per step)."""
+    resume_through = resume is not None and through_model is None and _is_through_model_run(resume)
+    if through_model is not None or resume_through:
+        sb3 = _given(ctx, SB3_ONLY_OPTIONS)
+        if sb3:
+            raise VisforeError(f"{', '.join(sb3)} {'is an option' if len(sb3) == 1 else 'are options'} of the "
+                               "SB3 path (--algo); not valid with --through-model")
+        if through_model is not None and resume is not None:
+            raise VisforeError("give --through-model RUN for a new run or --resume RUN_DIR to continue one, not both")
+        from visfore.through_model import ThroughModelConfig, train_through_model
+
+        given = {
+            "model_checkpoint": model_checkpoint, "data": str(data) if data is not None else None,
+            "policy_net": policy_net.lower() if policy_net else policy_net, "policy_frames": policy_frames,
+            "prev_action": prev_action, "horizon": horizon, "iterations": iterations, "time_budget": time_budget,
+            "batch_size": batch_size, "lr": lr, "action_penalty": action_penalty, "loss_steps": loss_steps,
+            "loss_scales": loss_scales, "val_every": val_every, "eval_episodes": eval_episodes,
+            "eval_steps": eval_steps, "eval_seed": eval_seed, "success_threshold": success_threshold,
+            "gifs": gifs, "num_threads": num_threads,
+        }
+        config = ThroughModelConfig(
+            through_model=str(through_model) if through_model is not None else None, env=env, seed=seed,
+            name=name, out_dir=str(out_dir), resume=str(resume) if resume is not None else None,
+            device=device, progress=progress,
+            **{k: v for k, v in given.items() if v is not None},
+        )
+        train_through_model(config)
+        return
+    from visfore.envs import parse_env_kwargs
+
+    only = _given(ctx, THROUGH_MODEL_OPTIONS)
+    if only:
+        raise VisforeError(f"{', '.join(only)} {'needs' if len(only) == 1 else 'need'} --through-model RUN")
     config = PolicyTrainConfig(
         env=env, algo=algo.lower() if algo else algo, timesteps=timesteps, seed=seed, backend=backend,
         randomize=randomize, obs_mode=obs_mode, size=size, n_envs=n_envs, hp=list(hp or []),
-        eval_freq=eval_freq, eval_episodes=eval_episodes, save_freq=save_freq, name=name,
-        out_dir=str(out_dir), resume=str(resume) if resume is not None else None, device=device,
-        progress=progress,
+        eval_freq=eval_freq, eval_episodes=5 if eval_episodes is None else eval_episodes, save_freq=save_freq,
+        name=name, out_dir=str(out_dir), resume=str(resume) if resume is not None else None, device=device,
+        progress=progress, env_kwargs=parse_env_kwargs(env_kwargs),
     )
     train_policy(config)
