@@ -39,30 +39,12 @@ from visfore.plan import (
     resolve_blocks,
 )
 
-TINY = {"encoder_channels": [4, 8], "lstm_channels": [8], "decoder_channels": [8, 4], "num_kernels": 1}
 SIZE = 32
 SMALL_CEM = ["--iterations", "2", "--samples", "8", "--elites", "2", "--blocks", "2", "--repeat", "2"]
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-
-@pytest.fixture(scope="module")
-def model_run_dir(small_reacher_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("plan-model") / "tiny"
-    result = CliRunner().invoke(app, [
-        "train-model", "--data", str(small_reacher_dataset), "--out", str(out),
-        "--model-kwargs", json.dumps(TINY), "--context", "2", "--horizon", "2", "--epochs", "1",
-        "--batch-size", "4", "--clips-per-epoch", "8", "--max-val-clips", "4", "--epoch-val-clips", "4",
-        "--val-fraction", "0.25", "--device", "cpu", "--num-threads", "1",
-    ])  # fmt: skip
-    assert result.exit_code == 0, result.output
-    return out
 
 
 def _cli(*args):

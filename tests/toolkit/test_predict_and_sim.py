@@ -8,7 +8,6 @@ once per session. No test opens a window.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -25,32 +24,14 @@ from visfore.dataset import DatasetWriter
 from visfore.errors import VisforeError
 from visfore.model_run import frames_to_model, load_model_run, model_to_frames, sample_seed
 
-TINY = {"encoder_channels": [4, 8], "lstm_channels": [8], "decoder_channels": [8, 4], "num_kernels": 1}
 C = 2          # context frames of the trained model
 SIZE = 32      # frame size of the shared dataset
 FRAMES = 13    # frames per episode of the shared dataset (12 actions)
 CAPTION = 12   # caption row height of the animations
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-
-@pytest.fixture(scope="session")
-def model_run_dir(small_reacher_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("model-runs") / "tiny"
-    result = CliRunner().invoke(app, [
-        "train-model", "--data", str(small_reacher_dataset), "--out", str(out),
-        "--model-kwargs", json.dumps(TINY), "--context", str(C), "--horizon", "2", "--epochs", "1",
-        "--batch-size", "4", "--clips-per-epoch", "8", "--max-val-clips", "4", "--epoch-val-clips", "4",
-        "--val-fraction", "0.25", "--device", "cpu", "--num-threads", "1",
-    ])
-    assert result.exit_code == 0, result.output
-    return out
 
 
 def _cli(*args: str):

@@ -48,25 +48,8 @@ TINY: dict[str, dict] = {
 SIZE = 32  # frame size of the shared dataset
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-
-@pytest.fixture(scope="module")
-def model_run_dir(small_reacher_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("model-runs") / "tiny"
-    result = CliRunner().invoke(app, [
-        "train-model", "--data", str(small_reacher_dataset), "--out", str(out),
-        "--model-kwargs", json.dumps(TINY_CONVLSTM), "--context", "2", "--horizon", "2", "--epochs", "1",
-        "--batch-size", "4", "--clips-per-epoch", "8", "--max-val-clips", "4", "--epoch-val-clips", "4",
-        "--val-fraction", "0.25", "--device", "cpu", "--num-threads", "1",
-    ])
-    assert result.exit_code == 0, result.output
-    return out
 
 
 @pytest.fixture(scope="module")
