@@ -219,6 +219,28 @@ def read_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
+def read_run_config(run_dir: str | os.PathLike[str], command: str, kind: str) -> dict[str, Any]:
+    """``config.yaml`` of a run directory written by ``command`` (e.g. ``"train-policy"``).
+
+    Args:
+        kind: how messages name the expected run, e.g. ``"train-policy run"``.
+
+    Raises:
+        VisforeError: not a directory, no config.yaml, a config of another command, or one
+            without an ``options`` mapping (one line naming the directory).
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise VisforeError(f"{run_dir} is not a directory (expected a {kind})")
+    if not (run_dir / CONFIG_NAME).is_file():
+        raise VisforeError(f"{run_dir} is not a {kind} (no {CONFIG_NAME})")
+    saved = read_config(run_dir)
+    if saved.get("command") != command or not isinstance(saved.get("options"), dict):
+        raise VisforeError(f"{run_dir} is not a {kind} ({CONFIG_NAME} is from "
+                           f"{saved.get('command') or 'another tool'})")
+    return saved
+
+
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:
     """Atomically write ``data`` as indented JSON (NaN/inf are rejected)."""
     import json

@@ -670,20 +670,8 @@ class ThroughModelPolicy:
 
 
 def _read_run_config(run_dir: Path) -> dict[str, Any]:
-    """config.yaml of a through-model policy run.
-
-    Raises:
-        VisforeError: not a directory, no config.yaml, or the config of another command.
-    """
-    if not run_dir.is_dir():
-        raise VisforeError(f"{run_dir} is not a directory (expected a train-policy --through-model run)")
-    if not (run_dir / runs.CONFIG_NAME).is_file():
-        raise VisforeError(f"{run_dir} is not a train-policy --through-model run (no {runs.CONFIG_NAME})")
-    saved = runs.read_config(run_dir)
-    if saved.get("command") != COMMAND or not isinstance(saved.get("options"), dict):
-        raise VisforeError(f"{run_dir} is not a train-policy --through-model run ({runs.CONFIG_NAME} is from "
-                           f"{saved.get('command') or 'another tool'})")
-    return saved
+    """config.yaml of a train-policy --through-model run (see :func:`visfore.runs.read_run_config`)."""
+    return runs.read_run_config(run_dir, COMMAND, "train-policy --through-model run")
 
 
 def _net_from_state(state: Mapping[str, Any], path: Path, device: Any) -> GoalPolicyNet:

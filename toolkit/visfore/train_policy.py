@@ -530,20 +530,8 @@ def _package_versions() -> dict[str, str | None]:
 
 
 def _read_run_config(run_dir: Path) -> dict[str, Any]:
-    """config.yaml of a train-policy run.
-
-    Raises:
-        VisforeError: not a directory, no config.yaml, or a config of another command.
-    """
-    if not run_dir.is_dir():
-        raise VisforeError(f"{run_dir} is not a directory")
-    if not (run_dir / runs.CONFIG_NAME).is_file():
-        raise VisforeError(f"{run_dir} is not a train-policy run directory (no {runs.CONFIG_NAME})")
-    saved = runs.read_config(run_dir)
-    if saved.get("command") != COMMAND or not isinstance(saved.get("options"), dict):
-        raise VisforeError(f"{run_dir} is not a train-policy run directory ({runs.CONFIG_NAME} is from "
-                           f"{saved.get('command') or 'another tool'})")
-    return saved
+    """config.yaml of a train-policy run directory (see :func:`visfore.runs.read_run_config`)."""
+    return runs.read_run_config(run_dir, COMMAND, "train-policy run directory")
 
 
 def _resolve_resume(config: PolicyTrainConfig) -> tuple[PolicyTrainConfig, dict[str, Any], list[str]]:
