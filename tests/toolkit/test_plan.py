@@ -268,6 +268,11 @@ def test_learned_cem_batch_chunk_gives_the_same_costs(model_run_dir):
         costs.append(ctrl._cost(actions))
     assert costs[0].shape == (6,)
     torch.testing.assert_close(costs[0], costs[1])
+    amp = LearnedCEMController(mr, cfg, amp=True)  # bfloat16 autocast on CPU
+    amp.reset(env, obs, goal, np.random.default_rng(0))
+    amp_costs = amp._cost(actions)
+    assert amp_costs.dtype == torch.float32
+    torch.testing.assert_close(amp_costs, costs[0], rtol=0.05, atol=1e-3)
     env.close()
 
 
@@ -326,8 +331,7 @@ def test_plan_with_a_goal_image(tmp_path):
         (["--replan-every", "20"], "--replan-every 20 must be <= the horizon"),
         (["--controllers", "learned,magic"], "unknown controller 'magic'"),
         (["--controllers", "learned"], "needs --model RUN"),
-        (["--cost", "keypoints"], "needs --translator RUN"),
-        (["--cost", "keypoints", "--translator", "runs/x"], "visfore train-translator"),
+        (["--cost", "keypoints", "--translator", "missing-run"], "translator run missing-run is not a directory"),
         (["--action-scale", "0"], "--action-scale must be in (0, 1]"),
         (["--cost-frames", "some"], "unknown --cost-frames 'some'"),
         (["--episodes", "0"], "--episodes must be an integer"),
@@ -355,6 +359,8 @@ def test_plan_bad_goal_file_and_model(tmp_path, model_run_dir):
     assert "not a train-model run directory" in line
     line = _one_error_line(_cli("plan", "--model", model_run_dir, "--size", 48, "--out", tmp_path / "o3", "--quiet"))
     assert "--size 48 differs from the model's frame size 32x32" in line
+    line = _one_error_line(_cli("plan", "--model", model_run_dir, "--cost", "keypoints", "--out", tmp_path / "o4", "--quiet"))
+    assert "--cost keypoints needs --translator RUN" in line
 
 
 def test_goal_episode_row_has_no_distances():
@@ -385,3 +391,27 @@ def test_ctrl_c_keeps_finished_episodes(tmp_path, monkeypatch):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["meta"]["interrupted"] is True and summary["controllers"]["random"]["n"] == 1
     assert "(interrupted)" in (out / "report.md").read_text()
+
+
+def test_plan_with_a_translator_keypoint_cost(model_run_dir, small_reacher_dataset, tmp_path):
+    """--cost pixels+keypoints through a (tiny, one-epoch) visfore train-translator run."""
+    from visfore.plan import load_translator
+
+    tr_dir = tmp_path / "translator"
+    result = _cli("train-translator", "--data", small_reacher_dataset, "--out", tr_dir, "--epochs", 1,
+                  "--channels", "8,16,16", "--hidden", "32", "--num-threads", 1, "--quiet")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    translator = load_translator(tr_dir, "cpu", "ReacherPlane-v0")
+    kp = translator(torch.rand(3, 3, 48, 48))  # resized to the translator's 32x32
+    assert kp.shape == (3, 4) and kp.dtype == torch.float32
+    with pytest.raises(VisforeError, match="trained on ReacherPlane-v0 frames, not Reacher3D-v0"):
+        load_translator(tr_dir, "cpu", "Reacher3D-v0")
+    out = tmp_path / "plan"
+    result = _cli("plan", "--model", model_run_dir, "--translator", tr_dir, "--cost", "pixels+keypoints",
+                  "--controllers", "learned,oracle", "--episodes", 1, "--steps", 2, *SMALL_CEM,
+                  "--no-gifs", "--device", "cpu", "--out", out, "--quiet")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["meta"]["translator"] == str(tr_dir)
+    assert summary["meta"]["oracle_cost_resolved"] == "pixels+keypoints on final frame(s)"
+    assert set(summary["controllers"]) == {"learned-cem", "oracle-cem"}

@@ -30,9 +30,9 @@ Costs (``--cost``; lower is better, per candidate):
   over H, W, 3), of the final predicted frame (``--cost-frames final``) or the mean over
   every predicted frame (``all``), times ``--pixel-weight``;
 * ``keypoints``: ``||kp(frame) - kp(goal)||_2`` (metres) through a key-point
-  :class:`Translator` (``--translator RUN``), times ``--keypoint-weight``; the translator
-  comes from ``visfore train-translator`` (the humanoid / mimic issue), not built yet: the
-  option is wired and reports that it is needed;
+  :class:`Translator` (``--translator RUN``, a ``visfore train-translator`` run of the
+  same env, :class:`RunTranslator`), on the final frame or averaged over every frame,
+  times ``--keypoint-weight``;
 * ``pixels+keypoints``: the weighted sum.
 
 ``--pixel-blur SIGMA`` blurs predicted and goal frames with a Gaussian of SIGMA pixels before
@@ -293,7 +293,7 @@ def validate_config(config: PlanConfig) -> PlanConfig:
         raise VisforeError("the through-model controller needs --policy RUN")
     if c.policy and "through-model" not in c.controllers:
         c = replace(c, controllers=(*c.controllers, "through-model"))
-    if c.cost != "pixels" and "keypoints" in c.cost and not c.translator:
+    if "keypoints" in c.cost and "learned" in c.controllers and not c.translator:
         raise VisforeError(f"--cost {c.cost} needs --translator RUN (a key-point translator)")
     if c.model is None and c.env is None:
         raise VisforeError("give --env (or --model RUN, whose dataset names the env)")
@@ -346,17 +346,52 @@ class Translator(Protocol):
     def __call__(self, frames: Any) -> Any: ...
 
 
-def load_translator(run: str | Path, device: Any = "cpu") -> Translator:
-    """Load a key-point translator run.
+class RunTranslator:
+    """A ``visfore train-translator`` run (:class:`visfore.translator_run.TranslatorRun`)
+    as a :class:`Translator`.
+
+    Frames of another size than the translator's are resized (bilinear,
+    ``torch.nn.functional.interpolate``); each frame is read alone (a window of one frame,
+    also for a translator with memory). Runs under ``torch.no_grad``.
+    """
+
+    def __init__(self, run: Any) -> None:
+        self.run = run
+        self.frame_size = tuple(run.frame_size)
+
+    def __call__(self, frames: Any) -> Any:
+        """``(B, 3, H, W)`` float in [0, 1] -> ``(B, G)`` key points (metres), float32,
+        on the device of ``frames``."""
+        import torch
+        import torch.nn.functional as F
+
+        x = frames.float()
+        if tuple(x.shape[-2:]) != self.frame_size:
+            x = F.interpolate(x, size=self.frame_size, mode="bilinear", align_corners=False)
+        with torch.no_grad():
+            out = self.run.model(x[:, None].to(self.run.device))
+        return out["keypoints"].to(device=frames.device, dtype=torch.float32)
+
+
+def load_translator(run: str | Path, device: Any = "cpu", env_id: str | None = None) -> Translator:
+    """Load a key-point translator run (``visfore train-translator``) as a :class:`Translator`.
+
+    Args:
+        run: the translator run directory.
+        device: torch device of the translator.
+        env_id: the planning env; the translator must have been trained on frames of it.
 
     Raises:
-        VisforeError: always for now: translator runs come from ``visfore
-            train-translator`` (issue 4), whose run format does not exist yet.
+        VisforeError: not a translator run (:func:`visfore.translator_run.load_translator_run`),
+            or one trained on another env.
     """
-    raise VisforeError(
-        f"--translator {run}: key-point costs need a translator run from `visfore "
-        "train-translator` (the humanoid/mimic issue), which is not built yet; use --cost pixels"
-    )
+    from visfore.envs import resolve_env_id
+    from visfore.translator_run import load_translator_run
+
+    tr = load_translator_run(run, device)
+    if env_id is not None and tr.env_id and resolve_env_id(str(tr.env_id)) != env_id:
+        raise VisforeError(f"--translator {run} was trained on {tr.env_id} frames, not {env_id}")
+    return RunTranslator(tr)
 
 
 def gaussian_blur(images: Any, sigma: float) -> Any:
@@ -887,6 +922,11 @@ def _resolve_env(config: PlanConfig, model_run: Any) -> tuple[str, dict, tuple[i
     return env_id, env_kwargs, size
 
 
+def _fmt_list(values: Any) -> str:
+    """``[-0.30000001, 0.3]`` -> ``[-0.3, 0.3]`` (4 significant digits)."""
+    return "[" + ", ".join(f"{float(v):.4g}" for v in (values or [])) + "]"
+
+
 def _summary_rows(summary: Mapping[str, dict], thresholds: Sequence[float]) -> tuple[list[str], list[list[str]]]:
     from visfore.report_html import fmt
 
@@ -972,11 +1012,12 @@ def write_report(out: Path, meta: Mapping[str, Any], episodes: Sequence[Any]) ->
                 f"({budget.get('blocks')} blocks x {budget.get('repeat')} repeat), replan every "
                 f"{budget.get('replan_every')} step(s), init std {budget.get('init_std')} / min std "
                 f"{budget.get('min_std')} half-ranges, alpha {budget.get('alpha')}"),
-        ("action bounds", f"{meta.get('action_low')} .. {meta.get('action_high')} (action scale "
+        ("action bounds", f"{_fmt_list(meta.get('action_low'))} .. {_fmt_list(meta.get('action_high'))} (action scale "
                           f"{meta.get('action_scale')}; CEM and random; a through-model policy "
                           "keeps its own bounds)"),
         ("cost (learned)", f"{meta.get('cost')} on {meta.get('cost_frames')} frame(s), "
-                           f"Gaussian blur sigma {meta.get('pixel_blur')} px"),
+                           f"Gaussian blur sigma {meta.get('pixel_blur')} px"
+                           + (f", translator {meta.get('translator')}" if meta.get("translator") else "")),
         ("cost (oracle)", str(meta.get("oracle_cost_resolved"))),
         ("episodes", f"{meta.get('episodes_done')} of {meta.get('episodes')} per controller, "
                      f"{meta.get('steps_per_episode')} steps, seed {meta.get('seed')}"
@@ -1093,7 +1134,7 @@ def plan(config: PlanConfig) -> dict[str, Any]:
     if config.model:
         model_run = load_model_run(config.model, config.checkpoint, device=device)
     env_id, env_kwargs, size = _resolve_env(config, model_run)
-    translator = load_translator(config.translator, device) if config.translator else None
+    translator = load_translator(config.translator, device, env_id) if config.translator else None
     goal_frame = load_goal_image(config.goal, size) if config.goal else None
     overrides: dict[str, Any] = {}
     if config.steps is not None:
@@ -1157,6 +1198,7 @@ def plan(config: PlanConfig) -> dict[str, Any]:
         "pixel_weight": config.pixel_weight,
         "keypoint_weight": config.keypoint_weight,
         "pixel_blur": config.pixel_blur,
+        "translator": str(config.translator) if config.translator else None,
         "oracle_cost": config.oracle_cost,
         "oracle_cost_resolved": f"{oracle_cost(config)} on {config.cost_frames} frame(s)",
         "success_threshold": threshold,
@@ -1272,7 +1314,7 @@ def plan_command(
     pixel_weight: Annotated[float, typer.Option(help="Weight of the pixel MSE term.")] = 1.0,
     keypoint_weight: Annotated[float, typer.Option(help="Weight of the key-point distance term (per metre).")] = 1.0,
     pixel_blur: Annotated[float, typer.Option(help="Gaussian blur (sigma, pixels) of predicted and goal frames before the pixel MSE; widens the cost's basin (0 = none).")] = 0.0,
-    translator: Annotated[Optional[str], typer.Option(help="Key-point translator run (visfore train-translator, not built yet).")] = None,
+    translator: Annotated[Optional[str], typer.Option(help="Key-point translator run (visfore train-translator) for --cost keypoints / pixels+keypoints.")] = None,
     oracle_cost: Annotated[str, typer.Option(help="Cost of the oracle: same (as --cost, on rendered frames), pixels, keypoints (true key points) or pixels+keypoints.")] = "same",
     success_threshold: Annotated[Optional[float], typer.Option(help="Success: final key-point distance below this (metres; default the env's, 0.02 for ReacherPlane-v0).")] = None,
     extra_thresholds: Annotated[str, typer.Option(help="Looser thresholds also reported (comma-separated metres).")] = "0.05",
