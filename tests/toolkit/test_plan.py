@@ -16,10 +16,9 @@ import pytest
 import torch
 import yaml
 from PIL import Image, ImageSequence
-from typer.testing import CliRunner
 
+from visfore_cli_testutils import invoke as _cli, one_error_line as _one_error_line
 from visfore.cem import CEMConfig, cem, expand_blocks, shift_mean
-from visfore.cli import app
 from visfore.errors import VisforeError
 from visfore.goal_reaching import (
     GoalEpisode,
@@ -44,18 +43,6 @@ SMALL_CEM = ["--iterations", "2", "--samples", "8", "--elites", "2", "--blocks",
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-
-def _cli(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def _one_error_line(result) -> str:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    return lines[0]
 
 
 # -- CEM ---------------------------------------------------------------------------------

@@ -16,10 +16,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageSequence
-from typer.testing import CliRunner
 
 import visfore_envs  # noqa: F401  (registers LearnedSim-v0)
-from visfore.cli import app
+from visfore_cli_testutils import invoke as _cli, one_error_line as _one_error_line
 from visfore.dataset import DatasetWriter
 from visfore.errors import VisforeError
 from visfore.model_run import frames_to_model, load_model_run, model_to_frames, sample_seed
@@ -31,18 +30,6 @@ CAPTION = 12   # caption row height of the animations
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-
-def _cli(*args: str):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def _one_error_line(result) -> str:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    return lines[0]
 
 
 def _gif_frames(path: Path) -> list[np.ndarray]:

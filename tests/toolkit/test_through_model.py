@@ -17,9 +17,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from typer.testing import CliRunner
 
-from visfore.cli import app
+from visfore_cli_testutils import invoke as _cli, one_error_line as _one_error_line
 from visfore.errors import VisforeError
 from visfore.goal_reaching import episode_reset_seed, make_goal_env, run_goal_episodes
 from visfore.through_model import (
@@ -49,7 +48,6 @@ SIZE = 32  # frame size of the shared dataset
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 
 @pytest.fixture(scope="module")
@@ -83,17 +81,6 @@ def cli_run(model_run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
                   "--seed", 3, "--device", "cpu", "--out-dir", out_dir, "--name", "cli", "--no-progress")
     assert result.exit_code == 0, result.output
     return out_dir / f"{COMMAND}-cli"
-
-
-def _cli(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def _one_error_line(result) -> str:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    return lines[0]
 
 
 def _config(model_run_dir: Path, tmp_path: Path, **kwargs) -> ThroughModelConfig:

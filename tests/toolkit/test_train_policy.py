@@ -19,6 +19,7 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
+from visfore_cli_testutils import one_error_line as _one_error_line
 from visfore import train_policy as tp
 from visfore import zoo
 from visfore.cli import app
@@ -40,13 +41,6 @@ TD3_ARGS = ["--env", ENV, "--algo", "td3", "--timesteps", "200", "--seed", "1",
 
 def _cli(*args: str):
     return CliRunner().invoke(app, ["train-policy", *args])
-
-
-def _one_error_line(result) -> str:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    return lines[0]
 
 
 def _tree_digest(root: Path) -> dict[str, str]:
