@@ -123,6 +123,30 @@ def test_targets_and_initial_states_within_joint_limits():
     env.close()
 
 
+def test_random_init_pose_spreads_over_the_joint_ranges_and_is_seeded():
+    env = _make(init_pose="random").unwrapped
+    low, high = env.model.jnt_range.T
+    starts = []
+    for seed in range(30):
+        env.reset(seed=seed)
+        q = env.data.qpos.copy()
+        assert np.all(q >= low) and np.all(q <= high)
+        assert not np.array_equal(q, env.target_qpos)
+        starts.append(q)
+    starts = np.array(starts)
+    assert np.all((starts.max(0) - starts.min(0)) / (high - low) > 0.6)
+    env.reset(seed=3)
+    np.testing.assert_array_equal(env.data.qpos, starts[3])
+    # The default stays near home (the PPO task's start).
+    home = _make().unwrapped
+    home.reset(seed=3)
+    assert np.abs(home.data.qpos - home.init_qpos).max() <= 0.1 + 1e-12
+    with pytest.raises(ValueError, match=r"init_pose='anywhere' is not one of 'home', 'random'"):
+        _make(init_pose="anywhere")
+    env.close()
+    home.close()
+
+
 def test_actions_move_every_joint_and_a_released_pose_holds():
     env = _make()
     u = env.unwrapped

@@ -55,6 +55,8 @@ from visfore_envs.core.rewards import (
 __all__ = ["KeypointTargetEnv"]
 
 _RESET_OPTION_KEYS = ("target_qpos", "qpos", "qvel")
+#: Values of ``init_pose``: start near home, or anywhere within the joint limits.
+INIT_POSES = ("home", "random")
 
 
 class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
@@ -95,6 +97,11 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
         show_target: draw the target ghost and key-point markers in the frames.
         success_threshold: ``info["is_success"]`` is ``distance < success_threshold``
             (metres, > 0; None: the class default :attr:`default_success_threshold`).
+        init_pose: ``"home"`` (default): each episode starts near the home configuration,
+            ``init_qpos + U(-init_qpos_noise, init_qpos_noise)`` rad; ``"random"``: it
+            starts in a configuration drawn like the targets, uniformly within the joint
+            limits (unlimited hinges in [-pi, pi]), so a dataset of short episodes covers
+            the whole configuration space (e.g. to train ``visfore train-translator``).
 
     Observations (G = number of key points * len(keypoint_axes), P = proprio length):
 
@@ -146,6 +153,7 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
         potential_shaping: bool = False,
         show_target: bool = True,
         success_threshold: float | None = None,
+        init_pose: str = "home",
         ctrl_cost_weight: float | None = None,
         state_reward_weight: float | None = None,
         pixel_reward_weight: float | None = None,
@@ -168,6 +176,7 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
             potential_shaping=potential_shaping,
             show_target=show_target,
             success_threshold=success_threshold,
+            init_pose=init_pose,
             ctrl_cost_weight=ctrl_cost_weight,
             state_reward_weight=state_reward_weight,
             pixel_reward_weight=pixel_reward_weight,
@@ -188,6 +197,8 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
             if not isinstance(kwargs[name], (bool, np.bool_)):
                 raise ValueError(f"{name}={kwargs[name]!r} is not one of True, False")
         self.goal_conditioned = bool(goal_conditioned)
+        #: ``"home"`` or ``"random"``: where episodes start (see the class doc).
+        self.init_pose = check_choice("init_pose", init_pose, INIT_POSES)
         self.show_target = bool(show_target)
         self.success_threshold = (
             float(self.default_success_threshold)
@@ -209,6 +220,7 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
                 "potential_shaping",
                 "show_target",
                 "success_threshold",
+                "init_pose",
                 "rewards",
                 "reward_fn",
             )
@@ -644,6 +656,8 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
         self._set_target(target)
         if opts.get("qpos") is not None:
             qpos = self._option_array(opts, "qpos", m.nq)
+        elif self.init_pose == "random":
+            qpos = np.asarray(self.sample_target_qpos(), dtype=np.float64)
         else:
             qpos = self._sample_initial_qpos()
         if opts.get("qvel") is not None:
