@@ -322,6 +322,11 @@ class MimicEnv(KeypointTargetEnv):
             move = min(self.default_move_steps, hold)
         else:
             move = check_int("move_steps", move_steps, minimum=0, maximum=hold)
+        if kwargs.get("joint_targets"):
+            raise ValueError(
+                "joint_targets=True is not available in mimic envs (their state holds the "
+                "leader's joint angles); visfore mimic builds a joint-space policy's input itself"
+            )
         self.leader_mode = mode
         self.hold_steps, self.move_steps = hold, move
         super().__init__(show_target=show_target, **kwargs)

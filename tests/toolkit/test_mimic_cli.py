@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 import visfore_envs  # noqa: F401  (registers the ids)
 from visfore.cli import app
 from visfore.errors import VisforeError
-from visfore.mimic import MODES, leader_keypoints_to_target, policy_observation, run_mimic
+from visfore.mimic import MODES, joint_difference, leader_keypoints_to_target, policy_observation, run_mimic
 
 runner = CliRunner()
 
@@ -71,6 +71,53 @@ def test_true_pose_observation_equals_the_single_envs_observation():
         policy_observation(obs, target[:3], 4)
     mimic.close()
     single.close()
+
+
+def test_true_pose_observation_of_a_joint_space_policy_equals_the_single_envs():
+    """With ``joint_targets=True`` the built observation also ends with the env's own
+    wrapped ``q* - q``, bit for bit."""
+    mimic = gym.make("MimicReacher-v0", leader="trajectory")
+    single = gym.make("ReacherPlane-v0", joint_targets=True)
+    obs, _ = mimic.reset(seed=6)
+    rng = np.random.default_rng(1)
+    for _ in range(12):
+        obs, *_ = mimic.step(rng.uniform(-1, 1, 2).astype(np.float32))
+    m = mimic.unwrapped
+    built = policy_observation(obs, obs[-4:], 4, joint_difference(m.target_qpos, m.data.qpos))
+    ref, _ = single.reset(seed=0, options={
+        "target_qpos": m.mirror_pose(m.leader_qpos), "qpos": m.data.qpos.copy(), "qvel": m.data.qvel.copy(),
+    })
+    assert built.shape == ref.shape == (16,)
+    np.testing.assert_array_equal(built[-2:], ref[-2:])
+    np.testing.assert_allclose(built[:-2], ref[:-2], rtol=0, atol=1e-12)
+    mimic.close()
+    single.close()
+
+
+def test_joint_space_policy_runs_the_comparison_and_an_image(tiny_runs, tmp_path):
+    """A policy trained with ``--env-kwargs joint_targets=true`` gets the translated joint
+    angles (mirrored) as its joint target, in the comparison and with --image."""
+    _, translator = tiny_runs
+    res = runner.invoke(app, [
+        "train-policy", "--env", "ReacherPlane-v0", "--algo", "ppo", "--timesteps", "128", "--seed", "3",
+        "--env-kwargs", "joint_targets=true", "--hp", "n_steps=64", "--hp", "batch_size=32", "--hp", "n_epochs=1",
+        "--hp", "policy_kwargs=dict(net_arch=[16, 16])", "--eval-freq", "0", "--eval-episodes", "1",
+        "--device", "cpu", "--no-progress", "--out-dir", str(tmp_path), "--name", "joint",
+    ])
+    assert res.exit_code == 0, res.output
+    policy = tmp_path / "train-policy-joint"
+    result = run_mimic(policy, translator, episodes=1, seed=2, modes=("translated", "true-pose"))
+    assert [r["mode"] for r in result["summary"]] == ["translated", "true-pose"]
+    assert all(e["steps"] == 99 for e in result["episodes_detail"])
+    env = gym.make("ReacherPlane-v0", width=32, height=32, show_target=False, render_mode="rgb_array")
+    env.reset(seed=0, options={"qpos": np.array([0.4, 1.0]), "qvel": np.zeros(2)})
+    image = tmp_path / "pose.png"
+    iio.imwrite(image, env.render())
+    env.close()
+    res = runner.invoke(app, ["mimic", "--policy", str(policy), "--translator", str(translator),
+                              "--image", str(image), "--out", str(tmp_path / "pose.json")])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "pose.json").read_text())["steps"] == 50
 
 
 def test_leader_keypoints_read_in_the_leader_frame_map_onto_the_true_target():

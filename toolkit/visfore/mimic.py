@@ -68,7 +68,16 @@ OUT_FORMATS = (".json", ".csv", ".md")
 # ---------------------------------------------------------------------------------------
 # observation and target
 # ---------------------------------------------------------------------------------------
-def policy_observation(mimic_obs: Any, target_keypoints: Any, goal_dim: int) -> np.ndarray:
+def joint_difference(target_qpos: Any, qpos: Any) -> np.ndarray:
+    """``q* - q`` (nq,) float64 radians, wrapped into [-pi, pi): the tail of a
+    ``joint_targets=True`` state (:class:`visfore_envs.core.KeypointTargetEnv`), computed
+    as the env computes it for its hinges (both mimic robots are all hinges)."""
+    d = np.asarray(target_qpos, dtype=np.float64) - np.asarray(qpos, dtype=np.float64)
+    return (d + np.pi) % (2 * np.pi) - np.pi
+
+
+def policy_observation(mimic_obs: Any, target_keypoints: Any, goal_dim: int,
+                       joint_diff: Any = None) -> np.ndarray:
     """The single-robot env's ``state`` observation of the follower, for a given target.
 
     Args:
@@ -77,9 +86,12 @@ def policy_observation(mimic_obs: Any, target_keypoints: Any, goal_dim: int) -> 
             (:class:`visfore_envs.mimic.MimicEnv`).
         target_keypoints: (G,) the follower's target key points ``k*'`` (metres, world).
         goal_dim: G.
+        joint_diff: None, or (nq,) ``q*' - q`` (:func:`joint_difference`) for a policy
+            trained with ``joint_targets=True``; it is appended.
 
     Returns:
-        (P + 2G,) float64 ``[follower proprio, k - k*', k*']``, the layout of
+        (P + 2G,) float64 ``[follower proprio, k - k*', k*']`` (plus ``q*' - q`` (nq,)
+        when ``joint_diff`` is given), the layout of
         ``ReacherPlane-v0`` / ``TargetHumanoid-v0`` ``state`` observations
         (:class:`visfore_envs.core.KeypointTargetEnv`), with ``k`` the follower's key points
         recovered as ``(k - k*) + k*``. With ``k*' = k*`` it is exactly the single env's
@@ -103,7 +115,10 @@ def policy_observation(mimic_obs: Any, target_keypoints: Any, goal_dim: int) -> 
         diff = obs[2 * p : 2 * p + g]  # bit-exact with the env's own k - k*
     else:
         diff = k - target
-    return np.concatenate([obs[:p], diff, target])
+    parts = [obs[:p], diff, target]
+    if joint_diff is not None:
+        parts.append(np.asarray(joint_diff, dtype=np.float64))
+    return np.concatenate(parts)
 
 
 def leader_keypoints_to_target(env: Any, leader_local: Any) -> np.ndarray:
@@ -224,7 +239,7 @@ class MimicEpisode:
 
 
 def _episode(env: Any, mode: str, seed: int, policy: Any, translator: Any, goal_dim: int,
-             action_rng: np.random.Generator) -> MimicEpisode:
+             action_rng: np.random.Generator, joint_targets: bool = False) -> MimicEpisode:
     obs, info = env.reset(seed=seed)
     space = env.action_space
     hold = int(env.unwrapped.hold_steps) if env.unwrapped.leader_mode == "hold" else 0
@@ -236,14 +251,16 @@ def _episode(env: Any, mode: str, seed: int, policy: Any, translator: Any, goal_
         if mode == "random":
             action = action_rng.uniform(space.low, space.high).astype(space.dtype)
         else:
+            base = env.unwrapped
             if mode == "translated":
-                frame = env.render()
-                local = translator.predict(frame)["keypoints"]
-                target = leader_keypoints_to_target(env, local)
+                pred = translator.predict(env.render())
+                target = leader_keypoints_to_target(env, pred["keypoints"])
+                target_qpos = base.mirror_pose(pred["qpos"]) if joint_targets else None
                 errors.append(float(np.linalg.norm(target - true_target)))
             else:
-                target = true_target
-            action = policy.predict(policy_observation(obs, target, goal_dim))
+                target, target_qpos = true_target, base.target_qpos if joint_targets else None
+            joint_diff = joint_difference(target_qpos, base.data.qpos) if joint_targets else None
+            action = policy.predict(policy_observation(obs, target, goal_dim, joint_diff))
         obs, _, terminated, truncated, info = env.step(action)
         distances.append(float(info["distance"]))
         steps += 1
@@ -322,12 +339,14 @@ def run_mimic(policy_dir: str | Path, translator_dir: str | Path, *, env_id: str
     t0 = time.monotonic()
     try:
         goal_dim = int(env.unwrapped.n_keypoints * len(env.unwrapped.keypoint_axes))
+        joint_targets = bool(policy.env_kwargs.get("joint_targets", False))
+        extra = int(env.unwrapped.model.nq) if joint_targets else 0
         single_dim = int(np.prod(policy.model.observation_space.shape))
         mimic_dim = int(np.prod(env.observation_space.shape))
-        if mimic_dim != 2 * single_dim - 2 * goal_dim:
+        if mimic_dim != 2 * (single_dim - extra) - 2 * goal_dim:
             raise VisforeError(
                 f"the policy of {policy_dir} takes ({single_dim},) observations; {env_id}'s follower "
-                f"state has {(mimic_dim + 2 * goal_dim) // 2}"
+                f"state has {(mimic_dim + 2 * goal_dim) // 2 + extra}"
             )
         if translator.goal_dim != goal_dim:
             raise VisforeError(f"--translator predicts {translator.goal_dim} key-point coordinates; {env_id} has {goal_dim}")
@@ -340,7 +359,8 @@ def run_mimic(policy_dir: str | Path, translator_dir: str | Path, *, env_id: str
             for mode in modes:
                 rng = np.random.default_rng(seed)
                 for i in range(int(episodes)):
-                    results.append(_episode(env, mode, int(seed) + i, policy, translator, goal_dim, rng))
+                    results.append(_episode(env, mode, int(seed) + i, policy, translator, goal_dim, rng,
+                                            joint_targets))
                     bar.advance(task)
     finally:
         env.close()
@@ -415,20 +435,25 @@ def execute_image(policy_dir: str | Path, translator_dir: str | Path, image: str
     finally:
         mimic.close()
     h, w = translator.frame_size
-    env = make_single_env(MIMIC_SINGLE_ENV[env_id], width=int(w), height=int(h), render_mode="rgb_array")
+    joint_targets = bool(policy.env_kwargs.get("joint_targets", False))
+    env = make_single_env(MIMIC_SINGLE_ENV[env_id], width=int(w), height=int(h), render_mode="rgb_array",
+                          joint_targets=joint_targets)
     try:
         base = env.unwrapped
         g = int(base.n_keypoints * len(base.keypoint_axes))
+        nj = int(base.model.nq) if joint_targets else 0
         obs, _ = env.reset(seed=int(seed), options={"target_qpos": target_qpos})
         done, steps = False, 0
         while not done:
-            p = obs.shape[0] - 2 * g
-            k = obs[p : p + g] + obs[p + g :]
-            action = policy.predict(np.concatenate([obs[:p], k - target, target]))
+            p = obs.shape[0] - 2 * g - nj
+            k = obs[p : p + g] + obs[p + g : p + 2 * g]
+            # The key points read from the image, not FK of the translated angles; a
+            # joint-space policy also gets q* - q, q* being the translated angles.
+            action = policy.predict(np.concatenate([obs[:p], k - target, target, obs[p + 2 * g :]]))
             obs, _, terminated, truncated, _ = env.step(action)
             steps += 1
             done = bool(terminated or truncated)
-        k = obs[p : p + g] + obs[p + g :]
+        k = obs[p : p + g] + obs[p + g : p + 2 * g]
         final = float(np.linalg.norm(k - target))
         shown = None
         if show is not None:

@@ -102,11 +102,17 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
             starts in a configuration drawn like the targets, uniformly within the joint
             limits (unlimited hinges in [-pi, pi]), so a dataset of short episodes covers
             the whole configuration space (e.g. to train ``visfore train-translator``).
+        joint_targets: append ``q* - q`` (nq,), the target joint configuration minus the
+            current one (radians; hinge differences wrapped into [-pi, pi)), to the ``state``
+            vector, for *joint-space* reaching policies (seed 001: targets drawn in joint
+            space; ``visfore mimic`` feeds them the translator's joint angles). Needs
+            ``goal_conditioned=False`` and a state observation (ValueError otherwise).
 
     Observations (G = number of key points * len(keypoint_axes), P = proprio length):
 
     * ``"state"``: float64 (P + 2G,) = ``[proprio (P), k - k* (G), k* (G)]``, key points
-      flattened point by point (``[p0_x, p0_y(, p0_z), p1_x, ...]``), metres.
+      flattened point by point (``[p0_x, p0_y(, p0_z), p1_x, ...]``), metres; with
+      ``joint_targets=True`` float64 (P + 2G + nq,) = ``[..., q* - q (nq)]`` (radians).
     * ``"pixels"``: uint8 (height, width, 3), the current frame.
     * ``"state+pixels"``: ``{"state": ..., "pixels": ...}``.
     * goal-conditioned: ``{"observation": O, "achieved_goal": k (G,), "desired_goal": k* (G,)}``
@@ -154,6 +160,7 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
         show_target: bool = True,
         success_threshold: float | None = None,
         init_pose: str = "home",
+        joint_targets: bool = False,
         ctrl_cost_weight: float | None = None,
         state_reward_weight: float | None = None,
         pixel_reward_weight: float | None = None,
@@ -177,6 +184,7 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
             show_target=show_target,
             success_threshold=success_threshold,
             init_pose=init_pose,
+            joint_targets=joint_targets,
             ctrl_cost_weight=ctrl_cost_weight,
             state_reward_weight=state_reward_weight,
             pixel_reward_weight=pixel_reward_weight,
@@ -193,12 +201,19 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
             render_mode=render_mode,
         )
         EzPickle.__init__(self, **kwargs)
-        for name in ("goal_conditioned", "potential_shaping", "show_target"):
+        for name in ("goal_conditioned", "potential_shaping", "show_target", "joint_targets"):
             if not isinstance(kwargs[name], (bool, np.bool_)):
                 raise ValueError(f"{name}={kwargs[name]!r} is not one of True, False")
         self.goal_conditioned = bool(goal_conditioned)
         #: ``"home"`` or ``"random"``: where episodes start (see the class doc).
         self.init_pose = check_choice("init_pose", init_pose, INIT_POSES)
+        #: Whether the state vector ends with ``q* - q`` (see the class doc).
+        self.joint_targets = bool(joint_targets)
+        if self.joint_targets and (self.goal_conditioned or obs_mode == "pixels"):
+            raise ValueError(
+                f"joint_targets=True needs a state observation without goal_conditioned, "
+                f"not obs_mode={obs_mode!r}, goal_conditioned={goal_conditioned!r}"
+            )
         self.show_target = bool(show_target)
         self.success_threshold = (
             float(self.default_success_threshold)
@@ -221,6 +236,7 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
                 "show_target",
                 "success_threshold",
                 "init_pose",
+                "joint_targets",
                 "rewards",
                 "reward_fn",
             )
@@ -261,12 +277,18 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
 
         p, g = self._proprio_dim(), self.goal_dim
         self._proprio_len = p
-        # Preallocated state vector: [proprio | k - k* | k*]; views write into it in place.
-        self._obs_buf = np.zeros(p + 2 * g)
+        # Preallocated state vector: [proprio | k - k* | k* (| q* - q)]; views write into it
+        # in place.
+        nj = m.nq if self.joint_targets else 0
+        self._obs_buf = np.zeros(p + 2 * g + nj)
         self._proprio_view = self._obs_buf[:p]
         self._diff = self._obs_buf[p : p + g]
         self._diff2 = self._diff.reshape(k, a)
-        self._target_view = self._obs_buf[p + g :]
+        self._target_view = self._obs_buf[p + g : p + 2 * g]
+        self._joint_diff_view = self._obs_buf[p + 2 * g :]
+        # Hinges wrap (the reachers' unlimited joints); slides would not, and have no targets.
+        self._wrap_joint_diff = np.zeros(m.nq, dtype=bool)
+        self._wrap_joint_diff[m.jnt_qposadr[m.jnt_type == mujoco.mjtJoint.mjJNT_HINGE]] = True
         self._distance = 0.0
         self._prev_distance = 0.0
         self._prev_kp = np.zeros(self.goal_dim)
@@ -457,7 +479,7 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
 
     # -- observation space -----------------------------------------------------------------
     def _state_dim(self) -> int:
-        return self._proprio_len + 2 * self.goal_dim
+        return self._proprio_len + 2 * self.goal_dim + self._joint_diff_view.size
 
     def _make_observation_space(self) -> spaces.Space:
         if not self.goal_conditioned:
@@ -477,12 +499,23 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
 
     def _state_obs(self) -> np.ndarray:
         self._write_proprio(self._proprio_view)
+        if self.joint_targets:
+            self._write_joint_diff()
         return self._obs_buf.copy()
+
+    def _write_joint_diff(self) -> None:
+        """``q* - q`` into the state buffer, hinge differences wrapped into [-pi, pi)."""
+        out = self._joint_diff_view
+        np.subtract(self._target_qpos, self._qpos, out=out)
+        w = self._wrap_joint_diff
+        out[w] = (out[w] + np.pi) % (2 * np.pi) - np.pi
 
     def _observation(self):
         if not self.goal_conditioned:
             if self._obs_id == 0:  # the hot path of state-only training
                 self._write_proprio(self._proprio_view)
+                if self.joint_targets:
+                    self._write_joint_diff()
                 return self._obs_buf.copy()
             return super()._observation()
         if self._obs_id == 0:
