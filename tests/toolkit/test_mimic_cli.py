@@ -83,7 +83,7 @@ def test_true_pose_observation_of_a_joint_space_policy_equals_the_single_envs():
     for _ in range(12):
         obs, *_ = mimic.step(rng.uniform(-1, 1, 2).astype(np.float32))
     m = mimic.unwrapped
-    built = policy_observation(obs, obs[-4:], 4, joint_difference(m.target_qpos, m.data.qpos))
+    built = policy_observation(obs, obs[-4:], 4, joint_difference(mimic, m.target_qpos))
     ref, _ = single.reset(seed=0, options={
         "target_qpos": m.mirror_pose(m.leader_qpos), "qpos": m.data.qpos.copy(), "qvel": m.data.qvel.copy(),
     })

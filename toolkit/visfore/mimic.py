@@ -68,12 +68,20 @@ OUT_FORMATS = (".json", ".csv", ".md")
 # ---------------------------------------------------------------------------------------
 # observation and target
 # ---------------------------------------------------------------------------------------
-def joint_difference(target_qpos: Any, qpos: Any) -> np.ndarray:
-    """``q* - q`` (nq,) float64 radians, wrapped into [-pi, pi): the tail of a
-    ``joint_targets=True`` state (:class:`visfore_envs.core.KeypointTargetEnv`), computed
-    as the env computes it for its hinges (both mimic robots are all hinges)."""
-    d = np.asarray(target_qpos, dtype=np.float64) - np.asarray(qpos, dtype=np.float64)
-    return (d + np.pi) % (2 * np.pi) - np.pi
+def joint_difference(env: Any, target_qpos: Any) -> np.ndarray:
+    """``q* - q`` of the env's robot (nq,) float64, hinge differences wrapped into
+    [-pi, pi) as the env wraps them: the tail of a ``joint_targets=True`` state
+    (:class:`visfore_envs.core.KeypointTargetEnv`), for a target of our choosing.
+
+    Args:
+        env: a key-point env (wrapped or not); ``q`` is its current configuration.
+        target_qpos: (nq,) target configuration (rad).
+    """
+    from visfore_envs.core.rewards import wrap_hinge_differences
+
+    base = env.unwrapped
+    diff = np.asarray(target_qpos, dtype=np.float64) - base.data.qpos
+    return wrap_hinge_differences(diff, base.angle_mask)
 
 
 def policy_observation(mimic_obs: Any, target_keypoints: Any, goal_dim: int,
@@ -259,7 +267,7 @@ def _episode(env: Any, mode: str, seed: int, policy: Any, translator: Any, goal_
                 errors.append(float(np.linalg.norm(target - true_target)))
             else:
                 target, target_qpos = true_target, base.target_qpos if joint_targets else None
-            joint_diff = joint_difference(target_qpos, base.data.qpos) if joint_targets else None
+            joint_diff = joint_difference(env, target_qpos) if joint_targets else None
             action = policy.predict(policy_observation(obs, target, goal_dim, joint_diff))
         obs, _, terminated, truncated, info = env.step(action)
         distances.append(float(info["distance"]))

@@ -50,6 +50,7 @@ from visfore_envs.core.rewards import (
     legacy_spec,
     parse_rewards,
     resolve_reward_fn,
+    wrap_hinge_differences,
 )
 
 __all__ = ["KeypointTargetEnv"]
@@ -286,9 +287,10 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
         self._diff2 = self._diff.reshape(k, a)
         self._target_view = self._obs_buf[p + g : p + 2 * g]
         self._joint_diff_view = self._obs_buf[p + 2 * g :]
-        # Hinges wrap (the reachers' unlimited joints); slides would not, and have no targets.
-        self._wrap_joint_diff = np.zeros(m.nq, dtype=bool)
-        self._wrap_joint_diff[m.jnt_qposadr[m.jnt_type == mujoco.mjtJoint.mjJNT_HINGE]] = True
+        #: (nq,) bool, True for hinge coordinates: their differences wrap into [-pi, pi)
+        #: (the ``joint_targets`` tail, the joint-space reward terms).
+        self.angle_mask = np.zeros(m.nq, dtype=bool)
+        self.angle_mask[m.jnt_qposadr[m.jnt_type == mujoco.mjtJoint.mjJNT_HINGE]] = True
         self._distance = 0.0
         self._prev_distance = 0.0
         self._prev_kp = np.zeros(self.goal_dim)
@@ -364,10 +366,6 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
             ee = [self.keypoint_sites.index(s) for s in self.end_effector_sites]
         else:
             ee = list(range(len(site_ids)))
-        angle_mask = np.zeros(m.nq, dtype=bool)
-        for j in range(m.njnt):
-            if int(m.jnt_type[j]) == int(mujoco.mjtJoint.mjJNT_HINGE):
-                angle_mask[m.jnt_qposadr[j]] = True
         trn = m.actuator_trnid[:, 0]
         actuator_dofs = np.where(
             m.actuator_trntype == int(mujoco.mjtTrn.mjTRN_JOINT), m.jnt_dofadr[trn], 0
@@ -378,7 +376,7 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
             qvel=self._qvel,
             target_qpos=self._target_qpos,
             actuator_dofs=actuator_dofs,
-            angle_mask=angle_mask,
+            angle_mask=self.angle_mask,
             keypoint_error=self._diff2,
             end_effectors=np.array(ee, dtype=np.intp),
         )
@@ -505,10 +503,8 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
 
     def _write_joint_diff(self) -> None:
         """``q* - q`` into the state buffer, hinge differences wrapped into [-pi, pi)."""
-        out = self._joint_diff_view
-        np.subtract(self._target_qpos, self._qpos, out=out)
-        w = self._wrap_joint_diff
-        out[w] = (out[w] + np.pi) % (2 * np.pi) - np.pi
+        np.subtract(self._target_qpos, self._qpos, out=self._joint_diff_view)
+        wrap_hinge_differences(self._joint_diff_view, self.angle_mask)
 
     def _observation(self):
         if not self.goal_conditioned:

@@ -102,6 +102,7 @@ __all__ = [
     "parse_rewards",
     "resolve_reward_fn",
     "term_names",
+    "wrap_hinge_differences",
 ]
 
 #: Term kinds, in the order their groups are summed: the action, the state, the pixels.
@@ -179,12 +180,25 @@ class RewardContext:
         self.pixel_mse = 0.0
 
 
+def wrap_hinge_differences(diff: np.ndarray, angle_mask: np.ndarray) -> np.ndarray:
+    """Wrap the hinge entries of a joint-space difference into [-pi, pi), in place.
+
+    Args:
+        diff: (nq,) float64 difference of two configurations (rad for hinges, m for
+            slides); modified in place.
+        angle_mask: (nq,) bool, True for hinge coordinates
+            (:attr:`visfore_envs.core.KeypointTargetEnv.angle_mask`).
+
+    Returns:
+        ``diff`` itself.
+    """
+    diff[angle_mask] = np.remainder(diff[angle_mask] + math.pi, 2.0 * math.pi) - math.pi
+    return diff
+
+
 def _wrapped_joint_error(ctx: RewardContext) -> np.ndarray:
     """``q - q*`` with hinge differences wrapped into [-pi, pi) (nq,) float64."""
-    err = ctx.qpos - ctx.target_qpos
-    mask = ctx.angle_mask
-    err[mask] = np.remainder(err[mask] + math.pi, 2.0 * math.pi) - math.pi
-    return err
+    return wrap_hinge_differences(ctx.qpos - ctx.target_qpos, ctx.angle_mask)
 
 
 # -- term values (one step, unweighted) ------------------------------------------------------
