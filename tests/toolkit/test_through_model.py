@@ -261,6 +261,25 @@ def test_loaded_policy_reproduces_the_evaluation(cli_run: Path):
         policy.reset(None, {"pixels": np.zeros((16, 16, 3), np.uint8)}, goal, np.random.default_rng(0))
 
 
+def test_action_scale_narrows_the_policy_bounds(model_run_dir: Path, tmp_path: Path):
+    """--action-scale 0.3: the net squashes into [-0.3, 0.3] (ReacherPlane-v0's box is
+    [-1, 1]), is saved that way, and its real-env actions stay inside."""
+    metrics = train_through_model(_config(model_run_dir, tmp_path, iterations=2, val_every=2, action_scale=0.3,
+                                          name="scaled"))
+    run = Path(metrics["run_dir"])
+    policy = load_through_model_policy(run)
+    np.testing.assert_allclose(policy.action_low, [-0.3, -0.3], rtol=1e-6)
+    np.testing.assert_allclose(policy.action_high, [0.3, 0.3], rtol=1e-6)
+    assert yaml.safe_load((run / "config.yaml").read_text())["options"]["action_scale"] == 0.3
+    net = GoalPolicyNet(image_size=(SIZE, SIZE), action_dim=2, action_low=policy.action_low,
+                        action_high=policy.action_high)
+    with torch.no_grad():  # extreme pre-activations saturate the tanh at the scaled bounds
+        for p in net.parameters():
+            p.fill_(10.0)
+        a = net(torch.ones(1, 1, 3, SIZE, SIZE), torch.zeros(1, 3, SIZE, SIZE), torch.zeros(1, 2))
+    assert torch.all(a.abs() <= 0.3 + 1e-6) and torch.all(a.abs() > 0.29)
+
+
 def test_load_errors(tmp_path: Path, model_run_dir: Path):
     with pytest.raises(VisforeError, match="not a directory"):
         load_through_model_policy(tmp_path / "missing")
@@ -280,6 +299,8 @@ def test_load_errors(tmp_path: Path, model_run_dir: Path):
         (["--policy-net", "rnn"], "--policy-net must be one of cnn, mlp"),
         (["--env", "hopper"], "is not the env of the model's dataset"),
         (["--lr", "-1"], "--lr must be a finite number > 0"),
+        (["--action-scale", "1.5"], "--action-scale must be in (0, 1], got 1.5"),
+        (["--action-scale", "0"], "--action-scale must be a finite number > 0"),
     ],
 )
 def test_bad_options_are_one_line_and_write_nothing(extra: list[str], match: str, model_run_dir: Path,

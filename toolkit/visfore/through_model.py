@@ -136,6 +136,10 @@ class ThroughModelConfig:
         policy_net: ``cnn`` (default) or ``mlp``.
         policy_frames: F, the last F frames the policy sees (1 = the current frame only).
         prev_action: feed the previous action (scaled to [-1, 1]) to the policy.
+        action_scale: fraction of the env's action half-range the policy may use, in
+            (0, 1]: its tanh is squashed into ``centre +- scale * half_range``, like
+            ``visfore plan --action-scale`` (keep the policy inside the range of actions the
+            forward model was trained on).
         hidden: width of the policy's hidden fully connected layer(s).
         mlp_size: the mlp policy sees frames average-pooled to ``mlp_size`` x ``mlp_size``.
         horizon: K, imagined steps per training rollout (>= 1).
@@ -170,6 +174,7 @@ class ThroughModelConfig:
     policy_net: str = "cnn"
     policy_frames: int = 1
     prev_action: bool = True
+    action_scale: float = 1.0
     hidden: int = 256
     mlp_size: int = 16
     horizon: int = 8
@@ -233,6 +238,9 @@ def validate_config(config: ThroughModelConfig) -> None:
         raise VisforeError(f"--loss-steps must be one of {', '.join(LOSS_STEPS)}, got {config.loss_steps!r}")
     _int_at_least("policy-frames", config.policy_frames, 1)
     _int_at_least("hidden", config.hidden, 1)
+    _positive_float("action-scale", config.action_scale)
+    if float(config.action_scale) > 1:
+        raise VisforeError(f"--action-scale must be in (0, 1], got {config.action_scale!r}")
     _int_at_least("mlp-size", config.mlp_size, 1)
     _int_at_least("horizon", config.horizon, 1)
     _int_at_least("iterations", config.iterations, 1, allow_none=True)
@@ -253,6 +261,13 @@ def validate_config(config: ThroughModelConfig) -> None:
     from visfore.train_model import _parse_device_spec
 
     _parse_device_spec(config.device)
+
+
+def scaled_bounds(low: np.ndarray, high: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(centre - scale * half, centre + scale * half)``, float32 (A,), for the box
+    ``[low, high]`` and a scale in (0, 1] (1 returns the box itself)."""
+    centre, half = (high + low) / 2, (high - low) / 2
+    return (centre - scale * half).astype(np.float32), (centre + scale * half).astype(np.float32)
 
 
 def total_iterations(config: ThroughModelConfig) -> int | None:
@@ -903,7 +918,7 @@ def _train(config: ThroughModelConfig) -> dict[str, Any]:  # noqa: C901 - a line
     mr = load_model_run(config.through_model, config.model_checkpoint, device=device)
     ds = mr.open_dataset(config.data)
     env_id, env_kwargs = _resolve_env(config, ds.attrs)
-    low, high = mr.action_bounds(ds)
+    low, high = scaled_bounds(*mr.action_bounds(ds), float(config.action_scale))
     H, W = mr.image_size
     if config.eval_episodes > 0:
         from visfore.goal_reaching import make_goal_env
