@@ -8,6 +8,7 @@ ReacherPlane-v0. Budgets are tiny so the whole file stays well under a minute.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -90,6 +91,35 @@ def test_cem_include_mean_keeps_a_warm_start():
     target = torch.tensor([[0.25], [-0.5]])
     result = cem(_quadratic(target), low, high, cfg, torch.Generator().manual_seed(0), init_mean=target)
     assert result.cost == 0.0 and torch.equal(result.actions, target)
+
+
+def test_cem_mean_actions_and_execute_mean():
+    """``mean_actions`` is the final block mean, clipped and expanded to steps; a controller
+    with ``execute="mean"`` executes it rather than the best sample."""
+    cfg = CEMConfig(iterations=2, samples=40, elites=5, blocks=2, repeat=3, init_std=1.0)
+    low, high = torch.full((2,), -1.0), torch.full((2,), 1.0)
+    result = cem(_quadratic(torch.full((6, 2), 0.4)), low, high, cfg, torch.Generator().manual_seed(0))
+    assert result.mean_actions.shape == (6, 2)
+    assert torch.equal(result.mean_actions, expand_blocks(result.mean.clamp(-1.0, 1.0), 3))
+    assert not torch.equal(result.mean_actions, result.actions)
+    far = cem(_quadratic(torch.full((6, 2), 3.0)), low, high, cfg, torch.Generator().manual_seed(0))
+    assert torch.all(far.mean_actions <= 1.0)
+
+    make = lambda: make_goal_env("reacher", {}, SIZE)  # noqa: E731
+    executed = {}
+    for execute in ("best", "mean"):
+        oracle = OracleCEMController(dataclasses.replace(cfg, execute=execute), replan_every=3,
+                                     cost="keypoints")
+        env = make()
+        try:
+            obs, info = env.reset(seed=5)
+            oracle.reset(env, obs, env.unwrapped.render_goal(), np.random.default_rng(0))
+            executed[execute] = oracle.act(obs, info)
+            plan = oracle.last_result.actions if execute == "best" else oracle.last_result.mean_actions
+            np.testing.assert_array_equal(executed[execute], plan[0].numpy())
+        finally:
+            env.close()
+    assert not np.array_equal(executed["best"], executed["mean"])
 
 
 def test_cem_rejects_bad_input():
@@ -321,6 +351,7 @@ def test_plan_with_a_goal_image(tmp_path):
         (["--cost", "keypoints", "--translator", "missing-run"], "translator run missing-run is not a directory"),
         (["--action-scale", "0"], "--action-scale must be in (0, 1]"),
         (["--cost-frames", "some"], "unknown --cost-frames 'some'"),
+        (["--execute", "median"], "--execute must be one of best, mean, got 'median'"),
         (["--episodes", "0"], "--episodes must be an integer"),
         (["--env", "hopper"], "not a goal-reaching env"),
     ],

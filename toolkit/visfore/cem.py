@@ -34,7 +34,10 @@ from typing import Any, Callable
 
 from visfore.errors import VisforeError
 
-__all__ = ["CEMConfig", "CEMResult", "cem", "expand_blocks", "shift_mean"]
+#: What the controller executes: the best sample seen, or the final elite mean.
+EXECUTE = ("best", "mean")
+
+__all__ = ["EXECUTE", "CEMConfig", "CEMResult", "cem", "expand_blocks", "shift_mean"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,10 @@ class CEMConfig:
         alpha: smoothing of the refit (PETS): ``new = alpha * old + (1 - alpha) * elites``,
             in [0, 1).
         include_mean: score the current (clipped) mean as sample 0 of each iteration (iCEM).
+        execute: which sequence the controller executes: ``"best"``, the lowest-cost sample
+            seen (Finn & Levine 2017; iCEM), or ``"mean"``, the final elite mean (PETS),
+            which averages out the errors of a learned model's cost instead of selecting
+            for them.
     """
 
     iterations: int = 3
@@ -64,6 +71,7 @@ class CEMConfig:
     min_std: float = 0.05
     alpha: float = 0.0
     include_mean: bool = True
+    execute: str = "best"
 
     @property
     def horizon(self) -> int:
@@ -93,6 +101,8 @@ class CEMConfig:
             raise VisforeError(f"--min-std must be >= 0, got {self.min_std!r}")
         if not (0.0 <= self.alpha < 1.0):
             raise VisforeError(f"--alpha must be in [0, 1), got {self.alpha!r}")
+        if self.execute not in EXECUTE:
+            raise VisforeError(f"--execute must be one of {', '.join(EXECUTE)}, got {self.execute!r}")
         return self
 
 
@@ -105,6 +115,8 @@ class CEMResult:
             the bounds, on the cost's device.
         cost: its cost (float).
         mean: (B, A) the final block mean (for a warm start), std: (B, A) the final std.
+        mean_actions: (T, A) that mean, clipped to the bounds and expanded to steps (not
+            scored).
         history: per iteration ``{"best", "elite_mean", "mean_cost"}`` costs (floats).
         evaluations: candidate sequences scored (I * N).
     """
@@ -115,6 +127,7 @@ class CEMResult:
     std: Any
     history: list[dict[str, float]] = field(default_factory=list)
     evaluations: int = 0
+    mean_actions: Any = None
 
 
 def expand_blocks(blocks: Any, repeat: int) -> Any:
@@ -245,4 +258,5 @@ def cem(
         std=std,
         history=history,
         evaluations=config.iterations * N,
+        mean_actions=expand_blocks(torch.minimum(torch.maximum(mean, low), high), R),
     )

@@ -126,6 +126,7 @@ class PlanConfig:
     init_std: float = 0.5
     min_std: float = 0.05
     alpha: float = 0.0
+    execute: str = "best"
     action_scale: float = 1.0
     cost: str = "pixels"
     cost_frames: str = "final"
@@ -152,7 +153,7 @@ class PlanConfig:
         return CEMConfig(
             iterations=self.iterations, samples=self.samples, elites=self.elites,
             blocks=self.blocks, repeat=self.repeat, init_std=self.init_std,
-            min_std=self.min_std, alpha=self.alpha,
+            min_std=self.min_std, alpha=self.alpha, execute=self.execute,
         )  # fmt: skip
 
     @property
@@ -525,11 +526,11 @@ class CEMController:
                 init = shift_mean(self._mean, self._since, self.cem_config.repeat, self._centre)
             result = cem(self._cost, self._low, self._high, self.cem_config, self._gen, init_mean=init)
             self.last_result = result
-            self._plan = result.actions
+            self._plan = result.actions if self.cem_config.execute == "best" else result.mean_actions
             self._mean = result.mean
             self._since = 0
             self.plans += 1
-            self.imagined = self._imagine(result.actions)
+            self.imagined = self._imagine(self._plan)
         action = self._plan[self._since].detach().cpu().numpy().astype(np.float32)
         self._since += 1
         self._last_action = action
@@ -858,6 +859,7 @@ def command_line(config: PlanConfig, out: Path) -> str:
         "--iterations", str(c.iterations), "--samples", str(c.samples), "--elites", str(c.elites),
         "--blocks", str(c.blocks), "--repeat", str(c.repeat), "--replan-every", str(c.replan_every),
         "--init-std", f"{c.init_std:g}", "--min-std", f"{c.min_std:g}", "--alpha", f"{c.alpha:g}",
+        "--execute", c.execute,
         "--action-scale", f"{c.action_scale:g}", "--cost", c.cost, "--cost-frames", c.cost_frames,
         "--pixel-weight", f"{c.pixel_weight:g}", "--keypoint-weight", f"{c.keypoint_weight:g}",
         "--pixel-blur", f"{c.pixel_blur:g}", "--oracle-cost", c.oracle_cost,
@@ -1011,7 +1013,8 @@ def write_report(out: Path, meta: Mapping[str, Any], episodes: Sequence[Any]) ->
                 f"{budget.get('elites')} elites, horizon {budget.get('horizon')} steps "
                 f"({budget.get('blocks')} blocks x {budget.get('repeat')} repeat), replan every "
                 f"{budget.get('replan_every')} step(s), init std {budget.get('init_std')} / min std "
-                f"{budget.get('min_std')} half-ranges, alpha {budget.get('alpha')}"),
+                f"{budget.get('min_std')} half-ranges, alpha {budget.get('alpha')}, executes the "
+                f"{'final elite mean' if budget.get('execute') == 'mean' else 'best sample'}"),
         ("action bounds", f"{_fmt_list(meta.get('action_low'))} .. {_fmt_list(meta.get('action_high'))} (action scale "
                           f"{meta.get('action_scale')}; CEM and random; a through-model policy "
                           "keeps its own bounds)"),
@@ -1188,7 +1191,7 @@ def plan(config: PlanConfig) -> dict[str, Any]:
             "iterations": config.iterations, "samples": config.samples, "elites": config.elites,
             "blocks": config.blocks, "repeat": config.repeat, "horizon": config.horizon,
             "replan_every": config.replan_every, "init_std": config.init_std,
-            "min_std": config.min_std, "alpha": config.alpha,
+            "min_std": config.min_std, "alpha": config.alpha, "execute": config.execute,
         },  # fmt: skip
         "action_scale": config.action_scale,
         "action_low": low.tolist(),
@@ -1308,6 +1311,7 @@ def plan_command(
     init_std: Annotated[float, typer.Option(help="Initial CEM std, in action half-ranges.")] = 0.5,
     min_std: Annotated[float, typer.Option(help="Floor of the CEM std, in action half-ranges.")] = 0.05,
     alpha: Annotated[float, typer.Option(help="Smoothing of the CEM refit (PETS), in [0, 1).")] = 0.0,
+    execute: Annotated[str, typer.Option(help="Sequence executed after each plan: best (lowest-cost sample seen) or mean (final elite mean, PETS; averages out a learned model's cost errors).")] = "best",
     action_scale: Annotated[float, typer.Option(help="Fraction of the env's action range every controller may use, (0, 1].")] = 1.0,
     cost: Annotated[str, typer.Option(help="pixels, keypoints or pixels+keypoints (key points need --translator).")] = "pixels",
     cost_frames: Annotated[str, typer.Option(help="final (the last predicted frame) or all (mean over the horizon).")] = "final",
@@ -1339,7 +1343,7 @@ def plan_command(
         goal=str(goal) if goal is not None else None, controllers=parse_controllers(controllers),
         policy=policy, iterations=iterations, samples=samples, elites=elites, blocks=blocks,
         repeat=repeat, replan_every=replan_every, init_std=init_std, min_std=min_std, alpha=alpha,
-        action_scale=action_scale, cost=cost, cost_frames=cost_frames, pixel_weight=pixel_weight,
+        execute=execute, action_scale=action_scale, cost=cost, cost_frames=cost_frames, pixel_weight=pixel_weight,
         keypoint_weight=keypoint_weight, pixel_blur=pixel_blur, translator=translator, oracle_cost=oracle_cost,
         success_threshold=success_threshold, extra_thresholds=parse_thresholds(extra_thresholds),
         checkpoint=checkpoint, device=device, batch_chunk=batch_chunk, amp=amp, num_threads=num_threads,
