@@ -24,6 +24,7 @@ from visfore.errors import VisforeError
 from visfore.goal_reaching import (
     GoalEpisode,
     episode_reset_seed,
+    evaluation_env_kwargs,
     make_goal_env,
     run_goal_episodes,
     summarize_goal_episodes,
@@ -199,6 +200,30 @@ def test_run_goal_episodes_common_random_numbers_and_gifs(tmp_path):
     assert list(s) == ["random", "zero"] and s["random"]["n"] == 2
     assert s["zero"]["final_distance"]["mean"] == pytest.approx(np.mean([e.final_distance for e in zero]))
     assert 0.0 <= s["random"]["success_rate@0.5"] <= 1.0
+
+
+def test_evaluation_env_drops_collection_only_kwargs(model_run_dir):
+    """A model trained on a dataset collected with init_pose="random" is still evaluated
+    from the env's home pose; its other env kwargs are kept."""
+    from types import SimpleNamespace
+
+    from visfore.plan import PlanConfig, _resolve_env
+
+    assert evaluation_env_kwargs({"init_pose": "random", "ctrl_cost_weight": 0.5}) == {"ctrl_cost_weight": 0.5}
+    assert evaluation_env_kwargs(None) == {}
+    real = load_model_run(model_run_dir)
+    attrs = {"env_id": "ReacherPlane-v0", "env_kwargs": {"init_pose": "random", "show_target": True}}
+    fake = SimpleNamespace(config={"dataset": {"attrs": attrs}}, run_dir=model_run_dir, image_size=real.image_size)
+    env_id, kwargs, size = _resolve_env(PlanConfig(model=str(model_run_dir)), fake)
+    assert (env_id, kwargs, size) == ("ReacherPlane-v0", {"show_target": True}, real.image_size)
+    home = make_goal_env(env_id, kwargs, size)
+    try:
+        home.reset(seed=3)
+        u = home.unwrapped
+        assert u.init_pose == "home"
+        assert np.all(np.abs(u.data.qpos[:2] - u.init_qpos[:2]) <= u.init_qpos_noise + 1e-12)
+    finally:
+        home.close()
 
 
 def test_make_goal_env_errors():

@@ -43,6 +43,7 @@ __all__ = [
     "GoalEpisode",
     "controller_rng",
     "episode_reset_seed",
+    "evaluation_env_kwargs",
     "goal_panel",
     "make_goal_env",
     "run_goal_episodes",
@@ -62,9 +63,22 @@ GIF_SCALE = 3
 GIF_FPS = 10.0
 
 
+#: Env options that only say how a *dataset's* episodes start (a collection choice, not
+#: the env the planner is judged on): dropped from the dataset's ``env_kwargs`` when a
+#: model's env is rebuilt for evaluation, so episodes start from the env's nominal state.
+COLLECTION_ONLY_KWARGS = ("init_pose",)
+
+
 # ---------------------------------------------------------------------------------------
 # env
 # ---------------------------------------------------------------------------------------
+def evaluation_env_kwargs(dataset_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The dataset's env kwargs without :data:`COLLECTION_ONLY_KWARGS` (e.g. a translator
+    or planning dataset collected with ``init_pose="random"`` is still evaluated from the
+    env's home pose)."""
+    return {k: v for k, v in dict(dataset_kwargs or {}).items() if k not in COLLECTION_ONLY_KWARGS}
+
+
 def make_goal_env(env_id: str, env_kwargs: Mapping[str, Any] | None, size: Sequence[int] | int,
                   **overrides: Any) -> Any:
     """The real goal-reaching env with ``(H, W)`` frames in ``obs_mode="state+pixels"``.

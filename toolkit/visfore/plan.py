@@ -915,7 +915,9 @@ def _resolve_env(config: PlanConfig, model_run: Any) -> tuple[str, dict, tuple[i
             env_id = trained_env
         elif env_id is None:
             raise VisforeError(f"the dataset of {model_run.run_dir} records no env; pass --env")
-        env_kwargs = dict(attrs.get("env_kwargs") or {})
+        from visfore.goal_reaching import evaluation_env_kwargs
+
+        env_kwargs = evaluation_env_kwargs(attrs.get("env_kwargs"))
         H, W = model_run.image_size
         if config.size and (config.size, config.size) != (H, W):
             raise VisforeError(f"--size {config.size} differs from the model's frame size {H}x{W}")

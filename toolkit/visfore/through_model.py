@@ -809,7 +809,9 @@ def _package_versions() -> dict[str, str | None]:
 
 
 def _resolve_env(config: ThroughModelConfig, attrs: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
-    """The evaluation env: the dataset's ``env_id`` / ``env_kwargs`` attrs, or ``--env``.
+    """The evaluation env: the dataset's ``env_id`` / ``env_kwargs`` attrs (less collection
+    options such as ``init_pose``: :func:`visfore.goal_reaching.evaluation_env_kwargs`), or
+    ``--env``.
 
     Raises:
         VisforeError: ``--env`` names another env than the dataset's, or no env is known
@@ -818,7 +820,9 @@ def _resolve_env(config: ThroughModelConfig, attrs: Mapping[str, Any]) -> tuple[
     from visfore.envs import resolve_env_id
 
     data_env = attrs.get("env_id") if isinstance(attrs.get("env_id"), str) else None
-    kwargs = dict(attrs.get("env_kwargs") or {}) if isinstance(attrs.get("env_kwargs"), dict) else {}
+    from visfore.goal_reaching import evaluation_env_kwargs
+
+    kwargs = evaluation_env_kwargs(attrs.get("env_kwargs")) if isinstance(attrs.get("env_kwargs"), dict) else {}
     if config.env is not None:
         env_id = resolve_env_id(config.env)
         if data_env is not None and data_env != env_id:
