@@ -300,7 +300,7 @@ def test_load_errors(tmp_path: Path, model_run_dir: Path):
         (["--env", "hopper"], "is not the env of the model's dataset"),
         (["--lr", "-1"], "--lr must be a finite number > 0"),
         (["--action-scale", "1.5"], "--action-scale must be in (0, 1], got 1.5"),
-        (["--action-scale", "0"], "--action-scale must be a finite number > 0"),
+        (["--action-scale", "0"], "--action-scale must be in (0, 1], got 0.0"),
     ],
 )
 def test_bad_options_are_one_line_and_write_nothing(extra: list[str], match: str, model_run_dir: Path,

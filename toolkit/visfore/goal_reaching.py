@@ -44,6 +44,8 @@ __all__ = [
     "controller_rng",
     "episode_reset_seed",
     "evaluation_env_kwargs",
+    "check_action_scale",
+    "scale_action_box",
     "goal_panel",
     "make_goal_env",
     "run_goal_episodes",
@@ -77,6 +79,26 @@ def evaluation_env_kwargs(dataset_kwargs: Mapping[str, Any] | None) -> dict[str,
     or planning dataset collected with ``init_pose="random"`` is still evaluated from the
     env's home pose)."""
     return {k: v for k, v in dict(dataset_kwargs or {}).items() if k not in COLLECTION_ONLY_KWARGS}
+
+
+def check_action_scale(scale: Any) -> float:
+    """``scale`` as a float, checked to be a finite fraction in (0, 1].
+
+    Raises:
+        VisforeError: one line naming ``--action-scale`` and the bad value.
+    """
+    ok = isinstance(scale, (int, float)) and not isinstance(scale, bool) and math.isfinite(float(scale))
+    if not (ok and 0 < float(scale) <= 1):
+        raise VisforeError(f"--action-scale must be in (0, 1], got {scale!r}")
+    return float(scale)
+
+
+def scale_action_box(low: Any, high: Any, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(centre - scale * half, centre + scale * half)``, each (A,) float32: the box
+    ``[low, high]`` (action units) shrunk around its centre by ``scale`` (1 = the box)."""
+    low, high = np.asarray(low, np.float64), np.asarray(high, np.float64)
+    centre, half = (low + high) / 2, (high - low) / 2
+    return (centre - scale * half).astype(np.float32), (centre + scale * half).astype(np.float32)
 
 
 def make_goal_env(env_id: str, env_kwargs: Mapping[str, Any] | None, size: Sequence[int] | int,

@@ -79,6 +79,7 @@ import typer
 from visfore.cem import CEMConfig
 from visfore.console import stdout_console
 from visfore.errors import VisforeError, handle_errors
+from visfore.goal_reaching import check_action_scale, evaluation_env_kwargs, scale_action_box
 
 COMMAND = "plan"
 #: ``--controllers`` names and the report label of each.
@@ -265,8 +266,7 @@ def validate_config(config: PlanConfig) -> PlanConfig:
         raise VisforeError(
             f"--replan-every {c.replan_every} must be <= the horizon blocks x repeat = {c.horizon}"
         )
-    if not (math.isfinite(c.action_scale) and 0 < c.action_scale <= 1):
-        raise VisforeError(f"--action-scale must be in (0, 1], got {c.action_scale!r}")
+    check_action_scale(c.action_scale)
     if c.cost not in COSTS:
         raise VisforeError(f"unknown --cost {c.cost!r}; valid: {', '.join(COSTS)}")
     if c.cost_frames not in COST_FRAMES:
@@ -444,10 +444,7 @@ def pixel_cost(frames: Any, goal: Any, cost_frames: str, blur: float = 0.0) -> A
 def action_bounds(env: Any, scale: float) -> tuple[np.ndarray, np.ndarray]:
     """``(low, high)`` (A,) float32: the env's action box shrunk around its centre by
     ``scale`` (1 = the whole box)."""
-    low = np.asarray(env.action_space.low, np.float64)
-    high = np.asarray(env.action_space.high, np.float64)
-    centre, half = (low + high) / 2, (high - low) / 2
-    return (centre - scale * half).astype(np.float32), (centre + scale * half).astype(np.float32)
+    return scale_action_box(env.action_space.low, env.action_space.high, scale)
 
 
 class RandomController:
@@ -915,8 +912,6 @@ def _resolve_env(config: PlanConfig, model_run: Any) -> tuple[str, dict, tuple[i
             env_id = trained_env
         elif env_id is None:
             raise VisforeError(f"the dataset of {model_run.run_dir} records no env; pass --env")
-        from visfore.goal_reaching import evaluation_env_kwargs
-
         env_kwargs = evaluation_env_kwargs(attrs.get("env_kwargs"))
         H, W = model_run.image_size
         if config.size and (config.size, config.size) != (H, W):

@@ -82,6 +82,7 @@ from torch.nn import functional as F
 
 from visfore import runs
 from visfore.errors import VisforeError
+from visfore.goal_reaching import check_action_scale, evaluation_env_kwargs, scale_action_box
 
 __all__ = [
     "COMMAND",
@@ -238,9 +239,7 @@ def validate_config(config: ThroughModelConfig) -> None:
         raise VisforeError(f"--loss-steps must be one of {', '.join(LOSS_STEPS)}, got {config.loss_steps!r}")
     _int_at_least("policy-frames", config.policy_frames, 1)
     _int_at_least("hidden", config.hidden, 1)
-    _positive_float("action-scale", config.action_scale)
-    if float(config.action_scale) > 1:
-        raise VisforeError(f"--action-scale must be in (0, 1], got {config.action_scale!r}")
+    check_action_scale(config.action_scale)
     _int_at_least("mlp-size", config.mlp_size, 1)
     _int_at_least("horizon", config.horizon, 1)
     _int_at_least("iterations", config.iterations, 1, allow_none=True)
@@ -261,13 +260,6 @@ def validate_config(config: ThroughModelConfig) -> None:
     from visfore.train_model import _parse_device_spec
 
     _parse_device_spec(config.device)
-
-
-def scaled_bounds(low: np.ndarray, high: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """``(centre - scale * half, centre + scale * half)``, float32 (A,), for the box
-    ``[low, high]`` and a scale in (0, 1] (1 returns the box itself)."""
-    centre, half = (high + low) / 2, (high - low) / 2
-    return (centre - scale * half).astype(np.float32), (centre + scale * half).astype(np.float32)
 
 
 def total_iterations(config: ThroughModelConfig) -> int | None:
@@ -820,8 +812,6 @@ def _resolve_env(config: ThroughModelConfig, attrs: Mapping[str, Any]) -> tuple[
     from visfore.envs import resolve_env_id
 
     data_env = attrs.get("env_id") if isinstance(attrs.get("env_id"), str) else None
-    from visfore.goal_reaching import evaluation_env_kwargs
-
     kwargs = evaluation_env_kwargs(attrs.get("env_kwargs")) if isinstance(attrs.get("env_kwargs"), dict) else {}
     if config.env is not None:
         env_id = resolve_env_id(config.env)
@@ -922,7 +912,7 @@ def _train(config: ThroughModelConfig) -> dict[str, Any]:  # noqa: C901 - a line
     mr = load_model_run(config.through_model, config.model_checkpoint, device=device)
     ds = mr.open_dataset(config.data)
     env_id, env_kwargs = _resolve_env(config, ds.attrs)
-    low, high = scaled_bounds(*mr.action_bounds(ds), float(config.action_scale))
+    low, high = scale_action_box(*mr.action_bounds(ds), float(config.action_scale))
     H, W = mr.image_size
     if config.eval_episodes > 0:
         from visfore.goal_reaching import make_goal_env

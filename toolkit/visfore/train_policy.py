@@ -962,8 +962,8 @@ def print_metrics(metrics: Mapping[str, Any], console: Any = None) -> None:
 SB3_ONLY_OPTIONS = ("algo", "timesteps", "backend", "randomize", "obs_mode", "size", "n_envs", "hp",
                     "eval_freq", "save_freq", "env_kwargs")
 #: Options of ``--through-model`` only: an error without it.
-THROUGH_MODEL_OPTIONS = ("model_checkpoint", "data", "policy_net", "policy_frames", "prev_action", "action_scale", "horizon",
-                         "iterations", "time_budget", "batch_size", "lr", "action_penalty", "loss_steps",
+THROUGH_MODEL_OPTIONS = ("model_checkpoint", "data", "policy_net", "policy_frames", "prev_action", "action_scale",
+                         "horizon", "iterations", "time_budget", "batch_size", "lr", "action_penalty", "loss_steps",
                          "loss_scales", "val_every", "eval_steps", "eval_seed", "success_threshold", "gifs",
                          "num_threads")
 
@@ -1048,7 +1048,8 @@ def train_policy_command(
         given = {
             "model_checkpoint": model_checkpoint, "data": str(data) if data is not None else None,
             "policy_net": policy_net.lower() if policy_net else policy_net, "policy_frames": policy_frames,
-            "prev_action": prev_action, "action_scale": action_scale, "horizon": horizon, "iterations": iterations, "time_budget": time_budget,
+            "prev_action": prev_action, "action_scale": action_scale, "horizon": horizon, "iterations": iterations,
+            "time_budget": time_budget,
             "batch_size": batch_size, "lr": lr, "action_penalty": action_penalty, "loss_steps": loss_steps,
             "loss_scales": loss_scales, "val_every": val_every, "eval_episodes": eval_episodes,
             "eval_steps": eval_steps, "eval_seed": eval_seed, "success_threshold": success_threshold,
