@@ -18,6 +18,15 @@ Pipeline (:func:`train_translator`; :func:`train_translator_command` is a thin w
    is a sample: its frame (with ``--memory M``: the frames of rows ``t - M + 1 .. t`` of
    the same episode, the episode's first frame repeated before its start) and the state
    decoded at row ``t``.
+   With ``--on-predictions RUN`` the frames are a ``visfore train-model`` run's open-loop
+   predictions instead (:mod:`visfore.predicted_frames`): every episode is cut into
+   clips of ``C + K`` frames (the run's context C, ``--prediction-horizon`` K), the C
+   real context frames are kept and the K predicted frames are labelled with the true
+   state of the frames they predict. Each clip is then an episode of the translator
+   (clips of one dataset episode share its side of the split). This is the reader a
+   planner needs to score imagined frames (``visfore plan --cost keypoints``); use a
+   dataset the model was not trained on, so its predictions are as good as at planning
+   time and no better.
 3. Train with Adam (cosine decay of the learning rate to 10 %, linear warm-up) on
    :func:`visfore_models.translator.translator_loss` (``(cos, sin)`` MSE for the angles
    plus ``--keypoint-weight`` times the MSE of the key points normalised by the training
@@ -132,6 +141,11 @@ class TranslatorConfig:
         num_threads: torch CPU threads (None = the physical cores available).
         eval_batch_size: frames per forward pass in evaluation.
         progress: show the progress bar and the table.
+        on_predictions: a ``visfore train-model`` run: train on its open-loop
+            predictions of the dataset's clips (see the module docstring); None = the
+            dataset's frames.
+        prediction_horizon: K, frames predicted per clip with ``on_predictions``
+            (default: the run's training horizon).
     """
 
     data: Optional[str] = None
@@ -154,6 +168,8 @@ class TranslatorConfig:
     num_threads: Optional[int] = None
     eval_batch_size: int = 256
     progress: bool = True
+    on_predictions: Optional[str] = None
+    prediction_horizon: Optional[int] = None
 
     def to_dict(self) -> dict[str, Any]:
         """The options as plain types (for ``config.yaml``)."""
@@ -209,6 +225,10 @@ def validate_config(config: TranslatorConfig) -> None:
     _int_at_least("seed", config.seed, 0)
     if config.num_threads is not None:
         _int_at_least("num_threads", config.num_threads, 1)
+    if config.prediction_horizon is not None:
+        if config.on_predictions is None:
+            raise VisforeError("--prediction-horizon needs --on-predictions RUN (a train-model run)")
+        _int_at_least("prediction_horizon", config.prediction_horizon, 1)
     _real("lr", config.lr, positive=True)
     _real("weight_decay", config.weight_decay, positive=False)
     _real("keypoint_weight", config.keypoint_weight, positive=False)
@@ -449,6 +469,9 @@ class _Data:
     keypoint_names: list[str]
     axes_per_keypoint: int
     data_location: str
+    #: with --on-predictions: (frames,) int64, 0 = real context frame, k = k-th prediction
+    step: Optional[np.ndarray] = None
+    predictions: Optional[dict[str, Any]] = None
 
 
 def _load_data(config: TranslatorConfig) -> _Data:
@@ -477,11 +500,35 @@ def _load_data(config: TranslatorConfig) -> _Data:
     qpos, kp = decode_dataset_states(env_cls, state, env_id=env_id)
     train_eps, val_eps = split_episodes(np.arange(ds.num_episodes), config.val_fraction, config.seed)
     ends, starts = ds.episode_ends, ds.episode_starts
+    # the translator's episodes (rows [starts[i], ends[i])) of each dataset episode
+    pieces_of = {e: [e] for e in range(ds.num_episodes)}
+    pixels = ds.read("pixels")
+    step, predictions = None, None
+    if config.on_predictions is not None:
+        clips, run = _predicted_clips(config, ds, pixels)
+        pixels, qpos, kp, step = clips.frames, qpos[clips.source_rows], kp[clips.source_rows], clips.step
+        ends = clips.clip_ends
+        starts = ends - (clips.context + clips.horizon)
+        pieces_of = {e: [] for e in range(ds.num_episodes)}
+        for c, e in enumerate(clips.clip_episode):
+            pieces_of[int(e)].append(c)
+        train_eps = np.array([e for e in train_eps if pieces_of[int(e)]], dtype=np.int64)
+        val_eps = np.array([e for e in val_eps if pieces_of[int(e)]], dtype=np.int64)
+        if len(train_eps) == 0 or len(val_eps) == 0:
+            raise VisforeError(
+                f"{name}: too few episodes of {clips.context + clips.horizon} frames for a training and "
+                "a held-out side; collect longer or more episodes, or lower --prediction-horizon"
+            )
+        predictions = {
+            "model": str(Path(run.run_dir).resolve()), "checkpoint": run.checkpoint,
+            "context": clips.context, "horizon": clips.horizon, "clips": int(len(clips.clip_ends)),
+        }
 
     def rows(eps: np.ndarray) -> np.ndarray:
-        return np.concatenate([np.arange(starts[e], ends[e]) for e in eps]).astype(np.int64)
+        return np.concatenate(
+            [np.arange(starts[i], ends[i]) for e in eps for i in pieces_of[int(e)]]
+        ).astype(np.int64)
 
-    pixels = ds.read("pixels")
     loc = ds.path if isinstance(ds.path, str) else str(Path(ds.path).resolve())
     joint_names = joint_names_for(env_cls, qpos.shape[1])
     kp_names, d = keypoint_names_for(env_cls, kp.shape[1])
@@ -502,7 +549,24 @@ def _load_data(config: TranslatorConfig) -> _Data:
         keypoint_names=kp_names,
         axes_per_keypoint=d,
         data_location=loc,
+        step=step,
+        predictions=predictions,
     )
+
+
+def _predicted_clips(config: TranslatorConfig, ds: Any, pixels: np.ndarray) -> tuple[Any, Any]:
+    """``(clips, run)``: the open-loop predictions of ``ds``'s clips
+    (:class:`visfore.predicted_frames.PredictedClips`) by the ``--on-predictions`` run
+    (:class:`visfore.model_run.ModelRun`, also returned)."""
+    from visfore.model_run import load_model_run
+    from visfore.predicted_frames import predict_clips
+
+    run = load_model_run(config.on_predictions, device=config.device)
+    run.check_dataset(ds)
+    horizon = run.horizon if config.prediction_horizon is None else config.prediction_horizon
+    clips = predict_clips(run, pixels, ds.read("action"), ds.episode_ends, horizon,
+                          batch_size=config.eval_batch_size, seed=config.seed)
+    return clips, run
 
 
 def _batch_frames(data: _Data, rows: np.ndarray, device: "torch.device") -> "torch.Tensor":
@@ -592,8 +656,8 @@ def _train(config: TranslatorConfig) -> dict[str, Any]:
     device = select_device(config.device)
     run_dir = runs.resolve_run_dir(COMMAND, out=config.out, name=config.name)
     runs.check_run_dir(run_dir, resume=False)
-    data = _load_data(config)
     torch.set_num_threads(config.num_threads or physical_cpu_cores())
+    data = _load_data(config)
 
     torch.manual_seed(config.seed)
     model = FrameTranslator(
@@ -620,6 +684,7 @@ def _train(config: TranslatorConfig) -> dict[str, Any]:
         "joint_names": data.joint_names,
         "keypoint_names": data.keypoint_names,
         "axes_per_keypoint": data.axes_per_keypoint,
+        "on_predictions": data.predictions,
     }
     runs.write_config(run_dir, {
         "command": COMMAND,
@@ -745,6 +810,14 @@ def _train(config: TranslatorConfig) -> dict[str, Any]:
         "joint": _ratio(model_block["joint_mae_deg"]["mean"], base_block["joint_mae_deg"]["mean"]),
         "keypoint": _ratio(model_block["keypoint_error_cm"]["mean"], base_block["keypoint_error_cm"]["mean"]),
     }
+    if data.step is not None:
+        # how well the predicted frames are read, by prediction step (0 = real context)
+        val_step = data.step[data.val_rows]
+        data.predictions["keypoint_error_cm_by_step"] = [
+            float(translation_errors(q_pred[val_step == k], q_true[val_step == k], k_pred[val_step == k],
+                                     k_true[val_step == k], axes_per_keypoint=d)["keypoint_error_cm"].mean())
+            for k in range(int(val_step.max()) + 1)
+        ]
     metrics = {
         "command": COMMAND,
         "run_dir": str(run_dir),
@@ -866,6 +939,8 @@ def train_translator_command(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     num_threads: Annotated[Optional[int], typer.Option(help="Torch CPU threads (default: the physical cores available).")] = None,
     eval_batch_size: Annotated[int, typer.Option(help="Frames per forward pass in evaluation.")] = 256,
+    on_predictions: Annotated[Optional[Path], typer.Option(help="A train-model run: train on its open-loop predictions of the dataset's clips (real context frames, then predicted frames labelled with the true state), the reader `visfore plan --cost keypoints` needs. Use a dataset the model was not trained on.")] = None,
+    prediction_horizon: Annotated[Optional[int], typer.Option(help="Frames predicted per clip with --on-predictions (default: the run's training horizon; match the planner's horizon).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or table.")] = False,
 ) -> None:
     """Train a CNN (optionally ConvLSTM) translating frames to joint angles and key points; report
@@ -891,4 +966,6 @@ def train_translator_command(
         num_threads=num_threads,
         eval_batch_size=eval_batch_size,
         progress=not quiet,
+        on_predictions=str(on_predictions) if on_predictions is not None else None,
+        prediction_horizon=prediction_horizon,
     ))
