@@ -8,15 +8,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from visfore.cli import app
 from visfore.dataset import open_dataset
 from visfore.errors import VisforeError
 from visfore.model_run import frames_to_model, load_model_run, model_to_frames
 from visfore.predicted_frames import clip_layout, predict_clips
+from visfore_cli_testutils import invoke, one_error_line
 
-runner = CliRunner()
 TINY_CLI = ["--channels", "8,16,16", "--hidden", "32", "--num-threads", "1", "--quiet"]
 
 
@@ -76,11 +74,11 @@ def test_train_translator_on_predictions_end_to_end(model_run_dir, small_reacher
     of one dataset episode on one side of the split, and reports its key-point error by
     prediction step."""
     out = tmp_path / "run"
-    res = runner.invoke(app, [
+    res = invoke(
         "train-translator", "--data", str(small_reacher_dataset), "--out", str(out), "--epochs", "1",
         "--on-predictions", str(model_run_dir), "--prediction-horizon", "3", "--val-fraction", "0.25",
         *TINY_CLI,
-    ])  # fmt: skip
+    )
     assert res.exit_code == 0, res.output
     metrics = json.loads((out / "metrics.json").read_text())
     info = metrics["on_predictions"]
@@ -94,11 +92,7 @@ def test_train_translator_on_predictions_end_to_end(model_run_dir, small_reacher
 
 
 def _error(args):
-    res = runner.invoke(app, ["train-translator", *args])
-    assert res.exit_code == 2, res.output
-    lines = [line for line in res.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), res.output
-    return lines[0]
+    return one_error_line(invoke("train-translator", *args))
 
 
 def test_on_predictions_bad_input_is_one_line_and_writes_nothing(model_run_dir, small_reacher_dataset, tmp_path):
