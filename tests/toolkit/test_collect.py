@@ -544,3 +544,49 @@ def test_make_policy_rejects_bad_input():
         make_policy("random", gym.spaces.Discrete(3))
     with pytest.raises(VisforeError, match="bounded"):
         make_policy("random", gym.spaces.Box(-np.inf, np.inf, (2,)))
+
+
+def test_smooth_min_scale_draws_each_episodes_amplitude_log_uniformly():
+    """With min_scale, every episode keeps one amplitude from [min_scale, scale], drawn
+    from the episode's rng after u_0: the first action is u_0 at that amplitude, and a
+    policy without min_scale is unchanged (same u_0, amplitude scale)."""
+    space = gym.spaces.Box(-1, 1, (2,), dtype=np.float32)
+    plain = make_policy("smooth", space)
+    ranged = make_policy("smooth", space, min_scale=0.01)
+    assert "min_scale" not in plain.describe() and ranged.describe()["min_scale"] == 0.01
+    amplitudes = []
+    for seed in range(400):
+        plain.reset(np.random.default_rng(seed))
+        ranged.reset(np.random.default_rng(seed))
+        a, b = plain.act(), ranged.act()
+        amplitudes.append(ranged.episode_scale)
+        np.testing.assert_allclose(b, a / 0.3 * ranged.episode_scale, rtol=1e-5, atol=1e-7)
+        steps = np.stack([ranged.act() for _ in range(30)])
+        assert (np.abs(steps) <= ranged.episode_scale + 1e-6).all()
+    logs = np.log(amplitudes)
+    assert min(amplitudes) >= 0.01 and max(amplitudes) <= 0.3
+    # log-uniform: the log amplitudes are uniform on [log 0.01, log 0.3] (mean at the middle)
+    assert abs(logs.mean() - np.log(np.sqrt(0.01 * 0.3))) < 0.15
+    assert np.mean(np.array(amplitudes) < np.sqrt(0.01 * 0.3)) == pytest.approx(0.5, abs=0.08)
+    with pytest.raises(VisforeError, match=r"min_scale=0.5 must be in \(0, scale=0.3\]"):
+        make_policy("smooth", space, min_scale=0.5)
+    with pytest.raises(VisforeError, match="min_scale=0"):
+        make_policy("smooth", space, min_scale=0)
+
+
+def test_cli_policy_kwargs_reach_the_policy_and_the_provenance(app, tmp_path):
+    out = tmp_path / "slow.zarr"
+    result = runner.invoke(app, small_args(out) + ["--policy-kwargs", "min_scale=0.02,theta=0.5"])
+    assert result.exit_code == 0, result.output
+    attrs = open_dataset(out).attrs
+    assert attrs["policy"] == {"name": "smooth", "theta": 0.5, "sigma": 0.3, "scale": 0.3,
+                               "min_scale": 0.02, "process": "ornstein-uhlenbeck"}
+    assert "--policy-kwargs" in attrs["collect_runs"][-1]["command"]
+    for value, message in (("wobble=1", "bad parameters for policy 'smooth'"), ("min_scale=2", "min_scale=2"),
+                           ("notapair", "--policy-kwargs 'notapair' is not key=value")):
+        bad = tmp_path / "bad.zarr"
+        result = runner.invoke(app, small_args(bad) + ["--policy-kwargs", value])
+        assert result.exit_code == 2, result.output
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], result.stderr
+        assert not bad.exists()

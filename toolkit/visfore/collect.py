@@ -309,9 +309,10 @@ def command_line(
     workers: int,
     env_kwargs: Mapping[str, Any],
     ray: str | None = None,
+    policy_params: Mapping[str, Any] | None = None,
 ) -> str:
     """The ``visfore collect`` command line that reproduces a run (shell-quoted); ``ray``
-    the ``--ray`` address, if any."""
+    the ``--ray`` address, if any; ``policy_params`` the ``--policy-kwargs``."""
     from visfore.storage import display_name
 
     args = [
@@ -321,6 +322,8 @@ def command_line(
     ]  # fmt: skip
     if env_kwargs:
         args += ["--env-kwargs", json.dumps(dict(env_kwargs), sort_keys=True)]
+    if policy_params:
+        args += ["--policy-kwargs", json.dumps(dict(policy_params), sort_keys=True)]
     if ray is not None:
         args += ["--ray", ray]
     return shlex.join(args)
@@ -396,7 +399,7 @@ def collect(
     workers: int | None = None,
     env_kwargs: Mapping[str, Any] | str | list[str] | None = None,
     progress: bool = True,
-    policy_params: Mapping[str, Any] | None = None,
+    policy_params: Mapping[str, Any] | str | list[str] | None = None,
     ray: str | None = None,
 ) -> dict[str, Any]:
     """Collect ``episodes`` episodes of ``steps`` actions into the dataset at ``out``.
@@ -423,7 +426,9 @@ def collect(
         env_kwargs: extra ``gymnasium.make`` arguments: a dict, or ``--env-kwargs``
             strings (:func:`visfore.envs.parse_env_kwargs`).
         progress: show a rich progress bar (episodes, frames/s) and messages on stderr.
-        policy_params: policy parameters (``theta``, ``sigma``, ``scale`` for ``smooth``).
+        policy_params: policy parameters (``theta``, ``sigma``, ``scale``, ``min_scale``
+            for ``smooth``; :mod:`visfore.policies`): a dict, or ``--policy-kwargs``
+            strings (``key=value`` pairs or a JSON object).
         ray: run the episodes on Ray (:mod:`visfore.ray_backend`): ``local``, ``auto``,
             ``HOST:PORT`` or ``ray://HOST:PORT``. One Ray actor per worker holds an
             :class:`EpisodeRunner`; every task is one whole episode; this process writes
@@ -448,7 +453,7 @@ def collect(
     """
     from visfore import storage
     from visfore.dataset import DatasetWriter, open_dataset
-    from visfore.envs import parse_env_kwargs, resolve_env_id
+    from visfore.envs import parse_env_kwargs, parse_kwargs, resolve_env_id
     from visfore.policies import POLICY_NAMES
 
     t_start = time.perf_counter()
@@ -466,6 +471,7 @@ def collect(
         raise VisforeError(f"unknown --policy {policy!r}; valid: {', '.join(POLICY_NAMES)}")
     env_id = resolve_env_id(env)
     kwargs = parse_env_kwargs(env_kwargs)
+    policy_params = parse_kwargs(policy_params, "--policy-kwargs")
     out = storage.normalize(out)  # a Path, or a URL string (s3://...)
     existing_attrs: dict[str, Any] | None = None
     done = 0
@@ -477,7 +483,7 @@ def collect(
 
     config = dict(
         env_id=env_id, size=size, steps=steps, env_kwargs=kwargs, policy=policy,
-        policy_params=dict(policy_params or {}), seed=seed,
+        policy_params=policy_params, seed=seed,
     )  # fmt: skip
     runner = EpisodeRunner(**config)  # validates env, kwargs and spaces; no frame yet
     ray_session = None
@@ -499,7 +505,8 @@ def collect(
             workers = ray_backend.resolve_workers(ray_session, workers, note=progress)
         versions = package_versions()
         cmd = command_line(
-            env, episodes, steps, size, out, seed, policy, workers or 1, kwargs, ray=ray
+            env, episodes, steps, size, out, seed, policy, workers or 1, kwargs, ray=ray,
+            policy_params=policy_params,
         )
         run_record = {
             "started": _utc_now(),
@@ -762,6 +769,15 @@ def collect_command(
             help="Extra env arguments: a JSON object or key=value[,key=value]; repeatable.",
         ),
     ] = None,
+    policy_kwargs: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--policy-kwargs",
+            help="Policy parameters: a JSON object or key=value[,key=value]; repeatable. smooth: "
+            "theta, sigma, scale (default 0.3, 0.3, 0.3) and min_scale (per-episode amplitude "
+            "log-uniform in [min_scale, scale]).",
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     ray: RayOption = None,
 ) -> None:
@@ -777,6 +793,7 @@ def collect_command(
         workers=workers,
         env_kwargs=env_kwargs,
         progress=not quiet,
+        policy_params=policy_kwargs,
         ray=ray,
     )
     if summary["already_complete"]:

@@ -128,7 +128,16 @@ def _split_pairs(text: str) -> list[str]:
 
 
 def parse_env_kwargs(values: str | Iterable[str] | Mapping[str, Any] | None) -> dict[str, Any]:
-    """Parse ``--env-kwargs`` values into a JSON-serialisable dict.
+    """Parse ``--env-kwargs`` values into a JSON-serialisable dict (:func:`parse_kwargs`
+    with the keys the toolkit sets, :data:`RESERVED_ENV_KWARGS`, refused)."""
+    return parse_kwargs(values, "--env-kwargs", RESERVED_ENV_KWARGS)
+
+
+def parse_kwargs(
+    values: str | Iterable[str] | Mapping[str, Any] | None, flag: str, reserved_keys: Iterable[str] = ()
+) -> dict[str, Any]:
+    """Parse the values of a keyword-argument option (``flag``, e.g. ``--env-kwargs``,
+    ``--policy-kwargs``) into a JSON-serialisable dict.
 
     Each value is either a JSON object (``'{"reward_mode": "pixels"}'``) or one or more
     ``key=value`` pairs separated by commas (``reward_mode=pixels,frame_skip=2``); a
@@ -137,7 +146,7 @@ def parse_env_kwargs(values: str | Iterable[str] | Mapping[str, Any] | None) -> 
 
     Raises:
         VisforeError: a value is neither a JSON object nor ``key=value`` pairs, a key is
-            reserved (:data:`RESERVED_ENV_KWARGS`), or the result is not JSON-serialisable.
+            in ``reserved_keys``, or the result is not JSON-serialisable; named with ``flag``.
     """
     if values is None:
         return {}
@@ -155,27 +164,27 @@ def parse_env_kwargs(values: str | Iterable[str] | Mapping[str, Any] | None) -> 
                 try:
                     parsed = json.loads(text)
                 except json.JSONDecodeError as exc:
-                    raise VisforeError(f"--env-kwargs {value!r} is not valid JSON ({exc.msg})")
+                    raise VisforeError(f"{flag} {value!r} is not valid JSON ({exc.msg})")
                 if not isinstance(parsed, dict):
-                    raise VisforeError(f"--env-kwargs {value!r} is not a JSON object")
+                    raise VisforeError(f"{flag} {value!r} is not a JSON object")
                 result.update(parsed)
                 continue
             for pair in _split_pairs(text):
                 key, sep, raw = pair.partition("=")
                 if not sep or not key.strip().isidentifier():
                     raise VisforeError(
-                        f"--env-kwargs {pair!r} is not key=value or a JSON object"
+                        f"{flag} {pair!r} is not key=value or a JSON object"
                     )
                 result[key.strip()] = _parse_value(raw)
-    reserved = sorted(set(result) & set(RESERVED_ENV_KWARGS))
+    reserved = sorted(set(result) & set(reserved_keys))
     if reserved:
         raise VisforeError(
-            f"--env-kwargs may not set {', '.join(reserved)}: the toolkit sets it"
+            f"{flag} may not set {', '.join(reserved)}: the toolkit sets it"
         )
     try:
         return json.loads(json.dumps(result, sort_keys=True))
     except (TypeError, ValueError):
-        raise VisforeError(f"--env-kwargs {result!r} is not JSON-serialisable") from None
+        raise VisforeError(f"{flag} {result!r} is not JSON-serialisable") from None
 
 
 def make_env(
