@@ -63,24 +63,22 @@ class PredictedClips:
 
 
 def clip_layout(episode_ends: np.ndarray, clip_length: int) -> tuple[np.ndarray, np.ndarray]:
-    """Start rows and episodes of the non-overlapping clips of ``clip_length`` frames.
+    """Start rows and episodes of the non-overlapping clips of ``clip_length`` frames
+    (:func:`visfore.clips.clip_starts` with a stride of one clip).
 
     Args:
         episode_ends: (E,) int, exclusive end row of each episode (``meta/episode_ends``).
-        clip_length: frames per clip (C + K), >= 2.
+        clip_length: frames per clip (C + K), >= 1.
 
     Returns:
         ``(starts, episodes)``: (n,) int64 each, the first dataset row of each clip and its
-        episode, in dataset order.
+        episode, in dataset order (empty when no episode holds a clip).
     """
+    from visfore.clips import clip_starts
+
     ends = np.asarray(episode_ends, dtype=np.int64)
-    begins = np.concatenate([[0], ends[:-1]])
-    starts, episodes = [], []
-    for e, (b, end) in enumerate(zip(begins, ends)):
-        count = int(end - b) // clip_length
-        starts.append(b + clip_length * np.arange(count, dtype=np.int64))
-        episodes.append(np.full(count, e, dtype=np.int64))
-    return np.concatenate(starts), np.concatenate(episodes)
+    begins = np.concatenate([[0], ends[:-1]]).astype(np.int64)
+    return clip_starts(begins, ends - begins, np.arange(len(ends)), clip_length, stride=clip_length)
 
 
 def predict_clips(
