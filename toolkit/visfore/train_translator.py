@@ -810,19 +810,21 @@ def _train(config: TranslatorConfig) -> dict[str, Any]:
         "joint": _ratio(model_block["joint_mae_deg"]["mean"], base_block["joint_mae_deg"]["mean"]),
         "keypoint": _ratio(model_block["keypoint_error_cm"]["mean"], base_block["keypoint_error_cm"]["mean"]),
     }
+    on_predictions = None
     if data.step is not None:
         # how well the predicted frames are read, by prediction step (0 = real context)
         val_step = data.step[data.val_rows]
-        data.predictions["keypoint_error_cm_by_step"] = [
+        on_predictions = {**data.predictions, "keypoint_error_cm_by_step": [
             float(translation_errors(q_pred[val_step == k], q_true[val_step == k], k_pred[val_step == k],
                                      k_true[val_step == k], axes_per_keypoint=d)["keypoint_error_cm"].mean())
             for k in range(int(val_step.max()) + 1)
-        ]
+        ]}
     metrics = {
         "command": COMMAND,
         "run_dir": str(run_dir),
         "data": data.data_location,
         **extra,
+        "on_predictions": on_predictions,
         "memory": config.memory,
         "model": model_block,
         "mean_predictor": base_block,
