@@ -269,6 +269,24 @@ def test_oracle_rollout_matches_env_step():
     env.close()
 
 
+def test_shrink_horizon_scores_the_episode_end():
+    """With ``shrink_horizon`` the plans in the last T - 1 steps score only the steps left
+    (their cost is taken at the episode's last step); without it every plan scores T."""
+    cfg = CEMConfig(iterations=1, samples=4, elites=2, blocks=3, repeat=2)  # T = 6
+    scored = {}
+    for shrink in (False, True):
+        oracle = OracleCEMController(cfg, replan_every=1, cost="keypoints", shrink_horizon=shrink)
+        lengths = []
+        cost = oracle._cost
+        oracle._cost = lambda actions: (lengths.append(actions.shape[1]), cost(actions))[1]
+        episodes = run_goal_episodes(lambda: make_goal_env("reacher", {}, SIZE, max_episode_steps=8),
+                                     oracle, episodes=1, seed=0)
+        assert episodes[0].steps == 8
+        scored[shrink] = lengths
+    assert scored[False] == [6] * 8
+    assert scored[True] == [6, 6, 6, 5, 4, 3, 2, 1]
+
+
 # -- learned CEM -------------------------------------------------------------------------
 def _learned_actions(run_dir: Path, seed: int) -> list[np.ndarray]:
     mr = load_model_run(run_dir)

@@ -46,7 +46,10 @@ this budget) or ``pixels+keypoints``.
 
 MPC loop (receding horizon): plan T = ``blocks * repeat`` steps, execute the best sequence
 for ``--replan-every`` steps, replan from the new frame, warm-starting from the previous
-mean shifted by the executed steps (PETS; :func:`visfore.cem.shift_mean`).
+mean shifted by the executed steps (PETS; :func:`visfore.cem.shift_mean`). With
+``--shrink-horizon``, a plan made fewer than T steps before the env's time limit scores only
+the steps left, so its cost is taken at the episode's last step, where success is measured
+(shrinking-horizon MPC); the default fixed horizon always scores step T.
 
 Goals: without ``--goal``, the env's target pose rendered as an image
 (``env.unwrapped.render_goal()``: the robot at the target configuration), so success can
@@ -124,6 +127,7 @@ class PlanConfig:
     blocks: int = 5
     repeat: int = 3
     replan_every: int = 1
+    shrink_horizon: bool = False
     init_std: float = 0.5
     min_std: float = 0.05
     alpha: float = 0.0
@@ -482,11 +486,12 @@ class CEMController:
     name = "cem"
 
     def __init__(self, cem_config: CEMConfig, replan_every: int = 1, action_scale: float = 1.0,
-                 device: Any = "cpu", warm_start: bool = True) -> None:
+                 device: Any = "cpu", warm_start: bool = True, shrink_horizon: bool = False) -> None:
         import torch
 
         self.cem_config = cem_config.validate()
         self.replan_every = int(replan_every)
+        self.shrink_horizon = bool(shrink_horizon)
         self.action_scale = float(action_scale)
         self.device = torch.device(device)
         self.warm_start = bool(warm_start)
@@ -508,6 +513,9 @@ class CEMController:
         self._mean = None
         self._since = 0
         self._last_action = None
+        self._t = 0
+        # the episode's time limit (None: unknown, the horizon never shrinks)
+        self._limit = getattr(getattr(env, "spec", None), "max_episode_steps", None)
         self.imagined = None
         self.plans = 0
         self._begin(env, obs, goal_frame)
@@ -521,7 +529,7 @@ class CEMController:
             init = None
             if self.warm_start and self._mean is not None:
                 init = shift_mean(self._mean, self._since, self.cem_config.repeat, self._centre)
-            result = cem(self._cost, self._low, self._high, self.cem_config, self._gen, init_mean=init)
+            result = cem(self._scored_cost(), self._low, self._high, self.cem_config, self._gen, init_mean=init)
             self.last_result = result
             self._plan = result.actions if self.cem_config.execute == "best" else result.mean_actions
             self._mean = result.mean
@@ -530,8 +538,25 @@ class CEMController:
             self.imagined = self._imagine(self._plan)
         action = self._plan[self._since].detach().cpu().numpy().astype(np.float32)
         self._since += 1
+        self._t += 1
         self._last_action = action
         return action
+
+    def scored_steps(self) -> int:
+        """Steps of each candidate the next plan scores: the horizon T, or with
+        ``shrink_horizon`` the steps left in the episode when fewer (so the cost is taken
+        at the episode's last step, where success is measured)."""
+        T = self.cem_config.horizon
+        if not self.shrink_horizon or not self._limit:
+            return T
+        return max(1, min(T, int(self._limit) - self._t))
+
+    def _scored_cost(self) -> Any:
+        """``self._cost``, on the first :meth:`scored_steps` steps of each candidate."""
+        k = self.scored_steps()
+        if k == self.cem_config.horizon:
+            return self._cost
+        return lambda actions: self._cost(actions[:, :k])
 
     # -- hooks --------------------------------------------------------------------------
     def _begin(self, env: Any, obs: dict, goal_frame: np.ndarray) -> None:
@@ -566,8 +591,10 @@ class LearnedCEMController(CEMController):
                  action_scale: float = 1.0, cost: str = "pixels", cost_frames: str = "final",
                  pixel_weight: float = 1.0, keypoint_weight: float = 1.0,
                  translator: Translator | None = None, batch_chunk: int = 0,
-                 pixel_blur: float = 0.0, amp: bool = False) -> None:  # fmt: skip
-        super().__init__(cem_config, replan_every, action_scale, model_run.device)
+                 pixel_blur: float = 0.0, amp: bool = False,
+                 shrink_horizon: bool = False) -> None:  # fmt: skip
+        super().__init__(cem_config, replan_every, action_scale, model_run.device,
+                         shrink_horizon=shrink_horizon)
         if "keypoints" in cost and translator is None:
             raise VisforeError(f"--cost {cost} needs a translator (--translator RUN)")
         self.model_run = model_run
@@ -685,8 +712,9 @@ class OracleCEMController(CEMController):
 
     def __init__(self, cem_config: CEMConfig, *, replan_every: int = 1, action_scale: float = 1.0,
                  cost: str = "pixels", cost_frames: str = "final", pixel_weight: float = 1.0,
-                 keypoint_weight: float = 1.0, pixel_blur: float = 0.0) -> None:  # fmt: skip
-        super().__init__(cem_config, replan_every, action_scale, "cpu")
+                 keypoint_weight: float = 1.0, pixel_blur: float = 0.0,
+                 shrink_horizon: bool = False) -> None:  # fmt: skip
+        super().__init__(cem_config, replan_every, action_scale, "cpu", shrink_horizon=shrink_horizon)
         self.pixel_blur = float(pixel_blur)
         self.cost = cost
         self.cost_frames = cost_frames
@@ -855,6 +883,7 @@ def command_line(config: PlanConfig, out: Path) -> str:
     args += [
         "--iterations", str(c.iterations), "--samples", str(c.samples), "--elites", str(c.elites),
         "--blocks", str(c.blocks), "--repeat", str(c.repeat), "--replan-every", str(c.replan_every),
+        "--shrink-horizon" if c.shrink_horizon else "--fixed-horizon",
         "--init-std", f"{c.init_std:g}", "--min-std", f"{c.min_std:g}", "--alpha", f"{c.alpha:g}",
         "--execute", c.execute,
         "--action-scale", f"{c.action_scale:g}", "--cost", c.cost, "--cost-frames", c.cost_frames,
@@ -1009,7 +1038,8 @@ def write_report(out: Path, meta: Mapping[str, Any], episodes: Sequence[Any]) ->
         ("CEM", f"{budget.get('iterations')} iterations x {budget.get('samples')} samples, "
                 f"{budget.get('elites')} elites, horizon {budget.get('horizon')} steps "
                 f"({budget.get('blocks')} blocks x {budget.get('repeat')} repeat), replan every "
-                f"{budget.get('replan_every')} step(s), init std {budget.get('init_std')} / min std "
+                f"{budget.get('replan_every')} step(s)"
+                f"{' (horizon shrinks to the episode end)' if budget.get('shrink_horizon') else ''}, init std {budget.get('init_std')} / min std "
                 f"{budget.get('min_std')} half-ranges, alpha {budget.get('alpha')}, executes the "
                 f"{'final elite mean' if budget.get('execute') == 'mean' else 'best sample'}"),
         ("action bounds", f"{_fmt_list(meta.get('action_low'))} .. {_fmt_list(meta.get('action_high'))} (action scale "
@@ -1086,14 +1116,14 @@ def _make_controllers(config: PlanConfig, model_run: Any, translator: Any, devic
                 action_scale=config.action_scale, cost=config.cost, cost_frames=config.cost_frames,
                 pixel_weight=config.pixel_weight, keypoint_weight=config.keypoint_weight,
                 translator=translator, batch_chunk=config.batch_chunk, pixel_blur=config.pixel_blur,
-                amp=config.amp,
+                amp=config.amp, shrink_horizon=config.shrink_horizon,
             ))  # fmt: skip
         elif name == "oracle":
             out.append(OracleCEMController(
                 cem_cfg, replan_every=config.replan_every, action_scale=config.action_scale,
                 cost=oracle_cost(config), cost_frames=config.cost_frames,
                 pixel_weight=config.pixel_weight, keypoint_weight=config.keypoint_weight,
-                pixel_blur=config.pixel_blur,
+                pixel_blur=config.pixel_blur, shrink_horizon=config.shrink_horizon,
             ))  # fmt: skip
         elif name == "random":
             out.append(RandomController(config.action_scale))
@@ -1187,7 +1217,8 @@ def plan(config: PlanConfig) -> dict[str, Any]:
         "budget": {
             "iterations": config.iterations, "samples": config.samples, "elites": config.elites,
             "blocks": config.blocks, "repeat": config.repeat, "horizon": config.horizon,
-            "replan_every": config.replan_every, "init_std": config.init_std,
+            "replan_every": config.replan_every, "shrink_horizon": config.shrink_horizon,
+            "init_std": config.init_std,
             "min_std": config.min_std, "alpha": config.alpha, "execute": config.execute,
         },  # fmt: skip
         "action_scale": config.action_scale,
@@ -1305,6 +1336,7 @@ def plan_command(
     repeat: Annotated[int, typer.Option(help="Steps each block's action is held; horizon = blocks x repeat.")] = 3,
     horizon: Annotated[Optional[int], typer.Option(help="Planning horizon in steps (a multiple of --repeat); default blocks x repeat = 15.")] = None,
     replan_every: Annotated[int, typer.Option(help="Steps executed between plans (1 = replan every step).")] = 1,
+    shrink_horizon: Annotated[bool, typer.Option("--shrink-horizon/--fixed-horizon", help="Near the episode's end, score only the steps left, so the cost is taken at the last step, where success is measured (shrinking-horizon MPC; needs the env's time limit).")] = False,
     init_std: Annotated[float, typer.Option(help="Initial CEM std, in action half-ranges.")] = 0.5,
     min_std: Annotated[float, typer.Option(help="Floor of the CEM std, in action half-ranges.")] = 0.05,
     alpha: Annotated[float, typer.Option(help="Smoothing of the CEM refit (PETS), in [0, 1).")] = 0.0,
@@ -1339,7 +1371,7 @@ def plan_command(
         model=model, env=env, size=size, episodes=episodes, steps=steps, seed=seed,
         goal=str(goal) if goal is not None else None, controllers=parse_controllers(controllers),
         policy=policy, iterations=iterations, samples=samples, elites=elites, blocks=blocks,
-        repeat=repeat, replan_every=replan_every, init_std=init_std, min_std=min_std, alpha=alpha,
+        repeat=repeat, replan_every=replan_every, shrink_horizon=shrink_horizon, init_std=init_std, min_std=min_std, alpha=alpha,
         execute=execute, action_scale=action_scale, cost=cost, cost_frames=cost_frames, pixel_weight=pixel_weight,
         keypoint_weight=keypoint_weight, pixel_blur=pixel_blur, translator=translator, oracle_cost=oracle_cost,
         success_threshold=success_threshold, extra_thresholds=parse_thresholds(extra_thresholds),
