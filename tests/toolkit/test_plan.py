@@ -285,6 +285,7 @@ def test_shrink_horizon_scores_the_episode_end():
         scored[shrink] = lengths
     assert scored[False] == [6] * 8
     assert scored[True] == [6, 6, 6, 5, 4, 3, 2, 1]
+    assert oracle.imagined.shape == (1, SIZE, SIZE, 3)  # the last plan scored one step
 
 
 # -- learned CEM -------------------------------------------------------------------------
@@ -360,6 +361,8 @@ def test_plan_cli_end_to_end(model_run_dir, tmp_path):
     assert list(summary["controllers"]) == labels
     assert summary["controllers"]["random"]["n"] == 2
     assert summary["meta"]["budget"]["horizon"] == 4
+    assert summary["meta"]["budget"]["shrink_horizon"] is True  # the default
+    assert "--shrink-horizon" in summary["meta"]["command"]
     assert summary["meta"]["success_threshold"] == 0.02
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["command"] == "plan" and config["options"]["samples"] == 8

@@ -49,7 +49,7 @@ for ``--replan-every`` steps, replan from the new frame, warm-starting from the 
 mean shifted by the executed steps (PETS; :func:`visfore.cem.shift_mean`). With
 ``--shrink-horizon``, a plan made fewer than T steps before the env's time limit scores only
 the steps left, so its cost is taken at the episode's last step, where success is measured
-(shrinking-horizon MPC); the default fixed horizon always scores step T.
+(shrinking-horizon MPC, the default); ``--fixed-horizon`` always scores step T.
 
 Goals: without ``--goal``, the env's target pose rendered as an image
 (``env.unwrapped.render_goal()``: the robot at the target configuration), so success can
@@ -127,7 +127,7 @@ class PlanConfig:
     blocks: int = 5
     repeat: int = 3
     replan_every: int = 1
-    shrink_horizon: bool = False
+    shrink_horizon: bool = True
     init_std: float = 0.5
     min_std: float = 0.05
     alpha: float = 0.0
@@ -477,8 +477,22 @@ class CEMController:
     provide :meth:`_begin` (episode set-up), :meth:`_observe` (a new real frame after an
     action), :meth:`_cost` (``(N, T, A)`` -> ``(N,)``) and :meth:`_imagine`.
 
+    Args:
+        cem_config: the CEM budget and horizon T.
+        replan_every: steps executed between plans (1 <= it <= T).
+        action_scale: fraction of the env's action box searched, (0, 1].
+        device: torch device of the candidates.
+        warm_start: start each plan from the previous mean, shifted.
+        shrink_horizon: near the env's time limit (``env.spec.max_episode_steps``), score
+            only the first ``steps left`` actions (``_cost`` then gets ``(N, k, A)``,
+            k < T), so the cost is taken at the episode's last step. The limit must be
+            the episode's (``visfore plan`` sets it from ``--steps``); a shorter ``steps``
+            given only to :func:`~visfore.goal_reaching.run_goal_episodes` is not seen.
+            Default False here; ``visfore plan`` turns it on (``--fixed-horizon`` off).
+
     Attributes:
-        imagined: ``(T, H, W, 3)`` uint8, the best rollout of the latest plan.
+        imagined: ``(k, H, W, 3)`` uint8, the best rollout of the latest plan over the
+            k steps it scored (k = T unless the horizon shrank).
         plans: plans made in the current episode; last_result: the latest
             :class:`~visfore.cem.CEMResult`.
     """
@@ -529,13 +543,14 @@ class CEMController:
             init = None
             if self.warm_start and self._mean is not None:
                 init = shift_mean(self._mean, self._since, self.cem_config.repeat, self._centre)
+            scored = self.scored_steps()
             result = cem(self._scored_cost(), self._low, self._high, self.cem_config, self._gen, init_mean=init)
             self.last_result = result
             self._plan = result.actions if self.cem_config.execute == "best" else result.mean_actions
             self._mean = result.mean
             self._since = 0
             self.plans += 1
-            self.imagined = self._imagine(self._plan)
+            self.imagined = self._imagine(self._plan[:scored])  # the rollout that was scored
         action = self._plan[self._since].detach().cpu().numpy().astype(np.float32)
         self._since += 1
         self._t += 1
@@ -552,7 +567,7 @@ class CEMController:
         return max(1, min(T, int(self._limit) - self._t))
 
     def _scored_cost(self) -> Any:
-        """``self._cost``, on the first :meth:`scored_steps` steps of each candidate."""
+        """``self._cost`` on the first :meth:`scored_steps` steps of each candidate."""
         k = self.scored_steps()
         if k == self.cem_config.horizon:
             return self._cost
@@ -1336,7 +1351,7 @@ def plan_command(
     repeat: Annotated[int, typer.Option(help="Steps each block's action is held; horizon = blocks x repeat.")] = 3,
     horizon: Annotated[Optional[int], typer.Option(help="Planning horizon in steps (a multiple of --repeat); default blocks x repeat = 15.")] = None,
     replan_every: Annotated[int, typer.Option(help="Steps executed between plans (1 = replan every step).")] = 1,
-    shrink_horizon: Annotated[bool, typer.Option("--shrink-horizon/--fixed-horizon", help="Near the episode's end, score only the steps left, so the cost is taken at the last step, where success is measured (shrinking-horizon MPC; needs the env's time limit).")] = False,
+    shrink_horizon: Annotated[bool, typer.Option("--shrink-horizon/--fixed-horizon", help="Near the episode's end, score only the steps left, so the cost is taken at the last step, where success is measured (shrinking-horizon MPC; needs the env's time limit). --fixed-horizon always scores T steps.")] = True,
     init_std: Annotated[float, typer.Option(help="Initial CEM std, in action half-ranges.")] = 0.5,
     min_std: Annotated[float, typer.Option(help="Floor of the CEM std, in action half-ranges.")] = 0.05,
     alpha: Annotated[float, typer.Option(help="Smoothing of the CEM refit (PETS), in [0, 1).")] = 0.0,
