@@ -488,7 +488,7 @@ class CEMController:
             k < T), so the cost is taken at the episode's last step. The limit must be
             the episode's (``visfore plan`` sets it from ``--steps``); a shorter ``steps``
             given only to :func:`~visfore.goal_reaching.run_goal_episodes` is not seen.
-            Default False here; ``visfore plan`` turns it on (``--fixed-horizon`` off).
+            False scores T steps in every plan (``--fixed-horizon``).
 
     Attributes:
         imagined: ``(k, H, W, 3)`` uint8, the best rollout of the latest plan over the
@@ -500,7 +500,7 @@ class CEMController:
     name = "cem"
 
     def __init__(self, cem_config: CEMConfig, replan_every: int = 1, action_scale: float = 1.0,
-                 device: Any = "cpu", warm_start: bool = True, shrink_horizon: bool = False) -> None:
+                 device: Any = "cpu", warm_start: bool = True, shrink_horizon: bool = True) -> None:
         import torch
 
         self.cem_config = cem_config.validate()
@@ -544,7 +544,7 @@ class CEMController:
             if self.warm_start and self._mean is not None:
                 init = shift_mean(self._mean, self._since, self.cem_config.repeat, self._centre)
             scored = self.scored_steps()
-            result = cem(self._scored_cost(), self._low, self._high, self.cem_config, self._gen, init_mean=init)
+            result = cem(self._scored_cost(scored), self._low, self._high, self.cem_config, self._gen, init_mean=init)
             self.last_result = result
             self._plan = result.actions if self.cem_config.execute == "best" else result.mean_actions
             self._mean = result.mean
@@ -566,9 +566,8 @@ class CEMController:
             return T
         return max(1, min(T, int(self._limit) - self._t))
 
-    def _scored_cost(self) -> Any:
-        """``self._cost`` on the first :meth:`scored_steps` steps of each candidate."""
-        k = self.scored_steps()
+    def _scored_cost(self, k: int) -> Any:
+        """``self._cost`` on the first ``k`` (:meth:`scored_steps`) steps of each candidate."""
         if k == self.cem_config.horizon:
             return self._cost
         return lambda actions: self._cost(actions[:, :k])
@@ -607,7 +606,7 @@ class LearnedCEMController(CEMController):
                  pixel_weight: float = 1.0, keypoint_weight: float = 1.0,
                  translator: Translator | None = None, batch_chunk: int = 0,
                  pixel_blur: float = 0.0, amp: bool = False,
-                 shrink_horizon: bool = False) -> None:  # fmt: skip
+                 shrink_horizon: bool = True) -> None:  # fmt: skip
         super().__init__(cem_config, replan_every, action_scale, model_run.device,
                          shrink_horizon=shrink_horizon)
         if "keypoints" in cost and translator is None:
@@ -728,7 +727,7 @@ class OracleCEMController(CEMController):
     def __init__(self, cem_config: CEMConfig, *, replan_every: int = 1, action_scale: float = 1.0,
                  cost: str = "pixels", cost_frames: str = "final", pixel_weight: float = 1.0,
                  keypoint_weight: float = 1.0, pixel_blur: float = 0.0,
-                 shrink_horizon: bool = False) -> None:  # fmt: skip
+                 shrink_horizon: bool = True) -> None:  # fmt: skip
         super().__init__(cem_config, replan_every, action_scale, "cpu", shrink_horizon=shrink_horizon)
         self.pixel_blur = float(pixel_blur)
         self.cost = cost
