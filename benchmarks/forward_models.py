@@ -1,6 +1,6 @@
 """Every forward model on the same reacher dataset under the same wall-clock budget.
 
-Each model of ``visfore_models.MODELS`` is trained by ``visfore.train_model.train_model``
+Each model of ``visfore_models.MODELS`` is trained by ``visfore.worldmodels.train_model.train_model``
 (the API of ``visfore train-model``) on the same dataset, split and seed, for ``--minutes``
 of training (``--time-budget``; the epoch count is only an upper bound and the learning
 rate is constant, so the budget alone sets the run length). The same final weights
@@ -8,7 +8,7 @@ rate is constant, so the budget alone sets the run length). The same final weigh
 horizons:
 
 * 10 steps: the trainer's own final evaluation (``metrics.json``);
-* 28 steps: :func:`visfore.train_model.evaluate_open_loop` on clips of context 2 + 28
+* 28 steps: :func:`visfore.worldmodels.train_model.evaluate_open_loop` on clips of context 2 + 28
   frames of the same validation episodes (episodes need >= 30 frames; otherwise "-").
 
 One table: PSNR / SSIM / foreground PSNR / action sensitivity (PSNR lost with shuffled
@@ -28,7 +28,7 @@ Dataset: ``--data`` (default ``data/demo-reacher.zarr``, the dataset of ``make d
 
 Output: ``runs/bench-forward-models-<UTC time>/`` (or ``--out``): one train-model run
 directory per model, ``results.json`` and the comparison report of the 10-step
-evaluation (:mod:`visfore.comparison_report`).
+evaluation (:mod:`visfore.reports.comparison_report`).
 
     python benchmarks/forward_models.py                   # 6 models x 5 min: ~35 min on 2 cores
     python benchmarks/forward_models.py --minutes 0.2 --data small.zarr   # smoke run
@@ -86,7 +86,7 @@ def ensure_dataset(args: argparse.Namespace) -> Path:
         return args.data
     if DEFAULT_DATA.exists():
         return DEFAULT_DATA
-    from visfore.collect import collect
+    from visfore.data.collect import collect
 
     print(f"collecting {DEFAULT_DATA} ({COLLECT}) ...", flush=True)
     collect(out=DEFAULT_DATA, workers=args.workers, progress=not args.quiet, **COLLECT)
@@ -111,9 +111,9 @@ def evaluate_long(run_dir: Path, horizon: int, *, max_clips: int, seed: int, dev
     episodes (None when no validation episode has ``context + horizon`` frames)."""
     import torch
 
-    from visfore.clips import ClipDataset, dataset_mean_frame, load_clip_source
-    from visfore.model_run import load_model_run
-    from visfore.train_model import FOREGROUND_THRESHOLD, evaluate_open_loop
+    from visfore.data.clips import ClipDataset, dataset_mean_frame, load_clip_source
+    from visfore.worldmodels.model_run import load_model_run
+    from visfore.worldmodels.train_model import FOREGROUND_THRESHOLD, evaluate_open_loop
 
     run = load_model_run(run_dir, "last", device=device)
     ds = run.open_dataset()
@@ -170,16 +170,16 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from visfore import comparison_report as cr
-    from visfore import runs
-    from visfore.train_model import train_model
+    from visfore.reports import comparison_report as cr
+    from visfore.core import runs
+    from visfore.worldmodels.train_model import train_model
 
     models = args.models.split(",") if args.models else list(visfore_models.MODELS)
     unknown = [m for m in models if m not in visfore_models.MODELS]
     if unknown:
         fail(f"unknown model(s) {', '.join(unknown)}; valid: {', '.join(visfore_models.MODELS)}")
     data = ensure_dataset(args)
-    from visfore.dataset import open_dataset
+    from visfore.data.dataset import open_dataset
 
     ds = open_dataset(data)
     longest = int(ds.episode_lengths.max())
@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
             "interrupted": any(r.get("status") == "interrupted" for r in results)}
     if rows:
         cr.write_comparison(out_dir, meta, rows)
-    from visfore.report_html import jsonable
+    from visfore.reports.report_html import jsonable
 
     runs.write_json(out_dir / "results.json", jsonable({"meta": meta, "verdict": verdict, "models": results}))
     console.print(f"{'PASS' if verdict['pass'] else 'FAIL'}; results: {out_dir / 'results.json'}, "

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from visfore.train_policy import PolicyTrainConfig, train_policy
+from visfore.rl.train_policy import PolicyTrainConfig, train_policy
 
 OUT = Path("runs/bench-locomotion")
 TOLERANCE = 0.10

@@ -4,7 +4,7 @@
 2. ``ReacherPlane-v0`` step + 64x64 frame per second vs ``Reacher-v5`` with
    ``render_mode="rgb_array"``: floor 8x.
    (1 and 2 come from :mod:`env_speed`: interleaved chunks, rates per CPU second.)
-3. ``visfore collect`` end to end (one process, the whole :func:`visfore.collect.collect`
+3. ``visfore collect`` end to end (one process, the whole :func:`visfore.data.collect.collect`
    call including env and dataset setup and the Zarr writes) vs its own bare loop:
    the same env made the same way, ``reset`` + ``step`` with uniform random actions,
    each frame kept in a list and nothing else. Overhead = 1 - collect / bare; floor
@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 
 import env_speed  # noqa: E402  (imports visfore_envs first: GL backend, ids)
-from visfore.collect import collect  # noqa: E402
-from visfore.envs import make_env  # noqa: E402
+from visfore.data.collect import collect  # noqa: E402
+from visfore.data.envs import make_env  # noqa: E402
 
 COLLECT_OVERHEAD_CEILING = 0.20
 

@@ -61,7 +61,7 @@ def same_dataset(a: Path, b: Path) -> bool:
 
 # -- 1. collection ---------------------------------------------------------------------------
 def bench_collect(args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    from visfore.collect import collect
+    from visfore.data.collect import collect
 
     common = dict(env=args.env, episodes=args.episodes, steps=args.steps, size=args.size, seed=args.seed,
                   progress=False)  # fmt: skip
@@ -88,7 +88,7 @@ def bench_collect(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 def policy_run(args: argparse.Namespace, out: Path) -> Path:
     if args.run:
         return Path(args.run)
-    from visfore.train_policy import PolicyTrainConfig, train_policy
+    from visfore.rl.train_policy import PolicyTrainConfig, train_policy
 
     metrics = train_policy(PolicyTrainConfig(
         env="PerturbHopper-v0", algo="ppo", timesteps=args.ppo_steps, seed=args.seed, eval_freq=0,
@@ -99,7 +99,7 @@ def policy_run(args: argparse.Namespace, out: Path) -> Path:
 
 
 def bench_evaluate(args: argparse.Namespace, out: Path, run_dir: Path) -> dict[str, Any]:
-    from visfore.evaluate import evaluate
+    from visfore.rl.evaluate import evaluate
 
     common = dict(perturb="0.5-1.5", points=args.points, grid=args.grid, episodes=args.eval_episodes,
                   seeds=args.eval_seeds, progress=False)  # fmt: skip
@@ -123,9 +123,9 @@ def bench_evaluate(args: argparse.Namespace, out: Path, run_dir: Path) -> dict[s
 # -- 3. the 100-node numbers -----------------------------------------------------------------
 def bench_writer(args: argparse.Namespace, out: Path, per_episode_s: float) -> dict[str, Any]:
     """Write-only cost per episode through the real writer (same shapes, chunks, flushes)."""
-    from visfore.collect import EpisodeRunner, flush_rows
-    from visfore.dataset import DatasetWriter, open_dataset
-    from visfore.envs import resolve_env_id
+    from visfore.data.collect import EpisodeRunner, flush_rows
+    from visfore.data.dataset import DatasetWriter, open_dataset
+    from visfore.data.envs import resolve_env_id
 
     env_id = resolve_env_id(args.env)
     runner = EpisodeRunner(env_id, args.size, args.steps, {}, "smooth", {}, args.seed)
@@ -162,7 +162,7 @@ def _noop_task(item: Any) -> Any:
 def bench_ray_overheads(episode: dict[str, np.ndarray], calls: int) -> dict[str, Any]:
     import ray
 
-    from visfore import ray_backend as rb
+    from visfore.core import ray_backend as rb
 
     results: dict[str, Any] = {}
     with rb.WorkerPool(lambda: None, _noop, 2) as pool:

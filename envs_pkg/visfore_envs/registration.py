@@ -30,7 +30,7 @@ _SPECS: dict[str, tuple[str, int]] = {
     # point lives in the `visfore` distribution (torch); gym.make imports it lazily, so
     # importing visfore_envs stays torch-free, and gym.make("LearnedSim-v0", run=...) fails
     # with the import error when `visfore` is not installed.
-    "LearnedSim-v0": ("visfore.learned_sim:LearnedSimEnv", 50),
+    "LearnedSim-v0": ("visfore.worldmodels.learned_sim:LearnedSimEnv", 50),
 }
 
 #: Every registered id, in a stable order.

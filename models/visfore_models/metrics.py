@@ -8,7 +8,7 @@ of the per-frame values (so PSNR is computed per frame, then averaged).
 
 **Masks.** Every per-sample and per-step function takes an optional ``mask``: a ``(B, K)``
 bool tensor, ``True`` where the frame is real and ``False`` where it is padding (a clip of an
-episode shorter than ``C + K`` repeats its last frame; see :mod:`visfore.clips`).
+episode shorter than ``C + K`` repeats its last frame; see :mod:`visfore.data.clips`).
 Per-sample values of padded frames are NaN; a per-step value is the mean over the valid
 samples of that step only, and NaN for a step with no valid sample. A NaN produced by the
 prediction itself at a valid frame is *not* skipped: it propagates to the mean.
@@ -414,7 +414,7 @@ def mean_frame_baseline(mean_frame: torch.Tensor, B: int, K: int) -> torch.Tenso
 
     Args:
         mean_frame: ``(3, H, W)`` floating tensor in ``[0, 1]`` (see
-            ``visfore.clips.dataset_mean_frame``).
+            ``visfore.data.clips.dataset_mean_frame``).
         B, K: batch size and horizon (``>= 1``).
 
     Returns:

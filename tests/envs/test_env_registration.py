@@ -39,7 +39,7 @@ def test_ids_registered_with_time_limit():
     for env_id in set(ENV_IDS) - set(humanoid) - set(mimic):
         spec = gym.spec(env_id)
         assert spec.max_episode_steps == (50 if env_id in REACHER_IDS + learned else 1000)
-    assert gym.spec("LearnedSim-v0").entry_point == "visfore.learned_sim:LearnedSimEnv"
+    assert gym.spec("LearnedSim-v0").entry_point == "visfore.worldmodels.learned_sim:LearnedSimEnv"
     env = gym.make("ReacherPlane-v0")
     assert isinstance(env.unwrapped, ReacherPlaneEnv)
     env.close()

@@ -331,7 +331,7 @@ def test_spec_validation_and_str():
 
 
 def test_cli_env_kwargs_pass_a_reward_string():
-    envs = pytest.importorskip("visfore.envs")
+    envs = pytest.importorskip("visfore.data.envs")
     kwargs = envs.parse_env_kwargs(["rewards=keypoint_distance+0.1*ctrl,show_target=False"])
     assert kwargs == {"rewards": "keypoint_distance+0.1*ctrl", "show_target": False}
     kwargs = envs.parse_env_kwargs(['{"rewards": {"pose": 0.65, "end_effector": 0.15}}'])

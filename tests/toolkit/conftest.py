@@ -24,7 +24,7 @@ SMALL_REACHER = dict(
 
 @pytest.fixture(scope="session")
 def small_reacher_options() -> dict:
-    """The :func:`visfore.collect.collect` options ``small_reacher_dataset`` was built with."""
+    """The :func:`visfore.data.collect.collect` options ``small_reacher_dataset`` was built with."""
     return dict(SMALL_REACHER)
 
 
@@ -35,7 +35,7 @@ def small_reacher_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Rows: 12 * 13 = 156; pixels (156, 32, 32, 3) uint8. Built once per session in about
     a second; treat it as read-only.
     """
-    from visfore.collect import collect
+    from visfore.data.collect import collect
 
     path = tmp_path_factory.mktemp("datasets") / "small-reacher.zarr"
     collect(out=path, progress=False, **SMALL_REACHER)

@@ -1,4 +1,4 @@
-"""Clip indexing (visfore.clips): shapes, episode boundaries, NaN padding, alignment, split."""
+"""Clip indexing (visfore.data.clips): shapes, episode boundaries, NaN padding, alignment, split."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from visfore.clips import (
+from visfore.data.clips import (
     ClipDataset,
     clip_starts,
     dataset_mean_frame,
@@ -15,8 +15,8 @@ from visfore.clips import (
     split_clip,
     split_episodes,
 )
-from visfore.dataset import DatasetWriter, open_dataset
-from visfore.errors import VisforeError
+from visfore.data.dataset import DatasetWriter, open_dataset
+from visfore.core.errors import VisforeError
 
 #: actions per episode of the row-coded dataset (episode 2 is too short for most clips)
 EPISODE_STEPS = (6, 9, 2, 11, 7)

@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from visfore.collect import (
+from visfore.data.collect import (
     EpisodeRunner,
     collect,
     episode_seeds,
 )
-from visfore.dataset import DATA_KEYS, open_dataset
-from visfore.errors import VisforeError
-from visfore.policies import RandomPolicy, SmoothPolicy, make_policy
+from visfore.data.dataset import DATA_KEYS, open_dataset
+from visfore.core.errors import VisforeError
+from visfore.data.policies import RandomPolicy, SmoothPolicy, make_policy
 
 runner = CliRunner()
 
@@ -118,7 +118,7 @@ def test_cli_collect_writes_layout_and_provenance(app, tmp_path):
 
 def test_row_alignment_and_padding(small_reacher_dataset):
     """Row t+1 is the frame after applying the stored action t to the env at row t."""
-    from visfore.envs import make_env
+    from visfore.data.envs import make_env
 
     ds = open_dataset(small_reacher_dataset)
     attrs = ds.attrs
@@ -206,7 +206,7 @@ def test_interrupted_then_resumed_equals_straight_run(app, small_reacher_dataset
 def test_interrupt_with_workers_keeps_finished_episodes(small_reacher_dataset, tmp_path,
                                                        monkeypatch):
     """Ctrl-C in the main process of a worker pool: pool stopped, finished episodes kept."""
-    from visfore.dataset import DatasetWriter
+    from visfore.data.dataset import DatasetWriter
 
     out = tmp_path / "pool.zarr"
     append = DatasetWriter.append_episode
@@ -239,8 +239,8 @@ def test_ctrl_c_during_a_write_never_corrupts_the_dataset(
     small_reacher_dataset, tmp_path, monkeypatch, python_sigint_handler
 ):
     """Ctrl-C right after a write's commit record lands after the write, not inside it."""
-    import visfore.collect as collect_module
-    from visfore.dataset import DatasetWriter
+    import visfore.data.collect as collect_module
+    from visfore.data.dataset import DatasetWriter
 
     monkeypatch.setattr(collect_module, "FLUSH_BYTES", 1)  # write after every episode
     flush = DatasetWriter.flush
@@ -282,7 +282,7 @@ def test_ctrl_c_during_a_write_never_corrupts_the_dataset(
 
 
 def test_defer_sigint_delivers_after_the_block(python_sigint_handler):
-    from visfore.collect import _defer_sigint
+    from visfore.data.collect import _defer_sigint
 
     done = []
     with pytest.raises(KeyboardInterrupt):
@@ -294,7 +294,7 @@ def test_defer_sigint_delivers_after_the_block(python_sigint_handler):
 
 
 def test_write_error_is_raised_and_earlier_episodes_kept(tmp_path, monkeypatch):
-    from visfore.dataset import DatasetWriter
+    from visfore.data.dataset import DatasetWriter
 
     append = DatasetWriter.append_episode
     calls = []

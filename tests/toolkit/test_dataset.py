@@ -1,4 +1,4 @@
-"""The dataset format (visfore.dataset) and ``visfore dataset info``."""
+"""The dataset format (visfore.data.dataset) and ``visfore dataset info``."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from visfore.dataset import DATA_KEYS, DatasetWriter, open_dataset
-from visfore.dataset_info import dataset_info, episode_returns
-from visfore.errors import VisforeError
+from visfore.data.dataset import DATA_KEYS, DatasetWriter, open_dataset
+from visfore.data.dataset_info import dataset_info, episode_returns
+from visfore.core.errors import VisforeError
 
 runner = CliRunner()
 H = W = 8
@@ -171,7 +171,7 @@ def test_dataset_info_bad_path_exits_2(app, tmp_path, kind):
 
 def test_half_written_commit_is_ignored_and_cut_on_reopen(tmp_path):
     """A commit interrupted after resizing episode_ends (fill value 0) loses no episode."""
-    from visfore.dataset import DatasetWriter, open_dataset
+    from visfore.data.dataset import DatasetWriter, open_dataset
 
     path = tmp_path / "d.zarr"
     rng = np.random.default_rng(0)
@@ -203,7 +203,7 @@ def test_half_written_commit_is_ignored_and_cut_on_reopen(tmp_path):
 
 def test_flush_twice_with_same_buffer_commits_once(tmp_path):
     """flush() is idempotent for its buffer, so a retry after Ctrl-C cannot duplicate ends."""
-    from visfore.dataset import DatasetWriter, open_dataset
+    from visfore.data.dataset import DatasetWriter, open_dataset
 
     path = tmp_path / "d.zarr"
     writer = DatasetWriter.create(

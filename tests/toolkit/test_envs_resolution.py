@@ -1,18 +1,18 @@
-"""``--env`` names and ``--env-kwargs`` parsing (visfore.envs)."""
+"""``--env`` names and ``--env-kwargs`` parsing (visfore.data.envs)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from visfore.envs import (
+from visfore.data.envs import (
     SHORT_NAMES,
     make_env,
     parse_env_kwargs,
     resolve_env_id,
     visfore_env_ids,
 )
-from visfore.errors import VisforeError
+from visfore.core.errors import VisforeError
 
 
 @pytest.mark.parametrize(

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from visfore import evaluate as ev
-from visfore import robustness_report as rr
-from visfore.errors import VisforeError
+from visfore.rl import evaluate as ev
+from visfore.reports import robustness_report as rr
+from visfore.core.errors import VisforeError
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 runner = CliRunner()
@@ -53,7 +53,7 @@ class _PerturbInfo(gym.Wrapper):
 
 
 class FakePendulumRun:
-    """Stands in for :class:`visfore.policy_run.PolicyRun`: a deterministic PD policy on
+    """Stands in for :class:`visfore.rl.policy_run.PolicyRun`: a deterministic PD policy on
     Pendulum-v1 with 25-step episodes."""
 
     env_id = FAKE_ENV_ID
@@ -81,7 +81,7 @@ class FakePendulumRun:
 
 class InterruptingRun(FakePendulumRun):
     """Ctrl-C arrives while the env of task number ``after`` is being made (the first env
-    is the nominal one :func:`visfore.evaluate.check_env` makes)."""
+    is the nominal one :func:`visfore.rl.evaluate.check_env` makes)."""
 
     after = 5
 
@@ -552,10 +552,10 @@ def test_perturb_hopper_workers_identical_and_masses(tmp_path):
 def _train_policy_available() -> str | None:
     """None when the end-to-end test can run, else the reason to skip."""
     try:
-        import visfore.policy_run  # noqa: F401
-        import visfore.train_policy  # noqa: F401
+        import visfore.rl.policy_run  # noqa: F401
+        import visfore.rl.train_policy  # noqa: F401
     except ImportError as exc:
-        return f"visfore.train_policy / visfore.policy_run not importable yet ({exc})"
+        return f"visfore.rl.train_policy / visfore.rl.policy_run not importable yet ({exc})"
     if not _have_perturb_envs():
         return "PerturbHopper-v0 not registered yet"
     return None

@@ -25,10 +25,10 @@ pytestmark = pytest.mark.skipif(
     reason=f"object-storage tests need moto[server], boto3 and s3fs (pip install -e '.[dev]'); missing: {_MISSING}",
 )
 
-from visfore import storage  # noqa: E402
-from visfore.collect import EpisodeRunner, collect  # noqa: E402
-from visfore.dataset import DATA_KEYS, open_dataset  # noqa: E402
-from visfore.errors import VisforeError  # noqa: E402
+from visfore.data import storage
+from visfore.data.collect import EpisodeRunner, collect  # noqa: E402
+from visfore.data.dataset import DATA_KEYS, open_dataset  # noqa: E402
+from visfore.core.errors import VisforeError  # noqa: E402
 
 runner = CliRunner()
 
@@ -229,7 +229,7 @@ def test_train_model_from_s3_matches_training_on_the_local_copy(s3, bucket, loca
                                      "--data", url, "--device", "cpu", "--num-threads", "1"])
     assert resumed.exit_code == 0, resumed.output
 
-    from visfore.model_run import load_model_run
+    from visfore.worldmodels.model_run import load_model_run
 
     mr = load_model_run(tmp_path / "s3-run")
     assert mr.data_path == url and mr.open_dataset().num_episodes == 3

@@ -1,5 +1,5 @@
-"""``visfore plan``: the CEM optimiser (visfore.cem), goal-reaching episodes
-(visfore.goal_reaching) and the planners and command (visfore.plan).
+"""``visfore plan``: the CEM optimiser (visfore.planning.cem), goal-reaching episodes
+(visfore.planning.goal_reaching) and the planners and command (visfore.planning.plan).
 
 One tiny ConvLSTM is trained for one epoch on the shared 32x32 reacher dataset by the real
 ``visfore train-model`` CLI (once per module); the oracle test is a real physics check on
@@ -19,9 +19,9 @@ import yaml
 from PIL import Image, ImageSequence
 
 from visfore_cli_testutils import invoke as _cli, one_error_line as _one_error_line
-from visfore.cem import CEMConfig, cem, expand_blocks, shift_mean
-from visfore.errors import VisforeError
-from visfore.goal_reaching import (
+from visfore.planning.cem import CEMConfig, cem, expand_blocks, shift_mean
+from visfore.core.errors import VisforeError
+from visfore.planning.goal_reaching import (
     GoalEpisode,
     episode_reset_seed,
     evaluation_env_kwargs,
@@ -29,8 +29,8 @@ from visfore.goal_reaching import (
     run_goal_episodes,
     summarize_goal_episodes,
 )
-from visfore.model_run import load_model_run
-from visfore.plan import (
+from visfore.worldmodels.model_run import load_model_run
+from visfore.planning.plan import (
     LearnedCEMController,
     OracleCEMController,
     RandomController,
@@ -207,7 +207,7 @@ def test_evaluation_env_drops_collection_only_kwargs(model_run_dir):
     from the env's home pose; its other env kwargs are kept."""
     from types import SimpleNamespace
 
-    from visfore.plan import PlanConfig, _resolve_env
+    from visfore.planning.plan import PlanConfig, _resolve_env
 
     assert evaluation_env_kwargs({"init_pose": "random", "ctrl_cost_weight": 0.5}) == {"ctrl_cost_weight": 0.5}
     assert evaluation_env_kwargs(None) == {}
@@ -433,7 +433,7 @@ def test_goal_episode_row_has_no_distances():
 
 
 def test_ctrl_c_keeps_finished_episodes(tmp_path, monkeypatch):
-    from visfore import plan as plan_mod
+    from visfore.planning import plan as plan_mod
 
     calls = {"n": 0}
     original = plan_mod.RandomController.act
@@ -459,7 +459,7 @@ def test_ctrl_c_keeps_finished_episodes(tmp_path, monkeypatch):
 
 def test_plan_with_a_translator_keypoint_cost(model_run_dir, small_reacher_dataset, tmp_path):
     """--cost pixels+keypoints through a (tiny, one-epoch) visfore train-translator run."""
-    from visfore.plan import load_translator
+    from visfore.planning.plan import load_translator
 
     tr_dir = tmp_path / "translator"
     result = _cli("train-translator", "--data", small_reacher_dataset, "--out", tr_dir, "--epochs", 1,

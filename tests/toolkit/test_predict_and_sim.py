@@ -1,5 +1,5 @@
-"""Using a trained model: loading a run (visfore.model_run), ``visfore predict``, the
-``LearnedSim-v0`` env (visfore.learned_sim) and ``visfore play-model`` (headless only).
+"""Using a trained model: loading a run (visfore.worldmodels.model_run), ``visfore predict``, the
+``LearnedSim-v0`` env (visfore.worldmodels.learned_sim) and ``visfore play-model`` (headless only).
 
 One tiny ConvLSTM is trained for one epoch on 8 clips of the shared 32x32 reacher dataset
 (12 episodes of 12 actions, so 13 frames each) by the real ``visfore train-model`` CLI,
@@ -19,9 +19,9 @@ from PIL import Image, ImageSequence
 
 import visfore_envs  # noqa: F401  (registers LearnedSim-v0)
 from visfore_cli_testutils import invoke as _cli, one_error_line as _one_error_line
-from visfore.dataset import DatasetWriter
-from visfore.errors import VisforeError
-from visfore.model_run import frames_to_model, load_model_run, model_to_frames, sample_seed
+from visfore.data.dataset import DatasetWriter
+from visfore.core.errors import VisforeError
+from visfore.worldmodels.model_run import frames_to_model, load_model_run, model_to_frames, sample_seed
 
 C = 2          # context frames of the trained model
 SIZE = 32      # frame size of the shared dataset
@@ -118,7 +118,7 @@ def test_predict_writes_side_by_side_gif(model_run_dir: Path, small_reacher_data
         assert im.info["duration"] == 200 and im.info.get("loop") == 0
 
     # the truth panel of the first predicted frame shows the true o_{T+C} (up to the GIF palette)
-    from visfore.dataset import open_dataset
+    from visfore.data.dataset import open_dataset
 
     ds = open_dataset(small_reacher_dataset)
     truth = ds.episode(3).pixels[2 + C]
@@ -127,8 +127,8 @@ def test_predict_writes_side_by_side_gif(model_run_dir: Path, small_reacher_data
 
 
 def test_predict_api_matches_a_direct_model_call(model_run_dir: Path, tmp_path: Path):
-    from visfore.dataset import open_dataset
-    from visfore.predict import predict
+    from visfore.data.dataset import open_dataset
+    from visfore.worldmodels.predict import predict
 
     res = predict(model_run_dir, episode=1, out=tmp_path / "r.gif", echo=None)
     # default horizon: the rest of the episode
@@ -145,7 +145,7 @@ def test_predict_api_matches_a_direct_model_call(model_run_dir: Path, tmp_path: 
 
 
 def test_predict_mp4_works_or_says_use_gif(model_run_dir: Path, tmp_path: Path, monkeypatch):
-    from visfore import predict as predict_mod
+    from visfore.worldmodels import predict as predict_mod
 
     out = tmp_path / "rollout.mp4"
     args = ("predict", model_run_dir, "--episode", 0, "--horizon", 3, "--out", out)
@@ -197,7 +197,7 @@ def test_learned_sim_passes_check_env(model_run_dir: Path):
 
 
 def test_learned_sim_reset_info_and_render(model_run_dir: Path, small_reacher_dataset: Path):
-    from visfore.dataset import open_dataset
+    from visfore.data.dataset import open_dataset
 
     env = gym.make("LearnedSim-v0", run=str(model_run_dir), render_mode="rgb_array")
     obs, info = env.reset(seed=3, options={"episode": 4, "start": 5})
@@ -329,7 +329,7 @@ def test_play_model_headless_random_writes_gif(model_run_dir: Path, tmp_path: Pa
 
 
 def test_play_model_keyboard_without_display_plays_random_into_run_dir(model_run_dir: Path, headless):
-    from visfore.play_model import play_model
+    from visfore.worldmodels.play_model import play_model
 
     default = model_run_dir / "play.gif"
     messages: list[str] = []
@@ -344,7 +344,7 @@ def test_play_model_keyboard_without_display_plays_random_into_run_dir(model_run
 
 
 def test_keyboard_action_mapping():
-    from visfore.play_model import keyboard_action
+    from visfore.worldmodels.play_model import keyboard_action
 
     low, high = np.array([-1, -2, 0], np.float32), np.array([1, 2, 4], np.float32)
     assert np.array_equal(keyboard_action([], low, high), [0, 0, 2])
@@ -354,7 +354,7 @@ def test_keyboard_action_mapping():
 
 
 class _FakePolicyRun:
-    """Stands in for visfore.policy_run.PolicyRun (a pixel policy)."""
+    """Stands in for visfore.rl.policy_run.PolicyRun (a pixel policy)."""
 
     def __init__(self, action_space, obs_shape):
         self.action_space = action_space
@@ -367,8 +367,8 @@ class _FakePolicyRun:
 
 
 def test_play_model_with_a_policy_run(model_run_dir: Path, tmp_path: Path, headless, monkeypatch):
-    from visfore import policy_run
-    from visfore.play_model import play_model
+    from visfore.rl import policy_run
+    from visfore.worldmodels.play_model import play_model
 
     fake = _FakePolicyRun(gym.spaces.Box(-1, 1, (2,), np.float32), (3, SIZE, SIZE))
     monkeypatch.setattr(policy_run, "load_policy_run", lambda path: fake)

@@ -1,4 +1,4 @@
-"""A forward model's open-loop predictions of a dataset's clips (visfore.predicted_frames)
+"""A forward model's open-loop predictions of a dataset's clips (visfore.perception.predicted_frames)
 and `visfore train-translator --on-predictions`, which trains on them."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from visfore.dataset import open_dataset
-from visfore.errors import VisforeError
-from visfore.model_run import frames_to_model, load_model_run, model_to_frames
-from visfore.predicted_frames import clip_layout, predict_clips
+from visfore.data.dataset import open_dataset
+from visfore.core.errors import VisforeError
+from visfore.worldmodels.model_run import frames_to_model, load_model_run, model_to_frames
+from visfore.perception.predicted_frames import clip_layout, predict_clips
 from visfore_cli_testutils import invoke, one_error_line
 
 TINY_CLI = ["--channels", "8,16,16", "--hidden", "32", "--num-threads", "1", "--quiet"]

@@ -1,4 +1,4 @@
-"""``--ray`` (visfore.ray_backend) on a real local Ray instance: ``collect``, ``evaluate`` and
+"""``--ray`` (visfore.core.ray_backend) on a real local Ray instance: ``collect``, ``evaluate`` and
 ``train-eval-all`` give the same results as local runs with the same seed, a worker that dies
 is replaced and its episode re-run, and without Ray ``--ray`` is one line and exit 2.
 
@@ -22,10 +22,10 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from visfore import comparison_report as cr
-from visfore import evaluate as ev
-from visfore import ray_backend as rb
-from visfore.errors import VisforeError
+from visfore.reports import comparison_report as cr
+from visfore.rl import evaluate as ev
+from visfore.core import ray_backend as rb
+from visfore.core.errors import VisforeError
 
 pytestmark = pytest.mark.xdist_group("ray")
 ray = pytest.importorskip("ray")
@@ -131,8 +131,8 @@ def test_lost_worker_is_replaced_and_its_episode_rerun(ray_cluster, local_datase
 
 def test_ctrl_c_on_ray_keeps_finished_episodes_and_frees_the_workers(ray_cluster, local_dataset, tmp_path,
                                                                        monkeypatch):
-    from visfore.collect import collect
-    from visfore.dataset import DatasetWriter, open_dataset
+    from visfore.data.collect import collect
+    from visfore.data.dataset import DatasetWriter, open_dataset
 
     append = DatasetWriter.append_episode
     calls: list[int] = []

@@ -1,4 +1,4 @@
-"""Run directories (visfore.runs): naming, existence checks, atomic writes and checkpoints."""
+"""Run directories (visfore.core.runs): naming, existence checks, atomic writes and checkpoints."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from visfore import runs
-from visfore.errors import VisforeError
+from visfore.core import runs
+from visfore.core.errors import VisforeError
 
 
 def test_resolve_run_dir(tmp_path: Path):

@@ -1,5 +1,5 @@
 """``visfore train-policy --through-model``: a policy trained by backpropagating the goal
-cost through a frozen forward model (visfore.through_model).
+cost through a frozen forward model (visfore.planning.through_model).
 
 A tiny ConvLSTM is trained for one epoch on the shared 32x32 reacher dataset by the real
 ``visfore train-model`` CLI, once per module; every policy run here is a few iterations of
@@ -19,9 +19,9 @@ import torch
 import yaml
 
 from visfore_cli_testutils import invoke as _cli, one_error_line as _one_error_line
-from visfore.errors import VisforeError
-from visfore.goal_reaching import episode_reset_seed, make_goal_env, run_goal_episodes
-from visfore.through_model import (
+from visfore.core.errors import VisforeError
+from visfore.planning.goal_reaching import episode_reset_seed, make_goal_env, run_goal_episodes
+from visfore.planning.through_model import (
     COMMAND,
     GoalPolicyNet,
     Imagination,

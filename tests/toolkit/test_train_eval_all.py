@@ -1,4 +1,4 @@
-"""``visfore train-eval-all`` (visfore.train_eval_all + visfore.comparison_report): a tiny
+"""``visfore train-eval-all`` (visfore.worldmodels.train_eval_all + visfore.reports.comparison_report): a tiny
 3-model x 2-seed sweep end to end, failures, --continue, --dry-run, W&B (a fake module),
 Ctrl-C and bad input. 32x32 reacher frames, tiny models, one epoch of a few clips."""
 
@@ -13,10 +13,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from visfore import comparison_report as cr
-from visfore import train_eval_all as tea
+from visfore.reports import comparison_report as cr
+from visfore.worldmodels import train_eval_all as tea
 from visfore.cli import app
-from visfore.errors import VisforeError
+from visfore.core.errors import VisforeError
 
 #: Tiny model kwargs (32x32 frames): each run takes about a second on one CPU thread.
 TINY_KWARGS = {
@@ -109,7 +109,7 @@ def test_html_is_self_contained(sweep):
 
 
 def test_run_dirs_are_train_model_runs(sweep):
-    from visfore.model_run import load_model_run
+    from visfore.worldmodels.model_run import load_model_run
 
     _, _, sweep_dir, _ = sweep
     run = load_model_run(sweep_dir / "svg_lp-seed1")
@@ -121,12 +121,12 @@ def test_run_dirs_are_train_model_runs(sweep):
 
 def test_continue_skips_finished_runs(sweep, monkeypatch):
     _, config, sweep_dir, _ = sweep
-    import visfore.train_model
+    import visfore.worldmodels.train_model
 
     def never(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
 
-    monkeypatch.setattr(visfore.train_model, "train_model", never)
+    monkeypatch.setattr(visfore.worldmodels.train_model, "train_model", never)
     before = (sweep_dir / "convlstm-seed0" / "metrics.json").read_bytes()
     result = invoke("--config", str(config), "--out-dir", str(sweep_dir.parent), "--continue", "--quiet")
     assert result.exit_code == 0, result.output
@@ -138,9 +138,9 @@ def test_continue_skips_finished_runs(sweep, monkeypatch):
 
 # -- failures, --continue, Ctrl-C -----------------------------------------------------------
 def test_failing_configuration_is_recorded_and_continue_retries_it(small_reacher_dataset, tmp_path, monkeypatch):
-    import visfore.train_model
+    import visfore.worldmodels.train_model
 
-    real = visfore.train_model.train_model
+    real = visfore.worldmodels.train_model.train_model
     calls: list[str] = []
 
     def flaky(options):
@@ -149,7 +149,7 @@ def test_failing_configuration_is_recorded_and_continue_retries_it(small_reacher
             raise RuntimeError("CUDA out of memory\nsecond line")
         return real(options)
 
-    monkeypatch.setattr(visfore.train_model, "train_model", flaky)
+    monkeypatch.setattr(visfore.worldmodels.train_model, "train_model", flaky)
     config = write_sweep(tmp_path / "s.yaml", small_reacher_dataset, models=("convlstm", "rnn_deconv"), seeds=(0,))
     result = invoke("--config", str(config), "--out-dir", str(tmp_path / "runs"), "--quiet")
     assert result.exit_code == 1, result.output
@@ -162,7 +162,7 @@ def test_failing_configuration_is_recorded_and_continue_retries_it(small_reacher
     assert (sweep_dir / "comparison.html").is_file()
 
     calls.clear()
-    monkeypatch.setattr(visfore.train_model, "train_model", lambda options: (calls.append(Path(options["out"]).name), real(options))[1])
+    monkeypatch.setattr(visfore.worldmodels.train_model, "train_model", lambda options: (calls.append(Path(options["out"]).name), real(options))[1])
     result = invoke("--config", str(config), "--out-dir", str(tmp_path / "runs"), "--continue", "--quiet")
     assert result.exit_code == 0, result.output
     assert calls == ["rnn_deconv-seed0"]
@@ -172,16 +172,16 @@ def test_failing_configuration_is_recorded_and_continue_retries_it(small_reacher
 def test_continue_resumes_an_interrupted_run(small_reacher_dataset, tmp_path, monkeypatch):
     """Ctrl-C: the report of the finished runs is written, exit 130; --continue resumes the
     interrupted run from its checkpoint and trains the rest."""
-    import visfore.train_model
+    import visfore.worldmodels.train_model
 
-    real = visfore.train_model.train_model
+    real = visfore.worldmodels.train_model.train_model
 
     def interrupt_second(options):
         if options["model"] == "rnn_deconv":
             raise KeyboardInterrupt
         return real(options)
 
-    monkeypatch.setattr(visfore.train_model, "train_model", interrupt_second)
+    monkeypatch.setattr(visfore.worldmodels.train_model, "train_model", interrupt_second)
     config = write_sweep(tmp_path / "s.yaml", small_reacher_dataset, models=("convlstm", "rnn_deconv", "svg_lp"), seeds=(0,))
     out = tmp_path / "runs"
     result = invoke("--config", str(config), "--out-dir", str(out), "--quiet")
@@ -200,7 +200,7 @@ def test_continue_resumes_an_interrupted_run(small_reacher_dataset, tmp_path, mo
         return real(options)
 
     (sweep_dir / "rnn_deconv-seed0").mkdir()  # a run that failed before its first checkpoint
-    monkeypatch.setattr(visfore.train_model, "train_model", record)
+    monkeypatch.setattr(visfore.worldmodels.train_model, "train_model", record)
     result = invoke("--config", str(config), "--out-dir", str(out), "--continue", "--quiet")
     assert result.exit_code == 0, result.output
     assert seen == [("rnn_deconv-seed0", False), ("svg_lp-seed0", False)]

@@ -1,4 +1,4 @@
-"""The train-model pipeline (visfore.train_model): run directory contents, metrics, resume,
+"""The train-model pipeline (visfore.worldmodels.train_model): run directory contents, metrics, resume,
 bad input. Tiny frames (16x16 synthetic, 32x32 reacher) and a tiny ConvLSTM keep it fast."""
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from visfore import runs
+from visfore.core import runs
 from visfore.cli import app
-from visfore.dataset import DatasetWriter
-from visfore.errors import VisforeError
-from visfore.train_model import (
+from visfore.data.dataset import DatasetWriter
+from visfore.core.errors import VisforeError
+from visfore.worldmodels.train_model import (
     TrainConfig,
     evaluate_open_loop,
     prediction_grid,
@@ -367,8 +367,8 @@ def test_prediction_grid_layout():
 def test_evaluate_identity_model_equals_copy_last_frame(square_dataset: Path):
     """A model that repeats the last context frame scores exactly the baseline, and its
     shuffled-action score is the same (it ignores actions)."""
-    from visfore.clips import ClipDataset, load_clip_source
-    from visfore.dataset import open_dataset
+    from visfore.data.clips import ClipDataset, load_clip_source
+    from visfore.data.dataset import open_dataset
 
     clips = ClipDataset(load_clip_source(open_dataset(square_dataset)), range(16), context=2, horizon=3)
 
@@ -415,8 +415,8 @@ def test_short_episodes_are_padded_and_masked(mixed_dataset: Path, tmp_path: Pat
 
 def test_evaluation_uses_the_mask(mixed_dataset: Path):
     """Per-step means over the real steps only, exactly (a copy model on padded clips)."""
-    from visfore.clips import ClipDataset, frames_to_float, load_clip_source, split_clip
-    from visfore.dataset import open_dataset
+    from visfore.data.clips import ClipDataset, frames_to_float, load_clip_source, split_clip
+    from visfore.data.dataset import open_dataset
     from visfore_models import metrics as M
 
     src = load_clip_source(open_dataset(mixed_dataset))
@@ -444,7 +444,7 @@ def test_evaluation_uses_the_mask(mixed_dataset: Path):
 
 
 def test_reconstruction_loss_ignores_padded_frames():
-    from visfore.train_model import reconstruction_loss
+    from visfore.worldmodels.train_model import reconstruction_loss
 
     g = torch.Generator().manual_seed(0)
     pred = torch.rand(3, 4, 3, 8, 8, generator=g, requires_grad=True)
@@ -463,7 +463,7 @@ def test_reconstruction_loss_ignores_padded_frames():
 
 # -- scheduled sampling --------------------------------------------------------------------
 def test_scheduled_sampling_schedule():
-    from visfore.train_model import auto_sampling_k, resolve_sampling
+    from visfore.worldmodels.train_model import auto_sampling_k, resolve_sampling
 
     for total in (4, 100, 1000, 20_000):
         k = auto_sampling_k(total)
@@ -601,7 +601,7 @@ def test_torchrun_two_processes(square_dataset: Path, tmp_path: Path):
     import subprocess
     import sys
 
-    from visfore.train_model import weights_digest
+    from visfore.worldmodels.train_model import weights_digest
     from visfore_models import load_model
 
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")

@@ -1,4 +1,4 @@
-"""visfore train-policy (visfore.train_policy) and loading its runs (visfore.policy_run).
+"""visfore train-policy (visfore.rl.train_policy) and loading its runs (visfore.rl.policy_run).
 
 Tiny real runs on PerturbHopper-v0 (MuJoCo, state observations) on the CPU: PPO and TD3
 with the zoo's Hopper hyperparameters shrunk by ``--hp`` so each run takes a few seconds.
@@ -20,11 +20,11 @@ import yaml
 from typer.testing import CliRunner
 
 from visfore_cli_testutils import one_error_line as _one_error_line
-from visfore import train_policy as tp
-from visfore import zoo
+from visfore.rl import train_policy as tp
+from visfore.rl import zoo
 from visfore.cli import app
-from visfore.errors import VisforeError
-from visfore.policy_run import load_policy_run
+from visfore.core.errors import VisforeError
+from visfore.rl.policy_run import load_policy_run
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -279,7 +279,7 @@ def test_td3_resume_restores_replay_buffer(td3_run: Path, tmp_path: Path):
 
 
 def test_interrupt_saves_last_model_and_resume_finishes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from visfore import train_model
+    from visfore.worldmodels import train_model
 
     class Interrupted(train_model._StopFlag):
         def __init__(self) -> None:

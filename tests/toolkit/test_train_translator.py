@@ -14,15 +14,15 @@ from typer.testing import CliRunner
 
 import visfore_envs  # noqa: F401  (registers the ids)
 from visfore.cli import app
-from visfore.dataset import DatasetWriter
-from visfore.errors import VisforeError
-from visfore.train_translator import (
+from visfore.data.dataset import DatasetWriter
+from visfore.core.errors import VisforeError
+from visfore.perception.train_translator import (
     circular_mean,
     translation_errors,
     train_translator,
     window_indices,
 )
-from visfore.translator_run import load_translator_run
+from visfore.perception.translator_run import load_translator_run
 
 runner = CliRunner()
 TINY = {"channels": (8, 16, 16), "hidden": 32, "lstm_channels": 8}
@@ -147,7 +147,7 @@ def test_translator_beats_the_mean_predictor_on_an_easy_dataset(trained_run):
 
 
 def test_run_reloads_and_predicts_what_the_evaluation_measured(trained_run, random_pose_dataset):
-    from visfore.dataset import open_dataset
+    from visfore.data.dataset import open_dataset
 
     out, m = trained_run
     run = load_translator_run(out)

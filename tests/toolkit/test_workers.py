@@ -8,7 +8,7 @@ import struct
 import time
 from concurrent.futures import ProcessPoolExecutor
 
-from visfore.workers import stop_executor
+from visfore.core.workers import stop_executor
 
 
 def _square(x: int) -> int:

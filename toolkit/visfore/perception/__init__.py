@@ -1,0 +1,1 @@
+"""Reading robot state from pixels: the key-point / joint translator."""

@@ -1,0 +1,974 @@
+"""``visfore train-translator``: learn to read joint angles and key points off frames.
+
+The translation module of seed 001 (:class:`visfore_models.translator.FrameTranslator`):
+a CNN, optionally with ConvLSTM memory over the last few frames, from an RGB frame to the
+robot's joint angles ``q`` (radians) and key points ``k`` (metres), trained on a dataset
+written by ``visfore collect`` (it holds the frames and the states already).
+
+Pipeline (:func:`train_translator`; :func:`train_translator_command` is a thin wrapper):
+
+1. Validate every option and open the dataset before anything is written. The training
+   targets come from the dataset's ``data/state`` through the env class's
+   ``decode_state`` classmethod (:meth:`visfore_envs.core.KeypointTargetEnv.decode_state`;
+   the class is found through the env id's registered entry point), so a new robot
+   brings its own decoding. A dataset whose env has no ``decode_state`` is a one-line
+   :class:`~visfore.core.errors.VisforeError`.
+2. Split the episodes into training and held-out episodes (seeded,
+   :func:`visfore.data.clips.split_episodes`; at least one of each). Every row of an episode
+   is a sample: its frame (with ``--memory M``: the frames of rows ``t - M + 1 .. t`` of
+   the same episode, the episode's first frame repeated before its start) and the state
+   decoded at row ``t``.
+   With ``--on-predictions RUN`` the frames are a ``visfore train-model`` run's open-loop
+   predictions instead (:mod:`visfore.perception.predicted_frames`): every episode is cut into
+   clips of ``C + K`` frames (the run's context C, ``--prediction-horizon`` K), the C
+   real context frames are kept and the K predicted frames are labelled with the true
+   state of the frames they predict. Each clip is then an episode of the translator
+   (clips of one dataset episode share its side of the split). This is the reader a
+   planner needs to score imagined frames (``visfore plan --cost keypoints``); use a
+   dataset the model was not trained on, so its predictions are as good as at planning
+   time and no better.
+3. Train with Adam (cosine decay of the learning rate to 10 %, linear warm-up) on
+   :func:`visfore_models.translator.translator_loss` (``(cos, sin)`` MSE for the angles
+   plus ``--keypoint-weight`` times the MSE of the key points normalised by the training
+   set's mean and standard deviation, which the model stores). After each epoch: the loss
+   on the held-out episodes, TensorBoard scalars in ``logs/``, ``checkpoints/last.pt``
+   and (when the held-out loss improved) ``checkpoints/best.pt``, written atomically.
+   ``--time-budget`` stops training between two batches (``last.pt`` is then written).
+4. Evaluate the final weights (``last.pt``) on every frame of the held-out episodes
+   (:func:`translation_errors`) next to the mean predictor (circular mean of each joint
+   angle and mean key points over the training frames), print a table, write
+   ``metrics.json``.
+
+Run directory ``runs/train-translator-<name or UTC time>/`` (:mod:`visfore.core.runs`):
+``config.yaml``, ``checkpoints/{last,best}.pt``, ``logs/``, ``metrics.json``. Load a run
+for use with :func:`visfore.perception.translator_run.load_translator_run`.
+
+Python API::
+
+    from visfore.perception.train_translator import train_translator
+    metrics = train_translator({"data": "data/translator-reacher.zarr", "epochs": 10})
+
+There is no ``--resume`` (runs are minutes long); a stopped run keeps its checkpoints.
+Torch, zarr and the models are imported inside functions so ``visfore --help`` is fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Optional, Union
+
+import numpy as np
+import typer
+
+from visfore.core import runs
+from visfore.data import storage
+from visfore.core.console import stdout_console
+from visfore.core.errors import VisforeError, handle_errors
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+__all__ = [
+    "COMMAND",
+    "CHECKPOINT_FORMAT",
+    "TranslatorConfig",
+    "circular_mean",
+    "decode_dataset_states",
+    "env_class_for",
+    "joint_names_for",
+    "keypoint_names_for",
+    "print_translator_table",
+    "train_translator",
+    "train_translator_command",
+    "translation_errors",
+    "window_indices",
+]
+
+COMMAND = "train-translator"
+CHECKPOINT_FORMAT = "visfore-train-translator-checkpoint"
+CHECKPOINT_VERSION = 1
+#: Largest ``--memory`` accepted (frames of ConvLSTM memory).
+MAX_MEMORY = 16
+#: Learning-rate warm-up steps (linear), then cosine decay to 10 % of ``--lr``.
+WARMUP_STEPS = 20
+
+#: Definitions stored in ``metrics.json``.
+DEFINITIONS = {
+    "joint_mae_deg": "per joint: mean over held-out frames of |wrap(q_pred - q_true)| in degrees, "
+    "wrap into [-180, 180); 'mean' averages the joints",
+    "keypoint_error_cm": "per key point: mean over held-out frames of the Euclidean distance "
+    "||k_pred - k_true|| over the key point's axes (the env's keypoint_axes), in centimetres; "
+    "'mean' averages the key points",
+    "mean_predictor": "predicts the same value for every frame: the circular mean "
+    "atan2(mean sin q, mean cos q) of each joint angle and the mean of each key-point "
+    "coordinate over the training frames",
+    "ratio": "model error / mean-predictor error (lower is better; 0.1 = ten times smaller)",
+    "held_out": "every frame of the held-out episodes (seeded split by episode, --val-fraction)",
+    "checkpoint": "the metrics are those of the final weights, checkpoints/last.pt",
+}
+
+
+# ---------------------------------------------------------------------------------------
+# configuration
+# ---------------------------------------------------------------------------------------
+@dataclass
+class TranslatorConfig:
+    """Every option of ``visfore train-translator`` (CLI flag = field name with dashes).
+
+    Attributes:
+        data: the visfore Zarr dataset (path or fsspec URL, see :mod:`visfore.data.storage`),
+            collected from an env whose class has ``decode_state`` (required).
+        memory: frames the translator sees (1 = the last frame, a plain CNN; M > 1: a
+            ConvLSTM over the last M frames of the episode), 1..16.
+        epochs: training epochs (each sees every training frame once).
+        time_budget: minutes after which training stops (between two batches), then the
+            evaluation runs; None = no limit.
+        batch_size: frames per optimisation step; lr: Adam learning rate (peak);
+        weight_decay: Adam weight decay; keypoint_weight: weight of the key-point loss.
+        val_fraction: fraction of episodes held out (ceil, at least one), in (0, 1).
+        seed: seeds the split, the initialisation, the batch order and the augmentation.
+        augment: photometric augmentation of training frames (see :func:`augment_frames`).
+        channels, hidden, lstm_channels: translator widths
+            (:class:`visfore_models.translator.FrameTranslator`).
+        out / name: run directory (``--out`` as given, or ``runs/train-translator-NAME``,
+            default ``runs/train-translator-<UTC time>``).
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
+        num_threads: torch CPU threads (None = the physical cores available).
+        eval_batch_size: frames per forward pass in evaluation.
+        progress: show the progress bar and the table.
+        on_predictions: a ``visfore train-model`` run: train on its open-loop
+            predictions of the dataset's clips (see the module docstring); None = the
+            dataset's frames.
+        prediction_horizon: K, frames predicted per clip with ``on_predictions``
+            (default: the run's training horizon).
+    """
+
+    data: Optional[str] = None
+    memory: int = 1
+    epochs: int = 20
+    time_budget: Optional[float] = None
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    keypoint_weight: float = 1.0
+    val_fraction: float = 0.1
+    seed: int = 0
+    augment: bool = False
+    channels: tuple[int, ...] = (32, 64, 64, 128)
+    hidden: int = 256
+    lstm_channels: int = 64
+    out: Optional[str] = None
+    name: Optional[str] = None
+    device: str = "auto"
+    num_threads: Optional[int] = None
+    eval_batch_size: int = 256
+    progress: bool = True
+    on_predictions: Optional[str] = None
+    prediction_horizon: Optional[int] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The options as plain types (for ``config.yaml``)."""
+        out = dataclasses.asdict(self)
+        out["channels"] = [int(c) for c in self.channels]
+        return out
+
+    @classmethod
+    def from_dict(cls, mapping: Mapping[str, Any]) -> "TranslatorConfig":
+        """Build from a mapping of options (dashes or underscores).
+
+        Raises:
+            VisforeError: an unknown key.
+        """
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {str(k).replace("-", "_"): v for k, v in mapping.items()}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise VisforeError(f"unknown train-translator option {unknown[0]!r}; valid: {', '.join(sorted(known))}")
+        return cls(**values)
+
+
+def _int_at_least(name: str, value: Any, minimum: int, maximum: int | None = None) -> None:
+    flag = "--" + name.replace("_", "-")
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (maximum is not None and value > maximum):
+        span = f">= {minimum}" if maximum is None else f"in {minimum}..{maximum}"
+        raise VisforeError(f"{flag} must be an integer {span}, got {value!r}")
+
+
+def _real(name: str, value: Any, *, positive: bool) -> None:
+    flag = "--" + name.replace("_", "-")
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or (value <= 0 if positive else value < 0):
+        raise VisforeError(f"{flag} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
+
+
+def validate_config(config: TranslatorConfig) -> None:
+    """Check every option; touches nothing.
+
+    Raises:
+        VisforeError: the first bad option, named with its flag and the allowed values.
+    """
+    from visfore.worldmodels.train_model import _parse_device_spec
+
+    if config.data is None:
+        raise VisforeError("--data is required (a dataset from `visfore collect`)")
+    _int_at_least("memory", config.memory, 1, MAX_MEMORY)
+    _int_at_least("epochs", config.epochs, 1)
+    _int_at_least("batch_size", config.batch_size, 1)
+    _int_at_least("eval_batch_size", config.eval_batch_size, 1)
+    _int_at_least("hidden", config.hidden, 1)
+    _int_at_least("lstm_channels", config.lstm_channels, 1)
+    _int_at_least("seed", config.seed, 0)
+    if config.num_threads is not None:
+        _int_at_least("num_threads", config.num_threads, 1)
+    if config.prediction_horizon is not None:
+        if config.on_predictions is None:
+            raise VisforeError("--prediction-horizon needs --on-predictions RUN (a train-model run)")
+        _int_at_least("prediction_horizon", config.prediction_horizon, 1)
+    _real("lr", config.lr, positive=True)
+    _real("weight_decay", config.weight_decay, positive=False)
+    _real("keypoint_weight", config.keypoint_weight, positive=False)
+    if config.time_budget is not None:
+        _real("time_budget", config.time_budget, positive=True)
+    if not (isinstance(config.val_fraction, (int, float)) and 0.0 < config.val_fraction < 1.0):
+        raise VisforeError(f"--val-fraction must be in (0, 1), got {config.val_fraction!r}")
+    try:
+        channels = tuple(int(c) for c in config.channels)
+    except (TypeError, ValueError):
+        raise VisforeError(f"--channels must be positive integers, got {config.channels!r}") from None
+    if not channels or min(channels) < 1:
+        raise VisforeError(f"--channels must be positive integers, got {config.channels!r}")
+    config.channels = channels
+    _parse_device_spec(config.device)
+
+
+# ---------------------------------------------------------------------------------------
+# env classes: decoding the dataset's states
+# ---------------------------------------------------------------------------------------
+def env_class_for(env_id: str) -> type:
+    """The env class registered for ``env_id`` that has a ``decode_state`` classmethod.
+
+    The class comes from the id's registered entry point
+    (``gymnasium.envs.registration.load_env_creator``), so any registered robot class
+    that defines ``decode_state(state) -> {"qpos", "keypoints"}`` works.
+
+    Raises:
+        VisforeError: the id is not registered, its entry point cannot be imported, or the
+            class has no ``decode_state`` (the message lists the ids that have one).
+    """
+    import gymnasium as gym
+    from gymnasium.envs.registration import load_env_creator
+
+    from visfore.data.envs import _import_visfore_envs
+
+    _import_visfore_envs()
+    try:
+        spec = gym.spec(env_id)
+    except Exception:  # gymnasium raises NameNotFound / VersionNotFound / Error subclasses
+        raise VisforeError(f"the dataset's env {env_id!r} is not a registered Gymnasium id") from None
+    entry = spec.entry_point
+    try:
+        creator = load_env_creator(entry) if isinstance(entry, str) else entry
+    except Exception as exc:
+        raise VisforeError(f"cannot import the entry point {entry!r} of env {env_id} ({type(exc).__name__}: {exc})".splitlines()[0]) from None
+    if not (isinstance(creator, type) and callable(getattr(creator, "decode_state", None))):
+        raise VisforeError(
+            f"env {env_id} ({entry}) has no decode_state classmethod, so its joint angles and key "
+            f"points cannot be read from the dataset's states; decodable ids: {', '.join(_decodable_ids()) or 'none'}"
+        )
+    return creator
+
+
+def _decodable_ids() -> list[str]:
+    import gymnasium as gym
+    from gymnasium.envs.registration import load_env_creator
+
+    from visfore.data.envs import visfore_env_ids
+
+    ids = []
+    for env_id in visfore_env_ids():
+        entry = gym.spec(env_id).entry_point
+        if not isinstance(entry, str) or not entry.startswith("visfore_envs"):
+            continue
+        try:
+            creator = load_env_creator(entry)
+        except Exception:
+            continue
+        if isinstance(creator, type) and callable(getattr(creator, "decode_state", None)):
+            ids.append(env_id)
+    return ids
+
+
+def decode_dataset_states(env_cls: type, state: np.ndarray, *, env_id: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """Joint angles and key points of every row: ``env_cls.decode_state(state)``.
+
+    Args:
+        env_cls: the env class (:func:`env_class_for`); state: (N, S) float32.
+
+    Returns:
+        ``(qpos (N, nq) float32 rad, keypoints (N, G) float32 m)``.
+
+    Raises:
+        VisforeError: the class cannot decode states of this width (its ValueError or
+            NotImplementedError, one line), or the result is not finite / of bad shape.
+    """
+    try:
+        decoded = env_cls.decode_state(state)
+    except (ValueError, NotImplementedError) as exc:
+        raise VisforeError(f"cannot decode the states of env {env_id or env_cls.__name__}: {exc}".splitlines()[0]) from None
+    qpos = np.asarray(decoded.get("qpos"), dtype=np.float32)
+    kp = np.asarray(decoded.get("keypoints"), dtype=np.float32)
+    n = state.shape[0]
+    if qpos.ndim != 2 or kp.ndim != 2 or qpos.shape[0] != n or kp.shape[0] != n or 0 in qpos.shape + kp.shape:
+        raise VisforeError(
+            f"{env_cls.__name__}.decode_state returned qpos {qpos.shape} and keypoints {kp.shape}; "
+            f"expected ({n}, nq) and ({n}, G)"
+        )
+    if not (np.isfinite(qpos).all() and np.isfinite(kp).all()):
+        raise VisforeError(f"the dataset's states decode to non-finite joint angles or key points ({env_cls.__name__})")
+    return qpos, kp
+
+
+def keypoint_names_for(env_cls: type, goal_dim: int) -> tuple[list[str], int]:
+    """Key-point names and the axes per key point: ``(names, D)`` with ``G = len(names) * D``.
+
+    Uses the class's ``keypoint_sites`` / ``keypoint_axes`` when they fit ``goal_dim``,
+    otherwise ``kp0, kp1, ...`` with D = 3 (or 1 when G is not a multiple of 3).
+    """
+    sites = tuple(getattr(env_cls, "keypoint_sites", ()) or ())
+    axes = tuple(getattr(env_cls, "keypoint_axes", ()) or ())
+    if sites and axes and len(sites) * len(axes) == goal_dim:
+        return list(sites), len(axes)
+    d = 3 if goal_dim % 3 == 0 else 1
+    return [f"kp{i}" for i in range(goal_dim // d)], d
+
+
+def joint_names_for(env_cls: type, nq: int) -> list[str]:
+    """Joint names in ``qpos`` order from the class's MJCF model (``model_path()``), when
+    it has ``nq`` single-coordinate joints; else ``q0, q1, ...``."""
+    try:
+        import mujoco
+
+        model = mujoco.MjModel.from_xml_path(str(env_cls.model_path()))
+        if model.nq == nq and model.njnt == nq:
+            order = np.argsort(model.jnt_qposadr)
+            return [mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_JOINT, int(j)) or f"q{j}" for j in order]
+    except Exception:  # no model_path, not MuJoCo, unreadable: fall back to numbers
+        pass
+    return [f"q{i}" for i in range(nq)]
+
+
+# ---------------------------------------------------------------------------------------
+# samples, augmentation, metrics
+# ---------------------------------------------------------------------------------------
+def window_indices(episode_ends: np.ndarray, memory: int) -> np.ndarray:
+    """Row indices of each row's frame window, (N, memory) int64.
+
+    ``out[r] = [r - memory + 1, ..., r]``, each clipped below at the first row of the
+    episode of ``r`` (the episode's first frame repeated before its start); windows never
+    cross ``episode_ends``. ``out[:, -1] == arange(N)``.
+    """
+    ends = np.asarray(episode_ends, dtype=np.int64)
+    n = int(ends[-1]) if len(ends) else 0
+    starts = np.repeat(np.concatenate([[0], ends[:-1]]), np.diff(np.concatenate([[0], ends])))
+    rows = np.arange(n, dtype=np.int64)
+    offsets = np.arange(-memory + 1, 1, dtype=np.int64)
+    return np.maximum(rows[:, None] + offsets[None, :], starts[:, None])
+
+
+def augment_frames(frames: "torch.Tensor", generator: "torch.Generator") -> "torch.Tensor":
+    """Photometric augmentation of a batch ``(B, T, 3, H, W)`` float in [0, 1] (a new tensor).
+
+    Per sample (the same for its T frames): brightness ``x * U(0.9, 1.1)``, contrast about
+    the sample mean ``U(0.9, 1.1)``, per-channel gain ``U(0.95, 1.05)``, plus pixel noise
+    ``N(0, 0.01)``; clipped to [0, 1]. No geometric shift or flip: the camera is fixed and
+    the targets are absolute positions, so moving the image would move the labels.
+    ``generator`` is a CPU ``torch.Generator`` (reproducible draws).
+    """
+    import torch
+
+    B = frames.shape[0]
+
+    def u(lo: float, hi: float, *shape: int) -> "torch.Tensor":
+        return (lo + (hi - lo) * torch.rand(*shape, generator=generator)).to(frames.device)
+
+    bright = u(0.9, 1.1, B, 1, 1, 1, 1)
+    contrast = u(0.9, 1.1, B, 1, 1, 1, 1)
+    gain = u(0.95, 1.05, B, 1, 3, 1, 1)
+    mean = frames.mean(dim=(1, 2, 3, 4), keepdim=True)
+    out = (frames - mean) * contrast + mean
+    out = out * bright * gain
+    noise = torch.randn(frames.shape, generator=generator).to(frames.device) * 0.01
+    return (out + noise).clamp_(0.0, 1.0)
+
+
+def circular_mean(angles: np.ndarray) -> np.ndarray:
+    """Circular mean of angles (N, nq) rad over N: ``atan2(mean sin, mean cos)`` (nq,)
+    (Mardia & Jupp 2000, *Directional Statistics*, sec. 2.2.1)."""
+    a = np.asarray(angles, dtype=np.float64)
+    return np.arctan2(np.sin(a).mean(axis=0), np.cos(a).mean(axis=0))
+
+
+def translation_errors(
+    qpos_pred: np.ndarray,
+    qpos_true: np.ndarray,
+    kp_pred: np.ndarray,
+    kp_true: np.ndarray,
+    *,
+    axes_per_keypoint: int,
+) -> dict[str, np.ndarray]:
+    """Errors of predicted joint angles and key points (definitions in :data:`DEFINITIONS`).
+
+    Args:
+        qpos_pred, qpos_true: (N, nq) radians (``qpos_pred`` may be (nq,): one value for
+            every frame, as the mean predictor).
+        kp_pred, kp_true: (N, G) metres (``kp_pred`` may be (G,)), key points flattened
+            point by point, ``axes_per_keypoint`` coordinates each.
+
+    Returns:
+        ``{"joint_mae_deg": (nq,), "keypoint_error_cm": (G / D,)}`` float64.
+    """
+    dq = np.asarray(qpos_pred, dtype=np.float64) - np.asarray(qpos_true, dtype=np.float64)
+    dq = np.remainder(dq + np.pi, 2 * np.pi) - np.pi
+    joint = np.degrees(np.abs(dq)).mean(axis=0)
+    true = np.asarray(kp_true, dtype=np.float64)
+    diff = np.asarray(kp_pred, dtype=np.float64) - true
+    diff = np.broadcast_to(diff, true.shape).reshape(true.shape[0], -1, axes_per_keypoint)
+    kp = 100.0 * np.linalg.norm(diff, axis=-1).mean(axis=0)
+    return {"joint_mae_deg": joint, "keypoint_error_cm": kp}
+
+
+def _named(names: list[str], values: np.ndarray) -> dict[str, Any]:
+    out: dict[str, Any] = {name: float(v) for name, v in zip(names, values)}
+    out["mean"] = float(np.mean(values))
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# the pipeline
+# ---------------------------------------------------------------------------------------
+@dataclass
+class _Data:
+    env_id: str
+    env_kwargs: dict[str, Any]
+    env_cls: type
+    frame_size: tuple[int, int]
+    pixels: np.ndarray
+    qpos: np.ndarray
+    keypoints: np.ndarray
+    windows: np.ndarray
+    train_rows: np.ndarray
+    val_rows: np.ndarray
+    train_episodes: np.ndarray
+    val_episodes: np.ndarray
+    joint_names: list[str]
+    keypoint_names: list[str]
+    axes_per_keypoint: int
+    data_location: str
+    #: with --on-predictions: (frames,) int64, 0 = real context frame, k = k-th prediction
+    step: Optional[np.ndarray] = None
+    predictions: Optional[dict[str, Any]] = None
+
+
+def _load_data(config: TranslatorConfig) -> _Data:
+    from visfore.data.clips import split_episodes
+    from visfore.data.dataset import open_dataset
+
+    ds = open_dataset(config.data)
+    name = storage.display_name(ds.path)
+    if ds.num_episodes < 2:
+        raise VisforeError(
+            f"{name} has {ds.num_episodes} complete episode(s); train-translator needs at least 2 "
+            "(one for training, one held out)"
+        )
+    env_id = ds.attrs.get("env_id")
+    if not isinstance(env_id, str):
+        raise VisforeError(f"{name} does not record its env id (attrs['env_id'])")
+    env_cls = env_class_for(env_id)
+    h, w, _ = ds.frame_shape
+    factor = 2 ** len(config.channels)
+    if h % factor or w % factor:
+        raise VisforeError(
+            f"frames of {name} are {h}x{w}; the translator with {len(config.channels)} encoder levels "
+            f"needs sizes divisible by {factor} (collect with e.g. --size 64, or pass fewer --channels)"
+        )
+    state = ds.read("state")
+    qpos, kp = decode_dataset_states(env_cls, state, env_id=env_id)
+    train_eps, val_eps = split_episodes(np.arange(ds.num_episodes), config.val_fraction, config.seed)
+    ends, starts = ds.episode_ends, ds.episode_starts
+    # the translator's episodes (rows [starts[i], ends[i])) of each dataset episode
+    pieces_of = {e: [e] for e in range(ds.num_episodes)}
+    pixels = ds.read("pixels")
+    step, predictions = None, None
+    if config.on_predictions is not None:
+        clips, run = _predicted_clips(config, ds, pixels)
+        pixels, qpos, kp, step = clips.frames, qpos[clips.source_rows], kp[clips.source_rows], clips.step
+        ends = clips.clip_ends
+        starts = ends - (clips.context + clips.horizon)
+        pieces_of = {e: [] for e in range(ds.num_episodes)}
+        for c, e in enumerate(clips.clip_episode):
+            pieces_of[int(e)].append(c)
+        train_eps = np.array([e for e in train_eps if pieces_of[int(e)]], dtype=np.int64)
+        val_eps = np.array([e for e in val_eps if pieces_of[int(e)]], dtype=np.int64)
+        if len(train_eps) == 0 or len(val_eps) == 0:
+            raise VisforeError(
+                f"{name}: too few episodes of {clips.context + clips.horizon} frames for a training and "
+                "a held-out side; collect longer or more episodes, or lower --prediction-horizon"
+            )
+        predictions = {
+            "model": str(Path(run.run_dir).resolve()), "checkpoint": run.checkpoint,
+            "context": clips.context, "horizon": clips.horizon, "clips": int(len(clips.clip_ends)),
+        }
+
+    def rows(eps: np.ndarray) -> np.ndarray:
+        return np.concatenate(
+            [np.arange(starts[i], ends[i]) for e in eps for i in pieces_of[int(e)]]
+        ).astype(np.int64)
+
+    loc = ds.path if isinstance(ds.path, str) else str(Path(ds.path).resolve())
+    joint_names = joint_names_for(env_cls, qpos.shape[1])
+    kp_names, d = keypoint_names_for(env_cls, kp.shape[1])
+    return _Data(
+        env_id=env_id,
+        env_kwargs=dict(ds.attrs.get("env_kwargs") or {}),
+        env_cls=env_cls,
+        frame_size=(int(h), int(w)),
+        pixels=pixels,
+        qpos=qpos,
+        keypoints=kp,
+        windows=window_indices(ends, config.memory),
+        train_rows=rows(train_eps),
+        val_rows=rows(val_eps),
+        train_episodes=train_eps,
+        val_episodes=val_eps,
+        joint_names=joint_names,
+        keypoint_names=kp_names,
+        axes_per_keypoint=d,
+        data_location=loc,
+        step=step,
+        predictions=predictions,
+    )
+
+
+def _predicted_clips(config: TranslatorConfig, ds: Any, pixels: np.ndarray) -> tuple[Any, Any]:
+    """``(clips, run)``: the open-loop predictions of ``ds``'s clips
+    (:class:`visfore.perception.predicted_frames.PredictedClips`) by the ``--on-predictions`` run
+    (:class:`visfore.worldmodels.model_run.ModelRun`, also returned)."""
+    from visfore.worldmodels.model_run import load_model_run
+    from visfore.perception.predicted_frames import predict_clips
+
+    run = load_model_run(config.on_predictions, device=config.device)
+    run.check_dataset(ds)
+    horizon = run.horizon if config.prediction_horizon is None else config.prediction_horizon
+    clips = predict_clips(run, pixels, ds.read("action"), ds.episode_ends, horizon,
+                          batch_size=config.eval_batch_size, seed=config.seed)
+    return clips, run
+
+
+def _batch_frames(data: _Data, rows: np.ndarray, device: "torch.device") -> "torch.Tensor":
+    """(B, M, 3, H, W) float32 in [0, 1] on ``device`` for dataset rows ``rows``."""
+    import torch
+
+    frames = torch.from_numpy(data.pixels[data.windows[rows]])  # (B, M, H, W, 3) uint8
+    return frames.to(device).permute(0, 1, 4, 2, 3).float().div_(255.0)
+
+
+def _predict_rows(model: Any, data: _Data, rows: np.ndarray, device: "torch.device", batch: int) -> tuple[np.ndarray, np.ndarray]:
+    import torch
+
+    qs, ks = [], []
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, len(rows), batch):
+            out = model(_batch_frames(data, rows[i : i + batch], device))
+            qs.append(out["qpos"].double().cpu().numpy())
+            ks.append(out["keypoints"].double().cpu().numpy())
+    return np.concatenate(qs), np.concatenate(ks)
+
+
+def _val_loss(model: Any, data: _Data, device: "torch.device", config: TranslatorConfig) -> dict[str, float]:
+    import torch
+
+    from visfore_models.translator import translator_loss
+
+    sums = {"total": 0.0, "angle": 0.0, "keypoint": 0.0}
+    rows = data.val_rows
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, len(rows), config.eval_batch_size):
+            r = rows[i : i + config.eval_batch_size]
+            out = model(_batch_frames(data, r, device))
+            losses = translator_loss(
+                out, torch.from_numpy(data.qpos[r]).to(device), torch.from_numpy(data.keypoints[r]).to(device),
+                model=model, keypoint_weight=config.keypoint_weight,
+            )
+            for k in sums:
+                sums[k] += float(losses[k]) * len(r)
+    return {k: v / len(rows) for k, v in sums.items()}
+
+
+def train_translator(config: Union[TranslatorConfig, Mapping[str, Any]]) -> dict[str, Any]:
+    """Train and evaluate a frame translator; write a run directory; return the metrics.
+
+    Args:
+        config: a :class:`TranslatorConfig` or a mapping of its fields.
+
+    Returns:
+        The content of ``metrics.json``: ``model`` and ``mean_predictor`` each with
+        ``joint_mae_deg`` and ``keypoint_error_cm`` (per joint / key point by name, and
+        ``mean``), ``ratio`` (model / mean predictor, ``joint`` and ``keypoint``),
+        ``beats_mean_predictor`` (both means lower), ``definitions``, ``env_id``,
+        ``joint_names``, ``keypoint_names``, counts (``num_train_frames``,
+        ``num_val_frames``, episodes), ``history`` (per epoch losses), ``best_epoch``,
+        ``epochs_completed``, ``stopped_by_time_budget``, ``train_seconds``,
+        ``num_parameters``, ``run_dir``.
+
+    Raises:
+        VisforeError: bad options or dataset (before anything is written), an existing
+            run directory, a diverged training (non-finite loss).
+    """
+    import torch
+
+    if isinstance(config, Mapping):
+        config = TranslatorConfig.from_dict(config)
+    elif not isinstance(config, TranslatorConfig):
+        raise VisforeError(f"train_translator needs a TranslatorConfig or a mapping, got {type(config).__name__}")
+    config = dataclasses.replace(config)
+    validate_config(config)
+    threads = torch.get_num_threads()
+    try:
+        return _train(config)
+    finally:
+        torch.set_num_threads(threads)  # the API must not leave the process changed
+
+
+def _train(config: TranslatorConfig) -> dict[str, Any]:
+    import torch
+
+    from visfore.worldmodels.train_model import _lr_lambda, physical_cpu_cores, select_device
+    from visfore_models.translator import FrameTranslator, translator_loss, translator_state
+
+    t_begin = time.perf_counter()
+    device = select_device(config.device)
+    run_dir = runs.resolve_run_dir(COMMAND, out=config.out, name=config.name)
+    runs.check_run_dir(run_dir, resume=False)
+    torch.set_num_threads(config.num_threads or physical_cpu_cores())
+    data = _load_data(config)
+
+    torch.manual_seed(config.seed)
+    model = FrameTranslator(
+        num_joints=data.qpos.shape[1], num_keypoint_coords=data.keypoints.shape[1],
+        image_size=data.frame_size, memory=config.memory, channels=config.channels,
+        lstm_channels=config.lstm_channels, hidden=config.hidden,
+    )
+    train_kp = data.keypoints[data.train_rows].astype(np.float64)
+    model.set_keypoint_stats(train_kp.mean(axis=0), train_kp.std(axis=0))
+    model.to(device)
+    n_params = int(sum(p.numel() for p in model.parameters()))
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(len(data.train_rows) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _lr_lambda("cosine", min(WARMUP_STEPS, total_steps // 10), total_steps)
+    )
+
+    runs.create_run_dir(run_dir)
+    extra = {
+        "env_id": data.env_id,
+        "env_kwargs": data.env_kwargs,
+        "frame_size": list(data.frame_size),
+        "joint_names": data.joint_names,
+        "keypoint_names": data.keypoint_names,
+        "axes_per_keypoint": data.axes_per_keypoint,
+        "on_predictions": data.predictions,
+    }
+    runs.write_config(run_dir, {
+        "command": COMMAND,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "options": {**config.to_dict(), "data": data.data_location},
+        **extra,
+        "device": str(device),
+        "num_threads": torch.get_num_threads(),
+        "split": {
+            "train_episodes": [int(e) for e in data.train_episodes],
+            "val_episodes": [int(e) for e in data.val_episodes],
+        },
+        "model": model.config(),
+    })
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    console = stdout_console(quiet=not config.progress, highlight=False)
+    writer = SummaryWriter(log_dir=str(run_dir / "logs"))
+    history: list[dict[str, Any]] = []
+    best_loss, best_epoch, step, epochs_done = math.inf, None, 0, 0
+    stopped = False
+    t_train = time.perf_counter()
+    deadline = None if config.time_budget is None else t_train + 60.0 * config.time_budget
+
+    def checkpoint(paths: list[Path], epoch: int, metrics: dict[str, Any]) -> None:
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "translator": translator_state(model),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "epoch": epoch,
+            "step": step,
+            "metrics": metrics,
+            **extra,
+        }
+        for path in paths:
+            runs.save_checkpoint(path, state)
+
+    progress = _progress(console, config.progress)
+    try:
+        with progress:
+            task = progress.add_task("train", total=total_steps, epoch=0, epochs=config.epochs, loss=float("nan"), fps=0.0)
+            for epoch in range(config.epochs):
+                model.train()
+                order = np.random.default_rng([config.seed, epoch]).permutation(data.train_rows)
+                gen = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+                sums, count, t_epoch = 0.0, 0, time.perf_counter()
+                for i in range(0, len(order), config.batch_size):
+                    if deadline is not None and time.perf_counter() > deadline:
+                        stopped = True
+                        break
+                    rows = order[i : i + config.batch_size]
+                    frames = _batch_frames(data, rows, device)
+                    if config.augment:
+                        frames = augment_frames(frames, gen)
+                    out = model(frames)
+                    losses = translator_loss(
+                        out, torch.from_numpy(data.qpos[rows]).to(device),
+                        torch.from_numpy(data.keypoints[rows]).to(device),
+                        model=model, keypoint_weight=config.keypoint_weight,
+                    )
+                    loss = losses["total"]
+                    if not torch.isfinite(loss):
+                        raise VisforeError(f"training diverged (loss {float(loss)}) at epoch {epoch + 1}; lower --lr")
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    scheduler.step()
+                    step += 1
+                    loss_value = float(loss.detach())
+                    sums += loss_value * len(rows)
+                    count += len(rows)
+                    writer.add_scalar("train/loss", loss_value, step)
+                    fps = count / max(1e-9, time.perf_counter() - t_epoch)
+                    progress.update(task, advance=1, epoch=epoch + 1, loss=sums / count, fps=fps)
+                if count == 0:
+                    break
+                val = _val_loss(model, data, device, config)
+                for key, value in val.items():
+                    writer.add_scalar(f"val/{key}_loss", value, step)
+                record = {"epoch": epoch + 1, "step": step, "train_loss": sums / count,
+                          **{f"val_{k}_loss": v for k, v in val.items()}, "complete": not stopped}
+                history.append(record)
+                epochs_done = epoch + 1 if not stopped else epoch
+                paths = [runs.last_checkpoint_path(run_dir)]
+                if val["total"] < best_loss:
+                    best_loss, best_epoch = val["total"], epoch + 1
+                    paths.append(runs.best_checkpoint_path(run_dir))
+                checkpoint(paths, epochs_done, record)
+                if stopped:
+                    break
+    finally:
+        writer.flush()
+        writer.close()
+    train_seconds = time.perf_counter() - t_train
+    if not history:
+        raise VisforeError("--time-budget ended training before the first batch; give more minutes")
+
+    # -- evaluation on every held-out frame ------------------------------------------------
+    t_eval = time.perf_counter()
+    q_pred, k_pred = _predict_rows(model, data, data.val_rows, device, config.eval_batch_size)
+    eval_seconds = time.perf_counter() - t_eval
+    q_true = data.qpos[data.val_rows]
+    k_true = data.keypoints[data.val_rows]
+    d = data.axes_per_keypoint
+    mine = translation_errors(q_pred, q_true, k_pred, k_true, axes_per_keypoint=d)
+    q_mean = circular_mean(data.qpos[data.train_rows])
+    k_mean = data.keypoints[data.train_rows].astype(np.float64).mean(axis=0)
+    base = translation_errors(q_mean, q_true, k_mean, k_true, axes_per_keypoint=d)
+    model_block = {
+        "joint_mae_deg": _named(data.joint_names, mine["joint_mae_deg"]),
+        "keypoint_error_cm": _named(data.keypoint_names, mine["keypoint_error_cm"]),
+    }
+    base_block = {
+        "joint_mae_deg": _named(data.joint_names, base["joint_mae_deg"]),
+        "keypoint_error_cm": _named(data.keypoint_names, base["keypoint_error_cm"]),
+        "qpos": [float(v) for v in q_mean],
+        "keypoints": [float(v) for v in k_mean],
+    }
+    ratio = {
+        "joint": _ratio(model_block["joint_mae_deg"]["mean"], base_block["joint_mae_deg"]["mean"]),
+        "keypoint": _ratio(model_block["keypoint_error_cm"]["mean"], base_block["keypoint_error_cm"]["mean"]),
+    }
+    on_predictions = None
+    if data.step is not None:
+        # how well the predicted frames are read, by prediction step (0 = real context)
+        val_step = data.step[data.val_rows]
+        on_predictions = {**data.predictions, "keypoint_error_cm_by_step": [
+            float(translation_errors(q_pred[val_step == k], q_true[val_step == k], k_pred[val_step == k],
+                                     k_true[val_step == k], axes_per_keypoint=d)["keypoint_error_cm"].mean())
+            for k in range(int(val_step.max()) + 1)
+        ]}
+    metrics = {
+        "command": COMMAND,
+        "run_dir": str(run_dir),
+        "data": data.data_location,
+        **extra,
+        "on_predictions": on_predictions,
+        "memory": config.memory,
+        "model": model_block,
+        "mean_predictor": base_block,
+        "ratio": ratio,
+        "beats_mean_predictor": bool(
+            model_block["joint_mae_deg"]["mean"] < base_block["joint_mae_deg"]["mean"]
+            and model_block["keypoint_error_cm"]["mean"] < base_block["keypoint_error_cm"]["mean"]
+        ),
+        "definitions": DEFINITIONS,
+        "num_train_episodes": int(len(data.train_episodes)),
+        "num_val_episodes": int(len(data.val_episodes)),
+        "num_train_frames": int(len(data.train_rows)),
+        "num_val_frames": int(len(data.val_rows)),
+        "num_parameters": n_params,
+        "epochs_completed": epochs_done,
+        "stopped_by_time_budget": stopped,
+        "global_step": step,
+        "best_epoch": best_epoch,
+        "history": history,
+        "train_seconds": round(train_seconds, 3),
+        "eval_seconds": round(eval_seconds, 3),
+        "frames_per_second_eval": round(len(data.val_rows) / max(eval_seconds, 1e-9), 1),
+        "wall_seconds": round(time.perf_counter() - t_begin, 3),
+        "device": str(device),
+    }
+    runs.write_json(run_dir / runs.METRICS_NAME, metrics)
+    if config.progress:
+        print_translator_table(metrics, console)
+    return metrics
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return float(a / b) if b > 0 else None
+
+
+def _progress(console: Any, enabled: bool) -> Any:
+    from visfore.worldmodels.train_model import _NoProgress
+
+    if not enabled:
+        return _NoProgress(console)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TextColumn("{task.fields[fps]:.0f} frames/s"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+def print_translator_table(metrics: Mapping[str, Any], console: Any = None) -> None:
+    """Print per-joint errors (degrees) and per-key-point errors (cm) of the model next to
+    the mean predictor, as a rich table, and a one-line verdict."""
+    from rich.table import Table
+
+    console = console or stdout_console(highlight=False)
+    table = Table(title=f"visfore train-translator: {metrics['env_id']}, {metrics['num_val_frames']} held-out frames "
+                        f"({metrics['num_val_episodes']} episodes)")
+    table.add_column("quantity")
+    table.add_column("unit")
+    table.add_column("model", justify="right")
+    table.add_column("mean predictor", justify="right")
+    table.add_column("model / mean", justify="right")
+    for key, label, unit in (("joint_mae_deg", "joint", "deg"), ("keypoint_error_cm", "key point", "cm")):
+        mine, base = metrics["model"][key], metrics["mean_predictor"][key]
+        for name in mine:
+            r = mine[name] / base[name] if base[name] > 0 else float("nan")
+            style = "bold" if name == "mean" else None
+            table.add_row(f"{label} {name}", unit, f"{mine[name]:.2f}", f"{base[name]:.2f}", f"{r:.3f}", style=style)
+    console.print(table)
+    verdict = "beats" if metrics["beats_mean_predictor"] else "does NOT beat"
+    console.print(
+        f"the translator {verdict} the mean predictor (joint error x{metrics['ratio']['joint']:.3f}, "
+        f"key-point error x{metrics['ratio']['keypoint']:.3f}); {metrics['epochs_completed']} epochs in "
+        f"{metrics['train_seconds']:.0f} s; run: {metrics['run_dir']}"
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Typer command
+# ---------------------------------------------------------------------------------------
+def _parse_channels(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise VisforeError(f"--channels must be comma-separated positive integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise VisforeError(f"--channels must be comma-separated positive integers, got {text!r}")
+    return values
+
+
+@handle_errors
+def train_translator_command(
+    data: Annotated[Optional[str], typer.Option(help="Visfore Zarr dataset from `visfore collect` of a key-point env (ReacherPlane-v0, Reacher3D-v0, TargetHumanoid-v0): a directory or a URL (s3://bucket/name.zarr).")] = None,
+    memory: Annotated[int, typer.Option(help="Frames the translator sees: 1 = the last frame (plain CNN), M > 1 = ConvLSTM over the last M frames of the episode.")] = 1,
+    epochs: Annotated[int, typer.Option(help="Training epochs (each sees every training frame once).")] = 20,
+    time_budget: Annotated[Optional[float], typer.Option(help="Stop training after this many minutes (checkpointed), then evaluate.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Frames per optimisation step.")] = 64,
+    lr: Annotated[float, typer.Option(help="Adam learning rate (peak; cosine decay to 10%).")] = 1e-3,
+    weight_decay: Annotated[float, typer.Option(help="Adam weight decay.")] = 0.0,
+    keypoint_weight: Annotated[float, typer.Option(help="Weight of the normalised key-point MSE next to the (cos, sin) angle MSE.")] = 1.0,
+    val_fraction: Annotated[float, typer.Option(help="Fraction of episodes held out for the report (seeded split by episode).")] = 0.1,
+    seed: Annotated[int, typer.Option(help="Seed of the split, the initialisation, the batch order and the augmentation.")] = 0,
+    augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Photometric augmentation (brightness, contrast, channel gain, pixel noise; no shifts: the targets are absolute positions).")] = False,
+    channels: Annotated[str, typer.Option(help="Encoder widths, comma-separated; each conv halves the frame (frame size must be divisible by 2^levels).")] = "32,64,64,128",
+    hidden: Annotated[int, typer.Option(help="Width of the fully connected layer before the heads.")] = 256,
+    lstm_channels: Annotated[int, typer.Option(help="ConvLSTM hidden channels (with --memory > 1).")] = 64,
+    out: Annotated[Optional[Path], typer.Option(help="Run directory (default runs/train-translator-<UTC time>).")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Run name: runs/train-translator-NAME.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    num_threads: Annotated[Optional[int], typer.Option(help="Torch CPU threads (default: the physical cores available).")] = None,
+    eval_batch_size: Annotated[int, typer.Option(help="Frames per forward pass in evaluation.")] = 256,
+    on_predictions: Annotated[Optional[Path], typer.Option(help="A train-model run: train on its open-loop predictions of the dataset's clips (real context frames, then predicted frames labelled with the true state), the reader `visfore plan --cost keypoints` needs. Use a dataset the model was not trained on.")] = None,
+    prediction_horizon: Annotated[Optional[int], typer.Option(help="Frames predicted per clip with --on-predictions (default: the run's training horizon; match the planner's horizon).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or table.")] = False,
+) -> None:
+    """Train a CNN (optionally ConvLSTM) translating frames to joint angles and key points; report
+    per-joint degrees and key-point centimetres on held-out episodes next to the mean predictor."""
+    train_translator(TranslatorConfig(
+        data=str(data) if data is not None else None,
+        memory=memory,
+        epochs=epochs,
+        time_budget=time_budget,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        keypoint_weight=keypoint_weight,
+        val_fraction=val_fraction,
+        seed=seed,
+        augment=augment,
+        channels=_parse_channels(channels),
+        hidden=hidden,
+        lstm_channels=lstm_channels,
+        out=str(out) if out is not None else None,
+        name=name,
+        device=device,
+        num_threads=num_threads,
+        eval_batch_size=eval_batch_size,
+        progress=not quiet,
+        on_predictions=str(on_predictions) if on_predictions is not None else None,
+        prediction_horizon=prediction_horizon,
+    ))

@@ -1,0 +1,1224 @@
+"""``visfore train-policy --through-model RUN``: a goal-reaching policy trained by
+backpropagating the goal cost through a learned forward model.
+
+Idea (seed 004, ``../shared/seeds/004_860e5f4164aec846.txt``): "train model via random
+inputs and initial conditions in the world; train policy back propagating through model
+using random initial conditions and random targets" -- supervised learning with a
+differentiable simulator. Here the simulator is a frozen ``visfore train-model`` forward
+model (:mod:`visfore.worldmodels.model_run`) and the policy maps frames to actions.
+
+**Training** (:func:`train_through_model`), one Adam step per iteration:
+
+1. Sample ``B`` start clips from the model's dataset (its training episodes): a random
+   window ``o_s .. o_{s+C-1}`` (the model's ``C`` context frames) and the ``C - 1`` actions
+   ``a_s .. a_{s+C-2}`` taken between them; and ``B`` random goal frames: any frame of a
+   random episode (a reachable pose, rendered like the training frames). Both are pure
+   functions of ``(seed, iteration)`` (:func:`batch_rng`), so a resumed run draws the same
+   batches as an uninterrupted one.
+2. Imagine ``--horizon`` ``K`` steps closed-loop (:class:`Imagination`): at step ``k`` the
+   policy sees the last frame(s) of the imagined history (true context frames, then the
+   model's own predictions), the goal frame and its previous action, and picks ``a_k``;
+   the frozen model (eval mode, ``requires_grad=False`` parameters, but differentiable
+   operations) predicts the next frame from it. Gradients flow from the loss through
+   every prediction back into every action and the policy's weights.
+3. Loss (:func:`goal_loss`): pixel MSE between the predicted frame(s) and the goal --
+   the last one (``--loss-steps final``) or all ``K`` with linearly growing weights
+   ``k / sum(k)`` (``all``) -- averaged over ``--loss-scales`` levels of a 2x average-pool
+   pyramid (level ``l``: frames pooled by ``2**l``; coarser levels widen the basin of the
+   thin arm's overlap), plus ``--action-penalty`` times the mean squared action scaled to
+   ``[-1, 1]``. Gradients clipped to norm 1 (``torch.nn.utils.clip_grad_norm_``).
+
+Every ``--val-every`` iterations a fixed validation batch (validation episodes of the
+model's split) is imagined without gradients: ``val_goal_mse`` (full-resolution MSE of
+the final imagined frame to the goal) decides ``checkpoints/best.pt``; next to it
+``val_start_mse``, the MSE of the start frame to the goal (the do-nothing baseline).
+
+**Evaluation** in the real env with :func:`visfore.planning.goal_reaching.run_goal_episodes` (the
+same seeding, success threshold and metrics as ``visfore plan``): the policy acts on the
+real frames ``obs["pixels"]`` and the goal frame ``env.unwrapped.render_goal()``.
+
+**Run directory** ``<out-dir>/train-policy-through-model-<name or UTC YYYYmmdd-HHMMSS>/``::
+
+    config.yaml               every option resolved, the model run, dataset, env, policy net
+    checkpoints/last.pt       policy + optimizer + iteration + history (atomic, --resume)
+    checkpoints/best.pt       the lowest val_goal_mse so far
+    logs/                     TensorBoard scalars (train/loss, val/goal_mse)
+    metrics.json              loss curve, validation history, eval summary
+    eval/episodes.csv         one row per real-env episode (GoalEpisode.row())
+
+:func:`load_through_model_policy` reads a run back as a :class:`ThroughModelPolicy`, a
+:class:`visfore.planning.goal_reaching.GoalController` named ``"through-model"`` (``visfore plan
+--policy RUN`` adds it to its comparison).
+
+Closed-loop imagination needs the model one step at a time; the public interface
+``model(context, actions)`` takes all actions up front. :class:`Imagination` therefore
+uses the model's own step function where it has one -- ``step(x, a, state)`` of the
+ConvLSTM and of every :class:`visfore_models._common.StepwiseForwardModel` (cdna, dna,
+rnn_deconv), ``step(history, a, state)`` of framestack -- carrying the recurrent state
+exactly as ``model.forward`` does (mode ``recurrent``; the predictions equal
+``model(context, actions_taken)``), and otherwise (svg_lp, unknown models) re-runs the
+model on the sliding window of the last ``C`` frames with ``K = 1`` (mode ``window``, as
+``LearnedSim-v0``).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import importlib.metadata
+import io
+import math
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from visfore.core import runs
+from visfore.core.errors import VisforeError
+from visfore.planning.goal_reaching import check_action_scale, evaluation_env_kwargs, scale_action_box
+
+__all__ = [
+    "COMMAND",
+    "GoalPolicyNet",
+    "Imagination",
+    "ThroughModelConfig",
+    "ThroughModelPolicy",
+    "batch_rng",
+    "goal_loss",
+    "imagination_mode",
+    "load_through_model_policy",
+    "train_through_model",
+    "validate_config",
+]
+
+#: Run directory prefix and ``config.yaml`` ``command``.
+COMMAND = "train-policy-through-model"
+CONFIG_FORMAT = "visfore-train-policy-through-model"
+CONFIG_VERSION = 1
+CHECKPOINT_FORMAT = "visfore-through-model-policy-checkpoint"
+CHECKPOINT_VERSION = 1
+POLICY_NETS = ("cnn", "mlp")
+LOSS_STEPS = ("final", "all")
+IMAGINATION_MODES = ("recurrent", "framestack", "window")
+EVAL_DIR = "eval"
+EPISODES_CSV = "episodes.csv"
+#: Extra success thresholds reported next to the env's own (metres).
+EXTRA_THRESHOLDS = (0.05,)
+#: Default real-env evaluation episodes.
+DEFAULT_EVAL_EPISODES = 20
+#: Default iterations when neither --iterations nor --time-budget is given.
+DEFAULT_ITERATIONS = 1000
+#: Options that may change on ``--resume`` (they do not change what is trained).
+RUNTIME_OPTIONS = ("resume", "device", "progress", "iterations", "time_budget", "num_threads",
+                   "eval_episodes", "eval_steps", "eval_seed", "success_threshold", "gifs")
+
+
+# ---------------------------------------------------------------------------------------
+# configuration
+# ---------------------------------------------------------------------------------------
+@dataclass
+class ThroughModelConfig:
+    """Every option of ``visfore train-policy --through-model`` (CLI flag = field name with
+    dashes).
+
+    Attributes:
+        through_model: the forward-model run directory (``visfore train-model``).
+        env: the real env for evaluation: a short name (``reacher``) or id; None = the
+            ``env_id`` of the model's dataset (given, it must be that env).
+        model_checkpoint: ``best`` or ``last`` checkpoint of the forward model.
+        data: dataset of start clips and goals (default: the model's training dataset).
+        policy_net: ``cnn`` (default) or ``mlp``.
+        policy_frames: F, the last F frames the policy sees (1 = the current frame only).
+        prev_action: feed the previous action (scaled to [-1, 1]) to the policy.
+        action_scale: fraction of the env's action half-range the policy may use, in
+            (0, 1]: its tanh is squashed into ``centre +- scale * half_range``, like
+            ``visfore plan --action-scale`` (keep the policy inside the range of actions the
+            forward model was trained on).
+        hidden: width of the policy's hidden fully connected layer(s).
+        mlp_size: the mlp policy sees frames average-pooled to ``mlp_size`` x ``mlp_size``.
+        horizon: K, imagined steps per training rollout (>= 1).
+        iterations: Adam steps in total (None: 1000, or unbounded under a time budget).
+        time_budget: minutes of training in this session (None: no limit).
+        batch_size: start clips per iteration.
+        lr: Adam learning rate.
+        action_penalty: weight of the mean squared action (scaled to [-1, 1]).
+        loss_steps: ``final`` (last imagined frame only) or ``all`` (weights k / sum k).
+        loss_scales: levels of the 2x average-pool pyramid the pixel MSE averages (>= 1).
+        grad_clip: gradient-norm clip (> 0).
+        val_every: iterations between validations / checkpoints (>= 1).
+        val_batch: start clips of the fixed validation batch.
+        eval_episodes: real-env episodes after training (0: none).
+        eval_steps: actions per evaluation episode (None: the env's time limit).
+        eval_seed: seed of the evaluation episodes (None: ``seed``); use ``visfore plan``'s
+            ``--seed`` for common random numbers with its controllers.
+        success_threshold: metres (None: the env's own, 0.02 m for ReacherPlane-v0).
+        gifs: write one GIF per evaluation episode into ``eval/gifs``.
+        seed: seeds the policy's initialisation and every batch.
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
+        num_threads: torch CPU threads (None: torch's default).
+        name / out_dir: run directory ``out_dir/train-policy-through-model-<name or UTC>``.
+        resume: run directory to continue from ``checkpoints/last.pt``.
+        progress: show the progress bar and the summary.
+    """
+
+    through_model: Optional[str] = None
+    env: Optional[str] = None
+    model_checkpoint: str = "best"
+    data: Optional[str] = None
+    policy_net: str = "cnn"
+    policy_frames: int = 1
+    prev_action: bool = True
+    action_scale: float = 1.0
+    hidden: int = 256
+    mlp_size: int = 16
+    horizon: int = 8
+    iterations: Optional[int] = None
+    time_budget: Optional[float] = None
+    batch_size: int = 16
+    lr: float = 1e-3
+    action_penalty: float = 1e-3
+    loss_steps: str = "final"
+    loss_scales: int = 3
+    grad_clip: float = 1.0
+    val_every: int = 50
+    val_batch: int = 32
+    eval_episodes: int = DEFAULT_EVAL_EPISODES
+    eval_steps: Optional[int] = None
+    eval_seed: Optional[int] = None
+    success_threshold: Optional[float] = None
+    gifs: bool = False
+    seed: int = 0
+    device: str = "auto"
+    num_threads: Optional[int] = None
+    name: Optional[str] = None
+    out_dir: str = str(runs.DEFAULT_RUNS_ROOT)
+    resume: Optional[str] = None
+    progress: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-typed dict of every field (YAML/JSON-safe)."""
+        return dataclasses.asdict(self)
+
+
+def _int_at_least(flag: str, value: Any, minimum: int, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise VisforeError(f"--{flag} must be an integer >= {minimum}, got {value!r}")
+
+
+def _positive_float(flag: str, value: Any, *, allow_zero: bool = False, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(float(value))
+    if not ok or float(value) < 0 or (float(value) == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise VisforeError(f"--{flag} must be a finite number {bound}, got {value!r}")
+
+
+def validate_config(config: ThroughModelConfig) -> None:
+    """Check every option that needs neither the model nor the env.
+
+    Raises:
+        VisforeError: the first bad option, naming its flag and what is allowed.
+    """
+    if config.through_model is None and config.resume is None:
+        raise VisforeError("--through-model RUN (a visfore train-model run directory) is required")
+    if config.model_checkpoint not in ("best", "last"):
+        raise VisforeError(f"--model-checkpoint must be best or last, got {config.model_checkpoint!r}")
+    if config.policy_net not in POLICY_NETS:
+        raise VisforeError(f"--policy-net must be one of {', '.join(POLICY_NETS)}, got {config.policy_net!r}")
+    if config.loss_steps not in LOSS_STEPS:
+        raise VisforeError(f"--loss-steps must be one of {', '.join(LOSS_STEPS)}, got {config.loss_steps!r}")
+    _int_at_least("policy-frames", config.policy_frames, 1)
+    _int_at_least("hidden", config.hidden, 1)
+    check_action_scale(config.action_scale)
+    _int_at_least("mlp-size", config.mlp_size, 1)
+    _int_at_least("horizon", config.horizon, 1)
+    _int_at_least("iterations", config.iterations, 1, allow_none=True)
+    _positive_float("time-budget", config.time_budget, allow_none=True)
+    _int_at_least("batch-size", config.batch_size, 1)
+    _positive_float("lr", config.lr)
+    _positive_float("action-penalty", config.action_penalty, allow_zero=True)
+    _int_at_least("loss-scales", config.loss_scales, 1)
+    _positive_float("grad-clip", config.grad_clip)
+    _int_at_least("val-every", config.val_every, 1)
+    _int_at_least("val-batch", config.val_batch, 1)
+    _int_at_least("eval-episodes", config.eval_episodes, 0)
+    _int_at_least("eval-steps", config.eval_steps, 1, allow_none=True)
+    _int_at_least("eval-seed", config.eval_seed, 0, allow_none=True)
+    _positive_float("success-threshold", config.success_threshold, allow_none=True)
+    _int_at_least("seed", config.seed, 0)
+    _int_at_least("num-threads", config.num_threads, 1, allow_none=True)
+    from visfore.worldmodels.train_model import _parse_device_spec
+
+    _parse_device_spec(config.device)
+
+
+def total_iterations(config: ThroughModelConfig) -> int | None:
+    """The run's iteration target: ``iterations``; else 1000 without a time budget; else
+    None (until the budget runs out)."""
+    if config.iterations is not None:
+        return int(config.iterations)
+    return None if config.time_budget is not None else DEFAULT_ITERATIONS
+
+
+# ---------------------------------------------------------------------------------------
+# the policy network
+# ---------------------------------------------------------------------------------------
+class GoalPolicyNet(nn.Module):
+    """Goal-conditioned deterministic policy on frames.
+
+    Inputs (all on the net's device):
+
+    * ``frames``: ``(B, F, 3, H, W)`` float in ``[0, 1]``, the last ``F`` frames, oldest
+      first (the current frame last);
+    * ``goal``: ``(B, 3, H, W)`` float in ``[0, 1]``, the goal frame;
+    * ``prev_action``: ``(B, A)`` float, the previous action in the env's units (ignored
+      unless ``prev_action=True``; zeros at an episode's start).
+
+    Output: ``(B, A)`` actions ``low + (tanh(z) + 1) / 2 * (high - low)``, strictly inside
+    the action bounds.
+
+    Networks:
+
+    * ``cnn``: the ``F + 1`` frames stacked on channels ``(B, 3(F+1), H, W)`` minus 0.5 ->
+      4 convolutions 4x4 stride 2 (32, 64, 64, 64 channels, ReLU; H/16 x W/16) -> flatten,
+      concatenated with the scaled previous action -> Linear(hidden) -> ReLU -> Linear(A)
+      (the encoder of Mnih et al.'s DQN family, strided instead of pooled).
+    * ``mlp``: every frame average-pooled to ``mlp_size x mlp_size`` -> flatten (with the
+      previous action) -> Linear(hidden) -> ReLU -> Linear(hidden) -> ReLU -> Linear(A).
+
+    The last layer starts at weights ``U(-3e-3, 3e-3)`` and bias 0 (DDPG's actor
+    initialisation, Lillicrap et al. 2016), so initial actions are near the bounds' middle.
+
+    Args:
+        net: ``cnn`` or ``mlp``.
+        image_size: ``(H, W)``; the cnn needs both >= 16.
+        action_dim: A.
+        action_low, action_high: ``(A,)`` bounds, ``low < high``.
+        frames: F >= 1.
+        prev_action: use the previous action.
+        hidden: hidden width.
+        mlp_size: pooled frame size of the mlp (<= H and W).
+
+    Raises:
+        ValueError: bad sizes or bounds (one line).
+    """
+
+    CNN_CHANNELS = (32, 64, 64, 64)
+
+    def __init__(self, *, net: str = "cnn", image_size: Sequence[int] = (64, 64), action_dim: int = 2,
+                 action_low: Sequence[float] | None = None, action_high: Sequence[float] | None = None,
+                 frames: int = 1, prev_action: bool = True, hidden: int = 256, mlp_size: int = 16) -> None:
+        super().__init__()
+        if net not in POLICY_NETS:
+            raise ValueError(f"policy net must be one of {', '.join(POLICY_NETS)}, got {net!r}")
+        H, W = (int(image_size[0]), int(image_size[1]))
+        A = int(action_dim)
+        low = np.asarray([-1.0] * A if action_low is None else action_low, dtype=np.float32).reshape(-1)
+        high = np.asarray([1.0] * A if action_high is None else action_high, dtype=np.float32).reshape(-1)
+        if low.shape != (A,) or high.shape != (A,) or not np.all(low < high):
+            raise ValueError(f"action bounds must be two ({A},) arrays with low < high, got {low} and {high}")
+        self.net, self.image_size, self.action_dim = net, (H, W), A
+        self.frames, self.use_prev_action, self.hidden, self.mlp_size = int(frames), bool(prev_action), int(hidden), int(mlp_size)
+        self.register_buffer("action_low", torch.from_numpy(low))
+        self.register_buffer("action_high", torch.from_numpy(high))
+        in_ch = 3 * (self.frames + 1)
+        extra = A if self.use_prev_action else 0
+        if net == "cnn":
+            n = len(self.CNN_CHANNELS)
+            if H < 2 ** n or W < 2 ** n:
+                raise ValueError(f"the cnn policy needs frames of at least {2 ** n}x{2 ** n}, got {H}x{W}")
+            layers: list[nn.Module] = []
+            c = in_ch
+            for out in self.CNN_CHANNELS:
+                layers += [nn.Conv2d(c, out, 4, stride=2, padding=1), nn.ReLU()]
+                c = out
+            self.encoder = nn.Sequential(*layers, nn.Flatten())
+            flat = c * (H >> n) * (W >> n)
+            self.head = nn.Sequential(nn.Linear(flat + extra, self.hidden), nn.ReLU(), nn.Linear(self.hidden, A))
+        else:
+            s = self.mlp_size
+            if s > H or s > W:
+                raise ValueError(f"mlp_size {s} exceeds the frame size {H}x{W}")
+            self.encoder = nn.Sequential(nn.AdaptiveAvgPool2d((s, s)), nn.Flatten())
+            self.head = nn.Sequential(
+                nn.Linear(in_ch * s * s + extra, self.hidden), nn.ReLU(),
+                nn.Linear(self.hidden, self.hidden), nn.ReLU(), nn.Linear(self.hidden, A),
+            )
+        last = self.head[-1]
+        nn.init.uniform_(last.weight, -3e-3, 3e-3)
+        nn.init.zeros_(last.bias)
+
+    def config(self) -> dict[str, Any]:
+        """Keyword arguments that rebuild this net (YAML/JSON-plain)."""
+        return {
+            "net": self.net, "image_size": list(self.image_size), "action_dim": self.action_dim,
+            "action_low": [float(x) for x in self.action_low.cpu()],
+            "action_high": [float(x) for x in self.action_high.cpu()],
+            "frames": self.frames, "prev_action": self.use_prev_action, "hidden": self.hidden,
+            "mlp_size": self.mlp_size,
+        }
+
+    def scale_action(self, action: torch.Tensor) -> torch.Tensor:
+        """``(..., A)`` actions in the bounds -> ``[-1, 1]``."""
+        mid = (self.action_high + self.action_low) / 2
+        half = (self.action_high - self.action_low) / 2
+        return (action - mid) / half
+
+    def forward(self, frames: torch.Tensor, goal: torch.Tensor, prev_action: torch.Tensor | None = None) -> torch.Tensor:
+        """Actions ``(B, A)`` for ``frames (B, F, 3, H, W)``, ``goal (B, 3, H, W)``,
+        ``prev_action (B, A)`` (see the class docstring)."""
+        B = frames.shape[0]
+        x = torch.cat([frames.reshape(B, -1, *frames.shape[-2:]), goal], dim=1)
+        if self.net == "cnn":
+            x = x - 0.5
+        z = self.encoder(x)
+        if self.use_prev_action:
+            prev = prev_action if prev_action is not None else z.new_zeros(B, self.action_dim)
+            z = torch.cat([z, self.scale_action(prev.to(z.dtype))], dim=1)
+        u = torch.tanh(self.head(z))
+        return self.action_low + (u + 1.0) * 0.5 * (self.action_high - self.action_low)
+
+
+def _last_frames(history: Sequence[torch.Tensor], n: int) -> torch.Tensor:
+    """``(B, n, 3, H, W)``: the last ``n`` of ``history`` (each ``(B, 3, H, W)``), oldest
+    first, the earliest repeated where fewer exist."""
+    frames = list(history[-n:])
+    frames = [frames[0]] * (n - len(frames)) + frames
+    return torch.stack(frames, dim=1)
+
+
+# ---------------------------------------------------------------------------------------
+# closed-loop imagination
+# ---------------------------------------------------------------------------------------
+def imagination_mode(model: Any) -> str:
+    """How :class:`Imagination` steps ``model``: ``recurrent`` (``model.step(x, a, state)``:
+    ConvLSTM and StepwiseForwardModel subclasses), ``framestack`` (``model.step(history, a,
+    state)``) or ``window`` (``model(last C frames, C actions)`` with K = 1; anything else)."""
+    from visfore_models import ConvLSTMForwardModel, FrameStackForwardModel
+    from visfore_models._common import StepwiseForwardModel
+
+    if isinstance(model, (ConvLSTMForwardModel, StepwiseForwardModel)):
+        return "recurrent"
+    if isinstance(model, FrameStackForwardModel):
+        return "framestack"
+    return "window"
+
+
+class Imagination:
+    """Closed-loop rollouts of a (frozen) forward model under a policy, differentiable.
+
+    Args:
+        model: a :class:`visfore_models.ForwardModel` (eval mode is the caller's job).
+        context: C, the context frames the model was trained with (>= 1).
+        mode: None (:func:`imagination_mode`), or force ``window``.
+    """
+
+    def __init__(self, model: Any, context: int, mode: str | None = None) -> None:
+        self.model = model
+        self.context = int(context)
+        self.mode = mode or imagination_mode(model)
+        if self.mode not in IMAGINATION_MODES:
+            raise ValueError(f"imagination mode must be one of {', '.join(IMAGINATION_MODES)}, got {self.mode!r}")
+
+    def rollout(self, policy: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+                context_frames: torch.Tensor, context_actions: torch.Tensor, goal: torch.Tensor,
+                horizon: int, *, frames: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """Imagine ``horizon`` steps.
+
+        Args:
+            policy: ``policy(frames (B, F, 3, H, W), goal (B, 3, H, W), prev_action (B, A))
+                -> (B, A)`` (e.g. a :class:`GoalPolicyNet`).
+            context_frames: ``(B, C, 3, H, W)`` float in [0, 1], true ``o_0 .. o_{C-1}``.
+            context_actions: ``(B, C - 1, A)`` float, the true ``a_0 .. a_{C-2}``.
+            goal: ``(B, 3, H, W)`` float in [0, 1].
+            horizon: K >= 1.
+            frames: F, frames the policy sees.
+
+        Returns:
+            ``(predictions (B, K, 3, H, W), actions (B, K, A))``: ``predictions[:, k]`` is the
+            model's prediction of ``o_{C+k}`` after the policy's ``actions[:, k]`` (taken at
+            ``o_{C-1+k}``). In the ``recurrent``/``framestack`` modes ``predictions`` equals
+            ``model(context_frames, cat(context_actions, actions))``.
+        """
+        B, C = context_frames.shape[:2]
+        if C != self.context:
+            raise ValueError(f"context_frames must hold C={self.context} frames, got {C}")
+        if context_actions.shape[1] != C - 1:
+            raise ValueError(f"context_actions must hold C - 1 = {C - 1} actions, got {context_actions.shape[1]}")
+        A = int(self.model.action_dim)
+        history = [context_frames[:, i] for i in range(C)]
+        taken = [context_actions[:, i] for i in range(C - 1)]
+        prev = taken[-1] if taken else context_frames.new_zeros(B, A)
+        state: Any = None
+        model = self.model
+        if self.mode == "recurrent":
+            for t in range(C - 1):  # warm-up on the context, as model.forward does
+                _, state = model.step(history[t], taken[t], state)
+        elif self.mode == "framestack":
+            for t in range(C - 1):
+                _, state = model.step(history[: t + 1][-model.stack:], taken[t], state)
+        preds: list[torch.Tensor] = []
+        chosen: list[torch.Tensor] = []
+        for _ in range(int(horizon)):
+            a = policy(_last_frames(history, frames), goal, prev)
+            if self.mode == "recurrent":
+                pred, state = model.step(history[-1], a, state)
+            elif self.mode == "framestack":
+                pred, state = model.step(history[-model.stack:], a, state)
+            else:
+                window = torch.stack(history[-C:], dim=1)
+                acts = torch.stack(taken[len(taken) - (C - 1):] + [a], dim=1) if C > 1 else a[:, None]
+                pred = model(window, acts)[:, 0]
+            history.append(pred)
+            taken.append(a)
+            prev = a
+            preds.append(pred)
+            chosen.append(a)
+        return torch.stack(preds, dim=1), torch.stack(chosen, dim=1)
+
+
+def _pyramid_mse(pred: torch.Tensor, goal: torch.Tensor, scales: int) -> torch.Tensor:
+    """Per-sample MSE ``(N,)`` of ``pred (N, 3, H, W)`` to ``goal`` averaged over ``scales``
+    levels of 2x average pooling (level l: pooled by 2**l; stops where a side would drop
+    below 1 pixel)."""
+    total = pred.new_zeros(pred.shape[0])
+    n = 0
+    for level in range(int(scales)):
+        if level:
+            if min(pred.shape[-2:]) < 2:
+                break
+            pred, goal = F.avg_pool2d(pred, 2), F.avg_pool2d(goal, 2)
+        total = total + (pred - goal).pow(2).flatten(1).mean(1)
+        n += 1
+    return total / n
+
+
+def goal_loss(predictions: torch.Tensor, goal: torch.Tensor, scaled_actions: torch.Tensor, *,
+              steps: str = "final", scales: int = 1, action_penalty: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+    """The training loss of the through-model policy.
+
+    Args:
+        predictions: ``(B, K, 3, H, W)`` imagined frames in [0, 1].
+        goal: ``(B, 3, H, W)`` goal frames in [0, 1].
+        scaled_actions: ``(B, K, A)`` the actions scaled to [-1, 1].
+        steps: ``final`` (only ``predictions[:, -1]``) or ``all`` (step ``k = 1..K`` weighted
+            ``k / sum(1..K)``).
+        scales: pyramid levels of the pixel MSE (:func:`_pyramid_mse`).
+        action_penalty: weight of ``mean(scaled_actions ** 2)``.
+
+    Returns:
+        ``(loss, parts)``: the scalar loss (differentiable) and floats ``pixel``,
+        ``action``, ``final_mse`` (full-resolution MSE of the last frame).
+
+    Raises:
+        ValueError: unknown ``steps``.
+    """
+    B, K = predictions.shape[:2]
+    if steps == "final":
+        pixel = _pyramid_mse(predictions[:, -1], goal, scales).mean()
+    elif steps == "all":
+        w = torch.arange(1, K + 1, dtype=predictions.dtype, device=predictions.device)
+        w = w / w.sum()
+        flat = predictions.reshape(B * K, *predictions.shape[2:])
+        goals = goal[:, None].expand(B, K, *goal.shape[1:]).reshape(B * K, *goal.shape[1:])
+        per = _pyramid_mse(flat, goals, scales).view(B, K)
+        pixel = (per * w).sum(1).mean()
+    else:
+        raise ValueError(f"steps must be one of {', '.join(LOSS_STEPS)}, got {steps!r}")
+    act = scaled_actions.pow(2).mean()
+    loss = pixel + float(action_penalty) * act
+    with torch.no_grad():
+        final = (predictions[:, -1] - goal).pow(2).mean()
+    return loss, {"pixel": float(pixel.detach()), "action": float(act.detach()), "final_mse": float(final)}
+
+
+# ---------------------------------------------------------------------------------------
+# batches of start clips and goals
+# ---------------------------------------------------------------------------------------
+def batch_rng(seed: int, iteration: int, stream: int = 0) -> np.random.Generator:
+    """The generator of one batch: ``default_rng([seed, stream, iteration])`` (stream 0:
+    training iterations, 1: the validation batch) -- a pure function, so resuming draws
+    the same batches."""
+    return np.random.default_rng([int(seed), int(stream), int(iteration)])
+
+
+@dataclass
+class _StartGoalSampler:
+    """Start clips and goal frames from a :class:`visfore.data.clips.ClipSource`.
+
+    ``episodes``: the episodes to draw from (each with at least C frames).
+    """
+
+    pixels: np.ndarray          # (N, 3, H, W) uint8
+    actions: np.ndarray         # (N, A) float32
+    starts: np.ndarray          # (E,) first row of each usable episode
+    lengths: np.ndarray         # (E,) rows of each usable episode
+    context: int
+
+    def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(frames (n, C, 3, H, W) uint8, actions (n, C - 1, A) float32, goals (n, 3, H, W)
+        uint8)``: start windows ``o_s..o_{s+C-1}`` with ``a_s..a_{s+C-2}`` and goal frames
+        (uniform episode, then uniform row)."""
+        C = self.context
+        E = self.starts.shape[0]
+        ep = rng.integers(0, E, size=n)
+        s = self.starts[ep] + rng.integers(0, self.lengths[ep] - C + 1)
+        rows = s[:, None] + np.arange(C)[None, :]
+        frames = self.pixels[rows]
+        actions = self.actions[rows[:, : C - 1]] if C > 1 else np.zeros((n, 0, self.actions.shape[1]), np.float32)
+        gep = rng.integers(0, E, size=n)
+        grow = self.starts[gep] + rng.integers(0, self.lengths[gep])
+        goals = self.pixels[grow]
+        return frames, actions.astype(np.float32), goals
+
+
+def _sampler(source: Any, episodes: Sequence[int], context: int, what: str) -> _StartGoalSampler:
+    eps = np.asarray(sorted(set(int(e) for e in episodes)), dtype=np.int64)
+    eps = eps[source.episode_lengths[eps] >= context] if eps.size else eps
+    if eps.size == 0:
+        raise VisforeError(f"no {what} episode has at least {context} frames (the model's context)")
+    return _StartGoalSampler(source.pixels, source.actions, source.episode_starts[eps],
+                             source.episode_lengths[eps], context)
+
+
+def _to_float(x: np.ndarray, device: Any) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x)).to(device).to(torch.float32).div_(255.0)
+
+
+# ---------------------------------------------------------------------------------------
+# the controller for real episodes
+# ---------------------------------------------------------------------------------------
+class ThroughModelPolicy:
+    """A trained :class:`GoalPolicyNet` as a :class:`visfore.planning.goal_reaching.GoalController`.
+
+    Attributes:
+        name: ``"through-model"``.
+        net: the :class:`GoalPolicyNet` (eval mode).
+        device: its ``torch.device``.
+        image_size: (H, W) of the frames it takes.
+        env_id, env_kwargs: the env of the training frames (from the model's dataset).
+        run_dir: the run directory it was loaded from (None when built in memory).
+        imagined: always None (the policy imagines nothing at run time).
+
+    ``act`` keeps the last F real frames (the first one repeated at reset) and the previous
+    action (zeros at reset) and returns ``(A,)`` float32 inside the action bounds, no
+    randomness.
+    """
+
+    name = "through-model"
+    imagined: np.ndarray | None = None
+
+    def __init__(self, net: GoalPolicyNet, *, device: Any = "cpu", env_id: str | None = None,
+                 env_kwargs: Mapping[str, Any] | None = None, run_dir: Path | None = None,
+                 name: str = "through-model") -> None:
+        self.net = net.eval()
+        self.device = torch.device(device)
+        self.env_id, self.env_kwargs, self.run_dir = env_id, dict(env_kwargs or {}), run_dir
+        self.name = name
+        self.image_size = tuple(net.image_size)
+        self._history: list[torch.Tensor] = []
+        self._goal: torch.Tensor | None = None
+        self._prev: torch.Tensor | None = None
+        self._fresh = True
+
+    @property
+    def action_low(self) -> np.ndarray:
+        return self.net.action_low.cpu().numpy()
+
+    @property
+    def action_high(self) -> np.ndarray:
+        return self.net.action_high.cpu().numpy()
+
+    def _frame(self, frame: Any, what: str) -> torch.Tensor:
+        frame = np.asarray(frame)
+        H, W = self.image_size
+        if frame.shape != (H, W, 3) or frame.dtype != np.uint8:
+            raise VisforeError(f"the through-model policy takes ({H}, {W}, 3) uint8 frames; the {what} is "
+                               f"{frame.dtype} {frame.shape}")
+        return _to_float(frame, self.device).permute(2, 0, 1).contiguous()
+
+    def reset(self, env: Any, obs: dict, goal_frame: np.ndarray, rng: np.random.Generator) -> None:
+        """Start an episode at ``obs["pixels"]`` toward ``goal_frame`` ((H, W, 3) uint8);
+        ``env`` and ``rng`` are not used (the policy is deterministic)."""
+        self._goal = self._frame(goal_frame, "goal frame")[None]
+        self._history = [self._frame(obs["pixels"], "observation")[None]]
+        self._prev = torch.zeros(1, self.net.action_dim, device=self.device)
+        self._fresh = True
+
+    @torch.no_grad()
+    def act(self, obs: dict, info: dict) -> np.ndarray:
+        """The action ``(A,)`` float32 for the current ``obs["pixels"]``.
+
+        Raises:
+            VisforeError: called before :meth:`reset`, or a frame of another size.
+        """
+        if self._goal is None or self._prev is None:
+            raise VisforeError("ThroughModelPolicy.act called before reset")
+        if not self._fresh:  # the first act sees the reset observation, already held
+            self._history.append(self._frame(obs["pixels"], "observation")[None])
+            del self._history[: -self.net.frames]
+        self._fresh = False
+        a = self.net(_last_frames(self._history, self.net.frames), self._goal, self._prev)
+        self._prev = a
+        return a[0].cpu().numpy().astype(np.float32)
+
+    def __repr__(self) -> str:
+        return f"ThroughModelPolicy(net={self.net.net!r}, run_dir={self.run_dir})"
+
+
+def _read_run_config(run_dir: Path) -> dict[str, Any]:
+    """config.yaml of a train-policy --through-model run (see :func:`visfore.core.runs.read_run_config`)."""
+    return runs.read_run_config(run_dir, COMMAND, "train-policy --through-model run")
+
+
+def _net_from_state(state: Mapping[str, Any], path: Path, device: Any) -> GoalPolicyNet:
+    if state.get("format") != CHECKPOINT_FORMAT or not isinstance(state.get("policy"), dict):
+        raise VisforeError(f"{path} is not a through-model policy checkpoint")
+    try:
+        net = GoalPolicyNet(**state["policy"]["config"])
+        net.load_state_dict(state["policy"]["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise VisforeError(f"cannot rebuild the policy of {path}: {text}") from None
+    return net.to(device).eval()
+
+
+def load_through_model_policy(run_dir: str | Path, device: Any = None, checkpoint: str = "best") -> ThroughModelPolicy:
+    """Load the policy of a ``visfore train-policy --through-model`` run.
+
+    Args:
+        run_dir: the run directory (``runs/train-policy-through-model-...``).
+        device: None or ``"cpu"`` (CPU), ``"auto"``, ``"cuda"``, ``"cuda:N"`` or a
+            ``torch.device``.
+        checkpoint: ``best`` (lowest validation goal MSE in imagination; falls back to
+            ``last`` when missing) or ``last``.
+
+    Returns:
+        A :class:`ThroughModelPolicy` (eval mode) with the env id / kwargs of the training
+        frames.
+
+    Raises:
+        VisforeError: not such a run, no or unreadable checkpoint, unknown ``checkpoint``,
+            unavailable device (one line each).
+    """
+    from visfore.worldmodels.train_model import select_device
+
+    if checkpoint not in ("best", "last"):
+        raise VisforeError(f"unknown checkpoint {checkpoint!r}; valid: best, last")
+    run_dir = Path(run_dir)
+    saved = _read_run_config(run_dir)
+    path = runs.best_checkpoint_path(run_dir) if checkpoint == "best" else runs.last_checkpoint_path(run_dir)
+    if checkpoint == "best" and not path.is_file():
+        path = runs.last_checkpoint_path(run_dir)
+    if not path.is_file():
+        raise VisforeError(f"{run_dir} has no trained policy ({runs.CHECKPOINT_DIR}/{path.name} is missing)")
+    dev = device if isinstance(device, torch.device) else select_device(str(device or "cpu"))
+    net = _net_from_state(runs.load_checkpoint(path, map_location=dev), path, dev)
+    env = saved.get("env") if isinstance(saved.get("env"), dict) else {}
+    return ThroughModelPolicy(net, device=dev, env_id=env.get("id"), env_kwargs=env.get("kwargs") or {},
+                              run_dir=run_dir)
+
+
+# ---------------------------------------------------------------------------------------
+# evaluation in the real env
+# ---------------------------------------------------------------------------------------
+def _json_safe(x: Any) -> Any:
+    """NaN / inf -> None, recursively (metrics.json forbids them)."""
+    if isinstance(x, dict):
+        return {str(k): _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, (float, np.floating)):
+        return float(x) if math.isfinite(float(x)) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
+    return x
+
+
+def evaluate_in_env(policy: ThroughModelPolicy, env_id: str, env_kwargs: Mapping[str, Any] | None,
+                    size: Sequence[int], *, episodes: int, seed: int, steps: int | None = None,
+                    success_threshold: float | None = None, gif_dir: Path | None = None,
+                    progress: bool = False) -> tuple[list[Any], dict[str, Any]]:
+    """Run ``policy`` for ``episodes`` real episodes (:func:`visfore.planning.goal_reaching.run_goal_episodes`,
+    episode k reset with ``SeedSequence([seed, k])``, as ``visfore plan``).
+
+    Returns:
+        ``(episodes, summary)``: the :class:`visfore.planning.goal_reaching.GoalEpisode` list and the
+        policy's entry of :func:`visfore.planning.goal_reaching.summarize_goal_episodes` (with
+        ``success_rate@0.05``).
+
+    Raises:
+        VisforeError: the env cannot be made, frames of another size than the policy's.
+    """
+    from visfore.planning.goal_reaching import make_goal_env, run_goal_episodes, summarize_goal_episodes
+    from visfore.core.progress import episode_progress
+
+    with episode_progress(progress, "episodes") as bar:
+        task = bar.add_task(f"eval {policy.name}", total=episodes)
+        eps = run_goal_episodes(
+            lambda: make_goal_env(env_id, env_kwargs, tuple(size)), policy, episodes=episodes, seed=seed,
+            steps=steps, success_threshold=success_threshold, gif_dir=gif_dir,
+            progress=lambda e: bar.advance(task),
+        )
+    summary = summarize_goal_episodes(eps, thresholds=EXTRA_THRESHOLDS)[policy.name]
+    return eps, summary
+
+
+def _write_episodes_csv(path: Path, episodes: Sequence[Any]) -> None:
+    rows = [e.row() for e in episodes]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["controller"])
+    writer.writeheader()
+    writer.writerows(rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    runs.atomic_write_text(path, buf.getvalue())
+
+
+# ---------------------------------------------------------------------------------------
+# the pipeline
+# ---------------------------------------------------------------------------------------
+def _package_versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for name in ("visfore", "visfore-envs", "torch", "numpy", "gymnasium", "mujoco"):
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    out["python"] = sys.version.split()[0]
+    return out
+
+
+def _resolve_env(config: ThroughModelConfig, attrs: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """The evaluation env: the dataset's ``env_id`` / ``env_kwargs`` attrs (less collection
+    options such as ``init_pose``: :func:`visfore.planning.goal_reaching.evaluation_env_kwargs`), or
+    ``--env``.
+
+    Raises:
+        VisforeError: ``--env`` names another env than the dataset's, or no env is known
+            while an evaluation is asked for.
+    """
+    from visfore.data.envs import resolve_env_id
+
+    data_env = attrs.get("env_id") if isinstance(attrs.get("env_id"), str) else None
+    kwargs = evaluation_env_kwargs(attrs.get("env_kwargs")) if isinstance(attrs.get("env_kwargs"), dict) else {}
+    if config.env is not None:
+        env_id = resolve_env_id(config.env)
+        if data_env is not None and data_env != env_id:
+            raise VisforeError(f"--env {config.env} ({env_id}) is not the env of the model's dataset ({data_env}); "
+                               "omit --env or pass that one")
+        return env_id, kwargs
+    if data_env is None and config.eval_episodes > 0:
+        raise VisforeError("the model's dataset records no env_id; pass --env (e.g. reacher) or --eval-episodes 0")
+    return data_env, kwargs
+
+
+def _resolve_resume(config: ThroughModelConfig) -> tuple[ThroughModelConfig, dict[str, Any], list[str]]:
+    """Options of a resumed run (saved ones + this call's runtime options), the saved
+    config.yaml, and the ignored CLI options."""
+    run_dir = Path(config.resume)  # type: ignore[arg-type]
+    saved = _read_run_config(run_dir)
+    if not runs.last_checkpoint_path(run_dir).is_file():
+        raise VisforeError(f"cannot resume: {run_dir} has no {runs.CHECKPOINT_DIR}/{runs.LAST_CHECKPOINT}; "
+                           "start a new run instead")
+    known = {f.name for f in dataclasses.fields(ThroughModelConfig)}
+    merged = ThroughModelConfig(**{k: v for k, v in saved["options"].items() if k in known})
+    defaults = ThroughModelConfig()
+    ignored = []
+    for f in dataclasses.fields(ThroughModelConfig):
+        if f.name in RUNTIME_OPTIONS or f.name in ("name", "out_dir"):
+            continue
+        mine, theirs = getattr(config, f.name), getattr(merged, f.name)
+        if mine != theirs and mine != getattr(defaults, f.name):
+            ignored.append(f"--{f.name.replace('_', '-')} {mine} (the run uses {theirs})")
+    for key in RUNTIME_OPTIONS:
+        if key in ("iterations", "time_budget") and getattr(config, key) is None:
+            continue
+        setattr(merged, key, getattr(config, key))
+    merged.resume = str(run_dir)
+    return merged, saved, ignored
+
+
+def _console(enabled: bool) -> Any:
+    from visfore.core.console import stdout_console
+
+    return stdout_console(quiet=not enabled, highlight=False)
+
+
+def _warn(message: str) -> None:
+    import typer
+
+    typer.secho(f"warning: {message}", fg=typer.colors.YELLOW, err=True)
+
+
+def train_through_model(config: ThroughModelConfig) -> dict[str, Any]:
+    """Train a goal-reaching policy through a forward model, evaluate it in the real env,
+    write a run directory, return the metrics.
+
+    Args:
+        config: the options (:class:`ThroughModelConfig`).
+
+    Returns:
+        The content of ``metrics.json``: ``iterations``, ``train_seconds``,
+        ``seconds_per_iteration``, ``loss_curve`` (``iteration``, ``loss``, ``pixel``,
+        ``final_mse``, ``action`` per iteration), ``validation`` (``iteration``,
+        ``goal_mse``, ``loss`` every ``val_every``), ``val_start_mse``,
+        ``best_val_goal_mse`` / ``best_iteration``, ``eval`` (the summary of
+        :func:`visfore.planning.goal_reaching.summarize_goal_episodes` for the policy, or None),
+        ``model`` and ``env`` records, ``run_dir``.
+
+    Raises:
+        VisforeError: bad options, not a model run, an unusable dataset or env -- all before
+            anything is written; an existing run directory without ``--resume``.
+        KeyboardInterrupt: after Ctrl-C, once ``checkpoints/last.pt`` is saved (``--resume``
+            continues).
+    """
+    threads = torch.get_num_threads()
+    try:
+        return _train(config)
+    finally:
+        torch.set_num_threads(threads)  # the API must not leave the process changed
+
+
+def _train(config: ThroughModelConfig) -> dict[str, Any]:  # noqa: C901 - a linear pipeline
+    from visfore.data.clips import load_clip_source
+    from visfore.worldmodels.model_run import load_model_run, sample_seed
+    from visfore.worldmodels.train_model import _StopFlag, select_device
+
+    t_begin = time.monotonic()
+    console = _console(config.progress)
+    saved: dict[str, Any] | None = None
+    ignored: list[str] = []
+    if config.resume is not None:
+        config, saved, ignored = _resolve_resume(config)
+    validate_config(config)
+    assert config.through_model is not None
+    device = select_device(config.device)
+    if config.num_threads:
+        torch.set_num_threads(int(config.num_threads))
+
+    # -- the model, its data, the env: everything checked before anything is written ----
+    mr = load_model_run(config.through_model, config.model_checkpoint, device=device)
+    ds = mr.open_dataset(config.data)
+    env_id, env_kwargs = _resolve_env(config, ds.attrs)
+    low, high = scale_action_box(*mr.action_bounds(ds), float(config.action_scale))
+    H, W = mr.image_size
+    if config.eval_episodes > 0:
+        from visfore.planning.goal_reaching import make_goal_env
+
+        env = make_goal_env(env_id, env_kwargs, (H, W))
+        try:
+            shape = tuple(env.action_space.shape)
+        finally:
+            env.close()
+        if shape != (mr.action_dim,):
+            raise VisforeError(f"{env_id} has actions of shape {shape} but the model takes ({mr.action_dim},)")
+    if saved is None:
+        run_dir = runs.resolve_run_dir(COMMAND, name=config.name, root=config.out_dir)
+        runs.check_run_dir(run_dir, resume=False)
+    else:
+        run_dir = Path(config.resume)  # type: ignore[arg-type]
+    source = load_clip_source(ds)
+    all_eps = list(range(source.num_episodes))
+    train_eps = [e for e in mr.train_episodes if e < source.num_episodes] or all_eps
+    val_eps = [e for e in mr.val_episodes if e < source.num_episodes] or train_eps
+    train_sampler = _sampler(source, train_eps, mr.context, "training")
+    val_sampler = _sampler(source, val_eps, mr.context, "validation")
+    imagination = Imagination(mr.model, mr.context)
+
+    torch.manual_seed(int(config.seed))
+    net = GoalPolicyNet(net=config.policy_net, image_size=(H, W), action_dim=mr.action_dim,
+                        action_low=low, action_high=high, frames=config.policy_frames,
+                        prev_action=config.prev_action, hidden=config.hidden, mlp_size=config.mlp_size).to(device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=float(config.lr))
+    iteration, train_seconds = 0, 0.0
+    curve: dict[str, list[float]] = {"iteration": [], "loss": [], "pixel": [], "final_mse": [], "action": []}
+    validation: dict[str, list[float]] = {"iteration": [], "goal_mse": [], "loss": []}
+    best, best_iteration = math.inf, None
+    if saved is not None:
+        state = runs.load_checkpoint(runs.last_checkpoint_path(run_dir), map_location=device)
+        loaded = _net_from_state(state, runs.last_checkpoint_path(run_dir), device)
+        net.load_state_dict(loaded.state_dict())
+        net.train()
+        optimizer.load_state_dict(state["optimizer"])
+        iteration, train_seconds = int(state["iteration"]), float(state.get("train_seconds", 0.0))
+        curve = {k: list(v) for k, v in state["history"]["curve"].items()}
+        validation = {k: list(v) for k, v in state["history"]["validation"].items()}
+        best = float(state.get("best_val_goal_mse") if state.get("best_val_goal_mse") is not None else math.inf)
+        best_iteration = state.get("best_iteration")
+        if isinstance(state.get("rng"), dict) and state["rng"].get("torch") is not None:
+            torch.set_rng_state(state["rng"]["torch"].cpu())
+    net.train()
+
+    frames_v, actions_v, goals_v = val_sampler.sample(batch_rng(config.seed, 0, stream=1), config.val_batch)
+    val_batch = (_to_float(frames_v, device), torch.from_numpy(actions_v).to(device), _to_float(goals_v, device))
+    val_start_mse = float((val_batch[0][:, -1] - val_batch[2]).pow(2).mean())
+
+    def validate() -> tuple[float, float]:
+        net.eval()
+        with torch.no_grad(), sample_seed(config.seed if mr.stochastic else None, device):
+            preds, acts = imagination.rollout(net, *val_batch, config.horizon, frames=config.policy_frames)
+            loss, parts = goal_loss(preds, val_batch[2], net.scale_action(acts), steps=config.loss_steps,
+                                    scales=config.loss_scales, action_penalty=config.action_penalty)
+        net.train()
+        return parts["final_mse"], float(loss)
+
+    model_record = {
+        "run_dir": str(Path(mr.run_dir).resolve()), "checkpoint": mr.checkpoint, "name": mr.model_name,
+        "epoch": mr.epoch, "context": mr.context, "trained_horizon": mr.horizon, "image_size": [H, W],
+        "action_dim": mr.action_dim, "stochastic": mr.stochastic, "imagination": imagination.mode,
+        "parameters": int(sum(p.numel() for p in mr.model.parameters())),
+    }
+    dataset_record = {
+        "path": str(Path(ds.path).resolve()), "num_episodes": ds.num_episodes, "num_rows": ds.num_rows,
+        "train_episodes": len(train_eps), "val_episodes": len(val_eps),
+        "env_id": ds.attrs.get("env_id"), "frame_size": [H, W],
+    }
+    env_record = {"id": env_id, "kwargs": env_kwargs}
+
+    # -- run directory (first write) -----------------------------------------------------
+    if saved is None:
+        runs.create_run_dir(run_dir)
+        record = {
+            "command": COMMAND,
+            "format": CONFIG_FORMAT,
+            "version": CONFIG_VERSION,
+            "created": runs.utc_timestamp(),
+            "run_dir": str(run_dir.resolve()),
+            "command_line": shlex.join(["visfore", *sys.argv[1:]]) if Path(sys.argv[0]).name == "visfore"
+            else shlex.join(sys.argv),
+            "options": _json_safe(config.to_dict()),
+            "model": model_record,
+            "dataset": dataset_record,
+            "env": env_record,
+            "policy": net.config(),
+            "policy_parameters": int(sum(p.numel() for p in net.parameters())),
+            "loss": {"pixel": f"MSE of the {'final' if config.loss_steps == 'final' else 'k/sum(k)-weighted'} "
+                              f"imagined frame(s) to the goal, averaged over {config.loss_scales} 2x avg-pool levels",
+                     "action": f"{config.action_penalty} * mean((action scaled to [-1, 1])**2)"},
+            "seeding": "policy init: torch.manual_seed(seed); batch i: numpy.random.default_rng([seed, 0, i]); "
+                       "validation batch: default_rng([seed, 1, 0]); eval episode k: SeedSequence([eval_seed, k])",
+            "runtime": {"device": str(device), "torch_threads": torch.get_num_threads(),
+                        "versions": _package_versions()},
+        }
+        runs.write_config(run_dir, record)
+    else:
+        runs.ensure_run_subdirs(run_dir)
+        for line in ignored:
+            _warn(f"--resume: ignored {line}")
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(run_dir / "logs"), purge_step=iteration if saved is not None else None)
+
+    def checkpoint(paths: Sequence[Path]) -> None:
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "policy": {"config": net.config(), "state_dict": net.state_dict()},
+            "optimizer": optimizer.state_dict(),
+            "iteration": iteration,
+            "train_seconds": train_seconds,
+            "history": {"curve": curve, "validation": validation},
+            "best_val_goal_mse": best if math.isfinite(best) else None,
+            "best_iteration": best_iteration,
+            "rng": {"torch": torch.get_rng_state()},
+            "config": _json_safe(config.to_dict()),
+        }
+        for path in paths:
+            runs.save_checkpoint(path, state)
+
+    def validate_and_save() -> float:
+        """Validate at ``iteration``; save last.pt (and best.pt on a new best)."""
+        nonlocal best, best_iteration
+        goal_mse, val_loss = validate()
+        validation["iteration"].append(iteration)
+        validation["goal_mse"].append(goal_mse)
+        validation["loss"].append(val_loss)
+        writer.add_scalar("val/goal_mse", goal_mse, iteration)
+        paths = [runs.last_checkpoint_path(run_dir)]
+        if goal_mse < best:
+            best, best_iteration = goal_mse, iteration
+            paths.append(runs.best_checkpoint_path(run_dir))
+        checkpoint(paths)
+        return goal_mse
+
+    # -- training ---------------------------------------------------------------------
+    total = total_iterations(config)
+    budget_s = float(config.time_budget) * 60.0 if config.time_budget is not None else None
+    stop = _StopFlag()
+    interrupted = False
+    session_start = iteration
+    if saved is not None:
+        console.print(f"resuming {run_dir} at iteration {iteration}" + (f"/{total}" if total else ""))
+    if saved is None or not validation["iteration"]:
+        validate_and_save()  # iteration 0 (or the resumed state): the untrained baseline
+    t_session = time.monotonic()
+    B = int(config.batch_size)
+    with stop.catch_sigint(), _train_progress(console, config.progress) as bar:
+        task = bar.add_task("train", total=total, completed=iteration, loss=math.nan,
+                            val=validation["goal_mse"][-1] if validation["goal_mse"] else math.nan)
+        try:
+            while True:
+                if total is not None and iteration >= total:
+                    break
+                if budget_s is not None and time.monotonic() - t_session >= budget_s:
+                    break
+                if stop.requested:
+                    interrupted = True
+                    break
+                t0 = time.monotonic()
+                f_np, a_np, g_np = train_sampler.sample(batch_rng(config.seed, iteration), B)
+                frames0, goal = _to_float(f_np, device), _to_float(g_np, device)
+                actions0 = torch.from_numpy(a_np).to(device)
+                preds, acts = imagination.rollout(net, frames0, actions0, goal, config.horizon,
+                                                  frames=config.policy_frames)
+                loss, parts = goal_loss(preds, goal, net.scale_action(acts), steps=config.loss_steps,
+                                        scales=config.loss_scales, action_penalty=config.action_penalty)
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    raise VisforeError(f"the loss became {value} at iteration {iteration}; try a smaller --lr")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(net.parameters(), float(config.grad_clip))
+                optimizer.step()
+                iteration += 1
+                train_seconds += time.monotonic() - t0
+                curve["iteration"].append(iteration)
+                curve["loss"].append(value)
+                for key in ("pixel", "final_mse", "action"):
+                    curve[key].append(parts[key])
+                writer.add_scalar("train/loss", value, iteration)
+                writer.add_scalar("train/final_mse", parts["final_mse"], iteration)
+                if iteration % int(config.val_every) == 0:
+                    validate_and_save()
+                bar.update(task, completed=iteration, loss=value, val=validation["goal_mse"][-1])
+        except KeyboardInterrupt:
+            interrupted = True
+    if validation["iteration"][-1] != iteration:
+        validate_and_save()
+    writer.flush()
+    writer.close()
+    if interrupted:
+        _warn(f"interrupted at iteration {iteration}; saved {runs.CHECKPOINT_DIR}/{runs.LAST_CHECKPOINT}; "
+              f"continue with --resume {run_dir}")
+        raise KeyboardInterrupt
+    session_iterations = iteration - session_start
+    session_seconds = time.monotonic() - t_session
+
+    # -- evaluation in the real env -------------------------------------------------------
+    eval_summary = None
+    eval_seed = int(config.eval_seed if config.eval_seed is not None else config.seed)
+    if config.eval_episodes > 0:
+        assert env_id is not None
+        policy = load_through_model_policy(run_dir, device=device, checkpoint="best")
+        episodes, eval_summary = evaluate_in_env(
+            policy, env_id, env_kwargs, (H, W), episodes=int(config.eval_episodes), seed=eval_seed,
+            steps=config.eval_steps, success_threshold=config.success_threshold,
+            gif_dir=run_dir / EVAL_DIR / "gifs" if config.gifs else None, progress=config.progress)
+        _write_episodes_csv(run_dir / EVAL_DIR / EPISODES_CSV, episodes)
+
+    metrics: dict[str, Any] = {
+        "command": COMMAND,
+        "run_dir": str(run_dir),
+        "iterations": iteration,
+        "train_seconds": train_seconds,
+        "seconds_per_iteration": train_seconds / iteration if iteration else None,
+        "session": {"iterations": session_iterations, "seconds": session_seconds,
+                    "resumed": saved is not None},
+        "wall_seconds": time.monotonic() - t_begin,
+        "horizon": config.horizon,
+        "batch_size": config.batch_size,
+        "val_start_mse": val_start_mse,
+        "best_val_goal_mse": best if math.isfinite(best) else None,
+        "best_iteration": best_iteration,
+        "final_val_goal_mse": validation["goal_mse"][-1],
+        "validation": validation,
+        "loss_curve": curve,
+        "model": model_record,
+        "dataset": dataset_record,
+        "env": env_record,
+        "eval": None if eval_summary is None else {
+            "checkpoint": "best",
+            "episodes": int(config.eval_episodes),
+            "seed": eval_seed,
+            "steps": config.eval_steps,
+            "seeding": "episode k reset with SeedSequence([seed, k]) (visfore.planning.goal_reaching, as visfore plan)",
+            "csv": f"{EVAL_DIR}/{EPISODES_CSV}",
+            "summary": eval_summary,
+        },
+    }
+    runs.write_json(run_dir / runs.METRICS_NAME, _json_safe(metrics))
+    if config.progress:
+        print_summary(metrics, console)
+    return metrics
+
+
+class _NoBar:
+    def add_task(self, *args: Any, **kwargs: Any) -> int:
+        return 0
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __enter__(self) -> "_NoBar":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+
+def _train_progress(console: Any, enabled: bool) -> Any:
+    if not enabled:
+        return _NoBar()
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("iterations"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.5f}"), TextColumn("val goal MSE {task.fields[val]:.5f}"),
+        TimeElapsedColumn(), console=console,
+    )
+
+
+def print_summary(metrics: Mapping[str, Any], console: Any = None) -> None:
+    """Print the training result and the real-env evaluation as a rich table."""
+    from rich.table import Table
+
+    from visfore.core.console import stdout_console
+
+    console = console or stdout_console()
+    spi = metrics.get("seconds_per_iteration")
+    console.print(
+        f"{metrics['iterations']} iterations in {metrics['train_seconds']:.0f} s"
+        + (f" ({spi:.2f} s/iteration)" if spi else "")
+        + f"; imagined goal MSE {metrics['final_val_goal_mse']:.5f} (best {metrics['best_val_goal_mse']:.5f} at "
+        f"{metrics['best_iteration']}; start frame {metrics['val_start_mse']:.5f}); run: {metrics['run_dir']}"
+    )
+    ev = metrics.get("eval")
+    if not ev:
+        return
+    s = ev["summary"]
+    table = Table(title=f"through-model policy on {metrics['env']['id']}: {s['n']} episodes (seed {ev['seed']})")
+    for col in ("success", "success@0.05", "final dist. mean", "std", "median", "min dist. mean",
+                "initial dist.", "s/step"):
+        table.add_column(col, justify="right")
+    fd = s["final_distance"]
+
+    def f(x: Any, spec: str) -> str:
+        return "-" if x is None else format(x, spec)
+
+    table.add_row(f(s["success_rate"], ".0%"), f(s.get("success_rate@0.05"), ".0%"), f(fd["mean"], ".3f"),
+                  f(fd["std"], ".3f"), f(fd["median"], ".3f"), f(s["min_distance_mean"], ".3f"),
+                  f(s["initial_distance_mean"], ".3f"), f(s["seconds_per_step_mean"], ".4f"))
+    console.print(table)

@@ -1,0 +1,1 @@
+"""HTML and text reports (robustness, model comparison)."""

@@ -1,0 +1,1027 @@
+"""``visfore evaluate``: robustness of a trained policy under morphology perturbations.
+
+Pipeline (:func:`evaluate`; the Typer command :func:`evaluate_command` is a thin wrapper):
+
+1. Validate every option and load the policy run (:func:`visfore.rl.policy_run.load_policy_run`)
+   *before* anything is written; bad input is a :class:`~visfore.core.errors.VisforeError`
+   (one line, exit 2, nothing on disk).
+2. Build the cells (:class:`Cell`) of one of three modes:
+
+   - **sweep** (``--perturb LO-HI --points P [--params ...]``): for each parameter, P
+     scale factors evenly spaced over [LO, HI] (``numpy.linspace``, rounded to 10
+     decimals), the other parameters at 1;
+   - **grid** (``--grid A,B``): the P x P combinations of the scales of A and B;
+   - **fixed** (``--set key=value`` / the seed-003 options ``--Ltorso 1.2 ...``): a
+     single perturbed model.
+
+   Cell 0 is always the nominal model (no perturbation), the reference for normalising.
+   A cell whose every scale is 1.0 *is* the nominal model: it is not run again but
+   repeats the nominal cell's episodes.
+3. Run ``episodes`` episodes for each seed of ``seeds`` in every cell with the policy's
+   deterministic actions. Seeding (:data:`SEEDING_SCHEME`): episode ``k`` of seed ``s``
+   is reset with ``int(numpy.random.SeedSequence([s, k]).generate_state(1, numpy.uint32)[0])``
+   in *every* cell, so cells see the same initial states (common random numbers) and a
+   rerun gives the same numbers. Work is split into (cell, seed) tasks, run in this
+   process (``workers=1``) or on a ``spawn`` process pool whose workers each load the
+   run once, or on Ray actors (``--ray``, :mod:`visfore.core.ray_backend`) that each load it
+   once; results are put back in task order, so they are identical for any ``workers``
+   and on Ray.
+4. Write the report (:mod:`visfore.reports.robustness_report`): raw episodes, per-cell summary,
+   Markdown, self-contained HTML and PNG plots, into ``RUN/eval-<UTC time>/`` or ``--out``.
+
+Ctrl-C: the cells finished so far are written as a report (marked as interrupted), the
+command says so and exits 130.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import re
+import shlex
+import signal
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Any, Callable, Iterable, Mapping, Optional, Sequence
+
+import numpy as np
+import typer
+
+from visfore.core.console import stdout_console
+from visfore.core.errors import VisforeError, handle_errors
+from visfore.core.ray_backend import RayOption
+from visfore.core.workers import stop_executor
+
+COMMAND = "evaluate"
+SEEDING_SCHEME = (
+    "visfore-eval-seeding-v1: episode k of seed s is reset with "
+    "int(numpy.random.SeedSequence([s, k]).generate_state(1, numpy.uint32)[0]) in every cell"
+)
+#: Limits on the command's options.
+MAX_WORKERS = 64
+MAX_POINTS = 101
+BACKENDS = ("mujoco", "pybullet")
+CHECKPOINTS = ("best", "last")
+#: An episode longer than this without ``terminated``/``truncated`` is an error (an env
+#: made without a time limit would otherwise run forever).
+MAX_EPISODE_STEPS = 100_000
+#: The seed-003 options (``--Ltorso`` ...): option name -> canonical perturbation key.
+SEED003_OPTIONS: dict[str, str] = {
+    f"{dim}{part}": f"{part}.{'length' if dim == 'L' else 'width'}"
+    for part in ("torso", "thigh", "leg", "foot")
+    for dim in ("L", "W")
+}
+_NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
+_RANGE_RE = re.compile(rf"^\s*({_NUMBER})\s*-\s*({_NUMBER})\s*$")
+
+
+# -- cells and grids ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Cell:
+    """One perturbed model evaluated with every seed.
+
+    Attributes:
+        index: position in the evaluation (0 = nominal).
+        kind: ``nominal``, ``sweep`` (one parameter), ``grid`` (two parameters) or
+            ``fixed`` (``--set`` / seed-003 options).
+        params: canonical perturbation keys, e.g. ``("thigh.length",)``; empty for nominal.
+        scales: the scale factor of each key (dimensionless, 1 = nominal).
+    """
+
+    index: int
+    kind: str
+    params: tuple[str, ...] = ()
+    scales: tuple[float, ...] = ()
+
+    @property
+    def perturbation(self) -> dict[str, float]:
+        """{key: scale}; empty for the nominal cell."""
+        return dict(zip(self.params, self.scales))
+
+    @property
+    def is_nominal_model(self) -> bool:
+        """True when every scale is 1.0 (the unperturbed model)."""
+        return all(s == 1.0 for s in self.scales)
+
+    @property
+    def label(self) -> str:
+        """``nominal`` or ``key=scale[, key=scale]``."""
+        if not self.params:
+            return "nominal"
+        return ", ".join(f"{k}={s:g}" for k, s in zip(self.params, self.scales))
+
+    def row(self) -> dict[str, Any]:
+        """Identifying fields of the cell in the report: ``cell``, ``kind``, ``param``
+        (``nominal``, the key, or for > 2 keys the keys joined by ``+``), ``scale``,
+        ``param2`` / ``scale2`` (the second key of a two-key cell, else None) and
+        ``perturbation`` {key: scale}."""
+        n = len(self.params)
+        if n == 0:
+            param, scale = "nominal", 1.0
+        elif n <= 2:
+            param, scale = self.params[0], self.scales[0]
+        else:
+            param, scale = "+".join(self.params), None
+        return {
+            "cell": self.index,
+            "kind": self.kind,
+            "param": param,
+            "scale": scale,
+            "param2": self.params[1] if n == 2 else None,
+            "scale2": self.scales[1] if n == 2 else None,
+            "perturbation": self.perturbation,
+        }
+
+
+@dataclass(frozen=True)
+class EvalGrid:
+    """The cells of an evaluation.
+
+    Attributes:
+        mode: ``sweep``, ``grid`` or ``fixed``.
+        params: the swept keys (sweep), (A, B) (grid) or the fixed keys.
+        scales: the swept scale factors (empty for fixed).
+        cells: every cell, ``cells[0]`` the nominal one.
+    """
+
+    mode: str
+    params: tuple[str, ...]
+    scales: tuple[float, ...]
+    cells: tuple[Cell, ...]
+
+    @property
+    def fixed(self) -> dict[str, float]:
+        """The perturbation of a fixed evaluation ({} otherwise)."""
+        return self.cells[1].perturbation if self.mode == "fixed" else {}
+
+
+def parse_range(text: str) -> tuple[float, float]:
+    """Parse ``--perturb LO-HI`` (e.g. ``0.5-1.5``).
+
+    Returns:
+        (lo, hi) scale factors with 0 < lo < hi.
+
+    Raises:
+        VisforeError: not ``LO-HI`` with two positive numbers and lo < hi.
+    """
+    m = _RANGE_RE.match(str(text))
+    if not m:
+        raise VisforeError(f"--perturb {text!r} must be LO-HI with 0 < LO < HI, e.g. 0.5-1.5")
+    lo, hi = float(m.group(1)), float(m.group(2))
+    if not (0 < lo < hi) or not math.isfinite(hi):
+        raise VisforeError(f"--perturb {text!r} must be LO-HI with 0 < LO < HI, e.g. 0.5-1.5")
+    return lo, hi
+
+
+def grid_scales(lo: float, hi: float, points: int) -> tuple[float, ...]:
+    """``points`` scale factors evenly spaced over [lo, hi], both ends included, rounded
+    to 10 decimals (so 0.5-1.5 with 11 points gives exactly 0.5, 0.6, ..., 1.0, ..., 1.5).
+
+    Raises:
+        VisforeError: points < 2 or > :data:`MAX_POINTS`.
+    """
+    _check_int("--points", points, 2, MAX_POINTS)
+    return tuple(float(round(x, 10)) for x in np.linspace(lo, hi, int(points)))
+
+
+def sweep_grid(params: Sequence[str], scales: Sequence[float]) -> EvalGrid:
+    """Nominal cell, then for each parameter (in order) one cell per scale."""
+    cells = [Cell(0, "nominal")]
+    for p in params:
+        for s in scales:
+            cells.append(Cell(len(cells), "sweep", (p,), (float(s),)))
+    return EvalGrid("sweep", tuple(params), tuple(scales), tuple(cells))
+
+
+def grid_2d(a: str, b: str, scales: Sequence[float]) -> EvalGrid:
+    """Nominal cell, then the ``len(scales)**2`` cells (a x sa, b x sb), b varying fastest."""
+    cells = [Cell(0, "nominal")]
+    for sa in scales:
+        for sb in scales:
+            cells.append(Cell(len(cells), "grid", (a, b), (float(sa), float(sb))))
+    return EvalGrid("grid", (a, b), tuple(scales), tuple(cells))
+
+
+def fixed_grid(perturbation: Mapping[str, float]) -> EvalGrid:
+    """Nominal cell and one cell with ``perturbation`` {key: scale}."""
+    keys = tuple(perturbation)
+    cell = Cell(1, "fixed", keys, tuple(float(perturbation[k]) for k in keys))
+    return EvalGrid("fixed", keys, (), (Cell(0, "nominal"), cell))
+
+
+def episode_reset_seed(seed: int, episode: int) -> int:
+    """Reset seed of episode ``episode`` of evaluation seed ``seed`` (:data:`SEEDING_SCHEME`);
+    an int in [0, 2**32)."""
+    return int(np.random.SeedSequence([int(seed), int(episode)]).generate_state(1, np.uint32)[0])
+
+
+# -- option parsing --------------------------------------------------------------------
+def _check_int(name: str, value: Any, low: int, high: int | None = None) -> None:
+    ok = not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value >= low
+    if not ok or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f">= {low}"
+        raise VisforeError(f"{name} must be an integer {bound}, got {value!r}")
+
+
+def parse_seeds(seeds: str | Iterable[int]) -> tuple[int, ...]:
+    """``"0,1,2"`` (or ints) -> (0, 1, 2).
+
+    Raises:
+        VisforeError: empty, not non-negative integers, or repeated.
+    """
+    if isinstance(seeds, str):
+        parts = [p.strip() for p in seeds.split(",") if p.strip()]
+        try:
+            values = tuple(int(p) for p in parts)
+        except ValueError:
+            raise VisforeError(f"--seeds {seeds!r} must be comma-separated integers, e.g. 0,1,2") from None
+    else:
+        values = tuple(seeds)
+    if not values or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0 for v in values):
+        raise VisforeError(f"--seeds must be non-negative integers, got {seeds!r}")
+    if len(set(values)) != len(values):
+        raise VisforeError(f"--seeds has repeated values: {seeds!r}")
+    return tuple(int(v) for v in values)
+
+
+def parse_set_values(items: Iterable[str] | None) -> dict[str, float]:
+    """``--set key=value`` items (each may hold several, comma-separated) -> {key: scale}.
+
+    Raises:
+        VisforeError: an item is not ``key=value``, a value is not a positive number, or
+            a key is given twice.
+    """
+    values: dict[str, float] = {}
+    for item in items or ():
+        for part in str(item).split(","):
+            if not part.strip():
+                continue
+            key, sep, text = part.partition("=")
+            key = key.strip()
+            if not sep or not key:
+                raise VisforeError(f"--set {part!r} must be key=value, e.g. thigh.length=1.2")
+            if key in values:
+                raise VisforeError(f"--set gives {key!r} twice")
+            values[key] = _positive_scale(f"--set {key}", text.strip())
+    return values
+
+
+def _positive_scale(name: str, value: Any) -> float:
+    try:
+        scale = float(value)
+    except (TypeError, ValueError):
+        raise VisforeError(f"{name} must be a positive number, got {value!r}") from None
+    if not (math.isfinite(scale) and scale > 0):
+        raise VisforeError(f"{name} must be a positive number, got {value!r}")
+    return scale
+
+
+# -- env lookups (visfore_envs; replaced in tests) ---------------------------------------
+def _perturbation_keys(env_id: str) -> tuple[str, ...]:
+    """The perturbation keys of ``env_id`` (:func:`visfore_envs.perturbation_keys`).
+
+    Raises:
+        VisforeError: visfore_envs is missing or has no perturbations for ``env_id``.
+    """
+    try:
+        import visfore_envs
+    except ImportError:
+        raise VisforeError("visfore-envs is not installed: pip install ./envs_pkg") from None
+    fn = getattr(visfore_envs, "perturbation_keys", None)
+    if fn is None:
+        raise VisforeError("this visfore-envs has no perturbable envs (perturbation_keys missing)")
+    try:
+        keys = tuple(fn(env_id))
+    except (KeyError, ValueError) as exc:
+        raise VisforeError(f"{env_id} cannot be perturbed ({str(exc).splitlines()[0]})") from None
+    if not keys:
+        raise VisforeError(f"{env_id} has no perturbation parameters")
+    return keys
+
+
+def _resolve_key(env_id: str, key: str) -> str:
+    """Canonical key of ``key`` (aliases such as ``Ltorso`` allowed); ValueError if unknown."""
+    import visfore_envs
+
+    return visfore_envs.resolve_perturbation_key(env_id, key)
+
+
+def resolve_keys(env_id: str, names: Iterable[str], option: str) -> tuple[str, ...]:
+    """Canonical keys of ``names`` (order kept, duplicates dropped).
+
+    Raises:
+        VisforeError: an unknown key; the one line lists the valid keys of ``env_id``.
+    """
+    valid = _perturbation_keys(env_id)
+    keys: list[str] = []
+    for name in names:
+        name = name.strip()
+        if name in valid:
+            key = name
+        else:
+            try:
+                key = _resolve_key(env_id, name)
+            except (ValueError, KeyError):
+                key = None
+            if key not in valid:
+                raise VisforeError(
+                    f"unknown {option} parameter {name!r} for {env_id}; valid: {', '.join(valid)}"
+                )
+        if key not in keys:
+            keys.append(key)
+    return tuple(keys)
+
+
+def default_params(keys: Sequence[str]) -> tuple[str, ...]:
+    """The default swept parameters: every ``<part>.length`` and ``<part>.width`` key."""
+    return tuple(k for k in keys if k.endswith((".length", ".width")))
+
+
+def build_grid(
+    env_id: str,
+    perturb: str | None,
+    points: int,
+    params: str | None,
+    grid: str | None,
+    fixed: Mapping[str, float] | None,
+) -> EvalGrid:
+    """The cells of an evaluation from the command's options (see :func:`evaluate`).
+
+    Raises:
+        VisforeError: conflicting modes, a bad ``--perturb`` / ``--points``, unknown
+            parameters (the message lists the valid ones), ``--grid`` not two distinct
+            parameters.
+    """
+    if fixed:
+        if perturb is not None or params is not None or grid is not None:
+            raise VisforeError(
+                "fixed values (--set / --Ltorso ...) evaluate one perturbed model: drop "
+                "--perturb, --params and --grid, or drop the fixed values to sweep"
+            )
+        keys = resolve_keys(env_id, list(fixed), "--set")
+        if len(keys) != len(fixed):
+            raise VisforeError("the fixed values name the same parameter twice")
+        return fixed_grid(dict(zip(keys, fixed.values())))
+    if perturb is None:
+        raise VisforeError(
+            "give --perturb LO-HI (e.g. 0.5-1.5) for a sweep, or fixed values with --set "
+            "key=value / --Ltorso ..."
+        )
+    lo, hi = parse_range(perturb)
+    scales = grid_scales(lo, hi, points)
+    if grid is not None:
+        if params is not None:
+            raise VisforeError("give --params (1-D sweeps) or --grid A,B (a 2-D sweep), not both")
+        names = [p for p in grid.split(",") if p.strip()]
+        if len(names) != 2:
+            raise VisforeError(f"--grid {grid!r} must name exactly two parameters, e.g. thigh.length,torso.mass")
+        keys = resolve_keys(env_id, names, "--grid")
+        if len(keys) != 2:
+            raise VisforeError(f"--grid {grid!r} must name two different parameters")
+        return grid_2d(keys[0], keys[1], scales)
+    if params is None:
+        keys = default_params(_perturbation_keys(env_id))
+        if not keys:
+            raise VisforeError(f"{env_id} has no length/width parameters; choose --params")
+    elif params.strip().lower() == "all":
+        keys = _perturbation_keys(env_id)
+    else:
+        names = [p for p in params.split(",") if p.strip()]
+        if not names:
+            raise VisforeError("--params is empty; give keys such as thigh.length,torso.mass or all")
+        keys = resolve_keys(env_id, names, "--params")
+    return sweep_grid(keys, scales)
+
+
+# -- running episodes ------------------------------------------------------------------
+def load_run(run_dir: str | os.PathLike[str], checkpoint: str) -> Any:
+    """Default run loader: :func:`visfore.rl.policy_run.load_policy_run` (VisforeError if
+    ``run_dir`` is not a policy run)."""
+    try:
+        from visfore.rl.policy_run import load_policy_run
+    except ImportError as exc:
+        raise VisforeError(f"policy runs cannot be loaded: {exc}") from None
+    return load_policy_run(run_dir, checkpoint=checkpoint)
+
+
+def run_episodes(
+    run: Any,
+    perturbation: Mapping[str, float] | None,
+    seed: int,
+    episodes: int,
+    backend: str | None = None,
+    on_episode: Callable[[], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Run ``episodes`` episodes of one (cell, seed) task in a fresh env.
+
+    Args:
+        run: a :class:`visfore.rl.policy_run.PolicyRun` (``make_env``, ``predict``).
+        perturbation: {key: scale}; None or {} for the nominal model.
+        seed: the evaluation seed; episode k is reset with :func:`episode_reset_seed`.
+        episodes: episodes to run (>= 1).
+        backend: physics backend, None for the run's own.
+        on_episode: called after each episode (progress).
+
+    Returns:
+        One record per episode: ``seed``, ``episode``, ``reset_seed``, ``return`` (sum of
+        rewards, float), ``length`` (steps), ``terminated``, ``truncated``,
+        ``applied_perturbation`` (``info["perturbation"]`` at reset, {} if absent) and
+        ``body_mass`` ({body: kg} from ``info["body_mass"]`` at reset, {} if absent).
+
+    Raises:
+        VisforeError: an episode ran :data:`MAX_EPISODE_STEPS` steps without ending.
+    """
+    kwargs: dict[str, Any] = {"perturbation": dict(perturbation) if perturbation else None}
+    if backend is not None:
+        kwargs["backend"] = backend
+    env = run.make_env(**kwargs)
+    records = []
+    try:
+        for k in range(int(episodes)):
+            reset_seed = episode_reset_seed(seed, k)
+            obs, info = env.reset(seed=reset_seed)
+            applied = {str(a): float(b) for a, b in dict(info.get("perturbation") or {}).items()}
+            masses = {str(a): float(b) for a, b in dict(info.get("body_mass") or {}).items()}
+            total, length = 0.0, 0
+            terminated = truncated = False
+            while not (terminated or truncated):
+                obs, reward, terminated, truncated, info = env.step(run.predict(obs))
+                total += float(reward)
+                length += 1
+                if length >= MAX_EPISODE_STEPS and not (terminated or truncated):
+                    raise VisforeError(
+                        f"an episode ran {MAX_EPISODE_STEPS} steps without ending; the env "
+                        "needs a time limit"
+                    )
+            records.append({
+                "seed": int(seed), "episode": k, "reset_seed": reset_seed, "return": total,
+                "length": length, "terminated": bool(terminated), "truncated": bool(truncated),
+                "applied_perturbation": applied, "body_mass": masses,
+            })  # fmt: skip
+            if on_episode is not None:
+                on_episode()
+    finally:
+        env.close()
+    return records
+
+
+def check_env(run: Any, backend: str | None) -> None:
+    """Make the nominal env once (on ``backend``) and check that the policy fits it.
+
+    Raises:
+        VisforeError: the env cannot be made, or its observation or action shape is not
+            the policy's (e.g. a policy trained on MuJoCo evaluated on a PyBullet port
+            whose observations differ).
+    """
+    env = run.make_env(perturbation=None, **({"backend": backend} if backend else {}))
+    try:
+        model = getattr(run, "model", None)
+        where = f"{run.env_id}" + (f" with --backend {backend}" if backend else "")
+        for name in ("observation_space", "action_space"):
+            want = getattr(getattr(model, name, None), "shape", None)
+            have = getattr(getattr(env, name, None), "shape", None)
+            if want is not None and have is not None and tuple(want) != tuple(have):
+                what = name.replace("_space", "s")
+                raise VisforeError(
+                    f"{where} has {what} of shape {tuple(have)} but the policy was trained on "
+                    f"{tuple(want)}"
+                )
+    finally:
+        env.close()
+
+
+def _single_thread_torch() -> int | None:
+    """Set torch to one CPU thread if torch is loaded; return the previous count."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    return previous
+
+
+# Worker processes (workers > 1): each holds the loaded run.
+_WORKER_RUN: Any = None
+_WORKER_ERROR: BaseException | None = None
+
+
+def _worker_init(loader: Callable[[Any, str], Any], run_dir: str, checkpoint: str) -> None:
+    # Ctrl-C reaches the whole process group: only the main process handles it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    global _WORKER_RUN, _WORKER_ERROR
+    try:
+        _WORKER_RUN = loader(run_dir, checkpoint)
+        _single_thread_torch()  # N workers on N cores: no oversubscription
+    except Exception as exc:  # reported by the first task, with its own message
+        _WORKER_ERROR = exc
+
+
+def _worker_task(
+    task: tuple[int, int], perturbation: dict[str, float], episodes: int, backend: str | None
+) -> tuple[tuple[int, int], list[dict[str, Any]]]:
+    if _WORKER_ERROR is not None:
+        raise _WORKER_ERROR
+    return task, run_episodes(_WORKER_RUN, perturbation, task[1], episodes, backend)
+
+
+def run_cells(
+    run: Any,
+    cells: Sequence[Cell],
+    seeds: Sequence[int],
+    episodes: int,
+    results: dict[tuple[int, int], list[dict[str, Any]]],
+    *,
+    backend: str | None = None,
+    workers: int = 1,
+    loader: Callable[[Any, str], Any] = load_run,
+    run_dir: str | os.PathLike[str] | None = None,
+    checkpoint: str = "best",
+    on_episodes: Callable[[int], None] | None = None,
+    ray: Any = None,
+) -> None:
+    """Run every (cell, seed) task of ``cells`` whose model differs from the nominal one.
+
+    Cells with every scale 1.0 other than cell 0 are skipped (they repeat cell 0; see
+    :func:`cell_episodes`). Finished tasks are stored in ``results[(cell index, seed)]``
+    as they come in, so a caller interrupted by Ctrl-C keeps them.
+
+    Args:
+        run: the loaded run (used when ``workers == 1``).
+        cells: the cells; ``cells[0]`` the nominal one.
+        seeds: evaluation seeds.
+        episodes: episodes per (cell, seed).
+        results: filled in place.
+        backend: physics backend (None = the run's).
+        workers: 1 = this process; N > 1 = a pool of N ``spawn`` processes, each calling
+            ``loader(run_dir, checkpoint)`` once (``loader`` must be picklable, i.e. a
+            module-level function).
+        on_episodes: called with the number of episodes just finished (progress).
+        ray: a connected :class:`visfore.core.ray_backend.RaySession`: run the tasks on
+            ``workers`` Ray actors instead (each loads the run once; a dead actor is
+            restarted and its tasks re-run); ``run_dir`` must be readable there.
+
+    Raises:
+        VisforeError: a worker process died (on Ray: more often than it was retried) or
+            an episode did not end.
+        KeyboardInterrupt: after stopping the workers; ``results`` holds the finished tasks.
+    """
+    tasks = [
+        (cell.index, seed)
+        for cell in cells
+        if cell.index == 0 or not cell.is_nominal_model
+        for seed in seeds
+        if (cell.index, seed) not in results
+    ]
+    perturbations = {cell.index: cell.perturbation for cell in cells}
+    if ray is not None:
+        if tasks:
+            _run_ray(tasks, perturbations, episodes, results, backend, min(workers, len(tasks)),
+                     loader, str(Path(run_dir).resolve()), checkpoint, on_episodes)  # fmt: skip
+        return
+    if workers <= 1 or len(tasks) <= 1:
+        previous = _single_thread_torch()
+        try:
+            for task in tasks:
+                tick = (lambda: on_episodes(1)) if on_episodes else None
+                results[task] = run_episodes(run, perturbations[task[0]], task[1], episodes, backend, tick)
+        finally:
+            if previous is not None:
+                sys.modules["torch"].set_num_threads(previous)
+        return
+    _run_pool(tasks, perturbations, episodes, results, backend, min(workers, len(tasks)),
+              loader, str(run_dir), checkpoint, on_episodes)  # fmt: skip
+
+
+def _run_pool(
+    tasks: list[tuple[int, int]],
+    perturbations: Mapping[int, dict[str, float]],
+    episodes: int,
+    results: dict[tuple[int, int], list[dict[str, Any]]],
+    backend: str | None,
+    workers: int,
+    loader: Callable[[Any, str], Any],
+    run_dir: str,
+    checkpoint: str,
+    on_episodes: Callable[[int], None] | None,
+) -> None:
+    """Run ``tasks`` on ``workers`` spawned processes, at most ``2 * workers`` in flight."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    executor = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_worker_init,
+        initargs=(loader, run_dir, checkpoint),
+    )
+    pending: set[Future] = set()
+    todo = iter(tasks)
+
+    def submit() -> None:
+        task = next(todo, None)
+        if task is not None:
+            pending.add(executor.submit(_worker_task, task, perturbations[task[0]], episodes, backend))
+
+    try:
+        for _ in range(2 * workers):
+            submit()
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                pending.discard(future)
+                task, records = future.result()
+                results[task] = records
+                if on_episodes is not None:
+                    on_episodes(len(records))
+                submit()
+    except BrokenProcessPool as exc:
+        stop_executor(executor, pending)
+        raise VisforeError(f"an evaluation worker process died ({exc})") from None
+    except BaseException:
+        stop_executor(executor, pending)
+        raise
+    executor.shutdown(wait=True)
+
+
+def _ray_setup(loader: Callable[[Any, str], Any], run_dir: str, checkpoint: str) -> Any:
+    run = loader(run_dir, checkpoint)
+    _single_thread_torch()  # one CPU per actor: no oversubscription
+    return run
+
+
+def _ray_task(run: Any, item: tuple) -> list[dict[str, Any]]:
+    (cell, seed), perturbation, episodes, backend = item
+    return run_episodes(run, perturbation, seed, episodes, backend)
+
+
+def _run_ray(
+    tasks: list[tuple[int, int]],
+    perturbations: Mapping[int, dict[str, float]],
+    episodes: int,
+    results: dict[tuple[int, int], list[dict[str, Any]]],
+    backend: str | None,
+    workers: int,
+    loader: Callable[[Any, str], Any],
+    run_dir: str,
+    checkpoint: str,
+    on_episodes: Callable[[int], None] | None,
+) -> None:
+    """Run ``tasks`` on ``workers`` Ray actors, at most ``2 * workers`` in flight;
+    ``results`` filled in task order (Ctrl-C keeps the finished ones)."""
+    from visfore.core.ray_backend import WorkerPool
+
+    items = (((cell, seed), perturbations[cell], episodes, backend) for cell, seed in tasks)
+    setup_args = (loader, run_dir, checkpoint)
+    with WorkerPool(_ray_setup, _ray_task, workers, setup_args) as pool:
+        for item, records in pool.imap(items):
+            results[item[0]] = records
+            if on_episodes is not None:
+                on_episodes(len(records))
+
+
+def cell_episodes(
+    cells: Sequence[Cell],
+    seeds: Sequence[int],
+    results: Mapping[tuple[int, int], list[dict[str, Any]]],
+) -> tuple[list[dict[str, Any]], list[int]]:
+    """Episode records of every finished cell, in (cell, seed, episode) order.
+
+    A cell is finished when all its seeds are; a cell with every scale 1.0 takes the
+    nominal cell's episodes (marked ``source_cell = 0``). Each record gets the cell's
+    fields (:meth:`Cell.row`) and ``source_cell``.
+
+    Returns:
+        (episodes, indices of the finished cells).
+    """
+    episodes: list[dict[str, Any]] = []
+    finished: list[int] = []
+    for cell in cells:
+        source = 0 if cell.is_nominal_model else cell.index
+        if not all((source, s) in results for s in seeds):
+            continue
+        finished.append(cell.index)
+        row = cell.row()
+        for seed in seeds:
+            for record in results[(source, seed)]:
+                episodes.append({**row, **record, "source_cell": source})
+    return episodes, finished
+
+
+# -- provenance --------------------------------------------------------------------------
+def package_versions() -> dict[str, str | None]:
+    """Versions of the packages that determine the numbers (None when not found)."""
+    from importlib import metadata
+
+    versions: dict[str, str | None] = {}
+    for dist in ("visfore", "visfore-envs", "gymnasium", "mujoco", "pybullet",
+                 "stable-baselines3", "torch", "numpy"):  # fmt: skip
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = None
+    versions["python"] = ".".join(map(str, sys.version_info[:3]))
+    return versions
+
+
+def command_line(
+    run_dir: Path, grid: EvalGrid, perturb: str | None, points: int, episodes: int,
+    seeds: Sequence[int], workers: int, backend: str | None, checkpoint: str, out: Path,
+    ray: str | None = None,
+) -> str:  # fmt: skip
+    """The ``visfore evaluate`` command line that reproduces an evaluation (``ray``: the
+    ``--ray`` address, if any)."""
+    args = ["visfore", COMMAND, str(run_dir)]
+    if grid.mode == "fixed":
+        for key, value in grid.fixed.items():
+            args += ["--set", f"{key}={value:g}"]
+    else:
+        args += ["--perturb", str(perturb), "--points", str(points)]
+        args += ["--grid" if grid.mode == "grid" else "--params", ",".join(grid.params)]
+    args += ["--episodes", str(episodes), "--seeds", ",".join(map(str, seeds))]
+    args += ["--workers", str(workers), "--checkpoint", checkpoint]
+    if backend:
+        args += ["--backend", backend]
+    if ray is not None:
+        args += ["--ray", ray]
+    return shlex.join([*args, "--out", str(out)])
+
+
+def _progress_bar(enabled: bool):
+    from visfore.core.progress import episode_progress
+
+    return episode_progress(enabled, "episodes")
+
+
+def _default_out(run_dir: Path) -> Path:
+    from visfore.core.runs import utc_timestamp
+
+    base = run_dir / f"eval-{utc_timestamp()}"
+    out, n = base, 1
+    while out.exists():
+        n += 1
+        out = base.with_name(f"{base.name}-{n}")
+    return out
+
+
+# -- the pipeline ----------------------------------------------------------------------
+def evaluate(
+    run_dir: str | os.PathLike[str],
+    perturb: str | None = None,
+    points: int = 11,
+    params: str | None = None,
+    grid: str | None = None,
+    episodes: int = 10,
+    seeds: str | Sequence[int] = (0, 1, 2),
+    workers: int | None = None,
+    backend: str | None = None,
+    checkpoint: str = "best",
+    out: str | os.PathLike[str] | None = None,
+    fixed: Mapping[str, float] | None = None,
+    progress: bool = True,
+    loader: Callable[[Any, str], Any] | None = None,
+    ray: str | None = None,
+) -> dict[str, Any]:
+    """Evaluate the policy of ``run_dir`` on perturbed models and write a report.
+
+    Args:
+        run_dir: a policy run directory (``visfore train-policy``).
+        perturb: ``LO-HI`` range of scale factors for sweeps (0 < LO < HI).
+        points: scale factors per parameter, evenly spaced over the range (2..101).
+        params: comma-separated keys (aliases allowed), ``all``, or None for every
+            ``<part>.length`` and ``<part>.width`` key of the env.
+        grid: ``A,B``: a 2-D sweep of two keys over points x points.
+        episodes: episodes per seed and cell (>= 1).
+        seeds: evaluation seeds (``"0,1,2"`` or ints); see :data:`SEEDING_SCHEME`.
+        workers: 1 = this process; N > 1 = N ``spawn`` processes (scripts need the
+            ``if __name__ == "__main__":`` guard). None = 1, or with ``ray`` one Ray
+            worker per CPU of the cluster.
+        backend: ``mujoco`` or ``pybullet``; None = the run's backend.
+        checkpoint: ``best`` or ``last``.
+        out: report directory (default ``RUN/eval-<UTC time>``); must not exist or be empty.
+        fixed: {key: scale} for a single fixed perturbation instead of a sweep.
+        progress: rich progress bar and messages on stderr.
+        loader: ``loader(run_dir, checkpoint) -> PolicyRun`` (module-level, picklable);
+            default :func:`load_run`.
+        ray: run the (cell, seed) tasks on Ray (:mod:`visfore.core.ray_backend`): ``local``,
+            ``auto``, ``HOST:PORT`` or ``ray://HOST:PORT``; the run directory must be
+            readable by every Ray node (a shared filesystem). Results are identical to a
+            local evaluation; ``meta["ray"]`` records the cluster.
+
+    Returns:
+        ``report_dir``, ``files`` {name: path}, ``summary`` (rows, see
+        :func:`visfore.reports.robustness_report.summarize`), ``most_damaging`` (row or None),
+        ``episodes`` (records), ``mode``, ``interrupted`` (always False on return),
+        ``seconds`` (wall time of the episodes, s), ``meta``.
+
+    Raises:
+        VisforeError: bad input (nothing is written; also ``ray`` without Ray installed,
+            a bad address or no cluster there), or a worker died.
+        KeyboardInterrupt: after writing the report of the finished cells (if any).
+    """
+    from visfore.reports.robustness_report import write_report
+
+    loader = loader or load_run
+    _check_int("--episodes", episodes, 1)
+    if ray is not None:
+        from visfore.core import ray_backend
+
+        ray_backend.require_ray()  # one line, exit 2, before anything is loaded
+        ray = ray_backend.parse_address(ray)
+        if workers is not None:
+            _check_int("--workers", workers, 1, ray_backend.MAX_RAY_WORKERS)
+    else:
+        workers = 1 if workers is None else workers
+        _check_int("--workers", workers, 1, MAX_WORKERS)
+    _check_int("--points", points, 2, MAX_POINTS)
+    seed_list = parse_seeds(seeds)
+    if backend is not None and backend not in BACKENDS:
+        raise VisforeError(f"unknown --backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    if checkpoint not in CHECKPOINTS:
+        raise VisforeError(f"unknown --checkpoint {checkpoint!r}; valid: {', '.join(CHECKPOINTS)}")
+    if perturb is not None and not fixed:
+        parse_range(perturb)  # fail on a bad range before loading the run
+    if fixed:
+        fixed = {k: _positive_scale(f"--set {k}", v) for k, v in fixed.items()}
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise VisforeError(f"run directory {run_dir} does not exist")
+    run = loader(run_dir, checkpoint)
+    env_id = run.env_id
+    eval_grid = build_grid(env_id, perturb, points, params, grid, fixed)
+    check_env(run, backend)
+    report_dir = Path(out) if out is not None else _default_out(run_dir)
+    if report_dir.exists() and (not report_dir.is_dir() or any(report_dir.iterdir())):
+        raise VisforeError(f"report directory {report_dir} already exists and is not empty; choose another --out")
+
+    cells = eval_grid.cells
+    to_run = [c for c in cells if c.index == 0 or not c.is_nominal_model]
+    total = len(to_run) * len(seed_list) * episodes
+    results: dict[tuple[int, int], list[dict[str, Any]]] = {}
+    interrupted = False
+    ray_session = None
+    if ray is not None:
+        ray_session = ray_backend.connect(ray, num_cpus=workers)
+        workers = ray_backend.resolve_workers(ray_session, workers, note=progress)
+    t0 = time.perf_counter()
+    bar = _progress_bar(progress)
+    try:
+        with bar:
+            task = bar.add_task(f"evaluate {env_id}", total=total)
+            run_cells(
+                run, cells, seed_list, episodes, results, backend=backend, workers=workers,
+                loader=loader, run_dir=run_dir, checkpoint=checkpoint,
+                on_episodes=lambda n: bar.update(task, advance=n), ray=ray_session,
+            )  # fmt: skip
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        if ray_session is not None:
+            ray_session.close()  # stops a Ray started for this command
+    seconds = time.perf_counter() - t0
+    episode_records, finished = cell_episodes(cells, seed_list, results)
+    if interrupted and not finished:
+        if progress:
+            print("interrupted before any cell finished; no report written", file=sys.stderr)
+        raise KeyboardInterrupt
+    ran = [r for records in results.values() for r in records]
+    config = dict(getattr(run, "config", None) or {})
+    options = dict(config.get("options") or {})  # train-policy's resolved options
+    env_kwargs = dict(getattr(run, "env_kwargs", None) or {})
+    meta = {
+        "run_dir": str(run_dir),
+        "run_name": run_dir.resolve().name,
+        "env_id": env_id,
+        "env_kwargs": env_kwargs,
+        "algo": getattr(run, "algo", None),
+        "checkpoint": checkpoint,
+        "backend": backend or env_kwargs.get("backend") or options.get("backend") or "mujoco",
+        "training_timesteps": options.get("timesteps", config.get("timesteps")),
+        "mode": eval_grid.mode,
+        "params": list(eval_grid.params),
+        "perturb_range": list(parse_range(perturb)) if eval_grid.mode != "fixed" else None,
+        "points": points if eval_grid.mode != "fixed" else None,
+        "scales": list(eval_grid.scales),
+        "fixed": eval_grid.fixed,
+        "seeds": list(seed_list),
+        "episodes": episodes,
+        "cells_total": len(cells),
+        "cells_finished": len(finished),
+        "cells_run": sum(1 for i in finished if i == 0 or not cells[i].is_nominal_model),
+        "episodes_run": len(ran),
+        "steps_run": int(sum(r["length"] for r in ran)),
+        "workers": workers,
+        "ray": ray_session.record() if ray_session is not None else None,
+        "seconds": seconds,
+        "interrupted": interrupted,
+        "seeding": SEEDING_SCHEME,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": command_line(run_dir, eval_grid, perturb, points, episodes, seed_list,
+                                workers, backend, checkpoint, report_dir, ray),  # fmt: skip
+        "versions": package_versions(),
+    }
+    report = write_report(report_dir, meta, [c.row() for c in cells], episode_records)
+    if interrupted:
+        if progress:
+            print(
+                f"interrupted: wrote the report of the {len(finished)} finished of "
+                f"{len(cells)} cells to {report_dir}",
+                file=sys.stderr,
+            )
+        raise KeyboardInterrupt
+    return {
+        "report_dir": report_dir,
+        "files": report["files"],
+        "summary": report["summary"],
+        "most_damaging": report["most_damaging"],
+        "episodes": episode_records,
+        "mode": eval_grid.mode,
+        "interrupted": interrupted,
+        "seconds": seconds,
+        "meta": meta,
+    }
+
+
+def print_summary(result: Mapping[str, Any], console: Any = None) -> None:
+    """Print the summary as a rich table (param, scale, mean, median, std, min, max,
+    normalised) and the report path."""
+    from rich.table import Table
+
+    from visfore.reports.robustness_report import cell_label, damage_text, fmt, fmt_scale, perturbation_of
+
+    console = console or stdout_console()
+    meta = result["meta"]
+    table = Table(title=f"visfore evaluate: {meta['run_name']} on {meta['env_id']}")
+    grid = meta["mode"] == "grid"
+    # a 2-D grid shows one scale column per parameter, headed by its name
+    for name in (meta["params"] if grid else ("param", "scale")):
+        table.add_column(name, no_wrap=True)
+    for name in ("mean", "median", "std", "min", "max", "normalised"):
+        table.add_column(name, justify="right")
+    for r in result["summary"]:
+        if grid:
+            ids = ["nominal", "1"] if r["kind"] == "nominal" else [fmt_scale(r["scale"]), fmt_scale(r["scale2"])]
+        elif r["kind"] == "fixed" and len(perturbation_of(r)) > 1:
+            ids = [cell_label(r), "-"]
+        else:
+            ids = [r["param"], fmt_scale(r["scale"])]
+        style = "italic" if r["kind"] == "nominal" else None
+        table.add_row(
+            *ids, fmt(r["mean"]), fmt(r["median"]), fmt(r["std"]), fmt(r["min"]),
+            fmt(r["max"]), fmt(r["normalized_mean"], 3), style=style,
+        )  # fmt: skip
+    console.print(table)
+    console.print(f"most damaging: {damage_text(result['summary'])}", highlight=False)
+    console.print(f"report: {result['report_dir']}/report.html", highlight=False, soft_wrap=True)
+
+
+# -- the command -----------------------------------------------------------------------
+_SEED003_HELP = "Fixed scale of {key} (seed-003 option); evaluates that model instead of a sweep."
+
+
+@handle_errors
+def evaluate_command(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="Policy run directory (visfore train-policy).")],
+    perturb: Annotated[Optional[str], typer.Option(help="Range of scale factors LO-HI, e.g. 0.5-1.5 (sweeps).")] = None,
+    points: Annotated[int, typer.Option(help="Scale factors per parameter, evenly spaced over the range; nominal (1.0) is always evaluated too.")] = 11,
+    params: Annotated[Optional[str], typer.Option(help="Comma-separated keys (thigh.length,torso.mass), or 'all'. Default: every <part>.length and <part>.width.")] = None,
+    grid: Annotated[Optional[str], typer.Option(help="A,B: 2-D sweep of two parameters over points x points.")] = None,
+    episodes: Annotated[int, typer.Option(help="Episodes per seed in every cell.")] = 10,
+    seeds: Annotated[str, typer.Option(help="Comma-separated evaluation seeds; episode k of seed s is reset from (s, k) in every cell.")] = "0,1,2",
+    workers: Annotated[Optional[int], typer.Option(help="Processes running (cell, seed) tasks (default 1; with --ray, Ray workers, default one per CPU of the cluster); results do not depend on it.")] = None,
+    backend: Annotated[Optional[str], typer.Option(help="Physics backend: mujoco or pybullet (default: the run's).")] = None,
+    checkpoint: Annotated[str, typer.Option(help="Policy checkpoint: best or last.")] = "best",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Report directory (default RUN/eval-<UTC time>).")] = None,
+    set_values: Annotated[Optional[list[str]], typer.Option("--set", help="Fixed perturbation key=value (repeatable, or comma-separated) instead of a sweep.")] = None,
+    ltorso: Annotated[Optional[float], typer.Option("--Ltorso", help=_SEED003_HELP.format(key="torso.length"))] = None,
+    wtorso: Annotated[Optional[float], typer.Option("--Wtorso", help=_SEED003_HELP.format(key="torso.width"))] = None,
+    lthigh: Annotated[Optional[float], typer.Option("--Lthigh", help=_SEED003_HELP.format(key="thigh.length"))] = None,
+    wthigh: Annotated[Optional[float], typer.Option("--Wthigh", help=_SEED003_HELP.format(key="thigh.width"))] = None,
+    lleg: Annotated[Optional[float], typer.Option("--Lleg", help=_SEED003_HELP.format(key="leg.length"))] = None,
+    wleg: Annotated[Optional[float], typer.Option("--Wleg", help=_SEED003_HELP.format(key="leg.width"))] = None,
+    lfoot: Annotated[Optional[float], typer.Option("--Lfoot", help=_SEED003_HELP.format(key="foot.length"))] = None,
+    wfoot: Annotated[Optional[float], typer.Option("--Wfoot", help=_SEED003_HELP.format(key="foot.width"))] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    ray: RayOption = None,
+) -> None:
+    """Evaluate a trained policy under body-part perturbations and write a robustness report
+    (CSV, JSON, Markdown, HTML, plots)."""
+    fixed = parse_set_values(set_values)
+    seed003 = {"Ltorso": ltorso, "Wtorso": wtorso, "Lthigh": lthigh, "Wthigh": wthigh,
+               "Lleg": lleg, "Wleg": wleg, "Lfoot": lfoot, "Wfoot": wfoot}  # fmt: skip
+    for option, value in seed003.items():
+        if value is None:
+            continue
+        key = SEED003_OPTIONS[option]
+        if key in fixed:
+            raise VisforeError(f"--{option} and --set both give {key}")
+        fixed[key] = _positive_scale(f"--{option}", value)
+    result = evaluate(
+        run_dir=run_dir, perturb=perturb, points=points, params=params, grid=grid,
+        episodes=episodes, seeds=seeds, workers=workers, backend=backend,
+        checkpoint=checkpoint, out=out, fixed=fixed or None, progress=not quiet, ray=ray,
+    )  # fmt: skip
+    print_summary(result)

@@ -1,0 +1,400 @@
+"""``visfore predict``: an open-loop rollout of a trained forward model on one dataset
+episode, written as a side-by-side animation (truth | prediction | absolute difference).
+
+Time alignment (the dataset's row convention, :mod:`visfore.data.dataset`; the model interface,
+:mod:`visfore_models.base`). With ``--start T``, the run's context length ``C`` and
+``--horizon K``, on episode ``N`` (``L`` frames o_0..o_{L-1}, ``L - 1`` actions)::
+
+    context     o_T .. o_{T+C-1}            C true frames given to the model
+    actions     a_T .. a_{T+C+K-2}          the episode's true actions (C + K - 1)
+    prediction  ô_{T+C} .. ô_{T+C+K-1}      K frames, open-loop (the model feeds back
+                                            its own predictions)
+
+so ``T + C + K <= L``. The default horizon is the rest of the episode, ``L - T - C``.
+
+The animation has ``C + K`` frames at ``--fps``: first the C context frames (shown in
+the truth and prediction panels alike, difference zero), then the K predicted steps.
+Each frame is ``(12 + H * s, 3 * W * s + 2)`` pixels (height, width) for frames of
+``H x W`` and ``--scale s``: a 12-pixel caption row (panel name, frame index ``t``, the
+step's PSNR) above three panels, each upscaled by nearest neighbour, separated by 1-pixel
+white columns. The difference panel is ``|truth - prediction|`` per channel in uint8 (not
+amplified). ``--out`` ending in ``.gif`` is written with Pillow (palette per frame),
+``.mp4`` with imageio's FFMPEG (imageio-ffmpeg) or PyAV backend (H.264, yuv420p; frames
+padded to even sizes with black); with neither installed, ``.mp4`` is refused with a
+one-line error before anything runs. The file is written atomically.
+
+PSNR per step is ``10 log10(1 / MSE)`` in dB, pixels in ``[0, 1]`` (data range 1.0), of the
+float prediction against the true frame; the copy-last-frame baseline (repeat o_{T+C-1})
+is printed next to it.
+
+Bad input (not a train-model run, a dataset of another frame size or action dimension,
+an episode out of range, a start or horizon that leaves the episode, a bad ``--out``
+extension or an unavailable MP4 backend) is one ``error:`` line and exit code 2, with
+nothing written.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional, Sequence
+
+import numpy as np
+import typer
+
+from visfore.core import runs
+from visfore.core.errors import VisforeError, handle_errors
+
+__all__ = [
+    "ANIMATION_SUFFIXES",
+    "CAPTION_HEIGHT",
+    "PredictResult",
+    "check_animation_path",
+    "compose_panels",
+    "mp4_backend",
+    "predict",
+    "predict_command",
+    "save_animation",
+    "upscale",
+]
+
+#: Output extensions of animations.
+ANIMATION_SUFFIXES = (".gif", ".mp4")
+#: Height in pixels of the caption row above the panels.
+CAPTION_HEIGHT = 12
+_CAPTION_BG = (24, 24, 24)
+_CAPTION_FG = (235, 235, 235)
+_SEPARATOR = 255
+
+
+# ---------------------------------------------------------------------------------------
+# animation files
+# ---------------------------------------------------------------------------------------
+def mp4_backend() -> str | None:
+    """The imageio plugin that can write MP4 here: ``"FFMPEG"`` (needs ``imageio-ffmpeg``),
+    ``"pyav"`` (needs ``av``), or None."""
+    import importlib.util
+
+    if importlib.util.find_spec("imageio_ffmpeg") is not None:
+        return "FFMPEG"
+    if importlib.util.find_spec("av") is not None:
+        return "pyav"
+    return None
+
+
+def check_animation_path(out: str | os.PathLike[str]) -> Path:
+    """Validate an animation path before any work: a ``.gif`` or ``.mp4`` suffix, not an
+    existing directory, and an MP4 backend for ``.mp4``.
+
+    Raises:
+        VisforeError: one line; for ``.mp4`` without a backend it suggests ``.gif``.
+    """
+    out = Path(out)
+    suffix = out.suffix.lower()
+    if suffix not in ANIMATION_SUFFIXES:
+        raise VisforeError(f"--out {out} must end in .gif or .mp4")
+    if out.is_dir():
+        raise VisforeError(f"--out {out} is a directory")
+    if suffix == ".mp4" and mp4_backend() is None:
+        raise VisforeError(
+            f"cannot write {out}: no MP4 writer for imageio (pip install imageio-ffmpeg, or av); "
+            f"use --out {out.with_suffix('.gif').name} instead"
+        )
+    return out
+
+
+def save_animation(out: str | os.PathLike[str], frames: Sequence[np.ndarray], fps: float) -> Path:
+    """Write ``frames`` (each ``(h, w, 3)`` uint8, all the same size) as a GIF or an MP4.
+
+    GIF: Pillow, ``1000 / fps`` ms per frame (GIF rounds to 10 ms), looping forever.
+    Identical consecutive frames are merged by Pillow's GIF writer, so callers that need
+    one GIF frame per image make each frame distinct (a caption with a counter).
+    MP4: H.264 (yuv420p) at ``fps``, frames padded with black to even sizes.
+    The file is written to a temporary name in the same directory, then renamed; the
+    parent directory is created.
+
+    Raises:
+        VisforeError: a bad path or no MP4 backend (:func:`check_animation_path`), no
+            frames, or the writer failed (one line; no partial file is left).
+    """
+    out = check_animation_path(out)
+    if len(frames) == 0:
+        raise VisforeError("no frames to write")
+    if not fps > 0:
+        raise VisforeError(f"--fps must be > 0, got {fps}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".gif":
+        from PIL import Image
+
+        images = [Image.fromarray(np.ascontiguousarray(f, dtype=np.uint8)) for f in frames]
+        duration = max(10, int(round(1000.0 / fps)))
+
+        def write(f: Any) -> None:
+            images[0].save(f, format="GIF", save_all=True, append_images=images[1:],
+                           duration=duration, loop=0)
+
+        return runs.atomic_write(out, write)
+    return _save_mp4(out, frames, fps)
+
+
+def _save_mp4(out: Path, frames: Sequence[np.ndarray], fps: float) -> Path:
+    import contextlib
+
+    backend = mp4_backend()
+    h, w = frames[0].shape[:2]
+    H, W = h + h % 2, w + w % 2
+    padded = np.zeros((len(frames), H, W, 3), np.uint8)
+    for i, f in enumerate(frames):
+        padded[i, :h, :w] = f
+    tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}.mp4")
+    try:
+        if backend == "FFMPEG":
+            import imageio.v2 as iio2
+
+            with iio2.get_writer(tmp, format="FFMPEG", mode="I", fps=float(fps), codec="libx264",
+                                 pixelformat="yuv420p", macro_block_size=1) as writer:
+                for f in padded:
+                    writer.append_data(f)
+        else:
+            import imageio.v3 as iio3
+
+            iio3.imwrite(tmp, padded, plugin="pyav", codec="h264", fps=fps,
+                         out_pixel_format="yuv420p")
+        os.replace(tmp, out)
+    except Exception as exc:  # the backends raise many types (missing codec, ...)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise VisforeError(f"cannot write {out} with imageio's {backend} backend ({text}); "
+                           f"use --out {out.with_suffix('.gif').name} instead") from None
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# frame composition
+# ---------------------------------------------------------------------------------------
+def upscale(frame: np.ndarray, scale: int) -> np.ndarray:
+    """Nearest-neighbour upscaling of an ``(H, W, 3)`` uint8 frame by an integer ``scale``."""
+    if scale == 1:
+        return np.ascontiguousarray(frame)
+    return frame.repeat(scale, axis=0).repeat(scale, axis=1)
+
+
+def _caption(text: str, width: int) -> np.ndarray:
+    """A ``(CAPTION_HEIGHT, width, 3)`` uint8 strip with ``text`` (Pillow's default bitmap
+    font; clipped to ``width``)."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (max(1, width), CAPTION_HEIGHT), _CAPTION_BG)
+    ImageDraw.Draw(img).text((2, 0), text, fill=_CAPTION_FG)
+    return np.asarray(img)
+
+
+def compose_panels(panels: Sequence[np.ndarray], captions: Sequence[str], scale: int) -> np.ndarray:
+    """Lay ``panels`` (each ``(H, W, 3)`` uint8) side by side.
+
+    Each panel is upscaled by ``scale`` (nearest neighbour) under its caption
+    (``CAPTION_HEIGHT`` pixels); panels are separated by 1-pixel white columns.
+
+    Returns:
+        ``(CAPTION_HEIGHT + H * scale, n * W * scale + n - 1, 3)`` uint8.
+    """
+    columns = []
+    for i, (panel, text) in enumerate(zip(panels, captions)):
+        big = upscale(panel, scale)
+        columns.append(np.concatenate([_caption(text, big.shape[1]), big], axis=0))
+        if i < len(panels) - 1:
+            columns.append(np.full((big.shape[0] + CAPTION_HEIGHT, 1, 3), _SEPARATOR, np.uint8))
+    return np.ascontiguousarray(np.concatenate(columns, axis=1))
+
+
+# ---------------------------------------------------------------------------------------
+# the pipeline
+# ---------------------------------------------------------------------------------------
+@dataclass
+class PredictResult:
+    """What :func:`predict` did.
+
+    Attributes:
+        out: the animation written.
+        episode, start: the episode and the index ``T`` (within the episode) of the first
+            context frame.
+        context, horizon: C and K.
+        psnr, mse: (K,) per predicted step, the model's PSNR (dB) and MSE (pixels in
+            [0, 1]) against the true frames o_{T+C} .. o_{T+C+K-1}.
+        copy_last_psnr: (K,) PSNR of the copy-last-frame baseline.
+        num_frames: frames in the animation (C + K).
+        frame_size: (height, width) of an animation frame in pixels.
+        checkpoint: ``best`` or ``last`` (the one loaded).
+        prediction: (K, H, W, 3) uint8 predicted frames; truth: (C + K, H, W, 3) uint8.
+    """
+
+    out: Path
+    episode: int
+    start: int
+    context: int
+    horizon: int
+    psnr: list[float]
+    mse: list[float]
+    copy_last_psnr: list[float]
+    num_frames: int
+    frame_size: tuple[int, int]
+    checkpoint: str
+    prediction: np.ndarray = field(repr=False)
+    truth: np.ndarray = field(repr=False)
+
+
+def _check_int(name: str, value: int | None, minimum: int) -> None:
+    if value is not None and (isinstance(value, bool) or value < minimum):
+        raise VisforeError(f"--{name} must be >= {minimum}, got {value}")
+
+
+def predict(
+    run: str | os.PathLike[str],
+    *,
+    episode: int,
+    out: str | os.PathLike[str],
+    data: str | os.PathLike[str] | None = None,
+    start: int = 0,
+    horizon: int | None = None,
+    checkpoint: str = "best",
+    fps: float = 10.0,
+    scale: int = 4,
+    sample_seed: int | None = None,
+    device: str = "cpu",
+    echo: Callable[[str], None] | None = print,
+) -> PredictResult:
+    """Roll a trained model out open-loop on one episode and write the animation.
+
+    Args:
+        run: a ``visfore train-model`` run directory.
+        episode: N, index of the episode in the dataset (0-based).
+        out: ``.gif`` or ``.mp4`` path (parents are created).
+        data: the dataset, a path or fsspec URL (default: the one the model was trained on).
+        start: T, index within the episode of the first context frame (>= 0).
+        horizon: K >= 1 predicted frames (default: the rest of the episode, L - T - C).
+        checkpoint: ``best`` or ``last``.
+        fps: animation frames per second (> 0).
+        scale: integer nearest-neighbour upscaling of each panel (>= 1).
+        sample_seed: seeds the sample of a stochastic model (``model.stochastic``);
+            ignored by deterministic models.
+        device: ``cpu``, ``auto``, ``cuda`` or ``cuda:N``.
+        echo: prints the per-step PSNR table (None: silent).
+
+    Returns:
+        A :class:`PredictResult`.
+
+    Raises:
+        VisforeError: bad input (see the module docstring); nothing is written then.
+    """
+    import torch
+
+    from visfore.worldmodels.model_run import frames_to_model, load_model_run, model_to_frames
+    from visfore.worldmodels.model_run import sample_seed as seeded
+
+    out = check_animation_path(out)
+    _check_int("episode", episode, 0)
+    _check_int("start", start, 0)
+    _check_int("horizon", horizon, 1)
+    _check_int("scale", scale, 1)
+    if not fps > 0:
+        raise VisforeError(f"--fps must be > 0, got {fps}")
+
+    mr = load_model_run(run, checkpoint, device=device)
+    ds = mr.open_dataset(data)
+    rows = ds.episode_rows(int(episode))
+    L = rows.stop - rows.start
+    C = mr.context
+    if start + C > L - 1:
+        raise VisforeError(
+            f"--start {start} leaves no frame to predict: episode {episode} has {L} frames "
+            f"(t = 0..{L - 1}) and the model takes {C} context frames, so --start must be <= {L - 1 - C}"
+        )
+    K = L - start - C if horizon is None else int(horizon)
+    if start + C + K > L:
+        raise VisforeError(
+            f"--horizon {K} is too long: episode {episode} has {L} frames, and --start {start} + "
+            f"context {C} + horizon {K} = {start + C + K}; use --horizon <= {L - start - C}"
+        )
+
+    first = rows.start + start
+    truth = np.asarray(ds.array("pixels")[first : first + C + K], dtype=np.uint8)  # (C+K, H, W, 3)
+    actions = np.asarray(ds.array("action")[first : first + C + K - 1], dtype=np.float32)
+    if not np.all(np.isfinite(actions)):
+        raise VisforeError(f"episode {episode} of {ds.path} has non-finite actions in rows {first}..{first + C + K - 2}")
+
+    frames = frames_to_model(truth, mr.device)  # (C+K, 3, H, W) in [0, 1]
+    context, targets = frames[None, :C], frames[None, C:]
+    acts = torch.from_numpy(actions).to(mr.device)[None]
+    with torch.no_grad(), seeded(sample_seed if mr.stochastic else None, mr.device):
+        pred = mr.model(context, acts)  # (1, K, 3, H, W)
+    from visfore_models import metrics as vm_metrics
+
+    pred = pred.float()
+    mse = vm_metrics.mse_per_sample(pred, targets)[0].cpu().numpy()
+    psnr = vm_metrics.psnr_per_sample(pred, targets)[0].cpu().numpy()
+    base = vm_metrics.copy_last_frame_baseline(context, K)
+    base_psnr = vm_metrics.psnr_per_sample(base, targets)[0].cpu().numpy()
+    predicted = model_to_frames(pred[0])  # (K, H, W, 3)
+
+    images = []
+    for c in range(C):
+        f = truth[c]
+        images.append(compose_panels(
+            [f, f, np.zeros_like(f)],
+            [f"truth t={start + c}", "context", "|diff|"], scale))
+    for k in range(K):
+        t = start + C + k
+        f, p = truth[C + k], predicted[k]
+        diff = np.abs(f.astype(np.int16) - p.astype(np.int16)).astype(np.uint8)
+        images.append(compose_panels(
+            [f, p, diff], [f"truth t={t}", f"pred k={k + 1}", f"|diff| {psnr[k]:.1f} dB"], scale))
+    save_animation(out, images, fps)
+
+    result = PredictResult(
+        out=out, episode=int(episode), start=int(start), context=C, horizon=K,
+        psnr=[float(x) for x in psnr], mse=[float(x) for x in mse],
+        copy_last_psnr=[float(x) for x in base_psnr], num_frames=len(images),
+        frame_size=(int(images[0].shape[0]), int(images[0].shape[1])), checkpoint=mr.checkpoint,
+        prediction=predicted, truth=truth,
+    )
+    if echo is not None:
+        _print_table(result, echo, mr)
+    return result
+
+
+def _print_table(r: PredictResult, echo: Callable[[str], None], mr: Any) -> None:
+    echo(f"open-loop rollout of {mr.model_name} ({r.checkpoint}.pt of {mr.run_dir}) on episode "
+         f"{r.episode}: context t={r.start}..{r.start + r.context - 1}, {r.horizon} predicted frames")
+    echo(f"{'step':>4}  {'t':>4}  {'PSNR dB':>8}  {'copy-last dB':>12}  {'MSE':>9}")
+    for k in range(r.horizon):
+        echo(f"{k + 1:>4}  {r.start + r.context + k:>4}  {r.psnr[k]:>8.2f}  {r.copy_last_psnr[k]:>12.2f}  "
+             f"{r.mse[k]:>9.6f}")
+    echo(f"mean  {'':>4}  {np.mean(r.psnr):>8.2f}  {np.mean(r.copy_last_psnr):>12.2f}  {np.mean(r.mse):>9.6f}")
+    h, w = r.frame_size
+    echo(f"wrote {r.out} ({r.num_frames} frames of {w}x{h}: truth | prediction | |difference|)")
+
+
+# ---------------------------------------------------------------------------------------
+# Typer command
+# ---------------------------------------------------------------------------------------
+@handle_errors
+def predict_command(
+    run: Annotated[Path, typer.Argument(help="A `visfore train-model` run directory.")],
+    episode: Annotated[int, typer.Option(help="Episode index N in the dataset (0-based).")],
+    out: Annotated[Path, typer.Option(help="Animation to write: .gif (Pillow) or .mp4 (imageio + ffmpeg).")],
+    data: Annotated[Optional[str], typer.Option(help="Dataset directory or URL (s3://bucket/name.zarr); default: the one the model was trained on.")] = None,
+    start: Annotated[int, typer.Option(help="Index T within the episode of the first context frame.")] = 0,
+    horizon: Annotated[Optional[int], typer.Option(help="K frames to predict (default: the rest of the episode).")] = None,
+    checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
+    fps: Annotated[float, typer.Option(help="Animation frames per second.")] = 10.0,
+    scale: Annotated[int, typer.Option(help="Integer nearest-neighbour upscaling of each panel.")] = 4,
+    sample_seed: Annotated[Optional[int], typer.Option(help="Seed of a stochastic model's sample.")] = None,
+    device: Annotated[str, typer.Option(help="cpu, auto, cuda or cuda:N.")] = "cpu",
+) -> None:
+    """Open-loop rollout of a trained model on one episode, with the episode's true actions:
+    writes truth | prediction | |difference| side by side and prints the PSNR per step."""
+    predict(run, episode=episode, out=out, data=data, start=start, horizon=horizon,
+            checkpoint=checkpoint, fps=fps, scale=scale, sample_seed=sample_seed, device=device,
+            echo=typer.echo)
