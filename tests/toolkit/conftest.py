@@ -63,7 +63,7 @@ def model_run_dir(small_reacher_dataset: Path, tmp_path_factory: pytest.TempPath
     ``small_reacher_dataset`` (context 2, horizon 2, 32x32). Read-only: copy it to change it."""
     from typer.testing import CliRunner
 
-    from visfore.cli import app
+    from visfore.cli.app import app
 
     out = tmp_path_factory.mktemp("model-runs") / "tiny"
     result = CliRunner().invoke(app, [

@@ -38,7 +38,7 @@ def test_small_reacher_options_match_conftest(small_reacher_options):
 
 @pytest.fixture(scope="module")
 def app():
-    from visfore.cli import app
+    from visfore.cli.app import app
 
     return app
 

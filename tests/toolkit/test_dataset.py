@@ -20,7 +20,7 @@ S, A = 4, 2
 
 @pytest.fixture(scope="module")
 def app():
-    from visfore.cli import app
+    from visfore.cli.app import app
 
     return app
 

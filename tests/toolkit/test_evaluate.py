@@ -149,7 +149,7 @@ def fake_cli(monkeypatch, fake_keys):
 
 @pytest.fixture(scope="module")
 def app():
-    from visfore.cli import app
+    from visfore.cli.app import app
 
     return app
 

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 import visfore_envs  # noqa: F401  (registers the ids)
-from visfore.cli import app
+from visfore.cli.app import app
 from visfore.core.errors import VisforeError
 from visfore.rl.mimic import MODES, joint_difference, leader_keypoints_to_target, policy_observation, run_mimic
 

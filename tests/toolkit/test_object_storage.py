@@ -46,7 +46,7 @@ def _args(out: str, **overrides) -> list[str]:
 
 
 def _app():
-    from visfore.cli import app
+    from visfore.cli.app import app
 
     return app
 

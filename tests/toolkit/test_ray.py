@@ -37,7 +37,7 @@ COLLECT = ["--env", "reacher", "--episodes", "4", "--steps", "5", "--size", "16"
 
 
 def _app():
-    from visfore.cli import app
+    from visfore.cli.app import app
 
     return app
 

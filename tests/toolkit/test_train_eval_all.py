@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from visfore.reports import comparison_report as cr
 from visfore.worldmodels import train_eval_all as tea
-from visfore.cli import app
+from visfore.cli.app import app
 from visfore.core.errors import VisforeError
 
 #: Tiny model kwargs (32x32 frames): each run takes about a second on one CPU thread.

@@ -15,7 +15,7 @@ import yaml
 from typer.testing import CliRunner
 
 from visfore.core import runs
-from visfore.cli import app
+from visfore.cli.app import app
 from visfore.data.dataset import DatasetWriter
 from visfore.core.errors import VisforeError
 from visfore.worldmodels.train_model import (

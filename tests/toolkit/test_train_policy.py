@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from visfore_cli_testutils import one_error_line as _one_error_line
 from visfore.rl import train_policy as tp
 from visfore.rl import zoo
-from visfore.cli import app
+from visfore.cli.app import app
 from visfore.core.errors import VisforeError
 from visfore.rl.policy_run import load_policy_run
 

@@ -13,7 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 import visfore_envs  # noqa: F401  (registers the ids)
-from visfore.cli import app
+from visfore.cli.app import app
 from visfore.data.dataset import DatasetWriter
 from visfore.core.errors import VisforeError
 from visfore.perception.train_translator import (

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 def invoke(*args: Any):
     """Run ``visfore ARGS...`` in-process (every argument passed through ``str``)."""
-    from visfore.cli import app
+    from visfore.cli.app import app
 
     return CliRunner().invoke(app, [str(a) for a in args])
 

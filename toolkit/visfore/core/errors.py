@@ -1,19 +1,22 @@
-"""User-facing errors: one clear line, a non-zero exit, no traceback.
+"""The toolkit's exception types for user errors.
 
-Pipelines raise :class:`VisforeError` for bad input (unknown names, bad paths, bad sizes);
-:func:`handle_errors` turns it into ``error: <message>`` on stderr and exit code 2, both
-for the installed ``visfore`` script and for ``typer.testing.CliRunner``.
+Pipelines raise :class:`VisforeError` (or a subclass) for bad input: unknown names, bad
+paths, bad sizes, a damaged run. The message is one line that names the bad value and
+what is allowed. The command line (:mod:`visfore.cli.errors`) turns exactly these into
+``error: <message>`` and exit code :data:`EXIT_BAD_INPUT`; any other exception is a bug
+and keeps its traceback.
+
+Libraries below the toolkit (``visfore_envs``, ``visfore_models``, gymnasium) report bad
+options with ``ValueError``; the toolkit code that passes user input to them converts
+those with :func:`user_errors`.
 """
 
 from __future__ import annotations
 
-import functools
-import sys
-from typing import Callable, TypeVar
+import contextlib
+from typing import Iterator
 
-import typer
-
-F = TypeVar("F", bound=Callable)
+__all__ = ["EXIT_BAD_INPUT", "VisforeError", "user_errors"]
 
 #: Exit code for bad input (the same code click uses for usage errors).
 EXIT_BAD_INPUT = 2
@@ -23,27 +26,22 @@ class VisforeError(Exception):
     """Bad input or a state the user must fix; the message is a single line."""
 
 
-def fail(message: str) -> None:
-    """Print ``error: message`` to stderr and exit with :data:`EXIT_BAD_INPUT`."""
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(EXIT_BAD_INPUT)
+@contextlib.contextmanager
+def user_errors(*types: type[BaseException], prefix: str = "") -> Iterator[None]:
+    """Re-raise the given exception types (default ``ValueError``) as :class:`VisforeError`.
 
+    Use around a call that hands user input to a library whose ``ValueError`` messages
+    are written for users (an env or model constructor), so the CLI shows them as one
+    line while a ``ValueError`` elsewhere stays a bug with a traceback.
 
-def handle_errors(func: F) -> F:
-    """Decorate a Typer command so :class:`VisforeError` becomes one line and exit 2.
-
-    ``ValueError`` raised by ``visfore_envs`` / ``visfore_models`` constructors for bad
-    options is reported the same way: those messages are written for users.
+    Args:
+        types: exception types to convert (default ``(ValueError,)``).
+        prefix: text put before the message (``"--env-kwargs: "``).
     """
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except (VisforeError, ValueError) as exc:
-            fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-        except KeyboardInterrupt:
-            typer.secho("interrupted", fg=typer.colors.YELLOW, err=True)
-            sys.exit(130)
-
-    return wrapper  # type: ignore[return-value]
+    try:
+        yield
+    except VisforeError:
+        raise
+    except types or (ValueError,) as exc:  # type: ignore[misc]
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise VisforeError(prefix + text) from exc

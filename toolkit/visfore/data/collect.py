@@ -46,7 +46,8 @@ from typing import Annotated, Any, Iterator, Mapping, Optional
 import numpy as np
 import typer
 
-from visfore.core.errors import VisforeError, handle_errors
+from visfore.cli.errors import handle_errors  # moves with the command into visfore.cli
+from visfore.core.errors import VisforeError
 from visfore.core.ray_backend import RayOption
 from visfore.core.workers import stop_executor
 

@@ -15,7 +15,7 @@ import numpy as np
 import typer
 
 from visfore.core.console import stdout_console
-from visfore.core.errors import handle_errors
+from visfore.cli.errors import handle_errors  # moves with the command into visfore.cli
 from visfore.data.storage import display_name
 
 

@@ -69,7 +69,8 @@ import typer
 from visfore.core import runs
 from visfore.data import storage
 from visfore.core.console import stdout_console
-from visfore.core.errors import VisforeError, handle_errors
+from visfore.cli.errors import handle_errors  # moves with the command into visfore.cli
+from visfore.core.errors import VisforeError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch

@@ -81,7 +81,8 @@ import typer
 
 from visfore.planning.cem import CEMConfig
 from visfore.core.console import stdout_console
-from visfore.core.errors import VisforeError, handle_errors
+from visfore.cli.errors import handle_errors  # moves with the command into visfore.cli
+from visfore.core.errors import VisforeError
 from visfore.planning.goal_reaching import check_action_scale, evaluation_env_kwargs, scale_action_box
 
 COMMAND = "plan"

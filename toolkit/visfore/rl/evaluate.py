@@ -53,7 +53,8 @@ import numpy as np
 import typer
 
 from visfore.core.console import stdout_console
-from visfore.core.errors import VisforeError, handle_errors
+from visfore.cli.errors import handle_errors  # moves with the command into visfore.cli
+from visfore.core.errors import VisforeError
 from visfore.core.ray_backend import RayOption
 from visfore.core.workers import stop_executor
 

@@ -80,7 +80,8 @@ import typer
 
 from visfore.core.console import stdout_console
 from visfore.core import runs
-from visfore.core.errors import VisforeError, handle_errors
+from visfore.cli.errors import handle_errors  # moves with the command into visfore.cli
+from visfore.core.errors import VisforeError
 from visfore.rl.zoo import (
     ALGOS,
     Hyperparameters,

@@ -51,7 +51,8 @@ from typing import Annotated, Any, Callable, Iterable, Optional
 import numpy as np
 import typer
 
-from visfore.core.errors import VisforeError, handle_errors
+from visfore.cli.errors import handle_errors  # moves with the command into visfore.cli
+from visfore.core.errors import VisforeError
 
 __all__ = [
     "KEY_BINDINGS",

@@ -44,7 +44,8 @@ import numpy as np
 import typer
 
 from visfore.core import runs
-from visfore.core.errors import VisforeError, handle_errors
+from visfore.cli.errors import handle_errors  # moves with the command into visfore.cli
+from visfore.core.errors import VisforeError
 
 __all__ = [
     "ANIMATION_SUFFIXES",

@@ -69,7 +69,8 @@ import typer
 
 from visfore.core import runs
 from visfore.data import storage
-from visfore.core.errors import VisforeError, handle_errors
+from visfore.cli.errors import handle_errors  # moves with the command into visfore.cli
+from visfore.core.errors import VisforeError
 from visfore.core.ray_backend import RayOption
 
 COMMAND = "train-eval-all"

@@ -1,0 +1,150 @@
+"""Typer commands generated from the typed configs of :mod:`visfore.core.config`.
+
+:func:`typer_command` turns a config dataclass into the parameters of a Typer command:
+one option per field (flags, help text, default and ``Literal`` choices from the field's
+:func:`~visfore.core.config.option` declaration), so no option is declared twice. The
+command body receives the built config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+from pathlib import Path
+from typing import Any, Callable, Literal, Sequence, Union, get_args, get_origin
+
+import click
+import typer
+
+from visfore.core.config import ConfigBase, literal_choices, option_spec
+from visfore.core.errors import VisforeError
+
+__all__ = ["config_parameters", "typer_command"]
+
+_SCALARS = (int, float, str, bool, Path)
+
+
+def _cli_annotation(tp: Any, has_parse: bool, repeatable: bool) -> tuple[Any, Any]:
+    """(annotation for Typer, click type or None) of a field type."""
+    optional = False
+    if get_origin(tp) is Union:
+        args = [a for a in get_args(tp) if a is not type(None)]
+        optional = len(args) < len(get_args(tp))
+        tp = args[0] if len(args) == 1 else str
+    choices = literal_choices(tp)
+    click_type = None
+    if repeatable:
+        base: Any = list[str]
+    elif choices is not None:
+        base = str
+        click_type = click.Choice([str(c) for c in choices])
+    elif has_parse or tp not in _SCALARS:
+        base = str
+    else:
+        base = tp
+    return (Union[base, None] if optional or has_parse or repeatable else base), click_type
+
+
+def _flags(name: str, tp: Any, declared: tuple[str, ...], deprecated: tuple[str, ...]) -> tuple[str, ...]:
+    if declared:
+        flags = declared
+    elif tp is bool:
+        flag = name.replace("_", "-")
+        flags = (f"--{flag}/--no-{flag}",)
+    else:
+        flags = ("--" + name.replace("_", "-"),)
+    return flags + deprecated
+
+
+def config_parameters(config_cls: type[ConfigBase], exclude: Sequence[str] = ()) -> list[inspect.Parameter]:
+    """One keyword-only :class:`inspect.Parameter` with a ``typer.Option`` (or
+    ``typer.Argument``) default per CLI field of ``config_cls``, in field order
+    (positional arguments first)."""
+    types = config_cls.field_types()
+    params: list[inspect.Parameter] = []
+    for f in dataclasses.fields(config_cls):  # type: ignore[arg-type]
+        spec = option_spec(f)
+        if not spec.cli or f.name in exclude:
+            continue
+        tp = types[f.name]
+        annotation, click_type = _cli_annotation(tp, spec.parse is not None, spec.repeatable)
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = None
+        else:
+            default = ...
+        if spec.parse is not None and default is not None and default is not ...:
+            default = _cli_text(default)
+        kwargs: dict[str, Any] = {"help": spec.help, "show_default": default not in (None, ...)}
+        if click_type is not None:
+            kwargs["click_type"] = click_type
+        if spec.metavar:
+            kwargs["metavar"] = spec.metavar
+        if spec.argument:
+            info = typer.Argument(default, **kwargs)
+        else:
+            bare = tp if get_origin(tp) is not Union else next(a for a in get_args(tp) if a is not type(None))
+            info = typer.Option(default, *_flags(f.name, bare, spec.flags, spec.deprecated), **kwargs)
+        kind = inspect.Parameter.KEYWORD_ONLY
+        params.append(inspect.Parameter(f.name, kind, default=info, annotation=annotation))
+    params.sort(key=lambda p: not isinstance(p.default, typer.models.ArgumentInfo))
+    return params
+
+
+def _cli_text(value: Any) -> Any:
+    """A typed default shown as its command-line text (``(0.5, 1.5)`` -> ``0.5,1.5``)."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return value
+
+
+def typer_command(
+    config_cls: type[ConfigBase],
+    *,
+    exclude: Sequence[str] = (),
+    extra: Sequence[inspect.Parameter] = (),
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorate ``body(config, **extra)`` into a Typer command whose options are the
+    fields of ``config_cls``.
+
+    The generated command parses each option (``parse=`` of its declaration turns a
+    string into the typed value), builds the config (which checks ``Literal`` choices)
+    and calls the body with it; ``extra`` parameters (e.g. ``--ray``) are passed to the
+    body by name. Fields in ``exclude`` keep their defaults.
+    """
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}  # type: ignore[arg-type]
+    params = config_parameters(config_cls, exclude) + list(extra)
+    extra_names = {p.name for p in extra}
+
+    def decorate(body: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(body)
+        def command(**kwargs: Any) -> Any:
+            values: dict[str, Any] = {}
+            for name, value in kwargs.items():
+                if name in extra_names:
+                    continue
+                spec = option_spec(fields[name])
+                if value is None and fields[name].default_factory is not dataclasses.MISSING:
+                    continue
+                if spec.parse is not None and value is not None:
+                    value = spec.parse(value)
+                elif isinstance(value, Path):
+                    value = str(value)
+                values[name] = value
+            cfg = config_cls(**values)
+            return body(cfg, **{k: kwargs[k] for k in extra_names})
+
+        command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        command.__annotations__ = {}
+        return command
+
+    return decorate
+
+
+def literal_values(tp: Any) -> tuple[Any, ...]:
+    """The values of a ``Literal`` type (for help texts that list them)."""
+    if get_origin(tp) is not Literal:
+        raise VisforeError(f"{tp!r} is not a Literal type")
+    return get_args(tp)
