@@ -72,6 +72,7 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import mujoco
 import numpy as np
+from gymnasium.error import ResetNeeded
 from gymnasium.utils import EzPickle
 
 from visfore_envs.core.keypoint_env import KeypointTargetEnv
@@ -147,6 +148,22 @@ HUMANOID_MIRROR = MirrorMap(
 
 
 # -- leader processes ------------------------------------------------------------------------
+def _leader_state(leader: Any) -> dict[str, Any]:
+    """A copy of a leader process's attributes (its state; not the user's callable)."""
+    return {
+        k: (v.copy() if isinstance(v, np.ndarray) else v)
+        for k, v in vars(leader).items()
+        if not callable(v)
+    }
+
+
+def _restore_leader(leader: Any, state: dict[str, Any]) -> None:
+    """Write a :func:`_leader_state` snapshot back into a leader process (copies)."""
+    leader.__dict__.update(
+        {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in state.items()}
+    )
+
+
 class _HoldLeader:
     """Random poses held ``hold_steps`` steps, reached by a smoothstep over ``move_steps``."""
 
@@ -273,9 +290,15 @@ class MimicEnv(KeypointTargetEnv):
       ``{"state": follower proprio, "pixels": frame}``.
 
     ``info`` holds what the reachers' does (every ``reward_<key>``, ``distance``,
-    ``is_success``) plus ``leader_qpos`` (nq,) float64, the leader's configuration.
+    ``is_success``) plus ``leader_qpos`` (nq,) float64, the leader's configuration;
+    ``reset`` returns the same keys (reward terms 0.0).
     ``reset(options=...)`` accepts ``qpos`` (nq,) and ``qvel`` (nv,), the follower's initial
     state (ValueError on another key or shape). Registered ids truncate episodes.
+
+    ``step`` before the first ``reset`` raises gymnasium's ``ResetNeeded`` (the leader
+    process starts at ``reset``). :meth:`get_sim_state` adds the leader (step index, pose,
+    velocity, the process's drawn poses or trajectory) to the follower's snapshot; a
+    user callable leader's own internal state, if it keeps any, is not saved.
     """
 
     #: The robot's mirror map.
@@ -362,6 +385,8 @@ class MimicEnv(KeypointTargetEnv):
                 limited[m.jnt_qposadr[j]] = bool(m.jnt_limited[j])
             self._leader = _CallableLeader(leader, limited)
         self._t = 0
+        #: Whether reset has started the leader process (step needs it).
+        self._leader_started = False
         self._apply_leader(self.init_qpos, np.zeros(m.nv))
         self._update_keypoints()
 
@@ -620,6 +645,7 @@ class MimicEnv(KeypointTargetEnv):
             raise ValueError(f"reset option {unknown[0]!r} is not one of {allowed} in a mimic env")
         self._t = 0
         self._apply_leader(self._leader_pose(0), np.zeros(self.model.nv))
+        self._leader_started = True
         opts["target_qpos"] = self._target_qpos
         obs, info = super().reset(options=opts)
         info["leader_qpos"] = self._leader_qpos.copy()
@@ -632,14 +658,23 @@ class MimicEnv(KeypointTargetEnv):
             ``(observation, reward, terminated=False, truncated=False, info)``.
 
         Raises:
-            ValueError: the action has the wrong shape (the leader does not move then), or
-                a user leader returns a bad pose.
+            ResetNeeded: before the first ``reset`` (e.g. on a fresh unpickled copy).
+            ValueError: the action has the wrong shape or is not finite (the leader does
+                not move then), or a user leader returns a bad pose.
         """
+        if not self._leader_started:
+            raise ResetNeeded(
+                f"Cannot call {type(self).__name__}.step() before calling reset() "
+                "(the leader process starts at reset)"
+            )
         shape = self._action_shape
         if getattr(action, "shape", None) != shape and np.shape(action) != shape:
             raise ValueError(
                 f"action shape {np.shape(action)} is not the action space shape {self._action_shape}"
             )
+        if not np.isfinite(action).all():
+            # Checked here too so that a refused action leaves the leader where it was.
+            raise ValueError(f"action {np.asarray(action)!r} is not finite (NaN or inf)")
         t = self._t + 1
         qpos = self._leader_pose(t)
         self._t = t
@@ -652,6 +687,43 @@ class MimicEnv(KeypointTargetEnv):
         obs, reward, terminated, truncated, info = super().step(action)
         info["leader_qpos"] = self._leader_qpos.copy()
         return obs, reward, terminated, truncated, info
+
+    def get_sim_state(self) -> dict[str, Any]:
+        """The follower's snapshot (:meth:`KeypointTargetEnv.get_sim_state`) plus the
+        leader's: ``"leader_t"`` (step index), ``"leader_qpos"`` (nq,), ``"leader_qvel"``
+        (nv,), ``"leader_started"`` and ``"leader_process"`` (the process's state)."""
+        state = super().get_sim_state()
+        state.update(
+            leader_t=int(self._t),
+            leader_qpos=self._leader_qpos.copy(),
+            leader_qvel=self._leader_qvel.copy(),
+            leader_started=bool(self._leader_started),
+            leader_process=_leader_state(self._leader),
+        )
+        return state
+
+    def set_sim_state(self, state: Any) -> None:
+        """Restore a :meth:`get_sim_state` snapshot, leader included (see
+        :meth:`KeypointTargetEnv.set_sim_state`).
+
+        Raises:
+            ValueError: missing or unknown keys, or arrays of the wrong size.
+        """
+        qpos = np.array(state.get("leader_qpos", ()), dtype=np.float64)
+        qvel = np.array(state.get("leader_qvel", ()), dtype=np.float64)
+        if qpos.shape != (self.model.nq,) or qvel.shape != (self.model.nv,):
+            raise ValueError(
+                f"set_sim_state: leader_qpos/leader_qvel shapes {qpos.shape}/{qvel.shape} are "
+                f"not ({self.model.nq},)/({self.model.nv},)"
+            )
+        super().set_sim_state(state)
+        _restore_leader(self._leader, state["leader_process"])
+        self._t = int(state["leader_t"])
+        self._leader_started = bool(state["leader_started"])
+        # Poses the leader's mocap bodies and sets the target (the mirror pose) and the
+        # target velocity exactly as the step that made the snapshot left them.
+        self._apply_leader(qpos, qvel)
+        self._update_keypoints()
 
 
 class MimicReacherEnv(MimicEnv, ReacherPlaneEnv):

@@ -22,7 +22,10 @@ reachers' original options do, as a preset (:func:`~visfore_envs.core.rewards.le
   goal frame being the scene rendered with the robot at the target configuration
   (rendered once per episode, on first need);
 * every mode: ``reward_ctrl = -ctrl_cost_weight * ||a||^2`` (gymnasium Reacher-v5's control
-  cost; Roboschool's "electricity" penalty plays the same role).
+  cost; Roboschool's "electricity" penalty plays the same role), ``a`` the *applied*
+  action: the action clipped into the actuators' ``ctrlrange`` as MuJoCo clips the
+  controls, so an action of 1e6 costs what the bound does (gymnasium's Reacher-v5 charges
+  the raw action instead).
 
 The reward is the sum of the ``reward_*`` terms present in ``info`` (grouped as
 ``(action terms + state terms) + pixel terms``), unless ``reward_fn`` combines them.
@@ -30,6 +33,8 @@ The reward is the sum of the ``reward_*`` terms present in ``info`` (grouped as
 
 from __future__ import annotations
 
+import copy
+import inspect
 import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -37,6 +42,7 @@ from typing import Any, ClassVar
 import mujoco
 import numpy as np
 from gymnasium import spaces
+from gymnasium.envs.registration import EnvSpec
 from gymnasium.utils import EzPickle
 
 from visfore_envs.core.ghost import GHOST_GROUP, Ghost, load_model_with_ghost
@@ -47,17 +53,44 @@ from visfore_envs.core.rewards import (
     RewardContext,
     RewardSpec,
     info_values,
+    keypoint_distances,
     legacy_spec,
     parse_rewards,
     resolve_reward_fn,
     wrap_hinge_differences,
 )
 
-__all__ = ["KeypointTargetEnv"]
+__all__ = ["GoalConditionedKeypointEnv", "KeypointTargetEnv", "goal_conditioned_class"]
 
 _RESET_OPTION_KEYS = ("target_qpos", "qpos", "qvel")
 #: Values of ``init_pose``: start near home, or anywhere within the joint limits.
 INIT_POSES = ("home", "random")
+#: What :meth:`KeypointTargetEnv.get_sim_state` saves of MuJoCo's ``MjData``: time, qpos,
+#: qvel, act, the solver's warm start, ctrl and the other user inputs (so a restored
+#: simulation continues bit for bit).
+_PHYSICS_STATE = int(mujoco.mjtState.mjSTATE_INTEGRATION)
+_OPTION_NAMES: dict[type, tuple[str, ...]] = {}
+_GOAL_CLASSES: dict[type, type] = {}
+
+
+def _rebuild_env(cls: type, args: tuple, kwargs: dict[str, Any]) -> KeypointTargetEnv:
+    """Unpickling: a fresh env from its constructor arguments (``cls`` is the plain class;
+    ``goal_conditioned=True`` picks the goal-conditioned class again)."""
+    return cls(*args, **kwargs)
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` with numpy arrays and scalars turned into lists and Python numbers (what
+    ``json.dumps`` can write); everything else unchanged."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if type(value) in (list, tuple):
+        return type(value)(_jsonable(v) for v in value)
+    if type(value) is dict:
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
 
 
 class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
@@ -128,7 +161,28 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
     ``potential`` term also ``prev_achieved_goal`` (G,). With the reachers' options:
     always ``reward_ctrl``; with a state reward also ``reward_dist`` and
     ``reward_potential`` (0.0 without shaping); with a pixel reward also ``reward_pixels``
-    and ``pixel_mse``. ``reset`` returns ``info`` with ``distance`` and ``is_success``.
+    and ``pixel_mse``. ``reset`` returns the same keys with the same types and shapes
+    (one structure, e.g. for Minari's ``record_infos``): every ``reward_<key>`` is 0.0,
+    ``distance``, ``is_success`` and ``pixel_mse`` are those of the initial state and
+    ``prev_achieved_goal`` is the initial key points.
+
+    ``goal_conditioned=True`` makes the env an instance of the goal-conditioned subclass
+    (:func:`goal_conditioned_class`, a :class:`GoalConditionedKeypointEnv`), the only one
+    with ``compute_reward``: stable-baselines3 and gymnasium-robotics take an env with
+    that method for a goal env, so the plain env must not have it.
+
+    Unknown keyword arguments raise ``ValueError`` naming them and listing the valid ones
+    (:meth:`option_names`). Options survive gymnasium's ``EnvSpec.to_json`` /
+    ``from_json`` (numpy values are stored as lists and numbers in ``env.spec``; a
+    ``RewardSpec`` comes back in its dict form, which ``rewards=`` accepts), except
+    callables (give ``reward_fn`` as a ``"package.module:function"`` string instead).
+
+    :meth:`get_sim_state` / :meth:`set_sim_state` save and restore the whole simulation
+    (MuJoCo state, target, shaping memory, random generator): restoring and stepping with
+    the same actions gives the same observations and rewards bit for bit.
+    ``copy.deepcopy`` makes an independent env in the same state (a new simulation and
+    renderer, :meth:`set_sim_state` of the original's); pickling (vector envs) rebuilds a
+    fresh env from the constructor arguments (``EzPickle``).
 
     ``reset(options=...)`` accepts ``target_qpos`` (nq,), ``qpos`` (nq,) and ``qvel`` (nv,)
     to fix the target configuration or the initial state (ValueError on a bad shape or key).
@@ -150,6 +204,54 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
     #: Radius of the ghost's key-point marker spheres (metres).
     ghost_marker_radius: ClassVar[float] = 0.015
     render_geom_groups: ClassVar[tuple[int, ...]] = (0, 1, 2, GHOST_GROUP)
+
+    def __new__(cls, *args: Any, **kwargs: Any):
+        # Before __init__: refuse unknown options with a ValueError (not Python's
+        # TypeError), and pick the goal-conditioned class, the only one that has
+        # compute_reward (SB3/gymnasium-robotics detect goal envs by that method).
+        cls._check_option_names(kwargs)
+        is_goal = issubclass(cls, GoalConditionedKeypointEnv)
+        gc = kwargs.get("goal_conditioned", is_goal)
+        if not is_goal and isinstance(gc, (bool, np.bool_)) and bool(gc):
+            cls = goal_conditioned_class(cls)
+        return super().__new__(cls)
+
+    @classmethod
+    def option_names(cls) -> tuple[str, ...]:
+        """The keyword arguments the constructor accepts, in signature order (those of
+        every ``__init__`` along the MRO that passes ``**kwargs`` on)."""
+        names = _OPTION_NAMES.get(cls)
+        if names is None:
+            found: list[str] = []
+            for klass in cls.__mro__:
+                init = klass.__dict__.get("__init__")
+                if init is None:
+                    continue
+                passes_on = False
+                for p in inspect.signature(init).parameters.values():
+                    if p.kind is inspect.Parameter.VAR_KEYWORD:
+                        passes_on = True
+                    elif p.name != "self" and p.kind in (
+                        inspect.Parameter.KEYWORD_ONLY,
+                        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                    ) and p.name not in found:
+                        found.append(p.name)
+                if not passes_on:
+                    break
+            names = _OPTION_NAMES[cls] = tuple(found)
+        return names
+
+    @classmethod
+    def _check_option_names(cls, kwargs: Mapping[str, Any]) -> None:
+        """Raises: ValueError naming the unknown keys and listing the valid ones."""
+        valid = cls.option_names()
+        unknown = [k for k in kwargs if k not in valid]
+        if unknown:
+            bad = ", ".join(f"{k}={kwargs[k]!r}" for k in unknown)
+            raise ValueError(
+                f"{cls.__name__} got unknown option(s) {bad}; valid options are: "
+                + ", ".join(valid)
+            )
 
     def __init__(
         self,
@@ -298,6 +400,15 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
         self._goal_frame_f: np.ndarray | None = None
         self._mse_scale = 1.0 / (255.0 * 255.0 * self.height * self.width * 3)
         self._gc_shaping = self.goal_conditioned and self.potential_shaping
+        # The controls MuJoCo applies: the action clipped into each actuator's ctrlrange
+        # (MuJoCo clamps data.ctrl itself, but leaves the raw values there); the control
+        # costs read this, so they follow the physics and not the raw action.
+        clamp = m.actuator_ctrllimited.astype(bool) & (
+            not m.opt.disableflags & int(mujoco.mjtDisableBit.mjDSBL_CLAMPCTRL)
+        )
+        self._ctrl_low = np.where(clamp, m.actuator_ctrlrange[:, 0], -np.inf)
+        self._ctrl_high = np.where(clamp, m.actuator_ctrlrange[:, 1], np.inf)
+        self._applied_ctrl = np.zeros(m.nu)
         self._init_rewards()
 
         self.observation_space = self._make_observation_space()
@@ -371,7 +482,7 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
             m.actuator_trntype == int(mujoco.mjtTrn.mjTRN_JOINT), m.jnt_dofadr[trn], 0
         )
         self._reward_ctx = RewardContext(
-            action=self._ctrl,
+            action=self._applied_ctrl,
             qpos=self._qpos,
             qvel=self._qvel,
             target_qpos=self._target_qpos,
@@ -553,8 +664,8 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
             src = self._kp_gather
             np.take(self._site_xpos_flat, self._kp_index, out=src.reshape(-1))
         np.subtract(src, self._target_kp2, out=self._diff2)
-        diff = self._diff
-        self._distance = distance = math.sqrt(diff.dot(diff))
+        # The formula compute_reward uses too (bit-equal rewards; not diff.dot(diff)).
+        self._distance = distance = float(keypoint_distances(self._diff))
         return distance
 
     def _keypoints_copy(self) -> np.ndarray:
@@ -665,7 +776,8 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
         """Start an episode: draw a target configuration, then the initial state.
 
         Returns:
-            ``(observation, info)``; ``info`` has ``distance`` (metres) and ``is_success``.
+            ``(observation, info)``; ``info`` has the keys of ``step``'s (class doc): the
+            reward terms 0.0, ``distance`` (metres), ``is_success`` of the initial state.
 
         Raises:
             ValueError: unknown option key or an option array of the wrong shape.
@@ -699,11 +811,28 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
         d.qvel[:] = qvel
         mujoco.mj_forward(m, d)
         self._frame = None
+        self._applied_ctrl[:] = 0.0
         distance = self._update_keypoints()
         self._prev_distance = distance
         self._prev_kp = self._keypoints_copy()
-        info = {"distance": distance, "is_success": distance < self.success_threshold}
-        return self._observation(), info
+        return self._observation(), self._reset_info(distance)
+
+    def _reset_info(self, distance: float) -> dict[str, Any]:
+        """``info`` of ``reset``: the keys, order and types of ``step``'s, reward terms 0.0."""
+        info: dict[str, Any] = {key: 0.0 for key, _, _ in self._action_terms}
+        info["distance"] = distance
+        info["is_success"] = distance < self.success_threshold
+        for key, _, _ in self._state_terms:
+            info[key] = 0.0
+        for key in self._zero_keys:
+            info[key] = 0.0
+        if self._gc_shaping:
+            info["prev_achieved_goal"] = self._prev_kp.copy()
+        if self._pixel_terms:
+            for key, _, _ in self._pixel_terms:
+                info[key] = 0.0
+            self._reward_ctx.pixel_mse = info["pixel_mse"] = self._pixel_mse()
+        return info
 
     def _sample_initial_qpos(self) -> np.ndarray:
         """Initial joint positions (nq,): ``init_qpos + U(-init_qpos_noise, init_qpos_noise)``
@@ -730,6 +859,7 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
             ValueError: if the action has the wrong shape.
         """
         self._simulate(action)
+        np.clip(self._ctrl, self._ctrl_low, self._ctrl_high, out=self._applied_ctrl)
         distance = self._update_keypoints()
         ctx = self._reward_ctx
         ctx.distance = distance
@@ -760,6 +890,135 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
             reward = 0.0
         return self._observation(), reward, False, False, info
 
+    # -- saving and restoring the simulation ---------------------------------------------------
+    def get_sim_state(self) -> dict[str, Any]:
+        """A snapshot of everything the next steps depend on (new arrays, picklable).
+
+        Returns:
+            ``{"physics": (S,) float64`` MuJoCo's ``mj_getState`` with
+            ``mjSTATE_INTEGRATION`` (time, qpos, qvel, act, warm start, ctrl and the other
+            user inputs), ``"target_qpos": (nq,) float64`` (rad), ``"prev_distance":
+            float`` and ``"prev_keypoints": (G,) float64`` (the shaping memory, metres),
+            ``"np_random"``: a copy of the env's ``np.random.Generator`` (None before it is
+            first used) and ``"np_random_seed"}``; subclasses add their own keys (e.g. the
+            mimic leader). The ``TimeLimit`` wrapper's step count is the wrapper's own.
+        """
+        physics = np.empty(mujoco.mj_stateSize(self.model, _PHYSICS_STATE))
+        mujoco.mj_getState(self.model, self.data, physics, _PHYSICS_STATE)
+        return {
+            "physics": physics,
+            "target_qpos": self._target_qpos.copy(),
+            "prev_distance": float(self._prev_distance),
+            "prev_keypoints": np.array(self._prev_kp, dtype=np.float64),
+            "np_random": copy.deepcopy(self._np_random),
+            "np_random_seed": self._np_random_seed,
+        }
+
+    def set_sim_state(self, state: Mapping[str, Any]) -> None:
+        """Restore a :meth:`get_sim_state` snapshot (of this env or another one made with
+        the same robot): stepping then with the same actions gives the same observations,
+        rewards and ``info`` bit for bit as after the snapshot. Frames are rendered again
+        on demand (the target ghost and goal frame follow the restored target).
+
+        Raises:
+            ValueError: missing or unknown keys, or arrays of the wrong size.
+        """
+        expected = set(self.get_sim_state())
+        given = set(state)
+        if given != expected:
+            missing, extra = sorted(expected - given), sorted(given - expected)
+            raise ValueError(
+                f"set_sim_state: missing keys {missing}, unknown keys {extra} "
+                f"(expected {sorted(expected)})"
+            )
+        m, d = self.model, self.data
+        physics = np.asarray(state["physics"], dtype=np.float64)
+        size = mujoco.mj_stateSize(m, _PHYSICS_STATE)
+        if physics.shape != (size,):
+            raise ValueError(
+                f"set_sim_state: 'physics' has shape {physics.shape}, expected ({size},) "
+                "(a snapshot of another robot?)"
+            )
+        target = np.asarray(state["target_qpos"], dtype=np.float64)
+        prev_kp = np.array(state["prev_keypoints"], dtype=np.float64)
+        if target.shape != (m.nq,) or prev_kp.shape != (self.goal_dim,):
+            raise ValueError(
+                f"set_sim_state: target_qpos/prev_keypoints shapes {target.shape}/"
+                f"{prev_kp.shape} are not ({m.nq},)/({self.goal_dim},)"
+            )
+        mujoco.mj_setState(m, d, physics, _PHYSICS_STATE)
+        mujoco.mj_forward(m, d)
+        self._set_target(target)
+        self._frame = None
+        np.clip(self._ctrl, self._ctrl_low, self._ctrl_high, out=self._applied_ctrl)
+        self._update_keypoints()
+        self._prev_distance = float(state["prev_distance"])
+        self._prev_kp = prev_kp
+        self._np_random = copy.deepcopy(state["np_random"])
+        self._np_random_seed = state["np_random_seed"]
+
+    # -- copies, pickling and the env spec -----------------------------------------------------
+    def __reduce__(self):
+        # Pickle as the constructor arguments (EzPickle's contract: vector envs get fresh
+        # envs), via the plain class so the goal-conditioned class need not be importable.
+        cls = type(self).__dict__.get("_plain_class", type(self))
+        return (_rebuild_env, (cls, self._ezpickle_args, self._ezpickle_kwargs))
+
+    def _copy(self, args: tuple, kwargs: dict[str, Any], spec: EnvSpec | None) -> KeypointTargetEnv:
+        new = type(self)(*args, **kwargs)
+        new.set_sim_state(self.get_sim_state())
+        new.spec = spec
+        return new
+
+    def __copy__(self) -> KeypointTargetEnv:
+        # An env shares nothing with a copy (its own MjData and renderer), so copy = deepcopy.
+        return self.__deepcopy__({})
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> KeypointTargetEnv:
+        """A new env from deep copies of the constructor arguments, in this env's state
+        (:meth:`set_sim_state`): it steps on exactly like the original would."""
+        new = self._copy(
+            copy.deepcopy(self._ezpickle_args, memo),
+            copy.deepcopy(self._ezpickle_kwargs, memo),
+            copy.deepcopy(self.spec, memo),
+        )
+        memo[id(self)] = new
+        return new
+
+    @property
+    def spec(self) -> EnvSpec | None:
+        """The gymnasium ``EnvSpec`` that made this env (set by ``gym.make``), or None.
+
+        Its ``kwargs`` are stored JSON-ready (numpy arrays as lists, numpy scalars as
+        Python numbers), so ``EnvSpec.from_json(env.spec.to_json())`` makes an equal env."""
+        return self.__dict__.get("_spec")
+
+    @spec.setter
+    def spec(self, value: EnvSpec | None) -> None:
+        if value is not None and value.kwargs:
+            value = copy.copy(value)
+            value.kwargs = _jsonable(dict(value.kwargs))
+        self.__dict__["_spec"] = value
+
+
+class GoalConditionedKeypointEnv(KeypointTargetEnv):
+    """The goal-conditioned version of a key-point env: the only one with
+    :meth:`compute_reward` (gymnasium-robotics convention).
+
+    Not instantiated directly: ``gym.make(id, goal_conditioned=True)`` (or the robot class
+    with ``goal_conditioned=True``) makes an instance of :func:`goal_conditioned_class` of
+    the robot class, a subclass of both; ``env.unwrapped`` is that instance,
+    ``isinstance(env.unwrapped, ReacherPlaneEnv)`` still holds.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        if not kwargs.setdefault("goal_conditioned", True):
+            raise ValueError(
+                f"{type(self).__name__} is goal-conditioned; goal_conditioned="
+                f"{kwargs['goal_conditioned']!r} needs the plain class"
+            )
+        super().__init__(**kwargs)
+
     def compute_reward(self, achieved_goal, desired_goal, info) -> np.ndarray | float:
         """Recompute the reward from goals, vectorised over leading batch axes.
 
@@ -776,8 +1035,10 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
                 ``prev_achieved_goal`` (..., G) is required.
 
         Returns:
-            (...,) float64 rewards (a float for unbatched input), equal to the step reward
-            of a goal-conditioned env up to rounding.
+            (...,) float64 rewards (a float for unbatched input), equal (``==``) to the
+            step rewards: the goal terms use the functions ``step`` uses
+            (:func:`~visfore_envs.core.rewards.keypoint_distances`,
+            :func:`~visfore_envs.core.rewards.end_effector_values`), summed in the same order.
 
         Raises:
             KeyError: ``prev_achieved_goal`` missing while the ``potential`` term is on.
@@ -805,3 +1066,31 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
         if np.ndim(reward) == 0:
             return float(reward)
         return np.asarray(reward, dtype=np.float64)
+
+
+def goal_conditioned_class(cls: type[KeypointTargetEnv]) -> type[GoalConditionedKeypointEnv]:
+    """The goal-conditioned subclass of a key-point env class (made once per class):
+    ``class GoalConditioned<Name>(GoalConditionedKeypointEnv, cls)``, which adds
+    :meth:`~GoalConditionedKeypointEnv.compute_reward`.
+
+    ``cls(goal_conditioned=True, ...)`` returns an instance of it; pickles rebuild it from
+    ``cls`` (it need not be importable).
+    """
+    if issubclass(cls, GoalConditionedKeypointEnv):
+        return cls
+    goal = _GOAL_CLASSES.get(cls)
+    if goal is None:
+        name = "GoalConditioned" + cls.__name__
+        goal = type(cls)(
+            name,
+            (GoalConditionedKeypointEnv, cls),
+            {
+                "__module__": cls.__module__,
+                "__qualname__": name,
+                "__doc__": f"{cls.__name__} with goal_conditioned=True (see "
+                "GoalConditionedKeypointEnv): Dict observations and compute_reward.",
+                "_plain_class": cls,
+            },
+        )
+        _GOAL_CLASSES[cls] = goal
+    return goal

@@ -8,8 +8,10 @@ as ``info["reward_<key>"] = weight * value`` and returns their sum, or what the 
 
 Notation: ``k``/``k*`` the stacked key points and their targets (metres), ``q``/``q*`` the
 joint positions and the target configuration (radians for hinges), ``dq/dt`` the joint
-velocities (rad/s), ``a`` the action (controls in [-1, 1]), ``x ⊖ y`` the difference of
-joint coordinates with hinge angles wrapped into [-pi, pi).
+velocities (rad/s), ``a`` the *applied* action (the controls MuJoCo used: the action
+clipped into each actuator's ``ctrlrange``, [-1, 1] for every robot here, so a 1e6 action
+costs what an action of 1 does), ``x ⊖ y`` the difference of joint coordinates with hinge
+angles wrapped into [-pi, pi).
 
 =================  =====================  ==================================================  ======
 name               info key               value of one step                                   weight
@@ -67,7 +69,8 @@ Notes on the sources:
 Selection: :func:`parse_rewards` accepts a dict ``{name: weight}``, a string
 ``"keypoint_distance+0.1*ctrl"`` (a bare name takes its default weight; the aliases
 ``dist`` and ``pixels`` name ``keypoint_distance`` and ``pixel_mse``), the name of a
-preset in :data:`PRESETS`, or a :class:`RewardSpec`.
+preset in :data:`PRESETS`, a :class:`RewardSpec`, or a spec's JSON form
+(:meth:`RewardSpec.to_dict`).
 
 The sum: terms are grouped by what they read, ``R = (R_action + R(s)) + R(obs)``:
 action terms (``ctrl``, ``electricity``), state terms (the key-point, joint and DeepMimic
@@ -75,8 +78,11 @@ terms) and pixel terms (``pixel_mse``), each group added left to right in select
 
 Goal-conditioned recomputation (``compute_reward(achieved_goal, desired_goal, info)``):
 ``keypoint_distance``, ``potential`` (from ``info["prev_achieved_goal"]``) and
-``end_effector`` are recomputed from the goals; ``ctrl``, ``electricity`` and ``velocity``
-do not depend on the goal and are read back from ``info["reward_<key>"]``;
+``end_effector`` are recomputed from the goals by the same functions ``step`` uses
+(:func:`keypoint_distances`, :func:`end_effector_values`), so the recomputed reward equals
+the step reward bit for bit (``==``), for one transition or a batch of any shape;
+``ctrl``, ``electricity`` and ``velocity`` do not depend on the goal and are read back
+from ``info["reward_<key>"]``;
 ``joint_distance``, ``pose`` and ``pixel_mse`` need the target configuration or the goal
 frame, which relabelled goals do not carry, so a goal-conditioned env refuses them.
 """
@@ -97,7 +103,9 @@ __all__ = [
     "RewardContext",
     "RewardSpec",
     "RewardTerm",
+    "end_effector_values",
     "info_values",
+    "keypoint_distances",
     "legacy_spec",
     "parse_rewards",
     "resolve_reward_fn",
@@ -120,7 +128,8 @@ class RewardContext:
     env's buffers (MuJoCo's ``MjData``), so they follow the simulation without copies.
 
     Attributes:
-        action: (nu,) float64, the last action (controls in [-1, 1]).
+        action: (nu,) float64, the last *applied* action: the controls clipped into the
+            actuators' ``ctrlrange`` (what MuJoCo simulated), not the raw action.
         qpos: (nq,) float64 joint positions (rad for hinges, m for slides).
         qvel: (nv,) float64 joint velocities (rad/s, m/s).
         target_qpos: (nq,) float64 target configuration (replaced when the target changes).
@@ -201,6 +210,41 @@ def _wrapped_joint_error(ctx: RewardContext) -> np.ndarray:
     return wrap_hinge_differences(ctx.qpos - ctx.target_qpos, ctx.angle_mask)
 
 
+# -- goal primitives shared by step and compute_reward ---------------------------------------
+def keypoint_distances(error) -> np.ndarray:
+    """``||e||_2`` over the last axis: the key-point distance of ``step`` and of
+    ``compute_reward`` (one formula, so the two agree bit for bit).
+
+    The sum of squares is ``np.add.reduce`` over a contiguous last axis, which rounds the
+    same for a single (G,) vector as for each row of a (..., G) batch (``ndarray.dot`` does
+    not: BLAS reorders the sum).
+
+    Args:
+        error: (..., G) key points minus their targets ``k - k*`` (metres).
+
+    Returns:
+        (...,) float64 distances (a 0-d float64 for a (G,) input), metres.
+    """
+    e = np.ascontiguousarray(error, dtype=np.float64)
+    return np.sqrt(np.add.reduce(e * e, axis=-1))
+
+
+def end_effector_values(error, end_effectors) -> np.ndarray:
+    """DeepMimic's end-effector value ``exp(-40 sum_e ||p*_e - p_e||^2)``, unweighted, for
+    ``step`` and ``compute_reward`` alike (one formula, bit-equal for any batch shape).
+
+    Args:
+        error: (..., K, A) key points minus their targets (metres).
+        end_effectors: (E,) intp, the key-point rows that are end effectors.
+
+    Returns:
+        (...,) float64 values in (0, 1].
+    """
+    e = np.asarray(error, dtype=np.float64)[..., end_effectors, :]
+    sq = np.ascontiguousarray(e * e).reshape(e.shape[:-2] + (-1,))
+    return np.exp(-END_EFFECTOR_SCALE * np.add.reduce(sq, axis=-1))
+
+
 # -- term values (one step, unweighted) ------------------------------------------------------
 def _keypoint_distance(ctx: RewardContext) -> float:
     return -ctx.distance
@@ -217,6 +261,8 @@ def _joint_distance(ctx: RewardContext) -> float:
 
 
 def _ctrl(ctx: RewardContext) -> float:
+    # ctx.action is the applied (clipped) control, so out-of-range actions cost no more
+    # than the bound the physics actually used.
     a = ctx.action
     return -float(a.dot(a))
 
@@ -227,7 +273,7 @@ JOINT_SPEED_SCALE = 0.1
 
 
 def _electricity(ctx: RewardContext) -> float:
-    a = ctx.action
+    a = ctx.action  # applied (clipped) control, as in _ctrl
     speeds = JOINT_SPEED_SCALE * ctx.qvel[ctx.actuator_dofs]
     return ELECTRICITY_COST * float(np.abs(a * speeds).mean()) + STALL_TORQUE_COST * float(
         np.square(a).mean()
@@ -250,8 +296,7 @@ def _velocity(ctx: RewardContext) -> float:
 
 
 def _end_effector(ctx: RewardContext) -> float:
-    err = ctx.keypoint_error[ctx.end_effectors]
-    return math.exp(-END_EFFECTOR_SCALE * float(np.sum(err * err)))
+    return float(end_effector_values(ctx.keypoint_error, ctx.end_effectors))
 
 
 def _pixel_mse(ctx: RewardContext) -> float:
@@ -288,19 +333,17 @@ def info_values(info, key: str, default=None) -> np.ndarray:
 
 
 def _goals_keypoint_distance(ag, dg, info, ctx) -> np.ndarray:
-    return -np.sqrt(np.sum(np.square(ag - dg), axis=-1))
+    return -keypoint_distances(ag - dg)
 
 
 def _goals_potential(ag, dg, info, ctx) -> np.ndarray:
     prev = info_values(info, "prev_achieved_goal")
-    prev_distance = np.sqrt(np.sum(np.square(prev - dg), axis=-1))
-    return prev_distance - np.sqrt(np.sum(np.square(ag - dg), axis=-1))
+    return keypoint_distances(prev - dg) - keypoint_distances(ag - dg)
 
 
 def _goals_end_effector(ag, dg, info, ctx) -> np.ndarray:
-    k, a = ctx.keypoint_shape
-    diff = (ag - dg).reshape(ag.shape[:-1] + (k, a))[..., ctx.end_effectors, :]
-    return np.exp(-END_EFFECTOR_SCALE * np.sum(np.square(diff), axis=(-2, -1)))
+    diff = ag - dg
+    return end_effector_values(diff.reshape(diff.shape[:-1] + ctx.keypoint_shape), ctx.end_effectors)
 
 
 @dataclass(frozen=True)
@@ -370,13 +413,14 @@ REWARD_TERMS: dict[str, RewardTerm] = {
         ),
         RewardTerm(
             "ctrl", "ctrl", "action", "info", 1.0,
-            "-||a||^2", "1 (controls in [-1, 1])",
+            "-||a||^2, a the applied action (clipped into the ctrlrange)", "1 (controls in [-1, 1])",
             "gymnasium envs/mujoco/reacher_v5.py _get_rew (reward_control_weight = 1 in code)",
             _ctrl,
         ),
         RewardTerm(
             "electricity", "electricity", "action", "info", 1.0,
-            "-2.0 mean_i |a_i (0.1 dq_i/dt)| - 0.1 mean_i a_i^2", "rad/s (0.1 scale)",
+            "-2.0 mean_i |a_i (0.1 dq_i/dt)| - 0.1 mean_i a_i^2, a the applied (clipped) action",
+            "rad/s (0.1 scale)",
             "pybullet_envs gym_locomotion_envs.py WalkerBaseBulletEnv.step "
             "(electricity_cost = -2.0, stall_torque_cost = -0.1, joint_speeds = 0.1 dq/dt)",
             _electricity,
@@ -493,6 +537,40 @@ class RewardSpec:
     def __str__(self) -> str:
         return "+".join(f"{w:g}*{n}" for n, w in self.weights) or "0"
 
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form ``{"weights": [[name, weight], ...], "zero_keys": [name, ...]}``.
+
+        It is what ``dataclasses.asdict`` (and so gymnasium's ``EnvSpec.to_json``) makes of
+        a spec, and :func:`parse_rewards` / ``rewards=`` accept it back, so an env made
+        with ``rewards=RewardSpec(...)`` survives ``EnvSpec.from_json(spec.to_json())``.
+        """
+        return {"weights": [[n, float(w)] for n, w in self.weights], "zero_keys": list(self.zero_keys)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RewardSpec:
+        """The spec from its :meth:`to_dict` form (lists or tuples).
+
+        Raises:
+            ValueError: other keys, pairs that are not ``[name, weight]``, or what
+                :class:`RewardSpec` itself refuses.
+        """
+        extra = [k for k in data if k not in ("weights", "zero_keys")]
+        if extra or "weights" not in data:
+            raise ValueError(
+                f"rewards={dict(data)!r} is not a RewardSpec dict "
+                "{'weights': [[name, weight], ...], 'zero_keys': [name, ...]}"
+            )
+        try:
+            weights = tuple((str(n), w) for n, w in data["weights"])
+            zero = tuple(str(n) for n in data.get("zero_keys", ()))
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"rewards={dict(data)!r}: 'weights' must be a list of [name, weight] pairs"
+            ) from None
+        for n, w in weights:
+            _check_weight(n, w)
+        return cls(tuple((n, float(w)) for n, w in weights), zero)
+
 
 _NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
 _TERM_RE = re.compile(rf"\s*(?:(?P<w>{_NUMBER})\s*\*\s*)?(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*")
@@ -536,8 +614,10 @@ def parse_rewards(rewards: str | Mapping[str, float] | RewardSpec) -> RewardSpec
         rewards: a dict ``{name: weight}`` (names or aliases, weights finite >= 0, the
             dict order is the summation order); a string of ``[weight*]name`` terms joined
             by ``+`` (``"keypoint_distance+0.1*ctrl"``; a bare name takes the term's
-            default weight; whitespace allowed); a preset name from :data:`PRESETS`; or a
-            :class:`RewardSpec` (returned as is).
+            default weight; whitespace allowed); a preset name from :data:`PRESETS`; a
+            :class:`RewardSpec` (returned as is) or its JSON form
+            ``{"weights": [[name, weight], ...], "zero_keys": [...]}``
+            (:meth:`RewardSpec.to_dict`, what ``EnvSpec.to_json`` writes).
 
     Returns:
         The spec.
@@ -548,6 +628,9 @@ def parse_rewards(rewards: str | Mapping[str, float] | RewardSpec) -> RewardSpec
     """
     if isinstance(rewards, RewardSpec):
         return rewards
+    if isinstance(rewards, Mapping) and "weights" in rewards:
+        # The JSON form of a RewardSpec ("weights" is no term name, so no ambiguity).
+        return RewardSpec.from_dict(rewards)
     if isinstance(rewards, str):
         pairs = _parse_string(rewards)
     elif isinstance(rewards, Mapping):
