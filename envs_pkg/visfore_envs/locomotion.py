@@ -20,9 +20,28 @@ On top of v5:
 * ``info["perturbation"]`` (every key -> factor) and ``info["body_mass"]`` (body -> kg) at
   reset and every step.
 
-With a perturbed geometry the root starts raised so the feet keep their nominal clearance,
-and the healthy height range (hopper, walker, ant) is scaled by the change of standing
-height (``scale_healthy_z=False`` keeps v5's absolute range).
+A perturbed body starts physical (nominal bodies are v5's, untouched):
+
+* it starts from the *standing pose* of v5's noisy reset pose (every joint clamped into
+  its limits; only the ant's ankles start outside them in v5, and the snap into range
+  would throw a longer, heavier ant into the air), with the root raised or lowered so the
+  lowest geom keeps the gap the nominal body has with the same reset noise at its
+  standing pose (the model is built with that lift, and every reset corrects for the
+  drawn noise, which lowers the end of a longer body more): it never starts deeper in the
+  floor than the nominal robot;
+* the healthy height range (hopper, walker, ant) is scaled by the change of standing
+  height (``scale_healthy_z=False`` keeps v5's absolute range), so a zero-action episode
+  lives about as long as the nominal one;
+* a body that cannot be built sensibly (standing height outside 0.1-10 x nominal, see
+  :data:`visfore_envs.morphology.HEIGHT_RATIO_RANGE`) is refused with a ``ValueError``;
+* a physics blow-up (MuJoCo's bad qpos/qvel/qacc/ctrl warnings; MuJoCo then resets the
+  simulation itself) ends the episode with ``truncated=True`` and
+  ``info["physics_unstable"] = True`` (False otherwise, at reset too); observations stay
+  finite.
+
+``reset`` returns the same info keys as ``step`` (the reward terms and velocities 0.0),
+so recorders that need one info structure (Minari's ``record_infos``) work; observations
+and rewards stay v5's bit for bit.
 
 ``gym.make("PerturbHopper-v0", backend="pybullet")`` returns the PyBullet port of the
 Roboschool/pybullet_envs hopper (:mod:`visfore_envs.bullet`), driven by the same
@@ -42,6 +61,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+import functools
+import inspect
 import math
 
 import mujoco
@@ -56,11 +77,13 @@ from visfore_envs.morphology import (
     ROBOTS,
     RobotMorphology,
     compile_mjcf,
+    lowest_point,
     parse_perturbation,
     parse_ranges,
     resolve_key,
     sample_perturbation,
     scale_mjcf,
+    standing_pose,
 )
 
 __all__ = [
@@ -179,6 +202,16 @@ def roboschool_joint_limits(robot: str) -> tuple[np.ndarray, np.ndarray]:
 
 _LOCO_DIR = ASSETS_DIR / "locomotion"
 
+#: Total mass (kg) v5's MJCF set with ``<compiler settotalmass>``, which MuJoCo deprecates;
+#: it is set after compiling instead (``morphology.compile_mjcf``), bit for bit the same.
+V5_TOTAL_MASS: dict[str, float] = {"half_cheetah": 14.0}
+
+
+@functools.lru_cache(maxsize=8)
+def _nominal_model(xml_name: str) -> mujoco.MjModel:
+    """The nominal model of a robot, for clearance comparisons (kinematics only)."""
+    return compile_mjcf((_LOCO_DIR / xml_name).read_text())
+
 
 class PerturbLocomotionEnv(VisforeMujocoEnv, EzPickle):
     """A v5 locomotion task on a perturbable MJCF (base of the four robots).
@@ -267,8 +300,8 @@ class PerturbLocomotionEnv(VisforeMujocoEnv, EzPickle):
         unknown = sorted(set(v5_options) - set(self.v5_defaults))
         if unknown:
             raise ValueError(
-                f"unknown option {unknown[0]!r} for {type(self).__name__}; options: "
-                + ", ".join(sorted(self.v5_defaults))
+                f"unknown option {unknown[0]!r} for {type(self).__name__}; valid options: "
+                + ", ".join(self.option_names())
             )
         options = {**self.v5_defaults, **v5_options}
         self.morphology: RobotMorphology = ROBOTS[self.robot]
@@ -278,7 +311,7 @@ class PerturbLocomotionEnv(VisforeMujocoEnv, EzPickle):
         self._options = options
         self._nominal_xml = (_LOCO_DIR / self.xml_name).read_text()
         self._scales = dict(self._fixed)
-        self._scaled = scale_mjcf(self._nominal_xml, self.morphology, self._scales)
+        self._scaled = self._scale_mjcf()
         super().__init__(
             obs_mode=obs_mode,
             reward_mode="state",
@@ -301,15 +334,35 @@ class PerturbLocomotionEnv(VisforeMujocoEnv, EzPickle):
         self._after_model_change()
         self.observation_space = self._make_observation_space()
 
+    def _scale_mjcf(self):
+        return scale_mjcf(
+            self._nominal_xml, self.morphology, self._scales, V5_TOTAL_MASS.get(self.robot)
+        )
+
+    @classmethod
+    def option_names(cls) -> list[str]:
+        """Every keyword the constructor accepts (sorted), plus ``backend`` of the ids."""
+        named = [
+            name
+            for name, param in inspect.signature(PerturbLocomotionEnv.__init__).parameters.items()
+            if param.kind is inspect.Parameter.KEYWORD_ONLY
+        ]
+        return sorted({*named, *cls.v5_defaults, "backend"})
+
     # -- model -----------------------------------------------------------------------------
+    @property
+    def _nominal_geometry(self) -> bool:
+        return self._scaled.xml is self._nominal_xml
+
     def _load_model(self) -> mujoco.MjModel:
-        model = compile_mjcf(self._scaled.xml)
+        total = V5_TOTAL_MASS.get(self.robot) if self._nominal_geometry else None
+        model = compile_mjcf(self._scaled.xml, total_mass=total)
         _apply_global_factors(model, self._scales)
         return model
 
     def _install_model(self) -> None:
         """Swap in the model of the current :attr:`_scales` (after a randomised draw)."""
-        self._scaled = scale_mjcf(self._nominal_xml, self.morphology, self._scales)
+        self._scaled = self._scale_mjcf()
         self.model = self._load_model()
         self.data = mujoco.MjData(self.model)
         mujoco.mj_forward(self.model, self.data)
@@ -319,9 +372,7 @@ class PerturbLocomotionEnv(VisforeMujocoEnv, EzPickle):
         self._renderer.set_model(self.model)
         self.init_qpos = self.data.qpos.copy()
         self.init_qvel = self.data.qvel.copy()
-        self._ctrl = self.data.ctrl
-        self._qpos = self.data.qpos
-        self._qvel = self.data.qvel
+        self._bind_data_views()
         self._after_model_change()
 
     def _after_model_change(self) -> None:
@@ -330,12 +381,58 @@ class PerturbLocomotionEnv(VisforeMujocoEnv, EzPickle):
         ratio = self._scaled.height_ratio if self.scale_healthy_z else 1.0
         low, high = self._options.get("healthy_z_range", (0.0, np.inf))
         self._healthy_z = (low * ratio, high * ratio)
+        self._setup_clearance()
         names = [self.model.body(i).name or f"body{i}" for i in range(1, self.model.nbody)]
         self._info_static = {
             "perturbation": dict(self._scales),
             "body_mass": {n: float(m) for n, m in zip(names, self.model.body_mass[1:])},
         }
         self._frame = None
+
+    def _setup_clearance(self) -> None:
+        """Where the root's height is in qpos (free joint z, or the vertical root slide), and
+        the nominal model to compare clearances with (perturbed geometry only)."""
+        m = self.model
+        root = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, self.morphology.root_body)
+        self._root_z_adr = None
+        for j in range(m.body_jntnum[root]):
+            joint = m.body_jntadr[root] + j
+            kind = int(m.jnt_type[joint])
+            if kind == int(mujoco.mjtJoint.mjJNT_FREE):
+                self._root_z_adr = int(m.jnt_qposadr[joint]) + 2
+            elif kind == int(mujoco.mjtJoint.mjJNT_SLIDE) and np.allclose(m.jnt_axis[joint], [0, 0, 1]):
+                self._root_z_adr = int(m.jnt_qposadr[joint])
+        if self._nominal_geometry:
+            self._clearance_models = None
+        else:
+            nominal = _nominal_model(self.xml_name)
+            self._clearance_models = ((nominal, mujoco.MjData(nominal)), (m, mujoco.MjData(m)))
+
+    def _standing_lowest_point(self, which: int, qpos: np.ndarray) -> float:
+        """Lowest geom z (m) of the nominal (0) or perturbed (1) model at the standing pose
+        of ``qpos`` (joints clamped into their limits)."""
+        model, data = self._clearance_models[which]
+        data.qpos[:] = standing_pose(model, qpos)
+        mujoco.mj_kinematics(model, data)
+        return lowest_point(model, data)
+
+    def _keep_nominal_clearance(self, qpos: np.ndarray) -> np.ndarray:
+        """A perturbed body's reset pose: the standing pose of the noisy ``qpos`` (joints in
+        their limits, so no joint-limit snap throws a heavier, longer body around; only the
+        ant's ankles start outside their range in v5), with the root raised or lowered so
+        the lowest geom keeps the gap the nominal body has with the same reset noise once
+        its joints are in range. Nominal bodies: ``qpos`` unchanged (v5's reset).
+
+        Args:
+            qpos: (nq,) float64 reset pose, ``init_qpos`` + reset noise; changed in place.
+        """
+        if self._clearance_models is None or self._root_z_adr is None:
+            return qpos
+        nominal = self._clearance_models[0][0]
+        gap = self._standing_lowest_point(0, nominal.qpos0 + (qpos - self.init_qpos))
+        qpos[:] = standing_pose(self.model, qpos)
+        qpos[self._root_z_adr] += gap - self._standing_lowest_point(1, qpos)
+        return qpos
 
     def _info_copy(self) -> dict[str, dict[str, float]]:
         # New dicts every call: callers keep infos (gymnasium's checker asks for it).
@@ -530,18 +627,33 @@ class PerturbLocomotionEnv(VisforeMujocoEnv, EzPickle):
             self._install_model()
         mujoco.mj_resetData(self.model, self.data)
         qpos, qvel = self._v5_reset_noise()
-        self.set_state(qpos, qvel)
+        self.set_state(self._keep_nominal_clearance(qpos), qvel)
         self._update_roboschool(reset=True)
-        info = {**self._v5_reset_info(), **self._info_copy()}
+        info = {**self._v5_reset_info(), **self._info_copy(), "physics_unstable": False}
         return self._observation(), info
 
     def step(self, action):
-        """One v5 step. Returns ``(observation, reward, terminated, False, info)``."""
+        """One v5 step. Returns ``(observation, reward, terminated, truncated, info)``;
+        ``truncated`` is True only when the physics blew up (``info["physics_unstable"]``).
+
+        Raises:
+            ValueError: on a wrong action shape or a non-finite action (nothing changes).
+        """
+        self._check_action(action)
         reward, terminated, info = self._v5_step(action)
         self._update_roboschool(reset=False)
         info["perturbation"] = self._info_static["perturbation"].copy()
         info["body_mass"] = self._info_static["body_mass"].copy()
-        return self._observation(), reward, terminated, False, info
+        unstable = self._physics_unstable()
+        info["physics_unstable"] = unstable
+        observation = self._observation()
+        if unstable:  # MuJoCo reset the data; never hand out non-finite numbers
+            if isinstance(observation, dict):
+                observation["state"] = np.nan_to_num(observation["state"])
+            elif self.obs_mode == "state":
+                observation = np.nan_to_num(observation)
+            reward = float(np.nan_to_num(reward))
+        return observation, reward, terminated, unstable, info
 
     # -- robot hooks -----------------------------------------------------------------------
     def _v5_observation(self) -> np.ndarray:
@@ -554,7 +666,13 @@ class PerturbLocomotionEnv(VisforeMujocoEnv, EzPickle):
         return qpos, qvel
 
     def _v5_reset_info(self) -> dict[str, Any]:
-        return {"x_position": self.data.qpos[0]}
+        """v5's reset info plus the other keys of the step info, 0.0 (same structure)."""
+        return {
+            "x_position": self.data.qpos[0],
+            "x_velocity": 0.0,
+            "reward_forward": 0.0,
+            "reward_ctrl": 0.0,
+        }
 
     def _v5_step(self, action) -> tuple[float, bool, dict[str, Any]]:
         raise NotImplementedError
@@ -628,6 +746,10 @@ class _PlanarWalker(PerturbLocomotionEnv):
         return {
             "x_position": self.data.qpos[0],
             "z_distance_from_origin": self.data.qpos[1] - self.init_qpos[1],
+            "x_velocity": 0.0,
+            "reward_forward": 0.0,
+            "reward_ctrl": 0.0,
+            "reward_survive": 0.0,
         }
 
 
@@ -730,6 +852,12 @@ class PerturbAntEnv(PerturbLocomotionEnv):
             "x_position": self.data.qpos[0],
             "y_position": self.data.qpos[1],
             "distance_from_origin": np.linalg.norm(self.data.qpos[0:2], ord=2),
+            "x_velocity": 0.0,
+            "y_velocity": 0.0,
+            "reward_forward": 0.0,
+            "reward_ctrl": 0.0,
+            "reward_contact": 0.0,
+            "reward_survive": 0.0,
         }
 
     def _v5_step(self, action):
@@ -766,8 +894,9 @@ class PerturbHalfCheetahEnv(PerturbLocomotionEnv):
     Observation ``"state"``: Box(-inf, inf, (17,), float64): qpos[1:] and qvel. Action:
     Box(-1, 1, (6,), float32). Reward: forward velocity - 0.1 |a|^2; never terminates.
     Parts: ``torso`` (with the head), ``bthigh``, ``bshin``, ``bfoot``, ``fthigh``,
-    ``fshin``, ``ffoot``. (v5's ``settotalmass=14`` holds at nominal; a perturbed cheetah
-    keeps the nominal densities instead, so its mass follows its geometry.)
+    ``fshin``, ``ffoot``. (v5's total mass of 14 kg holds at nominal, set after compiling,
+    :data:`V5_TOTAL_MASS`; a perturbed cheetah keeps the nominal densities instead, so its
+    mass follows its geometry.)
     """
 
     robot = "half_cheetah"
@@ -878,6 +1007,12 @@ def make_locomotion_env(robot: str, backend: str = "mujoco", **kwargs):
     return BULLET_CLASSES[robot](**kwargs)
 
 
+def _factory_metadata(render_fps: int) -> dict[str, Any]:
+    # gym.make reads the entry point's metadata to wrap "rgb_array_list" (RenderCollection)
+    # and "human" (HumanRendering) around an "rgb_array" env; a factory needs it too.
+    return {"render_modes": ["rgb_array"], "render_fps": render_fps}
+
+
 def make_perturb_hopper(backend: str = "mujoco", **kwargs):
     """Entry point of ``PerturbHopper-v0``: see :func:`make_locomotion_env`."""
     return make_locomotion_env("hopper", backend, **kwargs)
@@ -897,3 +1032,9 @@ def make_perturb_half_cheetah(backend: str = "mujoco", **kwargs):
     """Entry point of ``PerturbHalfCheetah-v0``: see :func:`make_locomotion_env`."""
     return make_locomotion_env("half_cheetah", backend, **kwargs)
 
+
+# v5's frame rates (1 / dt); both backends render "rgb_array", which is what gym.make reads.
+make_perturb_hopper.metadata = _factory_metadata(125)
+make_perturb_walker2d.metadata = _factory_metadata(125)
+make_perturb_ant.metadata = _factory_metadata(20)
+make_perturb_half_cheetah.metadata = _factory_metadata(20)

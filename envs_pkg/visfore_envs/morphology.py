@@ -20,9 +20,12 @@ Seed-003 aliases are accepted: ``Ltorso`` = ``torso.length``, ``Wthigh`` =
 ``thigh.width``, ``Mfoot`` = ``foot.mass``.
 
 After a geometry change the root body is raised or lowered so the lowest point of the
-robot at its initial pose keeps the nominal clearance above the floor (a longer leg would
-otherwise start inside the ground), and :attr:`ScaledMJCF.height_ratio` tells envs how the
-standing height changed (hopper and walker scale their "healthy" height by it).
+robot at its standing pose (:func:`standing_pose`: the initial pose with the joints
+clamped into their limits) keeps the nominal clearance above the floor (a longer leg would
+otherwise start inside the ground), :attr:`ScaledMJCF.height_ratio` tells envs how the
+standing height changed (hopper, walker and ant scale their "healthy" height by it), robot
+bodies that a shrunk part makes overlap get a contact ``exclude`` (as parent and child
+have), and a body standing outside :data:`HEIGHT_RATIO_RANGE` x nominal is refused.
 
 Domain randomisation draws a perturbation at each reset from *ranges* (unions of
 intervals per key, see :func:`parse_ranges`), including the presets of Packer et al. 2018,
@@ -445,11 +448,12 @@ def _geom_key(geom: ET.Element, index: int) -> str:
     return geom.get("name") or f"geom{index}"
 
 
-def geom_masses(xml_text: str) -> dict[str, float]:
+def geom_masses(xml_text: str, total_mass: float | None = None) -> dict[str, float]:
     """Mass in kg of every robot geom, as MuJoCo's compiler assigns it.
 
     Explicit ``mass`` wins; otherwise ``density`` (geom, default class, 1000 kg/m^3) x
-    volume; ``<compiler settotalmass>`` rescales them all.
+    volume; ``total_mass`` (kg, as ``mj_setTotalmass``) or a ``<compiler settotalmass>``
+    rescales them all.
     """
     root = ET.fromstring(xml_text)
     defaults = _defaults(root)
@@ -462,9 +466,10 @@ def geom_masses(xml_text: str) -> dict[str, float]:
             mass = density * _geom_volume(geom, defaults)
         masses[_geom_key(geom, index)] = mass
     compiler = root.find("compiler")
-    if compiler is not None and compiler.get("settotalmass") is not None:
-        total = float(compiler.get("settotalmass"))
-        factor = total / sum(masses.values())
+    if total_mass is None and compiler is not None and compiler.get("settotalmass") is not None:
+        total_mass = float(compiler.get("settotalmass"))
+    if total_mass is not None:
+        factor = total_mass / sum(masses.values())
         masses = {k: v * factor for k, v in masses.items()}
     return masses
 
@@ -516,42 +521,52 @@ def _widen_body(body: ET.Element, factor: float, defaults: Mapping[str, str]) ->
         geom.set("size", _fmt(size))
 
 
-def compile_mjcf(xml: str):
-    """Compile ``xml`` to a ``mujoco.MjModel``, dropping MuJoCo's deprecation warning for ``settotalmass``.
+def compile_mjcf(xml: str, total_mass: float | None = None):
+    """Compile ``xml`` to a ``mujoco.MjModel``; with ``total_mass`` (kg), scale every body's
+    mass and inertia to that total.
 
-    v5's half_cheetah.xml uses it, and MuJoCo would print the warning and write
-    MUJOCO_LOG.TXT into the working directory on every compile. Other warnings pass on
-    (to the previous handler, or as Python warnings)."""
+    ``total_mass`` does what ``<compiler settotalmass>`` did (v5's half_cheetah.xml; MuJoCo
+    deprecates the attribute and warns on every compile): ``mj_setTotalmass`` then
+    ``mj_setConst`` on the compiled model, which gives the same model bit for bit.
+    """
     import mujoco  # local: the XML editing above needs no MuJoCo
 
-    if "settotalmass" not in xml:
-        return mujoco.MjModel.from_xml_string(xml)
-    previous = mujoco.get_mju_user_warning()
-
-    def handler(message: str) -> None:
-        if "settotalmass" in message:
-            return
-        if previous is not None:
-            previous(message)
-        else:
-            warnings.warn(f"MuJoCo: {message}", stacklevel=2)
-
-    mujoco.set_mju_user_warning(handler)
-    try:
-        return mujoco.MjModel.from_xml_string(xml)
-    finally:
-        mujoco.set_mju_user_warning(previous)
+    model = mujoco.MjModel.from_xml_string(xml)
+    if total_mass is not None:
+        mujoco.mj_setTotalmass(model, float(total_mass))
+        mujoco.mj_setConst(model, mujoco.MjData(model))
+    return model
 
 
+def standing_pose(model, qpos: np.ndarray) -> np.ndarray:
+    """``qpos`` with every limited hinge and slide joint clamped into its range: the pose
+    the joint limits push the robot into within its first steps (the ant's initial ankle
+    angle 0 is outside their 30-70 degree range, so its shins drop at once).
 
-@lru_cache(maxsize=64)
-def _lowest_point_and_root(xml_text: str, root_body: str) -> tuple[float, float]:
-    """(lowest z of any robot geom, root body z) at the model's initial pose (MuJoCo)."""
-    import mujoco  # local: keep this module importable without MuJoCo for XML-only use
+    Args:
+        model: a ``mujoco.MjModel``.
+        qpos: (nq,) float64 joint positions.
 
-    model = compile_mjcf(xml_text)
-    data = mujoco.MjData(model)
-    mujoco.mj_kinematics(model, data)
+    Returns:
+        A new (nq,) float64 array.
+    """
+    import mujoco
+
+    out = np.array(qpos, dtype=np.float64)
+    clamped = (int(mujoco.mjtJoint.mjJNT_HINGE), int(mujoco.mjtJoint.mjJNT_SLIDE))
+    for j in range(model.njnt):
+        if model.jnt_limited[j] and int(model.jnt_type[j]) in clamped:
+            a = model.jnt_qposadr[j]
+            low, high = model.jnt_range[j]
+            out[a] = min(max(out[a], low), high)
+    return out
+
+
+def lowest_point(model, data) -> float:
+    """Lowest world z (m) of any geom not attached to the world body, at ``data``'s pose
+    (after ``mj_kinematics``): each geom's bottom along z from its size and orientation."""
+    import mujoco
+
     lowest = math.inf
     for g in range(model.ngeom):
         if model.geom_bodyid[g] == 0:
@@ -569,12 +584,86 @@ def _lowest_point_and_root(xml_text: str, root_body: str) -> tuple[float, float]
         else:
             bottom = z - float(np.abs(rot_z) @ size[:3])
         lowest = min(lowest, bottom)
+    return float(lowest)
+
+
+@lru_cache(maxsize=64)
+def _lowest_point_and_root(xml_text: str, root_body: str) -> tuple[float, float]:
+    """(lowest z of any robot geom, root body z) at the model's standing pose
+    (:func:`standing_pose` of its initial pose), MuJoCo kinematics."""
+    import mujoco  # local: keep this module importable without MuJoCo for XML-only use
+
+    model = compile_mjcf(xml_text)
+    data = mujoco.MjData(model)
+    data.qpos[:] = standing_pose(model, model.qpos0)
+    mujoco.mj_kinematics(model, data)
     root_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, root_body)
-    return lowest, float(data.xpos[root_id, 2])
+    return lowest_point(model, data), float(data.xpos[root_id, 2])
+
+
+#: Smallest and largest standing-height ratio a perturbed robot may have: outside it the
+#: robot is a different machine (a hopper 2 cm tall, an ant 30 m tall) whose v5 reward and
+#: termination no longer mean anything, and MuJoCo's default solver settings no longer fit.
+HEIGHT_RATIO_RANGE = (0.1, 10.0)
+
+
+def _check_buildable(
+    morph: RobotMorphology,
+    scales: Mapping[str, float],
+    nominal_root: float,
+    lift: float,
+    height_ratio: float,
+) -> None:
+    """Refuse a perturbed body that cannot be built sensibly (one-line ``ValueError``)."""
+    low, high = HEIGHT_RATIO_RANGE
+    if not (math.isfinite(lift) and low <= height_ratio <= high):
+        changed = {k: v for k, v in scales.items() if "." in k and v != 1.0}
+        raise ValueError(
+            f"perturbation {changed} cannot be built sensibly: the {morph.name} would stand "
+            f"{height_ratio:.3g} x its nominal height (root at {nominal_root + lift:.3g} m); "
+            f"allowed {low:g} to {high:g}"
+        )
+
+
+def _overlapping_body_pairs(xml_text: str) -> set[tuple[str, str]]:
+    """Named robot body pairs whose geoms overlap (contact distance < 0) at the standing pose."""
+    import mujoco
+
+    model = compile_mjcf(xml_text)
+    data = mujoco.MjData(model)
+    data.qpos[:] = standing_pose(model, model.qpos0)
+    mujoco.mj_fwdPosition(model, data)  # kinematics and collision detection
+    pairs = set()
+    for i in range(data.ncon):
+        contact = data.contact[i]
+        b1, b2 = model.geom_bodyid[contact.geom1], model.geom_bodyid[contact.geom2]
+        if contact.dist < 0 and b1 != 0 and b2 != 0:
+            names = sorted((model.body(b1).name, model.body(b2).name))
+            if all(names):
+                pairs.add((names[0], names[1]))
+    return pairs
+
+
+def _exclude_overlaps(root: ET.Element, nominal_xml: str) -> None:
+    """Exclude contacts between robot bodies that a shrunk part makes overlap at the start
+    (a hopper with a 5 cm thigh: torso and leg capsules meet), as MuJoCo excludes parent and
+    child; the nominal model's own overlaps are left as they are."""
+    scaled_text = ET.tostring(root, encoding="unicode")
+    new = _overlapping_body_pairs(scaled_text) - _overlapping_body_pairs(nominal_xml)
+    if not new:
+        return
+    contact = root.find("contact")
+    if contact is None:
+        contact = ET.SubElement(root, "contact")
+    for body1, body2 in sorted(new):
+        ET.SubElement(contact, "exclude", body1=body1, body2=body2)
 
 
 def scale_mjcf(
-    xml_text: str, morph: RobotMorphology, scales: Mapping[str, float]
+    xml_text: str,
+    morph: RobotMorphology,
+    scales: Mapping[str, float],
+    total_mass: float | None = None,
 ) -> ScaledMJCF:
     """Apply the body-part factors of ``scales`` (length, width, mass) to an MJCF.
 
@@ -588,21 +677,27 @@ def scale_mjcf(
         xml_text: local-coordinate MJCF.
         morph: the robot's parts.
         scales: key -> factor, as from :func:`parse_perturbation`.
+        total_mass: the nominal model's total mass in kg when the loader sets it after
+            compiling (:func:`compile_mjcf`; v5's half cheetah, 14 kg), else None. The
+            nominal geom masses are scaled to it; a perturbed model gets explicit masses.
 
     Raises:
-        ValueError: on a missing body, a rotated body or an unsupported geom type.
+        ValueError: on a missing body, a rotated body, an unsupported geom type, or a
+            body that cannot be built sensibly (see :func:`_check_buildable`).
     """
     part_scales = {
         part: {f: float(scales.get(f"{part}.{f}", 1.0)) for f in PART_FACTORS}
         for part in morph.parts
     }
     if all(v == 1.0 for factors in part_scales.values() for v in factors.values()):
-        return ScaledMJCF(xml=xml_text, geom_masses=geom_masses(xml_text))
+        return ScaledMJCF(xml=xml_text, geom_masses=geom_masses(xml_text, total_mass))
 
     root = ET.fromstring(xml_text)
     defaults = _defaults(root)
     geoms = _robot_geoms(root)
-    nominal_mass = {id(g): m for g, m in zip(geoms, geom_masses(xml_text).values())}
+    nominal_mass = {
+        id(g): m for g, m in zip(geoms, geom_masses(xml_text, total_mass).values())
+    }
     nominal_volume = {id(g): _geom_volume(g, defaults) for g in geoms}
     mass_factor: dict[int, float] = {}
 
@@ -644,6 +739,8 @@ def scale_mjcf(
         if joint.get("type") == "slide" and joint.get("ref") and np.allclose(axis, [0, 0, 1]):
             joint.set("ref", repr(float(joint.get("ref")) + float(lift)))
     height_ratio = (nominal_root + lift) / nominal_root if nominal_root > 0 else 1.0
+    _check_buildable(morph, scales, nominal_root, lift, height_ratio)
+    _exclude_overlaps(root, xml_text)
     return ScaledMJCF(
         xml=ET.tostring(root, encoding="unicode"),
         root_lift=float(lift),

@@ -61,6 +61,31 @@ def _backend_candidates() -> list[str]:
     return (["egl", "osmesa"] if headless else ["glfw", "egl", "osmesa"])
 
 
+def _nothing() -> None:
+    return None
+
+
+def _egl_current_restorer():
+    """A function that makes the thread's current EGL context (if any) current again.
+
+    ``mujoco.egl.GLContext()`` calls ``eglReleaseThread``, which un-currents whatever
+    context the thread had (e.g. gymnasium's renderer, which never makes its context
+    current again and would then draw nothing)."""
+    from mujoco.egl import egl_ext as EGL
+
+    context = EGL.eglGetCurrentContext()
+    if not context:
+        return _nothing
+    display = EGL.eglGetCurrentDisplay()
+    draw = EGL.eglGetCurrentSurface(EGL.EGL_DRAW)
+    read = EGL.eglGetCurrentSurface(EGL.EGL_READ)
+
+    def restore() -> None:
+        EGL.eglMakeCurrent(display, draw, read, context)
+
+    return restore
+
+
 def create_gl_context(width: int, height: int):
     """Create an offscreen OpenGL context able to hold a ``width`` x ``height`` framebuffer.
 
@@ -72,7 +97,8 @@ def create_gl_context(width: int, height: int):
         width, height: framebuffer size in pixels.
 
     Returns:
-        A MuJoCo GL context object (``make_current()``, ``free()``), not yet current.
+        A MuJoCo GL context object (``make_current()``, ``as_current()``, ``free()``), not
+        current; the context that was current before (if any) still is.
 
     Raises:
         RuntimeError: when no backend could create a context (the message lists each error).
@@ -80,19 +106,25 @@ def create_gl_context(width: int, height: int):
     errors = []
     candidates = _backend_candidates()
     for name in candidates:
+        restore = _nothing
         try:
             with warnings.catch_warnings(record=True) as caught:
                 # GLFW reports failures (e.g. no display) as warnings, not exceptions.
                 warnings.simplefilter("always")
                 if name == "egl":
                     from mujoco.egl import GLContext
+
+                    restore = _egl_current_restorer()
                 elif name == "osmesa":
                     from mujoco.osmesa import GLContext
                 elif name == "glfw":
                     from mujoco.glfw import GLContext
                 else:
                     from mujoco import GLContext
-                context = GLContext(width, height)
+                try:
+                    context = GLContext(width, height)
+                finally:
+                    restore()
             if name == "glfw" and not getattr(context, "_context", True):
                 detail = "; ".join(str(w.message) for w in caught) or "no window"
                 raise RuntimeError(f"GLFW could not create a window ({detail})")
@@ -105,3 +137,62 @@ def create_gl_context(width: int, height: int):
         "could not create an OpenGL context for MuJoCo rendering "
         f"(MUJOCO_GL={os.environ.get('MUJOCO_GL')!r}); tried " + "; ".join(errors)
     )
+
+
+# -- fork safety ----------------------------------------------------------------------------
+# Set in a forked child when its parent had Mesa llvmpipe rasterizer threads at fork time:
+# the child inherits Mesa's state but not its threads, so its first render would block
+# forever. FastRenderer asks check_fork_safe() before it creates a context and fails fast.
+_FORKED_FROM_THREADED_GL = False
+
+
+def gl_render_threads() -> int:
+    """Number of Mesa llvmpipe rasterizer threads running in this process (Linux; 0 elsewhere).
+
+    They exist once something rendered through llvmpipe while ``LP_NUM_THREADS`` was unset or
+    > 0 (e.g. a gymnasium MuJoCo env rendered before :mod:`visfore_envs` was imported)."""
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return 0
+    count = 0
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/comm") as f:
+                count += f.read().startswith("llvmpipe")
+        except OSError:
+            continue
+    return count
+
+
+def _before_fork() -> None:
+    global _PARENT_HAS_GL_THREADS
+    _PARENT_HAS_GL_THREADS = gl_render_threads() > 0
+
+
+def _after_fork_in_child() -> None:
+    global _FORKED_FROM_THREADED_GL
+    _FORKED_FROM_THREADED_GL = _FORKED_FROM_THREADED_GL or _PARENT_HAS_GL_THREADS
+
+
+_PARENT_HAS_GL_THREADS = False
+if hasattr(os, "register_at_fork") and sys.platform.startswith("linux"):
+    os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
+
+
+def check_fork_safe() -> None:
+    """Raise instead of hanging when this process cannot render (call before making a context).
+
+    Raises:
+        RuntimeError: in a process forked from one that ran Mesa llvmpipe render threads
+            (its first render would never return). The one-line message says what to do.
+    """
+    if _FORKED_FROM_THREADED_GL:
+        raise RuntimeError(
+            "cannot render in this forked process: its parent had started Mesa llvmpipe "
+            "render threads (something rendered before `import visfore_envs`, or "
+            "LP_NUM_THREADS > 0), which do not survive fork; use "
+            "gym.make_vec(..., vectorization_mode='async', "
+            "vector_kwargs={'context': 'spawn'}) (or 'forkserver'), or import "
+            "visfore_envs before anything renders and leave LP_NUM_THREADS unset or 0"
+        )

@@ -40,6 +40,13 @@ ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 
 _MAX_IMAGE_SIZE = 4096
 
+#: MuJoCo warnings that mean the simulation blew up (MuJoCo then resets ``MjData`` to
+#: ``qpos0`` by itself, so the state stays finite but is no longer the episode's).
+_INSTABILITY_WARNINGS = tuple(
+    int(getattr(mujoco.mjtWarning, name))
+    for name in ("mjWARN_BADQPOS", "mjWARN_BADQVEL", "mjWARN_BADQACC", "mjWARN_BADCTRL")
+)
+
 
 class VisforeMujocoEnv(gym.Env):
     """Shared MuJoCo machinery: simulation, spaces, observation modes, rendering.
@@ -124,9 +131,7 @@ class VisforeMujocoEnv(gym.Env):
         self.init_qpos = self.data.qpos.copy()
         self.init_qvel = self.data.qvel.copy()
         # Views into MjData's buffers (they never move); reused on every step.
-        self._ctrl = self.data.ctrl
-        self._qpos = self.data.qpos
-        self._qvel = self.data.qvel
+        self._bind_data_views()
 
         low, high = self.model.actuator_ctrlrange.astype(np.float32).T
         self.action_space = spaces.Box(low=low, high=high, dtype=np.float32)
@@ -145,6 +150,13 @@ class VisforeMujocoEnv(gym.Env):
             "render_modes": ["rgb_array"],
             "render_fps": int(np.round(1.0 / self.dt)),
         }
+
+    def _bind_data_views(self) -> None:
+        """Cache views into ``self.data`` (call again after replacing ``self.data``)."""
+        self._ctrl = self.data.ctrl
+        self._qpos = self.data.qpos
+        self._qvel = self.data.qvel
+        self._warning_counts = self.data.warning.number  # (mjNWARNING,) int32, live view
 
     # -- construction hooks ---------------------------------------------------------------
     @classmethod
@@ -217,11 +229,15 @@ class VisforeMujocoEnv(gym.Env):
         """Seconds of simulated time per ``step()`` (``timestep * frame_skip``)."""
         return float(self.model.opt.timestep) * self.frame_skip
 
-    def _simulate(self, action) -> None:
-        """Apply ``action`` (shape (nu,)) for ``frame_skip`` MuJoCo steps.
+    def _check_action(self, action) -> None:
+        """Refuse an action before anything changes: wrong shape, NaN or infinity.
+
+        Call it first in ``step`` where ``step`` changes state before :meth:`_simulate`
+        (which calls it too). MuJoCo would otherwise zero a non-finite control, warn, and
+        the reward would be NaN.
 
         Raises:
-            ValueError: if the action has the wrong shape.
+            ValueError: naming the action, if its shape is not ``(nu,)`` or it is not finite.
         """
         if getattr(action, "shape", None) != self._action_shape and (
             np.shape(action) != self._action_shape
@@ -229,6 +245,22 @@ class VisforeMujocoEnv(gym.Env):
             raise ValueError(
                 f"action shape {np.shape(action)} is not the action space shape {self._action_shape}"
             )
+        if not np.isfinite(action).all():
+            raise ValueError(f"action {np.asarray(action)!r} is not finite (NaN or infinity)")
+
+    def _physics_unstable(self) -> bool:
+        """True when MuJoCo flagged a blow-up (bad qpos, qvel, qacc or ctrl) since the last
+        reset of ``self.data`` (MuJoCo then resets the data to ``qpos0``)."""
+        counts = self._warning_counts
+        return any(counts[i] for i in _INSTABILITY_WARNINGS)
+
+    def _simulate(self, action) -> None:
+        """Apply ``action`` (shape (nu,)) for ``frame_skip`` MuJoCo steps.
+
+        Raises:
+            ValueError: if the action has the wrong shape or is not finite (nothing changes).
+        """
+        self._check_action(action)
         self._ctrl[:] = action
         mujoco.mj_step(self.model, self.data, nstep=self.frame_skip)
         mujoco.mj_kinematics(self.model, self.data)
@@ -254,7 +286,10 @@ class VisforeMujocoEnv(gym.Env):
 
     # -- observations and frames -------------------------------------------------------------
     def _current_frame(self) -> np.ndarray:
-        """The frame of the current state (rendered at most once per state; do not modify)."""
+        """The frame of the current state, (height, width, 3) uint8, rendered at most once
+        per state. A new array per state that the pixel observation hands to the caller;
+        internal readers (pixel rewards) must not modify it and read it before ``step``
+        returns."""
         frame = self._frame
         if frame is None:
             frame = self._frame = self._renderer.render(self._posed_scene())
@@ -281,7 +316,10 @@ class VisforeMujocoEnv(gym.Env):
     def render(self) -> np.ndarray | None:
         """Return the current frame, (height, width, 3) uint8, if ``render_mode="rgb_array"``.
 
-        With ``render_mode=None`` this warns and returns None (gymnasium convention).
+        A new array, the same image as the pixel observation: with pixel observations it is
+        drawn again (the cached frame was handed out as the observation, which the caller
+        may modify), else it is a copy of the frame of this state. With
+        ``render_mode=None`` this warns and returns None (gymnasium convention).
         """
         if self.render_mode is None:
             gym.logger.warn(
@@ -289,6 +327,9 @@ class VisforeMujocoEnv(gym.Env):
                 "to the constructor (gym.make(..., render_mode='rgb_array'))."
             )
             return None
+        if self._obs_id and self._frame is not None:
+            # The observation owns the cached frame; one draw here instead of a copy per step.
+            return self._renderer.render(self._posed_scene())
         return self._current_frame().copy()
 
     def close(self) -> None:

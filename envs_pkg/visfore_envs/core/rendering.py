@@ -15,14 +15,19 @@ On the 2-core development machine, stepping ``ReacherPlane-v0`` with a 64x64 pix
 observation runs at about 3,000-5,000 steps per second per core, versus about 150-280 for
 ``Reacher-v5`` with ``render_mode="rgb_array"`` (``benchmarks/env_speed.py``).
 
-Every render makes this renderer's context current, so it coexists with other renderers
-in one thread. (gymnasium's ``MujocoRenderer`` does not do that: after a visfore frame, a
-gymnasium MuJoCo env in the same thread must make its own context current again, e.g.
-``env.unwrapped.mujoco_renderer.viewer.make_context_current()``.)
+Every render makes this renderer's context current only for the draw and then restores
+whatever context was current before (MuJoCo's ``GLContext.as_current``), so it coexists in
+one thread with other renderers, including gymnasium's ``MujocoRenderer``, which makes its
+context current once and expects it to stay current.
+
+A process forked from one that ran Mesa llvmpipe render threads cannot render (the first
+render would block forever); :func:`visfore_envs.core.gl.check_fork_safe` turns that into
+a one-line ``RuntimeError`` saying what to do.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,7 +35,7 @@ from dataclasses import dataclass
 import mujoco
 import numpy as np
 
-from visfore_envs.core.gl import create_gl_context
+from visfore_envs.core.gl import check_fork_safe, create_gl_context
 
 __all__ = ["CameraSpec", "FastRenderer", "configure_fast_visuals"]
 
@@ -100,8 +105,9 @@ class FastRenderer:
 
     The GL context, MjrContext and scene are created on the first :meth:`render` (and
     again if that happens in a forked child process: a context is never used in a process
-    other than the one that created it). Every :meth:`render` makes its context current,
-    so several renderers can share one thread. :meth:`close` frees the GL resources.
+    other than the one that created it). Every :meth:`render` makes its context current
+    for the draw and restores the previous one after, so several renderers (gymnasium's
+    too) can share one thread. :meth:`close` frees the GL resources.
     """
 
     def __init__(
@@ -135,10 +141,11 @@ class FastRenderer:
     # -- lazy set-up -------------------------------------------------------------------
     def _setup(self) -> None:
         model = self._model
+        check_fork_safe()
         self._gl = create_gl_context(self.width, self.height)
-        self._gl.make_current()
-        self._con = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_100)
-        mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self._con)
+        with self._current():
+            self._con = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_100)
+            mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self._con)
         self._scene = mujoco.MjvScene(model, self._max_geom)
         for flag in _FAST_OFF_FLAGS:
             self._scene.flags[flag] = 0
@@ -162,6 +169,16 @@ class FastRenderer:
         self._catmask = int(mujoco.mjtCatBit.mjCAT_ALL)
         self._pid = os.getpid()
 
+    def _current(self):
+        """Context manager: this renderer's GL context is current inside, and the context
+        that was current before (another renderer's, gymnasium's, or none) is current again
+        after."""
+        as_current = getattr(self._gl, "as_current", None)
+        if as_current is not None:
+            return as_current()
+        self._gl.make_current()  # a context class without as_current (old MuJoCo)
+        return contextlib.nullcontext()
+
     @property
     def is_open(self) -> bool:
         """True once the GL context exists (after the first render, before close)."""
@@ -184,27 +201,28 @@ class FastRenderer:
 
         Raises:
             RuntimeError: if no OpenGL context can be created (see
-            :func:`visfore_envs.core.gl.create_gl_context`).
+            :func:`visfore_envs.core.gl.create_gl_context`), or in a forked process that
+            cannot render (:func:`visfore_envs.core.gl.check_fork_safe`).
         """
         if self._pid != os.getpid():
             # First render, or first render in a forked child: the parent's GL objects are
             # unusable here; drop them without freeing (they belong to the parent).
             self._gl = self._con = None
             self._setup()
-        self._gl.make_current()
         mujoco.mjv_updateScene(
             self._model, data, self._option, None, self._cam, self._catmask, self._scene
         )
-        mujoco.mjr_render(self._rect, self._scene, self._con)
-        mujoco.mjr_readPixels(self._buffer, None, self._rect, self._con)
+        with self._current():
+            mujoco.mjr_render(self._rect, self._scene, self._con)
+            mujoco.mjr_readPixels(self._buffer, None, self._rect, self._con)
         return self._buffer[::-1].copy()
 
     def close(self) -> None:
         """Free the MjrContext and GL context (if created in this process). Idempotent."""
         if self._con is not None and self._pid == os.getpid():
             try:
-                self._gl.make_current()
-                self._con.free()
+                with self._current():
+                    self._con.free()
             finally:
                 self._gl.free()
         self._gl = self._con = None
