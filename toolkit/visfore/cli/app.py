@@ -17,7 +17,7 @@ from visfore.worldmodels.play_model import play_model_command
 from visfore.worldmodels.predict import predict_command
 from visfore.core.ray_backend import RayCommand
 from visfore.worldmodels.train_eval_all import train_eval_all_command
-from visfore.worldmodels.train_model import train_model_command
+from visfore.cli.train_model import train_model_command
 from visfore.rl.train_policy import train_policy_command
 from visfore.perception.train_translator import train_translator_command
 

@@ -14,7 +14,6 @@ import inspect
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence, Union, get_args, get_origin
 
-import click
 import typer
 
 from visfore.core.config import ConfigBase, literal_choices, option_spec
@@ -37,8 +36,9 @@ def _cli_annotation(tp: Any, has_parse: bool, repeatable: bool) -> tuple[Any, An
     if repeatable:
         base: Any = list[str]
     elif choices is not None:
+        # Checked by the config (one-line error), not by click; --help shows them.
         base = str
-        click_type = click.Choice([str(c) for c in choices])
+        click_type = "[" + "|".join(str(c) for c in choices) + "]"
     elif has_parse or tp not in _SCALARS:
         base = str
     else:
@@ -79,7 +79,7 @@ def config_parameters(config_cls: type[ConfigBase], exclude: Sequence[str] = ())
             default = _cli_text(default)
         kwargs: dict[str, Any] = {"help": spec.help, "show_default": default not in (None, ...)}
         if click_type is not None:
-            kwargs["click_type"] = click_type
+            kwargs["metavar"] = click_type
         if spec.metavar:
             kwargs["metavar"] = spec.metavar
         if spec.argument:

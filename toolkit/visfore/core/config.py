@@ -147,9 +147,7 @@ class ConfigBase:
             value = getattr(self, f.name)
             if choices is not None and value is not None and value not in choices:
                 flag = "--" + f.name.replace("_", "-")
-                raise VisforeError(
-                    f"{flag} {value!r} is not one of {', '.join(map(str, choices))}"
-                )
+                raise VisforeError(f"{flag} must be one of {', '.join(map(str, choices))}, got {value!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-typed dict of every field (YAML/JSON-safe; tuples become lists)."""

@@ -1,7 +1,7 @@
 """``visfore train-model``: train an action-conditioned forward model on a visfore dataset.
 
-Pipeline (:func:`train_model`; the Typer command :func:`train_model_command` is a thin
-wrapper):
+Pipeline (:func:`train_model`; the options are :class:`~visfore.worldmodels.config.TrainConfig`,
+the command is :mod:`visfore.cli.train_model`):
 
 1. Validate every option and open the dataset *before* anything is written (bad input is
    a :class:`~visfore.core.errors.VisforeError`: one line, exit 2, nothing on disk touched).
@@ -85,13 +85,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Callable, Optional, Union
 
 import numpy as np
-import typer
 
 from visfore.core.console import stdout_console
 from visfore.core import runs
 from visfore.data import storage
-from visfore.cli.errors import handle_errors  # moves with the command into visfore.cli
 from visfore.core.errors import VisforeError
+from visfore.worldmodels.config import TrainConfig
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -115,118 +114,6 @@ FOREGROUND_THRESHOLD = 0.02
 # ---------------------------------------------------------------------------------------
 # configuration
 # ---------------------------------------------------------------------------------------
-@dataclass
-class TrainConfig:
-    """Every option of ``visfore train-model`` (CLI flag = field name with dashes).
-
-    Attributes:
-        data: path of the visfore Zarr dataset, or its fsspec URL (``s3://bucket/x.zarr``,
-            see :mod:`visfore.data.storage`) (required unless resuming).
-        model: registry name in ``visfore_models.MODELS``.
-        model_kwargs: extra keyword arguments of ``build_model`` (e.g. channel widths).
-        context: C >= 1 context frames; horizon: K >= 1 predicted frames.
-        epochs: target number of epochs (the total, also when resuming).
-        batch_size: clips per optimisation step (per process under torchrun).
-        lr: Adam learning rate; lr_schedule: ``"cosine"`` (decay to 10 % over all steps,
-            after a linear warm-up of ``warmup_steps``) or ``"constant"``.
-        weight_decay: Adam weight decay; grad_clip: max global gradient norm (0 = off).
-        sampling: what the model is fed back during the training rollout:
-            ``"open-loop"`` (its own predictions, like the evaluation; the default: on the
-            64x64 demo reacher a 1 -> 0 teacher-forcing warm-up gave the same open-loop
-            result after 2 x 800 clips, PSNR 21.85 vs 21.84 dB), ``"teacher"`` (always the
-            true frame) or ``"scheduled"`` (the true frame with probability
-            ``k / (k + exp(step / k))``, see :func:`resolve_sampling`).
-        sampling_k: ``k`` of ``"scheduled"``; None = chosen from the run length so that
-            the probability is 0.5 half-way through training (:func:`auto_sampling_k`).
-        teacher_forcing: advanced alternative to ``sampling``: a schedule spec of
-            :func:`teacher_forcing_schedule` (``"P"``, ``"inverse-sigmoid:K"``,
-            ``"linear:P0:P1[:N]"``). None = use ``sampling``.
-        pad_short_episodes: episodes shorter than ``context + horizon`` frames give one
-            padded, masked clip (False: they are left out).
-        eval_samples: samples drawn per clip in the final evaluation of a stochastic model
-            (mean over samples and best-of-N are reported); 1 for deterministic models.
-        amp: mixed precision (None = on when training on CUDA; True on CPU = bfloat16).
-        seed: seeds the model init, the split, the clip order and the subsets.
-        val_fraction: fraction of usable episodes held out for validation (ceil, >= 1).
-        clip_stride: rows between consecutive clip starts inside an episode (training).
-        max_train_clips: fixed seeded subset of the training clips (None = all).
-        clips_per_epoch: clips drawn (without replacement, seeded per epoch) for each
-            epoch from the training clips (None or 0 = all of them every epoch). The
-            default, 800, keeps an epoch to about a minute on a 2-core CPU at 64x64.
-        max_val_clips: final evaluation on a seeded subset of at most this many clips of
-            the validation episodes (None = all; stride 1).
-        epoch_val_clips: validation clips scored after each epoch (for best.pt / logs).
-        eval_batch_size: clips per forward pass in evaluation.
-        image_clips: validation clips drawn in each ``images/epoch_XXX.png``.
-        out / name: run directory (``--out`` as given, or ``runs/train-model-NAME``,
-            default ``runs/train-model-<UTC timestamp>``).
-        resume: continue the run in ``out``/``name`` from ``checkpoints/last.pt``.
-        device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
-        num_workers: DataLoader worker processes (0 = load in the main process).
-        num_threads: torch CPU threads (None = physical cores available to the process,
-            divided among the processes under torchrun).
-        time_budget: minutes of training after which training stops (checkpointed, so
-            ``--resume`` continues it); evaluation still runs. None = no limit.
-        progress: show the rich progress bar and table.
-    """
-
-    data: Optional[str] = None
-    model: str = "convlstm"
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-    context: int = 2
-    horizon: int = 10
-    epochs: int = 10
-    batch_size: int = 16
-    lr: float = 1e-3
-    lr_schedule: str = "cosine"
-    warmup_steps: int = 20
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    sampling: str = "open-loop"
-    sampling_k: Optional[float] = None
-    teacher_forcing: Optional[str] = None
-    pad_short_episodes: bool = True
-    eval_samples: int = 5
-    amp: Optional[bool] = None
-    seed: int = 0
-    val_fraction: float = 0.1
-    clip_stride: int = 1
-    max_train_clips: Optional[int] = None
-    clips_per_epoch: Optional[int] = 800
-    max_val_clips: Optional[int] = 256
-    epoch_val_clips: int = 32
-    eval_batch_size: int = 32
-    image_clips: int = 4
-    out: Optional[str] = None
-    name: Optional[str] = None
-    resume: bool = False
-    device: str = "auto"
-    num_workers: int = 0
-    num_threads: Optional[int] = None
-    time_budget: Optional[float] = None
-    progress: bool = True
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-typed dict of every field (YAML/JSON-safe)."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, mapping: Mapping[str, Any]) -> "TrainConfig":
-        """Build from a mapping of field names (``batch_size`` or ``batch-size``).
-
-        Raises:
-            VisforeError: an unknown key (listing the valid ones).
-        """
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {str(k).replace("-", "_"): v for k, v in mapping.items()}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise VisforeError(
-                f"unknown train-model option(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}"
-            )
-        return cls(**values)
-
-
 def _positive(name: str, value: Any, *, allow_none: bool = False, minimum: float = 1) -> None:
     if value is None and allow_none:
         return
@@ -1921,98 +1808,3 @@ def print_metrics_table(metrics: dict[str, Any], console: Any = None) -> None:
         + f", evaluated in {metrics['eval_seconds']:.0f} s" + (f" ({fps:.0f} predicted frames/s)" if fps else "")
         + f"; run: {metrics['run_dir']}"
     )
-
-
-# ---------------------------------------------------------------------------------------
-# Typer command
-# ---------------------------------------------------------------------------------------
-def _parse_model_kwargs(text: str | None) -> dict[str, Any]:
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise VisforeError(f"--model-kwargs is not valid JSON ({exc.msg})") from None
-    if not isinstance(value, dict):
-        raise VisforeError("--model-kwargs must be a JSON object, e.g. '{\"lstm_channels\": [32, 32]}'")
-    return value
-
-
-@handle_errors
-def train_model_command(
-    data: Annotated[Optional[str], typer.Option(help="Visfore Zarr dataset (from `visfore collect`): a directory or a URL (s3://bucket/name.zarr).")] = None,
-    model: Annotated[str, typer.Option(help="Forward model name (visfore_models.MODELS).")] = "convlstm",
-    context: Annotated[int, typer.Option(help="C context frames given to the model.")] = 2,
-    horizon: Annotated[int, typer.Option(help="K frames predicted open-loop.")] = 10,
-    epochs: Annotated[int, typer.Option(help="Total training epochs (also the target on --resume).")] = 10,
-    batch_size: Annotated[int, typer.Option(help="Clips per optimisation step (per process under torchrun).")] = 16,
-    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
-    lr_schedule: Annotated[str, typer.Option(help="cosine (to 10%, after warm-up) or constant.")] = "cosine",
-    warmup_steps: Annotated[int, typer.Option(help="Linear learning-rate warm-up steps.")] = 20,
-    weight_decay: Annotated[float, typer.Option(help="Adam weight decay.")] = 0.0,
-    grad_clip: Annotated[float, typer.Option(help="Max global gradient norm (0 = off).")] = 1.0,
-    sampling: Annotated[str, typer.Option(help="What the training rollout feeds back: open-loop (own predictions, like the evaluation), teacher (true frames) or scheduled (true frame with probability k/(k+exp(step/k)), Finn et al. 2016).")] = "open-loop",
-    sampling_k: Annotated[Optional[float], typer.Option(help="k of --sampling scheduled (Finn et al. used 900 over ~1e5 steps). Default: k ln k = total steps / 2, so the probability decays from ~1 to ~0 over this run and is 0.5 half-way.")] = None,
-    teacher_forcing: Annotated[Optional[str], typer.Option(help="Advanced alternative to --sampling: probability of feeding true frames, P, 'inverse-sigmoid:K' or 'linear:P0:P1[:STEPS]'. Evaluation is always open-loop.")] = None,
-    pad_short_episodes: Annotated[bool, typer.Option("--pad-short-episodes/--no-pad-short-episodes", help="Episodes shorter than context + horizon frames give one clip padded at the end (last frame repeated, zero actions), masked out of the loss and metrics; off: they are left out.")] = True,
-    eval_samples: Annotated[int, typer.Option(help="Samples per clip in the final evaluation of a stochastic model (mean over samples and best-of-N are reported).")] = 5,
-    amp: Annotated[Optional[bool], typer.Option("--amp/--no-amp", help="Mixed precision: float16 autocast + GradScaler on CUDA, bfloat16 autocast on CPU. Default: on when training on CUDA, off on CPU.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of init, split, clip order and subsets.")] = 0,
-    val_fraction: Annotated[float, typer.Option(help="Fraction of episodes held out for validation.")] = 0.1,
-    clip_stride: Annotated[int, typer.Option(help="Rows between training clip starts in an episode.")] = 1,
-    max_train_clips: Annotated[Optional[int], typer.Option(help="Use a fixed seeded subset of training clips.")] = None,
-    clips_per_epoch: Annotated[int, typer.Option(help="Training clips drawn per epoch (a fresh seeded draw each epoch, without replacement; split across processes under torchrun); 0 = every training clip.")] = 800,
-    max_val_clips: Annotated[Optional[int], typer.Option(help="Evaluate on at most this many validation clips (seeded subset).")] = 256,
-    epoch_val_clips: Annotated[int, typer.Option(help="Validation clips scored after each epoch.")] = 32,
-    eval_batch_size: Annotated[int, typer.Option(help="Clips per forward pass in evaluation.")] = 32,
-    image_clips: Annotated[int, typer.Option(help="Validation clips drawn in each images/epoch_XXX.png (0 = no images).")] = 4,
-    model_kwargs: Annotated[Optional[str], typer.Option(help="JSON object of extra model options, e.g. '{\"lstm_channels\": [32, 32]}'.")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Run directory (default runs/train-model-<UTC time>).")] = None,
-    name: Annotated[Optional[str], typer.Option(help="Run name: runs/train-model-NAME.")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out/--name from checkpoints/last.pt.")] = False,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N (under torchrun: auto or cuda, one GPU per LOCAL_RANK).")] = "auto",
-    num_workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
-    num_threads: Annotated[Optional[int], typer.Option(help="Torch CPU threads (default: physical cores, divided among torchrun processes).")] = None,
-    time_budget: Annotated[Optional[float], typer.Option(help="Stop training after this many minutes (checkpointed), then evaluate.")] = None,
-) -> None:
-    """Train an action-conditioned forward model and evaluate it open-loop on held-out episodes.
-
-    Runs under `torchrun --nproc-per-node N` as well (DistributedDataParallel; rank 0 writes the run).
-    """
-    config = TrainConfig(
-        data=str(data) if data is not None else None,
-        model=model,
-        model_kwargs=_parse_model_kwargs(model_kwargs),
-        context=context,
-        horizon=horizon,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        lr_schedule=lr_schedule,
-        warmup_steps=warmup_steps,
-        weight_decay=weight_decay,
-        grad_clip=grad_clip,
-        sampling=sampling,
-        sampling_k=sampling_k,
-        teacher_forcing=teacher_forcing,
-        pad_short_episodes=pad_short_episodes,
-        eval_samples=eval_samples,
-        amp=amp,
-        seed=seed,
-        val_fraction=val_fraction,
-        clip_stride=clip_stride,
-        max_train_clips=max_train_clips,
-        clips_per_epoch=clips_per_epoch,
-        max_val_clips=max_val_clips,
-        epoch_val_clips=epoch_val_clips,
-        eval_batch_size=eval_batch_size,
-        image_clips=image_clips,
-        out=str(out) if out is not None else None,
-        name=name,
-        resume=resume,
-        device=device,
-        num_workers=num_workers,
-        num_threads=num_threads,
-        time_budget=time_budget,
-    )
-    train_model(config)
