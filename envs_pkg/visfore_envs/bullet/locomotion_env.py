@@ -56,6 +56,7 @@ factors act on the loaded world:
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import sys
@@ -895,6 +896,22 @@ class BulletLocomotionEnv(gym.Env, EzPickle):
             pass
 
 
+def _check_options(cls: type, kwargs: Mapping[str, Any]) -> None:
+    """Refuse unknown keywords as the MuJoCo ids do (ValueError, not Python's TypeError).
+
+    Raises:
+        ValueError: naming the first unknown keyword and listing the valid ones.
+    """
+    params = inspect.signature(BulletLocomotionEnv.__init__).parameters
+    valid = sorted(n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY)
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"unknown option {unknown[0]!r} for {cls.__name__}; valid options: "
+            + ", ".join([*valid, "backend"])
+        )
+
+
 class BulletHopperEnv(BulletLocomotionEnv):
     """PyBullet Hopper (``PerturbHopperBullet-v0``): pybullet_envs' HopperBulletEnv.
 
@@ -904,6 +921,7 @@ class BulletHopperEnv(BulletLocomotionEnv):
     """
 
     def __init__(self, **kwargs) -> None:
+        _check_options(type(self), kwargs)
         BulletLocomotionEnv.__init__(self, "hopper", **kwargs)
         EzPickle.__init__(self, **kwargs)
 
@@ -917,6 +935,7 @@ class BulletWalker2dEnv(BulletLocomotionEnv):
     """
 
     def __init__(self, **kwargs) -> None:
+        _check_options(type(self), kwargs)
         BulletLocomotionEnv.__init__(self, "walker2d", **kwargs)
         EzPickle.__init__(self, **kwargs)
 
@@ -930,6 +949,7 @@ class BulletAntEnv(BulletLocomotionEnv):
     """
 
     def __init__(self, **kwargs) -> None:
+        _check_options(type(self), kwargs)
         BulletLocomotionEnv.__init__(self, "ant", **kwargs)
         EzPickle.__init__(self, **kwargs)
 
@@ -945,5 +965,6 @@ class BulletHalfCheetahEnv(BulletLocomotionEnv):
     """
 
     def __init__(self, **kwargs) -> None:
+        _check_options(type(self), kwargs)
         BulletLocomotionEnv.__init__(self, "half_cheetah", **kwargs)
         EzPickle.__init__(self, **kwargs)
