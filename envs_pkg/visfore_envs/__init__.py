@@ -16,7 +16,12 @@ from visfore_envs.core.gl import configure_gl_environment
 
 configure_gl_environment()
 
-from visfore_envs.core import KeypointTargetEnv, VisforeMujocoEnv  # noqa: E402
+from visfore_envs.core import (  # noqa: E402
+    GoalConditionedKeypointEnv,
+    KeypointTargetEnv,
+    VisforeMujocoEnv,
+    goal_conditioned_class,
+)
 from visfore_envs.core.rewards import (  # noqa: E402
     PRESETS as REWARD_PRESETS,
     REWARD_TERMS,
@@ -67,6 +72,7 @@ __all__ = [
     "PerturbWalker2dEnv",
     "perturbation_keys",
     "resolve_perturbation_key",
+    "GoalConditionedKeypointEnv",
     "KeypointTargetEnv",
     "MimicEnv",
     "MimicHumanoidEnv",
@@ -76,5 +82,6 @@ __all__ = [
     "ReacherPlaneEnv",
     "TargetHumanoidEnv",
     "VisforeMujocoEnv",
+    "goal_conditioned_class",
     "register_envs",
 ]

@@ -14,7 +14,11 @@ from visfore_envs.core.gl import configure_gl_environment
 
 configure_gl_environment()
 
-from visfore_envs.core.keypoint_env import KeypointTargetEnv  # noqa: E402
+from visfore_envs.core.keypoint_env import (  # noqa: E402
+    GoalConditionedKeypointEnv,
+    KeypointTargetEnv,
+    goal_conditioned_class,
+)
 from visfore_envs.core.mujoco_env import (  # noqa: E402
     OBS_MODES,
     RENDER_MODES,
@@ -29,7 +33,9 @@ __all__ = [
     "RENDER_MODES",
     "CameraSpec",
     "FastRenderer",
+    "GoalConditionedKeypointEnv",
     "KeypointTargetEnv",
     "VisforeMujocoEnv",
     "configure_gl_environment",
+    "goal_conditioned_class",
 ]
