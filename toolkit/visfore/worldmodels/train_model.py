@@ -89,6 +89,8 @@ import numpy as np
 from visfore.core.console import stdout_console
 from visfore.core import runs
 from visfore.data import storage
+from visfore.core.device import parse_device_spec as _parse_device_spec  # noqa: F401 (old name)
+from visfore.core.device import physical_cpu_cores, select_device  # noqa: F401 (re-exported)
 from visfore.core.errors import VisforeError
 from visfore.worldmodels.config import TrainConfig
 
@@ -292,55 +294,7 @@ def resolve_sampling(config: TrainConfig, *, total_steps: int, k: float | None =
     return {"mode": "open-loop", "k": None, "formula": "p = 0"}, lambda step: 0.0
 
 
-def _parse_device_spec(spec: str) -> str:
-    spec = str(spec).strip().lower()
-    if spec in ("auto", "cpu", "cuda") or (spec.startswith("cuda:") and spec[5:].isdigit()):
-        return spec
-    raise VisforeError(f"--device must be auto, cpu, cuda or cuda:N, got {spec!r}")
-
-
-def select_device(spec: str) -> "torch.device":
-    """``auto`` -> CUDA when available else CPU; ``cpu``; ``cuda`` / ``cuda:N``.
-
-    Raises:
-        VisforeError: CUDA requested but not available.
-    """
-    import torch
-
-    spec = _parse_device_spec(spec)
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if spec.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise VisforeError(f"--device {spec} requested but CUDA is not available (torch {torch.__version__})")
-        index = int(spec[5:]) if ":" in spec else 0
-        if index >= torch.cuda.device_count():
-            raise VisforeError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s)")
-    return torch.device(spec)
-
-
-def physical_cpu_cores() -> int:
-    """Physical cores available to this process (hyper-threads counted once), >= 1.
-
-    Reads ``/proc/cpuinfo`` (physical id, core id pairs) on Linux, capped by the CPU
-    affinity mask; falls back to ``os.cpu_count()``.
-    """
-    try:
-        available = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        available = os.cpu_count() or 1
-    cores: set[tuple[str, str]] = set()
-    try:
-        physical = "0"
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("physical id"):
-                    physical = line.split(":", 1)[1].strip()
-                elif line.startswith("core id"):
-                    cores.add((physical, line.split(":", 1)[1].strip()))
-    except OSError:
-        pass
-    return max(1, min(len(cores) or available, available))
+# select_device, parse_device_spec and physical_cpu_cores live in visfore.core.device.
 
 
 def _lr_lambda(schedule: str, warmup: int, total_steps: int) -> Callable[[int], float]:
