@@ -1,14 +1,71 @@
-"""The rich progress bar of the episode-based pipelines (collect, evaluate)."""
+"""Progress bars of the pipelines: one rich bar factory and one no-op stand-in.
+
+- :func:`progress_bar`: a ``rich.progress.Progress`` on stderr (description, bar,
+  done/total, a unit text, elapsed and remaining time), or a :class:`NoProgress` when
+  disabled (``--quiet``);
+- :func:`episode_progress`: the same for the episode pipelines (collect, evaluate, plan);
+- :class:`NoProgress`: the part of ``rich.progress.Progress``'s interface the pipelines
+  use (``add_task``, ``update``, ``advance``, ``start``, ``stop``, context manager), doing
+  nothing, so a pipeline has no ``if progress:`` around every update.
+
+rich is imported inside the functions (``visfore --help`` stays fast).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+__all__ = ["NoProgress", "episode_progress", "progress_bar"]
 
-def episode_progress(enabled: bool, unit: str = "episodes") -> Any:
-    """A ``rich.progress.Progress`` on stderr: description, bar, done/total, ``unit``,
-    elapsed and remaining time. ``unit`` is a rich format string and may name task fields
-    (e.g. ``"episodes {task.fields[fps]:>6.0f} frames/s"``). Disabled when not ``enabled``."""
+
+class NoProgress:
+    """A disabled progress bar with ``rich.progress.Progress``'s interface.
+
+    Args:
+        console: kept as ``self.console`` (pipelines print through ``progress.console``).
+    """
+
+    def __init__(self, console: Any = None) -> None:
+        self.console = console
+
+    def add_task(self, *args: Any, **kwargs: Any) -> int:
+        """A task id (always 0)."""
+        return 0
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        """Nothing."""
+
+    def advance(self, *args: Any, **kwargs: Any) -> None:
+        """Nothing."""
+
+    def start(self) -> None:
+        """Nothing."""
+
+    def stop(self) -> None:
+        """Nothing."""
+
+    def __enter__(self) -> "NoProgress":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+
+def progress_bar(*columns: Any, enabled: bool = True, console: Any = None, unit: str = "") -> Any:
+    """A ``rich.progress.Progress`` on ``console`` (default: a stderr console), or a
+    :class:`NoProgress` when not ``enabled``.
+
+    Args:
+        columns: rich columns or format strings; default: description, bar, done/total,
+            ``unit``, elapsed and remaining time.
+        enabled: False gives a :class:`NoProgress` (nothing drawn, nothing imported).
+        console: a ``rich.console.Console``.
+        unit: a rich format string after done/total (may name task fields, e.g.
+            ``"episodes {task.fields[fps]:>6.0f} frames/s"``); only with the default
+            columns.
+    """
+    if not enabled:
+        return NoProgress(console)
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -19,13 +76,19 @@ def episode_progress(enabled: bool, unit: str = "episodes") -> Any:
         TimeRemainingColumn,
     )
 
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(bar_width=20),
-        MofNCompleteColumn(),
-        TextColumn(unit),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not enabled,
-    )
+    if not columns:
+        columns = (
+            TextColumn("[bold]{task.description}"),
+            BarColumn(bar_width=20),
+            MofNCompleteColumn(),
+            TextColumn(unit),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
+    return Progress(*columns, console=console if console is not None else Console(stderr=True))
+
+
+def episode_progress(enabled: bool, unit: str = "episodes") -> Any:
+    """The episode pipelines' bar (see :func:`progress_bar`): a ``rich.progress.Progress``
+    on stderr, or a :class:`NoProgress` when not ``enabled``."""
+    return progress_bar(enabled=enabled, unit=unit)

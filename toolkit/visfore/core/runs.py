@@ -24,11 +24,12 @@ Torch is imported inside the checkpoint functions so that importing this module 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from visfore.core.errors import VisforeError
 
@@ -41,6 +42,8 @@ LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
 #: Default parent directory of run directories (relative to the working directory).
 DEFAULT_RUNS_ROOT = Path("runs")
+
+C = TypeVar("C")
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -239,6 +242,62 @@ def read_run_config(run_dir: str | os.PathLike[str], command: str, kind: str) ->
         raise VisforeError(f"{run_dir} is not a {kind} ({CONFIG_NAME} is from "
                            f"{saved.get('command') or 'another tool'})")
     return saved
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
+def merge_resumed_options(
+    saved_options: Mapping[str, Any],
+    given: C,
+    *,
+    runtime: Iterable[str],
+    skip: Iterable[str] = (),
+) -> tuple[C, list[str]]:
+    """The options of a resumed run: the saved ones, with the runtime options of ``given``.
+
+    The one ``--resume`` rule of every command that writes a run directory: a resumed
+    run trains exactly what it was started with, so its saved options win; only the
+    ``runtime`` options (device, progress, a time budget, the epoch or timestep target:
+    what does not change *what* is trained) are taken from ``given``. Any other option
+    that the caller set to something other than its default and that differs from the
+    run's value is reported back (the caller logs them as ignored).
+
+    Args:
+        saved_options: the ``options`` mapping of the run's ``config.yaml``; keys the
+            config class no longer has (options of an older version) are dropped.
+        given: the config of this invocation (a dataclass, usually a
+            :func:`~visfore.core.config.config` class; its ``from_dict`` is used when
+            present, so saved strings and lists load into the typed fields).
+        runtime: field names taken from ``given``.
+        skip: field names neither taken nor reported (e.g. ``out``, ``name``: they only
+            locate the run).
+
+    Returns:
+        ``(merged, ignored)``: the merged config (same class as ``given``) and one text
+        per ignored option, ``"--lr 0.01 (the run uses 0.001)"``.
+    """
+    cls = type(given)
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    known = {f.name for f in fields}
+    values = {k: v for k, v in saved_options.items() if str(k).replace("-", "_") in known}
+    from_dict = getattr(cls, "from_dict", None)
+    merged = from_dict(values) if callable(from_dict) else cls(**values)
+    keep, leave = set(runtime), set(skip)
+    ignored = []
+    for f in fields:
+        if f.name in keep or f.name in leave:
+            continue
+        mine, theirs = getattr(given, f.name), getattr(merged, f.name)
+        if mine != theirs and mine != _field_default(f):
+            ignored.append(f"--{f.name.replace('_', '-')} {mine} (the run uses {theirs})")
+    merged = dataclasses.replace(merged, **{k: getattr(given, k) for k in keep if k in known})  # type: ignore[type-var]
+    return merged, ignored
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:
