@@ -664,8 +664,10 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
             src = self._kp_gather
             np.take(self._site_xpos_flat, self._kp_index, out=src.reshape(-1))
         np.subtract(src, self._target_kp2, out=self._diff2)
-        # The formula compute_reward uses too (bit-equal rewards; not diff.dot(diff)).
-        self._distance = distance = float(keypoint_distances(self._diff))
+        diff = self._diff
+        # keypoint_distances' formula (compute_reward's), inlined for the hot path on the
+        # contiguous (G,) buffer, so step and compute_reward rewards are bit-equal.
+        self._distance = distance = math.sqrt(np.vecdot(diff, diff))
         return distance
 
     def _keypoints_copy(self) -> np.ndarray:
@@ -859,7 +861,8 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
             ValueError: if the action has the wrong shape.
         """
         self._simulate(action)
-        np.clip(self._ctrl, self._ctrl_low, self._ctrl_high, out=self._applied_ctrl)
+        applied = self._applied_ctrl  # the control costs' a: what MuJoCo applied
+        np.minimum(np.maximum(self._ctrl, self._ctrl_low, out=applied), self._ctrl_high, out=applied)
         distance = self._update_keypoints()
         ctx = self._reward_ctx
         ctx.distance = distance

@@ -215,9 +215,11 @@ def keypoint_distances(error) -> np.ndarray:
     """``||e||_2`` over the last axis: the key-point distance of ``step`` and of
     ``compute_reward`` (one formula, so the two agree bit for bit).
 
-    The sum of squares is ``np.add.reduce`` over a contiguous last axis, which rounds the
-    same for a single (G,) vector as for each row of a (..., G) batch (``ndarray.dot`` does
-    not: BLAS reorders the sum).
+    The squared norm is ``np.vecdot`` over a contiguous last axis: it runs the same dot
+    kernel (BLAS ``ddot``, what ``ndarray.dot`` calls) on a single (G,) vector as on each
+    row of a (..., G) batch, so a batch of any shape rounds exactly like one step (a sum
+    of squares by ``einsum`` or over a strided axis would not), and the step reward is what
+    it was with ``diff.dot(diff)``.
 
     Args:
         error: (..., G) key points minus their targets ``k - k*`` (metres).
@@ -226,12 +228,16 @@ def keypoint_distances(error) -> np.ndarray:
         (...,) float64 distances (a 0-d float64 for a (G,) input), metres.
     """
     e = np.ascontiguousarray(error, dtype=np.float64)
-    return np.sqrt(np.add.reduce(e * e, axis=-1))
+    return np.sqrt(np.vecdot(e, e))
 
 
 def end_effector_values(error, end_effectors) -> np.ndarray:
     """DeepMimic's end-effector value ``exp(-40 sum_e ||p*_e - p_e||^2)``, unweighted, for
     ``step`` and ``compute_reward`` alike (one formula, bit-equal for any batch shape).
+
+    The sum of squares is ``np.add.reduce`` over the contiguous (..., E * A) values (the
+    same pairwise sum for one step and for every row of a batch) and the exponential is
+    ``np.exp`` (``math.exp`` rounds differently from numpy's vectorised ``exp``).
 
     Args:
         error: (..., K, A) key points minus their targets (metres).
