@@ -16,6 +16,7 @@ gymnasium's ``MujocoEnv`` that matter for speed and pixels:
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -245,6 +246,11 @@ class VisforeMujocoEnv(gym.Env):
             raise ValueError(
                 f"action shape {np.shape(action)} is not the action space shape {self._action_shape}"
             )
+        # a . a is finite for every finite action short of overflow and costs a fifth of
+        # np.isfinite(a).all() (the state step is ~20 us); the exact check settles the rest.
+        dot = getattr(action, "dot", None)
+        if dot is not None and math.isfinite(dot(action)):
+            return
         if not np.isfinite(action).all():
             raise ValueError(f"action {np.asarray(action)!r} is not finite (NaN or infinity)")
 
