@@ -1,12 +1,19 @@
 """The ``visfore`` Typer app: every command registered under its name.
 
-Each command lives in the module of its pipeline and imports heavy libraries (torch,
-zarr, mujoco) inside its body, so ``visfore --help`` stays fast.
+Each command is a thin module of :mod:`visfore.cli` whose options come from the
+command's typed config; it imports its pipeline (and with it torch, zarr, mujoco) inside
+the command body, so ``visfore --help`` stays fast. Library code reports notes and
+warnings through :mod:`logging`; :func:`setup_logging` shows them on stderr with rich.
 """
 
 from __future__ import annotations
 
+import logging
+import sys
+from typing import Any
+
 import typer
+from typer.core import TyperGroup
 
 from visfore.data.collect import collect_command
 from visfore.data.dataset_info import dataset_info_command
@@ -21,13 +28,67 @@ from visfore.cli.train_model import train_model_command
 from visfore.rl.train_policy import train_policy_command
 from visfore.perception.train_translator import train_translator_command
 
+log = logging.getLogger("visfore")
+
+#: Deprecated command lines rewritten before parsing: ``train-policy --through-model RUN``
+#: is now ``train-through-model --model RUN`` (its own command with its own options).
+_THROUGH_MODEL_FLAG = "--through-model"
+
+
+class VisforeGroup(TyperGroup):
+    """The top-level group: keeps deprecated spellings of whole commands working."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if args and args[0] == "train-policy" and any(
+            a == _THROUGH_MODEL_FLAG or a.startswith(_THROUGH_MODEL_FLAG + "=") for a in args
+        ):
+            args = ["train-through-model"] + [
+                "--model" + a[len(_THROUGH_MODEL_FLAG):] if a.startswith(_THROUGH_MODEL_FLAG) else a
+                for a in args[1:]
+            ]
+            log.warning("`visfore train-policy --through-model RUN` is deprecated; "
+                        "use `visfore train-through-model --model RUN`")
+        return super().parse_args(ctx, args)
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Show the ``visfore`` loggers' records on stderr through rich (INFO, or DEBUG with
+    ``verbose``); called once per command invocation."""
+    from rich.console import Console
+    from rich.logging import RichHandler
+
+    logger = logging.getLogger("visfore")
+    for handler in list(logger.handlers):
+        if getattr(handler, "_visfore", False):
+            logger.removeHandler(handler)
+    handler = RichHandler(console=Console(file=sys.stderr, stderr=True), show_time=False, show_path=False,
+                          markup=False, rich_tracebacks=False)
+    handler._visfore = True  # type: ignore[attr-defined]
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logger.propagate = False
+
+
 app = typer.Typer(
+    cls=VisforeGroup,
     name="visfore",
     help="Visual foresight toolkit: collect reacher datasets and train video-prediction forward models.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also show debug messages."),
+) -> None:
+    """Visual foresight toolkit: collect datasets from visfore-envs, train forward models,
+    plan with them, train and evaluate policies."""
+    setup_logging(verbose)
+
+
 dataset_app = typer.Typer(help="Inspect visfore Zarr datasets.", no_args_is_help=True)
 
 # RayCommand: a bare `--ray` (no address) means `--ray local` (Click has no optional-value options).
