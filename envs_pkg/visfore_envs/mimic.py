@@ -667,14 +667,8 @@ class MimicEnv(KeypointTargetEnv):
                 f"Cannot call {type(self).__name__}.step() before calling reset() "
                 "(the leader process starts at reset)"
             )
-        shape = self._action_shape
-        if getattr(action, "shape", None) != shape and np.shape(action) != shape:
-            raise ValueError(
-                f"action shape {np.shape(action)} is not the action space shape {self._action_shape}"
-            )
-        if not np.isfinite(action).all():
-            # Checked here too so that a refused action leaves the leader where it was.
-            raise ValueError(f"action {np.asarray(action)!r} is not finite (NaN or inf)")
+        # Checked before the leader moves, so a refused action leaves everything as it was.
+        self._check_action(action)
         t = self._t + 1
         qpos = self._leader_pose(t)
         self._t = t

@@ -254,6 +254,21 @@ def test_sim_state_restores_bit_for_bit(env_id, obs_mode):
     env.close()
 
 
+@pytest.mark.parametrize("env_id", MIMIC_IDS)
+def test_a_refused_action_leaves_the_mimic_leader_in_place(env_id):
+    env = gym.make(env_id, **_kwargs(env_id))
+    u = env.unwrapped
+    env.reset(seed=0)
+    before = u.get_sim_state()
+    for bad in (np.full(env.action_space.shape, np.nan, np.float32), np.zeros(1, np.float32)):
+        with pytest.raises(ValueError, match="action"):
+            u.step(bad)
+    after = u.get_sim_state()
+    assert after["leader_t"] == before["leader_t"]
+    np.testing.assert_array_equal(after["leader_qpos"], before["leader_qpos"])
+    np.testing.assert_array_equal(after["physics"], before["physics"])
+
+
 # -- 11. unknown options -------------------------------------------------------------------------
 @pytest.mark.parametrize("env_id", IDS)
 def test_unknown_options_raise_value_error_listing_the_valid_ones(env_id):

@@ -852,13 +852,14 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
 
     def step(self, action):
         """Apply ``action`` (torques in [-1, 1] per actuator, float32 (nu,)) for ``frame_skip``
-        MuJoCo steps.
+        MuJoCo steps. MuJoCo clips the controls into the actuators' ``ctrlrange``; the
+        control-cost terms (``ctrl``, ``electricity``) charge that applied action.
 
         Returns:
             ``(observation, reward, terminated=False, truncated=False, info)`` (see class doc).
 
         Raises:
-            ValueError: if the action has the wrong shape.
+            ValueError: if the action has the wrong shape or is not finite.
         """
         self._simulate(action)
         applied = self._applied_ctrl  # the control costs' a: what MuJoCo applied
