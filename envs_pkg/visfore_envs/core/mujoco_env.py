@@ -147,6 +147,7 @@ class VisforeMujocoEnv(gym.Env):
             self.scene_model, self.width, self.height, camera_spec, self.render_geom_groups
         )
         self._frame: np.ndarray | None = None
+        self._render_copy: np.ndarray | None = None
         self.metadata = {
             "render_modes": ["rgb_array"],
             "render_fps": int(np.round(1.0 / self.dt)),
@@ -299,6 +300,9 @@ class VisforeMujocoEnv(gym.Env):
         frame = self._frame
         if frame is None:
             frame = self._frame = self._renderer.render(self._posed_scene())
+            if self._obs_id and self.render_mode is not None:
+                # The observation hands this frame to the caller; render() returns this copy.
+                self._render_copy = frame.copy()
         return frame
 
     def _posed_scene(self) -> mujoco.MjData:
@@ -322,10 +326,12 @@ class VisforeMujocoEnv(gym.Env):
     def render(self) -> np.ndarray | None:
         """Return the current frame, (height, width, 3) uint8, if ``render_mode="rgb_array"``.
 
-        A new array, the same image as the pixel observation: with pixel observations it is
-        drawn again (the cached frame was handed out as the observation, which the caller
-        may modify), else it is a copy of the frame of this state. With
-        ``render_mode=None`` this warns and returns None (gymnasium convention).
+        A new array, the same image as the pixel observation, never shared with it (the
+        caller may modify either): with pixel observations and a render mode, each new
+        frame is copied once when it is drawn and ``render()`` hands out that copy (one
+        draw and one copy per step; without a render mode the observation is the drawn
+        frame itself, no copy). With ``render_mode=None`` this warns and returns None
+        (gymnasium convention).
         """
         if self.render_mode is None:
             gym.logger.warn(
@@ -333,10 +339,13 @@ class VisforeMujocoEnv(gym.Env):
                 "to the constructor (gym.make(..., render_mode='rgb_array'))."
             )
             return None
-        if self._obs_id and self._frame is not None:
-            # The observation owns the cached frame; one draw here instead of a copy per step.
-            return self._renderer.render(self._posed_scene())
-        return self._current_frame().copy()
+        if not self._obs_id:
+            return self._current_frame().copy()
+        self._current_frame()
+        out, self._render_copy = self._render_copy, None
+        if out is None:  # a second render() of one state: its copy was handed out already
+            out = self._renderer.render(self._posed_scene())
+        return out
 
     def close(self) -> None:
         """Free the GL context (if any was made). The env can still step; rendering again
