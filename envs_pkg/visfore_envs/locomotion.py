@@ -453,13 +453,8 @@ class PerturbLocomotionEnv(VisforeMujocoEnv, EzPickle):
     def _simulate_v5(self, action) -> None:
         """gymnasium ``MujocoEnv.do_simulation``: ctrl, ``mj_step`` x frame_skip, then
         ``mj_rnePostConstraint`` if the robot reads contact forces (it only computes
-        outputs such as ``cfrc_ext``, so skipping it leaves the trajectory unchanged)."""
-        if getattr(action, "shape", None) != self._action_shape and (
-            np.shape(action) != self._action_shape
-        ):
-            raise ValueError(
-                f"action shape {np.shape(action)} is not the action space shape {self._action_shape}"
-            )
+        outputs such as ``cfrc_ext``, so skipping it leaves the trajectory unchanged).
+        ``step`` checks the action first (:meth:`_check_action`)."""
         if self._action_perm is not None:
             action = np.asarray(action)[self._action_perm]
         self._ctrl[:] = action

@@ -258,8 +258,9 @@ class VisforeMujocoEnv(gym.Env):
     def _physics_unstable(self) -> bool:
         """True when MuJoCo flagged a blow-up (bad qpos, qvel, qacc or ctrl) since the last
         reset of ``self.data`` (MuJoCo then resets the data to ``qpos0``)."""
-        counts = self._warning_counts
-        return any(counts[i] for i in _INSTABILITY_WARNINGS)
+        c = self._warning_counts
+        q, v, a, u = _INSTABILITY_WARNINGS  # unrolled: this runs on every locomotion step
+        return bool(c[q] or c[v] or c[a] or c[u])
 
     def _simulate(self, action) -> None:
         """Apply ``action`` (shape (nu,)) for ``frame_skip`` MuJoCo steps.
