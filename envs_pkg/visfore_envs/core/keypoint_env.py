@@ -36,7 +36,7 @@ from __future__ import annotations
 import copy
 import inspect
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import mujoco
@@ -52,8 +52,8 @@ from visfore_envs.core.rewards import (
     REWARD_TERMS,
     RewardContext,
     RewardSpec,
+    RewardTerm,
     info_values,
-    keypoint_distances,
     legacy_spec,
     parse_rewards,
     resolve_reward_fn,
@@ -70,7 +70,27 @@ INIT_POSES = ("home", "random")
 #: simulation continues bit for bit).
 _PHYSICS_STATE = int(mujoco.mjtState.mjSTATE_INTEGRATION)
 _OPTION_NAMES: dict[type, tuple[str, ...]] = {}
+#: Options that must be bools.
+_FLAG_OPTIONS = ("goal_conditioned", "potential_shaping", "show_target", "joint_targets")
+#: The reachers' reward weights (None: 1.0).
+_WEIGHT_OPTIONS = ("ctrl_cost_weight", "state_reward_weight", "pixel_reward_weight")
+#: Options passed on unchanged to :class:`VisforeMujocoEnv` (with ``reward_mode`` and the
+#: weights, which :meth:`KeypointTargetEnv._base_options` derives).
+_BASE_OPTIONS = (
+    "obs_mode",
+    "width",
+    "height",
+    "camera",
+    "camera_distance",
+    "camera_azimuth",
+    "camera_elevation",
+    "camera_lookat",
+    "frame_skip",
+    "render_mode",
+)
 _GOAL_CLASSES: dict[type, type] = {}
+#: A reward term as ``step`` evaluates it: ``(info key, value function, weight)``.
+_StepTerm = tuple[str, Callable[[RewardContext], float], float]
 
 
 def _rebuild_env(cls: type, args: tuple, kwargs: dict[str, Any]) -> KeypointTargetEnv:
@@ -279,7 +299,10 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
         frame_skip: int = 2,
         render_mode: str | None = None,
     ) -> None:
-        kwargs: dict[str, Any] = dict(
+        """Build the env in named steps (options -> physics and scene -> key points and
+        target -> state buffer -> episode memory and applied controls -> rewards ->
+        observation space); the options are documented in the class docstring."""
+        options: dict[str, Any] = dict(
             obs_mode=obs_mode,
             reward_mode=reward_mode,
             goal_conditioned=goal_conditioned,
@@ -303,66 +326,94 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
             frame_skip=frame_skip,
             render_mode=render_mode,
         )
-        EzPickle.__init__(self, **kwargs)
-        for name in ("goal_conditioned", "potential_shaping", "show_target", "joint_targets"):
-            if not isinstance(kwargs[name], (bool, np.bool_)):
-                raise ValueError(f"{name}={kwargs[name]!r} is not one of True, False")
-        self.goal_conditioned = bool(goal_conditioned)
+        EzPickle.__init__(self, **options)
+        self._init_options(options)
+        # Physics model, ghost scene model, renderer and action space.
+        super().__init__(**self._base_options(options))
+        self._init_keypoints()
+        self._init_target()
+        self._init_state_buffer()
+        self._init_episode_memory()
+        self._init_applied_ctrl()
+        self._init_rewards()
+        self.observation_space = self._make_observation_space()
+        # A valid state before the first reset (target at the initial configuration).
+        self._set_target(self._target_qpos)
+        self._update_keypoints()
+
+    # -- construction steps ------------------------------------------------------------------
+    def _init_options(self, options: Mapping[str, Any]) -> None:
+        """Validate and store this class's own options: the flags, ``init_pose``,
+        ``success_threshold``, the reward terms and ``reward_fn``; drop the ghost's geom
+        group from the drawn groups when ``show_target=False``.
+
+        Raises:
+            ValueError: a flag that is not a bool, a bad ``init_pose`` or
+                ``success_threshold``, ``joint_targets`` without a plain state observation,
+                or bad reward options (:meth:`_resolve_reward_spec`).
+        """
+        for name in _FLAG_OPTIONS:
+            if not isinstance(options[name], (bool, np.bool_)):
+                raise ValueError(f"{name}={options[name]!r} is not one of True, False")
+        self.goal_conditioned = bool(options["goal_conditioned"])
         #: ``"home"`` or ``"random"``: where episodes start (see the class doc).
-        self.init_pose = check_choice("init_pose", init_pose, INIT_POSES)
+        self.init_pose = check_choice("init_pose", options["init_pose"], INIT_POSES)
         #: Whether the state vector ends with ``q* - q`` (see the class doc).
-        self.joint_targets = bool(joint_targets)
+        self.joint_targets = bool(options["joint_targets"])
+        obs_mode = options["obs_mode"]
         if self.joint_targets and (self.goal_conditioned or obs_mode == "pixels"):
             raise ValueError(
                 f"joint_targets=True needs a state observation without goal_conditioned, "
-                f"not obs_mode={obs_mode!r}, goal_conditioned={goal_conditioned!r}"
+                f"not obs_mode={obs_mode!r}, goal_conditioned={options['goal_conditioned']!r}"
             )
-        self.show_target = bool(show_target)
+        self.show_target = bool(options["show_target"])
+        threshold = options["success_threshold"]
         self.success_threshold = (
             float(self.default_success_threshold)
-            if success_threshold is None
-            else check_real("success_threshold", success_threshold, minimum=0.0, strict=True)
+            if threshold is None
+            else check_real("success_threshold", threshold, minimum=0.0, strict=True)
         )
         #: The reward terms and weights (:class:`visfore_envs.core.rewards.RewardSpec`).
-        self.reward_spec = self._resolve_reward_spec(kwargs)
-        self._reward_fn = resolve_reward_fn(reward_fn)
+        self.reward_spec = self._resolve_reward_spec(options)
+        self._reward_fn = resolve_reward_fn(options["reward_fn"])
         self.potential_shaping = "potential" in self.reward_spec.names
-        if not show_target:
-            self.render_geom_groups = tuple(g for g in self.render_geom_groups if g != GHOST_GROUP)
-        base_kwargs = {
-            k: kwargs[k]
-            for k in kwargs
-            if k
-            not in (
-                "goal_conditioned",
-                "potential_shaping",
-                "show_target",
-                "success_threshold",
-                "init_pose",
-                "joint_targets",
-                "rewards",
-                "reward_fn",
+        if not self.show_target:
+            # Per instance: the class default draws the ghost (VisforeMujocoEnv declares
+            # the attribute a ClassVar, though the renderer reads it from the instance).
+            self.render_geom_groups = tuple(  # type: ignore[misc]
+                g for g in self.render_geom_groups if g != GHOST_GROUP
             )
-        }
-        base_kwargs["reward_mode"] = self.reward_spec.reward_mode
-        for name in ("ctrl_cost_weight", "state_reward_weight", "pixel_reward_weight"):
-            base_kwargs[name] = 1.0 if kwargs[name] is None else kwargs[name]
-        super().__init__(**base_kwargs)
 
-        m = self.model
+    def _base_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The keyword arguments of :class:`VisforeMujocoEnv` (validated there): the
+        rendering and simulation options as given, ``reward_mode`` derived from the reward
+        terms, and the three reachers' weights (1.0 when None)."""
+        base = {name: options[name] for name in _BASE_OPTIONS}
+        base["reward_mode"] = self.reward_spec.reward_mode
+        for name in _WEIGHT_OPTIONS:
+            base[name] = 1.0 if options[name] is None else options[name]
+        return base
+
+    def _init_keypoints(self) -> None:
+        """Key-point bookkeeping: ``n_keypoints``, ``goal_dim`` and where each step reads
+        the key points from ``MjData.site_xpos`` (a live view when the sites are
+        consecutive and the axes contiguous, else a gather into a scratch buffer)."""
         # Scene-model data at the target configuration: target key points, goal frame.
         self._goal_data = mujoco.MjData(self.scene_model)
         self._ghost = Ghost(self._ghost_pairs)
-        site_ids = [mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, s) for s in self.keypoint_sites]
+        site_ids = [
+            mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_SITE, s) for s in self.keypoint_sites
+        ]
         axes = tuple(self.keypoint_axes)
         #: Number of key points and goal length G.
-        self.n_keypoints = len(site_ids)
-        self.goal_dim = self.n_keypoints * len(axes)
-        k, a = self.n_keypoints, len(axes)
+        self.n_keypoints = k = len(site_ids)
+        a = len(axes)
+        self.goal_dim = k * a
         self._kp_index = np.array([3 * s + ax for s in site_ids for ax in axes], dtype=np.intp)
         self._goal_site_xpos_flat = self._goal_data.site_xpos.reshape(-1)
         consecutive = site_ids == list(range(site_ids[0], site_ids[0] + k)) if k else False
         contiguous_axes = axes == tuple(range(axes[0], axes[0] + a)) if a else False
+        self._kp_src: np.ndarray | None
         if consecutive and contiguous_axes:
             # Live (K, A) view of MjData.site_xpos: no gather needed on each step.
             self._kp_src = self.data.site_xpos[
@@ -372,27 +423,38 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
             self._kp_src = None
             self._site_xpos_flat = self.data.site_xpos.reshape(-1)  # view of MjData memory
             self._kp_gather = np.zeros((k, a))
+
+    def _init_target(self) -> None:
+        """The target key points k* (flat and (K, A) views of one buffer), the target
+        configuration (the initial one until a reset draws another) and the sampler's
+        joint bounds."""
         self._target_kp = np.zeros(self.goal_dim)
-        self._target_kp2 = self._target_kp.reshape(k, a)
+        self._target_kp2 = self._target_kp.reshape(self.n_keypoints, len(self.keypoint_axes))
         self._target_qpos = self.init_qpos.copy()
         self._target_low, self._target_high = self._joint_sampling_bounds()
         self._target_unsupported = bool(np.isnan(self._target_low).any())
 
+    def _init_state_buffer(self) -> None:
+        """The preallocated state vector ``[proprio | k - k* | k* (| q* - q)]`` and the views
+        that write into it in place, and :attr:`angle_mask`."""
+        m = self.model
         p, g = self._proprio_dim(), self.goal_dim
         self._proprio_len = p
-        # Preallocated state vector: [proprio | k - k* | k* (| q* - q)]; views write into it
-        # in place.
         nj = m.nq if self.joint_targets else 0
         self._obs_buf = np.zeros(p + 2 * g + nj)
         self._proprio_view = self._obs_buf[:p]
         self._diff = self._obs_buf[p : p + g]
-        self._diff2 = self._diff.reshape(k, a)
+        self._diff2 = self._diff.reshape(self.n_keypoints, len(self.keypoint_axes))
         self._target_view = self._obs_buf[p + g : p + 2 * g]
         self._joint_diff_view = self._obs_buf[p + 2 * g :]
         #: (nq,) bool, True for hinge coordinates: their differences wrap into [-pi, pi)
         #: (the ``joint_targets`` tail, the joint-space reward terms).
         self.angle_mask = np.zeros(m.nq, dtype=bool)
         self.angle_mask[m.jnt_qposadr[m.jnt_type == mujoco.mjtJoint.mjJNT_HINGE]] = True
+
+    def _init_episode_memory(self) -> None:
+        """What steps remember: distances and key points for shaping, the goal frame
+        (rendered on first need) and the pixel MSE's scale."""
         self._distance = 0.0
         self._prev_distance = 0.0
         self._prev_kp = np.zeros(self.goal_dim)
@@ -400,24 +462,22 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
         self._goal_frame_f: np.ndarray | None = None
         self._mse_scale = 1.0 / (255.0 * 255.0 * self.height * self.width * 3)
         self._gc_shaping = self.goal_conditioned and self.potential_shaping
-        # The controls MuJoCo applies: the action clipped into each actuator's ctrlrange
-        # (MuJoCo clamps data.ctrl itself, but leaves the raw values there); the control
-        # costs read this, so they follow the physics and not the raw action.
+
+    def _init_applied_ctrl(self) -> None:
+        """Bounds of the controls MuJoCo applies: the action clipped into each actuator's
+        ctrlrange (MuJoCo clamps ``data.ctrl`` itself, but leaves the raw values there); the
+        control costs read the applied controls, so they follow the physics and not the
+        raw action."""
+        m = self.model
         clamp = m.actuator_ctrllimited.astype(bool) & (
             not m.opt.disableflags & int(mujoco.mjtDisableBit.mjDSBL_CLAMPCTRL)
         )
         self._ctrl_low = np.where(clamp, m.actuator_ctrlrange[:, 0], -np.inf)
         self._ctrl_high = np.where(clamp, m.actuator_ctrlrange[:, 1], np.inf)
         self._applied_ctrl = np.zeros(m.nu)
-        self._init_rewards()
-
-        self.observation_space = self._make_observation_space()
-        # A valid state before the first reset (target at the initial configuration).
-        self._set_target(self._target_qpos)
-        self._update_keypoints()
 
     # -- rewards -------------------------------------------------------------------------
-    def _resolve_reward_spec(self, kwargs: dict[str, Any]) -> RewardSpec:
+    def _resolve_reward_spec(self, options: Mapping[str, Any]) -> RewardSpec:
         """The :class:`RewardSpec` from ``rewards`` or from the reachers' options.
 
         Raises:
@@ -425,30 +485,40 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
                 options, or terms that ``compute_reward`` cannot recompute from goals when
                 ``goal_conditioned``.
         """
-        rewards = kwargs["rewards"]
-        if rewards is None:
-            reward_mode = check_choice(
-                "reward_mode",
-                "state" if kwargs["reward_mode"] is None else kwargs["reward_mode"],
-                REWARD_MODES,
+        if options["rewards"] is None:
+            return self._legacy_reward_spec(options)
+        return self._catalogue_reward_spec(options)
+
+    def _legacy_reward_spec(self, options: Mapping[str, Any]) -> RewardSpec:
+        """The preset of the reachers' options ``reward_mode``, ``potential_shaping`` and
+        the three weights (:func:`~visfore_envs.core.rewards.legacy_spec`)."""
+        reward_mode = check_choice(
+            "reward_mode",
+            "state" if options["reward_mode"] is None else options["reward_mode"],
+            REWARD_MODES,
+        )
+        weights = {}
+        for name in _WEIGHT_OPTIONS:
+            value = 1.0 if options[name] is None else options[name]
+            weights[name] = check_real(name, value, minimum=0.0)
+        if self.goal_conditioned and reward_mode != "state":
+            raise ValueError(
+                f"reward_mode={reward_mode!r} is not one of 'state' when "
+                "goal_conditioned=True (compute_reward must recompute the reward from "
+                "the goals)"
             )
-            weights = {}
-            for name in ("ctrl_cost_weight", "state_reward_weight", "pixel_reward_weight"):
-                value = 1.0 if kwargs[name] is None else kwargs[name]
-                weights[name] = check_real(name, value, minimum=0.0)
-            if self.goal_conditioned and reward_mode != "state":
-                raise ValueError(
-                    f"reward_mode={reward_mode!r} is not one of 'state' when "
-                    "goal_conditioned=True (compute_reward must recompute the reward from "
-                    "the goals)"
-                )
-            return legacy_spec(reward_mode, bool(kwargs["potential_shaping"]), **weights)
+        return legacy_spec(reward_mode, bool(options["potential_shaping"]), **weights)
+
+    def _catalogue_reward_spec(self, options: Mapping[str, Any]) -> RewardSpec:
+        """The terms of ``rewards`` (:func:`~visfore_envs.core.rewards.parse_rewards`),
+        refusing the reachers' reward options beside it."""
+        rewards = options["rewards"]
         clash = [
-            f"{name}={kwargs[name]!r}"
-            for name in ("reward_mode", "ctrl_cost_weight", "state_reward_weight", "pixel_reward_weight")
-            if kwargs[name] is not None
+            f"{name}={options[name]!r}"
+            for name in ("reward_mode", *_WEIGHT_OPTIONS)
+            if options[name] is not None
         ]
-        if kwargs["potential_shaping"]:
+        if options["potential_shaping"]:
             clash.append("potential_shaping=True")
         if clash:
             raise ValueError(
@@ -468,31 +538,9 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
 
     def _init_rewards(self) -> None:
         """Build the :class:`RewardContext` and the per-group term lists."""
-        m = self.model
-        site_ids = [mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, s) for s in self.keypoint_sites]
-        if self.end_effector_sites:
-            missing = [s for s in self.end_effector_sites if s not in self.keypoint_sites]
-            if missing:
-                raise ValueError(f"end-effector site {missing[0]!r} is not a key-point site")
-            ee = [self.keypoint_sites.index(s) for s in self.end_effector_sites]
-        else:
-            ee = list(range(len(site_ids)))
-        trn = m.actuator_trnid[:, 0]
-        actuator_dofs = np.where(
-            m.actuator_trntype == int(mujoco.mjtTrn.mjTRN_JOINT), m.jnt_dofadr[trn], 0
-        )
-        self._reward_ctx = RewardContext(
-            action=self._applied_ctrl,
-            qpos=self._qpos,
-            qvel=self._qvel,
-            target_qpos=self._target_qpos,
-            actuator_dofs=actuator_dofs,
-            angle_mask=self.angle_mask,
-            keypoint_error=self._diff2,
-            end_effectors=np.array(ee, dtype=np.intp),
-        )
-        groups: dict[str, list] = {"action": [], "state": [], "pixels": []}
-        full: dict[str, list] = {"action": [], "state": [], "pixels": []}
+        self._reward_ctx = self._make_reward_context()
+        groups: dict[str, list[_StepTerm]] = {"action": [], "state": [], "pixels": []}
+        full: dict[str, list[tuple[RewardTerm, float]]] = {"action": [], "state": [], "pixels": []}
         for term, weight in self.reward_spec.terms():
             groups[term.kind].append((term.info_key, term.value, weight))
             full[term.kind].append((term, weight))
@@ -505,8 +553,40 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
         )
         self._term_keys = [(t.name, t.info_key) for t, _ in self.reward_spec.terms()]
 
+    def _make_reward_context(self) -> RewardContext:
+        """The :class:`RewardContext` the terms read: live views of the applied controls,
+        ``qpos``, ``qvel`` and the key-point error, the target configuration, each
+        actuator's dof (0 for non-joint transmissions), the hinge mask and the end
+        effectors' key-point indices.
+
+        Raises:
+            ValueError: an :attr:`end_effector_sites` entry that is not a key-point site.
+        """
+        m = self.model
+        if self.end_effector_sites:
+            missing = [s for s in self.end_effector_sites if s not in self.keypoint_sites]
+            if missing:
+                raise ValueError(f"end-effector site {missing[0]!r} is not a key-point site")
+            ee = [self.keypoint_sites.index(s) for s in self.end_effector_sites]
+        else:
+            ee = list(range(self.n_keypoints))
+        trn = m.actuator_trnid[:, 0]
+        actuator_dofs = np.where(
+            m.actuator_trntype == int(mujoco.mjtTrn.mjTRN_JOINT), m.jnt_dofadr[trn], 0
+        )
+        return RewardContext(
+            action=self._applied_ctrl,
+            qpos=self._qpos,
+            qvel=self._qvel,
+            target_qpos=self._target_qpos,
+            actuator_dofs=actuator_dofs,
+            angle_mask=self.angle_mask,
+            keypoint_error=self._diff2,
+            end_effectors=np.array(ee, dtype=np.intp),
+        )
+
     @staticmethod
-    def _eval_group(group, ctx: RewardContext, info: dict[str, Any]):
+    def _eval_group(group: list[_StepTerm], ctx: RewardContext, info: dict[str, Any]) -> float | None:
         """Weighted values of one group into ``info``; their left-to-right sum (None if empty)."""
         total = None
         for key, value_fn, weight in group:
