@@ -12,7 +12,7 @@ export MUJOCO_GL ?= egl
 
 DEMO_DATA := data/demo-reacher.zarr
 
-.PHONY: install demo data sweep sweep-smoke test bench bench-models clean
+.PHONY: install demo data sweep sweep-smoke test lint bench bench-models clean
 
 $(VENV)/.installed: pyproject.toml envs_pkg/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,14 @@ demo: $(DEMO_DATA)
 
 test: install
 	$(PY) -m pytest -n 2 --dist loadgroup tests
+
+# ruff (lint and format), mypy on the three packages, and the import contracts (.importlinter).
+LINT_PATHS := toolkit models envs_pkg tests benchmarks
+lint: install
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 bench: install
 	$(PY) benchmarks/reacher_speed.py
