@@ -59,5 +59,11 @@ sweep-smoke: $(DEMO_DATA)
 bench-models: $(DEMO_DATA)
 	$(PY) benchmarks/forward_models.py --data $(DEMO_DATA)
 
+# The documentation (Sphinx + MyST + furo) into docs/_build/html; warnings are errors.
+.PHONY: docs
+docs: install
+	$(PY) -m pip install --quiet -e ".[docs]"
+	$(PY) -m sphinx -W --keep-going -b html docs docs/_build/html
+
 clean:
 	rm -rf $(VENV) data runs
