@@ -121,12 +121,12 @@ def test_run_dirs_are_train_model_runs(sweep):
 
 def test_continue_skips_finished_runs(sweep, monkeypatch):
     _, config, sweep_dir, _ = sweep
-    import visfore.worldmodels.train_model
+    import visfore.worldmodels.training
 
     def never(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
 
-    monkeypatch.setattr(visfore.worldmodels.train_model, "train_model", never)
+    monkeypatch.setattr(visfore.worldmodels.training, "train_model", never)
     before = (sweep_dir / "convlstm-seed0" / "metrics.json").read_bytes()
     result = invoke("--config", str(config), "--out-dir", str(sweep_dir.parent), "--continue", "--quiet")
     assert result.exit_code == 0, result.output
@@ -138,9 +138,9 @@ def test_continue_skips_finished_runs(sweep, monkeypatch):
 
 # -- failures, --continue, Ctrl-C -----------------------------------------------------------
 def test_failing_configuration_is_recorded_and_continue_retries_it(small_reacher_dataset, tmp_path, monkeypatch):
-    import visfore.worldmodels.train_model
+    import visfore.worldmodels.training
 
-    real = visfore.worldmodels.train_model.train_model
+    real = visfore.worldmodels.training.train_model
     calls: list[str] = []
 
     def flaky(options):
@@ -149,7 +149,7 @@ def test_failing_configuration_is_recorded_and_continue_retries_it(small_reacher
             raise RuntimeError("CUDA out of memory\nsecond line")
         return real(options)
 
-    monkeypatch.setattr(visfore.worldmodels.train_model, "train_model", flaky)
+    monkeypatch.setattr(visfore.worldmodels.training, "train_model", flaky)
     config = write_sweep(tmp_path / "s.yaml", small_reacher_dataset, models=("convlstm", "rnn_deconv"), seeds=(0,))
     result = invoke("--config", str(config), "--out-dir", str(tmp_path / "runs"), "--quiet")
     assert result.exit_code == 1, result.output
@@ -162,7 +162,7 @@ def test_failing_configuration_is_recorded_and_continue_retries_it(small_reacher
     assert (sweep_dir / "comparison.html").is_file()
 
     calls.clear()
-    monkeypatch.setattr(visfore.worldmodels.train_model, "train_model", lambda options: (calls.append(Path(options["out"]).name), real(options))[1])
+    monkeypatch.setattr(visfore.worldmodels.training, "train_model", lambda options: (calls.append(Path(options["out"]).name), real(options))[1])
     result = invoke("--config", str(config), "--out-dir", str(tmp_path / "runs"), "--continue", "--quiet")
     assert result.exit_code == 0, result.output
     assert calls == ["rnn_deconv-seed0"]
@@ -172,16 +172,16 @@ def test_failing_configuration_is_recorded_and_continue_retries_it(small_reacher
 def test_continue_resumes_an_interrupted_run(small_reacher_dataset, tmp_path, monkeypatch):
     """Ctrl-C: the report of the finished runs is written, exit 130; --continue resumes the
     interrupted run from its checkpoint and trains the rest."""
-    import visfore.worldmodels.train_model
+    import visfore.worldmodels.training
 
-    real = visfore.worldmodels.train_model.train_model
+    real = visfore.worldmodels.training.train_model
 
     def interrupt_second(options):
         if options["model"] == "rnn_deconv":
             raise KeyboardInterrupt
         return real(options)
 
-    monkeypatch.setattr(visfore.worldmodels.train_model, "train_model", interrupt_second)
+    monkeypatch.setattr(visfore.worldmodels.training, "train_model", interrupt_second)
     config = write_sweep(tmp_path / "s.yaml", small_reacher_dataset, models=("convlstm", "rnn_deconv", "svg_lp"), seeds=(0,))
     out = tmp_path / "runs"
     result = invoke("--config", str(config), "--out-dir", str(out), "--quiet")
@@ -200,7 +200,7 @@ def test_continue_resumes_an_interrupted_run(small_reacher_dataset, tmp_path, mo
         return real(options)
 
     (sweep_dir / "rnn_deconv-seed0").mkdir()  # a run that failed before its first checkpoint
-    monkeypatch.setattr(visfore.worldmodels.train_model, "train_model", record)
+    monkeypatch.setattr(visfore.worldmodels.training, "train_model", record)
     result = invoke("--config", str(config), "--out-dir", str(out), "--continue", "--quiet")
     assert result.exit_code == 0, result.output
     assert seen == [("rnn_deconv-seed0", False), ("svg_lp-seed0", False)]

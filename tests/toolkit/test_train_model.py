@@ -1,4 +1,4 @@
-"""The train-model pipeline (visfore.worldmodels.train_model): run directory contents, metrics, resume,
+"""The train-model pipeline (visfore.worldmodels.training): run directory contents, metrics, resume,
 bad input. Tiny frames (16x16 synthetic, 32x32 reacher) and a tiny ConvLSTM keep it fast."""
 
 from __future__ import annotations
@@ -18,15 +18,11 @@ from visfore.core import runs
 from visfore.cli.app import app
 from visfore.data.dataset import DatasetWriter
 from visfore.core.errors import VisforeError
-from visfore.worldmodels.train_model import (
-    TrainConfig,
-    evaluate_open_loop,
-    prediction_grid,
-    select_device,
-    shuffled_partners,
-    teacher_forcing_schedule,
-    train_model,
-)
+from visfore.core.device import select_device
+from visfore.worldmodels.config import TrainConfig
+from visfore.worldmodels.evaluation import evaluate_open_loop, prediction_grid, shuffled_partners
+from visfore.worldmodels.schedules import teacher_forcing_schedule
+from visfore.worldmodels.training import train_model
 
 TINY = {"encoder_channels": [4, 8], "lstm_channels": [8], "decoder_channels": [8, 4], "num_kernels": 1}
 TINY_JSON = json.dumps(TINY)
@@ -444,7 +440,7 @@ def test_evaluation_uses_the_mask(mixed_dataset: Path):
 
 
 def test_reconstruction_loss_ignores_padded_frames():
-    from visfore.worldmodels.train_model import reconstruction_loss
+    from visfore.worldmodels.training import reconstruction_loss
 
     g = torch.Generator().manual_seed(0)
     pred = torch.rand(3, 4, 3, 8, 8, generator=g, requires_grad=True)
@@ -463,7 +459,7 @@ def test_reconstruction_loss_ignores_padded_frames():
 
 # -- scheduled sampling --------------------------------------------------------------------
 def test_scheduled_sampling_schedule():
-    from visfore.worldmodels.train_model import auto_sampling_k, resolve_sampling
+    from visfore.worldmodels.schedules import auto_sampling_k, resolve_sampling
 
     for total in (4, 100, 1000, 20_000):
         k = auto_sampling_k(total)
@@ -601,7 +597,7 @@ def test_torchrun_two_processes(square_dataset: Path, tmp_path: Path):
     import subprocess
     import sys
 
-    from visfore.worldmodels.train_model import weights_digest
+    from visfore.worldmodels.distributed import weights_digest
     from visfore_models import load_model
 
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")

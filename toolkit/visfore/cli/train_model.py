@@ -1,7 +1,7 @@
 """``visfore train-model``: train an action-conditioned forward model, evaluate it open-loop.
 
 The options are :class:`visfore.worldmodels.config.TrainConfig`; the pipeline is
-:func:`visfore.worldmodels.train_model.train_model`.
+:func:`visfore.worldmodels.training.train_model`; this command prints its results table.
 """
 
 from __future__ import annotations
@@ -18,6 +18,10 @@ def train_model_command(config: TrainConfig) -> None:
 
     Runs under `torchrun --nproc-per-node N` as well (DistributedDataParallel; rank 0 writes the run).
     """
-    from visfore.worldmodels.train_model import train_model
+    from visfore.core.console import stdout_console
+    from visfore.worldmodels.report import print_metrics_table
+    from visfore.worldmodels.training import train_model
 
-    train_model(config)
+    metrics = train_model(config)
+    if config.progress and "model" in metrics:  # rank 0 of a torchrun job
+        print_metrics_table(metrics, stdout_console(highlight=False))

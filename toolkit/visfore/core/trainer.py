@@ -21,6 +21,16 @@ same way for all of them:
 Multi-process training (DDP) passes ``any_rank``, a function that is True on every rank
 when a flag is True on any rank, so all ranks stop at the same step.
 
+API history (keep it stable; say here what changes):
+
+- first user ``train-model`` (:class:`visfore.worldmodels.training.ForwardModelTask`):
+  :meth:`TrainTask.iterate` added (load the index batches, e.g. through a ``DataLoader``);
+  every callback's :meth:`Callback.wants_stop` is asked at each step (no short-circuit, so
+  a Ctrl-C during a step that also ends the time budget still raises);
+  :class:`StopOnInterrupt` wraps a :class:`visfore.core.interrupt.StopFlag` (pass one to
+  test the interrupt path); :meth:`Trainer.fit` resets ``state.stopped_early``;
+  :class:`Checkpointer` marks an improved epoch record with ``"improved": True``.
+
 Example (the shape of every task)::
 
     class MyTask(TrainTask):
@@ -38,11 +48,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from visfore.core.interrupt import StopFlag
 
 __all__ = [
     "Callback",
@@ -133,6 +144,13 @@ class TrainTask:
         ``state.epoch_step`` of them."""
         raise NotImplementedError
 
+    def iterate(self, batches: Sequence[Any], state: TrainState) -> Iterable[Any]:
+        """The batches the loop steps through, from the rest of :meth:`epoch_batches`
+        (``batches`` already skips the first ``state.epoch_step``). Override to load them,
+        e.g. through a ``DataLoader`` whose sampler yields the index batches; the default
+        yields them as they are."""
+        return batches
+
     def train_step(self, batch: Any, state: TrainState) -> StepResult:
         """One optimisation step on ``batch``.
 
@@ -203,7 +221,9 @@ class Trainer:
         self.steps_in_epoch = 0
 
     def _stop_requested(self, state: TrainState) -> bool:
-        return any(cb.wants_stop(self, state) for cb in self.callbacks)
+        # ask every callback (no short-circuit): StopOnInterrupt records the interrupt
+        # even when the time budget also ran out at this step
+        return any([cb.wants_stop(self, state) for cb in self.callbacks])
 
     def fit(self, state: TrainState) -> TrainState:
         """Train until ``epochs`` are completed or a callback asks to stop.
@@ -214,6 +234,7 @@ class Trainer:
         Raises:
             KeyboardInterrupt: after Ctrl-C, once the position is checkpointed.
         """
+        state.stopped_early = False  # an outcome of this call (a resumed state may carry True)
         with contextlib.ExitStack() as stack:
             for cb in self.callbacks:
                 stack.enter_context(cb.context())
@@ -232,7 +253,7 @@ class Trainer:
         self.steps_in_epoch = len(batches)
         t_start = time.monotonic()
         stop = False
-        for batch in batches[state.epoch_step :]:
+        for batch in self.task.iterate(batches[state.epoch_step :], state):
             result = self.task.train_step(batch, state)
             state.global_step += 1
             state.epoch_step += 1
@@ -304,36 +325,27 @@ class TimeBudget(Callback):
 class StopOnInterrupt(Callback):
     """The first Ctrl-C ends the loop after the current step (so the checkpoint holds a
     consistent state, then :class:`KeyboardInterrupt` is raised); a second one interrupts
-    at once. Outside the main thread it does nothing."""
+    at once. Outside the main thread it does nothing.
 
-    def __init__(self) -> None:
-        self.requested = False
+    Args:
+        flag: the :class:`~visfore.core.interrupt.StopFlag` to watch (default: a new one;
+            pass one whose ``requested`` is already True to test the interrupt path).
+    """
 
-    def _handler(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
+    def __init__(self, flag: StopFlag | None = None) -> None:
+        self.flag = flag if flag is not None else StopFlag()
 
-    @contextlib.contextmanager
-    def _catch(self) -> Iterator[None]:
-        try:
-            previous = signal.getsignal(signal.SIGINT)
-            signal.signal(signal.SIGINT, self._handler)
-        except ValueError:  # not the main thread
-            yield
-            return
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, previous)
+    @property
+    def requested(self) -> bool:
+        return self.flag.requested
 
     def context(self) -> contextlib.AbstractContextManager[Any]:
-        return self._catch()
+        return self.flag.catch_sigint()
 
-    def wants_stop(self, trainer: Trainer, state: TrainState) -> bool:
-        if self.requested:
+    def wants_stop(self, trainer: "Trainer", state: TrainState) -> bool:
+        if self.flag.requested:
             trainer.interrupted = True
-        return self.requested
+        return self.flag.requested
 
 
 class Checkpointer(Callback):

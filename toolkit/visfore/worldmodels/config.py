@@ -6,12 +6,17 @@ Imported by the CLI without torch; :mod:`visfore.worldmodels.train_model` runs t
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Literal, Optional
 
 from visfore.core.config import config, option
+from visfore.core.device import parse_device_spec
 from visfore.core.errors import VisforeError
 
-__all__ = ["TrainConfig", "parse_json_object"]
+__all__ = ["RUNTIME_OPTIONS", "TrainConfig", "parse_json_object", "validate_config"]
+
+#: Options that may change on ``--resume`` (they do not change the result).
+RUNTIME_OPTIONS = ("resume", "device", "num_workers", "time_budget", "num_threads", "progress")
 
 
 def parse_json_object(text: str | dict[str, Any]) -> dict[str, Any]:
@@ -77,3 +82,70 @@ class TrainConfig:
     num_threads: Optional[int] = option(None, help="Torch CPU threads (default: physical cores, divided among torchrun processes).")
     time_budget: Optional[float] = option(None, help="Stop training after this many minutes (checkpointed), then evaluate.")
     progress: bool = option(True, help="Show the progress bar and the per-epoch table (--quiet: only the final summary).", flags=("--progress/--quiet", " /-q"))
+
+
+def _positive(name: str, value: Any, *, allow_none: bool = False, minimum: float = 1) -> None:
+    if value is None and allow_none:
+        return
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+        raise VisforeError(f"--{name} must be >= {minimum:g}, got {value}")
+
+
+def validate_config(config: TrainConfig) -> None:
+    """Check option ranges that do not need the dataset.
+
+    Raises:
+        VisforeError: the first bad option, naming its flag.
+    """
+    _positive("context", config.context)
+    _positive("horizon", config.horizon)
+    _positive("epochs", config.epochs)
+    _positive("batch-size", config.batch_size)
+    _positive("clip-stride", config.clip_stride)
+    _positive("eval-batch-size", config.eval_batch_size)
+    _positive("epoch-val-clips", config.epoch_val_clips)
+    _positive("eval-samples", config.eval_samples)
+    _positive("max-train-clips", config.max_train_clips, allow_none=True)
+    _positive("clips-per-epoch", config.clips_per_epoch, allow_none=True, minimum=0)
+    _positive("max-val-clips", config.max_val_clips, allow_none=True)
+    _positive("num-threads", config.num_threads, allow_none=True)
+    _positive("image-clips", config.image_clips, minimum=0)
+    _positive("num-workers", config.num_workers, minimum=0)
+    _positive("warmup-steps", config.warmup_steps, minimum=0)
+    if not (config.lr > 0 and math.isfinite(config.lr)):
+        raise VisforeError(f"--lr must be > 0, got {config.lr}")
+    if not (config.weight_decay >= 0 and config.grad_clip >= 0):
+        raise VisforeError("--weight-decay and --grad-clip must be >= 0")
+    if config.lr_schedule not in ("cosine", "constant"):
+        raise VisforeError(f"--lr-schedule must be cosine or constant, got {config.lr_schedule!r}")
+    if not 0.0 < config.val_fraction < 1.0:
+        raise VisforeError(f"--val-fraction must be in (0, 1), got {config.val_fraction}")
+    if config.time_budget is not None and not config.time_budget > 0:
+        raise VisforeError(f"--time-budget must be > 0 minutes, got {config.time_budget}")
+    if not isinstance(config.model_kwargs, dict):
+        raise VisforeError("--model-kwargs must be a JSON object")
+    from visfore.worldmodels.schedules import SAMPLING_MODES, teacher_forcing_schedule
+
+    if config.sampling not in SAMPLING_MODES:
+        raise VisforeError(f"--sampling must be one of {', '.join(SAMPLING_MODES)}, got {config.sampling!r}")
+    if config.sampling_k is not None:
+        k = config.sampling_k
+        if isinstance(k, bool) or not isinstance(k, (int, float)) or not (k > 0 and math.isfinite(k)):
+            raise VisforeError(f"--sampling-k must be a number > 0, got {k!r}")
+        if config.sampling != "scheduled":
+            raise VisforeError(f"--sampling-k applies to --sampling scheduled only (got --sampling {config.sampling})")
+    if config.teacher_forcing is not None:
+        if config.sampling != "open-loop":
+            raise VisforeError(
+                f"give either --sampling ({config.sampling}) or --teacher-forcing ({config.teacher_forcing}), not both"
+            )
+        teacher_forcing_schedule(config.teacher_forcing, total_steps=1)
+    for name in ("pad_short_episodes", "resume", "progress"):
+        if not isinstance(getattr(config, name), bool):
+            raise VisforeError(f"--{name.replace('_', '-')} must be a boolean, got {getattr(config, name)!r}")
+    if config.amp is not None and not isinstance(config.amp, bool):
+        raise VisforeError(f"--amp must be a boolean (or unset), got {config.amp!r}")
+    parse_device_spec(config.device)
+
+
+# ---------------------------------------------------------------------------------------

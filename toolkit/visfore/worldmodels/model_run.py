@@ -214,7 +214,7 @@ def load_model_run(
     """
     import torch
 
-    from visfore.worldmodels.train_model import select_device
+    from visfore.core.device import select_device
 
     if checkpoint not in CHECKPOINTS:
         raise VisforeError(f"unknown checkpoint {checkpoint!r}; valid: {', '.join(CHECKPOINTS)}")

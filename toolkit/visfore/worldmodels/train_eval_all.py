@@ -134,7 +134,7 @@ class Sweep:
 
 def _train_fields() -> dict[str, str]:
     """TrainConfig field name -> its annotation text."""
-    from visfore.worldmodels.train_model import TrainConfig
+    from visfore.worldmodels.config import TrainConfig
 
     return {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
 
@@ -389,7 +389,7 @@ def load_sweep(path: str | Path, *, data: str | Path | None = None) -> Sweep:
 
 
 def _validate_spec(spec: RunSpec) -> None:
-    from visfore.worldmodels.train_model import TrainConfig, validate_config
+    from visfore.worldmodels.config import TrainConfig, validate_config
 
     try:
         config = TrainConfig.from_dict(spec.options)
@@ -644,7 +644,7 @@ def train_eval_all(
                 "interrupted": False, "failed": 0, "dry_run": True}
 
     if train_fn is None:
-        from visfore.worldmodels.train_model import train_model as train_fn  # type: ignore[assignment]
+        from visfore.worldmodels.training import train_model as train_fn  # type: ignore[assignment]
 
     ray_session = None
     if ray is not None:
