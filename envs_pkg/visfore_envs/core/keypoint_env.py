@@ -36,8 +36,9 @@ from __future__ import annotations
 import copy
 import inspect
 import math
+import types
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import mujoco
 import numpy as np
@@ -88,9 +89,11 @@ _BASE_OPTIONS = (
     "frame_skip",
     "render_mode",
 )
-_GOAL_CLASSES: dict[type, type] = {}
+_GOAL_CLASSES: dict[type[KeypointTargetEnv], type[GoalConditionedKeypointEnv]] = {}
 #: A reward term as ``step`` evaluates it: ``(info key, value function, weight)``.
 _StepTerm = tuple[str, Callable[[RewardContext], float], float]
+#: ``reward_fn(terms, info) -> reward`` (a float; batched arrays in ``compute_reward``).
+_RewardFn = Callable[[dict, dict], Any]
 
 
 def _rebuild_env(cls: type, args: tuple, kwargs: dict[str, Any]) -> KeypointTargetEnv:
@@ -595,9 +598,14 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
             total = value if total is None else total + value
         return total
 
-    def _call_reward_fn(self, info: dict[str, Any]) -> float:
+    def _call_reward_fn(self, reward_fn: _RewardFn, info: dict[str, Any]) -> float:
+        """``reward_fn(terms, info)`` of a step, checked to be a finite number.
+
+        Raises:
+            ValueError: ``reward_fn`` returned something else.
+        """
         terms = {name: info[key] for name, key in self._term_keys}
-        result = self._reward_fn(terms, info)
+        result = reward_fn(terms, info)
         try:
             reward = float(result)
         except (TypeError, ValueError):
@@ -675,6 +683,7 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
             return super()._make_observation_space()
         proprio = spaces.Box(-np.inf, np.inf, shape=(self._proprio_len,), dtype=np.float64)
         pixels = spaces.Box(0, 255, shape=(self.height, self.width, 3), dtype=np.uint8)
+        observation: spaces.Space
         if self.obs_mode == "state":
             observation = proprio
         elif self.obs_mode == "pixels":
@@ -841,16 +850,24 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
         return self._goal_frame_uint8().copy()
 
     def _goal_frame_uint8(self) -> np.ndarray:
+        """The goal frame (height, width, 3) uint8, rendered on first need (not a copy)."""
         if self._goal_frame is None:
-            self._goal_frame = self._renderer.render(self._goal_data)
-            self._goal_frame_f = self._goal_frame.astype(np.float64).reshape(-1)
+            return self._render_goal_frame()[0]
         return self._goal_frame
 
+    def _render_goal_frame(self) -> tuple[np.ndarray, np.ndarray]:
+        """Render the goal frame and store it as uint8 (height, width, 3) and as flat float64
+        intensities (the pixel MSE's operand); return both."""
+        frame = self._goal_frame = self._renderer.render(self._goal_data)
+        flat = self._goal_frame_f = frame.astype(np.float64).reshape(-1)
+        return frame, flat
+
     def _pixel_mse(self) -> float:
-        if self._goal_frame_f is None:
-            self._goal_frame_uint8()
+        goal = self._goal_frame_f
+        if goal is None:
+            goal = self._render_goal_frame()[1]
         diff = self._current_frame().reshape(-1).astype(np.float64)
-        diff -= self._goal_frame_f
+        diff -= goal
         return float(diff @ diff) * self._mse_scale
 
     # -- gymnasium API -----------------------------------------------------------------------
@@ -969,7 +986,7 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
             info["pixel_mse"] = mse
             reward = pixels if reward is None else reward + pixels
         if self._reward_fn is not None:
-            reward = self._call_reward_fn(info)
+            reward = self._call_reward_fn(self._reward_fn, info)
         elif reward is None:
             reward = 0.0
         return self._observation(), reward, False, False, info
@@ -1136,6 +1153,7 @@ class GoalConditionedKeypointEnv(KeypointTargetEnv):
             total = None
             for term, weight in group:
                 if term.goal_source == "goals":
+                    assert term.from_goals is not None  # RewardTerm checks it for "goals" terms
                     value = weight * term.from_goals(ag, dg, info, ctx)
                 else:
                     value = info_values(info, term.info_key, default=0.0)
@@ -1165,16 +1183,18 @@ def goal_conditioned_class(cls: type[KeypointTargetEnv]) -> type[GoalConditioned
     goal = _GOAL_CLASSES.get(cls)
     if goal is None:
         name = "GoalConditioned" + cls.__name__
-        goal = type(cls)(
-            name,
-            (GoalConditionedKeypointEnv, cls),
-            {
-                "__module__": cls.__module__,
-                "__qualname__": name,
-                "__doc__": f"{cls.__name__} with goal_conditioned=True (see "
-                "GoalConditionedKeypointEnv): Dict observations and compute_reward.",
-                "_plain_class": cls,
-            },
+        namespace = {
+            "__module__": cls.__module__,
+            "__qualname__": name,
+            "__doc__": f"{cls.__name__} with goal_conditioned=True (see "
+            "GoalConditionedKeypointEnv): Dict observations and compute_reward.",
+            "_plain_class": cls,
+        }
+        goal = cast(
+            "type[GoalConditionedKeypointEnv]",
+            types.new_class(
+                name, (GoalConditionedKeypointEnv, cls), exec_body=lambda ns: ns.update(namespace)
+            ),
         )
         _GOAL_CLASSES[cls] = goal
     return goal

@@ -384,6 +384,10 @@ class RewardTerm:
     from_goals: Callable[..., np.ndarray] | None = None
     aliases: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        if self.goal_source == "goals" and self.from_goals is None:
+            raise ValueError(f"reward term {self.name!r}: goal_source='goals' needs from_goals")
+
     @property
     def info_key(self) -> str:
         """The ``info`` key of the weighted value: ``"reward_" + key``."""
