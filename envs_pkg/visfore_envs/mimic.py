@@ -67,7 +67,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import gymnasium as gym
 import mujoco
@@ -162,6 +162,14 @@ def _restore_leader(leader: Any, state: dict[str, Any]) -> None:
     leader.__dict__.update(
         {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in state.items()}
     )
+
+
+class _Leader(Protocol):
+    """A leader process: ``start`` at reset, then one ``pose`` (nq,) per step index."""
+
+    def start(self, rng: np.random.Generator, low: np.ndarray, high: np.ndarray, dt: float) -> None: ...
+
+    def pose(self, t: int, rng: np.random.Generator) -> np.ndarray: ...
 
 
 class _HoldLeader:
@@ -323,33 +331,7 @@ class MimicEnv(KeypointTargetEnv):
         show_target: bool = False,
         **kwargs: Any,
     ) -> None:
-        if callable(leader):
-            mode = "callable"
-        elif isinstance(leader, str) and leader in LEADER_MODES:
-            mode = leader
-        else:
-            raise ValueError(
-                f"leader={leader!r} is not one of 'hold', 'trajectory' or a callable "
-                "fn(t, rng) -> qpos"
-            )
-        if mode != "hold":
-            pairs = (("hold_steps", hold_steps), ("move_steps", move_steps))
-            given = [f"{k}={v!r}" for k, v in pairs if v is not None]
-            if given:
-                raise ValueError(f"{given[0]} only applies to leader='hold', not leader={leader!r}")
-        if hold_steps is None:
-            hold = self.default_hold_steps
-        else:
-            hold = check_int("hold_steps", hold_steps, minimum=1)
-        if move_steps is None:
-            move = min(self.default_move_steps, hold)
-        else:
-            move = check_int("move_steps", move_steps, minimum=0, maximum=hold)
-        if kwargs.get("joint_targets"):
-            raise ValueError(
-                "joint_targets=True is not available in mimic envs (their state holds the "
-                "leader's joint angles); visfore mimic builds a joint-space policy's input itself"
-            )
+        mode, hold, move = self._check_leader_options(leader, hold_steps, move_steps, kwargs)
         self.leader_mode = mode
         self.hold_steps, self.move_steps = hold, move
         super().__init__(show_target=show_target, **kwargs)
@@ -375,20 +357,71 @@ class MimicEnv(KeypointTargetEnv):
         self._mirror_axis = list(self.keypoint_axes).index(0)
         self._leader_qpos = self.init_qpos.copy()
         self._leader_qvel = np.zeros(m.nv)
-        if mode == "hold":
-            self._leader = _HoldLeader(hold, move)
-        elif mode == "trajectory":
-            self._leader = _TrajectoryLeader(self.trajectory_frequencies, self.trajectory_components)
-        else:
-            limited = np.zeros(m.nq, dtype=bool)
-            for j in range(m.njnt):
-                limited[m.jnt_qposadr[j]] = bool(m.jnt_limited[j])
-            self._leader = _CallableLeader(leader, limited)
+        self._leader: _Leader = self._make_leader(leader, hold, move)
         self._t = 0
         #: Whether reset has started the leader process (step needs it).
         self._leader_started = False
         self._apply_leader(self.init_qpos, np.zeros(m.nv))
         self._update_keypoints()
+
+    @classmethod
+    def _check_leader_options(
+        cls,
+        leader: str | Callable[[int, np.random.Generator], Any],
+        hold_steps: int | None,
+        move_steps: int | None,
+        kwargs: dict[str, Any],
+    ) -> tuple[str, int, int]:
+        """The leader mode (``"hold"``, ``"trajectory"`` or ``"callable"``) and the hold and
+        move step counts (the class defaults for None).
+
+        Raises:
+            ValueError: a bad ``leader``, ``hold_steps`` or ``move_steps``, the step counts
+                with a leader other than ``"hold"``, or ``joint_targets=True``.
+        """
+        if callable(leader):
+            mode = "callable"
+        elif isinstance(leader, str) and leader in LEADER_MODES:
+            mode = leader
+        else:
+            raise ValueError(
+                f"leader={leader!r} is not one of 'hold', 'trajectory' or a callable "
+                "fn(t, rng) -> qpos"
+            )
+        if mode != "hold":
+            pairs = (("hold_steps", hold_steps), ("move_steps", move_steps))
+            given = [f"{k}={v!r}" for k, v in pairs if v is not None]
+            if given:
+                raise ValueError(f"{given[0]} only applies to leader='hold', not leader={leader!r}")
+        if hold_steps is None:
+            hold = cls.default_hold_steps
+        else:
+            hold = check_int("hold_steps", hold_steps, minimum=1)
+        if move_steps is None:
+            move = min(cls.default_move_steps, hold)
+        else:
+            move = check_int("move_steps", move_steps, minimum=0, maximum=hold)
+        if kwargs.get("joint_targets"):
+            raise ValueError(
+                "joint_targets=True is not available in mimic envs (their state holds the "
+                "leader's joint angles); visfore mimic builds a joint-space policy's input itself"
+            )
+        return mode, hold, move
+
+    def _make_leader(
+        self, leader: str | Callable[[int, np.random.Generator], Any], hold: int, move: int
+    ) -> _Leader:
+        """The leader process of a validated ``leader`` option (a callable is clipped into
+        the limited joints' ranges)."""
+        if callable(leader):
+            m = self.model
+            limited = np.zeros(m.nq, dtype=bool)
+            for j in range(m.njnt):
+                limited[m.jnt_qposadr[j]] = bool(m.jnt_limited[j])
+            return _CallableLeader(leader, limited)
+        if leader == "trajectory":
+            return _TrajectoryLeader(self.trajectory_frequencies, self.trajectory_components)
+        return _HoldLeader(hold, move)
 
     # -- the mirror ------------------------------------------------------------------------
     def mirror_pose(self, leader_qpos) -> np.ndarray:
