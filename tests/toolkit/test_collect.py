@@ -112,7 +112,7 @@ def test_cli_collect_writes_layout_and_provenance(app, tmp_path):
         attrs["versions"]
     )
     assert datetime.fromisoformat(attrs["created"]).utcoffset().total_seconds() == 0
-    assert attrs["command"].startswith("visfore collect --env reacher --episodes 3")
+    assert attrs["command"].startswith("visfore collect --out ") and "--env reacher --episodes 3" in attrs["command"]
     assert "row_convention" in attrs
 
 

@@ -442,7 +442,7 @@ def test_evaluate_pipeline_fake_run(tmp_path, fake_keys):
                     progress=False, loader=fake_loader, out=tmp_path / "again")  # fmt: skip
 
 
-def test_interrupt_writes_report_of_finished_cells(tmp_path, fake_keys, capsys):
+def test_interrupt_writes_report_of_finished_cells(tmp_path, fake_keys, capsys, caplog):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     out = tmp_path / "report"
@@ -450,7 +450,8 @@ def test_interrupt_writes_report_of_finished_cells(tmp_path, fake_keys, capsys):
         ev.evaluate(run_dir, perturb="0.5-1.5", points=3, params="gravity", episodes=1,
                     seeds="0,1", out=out, loader=interrupting_loader)  # fmt: skip
     # tasks: (0,0) (0,1) (1,0) (1,1) finished, Ctrl-C in (3,0): cells 0, 1 and 2 (= nominal)
-    assert "interrupted: wrote the report of the 3 finished of 4 cells" in capsys.readouterr().err
+    said = capsys.readouterr().err + caplog.text  # a logging warning (the CLI shows it on stderr)
+    assert "interrupted: wrote the report of the 3 finished of 4 cells" in said
     summary = json.loads((out / "summary.json").read_text())
     assert [c["cell"] for c in summary["cells"]] == [0, 1, 2]
     assert summary["meta"]["interrupted"] is True

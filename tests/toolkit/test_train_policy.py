@@ -279,17 +279,15 @@ def test_td3_resume_restores_replay_buffer(td3_run: Path, tmp_path: Path):
 
 
 def test_interrupt_saves_last_model_and_resume_finishes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from visfore.worldmodels import train_model
-
-    class Interrupted(train_model._StopFlag):
+    class Interrupted(tp.StopFlag):
         def __init__(self) -> None:
             self.requested = True  # as if Ctrl-C came during the first step
 
     config = tp.PolicyTrainConfig(env=ENV, algo="ppo", timesteps=128, seed=0, eval_freq=0, eval_episodes=1,
                                   hp=["n_steps=64", "batch_size=32", "n_epochs=1"], name="int",
-                                  out_dir=str(tmp_path), device="cpu", progress=False)
+                                  runs_root=str(tmp_path), device="cpu", progress=False)
     with monkeypatch.context() as m:
-        m.setattr(train_model, "_StopFlag", Interrupted)
+        m.setattr(tp, "StopFlag", Interrupted)
         with pytest.raises(KeyboardInterrupt):
             tp.train_policy(config)
     run_dir = tmp_path / "train-policy-int"
@@ -300,7 +298,7 @@ def test_interrupt_saves_last_model_and_resume_finishes(tmp_path: Path, monkeypa
 
     stopped_at = PPO.load(run_dir / "checkpoints" / "last_model.zip", device="cpu").num_timesteps
     assert 1 <= stopped_at < 64  # stopped during the first rollout
-    metrics = tp.train_policy(tp.PolicyTrainConfig(resume=str(run_dir), device="cpu", progress=False))
+    metrics = tp.train_policy(tp.PolicyTrainConfig(resume=True, out=str(run_dir), device="cpu", progress=False))
     assert metrics["num_timesteps"] >= 128 and metrics["resumed"]
     assert metrics["timesteps_this_session"] == metrics["num_timesteps"] - stopped_at
 
@@ -312,7 +310,7 @@ def test_seeded_runs_are_identical(tmp_path: Path):
     for name in ("a", "b"):
         tp.train_policy(tp.PolicyTrainConfig(
             env=ENV, algo="ppo", timesteps=128, seed=7, eval_freq=0, eval_episodes=1, name=name,
-            hp=["n_steps=64", "batch_size=32", "n_epochs=2"], out_dir=str(tmp_path), device="cpu",
+            hp=["n_steps=64", "batch_size=32", "n_epochs=2"], runs_root=str(tmp_path), device="cpu",
             progress=False))
         model = PPO.load(tmp_path / f"train-policy-{name}" / "checkpoints" / "last_model.zip", device="cpu")
         params.append(model.policy.state_dict())
@@ -331,7 +329,7 @@ def test_existing_run_dir_is_left_untouched(ppo_run: Path):
 
 
 @pytest.mark.parametrize("args, match", [
-    (["--algo", "sac"], "unknown algo 'sac'"),
+    (["--algo", "sac"], "--algo must be one of td3, ppo, got 'sac'"),
     (["--timesteps", "0"], "--timesteps must be"),
     (["--randomize", "1.2-0.8"], "--randomize"),
     (["--randomize", "wild"], "--randomize"),
@@ -339,7 +337,7 @@ def test_existing_run_dir_is_left_untouched(ppo_run: Path):
     (["--hp", "not_a_param=1"], "unknown ppo hyperparameter"),
     (["--hp", "policy_kwargs=dict(a=os.system)"], "policy_kwargs"),
     (["--hp", "noise_type=normal"], "off-policy"),
-    (["--obs-mode", "depth"], "unknown obs mode"),
+    (["--obs-mode", "depth"], "--obs-mode must be one of"),
     (["--env", "NoSuchEnv-v0"], "PerturbHopper-v0"),
     (["--env", "Pendulum-v1", "--randomize", "default"], "need a visfore env"),
     (["--device", "tpu"], "--device"),

@@ -57,12 +57,11 @@ import sys
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Callable, Iterable, Iterator, Optional
-
-import typer
-from typer.core import TyperCommand
+from typing import Any, Callable, Iterable, Iterator
 
 from visfore.core.errors import VisforeError
+
+log = logging.getLogger(__name__)
 
 #: The one-line error of ``--ray`` without Ray installed.
 RAY_MISSING = "--ray needs Ray: pip install 'visfore[ray]'"
@@ -87,36 +86,6 @@ RAY_HELP = (
     "Run the work as Ray tasks: 'local' (a Ray started for this command), 'auto' (the "
     "running cluster), HOST:PORT or ray://HOST:PORT. Results are identical to a local run."
 )
-#: The ``--ray`` option of every command that has one (``ray: RayOption = None``).
-RayOption = Annotated[Optional[str], typer.Option("--ray", metavar="ADDRESS", help=RAY_HELP)]
-
-
-class RayCommand(TyperCommand):
-    """A Typer command whose ``--ray`` option may also be given without a value.
-
-    Typer 0.29 parses with its own copy of Click, which has no optional-value options
-    (Click's ``is_flag=False, flag_value=...``), so this command rewrites the arguments
-    before parsing: a bare ``--ray`` (the last argument, or followed by another option)
-    becomes ``--ray=local``. Register with ``app.command("collect", cls=RayCommand)``.
-    A value that does not start with ``-`` is taken as the address, so put a bare
-    ``--ray`` after a command's positional arguments.
-    """
-
-    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        fixed: list[str] = []
-        for i, arg in enumerate(args):
-            if arg == "--":  # the rest is positional
-                fixed.extend(args[i:])
-                break
-            if arg == "--ray":
-                nxt = args[i + 1] if i + 1 < len(args) else None
-                if nxt is None or (nxt.startswith("-") and len(nxt) > 1):
-                    fixed.append(f"--ray={LOCAL}")
-                    continue
-            fixed.append(arg)
-        return super().parse_args(ctx, fixed)
-
-
 # -- connecting ------------------------------------------------------------------------
 def require_ray() -> Any:
     """The :mod:`ray` module.
@@ -295,11 +264,8 @@ def resolve_workers(session: RaySession, workers: int | None, *, note: bool = Tr
         return cpus
     if workers > cpus:
         if note:
-            print(
-                f"note: --workers {workers} is more than the {cpus} CPUs of the Ray cluster; "
-                f"running {cpus} workers",
-                file=sys.stderr,
-            )
+            log.info("--workers %d is more than the %d CPUs of the Ray cluster; running %d workers",
+                     workers, cpus, cpus)
         return cpus
     return max(1, int(workers))
 
@@ -547,3 +513,15 @@ def remote(fn: Callable[..., Any], **options: Any) -> Any:
     """``ray.remote(**options)(fn)``: a remote function (``.remote(...)``,
     ``.options(...)``); options such as ``num_cpus``, ``num_gpus``, ``max_retries``."""
     return require_ray().remote(**options)(fn)
+
+
+def __getattr__(name: str) -> Any:
+    """Deprecated: ``RayOption`` and ``RayCommand`` moved to :mod:`visfore.cli.ray` (core
+    holds no CLI code). Kept until every command imports them from there."""
+    if name in ("RayOption", "RayCommand"):
+        import importlib
+        import warnings
+
+        warnings.warn(f"visfore.core.ray_backend.{name} moved to visfore.cli.ray", DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module("visfore.cli.ray"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

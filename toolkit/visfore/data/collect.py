@@ -29,37 +29,33 @@ that the dataset was made with the same options and continues to the requested c
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
-import multiprocessing
-import os
-import shlex
+import logging
 import signal
-import sys
 import threading
 import time
-from collections import deque
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Mapping, Optional
+from typing import Any, Iterator, Mapping
 
 import numpy as np
-import typer
 
-from visfore.cli.errors import handle_errors  # moves with the command into visfore.cli
 from visfore.core.errors import VisforeError
-from visfore.core.ray_backend import RayOption
-from visfore.core.workers import stop_executor
+from visfore.core.provenance import command_line, package_versions
+from visfore.core.seeding import SEEDING_SCHEME, episode_seeds
+from visfore.core.workers import imap_processes
+from visfore.data.config import CollectConfig, parse_policy_kwargs
+from visfore.data.envs import parse_env_kwargs
+
+__all__ = ["EpisodeRunner", "ROW_CONVENTION", "SEEDING_SCHEME", "collect", "episode_seeds", "flush_rows"]
+
+log = logging.getLogger(__name__)
 
 ROW_CONVENTION = (
     "visfore-rows-v1: episode of T actions = T+1 rows; row t = (o_t, s_t, a_t, r_t, "
     "terminated_t, truncated_t) with a_t taken after o_t; last row = o_T with NaN "
     "action/reward and False flags"
-)
-SEEDING_SCHEME = (
-    "visfore-seeding-v1: ss = numpy.random.SeedSequence([seed, episode_index]); "
-    "env.reset(seed=int(ss.generate_state(1, numpy.uint32)[0])); "
-    "policy rng = numpy.random.default_rng(ss.spawn(1)[0])"
 )
 #: Limits on the command's options.
 MAX_FRAME_SIZE = 1024
@@ -77,19 +73,6 @@ _RESUME_FIELDS = {
     "obs_mode": "obs_mode",
     "seeding": "seeding scheme",
 }
-
-
-# -- seeding ---------------------------------------------------------------------------
-def episode_seeds(seed: int, index: int) -> tuple[int, np.random.Generator]:
-    """The env reset seed and the policy RNG of episode ``index`` (see ``SEEDING_SCHEME``).
-
-    Returns:
-        (reset_seed, rng): ``reset_seed`` an int in [0, 2**32) for ``env.reset(seed=...)``,
-        ``rng`` a fresh ``numpy.random.Generator`` for the policy.
-    """
-    ss = np.random.SeedSequence([int(seed), int(index)])
-    reset_seed = int(ss.generate_state(1, np.uint32)[0])
-    return reset_seed, np.random.default_rng(ss.spawn(1)[0])
 
 
 # -- running episodes ------------------------------------------------------------------
@@ -265,72 +248,18 @@ def _worker_init(config: dict[str, Any]) -> None:
         _WORKER_ERROR = exc
 
 
-def _worker_run(index: int) -> tuple[int, dict[str, np.ndarray]]:
+def _worker_run(index: int) -> dict[str, np.ndarray]:
     if _WORKER_ERROR is not None:
         raise _WORKER_ERROR
     assert _WORKER_RUNNER is not None
-    return index, _WORKER_RUNNER.run(index)
+    return _WORKER_RUNNER.run(index)
 
 
 # -- provenance ------------------------------------------------------------------------
-def package_versions() -> dict[str, str | None]:
-    """Versions of the packages that determine the data (None when not found)."""
-    from importlib import metadata
-
-    versions: dict[str, str | None] = {}
-    for dist, module in (
-        ("visfore", "visfore"),
-        ("visfore-envs", "visfore_envs"),
-        ("gymnasium", "gymnasium"),
-        ("mujoco", "mujoco"),
-        ("numpy", "numpy"),
-        ("zarr", "zarr"),
-    ):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            mod = sys.modules.get(module)
-            versions[dist] = getattr(mod, "__version__", None) if mod else None
-    versions["python"] = ".".join(map(str, sys.version_info[:3]))
-    return versions
-
-
 def _utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def command_line(
-    env: str,
-    episodes: int,
-    steps: int,
-    size: int,
-    out: str | os.PathLike[str],
-    seed: int,
-    policy: str,
-    workers: int,
-    env_kwargs: Mapping[str, Any],
-    ray: str | None = None,
-    policy_params: Mapping[str, Any] | None = None,
-) -> str:
-    """The ``visfore collect`` command line that reproduces a run (shell-quoted); ``ray``
-    the ``--ray`` address, if any; ``policy_params`` the ``--policy-kwargs``."""
-    from visfore.data.storage import display_name
-
-    args = [
-        "visfore", "collect", "--env", env, "--episodes", str(episodes), "--steps",
-        str(steps), "--size", str(size), "--out", display_name(out), "--seed", str(seed),
-        "--policy", policy, "--workers", str(workers),
-    ]  # fmt: skip
-    if env_kwargs:
-        args += ["--env-kwargs", json.dumps(dict(env_kwargs), sort_keys=True)]
-    if policy_params:
-        args += ["--policy-kwargs", json.dumps(dict(policy_params), sort_keys=True)]
-    if ray is not None:
-        args += ["--ray", ray]
-    return shlex.join(args)
-
-
-#: Bytes of episodes the writer buffers before it writes them (see :func:`flush_rows`).
 FLUSH_BYTES = 64 << 20
 
 
@@ -389,20 +318,208 @@ def _progress_bar(enabled: bool):
 
 
 # -- the pipeline ----------------------------------------------------------------------
-def collect(
-    env: str,
-    episodes: int,
-    steps: int,
-    size: int,
-    out: str | os.PathLike[str],
-    seed: int = 0,
-    policy: str = "smooth",
-    workers: int | None = None,
-    env_kwargs: Mapping[str, Any] | str | list[str] | None = None,
-    progress: bool = True,
-    policy_params: Mapping[str, Any] | str | list[str] | None = None,
-    ray: str | None = None,
-) -> dict[str, Any]:
+@dataclass
+class _Collection:
+    """A validated collection, before anything is written."""
+
+    config: CollectConfig
+    env_id: str
+    out: Any  #: a Path, or a URL string (s3://...)
+    runner: EpisodeRunner
+    expected: dict[str, Any]  #: the attrs a dataset to continue must have
+    existing_attrs: dict[str, Any] | None
+    done: int  #: complete episodes already in the dataset
+    workers: int | None
+    t_start: float
+
+    @property
+    def runner_config(self) -> dict[str, Any]:
+        """The :class:`EpisodeRunner` arguments (sent to every worker)."""
+        c = self.config
+        return dict(env_id=self.env_id, size=c.size, steps=c.steps, env_kwargs=c.env_kwargs, policy=c.policy,
+                    policy_params=c.policy_kwargs, seed=c.seed)
+
+
+def _prepare(config: CollectConfig) -> _Collection:
+    """Step 1: check every option, resolve the env, open the dataset to continue, build
+    the episode runner (which validates the env and its spaces). Nothing is written."""
+    from visfore.core import ray_backend
+    from visfore.data import storage
+    from visfore.data.dataset import open_dataset
+    from visfore.data.envs import resolve_env_id
+
+    t_start = time.perf_counter()
+    c = config
+    workers = c.workers
+    if c.ray is not None:
+        ray_backend.require_ray()  # one line, exit 2, before anything is built
+        c = c.replace(ray=ray_backend.parse_address(c.ray))
+        max_workers = ray_backend.MAX_RAY_WORKERS
+    else:
+        workers = 1 if workers is None else workers
+        max_workers = MAX_WORKERS
+    _check_options(c.episodes, c.steps, c.size, c.seed, 1 if workers is None else workers, max_workers)
+    env_id = resolve_env_id(c.env)
+    out = storage.normalize(c.out)
+    existing_attrs: dict[str, Any] | None = None
+    done = 0
+    if storage.exists(out):
+        dataset = open_dataset(out)  # raises VisforeError for a non-visfore path
+        existing_attrs, done = dataset.attrs, dataset.num_episodes
+    else:
+        storage.check_bucket(out)  # a missing bucket fails before the env is built
+    runner = EpisodeRunner(env_id=env_id, size=c.size, steps=c.steps, env_kwargs=c.env_kwargs, policy=c.policy,
+                           policy_params=c.policy_kwargs, seed=c.seed)
+    expected = {
+        "env_id": env_id,
+        "env_kwargs": c.env_kwargs,
+        "frame_size": [c.size, c.size],
+        "steps_per_episode": c.steps,
+        "policy": runner.policy.describe(),
+        "seed": int(c.seed),
+        "obs_mode": runner.obs_mode,
+        "seeding": SEEDING_SCHEME,
+    }
+    return _Collection(config=c, env_id=env_id, out=out, runner=runner, expected=expected,
+                       existing_attrs=existing_attrs, done=done, workers=workers, t_start=t_start)
+
+
+def _summary(col: _Collection) -> dict[str, Any]:
+    from visfore.data import storage
+
+    return {
+        "path": storage.display_name(col.out),
+        "env_id": col.env_id,
+        "episodes": col.done,
+        "episodes_requested": col.config.episodes,
+        "new_episodes": 0,
+        "frames": 0,
+        "seconds": 0.0,
+        "frames_per_s": 0.0,
+        "seconds_total": 0.0,
+        "resumed_from": col.done,
+        "already_complete": False,
+    }
+
+
+def _run_record(col: _Collection, versions: Mapping[str, Any], ray_session: Any) -> dict[str, Any]:
+    """This call's entry of the dataset's ``collect_runs``: when, how many, the command
+    line that reproduces it, the versions (and the Ray cluster)."""
+    from visfore.data import storage
+
+    c = col.config
+    cmd = command_line("collect", c.replace(workers=col.workers or 1), exclude=("progress",),
+                       text={"out": storage.display_name(col.out)})
+    record = {
+        "started": _utc_now(),
+        "episodes_before": col.done,
+        "episodes_requested": c.episodes,
+        "workers": col.workers,
+        "command": cmd,
+        "versions": dict(versions),
+    }
+    if ray_session is not None:
+        record["ray"] = ray_session.record()
+    return record
+
+
+def _continue_writer(col: _Collection, record: dict[str, Any]) -> Any:
+    """Step 3 (continue): a writer on the existing dataset, its ``collect_runs`` extended."""
+    from visfore.data.dataset import DatasetWriter
+
+    assert col.existing_attrs is not None
+    old = col.existing_attrs.get("versions") or {}
+    versions = record["versions"]
+    changed = [k for k, v in versions.items() if k in old and old[k] != v]
+    if changed:
+        log.warning("package versions differ from the dataset's (%s); new episodes may not match a fresh run "
+                    "bit for bit", ", ".join(f"{k} {old[k]} -> {versions[k]}" for k in changed))
+    writer = DatasetWriter.open(col.out)
+    writer.update_attrs({
+        "episodes_requested": col.config.episodes,
+        "collect_runs": [*col.existing_attrs.get("collect_runs", []), record],
+    })
+    return writer
+
+
+def _create_writer(col: _Collection, record: dict[str, Any]) -> Any:
+    """Step 3 (new): create the dataset with its attrs (the first write)."""
+    from visfore.data.dataset import DatasetWriter
+
+    runner, c = col.runner, col.config
+    attrs = {
+        **col.expected,
+        "reward_mode": runner.reward_mode,
+        "pixel_source": runner.source,
+        "episodes_requested": c.episodes,
+        "action_low": runner.policy.low.tolist(),
+        "action_high": runner.policy.high.tolist(),
+        "versions": record["versions"],
+        "created": record["started"],
+        "command": record["command"],
+        "row_convention": ROW_CONVENTION,
+        "collect_runs": [record],
+    }
+    try:
+        if isinstance(col.out, Path):
+            col.out.parent.mkdir(parents=True, exist_ok=True)
+        return DatasetWriter.create(col.out, frame_shape=runner.frame_shape, state_dim=runner.state_dim,
+                                    action_dim=runner.action_dim, attrs=attrs, chunk_frames=c.steps + 1)
+    except OSError as exc:
+        raise VisforeError(f"cannot create {col.out}: {exc.strerror or exc}") from None
+
+
+class _EpisodeSink:
+    """Appends finished episodes to the writer (Ctrl-C held back during a write) and
+    counts what it wrote; updates the progress bar."""
+
+    def __init__(self, writer: Any, bar: Any, task: Any) -> None:
+        self.writer, self.bar, self.task = writer, bar, task
+        self.frames = 0
+        self.episodes = 0
+        self.t0 = time.perf_counter()
+
+    def __call__(self, result: dict[str, np.ndarray]) -> None:
+        with _defer_sigint():
+            self.writer.append_episode(**result)
+        self.frames += len(result["pixels"])
+        self.episodes += 1
+        self.bar.update(self.task, advance=1, fps=self.frames / max(time.perf_counter() - self.t0, 1e-9))
+
+
+def _write_episodes(col: _Collection, writer: Any, ray_session: Any) -> _EpisodeSink:
+    """Step 4: run the missing episodes (here, on a process pool or on Ray) and append
+    them in episode order. The writer is closed (its buffer written) on the way out,
+    also on Ctrl-C and errors.
+
+    Episodes are appended in this thread: a writer thread was measured slower on this
+    2-core machine under load (GIL hand-offs), and large batched writes (flush_rows)
+    keep Zarr at about 10% of the time of collecting.
+    """
+    c = col.config
+    writer.flush_rows = flush_rows(col.runner.frame_shape, c.steps)
+    todo = range(col.done, c.episodes)
+    bar = _progress_bar(c.progress)
+    try:
+        with bar:
+            sink = _EpisodeSink(writer, bar, bar.add_task(col.env_id, total=c.episodes, completed=col.done, fps=0.0))
+            n_workers = min(col.workers or 1, len(todo))
+            if ray_session is not None:
+                col.runner.close()
+                _run_ray(col.runner_config, todo, n_workers, sink)
+            elif n_workers <= 1:
+                for index in todo:
+                    sink(col.runner.run(index))
+            else:
+                col.runner.close()
+                _run_pool(col.runner_config, todo, n_workers, sink)
+    finally:
+        with _defer_sigint():
+            writer.close()  # writes the buffered episodes, also on Ctrl-C / errors
+    return sink
+
+
+def collect(config: CollectConfig | None = None, /, **options: Any) -> dict[str, Any]:
     """Collect ``episodes`` episodes of ``steps`` actions into the dataset at ``out``.
 
     If ``out`` exists and was made with the same options (env, env kwargs, size, steps,
@@ -410,32 +527,23 @@ def collect(
     up to ``episodes``; the result is the same dataset an uninterrupted run gives.
 
     Args:
-        env: short name (``reacher``, ``reacher3d``) or registered Gymnasium id.
-        episodes: total episodes the dataset should hold (E), > 0.
-        steps: actions per episode (T), > 0; each episode stores T + 1 frames.
-        size: frame height = width in pixels, a multiple of 4 in [8, 1024].
-        out: dataset directory (``*.zarr``), created with its parents when missing; or an
-            fsspec URL (``s3://bucket/name.zarr``, whose bucket must exist; ``file://`` URLs
-            are local paths; see :mod:`visfore.data.storage` for credentials and endpoints).
-        seed: run seed, >= 0 (see ``SEEDING_SCHEME``).
-        policy: ``random`` or ``smooth`` (:mod:`visfore.data.policies`).
-        workers: env processes; 1 runs in this process, N > 1 uses a pool of N
-            ``spawn`` processes that each run whole episodes (a script calling this
-            with N > 1 needs the ``if __name__ == "__main__":`` guard, as any
-            ``multiprocessing`` spawn user does). None = 1, or with ``ray`` one Ray
-            worker per CPU of the cluster (capped at its CPUs).
-        env_kwargs: extra ``gymnasium.make`` arguments: a dict, or ``--env-kwargs``
-            strings (:func:`visfore.data.envs.parse_env_kwargs`).
-        progress: show a rich progress bar (episodes, frames/s) and messages on stderr.
-        policy_params: policy parameters (``theta``, ``sigma``, ``scale``, ``min_scale``
-            for ``smooth``; :mod:`visfore.data.policies`): a dict, or ``--policy-kwargs``
-            strings (``key=value`` pairs or a JSON object).
-        ray: run the episodes on Ray (:mod:`visfore.core.ray_backend`): ``local``, ``auto``,
-            ``HOST:PORT`` or ``ray://HOST:PORT``. One Ray actor per worker holds an
-            :class:`EpisodeRunner`; every task is one whole episode; this process writes
-            them in episode order as for a local run, so the dataset is the same bit for
-            bit. An actor whose process dies is restarted and its episodes re-run. The
-            run's ``collect_runs`` entry records ``ray`` (address, nodes, CPUs, GPUs).
+        config: the options (:class:`~visfore.data.config.CollectConfig`); or give its
+            fields as keywords instead (``collect(env="reacher", episodes=4, ..., out=p)``;
+            ``policy_params`` is the old name of ``policy_kwargs``). Notably:
+
+            - ``episodes`` E > 0, ``steps`` T > 0 (each episode stores T + 1 frames),
+              ``size`` a multiple of 4 in [8, 1024] (frame height = width, pixels);
+            - ``out``: dataset directory (``*.zarr``), created with its parents when
+              missing; or an fsspec URL (``s3://bucket/name.zarr``, whose bucket must
+              exist; see :mod:`visfore.data.storage`);
+            - ``workers``: 1 runs in this process, N > 1 a pool of N ``spawn`` processes
+              that each run whole episodes (a script calling this with N > 1 needs the
+              ``if __name__ == "__main__":`` guard). None = 1, or with ``ray`` one Ray
+              worker per CPU of the cluster (capped at its CPUs);
+            - ``ray``: run the episodes on Ray (:mod:`visfore.core.ray_backend`): one actor
+              per worker holds an :class:`EpisodeRunner`, every task is one whole episode,
+              this process writes them in episode order, so the dataset is the same bit for
+              bit; the run's ``collect_runs`` entry records the cluster.
 
     Returns:
         Summary dict: ``path``, ``env_id``, ``episodes`` (complete episodes in the
@@ -452,192 +560,53 @@ def collect(
             address or no cluster there (nothing is written).
         KeyboardInterrupt: after keeping every finished episode.
     """
-    from visfore.data import storage
-    from visfore.data.dataset import DatasetWriter, open_dataset
-    from visfore.data.envs import parse_env_kwargs, parse_kwargs, resolve_env_id
-    from visfore.data.policies import POLICY_NAMES
-
-    t_start = time.perf_counter()
-    if ray is not None:
-        from visfore.core import ray_backend
-
-        ray_backend.require_ray()  # one line, exit 2, before anything is built
-        ray = ray_backend.parse_address(ray)
-        max_workers = ray_backend.MAX_RAY_WORKERS
-    else:
-        workers = 1 if workers is None else workers
-        max_workers = MAX_WORKERS
-    _check_options(episodes, steps, size, seed, 1 if workers is None else workers, max_workers)
-    if policy not in POLICY_NAMES:
-        raise VisforeError(f"unknown --policy {policy!r}; valid: {', '.join(POLICY_NAMES)}")
-    env_id = resolve_env_id(env)
-    kwargs = parse_env_kwargs(env_kwargs)
-    policy_params = parse_kwargs(policy_params, "--policy-kwargs")
-    out = storage.normalize(out)  # a Path, or a URL string (s3://...)
-    existing_attrs: dict[str, Any] | None = None
-    done = 0
-    if storage.exists(out):
-        dataset = open_dataset(out)  # raises VisforeError for a non-visfore path
-        existing_attrs, done = dataset.attrs, dataset.num_episodes
-    else:
-        storage.check_bucket(out)  # a missing bucket fails before the env is built
-
-    config = dict(
-        env_id=env_id, size=size, steps=steps, env_kwargs=kwargs, policy=policy,
-        policy_params=policy_params, seed=seed,
-    )  # fmt: skip
-    runner = EpisodeRunner(**config)  # validates env, kwargs and spaces; no frame yet
+    if config is None:
+        if "policy_params" in options:
+            options["policy_kwargs"] = options.pop("policy_params")
+        options = {k: v for k, v in options.items() if v is not None or k in ("workers", "ray")}
+        config = CollectConfig.from_dict(options)
+    elif options:
+        config = config.replace(**options)
+    config = config.replace(env_kwargs=parse_env_kwargs(config.env_kwargs),
+                            policy_kwargs=parse_policy_kwargs(config.policy_kwargs))
+    col = _prepare(config)
     ray_session = None
     try:
-        expected = {
-            "env_id": env_id,
-            "env_kwargs": kwargs,
-            "frame_size": [size, size],
-            "steps_per_episode": steps,
-            "policy": runner.policy.describe(),
-            "seed": int(seed),
-            "obs_mode": runner.obs_mode,
-            "seeding": SEEDING_SCHEME,
-        }
-        if ray is not None and not (existing_attrs is not None and done >= episodes):
-            if existing_attrs is not None:
-                _check_resume(out, existing_attrs, expected)  # before starting Ray
-            ray_session = ray_backend.connect(ray, num_cpus=workers)
-            workers = ray_backend.resolve_workers(ray_session, workers, note=progress)
-        versions = package_versions()
-        cmd = command_line(
-            env, episodes, steps, size, out, seed, policy, workers or 1, kwargs, ray=ray,
-            policy_params=policy_params,
-        )
-        run_record = {
-            "started": _utc_now(),
-            "episodes_before": done,
-            "episodes_requested": episodes,
-            "workers": workers,
-            "command": cmd,
-            "versions": versions,
-        }
-        if ray_session is not None:
-            run_record["ray"] = ray_session.record()
-        summary: dict[str, Any] = {
-            "path": storage.display_name(out),
-            "env_id": env_id,
-            "episodes": done,
-            "episodes_requested": episodes,
-            "new_episodes": 0,
-            "frames": 0,
-            "seconds": 0.0,
-            "frames_per_s": 0.0,
-            "seconds_total": 0.0,
-            "resumed_from": done,
-            "already_complete": False,
-        }
-        if existing_attrs is not None:
-            _check_resume(out, existing_attrs, expected)
-            if done >= episodes:
-                summary["already_complete"] = True
-                summary["seconds_total"] = time.perf_counter() - t_start
+        if col.config.ray is not None and not (col.existing_attrs is not None and col.done >= config.episodes):
+            from visfore.core import ray_backend
+
+            if col.existing_attrs is not None:
+                _check_resume(col.out, col.existing_attrs, col.expected)  # before starting Ray
+            ray_session = ray_backend.connect(col.config.ray, num_cpus=col.workers)
+            col.workers = ray_backend.resolve_workers(ray_session, col.workers)
+        record = _run_record(col, package_versions(), ray_session)
+        summary = _summary(col)
+        if col.existing_attrs is not None:
+            _check_resume(col.out, col.existing_attrs, col.expected)
+            if col.done >= config.episodes:
+                summary.update(already_complete=True, seconds_total=time.perf_counter() - col.t_start)
                 return summary
-            old = existing_attrs.get("versions") or {}
-            changed = [k for k, v in versions.items() if k in old and old[k] != v]
-            if changed and progress:
-                print(
-                    "warning: package versions differ from the dataset's ("
-                    + ", ".join(f"{k} {old[k]} -> {versions[k]}" for k in changed)
-                    + "); new episodes may not match a fresh run bit for bit",
-                    file=sys.stderr,
-                )
-            writer = DatasetWriter.open(out)
-            writer.update_attrs(
-                {
-                    "episodes_requested": episodes,
-                    "collect_runs": [*existing_attrs.get("collect_runs", []), run_record],
-                }
-            )
+            writer = _continue_writer(col, record)
         else:
-            attrs = {
-                **expected,
-                "reward_mode": runner.reward_mode,
-                "pixel_source": runner.source,
-                "episodes_requested": episodes,
-                "action_low": runner.policy.low.tolist(),
-                "action_high": runner.policy.high.tolist(),
-                "versions": versions,
-                "created": run_record["started"],
-                "command": cmd,
-                "row_convention": ROW_CONVENTION,
-                "collect_runs": [run_record],
-            }
-            try:
-                if isinstance(out, Path):
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                writer = DatasetWriter.create(
-                    out,
-                    frame_shape=runner.frame_shape,
-                    state_dim=runner.state_dim,
-                    action_dim=runner.action_dim,
-                    attrs=attrs,
-                    chunk_frames=steps + 1,
-                )
-            except OSError as exc:
-                raise VisforeError(f"cannot create {out}: {exc.strerror or exc}") from None
-
-        writer.flush_rows = flush_rows(runner.frame_shape, steps)
-        todo = range(done, episodes)
-        frames = 0
-        t0 = time.perf_counter()
-        bar = _progress_bar(progress)
+            writer = _create_writer(col, record)
         try:
-            # Episodes are appended in this thread: a writer thread was measured slower on
-            # this 2-core machine under load (GIL hand-offs), and large batched writes
-            # (flush_rows) keep Zarr at about 10% of the time of collecting. Ctrl-C is
-            # held back while the writer writes, so a write is never cut in half.
-            try:
-                with bar:
-                    task = bar.add_task(env_id, total=episodes, completed=done, fps=0.0)
-
-                    def write(result: dict[str, np.ndarray]) -> None:
-                        nonlocal frames
-                        with _defer_sigint():
-                            writer.append_episode(**result)
-                        frames += len(result["pixels"])
-                        summary["new_episodes"] += 1
-                        bar.update(
-                            task, advance=1, fps=frames / max(time.perf_counter() - t0, 1e-9)
-                        )
-
-                    n_workers = min(workers or 1, len(todo))
-                    if ray_session is not None:
-                        runner.close()
-                        _run_ray(config, todo, n_workers, write)
-                    elif n_workers <= 1:
-                        for index in todo:
-                            write(runner.run(index))
-                    else:
-                        runner.close()
-                        _run_pool(config, todo, n_workers, write)
-            finally:
-                with _defer_sigint():
-                    writer.close()  # writes the buffered episodes, also on Ctrl-C / errors
+            sink = _write_episodes(col, writer, ray_session)
         except KeyboardInterrupt:
-            if progress:
-                print(
-                    f"interrupted: kept {writer.num_episodes} of {episodes} episodes in "
-                    f"{out}; run the same command again to continue",
-                    file=sys.stderr,
-                )
+            log.warning("interrupted: kept %d of %d episodes in %s; run the same command again to continue",
+                        writer.num_episodes, config.episodes, col.out)
             raise
     finally:
-        runner.close()
+        col.runner.close()
         if ray_session is not None:
             ray_session.close()  # stops a Ray started for this command
-    seconds = time.perf_counter() - t0
+    seconds = time.perf_counter() - sink.t0
     summary.update(
         episodes=writer.num_episodes,
-        frames=frames,
+        new_episodes=sink.episodes,
+        frames=sink.frames,
         seconds=seconds,
-        frames_per_s=frames / seconds if seconds > 0 else 0.0,
-        seconds_total=time.perf_counter() - t_start,
+        frames_per_s=sink.frames / seconds if seconds > 0 else 0.0,
+        seconds_total=time.perf_counter() - col.t_start,
     )
     return summary
 
@@ -665,45 +634,18 @@ def _defer_sigint() -> Iterator[None]:
 
 
 def _run_pool(config: dict[str, Any], todo: range, workers: int, write: Any) -> None:
-    """Run episodes ``todo`` on ``workers`` spawned processes; ``write`` them in order.
-
-    At most ``2 * workers`` episodes are in flight, so memory stays bounded even when
-    writing is slower than collecting. On any exception (Ctrl-C included) the workers
-    are stopped and their episodes in flight dropped.
+    """Run episodes ``todo`` on ``workers`` spawned processes; ``write`` them in order
+    (:func:`visfore.core.workers.imap_processes`: at most ``2 * workers`` in flight; on any
+    exception, Ctrl-C included, the workers are stopped and their episodes dropped).
 
     Raises:
         VisforeError: a worker process died (crash, out of memory).
     """
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
-
-    executor = ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=_worker_init,
-        initargs=(config,),
-    )
-    pending: deque = deque()
-    try:
-        indices = iter(todo)
-        for index in itertools.islice(indices, 2 * workers):
-            pending.append(executor.submit(_worker_run, index))
-        while pending:
-            _, result = pending.popleft().result()
+    lost = "; finished episodes are kept, run the same command again to continue"
+    results = imap_processes(_worker_run, todo, workers, initializer=_worker_init, initargs=(config,), lost=lost)
+    with contextlib.closing(results):
+        for _, result in results:
             write(result)
-            nxt = next(indices, None)
-            if nxt is not None:
-                pending.append(executor.submit(_worker_run, nxt))
-    except BrokenProcessPool as exc:
-        stop_executor(executor, pending)
-        raise VisforeError(
-            f"a collection worker process died ({exc}); finished episodes are kept, run "
-            "the same command again to continue"
-        ) from None
-    except BaseException:
-        stop_executor(executor, pending)
-        raise
-    executor.shutdown(wait=True)
 
 
 def _ray_runner(config: dict[str, Any]) -> EpisodeRunner:
@@ -734,80 +676,3 @@ def _run_ray(config: dict[str, Any], todo: range, workers: int, write: Any) -> N
     with WorkerPool(_ray_runner, _ray_episode, workers, (config,), lost=lost) as pool:
         for _, result in pool.imap(todo):
             write(result)
-
-
-# -- the command -----------------------------------------------------------------------
-@handle_errors
-def collect_command(
-    out: Annotated[
-        str,
-        typer.Option(
-            "--out", "-o",
-            help="Dataset directory to create or continue (*.zarr), or a URL (s3://bucket/name.zarr).",
-        ),
-    ],
-    env: Annotated[
-        str, typer.Option(help="Short name (reacher, reacher3d) or registered Gymnasium id.")
-    ] = "reacher",
-    episodes: Annotated[int, typer.Option(help="Episodes the dataset should hold.")] = 200,
-    steps: Annotated[int, typer.Option(help="Actions per episode (T); T+1 frames each.")] = 50,
-    size: Annotated[int, typer.Option(help="Frame height and width in pixels.")] = 64,
-    seed: Annotated[int, typer.Option(help="Run seed (>= 0); episode i is seeded from (seed, i) alone.")] = 0,
-    policy: Annotated[
-        str, typer.Option(help="Collection policy: random (uniform) or smooth (OU process).")
-    ] = "smooth",
-    workers: Annotated[
-        Optional[int],
-        typer.Option(
-            help="Env processes running in parallel (default 1); with --ray, Ray workers "
-            "(default: one per CPU of the cluster).",
-        ),
-    ] = None,
-    env_kwargs: Annotated[
-        Optional[list[str]],
-        typer.Option(
-            "--env-kwargs",
-            help="Extra env arguments: a JSON object or key=value[,key=value]; repeatable.",
-        ),
-    ] = None,
-    policy_kwargs: Annotated[
-        Optional[list[str]],
-        typer.Option(
-            "--policy-kwargs",
-            help="Policy parameters: a JSON object or key=value[,key=value]; repeatable. smooth: "
-            "theta, sigma, scale (default 0.3, 0.3, 0.3) and min_scale (per-episode amplitude "
-            "log-uniform in [min_scale, scale]).",
-        ),
-    ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
-    ray: RayOption = None,
-) -> None:
-    """Collect episodes from an env into a Zarr dataset; rerun the same command to resume."""
-    summary = collect(
-        env=env,
-        episodes=episodes,
-        steps=steps,
-        size=size,
-        out=out,
-        seed=seed,
-        policy=policy,
-        workers=workers,
-        env_kwargs=env_kwargs,
-        progress=not quiet,
-        policy_params=policy_kwargs,
-        ray=ray,
-    )
-    if summary["already_complete"]:
-        typer.echo(
-            f"{summary['path']} already holds {summary['episodes']} episodes "
-            f"(requested {summary['episodes_requested']}); nothing to do"
-        )
-        return
-    resumed = (
-        f" (resumed after {summary['resumed_from']})" if summary["resumed_from"] else ""
-    )
-    typer.echo(
-        f"collected {summary['new_episodes']} episodes{resumed}, {summary['frames']} frames "
-        f"in {summary['seconds']:.1f} s ({summary['frames_per_s']:.0f} frames/s) -> "
-        f"{summary['path']} ({summary['episodes']} episodes)"
-    )

@@ -9,13 +9,11 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
-import typer
 
 from visfore.core.console import stdout_console
-from visfore.cli.errors import handle_errors  # moves with the command into visfore.cli
 from visfore.data.storage import display_name
 
 
@@ -124,7 +122,7 @@ def _num(x: float | None, digits: int = 2) -> str:
     return f"{x:.{digits}f}"
 
 
-def _render(info: dict[str, Any]) -> None:
+def render_info(info: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(title=f"visfore dataset {info['path']}", show_header=False)
@@ -159,16 +157,3 @@ def _render(info: dict[str, Any]) -> None:
     table.add_row("versions", ", ".join(f"{k} {v}" for k, v in versions.items()))
     table.add_row("format", info["format"])
     stdout_console().print(table)
-
-
-@handle_errors
-def dataset_info_command(
-    path: Annotated[str, typer.Argument(help="Dataset directory (*.zarr) or URL (s3://bucket/name.zarr).")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
-) -> None:
-    """Show episodes, frames, array shapes, size and compression, env and provenance."""
-    info = dataset_info(path)
-    if as_json:
-        typer.echo(json.dumps(info, indent=2))
-    else:
-        _render(info)

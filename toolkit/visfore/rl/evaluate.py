@@ -35,28 +35,29 @@ command says so and exits 130.
 
 from __future__ import annotations
 
-import math
-import multiprocessing
+import contextlib
+import logging
 import os
-import re
-import shlex
 import signal
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any, Callable, Iterable, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
-import typer
 
 from visfore.core.console import stdout_console
-from visfore.cli.errors import handle_errors  # moves with the command into visfore.cli
 from visfore.core.errors import VisforeError
-from visfore.core.ray_backend import RayOption
-from visfore.core.workers import stop_executor
+from visfore.core.provenance import command_line, package_versions
+from visfore.core.seeding import episode_reset_seed
+from visfore.core.workers import imap_processes
+from visfore.rl.config import EvaluateConfig, parse_keys, parse_range, parse_seeds, parse_set_values
+from visfore.rl.config import SEED003_OPTIONS
+from visfore.rl.config import positive_scale as _positive_scale
+
+log = logging.getLogger(__name__)
 
 COMMAND = "evaluate"
 SEEDING_SCHEME = (
@@ -71,14 +72,6 @@ CHECKPOINTS = ("best", "last")
 #: An episode longer than this without ``terminated``/``truncated`` is an error (an env
 #: made without a time limit would otherwise run forever).
 MAX_EPISODE_STEPS = 100_000
-#: The seed-003 options (``--Ltorso`` ...): option name -> canonical perturbation key.
-SEED003_OPTIONS: dict[str, str] = {
-    f"{dim}{part}": f"{part}.{'length' if dim == 'L' else 'width'}"
-    for part in ("torso", "thigh", "leg", "foot")
-    for dim in ("L", "W")
-}
-_NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
-_RANGE_RE = re.compile(rf"^\s*({_NUMBER})\s*-\s*({_NUMBER})\s*$")
 
 
 # -- cells and grids ----------------------------------------------------------------------
@@ -161,24 +154,6 @@ class EvalGrid:
         return self.cells[1].perturbation if self.mode == "fixed" else {}
 
 
-def parse_range(text: str) -> tuple[float, float]:
-    """Parse ``--perturb LO-HI`` (e.g. ``0.5-1.5``).
-
-    Returns:
-        (lo, hi) scale factors with 0 < lo < hi.
-
-    Raises:
-        VisforeError: not ``LO-HI`` with two positive numbers and lo < hi.
-    """
-    m = _RANGE_RE.match(str(text))
-    if not m:
-        raise VisforeError(f"--perturb {text!r} must be LO-HI with 0 < LO < HI, e.g. 0.5-1.5")
-    lo, hi = float(m.group(1)), float(m.group(2))
-    if not (0 < lo < hi) or not math.isfinite(hi):
-        raise VisforeError(f"--perturb {text!r} must be LO-HI with 0 < LO < HI, e.g. 0.5-1.5")
-    return lo, hi
-
-
 def grid_scales(lo: float, hi: float, points: int) -> tuple[float, ...]:
     """``points`` scale factors evenly spaced over [lo, hi], both ends included, rounded
     to 10 decimals (so 0.5-1.5 with 11 points gives exactly 0.5, 0.6, ..., 1.0, ..., 1.5).
@@ -215,71 +190,12 @@ def fixed_grid(perturbation: Mapping[str, float]) -> EvalGrid:
     return EvalGrid("fixed", keys, (), (Cell(0, "nominal"), cell))
 
 
-def episode_reset_seed(seed: int, episode: int) -> int:
-    """Reset seed of episode ``episode`` of evaluation seed ``seed`` (:data:`SEEDING_SCHEME`);
-    an int in [0, 2**32)."""
-    return int(np.random.SeedSequence([int(seed), int(episode)]).generate_state(1, np.uint32)[0])
-
-
 # -- option parsing --------------------------------------------------------------------
 def _check_int(name: str, value: Any, low: int, high: int | None = None) -> None:
     ok = not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value >= low
     if not ok or (high is not None and value > high):
         bound = f"between {low} and {high}" if high is not None else f">= {low}"
         raise VisforeError(f"{name} must be an integer {bound}, got {value!r}")
-
-
-def parse_seeds(seeds: str | Iterable[int]) -> tuple[int, ...]:
-    """``"0,1,2"`` (or ints) -> (0, 1, 2).
-
-    Raises:
-        VisforeError: empty, not non-negative integers, or repeated.
-    """
-    if isinstance(seeds, str):
-        parts = [p.strip() for p in seeds.split(",") if p.strip()]
-        try:
-            values = tuple(int(p) for p in parts)
-        except ValueError:
-            raise VisforeError(f"--seeds {seeds!r} must be comma-separated integers, e.g. 0,1,2") from None
-    else:
-        values = tuple(seeds)
-    if not values or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0 for v in values):
-        raise VisforeError(f"--seeds must be non-negative integers, got {seeds!r}")
-    if len(set(values)) != len(values):
-        raise VisforeError(f"--seeds has repeated values: {seeds!r}")
-    return tuple(int(v) for v in values)
-
-
-def parse_set_values(items: Iterable[str] | None) -> dict[str, float]:
-    """``--set key=value`` items (each may hold several, comma-separated) -> {key: scale}.
-
-    Raises:
-        VisforeError: an item is not ``key=value``, a value is not a positive number, or
-            a key is given twice.
-    """
-    values: dict[str, float] = {}
-    for item in items or ():
-        for part in str(item).split(","):
-            if not part.strip():
-                continue
-            key, sep, text = part.partition("=")
-            key = key.strip()
-            if not sep or not key:
-                raise VisforeError(f"--set {part!r} must be key=value, e.g. thigh.length=1.2")
-            if key in values:
-                raise VisforeError(f"--set gives {key!r} twice")
-            values[key] = _positive_scale(f"--set {key}", text.strip())
-    return values
-
-
-def _positive_scale(name: str, value: Any) -> float:
-    try:
-        scale = float(value)
-    except (TypeError, ValueError):
-        raise VisforeError(f"{name} must be a positive number, got {value!r}") from None
-    if not (math.isfinite(scale) and scale > 0):
-        raise VisforeError(f"{name} must be a positive number, got {value!r}")
-    return scale
 
 
 # -- env lookups (visfore_envs; replaced in tests) ---------------------------------------
@@ -345,13 +261,14 @@ def default_params(keys: Sequence[str]) -> tuple[str, ...]:
 
 def build_grid(
     env_id: str,
-    perturb: str | None,
+    perturb: tuple[float, float] | str | None,
     points: int,
-    params: str | None,
-    grid: str | None,
+    params: Sequence[str] | str | None,
+    grid: Sequence[str] | str | None,
     fixed: Mapping[str, float] | None,
 ) -> EvalGrid:
-    """The cells of an evaluation from the command's options (see :func:`evaluate`).
+    """The cells of an evaluation from the command's options (see :func:`evaluate`);
+    ``perturb``, ``params`` and ``grid`` may also be their command-line strings.
 
     Raises:
         VisforeError: conflicting modes, a bad ``--perturb`` / ``--points``, unknown
@@ -378,7 +295,8 @@ def build_grid(
     if grid is not None:
         if params is not None:
             raise VisforeError("give --params (1-D sweeps) or --grid A,B (a 2-D sweep), not both")
-        names = [p for p in grid.split(",") if p.strip()]
+        names = parse_keys(grid)
+        grid = ",".join(names)
         if len(names) != 2:
             raise VisforeError(f"--grid {grid!r} must name exactly two parameters, e.g. thigh.length,torso.mass")
         keys = resolve_keys(env_id, names, "--grid")
@@ -389,10 +307,10 @@ def build_grid(
         keys = default_params(_perturbation_keys(env_id))
         if not keys:
             raise VisforeError(f"{env_id} has no length/width parameters; choose --params")
-    elif params.strip().lower() == "all":
+    elif [p.lower() for p in parse_keys(params)] == ["all"]:
         keys = _perturbation_keys(env_id)
     else:
-        names = [p for p in params.split(",") if p.strip()]
+        names = parse_keys(params)
         if not names:
             raise VisforeError("--params is empty; give keys such as thigh.length,torso.mass or all")
         keys = resolve_keys(env_id, names, "--params")
@@ -522,12 +440,11 @@ def _worker_init(loader: Callable[[Any, str], Any], run_dir: str, checkpoint: st
         _WORKER_ERROR = exc
 
 
-def _worker_task(
-    task: tuple[int, int], perturbation: dict[str, float], episodes: int, backend: str | None
-) -> tuple[tuple[int, int], list[dict[str, Any]]]:
+def _worker_task(item: tuple[tuple[int, int], dict[str, float], int, str | None]) -> list[dict[str, Any]]:
     if _WORKER_ERROR is not None:
         raise _WORKER_ERROR
-    return task, run_episodes(_WORKER_RUN, perturbation, task[1], episodes, backend)
+    task, perturbation, episodes, backend = item
+    return run_episodes(_WORKER_RUN, perturbation, task[1], episodes, backend)
 
 
 def run_cells(
@@ -610,42 +527,16 @@ def _run_pool(
     checkpoint: str,
     on_episodes: Callable[[int], None] | None,
 ) -> None:
-    """Run ``tasks`` on ``workers`` spawned processes, at most ``2 * workers`` in flight."""
-    from concurrent.futures.process import BrokenProcessPool
-
-    executor = ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=_worker_init,
-        initargs=(loader, run_dir, checkpoint),
-    )
-    pending: set[Future] = set()
-    todo = iter(tasks)
-
-    def submit() -> None:
-        task = next(todo, None)
-        if task is not None:
-            pending.add(executor.submit(_worker_task, task, perturbations[task[0]], episodes, backend))
-
-    try:
-        for _ in range(2 * workers):
-            submit()
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                pending.discard(future)
-                task, records = future.result()
-                results[task] = records
-                if on_episodes is not None:
-                    on_episodes(len(records))
-                submit()
-    except BrokenProcessPool as exc:
-        stop_executor(executor, pending)
-        raise VisforeError(f"an evaluation worker process died ({exc})") from None
-    except BaseException:
-        stop_executor(executor, pending)
-        raise
-    executor.shutdown(wait=True)
+    """Run ``tasks`` on ``workers`` spawned processes (:func:`visfore.core.workers.imap_processes`,
+    at most ``2 * workers`` in flight); ``results`` filled as tasks finish."""
+    items = [(task, perturbations[task[0]], episodes, backend) for task in tasks]
+    pool = imap_processes(_worker_task, items, workers, initializer=_worker_init,
+                          initargs=(loader, run_dir, checkpoint), ordered=False)
+    with contextlib.closing(pool):
+        for (task, *_), records in pool:
+            results[task] = records
+            if on_episodes is not None:
+                on_episodes(len(records))
 
 
 def _ray_setup(loader: Callable[[Any, str], Any], run_dir: str, checkpoint: str) -> Any:
@@ -712,45 +603,6 @@ def cell_episodes(
     return episodes, finished
 
 
-# -- provenance --------------------------------------------------------------------------
-def package_versions() -> dict[str, str | None]:
-    """Versions of the packages that determine the numbers (None when not found)."""
-    from importlib import metadata
-
-    versions: dict[str, str | None] = {}
-    for dist in ("visfore", "visfore-envs", "gymnasium", "mujoco", "pybullet",
-                 "stable-baselines3", "torch", "numpy"):  # fmt: skip
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            versions[dist] = None
-    versions["python"] = ".".join(map(str, sys.version_info[:3]))
-    return versions
-
-
-def command_line(
-    run_dir: Path, grid: EvalGrid, perturb: str | None, points: int, episodes: int,
-    seeds: Sequence[int], workers: int, backend: str | None, checkpoint: str, out: Path,
-    ray: str | None = None,
-) -> str:  # fmt: skip
-    """The ``visfore evaluate`` command line that reproduces an evaluation (``ray``: the
-    ``--ray`` address, if any)."""
-    args = ["visfore", COMMAND, str(run_dir)]
-    if grid.mode == "fixed":
-        for key, value in grid.fixed.items():
-            args += ["--set", f"{key}={value:g}"]
-    else:
-        args += ["--perturb", str(perturb), "--points", str(points)]
-        args += ["--grid" if grid.mode == "grid" else "--params", ",".join(grid.params)]
-    args += ["--episodes", str(episodes), "--seeds", ",".join(map(str, seeds))]
-    args += ["--workers", str(workers), "--checkpoint", checkpoint]
-    if backend:
-        args += ["--backend", backend]
-    if ray is not None:
-        args += ["--ray", ray]
-    return shlex.join([*args, "--out", str(out)])
-
-
 def _progress_bar(enabled: bool):
     from visfore.core.progress import episode_progress
 
@@ -769,48 +621,169 @@ def _default_out(run_dir: Path) -> Path:
 
 
 # -- the pipeline ----------------------------------------------------------------------
-def evaluate(
-    run_dir: str | os.PathLike[str],
-    perturb: str | None = None,
-    points: int = 11,
-    params: str | None = None,
-    grid: str | None = None,
-    episodes: int = 10,
-    seeds: str | Sequence[int] = (0, 1, 2),
-    workers: int | None = None,
-    backend: str | None = None,
-    checkpoint: str = "best",
-    out: str | os.PathLike[str] | None = None,
-    fixed: Mapping[str, float] | None = None,
-    progress: bool = True,
-    loader: Callable[[Any, str], Any] | None = None,
-    ray: str | None = None,
-) -> dict[str, Any]:
+@dataclass
+class _Evaluation:
+    """A validated evaluation, before anything runs or is written."""
+
+    config: EvaluateConfig
+    run_dir: Path
+    run: Any
+    grid: EvalGrid
+    report_dir: Path
+    loader: Callable[[Any, str], Any]
+    workers: int | None
+
+
+def _check_options(c: EvaluateConfig) -> EvaluateConfig:
+    """Option values that need no run (``ray`` normalised). Raises VisforeError."""
+    _check_int("--episodes", c.episodes, 1)
+    if c.ray is not None:
+        from visfore.core import ray_backend
+
+        ray_backend.require_ray()  # one line, exit 2, before anything is loaded
+        c = c.replace(ray=ray_backend.parse_address(c.ray))
+        if c.workers is not None:
+            _check_int("--workers", c.workers, 1, ray_backend.MAX_RAY_WORKERS)
+    else:
+        c = c.replace(workers=1 if c.workers is None else c.workers)
+        _check_int("--workers", c.workers, 1, MAX_WORKERS)
+    _check_int("--points", c.points, 2, MAX_POINTS)
+    c = c.replace(seeds=parse_seeds(c.seeds))
+    if c.perturb is not None and not c.fixed:
+        c = c.replace(perturb=parse_range(c.perturb))  # fail on a bad range before loading the run
+    if c.fixed:
+        c = c.replace(fixed={k: _positive_scale(f"--set {k}", v) for k, v in c.fixed.items()})
+    return c
+
+
+def _prepare(config: EvaluateConfig, loader: Callable[[Any, str], Any] | None) -> _Evaluation:
+    """Step 1: check the options, load the run, build the grid, check the env and the
+    report directory. Nothing is written."""
+    c = _check_options(config)
+    loader = loader or load_run
+    run_dir = Path(c.run_dir)
+    if not run_dir.is_dir():
+        raise VisforeError(f"run directory {run_dir} does not exist")
+    run = loader(run_dir, c.checkpoint)
+    eval_grid = build_grid(run.env_id, c.perturb, c.points, c.params, c.grid, c.fixed or None)
+    check_env(run, c.backend)
+    report_dir = Path(c.out) if c.out is not None else _default_out(run_dir)
+    if report_dir.exists() and (not report_dir.is_dir() or any(report_dir.iterdir())):
+        raise VisforeError(f"report directory {report_dir} already exists and is not empty; choose another --out")
+    return _Evaluation(config=c, run_dir=run_dir, run=run, grid=eval_grid, report_dir=report_dir, loader=loader,
+                       workers=c.workers)
+
+
+def _run(ev: _Evaluation) -> tuple[dict[tuple[int, int], list[dict[str, Any]]], float, bool, Any]:
+    """Step 2: run every (cell, seed) task (here, on processes or on Ray) with a progress
+    bar. Returns (results, seconds, interrupted, Ray record or None); Ctrl-C keeps the
+    finished tasks."""
+    c, cells = ev.config, ev.grid.cells
+    to_run = [cell for cell in cells if cell.index == 0 or not cell.is_nominal_model]
+    total = len(to_run) * len(c.seeds) * c.episodes
+    results: dict[tuple[int, int], list[dict[str, Any]]] = {}
+    interrupted = False
+    ray_session = None
+    if c.ray is not None:
+        from visfore.core import ray_backend
+
+        ray_session = ray_backend.connect(c.ray, num_cpus=ev.workers)
+        ev.workers = ray_backend.resolve_workers(ray_session, ev.workers)
+    ray_record = ray_session.record() if ray_session is not None else None
+    t0 = time.perf_counter()
+    bar = _progress_bar(c.progress)
+    try:
+        with bar:
+            task = bar.add_task(f"evaluate {ev.run.env_id}", total=total)
+            run_cells(ev.run, cells, c.seeds, c.episodes, results, backend=c.backend, workers=ev.workers,
+                      loader=ev.loader, run_dir=ev.run_dir, checkpoint=c.checkpoint,
+                      on_episodes=lambda n: bar.update(task, advance=n), ray=ray_session)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        if ray_session is not None:
+            ray_session.close()  # stops a Ray started for this command
+    return results, time.perf_counter() - t0, interrupted, ray_record
+
+
+def _meta(ev: _Evaluation, finished: Sequence[int], ran: list[dict[str, Any]], seconds: float,
+          interrupted: bool, ray_record: Any) -> dict[str, Any]:
+    """The report's ``meta``: what was evaluated, how, the command line and versions."""
+    c, run, cells, eval_grid = ev.config, ev.run, ev.grid.cells, ev.grid
+    run_config = dict(getattr(run, "config", None) or {})
+    options = dict(run_config.get("options") or {})  # train-policy's resolved options
+    env_kwargs = dict(getattr(run, "env_kwargs", None) or {})
+    sweep = eval_grid.mode != "fixed"
+    perturb = parse_range(c.perturb) if sweep else None
+    text: dict[str, str | None] = {"run_dir": str(ev.run_dir), "out": str(ev.report_dir),
+                                   "workers": str(ev.workers)}
+    if sweep:
+        text.update(perturb=f"{perturb[0]:g}-{perturb[1]:g}", fixed=None)
+        text["grid" if eval_grid.mode == "grid" else "params"] = ",".join(eval_grid.params)
+        text["params" if eval_grid.mode == "grid" else "grid"] = None
+    else:
+        text.update(perturb=None, points=None, params=None, grid=None)
+    return {
+        "run_dir": str(ev.run_dir),
+        "run_name": ev.run_dir.resolve().name,
+        "env_id": run.env_id,
+        "env_kwargs": env_kwargs,
+        "algo": getattr(run, "algo", None),
+        "checkpoint": c.checkpoint,
+        "backend": c.backend or env_kwargs.get("backend") or options.get("backend") or "mujoco",
+        "training_timesteps": options.get("timesteps", run_config.get("timesteps")),
+        "mode": eval_grid.mode,
+        "params": list(eval_grid.params),
+        "perturb_range": list(perturb) if perturb is not None else None,
+        "points": c.points if sweep else None,
+        "scales": list(eval_grid.scales),
+        "fixed": eval_grid.fixed,
+        "seeds": list(c.seeds),
+        "episodes": c.episodes,
+        "cells_total": len(cells),
+        "cells_finished": len(finished),
+        "cells_run": sum(1 for i in finished if i == 0 or not cells[i].is_nominal_model),
+        "episodes_run": len(ran),
+        "steps_run": int(sum(r["length"] for r in ran)),
+        "workers": ev.workers,
+        "ray": ray_record,
+        "seconds": seconds,
+        "interrupted": interrupted,
+        "seeding": SEEDING_SCHEME,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": command_line(COMMAND, c, exclude=("progress",), text=text),
+        "versions": package_versions(),
+    }
+
+
+def evaluate(config: EvaluateConfig | str | os.PathLike[str] | None = None, /, *, loader: Callable[[Any, str], Any] | None = None,
+             **options: Any) -> dict[str, Any]:
     """Evaluate the policy of ``run_dir`` on perturbed models and write a report.
 
     Args:
-        run_dir: a policy run directory (``visfore train-policy``).
-        perturb: ``LO-HI`` range of scale factors for sweeps (0 < LO < HI).
-        points: scale factors per parameter, evenly spaced over the range (2..101).
-        params: comma-separated keys (aliases allowed), ``all``, or None for every
-            ``<part>.length`` and ``<part>.width`` key of the env.
-        grid: ``A,B``: a 2-D sweep of two keys over points x points.
-        episodes: episodes per seed and cell (>= 1).
-        seeds: evaluation seeds (``"0,1,2"`` or ints); see :data:`SEEDING_SCHEME`.
-        workers: 1 = this process; N > 1 = N ``spawn`` processes (scripts need the
-            ``if __name__ == "__main__":`` guard). None = 1, or with ``ray`` one Ray
-            worker per CPU of the cluster.
-        backend: ``mujoco`` or ``pybullet``; None = the run's backend.
-        checkpoint: ``best`` or ``last``.
-        out: report directory (default ``RUN/eval-<UTC time>``); must not exist or be empty.
-        fixed: {key: scale} for a single fixed perturbation instead of a sweep.
-        progress: rich progress bar and messages on stderr.
+        config: the options (:class:`~visfore.rl.config.EvaluateConfig`); or give its
+            fields as keywords instead: ``evaluate(run_dir=RUN, perturb=(0.5, 1.5),
+            params=["torso.length"], seeds=(0, 1))`` (the command-line strings
+            ``"0.5-1.5"``, ``"a,b"``, ``"0,1"`` are parsed too). Notably:
+
+            - ``perturb``: (LO, HI) scale factors for sweeps (0 < LO < HI); ``points``
+              scale factors per parameter, evenly spaced (2..101);
+            - ``params``: keys (aliases allowed), ``["all"]``, or None for every
+              ``<part>.length`` and ``<part>.width`` key; ``grid``: two keys, a 2-D sweep;
+            - ``fixed``: {key: scale}, one fixed perturbation instead of a sweep;
+            - ``seeds``: evaluation seeds (see :data:`SEEDING_SCHEME`); ``episodes`` per
+              seed and cell (>= 1);
+            - ``workers``: 1 = this process; N > 1 = N ``spawn`` processes (scripts need
+              the ``if __name__ == "__main__":`` guard). None = 1, or with ``ray`` one Ray
+              worker per CPU of the cluster;
+            - ``ray``: run the (cell, seed) tasks on Ray (the run directory must be readable
+              by every node); results are identical, ``meta["ray"]`` records the cluster;
+            - ``out``: report directory (default ``RUN/eval-<UTC time>``); must not exist
+              or be empty.
         loader: ``loader(run_dir, checkpoint) -> PolicyRun`` (module-level, picklable);
             default :func:`load_run`.
-        ray: run the (cell, seed) tasks on Ray (:mod:`visfore.core.ray_backend`): ``local``,
-            ``auto``, ``HOST:PORT`` or ``ray://HOST:PORT``; the run directory must be
-            readable by every Ray node (a shared filesystem). Results are identical to a
-            local evaluation; ``meta["ray"]`` records the cluster.
+
+    ``evaluate(RUN, perturb=..., ...)`` (the run directory first) works too.
 
     Returns:
         ``report_dir``, ``files`` {name: path}, ``summary`` (rows, see
@@ -825,121 +798,37 @@ def evaluate(
     """
     from visfore.reports.robustness_report import write_report
 
-    loader = loader or load_run
-    _check_int("--episodes", episodes, 1)
-    if ray is not None:
-        from visfore.core import ray_backend
-
-        ray_backend.require_ray()  # one line, exit 2, before anything is loaded
-        ray = ray_backend.parse_address(ray)
-        if workers is not None:
-            _check_int("--workers", workers, 1, ray_backend.MAX_RAY_WORKERS)
-    else:
-        workers = 1 if workers is None else workers
-        _check_int("--workers", workers, 1, MAX_WORKERS)
-    _check_int("--points", points, 2, MAX_POINTS)
-    seed_list = parse_seeds(seeds)
-    if backend is not None and backend not in BACKENDS:
-        raise VisforeError(f"unknown --backend {backend!r}; valid: {', '.join(BACKENDS)}")
-    if checkpoint not in CHECKPOINTS:
-        raise VisforeError(f"unknown --checkpoint {checkpoint!r}; valid: {', '.join(CHECKPOINTS)}")
-    if perturb is not None and not fixed:
-        parse_range(perturb)  # fail on a bad range before loading the run
-    if fixed:
-        fixed = {k: _positive_scale(f"--set {k}", v) for k, v in fixed.items()}
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise VisforeError(f"run directory {run_dir} does not exist")
-    run = loader(run_dir, checkpoint)
-    env_id = run.env_id
-    eval_grid = build_grid(env_id, perturb, points, params, grid, fixed)
-    check_env(run, backend)
-    report_dir = Path(out) if out is not None else _default_out(run_dir)
-    if report_dir.exists() and (not report_dir.is_dir() or any(report_dir.iterdir())):
-        raise VisforeError(f"report directory {report_dir} already exists and is not empty; choose another --out")
-
-    cells = eval_grid.cells
-    to_run = [c for c in cells if c.index == 0 or not c.is_nominal_model]
-    total = len(to_run) * len(seed_list) * episodes
-    results: dict[tuple[int, int], list[dict[str, Any]]] = {}
-    interrupted = False
-    ray_session = None
-    if ray is not None:
-        ray_session = ray_backend.connect(ray, num_cpus=workers)
-        workers = ray_backend.resolve_workers(ray_session, workers, note=progress)
-    t0 = time.perf_counter()
-    bar = _progress_bar(progress)
-    try:
-        with bar:
-            task = bar.add_task(f"evaluate {env_id}", total=total)
-            run_cells(
-                run, cells, seed_list, episodes, results, backend=backend, workers=workers,
-                loader=loader, run_dir=run_dir, checkpoint=checkpoint,
-                on_episodes=lambda n: bar.update(task, advance=n), ray=ray_session,
-            )  # fmt: skip
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        if ray_session is not None:
-            ray_session.close()  # stops a Ray started for this command
-    seconds = time.perf_counter() - t0
-    episode_records, finished = cell_episodes(cells, seed_list, results)
+    if config is not None and not isinstance(config, EvaluateConfig):
+        options["run_dir"], config = config, None
+    if config is None:
+        options = {k: (dict(v) if k == "fixed" and v is not None else v) for k, v in options.items()}
+        if options.get("fixed") is None:
+            options.pop("fixed", None)
+        config = EvaluateConfig.from_dict({k: str(v) if isinstance(v, os.PathLike) else v
+                                           for k, v in options.items()})
+    elif options:
+        config = config.replace(**options)
+    ev = _prepare(config, loader)
+    results, seconds, interrupted, ray_record = _run(ev)
+    cells = ev.grid.cells
+    episode_records, finished = cell_episodes(cells, ev.config.seeds, results)
     if interrupted and not finished:
-        if progress:
-            print("interrupted before any cell finished; no report written", file=sys.stderr)
+        log.warning("interrupted before any cell finished; no report written")
         raise KeyboardInterrupt
     ran = [r for records in results.values() for r in records]
-    config = dict(getattr(run, "config", None) or {})
-    options = dict(config.get("options") or {})  # train-policy's resolved options
-    env_kwargs = dict(getattr(run, "env_kwargs", None) or {})
-    meta = {
-        "run_dir": str(run_dir),
-        "run_name": run_dir.resolve().name,
-        "env_id": env_id,
-        "env_kwargs": env_kwargs,
-        "algo": getattr(run, "algo", None),
-        "checkpoint": checkpoint,
-        "backend": backend or env_kwargs.get("backend") or options.get("backend") or "mujoco",
-        "training_timesteps": options.get("timesteps", config.get("timesteps")),
-        "mode": eval_grid.mode,
-        "params": list(eval_grid.params),
-        "perturb_range": list(parse_range(perturb)) if eval_grid.mode != "fixed" else None,
-        "points": points if eval_grid.mode != "fixed" else None,
-        "scales": list(eval_grid.scales),
-        "fixed": eval_grid.fixed,
-        "seeds": list(seed_list),
-        "episodes": episodes,
-        "cells_total": len(cells),
-        "cells_finished": len(finished),
-        "cells_run": sum(1 for i in finished if i == 0 or not cells[i].is_nominal_model),
-        "episodes_run": len(ran),
-        "steps_run": int(sum(r["length"] for r in ran)),
-        "workers": workers,
-        "ray": ray_session.record() if ray_session is not None else None,
-        "seconds": seconds,
-        "interrupted": interrupted,
-        "seeding": SEEDING_SCHEME,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": command_line(run_dir, eval_grid, perturb, points, episodes, seed_list,
-                                workers, backend, checkpoint, report_dir, ray),  # fmt: skip
-        "versions": package_versions(),
-    }
-    report = write_report(report_dir, meta, [c.row() for c in cells], episode_records)
+    meta = _meta(ev, finished, ran, seconds, interrupted, ray_record)
+    report = write_report(ev.report_dir, meta, [c.row() for c in cells], episode_records)
     if interrupted:
-        if progress:
-            print(
-                f"interrupted: wrote the report of the {len(finished)} finished of "
-                f"{len(cells)} cells to {report_dir}",
-                file=sys.stderr,
-            )
+        log.warning("interrupted: wrote the report of the %d finished of %d cells to %s",
+                    len(finished), len(cells), ev.report_dir)
         raise KeyboardInterrupt
     return {
-        "report_dir": report_dir,
+        "report_dir": ev.report_dir,
         "files": report["files"],
         "summary": report["summary"],
         "most_damaging": report["most_damaging"],
         "episodes": episode_records,
-        "mode": eval_grid.mode,
+        "mode": ev.grid.mode,
         "interrupted": interrupted,
         "seconds": seconds,
         "meta": meta,
@@ -980,49 +869,3 @@ def print_summary(result: Mapping[str, Any], console: Any = None) -> None:
 
 
 # -- the command -----------------------------------------------------------------------
-_SEED003_HELP = "Fixed scale of {key} (seed-003 option); evaluates that model instead of a sweep."
-
-
-@handle_errors
-def evaluate_command(
-    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="Policy run directory (visfore train-policy).")],
-    perturb: Annotated[Optional[str], typer.Option(help="Range of scale factors LO-HI, e.g. 0.5-1.5 (sweeps).")] = None,
-    points: Annotated[int, typer.Option(help="Scale factors per parameter, evenly spaced over the range; nominal (1.0) is always evaluated too.")] = 11,
-    params: Annotated[Optional[str], typer.Option(help="Comma-separated keys (thigh.length,torso.mass), or 'all'. Default: every <part>.length and <part>.width.")] = None,
-    grid: Annotated[Optional[str], typer.Option(help="A,B: 2-D sweep of two parameters over points x points.")] = None,
-    episodes: Annotated[int, typer.Option(help="Episodes per seed in every cell.")] = 10,
-    seeds: Annotated[str, typer.Option(help="Comma-separated evaluation seeds; episode k of seed s is reset from (s, k) in every cell.")] = "0,1,2",
-    workers: Annotated[Optional[int], typer.Option(help="Processes running (cell, seed) tasks (default 1; with --ray, Ray workers, default one per CPU of the cluster); results do not depend on it.")] = None,
-    backend: Annotated[Optional[str], typer.Option(help="Physics backend: mujoco or pybullet (default: the run's).")] = None,
-    checkpoint: Annotated[str, typer.Option(help="Policy checkpoint: best or last.")] = "best",
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Report directory (default RUN/eval-<UTC time>).")] = None,
-    set_values: Annotated[Optional[list[str]], typer.Option("--set", help="Fixed perturbation key=value (repeatable, or comma-separated) instead of a sweep.")] = None,
-    ltorso: Annotated[Optional[float], typer.Option("--Ltorso", help=_SEED003_HELP.format(key="torso.length"))] = None,
-    wtorso: Annotated[Optional[float], typer.Option("--Wtorso", help=_SEED003_HELP.format(key="torso.width"))] = None,
-    lthigh: Annotated[Optional[float], typer.Option("--Lthigh", help=_SEED003_HELP.format(key="thigh.length"))] = None,
-    wthigh: Annotated[Optional[float], typer.Option("--Wthigh", help=_SEED003_HELP.format(key="thigh.width"))] = None,
-    lleg: Annotated[Optional[float], typer.Option("--Lleg", help=_SEED003_HELP.format(key="leg.length"))] = None,
-    wleg: Annotated[Optional[float], typer.Option("--Wleg", help=_SEED003_HELP.format(key="leg.width"))] = None,
-    lfoot: Annotated[Optional[float], typer.Option("--Lfoot", help=_SEED003_HELP.format(key="foot.length"))] = None,
-    wfoot: Annotated[Optional[float], typer.Option("--Wfoot", help=_SEED003_HELP.format(key="foot.width"))] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
-    ray: RayOption = None,
-) -> None:
-    """Evaluate a trained policy under body-part perturbations and write a robustness report
-    (CSV, JSON, Markdown, HTML, plots)."""
-    fixed = parse_set_values(set_values)
-    seed003 = {"Ltorso": ltorso, "Wtorso": wtorso, "Lthigh": lthigh, "Wthigh": wthigh,
-               "Lleg": lleg, "Wleg": wleg, "Lfoot": lfoot, "Wfoot": wfoot}  # fmt: skip
-    for option, value in seed003.items():
-        if value is None:
-            continue
-        key = SEED003_OPTIONS[option]
-        if key in fixed:
-            raise VisforeError(f"--{option} and --set both give {key}")
-        fixed[key] = _positive_scale(f"--{option}", value)
-    result = evaluate(
-        run_dir=run_dir, perturb=perturb, points=points, params=params, grid=grid,
-        episodes=episodes, seeds=seeds, workers=workers, backend=backend,
-        checkpoint=checkpoint, out=out, fixed=fixed or None, progress=not quiet, ray=ray,
-    )  # fmt: skip
-    print_summary(result)

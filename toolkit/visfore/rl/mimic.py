@@ -35,14 +35,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Mapping, Optional
+from typing import Any, Mapping
 
 import numpy as np
-import typer
 
 from visfore.core import runs
-from visfore.cli.errors import handle_errors  # moves with the command into visfore.cli
 from visfore.core.errors import VisforeError
+from visfore.rl.config import MIMIC_OUT_FORMATS
 
 __all__ = [
     "MIMIC_SINGLE_ENV",
@@ -63,7 +62,7 @@ MIMIC_SINGLE_ENV: dict[str, str] = {
 #: The three ways the follower is driven, in report order.
 MODES = ("translated", "true-pose", "random")
 LEADERS = ("hold", "trajectory")
-OUT_FORMATS = (".json", ".csv", ".md")
+OUT_FORMATS = MIMIC_OUT_FORMATS
 
 
 # ---------------------------------------------------------------------------------------
@@ -558,46 +557,3 @@ def print_summary(result: Mapping[str, Any], console: Any) -> None:
                       f"{r['final_distance_median'] * 100:.2f}", f"{r['mean_distance'] * 100:.2f}",
                       "-" if err is None else f"{err * 100:.2f}")
     console.print(table)
-
-
-@handle_errors
-def mimic_command(
-    policy: Annotated[Path, typer.Option(help="visfore train-policy run on the follower's single-robot env (ReacherPlane-v0 / TargetHumanoid-v0, state observations).")],
-    translator: Annotated[Path, typer.Option(help="visfore train-translator run on that env's frames.")],
-    env: Annotated[str, typer.Option(help="Mimic env: MimicReacher-v0 or MimicHumanoid-v0.")] = "MimicReacher-v0",
-    episodes: Annotated[int, typer.Option(help="Episodes per mode (translated, true-pose, random); same seeds in every mode.")] = 20,
-    seed: Annotated[int, typer.Option(help="Episode i resets with seed + i; the random policy's generator seed.")] = 0,
-    leader: Annotated[str, typer.Option(help="Leader process: hold (random held poses) or trajectory (smooth random motion).")] = "hold",
-    hold_steps: Annotated[Optional[int], typer.Option(help="--leader hold: steps per held pose (default: the env's, 25 = 0.5 s for the reacher).")] = None,
-    image: Annotated[Optional[Path], typer.Option(help="Execute the (mirrored) pose shown in this image instead (the translator's frame size).")] = None,
-    checkpoint: Annotated[str, typer.Option(help="Policy checkpoint: best or last.")] = "best",
-    device: Annotated[str, typer.Option(help="Translator device: cpu, cuda or auto.")] = "cpu",
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the comparison to this .json, .csv or .md file (--image: .json; the PNG image | result goes next to it as <stem>-mimic.png).")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
-) -> None:
-    """See a pose, then do it: the follower of a mimic env copies the leader it sees through a
-    translator, compared with the same policy given the true pose and with a random policy."""
-    from visfore.core.console import stdout_console
-
-    console = stdout_console()
-    if out is not None and out.suffix.lower() not in OUT_FORMATS:
-        raise VisforeError(f"--out {out}: the suffix must be one of {', '.join(OUT_FORMATS)}")
-    if image is not None:
-        base = out if out is not None else Path(image)
-        show = base.with_name(base.stem + "-mimic.png")  # never the input image
-        result = execute_image(policy, translator, image, env_id=env, seed=seed, device=device,
-                               checkpoint=checkpoint, show=show)
-        console.print(f"translated pose (rad): {np.round(result['translated_qpos'], 3).tolist()}")
-        console.print(f"final key-point distance to the mirrored pose: {result['final_distance'] * 100:.2f} cm "
-                      f"({'success' if result['success'] else 'no success'}, threshold "
-                      f"{result['success_threshold'] * 100:.1f} cm); image | result: {result['show']}")
-        if out is not None:
-            if out.suffix.lower() != ".json":
-                raise VisforeError(f"--out {out}: with --image the report is .json")
-            runs.write_json(out, result)
-        return
-    result = run_mimic(policy, translator, env_id=env, episodes=episodes, seed=seed, leader=leader,
-                       device=device, checkpoint=checkpoint, progress=not quiet, hold_steps=hold_steps)
-    print_summary(result, console)
-    if out is not None:
-        console.print(f"wrote {write_report(result, out)}")
