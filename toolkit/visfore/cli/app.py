@@ -15,17 +15,17 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from visfore.data.collect import collect_command
-from visfore.data.dataset_info import dataset_info_command
-from visfore.rl.evaluate import evaluate_command
-from visfore.rl.mimic import mimic_command
+from visfore.cli.collect import collect_command
+from visfore.cli.dataset import dataset_info_command
+from visfore.cli.evaluate import evaluate_command
+from visfore.cli.mimic import mimic_command
 from visfore.planning.plan import plan_command
 from visfore.worldmodels.play_model import play_model_command
 from visfore.worldmodels.predict import predict_command
-from visfore.core.ray_backend import RayCommand
+from visfore.cli.ray import RayCommand
 from visfore.worldmodels.train_eval_all import train_eval_all_command
 from visfore.cli.train_model import train_model_command
-from visfore.rl.train_policy import train_policy_command
+from visfore.cli.train_policy import ResumePathCommand, train_policy_command
 from visfore.perception.train_translator import train_translator_command
 
 log = logging.getLogger("visfore")
@@ -95,7 +95,7 @@ dataset_app = typer.Typer(help="Inspect visfore Zarr datasets.", no_args_is_help
 app.command("collect", cls=RayCommand)(collect_command)
 app.command("train-model")(train_model_command)
 app.command("train-eval-all", cls=RayCommand)(train_eval_all_command)
-app.command("train-policy")(train_policy_command)
+app.command("train-policy", cls=ResumePathCommand)(train_policy_command)
 app.command("train-translator")(train_translator_command)
 app.command("evaluate", cls=RayCommand)(evaluate_command)
 app.command("predict")(predict_command)
