@@ -26,7 +26,7 @@ from visfore.cli.ray import RayCommand
 from visfore.worldmodels.train_eval_all import train_eval_all_command
 from visfore.cli.train_model import train_model_command
 from visfore.cli.train_policy import ResumePathCommand, train_policy_command
-from visfore.perception.train_translator import train_translator_command
+from visfore.cli.train_translator import train_translator_command
 
 log = logging.getLogger("visfore")
 

@@ -56,21 +56,35 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 import numpy as np
-import typer
 
 from visfore.core import runs
-from visfore.data import storage
 from visfore.core.console import stdout_console
-from visfore.cli.errors import handle_errors  # moves with the command into visfore.cli
+from visfore.core.device import parse_device_spec, physical_cpu_cores, select_device
 from visfore.core.errors import VisforeError
+from visfore.data import storage
+from visfore.core.trainer import (
+    Checkpointer,
+    RichProgress,
+    StepResult,
+    StopOnInterrupt,
+    TensorBoardLogger,
+    TimeBudget,
+    Trainer,
+    TrainState,
+    TrainTask,
+)
+from visfore.perception.config import MAX_MEMORY, TranslatorConfig
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -86,7 +100,6 @@ __all__ = [
     "keypoint_names_for",
     "print_translator_table",
     "train_translator",
-    "train_translator_command",
     "translation_errors",
     "window_indices",
 ]
@@ -94,8 +107,6 @@ __all__ = [
 COMMAND = "train-translator"
 CHECKPOINT_FORMAT = "visfore-train-translator-checkpoint"
 CHECKPOINT_VERSION = 1
-#: Largest ``--memory`` accepted (frames of ConvLSTM memory).
-MAX_MEMORY = 16
 #: Learning-rate warm-up steps (linear), then cosine decay to 10 % of ``--lr``.
 WARMUP_STEPS = 20
 
@@ -113,85 +124,6 @@ DEFINITIONS = {
     "held_out": "every frame of the held-out episodes (seeded split by episode, --val-fraction)",
     "checkpoint": "the metrics are those of the final weights, checkpoints/last.pt",
 }
-
-
-# ---------------------------------------------------------------------------------------
-# configuration
-# ---------------------------------------------------------------------------------------
-@dataclass
-class TranslatorConfig:
-    """Every option of ``visfore train-translator`` (CLI flag = field name with dashes).
-
-    Attributes:
-        data: the visfore Zarr dataset (path or fsspec URL, see :mod:`visfore.data.storage`),
-            collected from an env whose class has ``decode_state`` (required).
-        memory: frames the translator sees (1 = the last frame, a plain CNN; M > 1: a
-            ConvLSTM over the last M frames of the episode), 1..16.
-        epochs: training epochs (each sees every training frame once).
-        time_budget: minutes after which training stops (between two batches), then the
-            evaluation runs; None = no limit.
-        batch_size: frames per optimisation step; lr: Adam learning rate (peak);
-        weight_decay: Adam weight decay; keypoint_weight: weight of the key-point loss.
-        val_fraction: fraction of episodes held out (ceil, at least one), in (0, 1).
-        seed: seeds the split, the initialisation, the batch order and the augmentation.
-        augment: photometric augmentation of training frames (see :func:`augment_frames`).
-        channels, hidden, lstm_channels: translator widths
-            (:class:`visfore_models.translator.FrameTranslator`).
-        out / name: run directory (``--out`` as given, or ``runs/train-translator-NAME``,
-            default ``runs/train-translator-<UTC time>``).
-        device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
-        num_threads: torch CPU threads (None = the physical cores available).
-        eval_batch_size: frames per forward pass in evaluation.
-        progress: show the progress bar and the table.
-        on_predictions: a ``visfore train-model`` run: train on its open-loop
-            predictions of the dataset's clips (see the module docstring); None = the
-            dataset's frames.
-        prediction_horizon: K, frames predicted per clip with ``on_predictions``
-            (default: the run's training horizon).
-    """
-
-    data: Optional[str] = None
-    memory: int = 1
-    epochs: int = 20
-    time_budget: Optional[float] = None
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    keypoint_weight: float = 1.0
-    val_fraction: float = 0.1
-    seed: int = 0
-    augment: bool = False
-    channels: tuple[int, ...] = (32, 64, 64, 128)
-    hidden: int = 256
-    lstm_channels: int = 64
-    out: Optional[str] = None
-    name: Optional[str] = None
-    device: str = "auto"
-    num_threads: Optional[int] = None
-    eval_batch_size: int = 256
-    progress: bool = True
-    on_predictions: Optional[str] = None
-    prediction_horizon: Optional[int] = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The options as plain types (for ``config.yaml``)."""
-        out = dataclasses.asdict(self)
-        out["channels"] = [int(c) for c in self.channels]
-        return out
-
-    @classmethod
-    def from_dict(cls, mapping: Mapping[str, Any]) -> "TranslatorConfig":
-        """Build from a mapping of options (dashes or underscores).
-
-        Raises:
-            VisforeError: an unknown key.
-        """
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {str(k).replace("-", "_"): v for k, v in mapping.items()}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise VisforeError(f"unknown train-translator option {unknown[0]!r}; valid: {', '.join(sorted(known))}")
-        return cls(**values)
 
 
 def _int_at_least(name: str, value: Any, minimum: int, maximum: int | None = None) -> None:
@@ -214,8 +146,6 @@ def validate_config(config: TranslatorConfig) -> None:
     Raises:
         VisforeError: the first bad option, named with its flag and the allowed values.
     """
-    from visfore.worldmodels.train_model import _parse_device_spec
-
     if config.data is None:
         raise VisforeError("--data is required (a dataset from `visfore collect`)")
     _int_at_least("memory", config.memory, 1, MAX_MEMORY)
@@ -245,7 +175,7 @@ def validate_config(config: TranslatorConfig) -> None:
     if not channels or min(channels) < 1:
         raise VisforeError(f"--channels must be positive integers, got {config.channels!r}")
     config.channels = channels
-    _parse_device_spec(config.device)
+    parse_device_spec(config.device)
 
 
 # ---------------------------------------------------------------------------------------
@@ -648,18 +578,26 @@ def train_translator(config: Union[TranslatorConfig, Mapping[str, Any]]) -> dict
         torch.set_num_threads(threads)  # the API must not leave the process changed
 
 
-def _train(config: TranslatorConfig) -> dict[str, Any]:
+def warmup_cosine(warmup: int, total_steps: int) -> Callable[[int], float]:
+    """LR multiplier per optimisation step: linear warm-up over ``warmup`` steps, then a
+    cosine decay to 0.1 at ``total_steps`` (Loshchilov & Hutter, SGDR, ICLR 2017)."""
+
+    def factor(step: int) -> float:
+        if warmup > 0 and step < warmup:
+            return (step + 1) / warmup
+        span = max(1, total_steps - warmup)
+        progress = min(1.0, (step - warmup) / span)
+        return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def _build_model(config: TranslatorConfig, data: _Data, device: "torch.device") -> tuple[Any, Any, Any]:
+    """``(model, optimizer, scheduler)``: the seeded :class:`FrameTranslator` (key-point
+    statistics of the training frames set), Adam, and the per-step warm-up + cosine schedule."""
     import torch
 
-    from visfore.worldmodels.train_model import _lr_lambda, physical_cpu_cores, select_device
-    from visfore_models.translator import FrameTranslator, translator_loss, translator_state
-
-    t_begin = time.perf_counter()
-    device = select_device(config.device)
-    run_dir = runs.resolve_run_dir(COMMAND, out=config.out, name=config.name)
-    runs.check_run_dir(run_dir, resume=False)
-    torch.set_num_threads(config.num_threads or physical_cpu_cores())
-    data = _load_data(config)
+    from visfore_models.translator import FrameTranslator
 
     torch.manual_seed(config.seed)
     model = FrameTranslator(
@@ -670,16 +608,15 @@ def _train(config: TranslatorConfig) -> dict[str, Any]:
     train_kp = data.keypoints[data.train_rows].astype(np.float64)
     model.set_keypoint_stats(train_kp.mean(axis=0), train_kp.std(axis=0))
     model.to(device)
-    n_params = int(sum(p.numel() for p in model.parameters()))
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = math.ceil(len(data.train_rows) / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _lr_lambda("cosine", min(WARMUP_STEPS, total_steps // 10), total_steps)
-    )
+    total_steps = math.ceil(len(data.train_rows) / config.batch_size) * config.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(min(WARMUP_STEPS, total_steps // 10), total_steps))
+    return model, optimizer, scheduler
 
-    runs.create_run_dir(run_dir)
-    extra = {
+
+def _run_record(data: _Data) -> dict[str, Any]:
+    """What config.yaml, every checkpoint and metrics.json record about the data."""
+    return {
         "env_id": data.env_id,
         "env_kwargs": data.env_kwargs,
         "frame_size": list(data.frame_size),
@@ -688,11 +625,18 @@ def _train(config: TranslatorConfig) -> dict[str, Any]:
         "axes_per_keypoint": data.axes_per_keypoint,
         "on_predictions": data.predictions,
     }
+
+
+def _write_run_config(run_dir: Path, config: TranslatorConfig, data: _Data, model: Any, device: Any) -> None:
+    """Create the run directory and write ``config.yaml``."""
+    import torch
+
+    runs.create_run_dir(run_dir)
     runs.write_config(run_dir, {
         "command": COMMAND,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "options": {**config.to_dict(), "data": data.data_location},
-        **extra,
+        **_run_record(data),
         "device": str(device),
         "num_threads": torch.get_num_threads(),
         "split": {
@@ -702,97 +646,126 @@ def _train(config: TranslatorConfig) -> dict[str, Any]:
         "model": model.config(),
     })
 
-    from torch.utils.tensorboard import SummaryWriter
 
-    console = stdout_console(quiet=not config.progress, highlight=False)
-    writer = SummaryWriter(log_dir=str(run_dir / "logs"))
-    history: list[dict[str, Any]] = []
-    best_loss, best_epoch, step, epochs_done = math.inf, None, 0, 0
-    stopped = False
-    t_train = time.perf_counter()
-    deadline = None if config.time_budget is None else t_train + 60.0 * config.time_budget
+class TranslatorTask(TrainTask):
+    """The translator's steps for :class:`visfore.core.trainer.Trainer`.
 
-    def checkpoint(paths: list[Path], epoch: int, metrics: dict[str, Any]) -> None:
-        state = {
+    Epoch ``e`` visits the training rows in the order ``default_rng([seed, e])`` draws,
+    in batches of ``--batch-size`` frames; the augmentation of epoch ``e`` draws from
+    ``torch.Generator().manual_seed(seed * 100_003 + e)``. After each epoch (and where the
+    loop stops inside one) the held-out loss is measured (:func:`_val_loss`).
+    """
+
+    def __init__(self, config: TranslatorConfig, data: _Data, model: Any, optimizer: Any, scheduler: Any,
+                 device: "torch.device", writer: Any) -> None:
+        self.config, self.data, self.model, self.optimizer, self.scheduler = config, data, model, optimizer, scheduler
+        self.device, self.writer = device, writer
+        self.generator: Any = None
+
+    def epoch_batches(self, state: TrainState) -> Sequence[np.ndarray]:
+        import torch
+
+        order = np.random.default_rng([self.config.seed, state.epoch]).permutation(self.data.train_rows)
+        self.generator = torch.Generator().manual_seed(self.config.seed * 100_003 + state.epoch)
+        self.model.train()
+        return [order[i : i + self.config.batch_size] for i in range(0, len(order), self.config.batch_size)]
+
+    def train_step(self, batch: np.ndarray, state: TrainState) -> StepResult:
+        import torch
+
+        from visfore_models.translator import translator_loss
+
+        frames = _batch_frames(self.data, batch, self.device)
+        if self.config.augment:
+            frames = augment_frames(frames, self.generator)
+        losses = translator_loss(
+            self.model(frames), torch.from_numpy(self.data.qpos[batch]).to(self.device),
+            torch.from_numpy(self.data.keypoints[batch]).to(self.device),
+            model=self.model, keypoint_weight=self.config.keypoint_weight,
+        )
+        loss = losses["total"]
+        if not torch.isfinite(loss):
+            raise VisforeError(f"training diverged (loss {float(loss)}) at epoch {state.epoch + 1}; lower --lr")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        return StepResult(loss=float(loss.detach()), samples=len(batch))
+
+    def validate(self, state: TrainState) -> dict[str, Any]:
+        """The held-out losses (``val_total_loss``, ``val_angle_loss``, ``val_keypoint_loss``),
+        also logged to TensorBoard as ``val/<key>_loss`` at the global step."""
+        val = _val_loss(self.model, self.data, self.device, self.config)
+        self.model.train()
+        for key, value in val.items():
+            self.writer.add_scalar(f"val/{key}_loss", value, state.global_step)
+        return {"step": state.global_step, **{f"val_{k}_loss": v for k, v in val.items()}}
+
+    def end_epoch(self, state: TrainState) -> dict[str, Any]:
+        return {**self.validate(state), "complete": True}
+
+    def save_checkpoint(self, paths: Sequence[Path], state: TrainState, record: Mapping[str, Any]) -> None:
+        from visfore_models.translator import translator_state
+
+        checkpoint = {
             "format": CHECKPOINT_FORMAT,
             "version": CHECKPOINT_VERSION,
-            "translator": translator_state(model),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "epoch": epoch,
-            "step": step,
-            "metrics": metrics,
-            **extra,
+            "translator": translator_state(self.model),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": state.epoch,
+            "step": state.global_step,
+            "metrics": {k: v for k, v in record.items() if k != "improved"},
+            **_run_record(self.data),
         }
         for path in paths:
-            runs.save_checkpoint(path, state)
+            runs.save_checkpoint(path, checkpoint)
 
-    progress = _progress(console, config.progress)
-    try:
-        with progress:
-            task = progress.add_task("train", total=total_steps, epoch=0, epochs=config.epochs, loss=float("nan"), fps=0.0)
-            for epoch in range(config.epochs):
-                model.train()
-                order = np.random.default_rng([config.seed, epoch]).permutation(data.train_rows)
-                gen = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
-                sums, count, t_epoch = 0.0, 0, time.perf_counter()
-                for i in range(0, len(order), config.batch_size):
-                    if deadline is not None and time.perf_counter() > deadline:
-                        stopped = True
-                        break
-                    rows = order[i : i + config.batch_size]
-                    frames = _batch_frames(data, rows, device)
-                    if config.augment:
-                        frames = augment_frames(frames, gen)
-                    out = model(frames)
-                    losses = translator_loss(
-                        out, torch.from_numpy(data.qpos[rows]).to(device),
-                        torch.from_numpy(data.keypoints[rows]).to(device),
-                        model=model, keypoint_weight=config.keypoint_weight,
-                    )
-                    loss = losses["total"]
-                    if not torch.isfinite(loss):
-                        raise VisforeError(f"training diverged (loss {float(loss)}) at epoch {epoch + 1}; lower --lr")
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    scheduler.step()
-                    step += 1
-                    loss_value = float(loss.detach())
-                    sums += loss_value * len(rows)
-                    count += len(rows)
-                    writer.add_scalar("train/loss", loss_value, step)
-                    fps = count / max(1e-9, time.perf_counter() - t_epoch)
-                    progress.update(task, advance=1, epoch=epoch + 1, loss=sums / count, fps=fps)
-                if count == 0:
-                    break
-                val = _val_loss(model, data, device, config)
-                for key, value in val.items():
-                    writer.add_scalar(f"val/{key}_loss", value, step)
-                record = {"epoch": epoch + 1, "step": step, "train_loss": sums / count,
-                          **{f"val_{k}_loss": v for k, v in val.items()}, "complete": not stopped}
-                history.append(record)
-                epochs_done = epoch + 1 if not stopped else epoch
-                paths = [runs.last_checkpoint_path(run_dir)]
-                if val["total"] < best_loss:
-                    best_loss, best_epoch = val["total"], epoch + 1
-                    paths.append(runs.best_checkpoint_path(run_dir))
-                checkpoint(paths, epochs_done, record)
-                if stopped:
-                    break
-    finally:
-        writer.flush()
-        writer.close()
-    train_seconds = time.perf_counter() - t_train
-    if not history:
-        raise VisforeError("--time-budget ended training before the first batch; give more minutes")
 
-    # -- evaluation on every held-out frame ------------------------------------------------
+class _PartialEpochCheckpointer(Checkpointer):
+    """:class:`~visfore.core.trainer.Checkpointer` that, where the loop stops inside an
+    epoch (time budget, Ctrl-C), measures the held-out loss of the partial epoch, records
+    it in the history (``complete: False``) and saves ``last`` (and ``best`` when it
+    improved), as after a whole epoch."""
+
+    def on_stop_mid_epoch(self, trainer: Trainer, state: TrainState) -> None:
+        task: TranslatorTask = trainer.task  # type: ignore[assignment]
+        record = {"epoch": state.epoch + 1, "global_step": state.global_step, "train_loss": state.epoch_loss,
+                  **task.validate(state), "complete": False}
+        state.history.append(record)
+        self.on_epoch_end(trainer, state, record)
+        if trainer.interrupted:
+            log.warning("interrupted; saved %s", self.last)
+
+
+def _fit(config: TranslatorConfig, task: TranslatorTask, run_dir: Path, console: Any) -> TrainState:
+    """Train for ``--epochs`` (or until ``--time-budget``) with checkpoints, TensorBoard and
+    the progress bar; returns the final :class:`TrainState`.
+
+    Raises:
+        KeyboardInterrupt: after Ctrl-C, once ``checkpoints/last.pt`` is written.
+    """
+    steps_per_epoch = math.ceil(len(task.data.train_rows) / config.batch_size)
+    callbacks = [
+        StopOnInterrupt(),
+        TimeBudget(config.time_budget),
+        TensorBoardLogger(task.writer),
+        _PartialEpochCheckpointer(runs.last_checkpoint_path(run_dir), runs.best_checkpoint_path(run_dir),
+                                  monitor="val_total_loss"),
+        RichProgress(steps_per_epoch * config.epochs, enabled=config.progress, unit="frames", console=console),
+    ]
+    return Trainer(task, epochs=config.epochs, callbacks=callbacks).fit(TrainState())
+
+
+def _evaluate(model: Any, data: _Data, config: TranslatorConfig, device: Any) -> dict[str, Any]:
+    """Errors of the final weights on every held-out frame next to the mean predictor
+    (circular mean of each joint angle, mean key points of the training frames):
+    ``model``, ``mean_predictor``, ``ratio``, ``on_predictions`` (errors by prediction
+    step) and ``eval_seconds``."""
     t_eval = time.perf_counter()
     q_pred, k_pred = _predict_rows(model, data, data.val_rows, device, config.eval_batch_size)
     eval_seconds = time.perf_counter() - t_eval
-    q_true = data.qpos[data.val_rows]
-    k_true = data.keypoints[data.val_rows]
+    q_true, k_true = data.qpos[data.val_rows], data.keypoints[data.val_rows]
     d = data.axes_per_keypoint
     mine = translation_errors(q_pred, q_true, k_pred, k_true, axes_per_keypoint=d)
     q_mean = circular_mean(data.qpos[data.train_rows])
@@ -808,10 +781,6 @@ def _train(config: TranslatorConfig) -> dict[str, Any]:
         "qpos": [float(v) for v in q_mean],
         "keypoints": [float(v) for v in k_mean],
     }
-    ratio = {
-        "joint": _ratio(model_block["joint_mae_deg"]["mean"], base_block["joint_mae_deg"]["mean"]),
-        "keypoint": _ratio(model_block["keypoint_error_cm"]["mean"], base_block["keypoint_error_cm"]["mean"]),
-    }
     on_predictions = None
     if data.step is not None:
         # how well the predicted frames are read, by prediction step (0 = real context)
@@ -821,16 +790,57 @@ def _train(config: TranslatorConfig) -> dict[str, Any]:
                                      k_true[val_step == k], axes_per_keypoint=d)["keypoint_error_cm"].mean())
             for k in range(int(val_step.max()) + 1)
         ]}
+    return {
+        "model": model_block,
+        "mean_predictor": base_block,
+        "ratio": {
+            "joint": _ratio(model_block["joint_mae_deg"]["mean"], base_block["joint_mae_deg"]["mean"]),
+            "keypoint": _ratio(model_block["keypoint_error_cm"]["mean"], base_block["keypoint_error_cm"]["mean"]),
+        },
+        "on_predictions": on_predictions,
+        "eval_seconds": eval_seconds,
+    }
+
+
+def _best_epoch(history: Sequence[Mapping[str, Any]]) -> int | None:
+    """The epoch of the lowest held-out loss (the first one on ties)."""
+    losses = [r["val_total_loss"] for r in history]
+    return int(history[int(np.argmin(losses))]["epoch"]) if losses else None
+
+
+def _train(config: TranslatorConfig) -> dict[str, Any]:
+    """The pipeline: data and model (no writes) -> run directory -> train -> evaluate."""
+    import torch
+    from torch.utils.tensorboard import SummaryWriter
+
+    t_begin = time.perf_counter()
+    device = select_device(config.device)
+    run_dir = runs.resolve_run_dir(COMMAND, out=config.out, name=config.name)
+    runs.check_run_dir(run_dir, resume=False)
+    torch.set_num_threads(config.num_threads or physical_cpu_cores())
+    data = _load_data(config)
+    model, optimizer, scheduler = _build_model(config, data, device)
+    _write_run_config(run_dir, config, data, model, device)
+
+    console = stdout_console(quiet=not config.progress, highlight=False)
+    writer = SummaryWriter(log_dir=str(run_dir / "logs"))
+    task = TranslatorTask(config, data, model, optimizer, scheduler, device, writer)
+    try:
+        state = _fit(config, task, run_dir, console)
+    finally:
+        writer.flush()
+        writer.close()
+    result = _evaluate(model, data, config, device)
+    eval_seconds = result.pop("eval_seconds")
+    model_block, base_block = result["model"], result["mean_predictor"]
+    history = [{k: v for k, v in r.items() if k not in ("global_step", "improved")} for r in state.history]
     metrics = {
         "command": COMMAND,
         "run_dir": str(run_dir),
         "data": data.data_location,
-        **extra,
-        "on_predictions": on_predictions,
+        **_run_record(data),
+        **result,
         "memory": config.memory,
-        "model": model_block,
-        "mean_predictor": base_block,
-        "ratio": ratio,
         "beats_mean_predictor": bool(
             model_block["joint_mae_deg"]["mean"] < base_block["joint_mae_deg"]["mean"]
             and model_block["keypoint_error_cm"]["mean"] < base_block["keypoint_error_cm"]["mean"]
@@ -840,45 +850,24 @@ def _train(config: TranslatorConfig) -> dict[str, Any]:
         "num_val_episodes": int(len(data.val_episodes)),
         "num_train_frames": int(len(data.train_rows)),
         "num_val_frames": int(len(data.val_rows)),
-        "num_parameters": n_params,
-        "epochs_completed": epochs_done,
-        "stopped_by_time_budget": stopped,
-        "global_step": step,
-        "best_epoch": best_epoch,
+        "num_parameters": int(sum(p.numel() for p in model.parameters())),
+        "epochs_completed": state.epoch,
+        "stopped_by_time_budget": state.stopped_early,
+        "global_step": state.global_step,
+        "best_epoch": _best_epoch(history),
         "history": history,
-        "train_seconds": round(train_seconds, 3),
+        "train_seconds": round(state.train_seconds, 3),
         "eval_seconds": round(eval_seconds, 3),
         "frames_per_second_eval": round(len(data.val_rows) / max(eval_seconds, 1e-9), 1),
         "wall_seconds": round(time.perf_counter() - t_begin, 3),
         "device": str(device),
     }
     runs.write_json(run_dir / runs.METRICS_NAME, metrics)
-    if config.progress:
-        print_translator_table(metrics, console)
     return metrics
 
 
 def _ratio(a: float, b: float) -> float | None:
     return float(a / b) if b > 0 else None
-
-
-def _progress(console: Any, enabled: bool) -> Any:
-    from visfore.worldmodels.train_model import _NoProgress
-
-    if not enabled:
-        return _NoProgress(console)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}"),
-        TextColumn("{task.fields[fps]:.0f} frames/s"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    )
 
 
 def print_translator_table(metrics: Mapping[str, Any], console: Any = None) -> None:
@@ -907,69 +896,3 @@ def print_translator_table(metrics: Mapping[str, Any], console: Any = None) -> N
         f"key-point error x{metrics['ratio']['keypoint']:.3f}); {metrics['epochs_completed']} epochs in "
         f"{metrics['train_seconds']:.0f} s; run: {metrics['run_dir']}"
     )
-
-
-# ---------------------------------------------------------------------------------------
-# Typer command
-# ---------------------------------------------------------------------------------------
-def _parse_channels(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise VisforeError(f"--channels must be comma-separated positive integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise VisforeError(f"--channels must be comma-separated positive integers, got {text!r}")
-    return values
-
-
-@handle_errors
-def train_translator_command(
-    data: Annotated[Optional[str], typer.Option(help="Visfore Zarr dataset from `visfore collect` of a key-point env (ReacherPlane-v0, Reacher3D-v0, TargetHumanoid-v0): a directory or a URL (s3://bucket/name.zarr).")] = None,
-    memory: Annotated[int, typer.Option(help="Frames the translator sees: 1 = the last frame (plain CNN), M > 1 = ConvLSTM over the last M frames of the episode.")] = 1,
-    epochs: Annotated[int, typer.Option(help="Training epochs (each sees every training frame once).")] = 20,
-    time_budget: Annotated[Optional[float], typer.Option(help="Stop training after this many minutes (checkpointed), then evaluate.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Frames per optimisation step.")] = 64,
-    lr: Annotated[float, typer.Option(help="Adam learning rate (peak; cosine decay to 10%).")] = 1e-3,
-    weight_decay: Annotated[float, typer.Option(help="Adam weight decay.")] = 0.0,
-    keypoint_weight: Annotated[float, typer.Option(help="Weight of the normalised key-point MSE next to the (cos, sin) angle MSE.")] = 1.0,
-    val_fraction: Annotated[float, typer.Option(help="Fraction of episodes held out for the report (seeded split by episode).")] = 0.1,
-    seed: Annotated[int, typer.Option(help="Seed of the split, the initialisation, the batch order and the augmentation.")] = 0,
-    augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Photometric augmentation (brightness, contrast, channel gain, pixel noise; no shifts: the targets are absolute positions).")] = False,
-    channels: Annotated[str, typer.Option(help="Encoder widths, comma-separated; each conv halves the frame (frame size must be divisible by 2^levels).")] = "32,64,64,128",
-    hidden: Annotated[int, typer.Option(help="Width of the fully connected layer before the heads.")] = 256,
-    lstm_channels: Annotated[int, typer.Option(help="ConvLSTM hidden channels (with --memory > 1).")] = 64,
-    out: Annotated[Optional[Path], typer.Option(help="Run directory (default runs/train-translator-<UTC time>).")] = None,
-    name: Annotated[Optional[str], typer.Option(help="Run name: runs/train-translator-NAME.")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    num_threads: Annotated[Optional[int], typer.Option(help="Torch CPU threads (default: the physical cores available).")] = None,
-    eval_batch_size: Annotated[int, typer.Option(help="Frames per forward pass in evaluation.")] = 256,
-    on_predictions: Annotated[Optional[Path], typer.Option(help="A train-model run: train on its open-loop predictions of the dataset's clips (real context frames, then predicted frames labelled with the true state), the reader `visfore plan --cost keypoints` needs. Use a dataset the model was not trained on.")] = None,
-    prediction_horizon: Annotated[Optional[int], typer.Option(help="Frames predicted per clip with --on-predictions (default: the run's training horizon; match the planner's horizon).")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or table.")] = False,
-) -> None:
-    """Train a CNN (optionally ConvLSTM) translating frames to joint angles and key points; report
-    per-joint degrees and key-point centimetres on held-out episodes next to the mean predictor."""
-    train_translator(TranslatorConfig(
-        data=str(data) if data is not None else None,
-        memory=memory,
-        epochs=epochs,
-        time_budget=time_budget,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
-        keypoint_weight=keypoint_weight,
-        val_fraction=val_fraction,
-        seed=seed,
-        augment=augment,
-        channels=_parse_channels(channels),
-        hidden=hidden,
-        lstm_channels=lstm_channels,
-        out=str(out) if out is not None else None,
-        name=name,
-        device=device,
-        num_threads=num_threads,
-        eval_batch_size=eval_batch_size,
-        progress=not quiet,
-        on_predictions=str(on_predictions) if on_predictions is not None else None,
-        prediction_horizon=prediction_horizon,
-    ))
