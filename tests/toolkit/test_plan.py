@@ -396,7 +396,7 @@ def test_plan_with_a_goal_image(tmp_path):
         (["--controllers", "learned"], "needs --model RUN"),
         (["--cost", "keypoints", "--translator", "missing-run"], "translator run missing-run is not a directory"),
         (["--action-scale", "0"], "--action-scale must be in (0, 1]"),
-        (["--cost-frames", "some"], "unknown --cost-frames 'some'"),
+        (["--cost-frames", "some"], "--cost-frames must be one of final, all, got 'some'"),
         (["--execute", "median"], "--execute must be one of best, mean, got 'median'"),
         (["--episodes", "0"], "--episodes must be an integer"),
         (["--env", "hopper"], "not a goal-reaching env"),

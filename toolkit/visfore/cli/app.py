@@ -19,7 +19,7 @@ from visfore.cli.collect import collect_command
 from visfore.cli.dataset import dataset_info_command
 from visfore.cli.evaluate import evaluate_command
 from visfore.cli.mimic import mimic_command
-from visfore.planning.plan import plan_command
+from visfore.cli.plan import plan_command
 from visfore.worldmodels.play_model import play_model_command
 from visfore.worldmodels.predict import predict_command
 from visfore.cli.ray import RayCommand

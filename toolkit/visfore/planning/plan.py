@@ -67,178 +67,36 @@ balanced finished episodes and writes the report of them (exit 130).
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
-import shlex
-import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any, Mapping, Optional, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
-import typer
 
-from visfore.planning.cem import CEMConfig
+from visfore.core import provenance
 from visfore.core.console import stdout_console
-from visfore.cli.errors import handle_errors  # moves with the command into visfore.cli
+from visfore.core.device import parse_device_spec
 from visfore.core.errors import VisforeError
+from visfore.planning.cem import CEMConfig
+from visfore.planning.config import (  # noqa: F401 (re-exported: the plan API)
+    CONTROLLER_LABELS,
+    DEFAULT_EXTRA_THRESHOLDS,
+    PlanConfig,
+    parse_controllers,
+    parse_thresholds,
+    resolve_blocks,
+)
 from visfore.planning.goal_reaching import check_action_scale, evaluation_env_kwargs, scale_action_box
 
+log = logging.getLogger(__name__)
+
 COMMAND = "plan"
-#: ``--controllers`` names and the report label of each.
-CONTROLLER_LABELS: dict[str, str] = {
-    "learned": "learned-cem",
-    "oracle": "oracle-cem",
-    "random": "random",
-    "through-model": "through-model",
-}
-COSTS = ("pixels", "keypoints", "pixels+keypoints")
-ORACLE_COSTS = ("same", "pixels", "keypoints", "pixels+keypoints")
-COST_FRAMES = ("final", "all")
-DEVICES = ("auto", "cpu", "cuda")
-#: Default looser success threshold reported next to the env's (metres).
-DEFAULT_EXTRA_THRESHOLDS = (0.05,)
 MAX_EPISODES = 10_000
-
-
-# ---------------------------------------------------------------------------------------
-# configuration
-# ---------------------------------------------------------------------------------------
-@dataclass
-class PlanConfig:
-    """Every option of ``visfore plan`` (see :func:`plan_command` for the meanings).
-
-    Units: ``success_threshold`` / ``extra_thresholds`` metres; ``action_scale`` a fraction
-    of the action half-range; ``init_std`` / ``min_std`` in half-ranges.
-    """
-
-    model: str | None = None
-    env: str | None = None
-    size: int | None = None
-    episodes: int = 20
-    steps: int | None = None
-    seed: int = 0
-    goal: str | None = None
-    controllers: tuple[str, ...] = ("learned", "oracle", "random")
-    policy: str | None = None
-    iterations: int = 3
-    samples: int = 200
-    elites: int = 10
-    blocks: int = 5
-    repeat: int = 3
-    replan_every: int = 1
-    shrink_horizon: bool = True
-    init_std: float = 0.5
-    min_std: float = 0.05
-    alpha: float = 0.0
-    execute: str = "best"
-    action_scale: float = 1.0
-    cost: str = "pixels"
-    cost_frames: str = "final"
-    pixel_weight: float = 1.0
-    keypoint_weight: float = 1.0
-    pixel_blur: float = 0.0
-    translator: str | None = None
-    oracle_cost: str = "same"
-    success_threshold: float | None = None
-    extra_thresholds: tuple[float, ...] = DEFAULT_EXTRA_THRESHOLDS
-    checkpoint: str = "best"
-    device: str = "auto"
-    batch_chunk: int = 0
-    amp: bool = False
-    num_threads: int | None = None
-    gifs: bool = True
-    out: str | None = None
-    name: str | None = None
-    progress: bool = True
-
-    @property
-    def cem_config(self) -> CEMConfig:
-        """The :class:`~visfore.planning.cem.CEMConfig` of the planners."""
-        return CEMConfig(
-            iterations=self.iterations, samples=self.samples, elites=self.elites,
-            blocks=self.blocks, repeat=self.repeat, init_std=self.init_std,
-            min_std=self.min_std, alpha=self.alpha, execute=self.execute,
-        )  # fmt: skip
-
-    @property
-    def horizon(self) -> int:
-        """Planning horizon T = blocks * repeat (steps)."""
-        return self.blocks * self.repeat
-
-
-def parse_controllers(text: str | Sequence[str]) -> tuple[str, ...]:
-    """``"learned,oracle,random"`` -> a tuple of known names, duplicates dropped.
-
-    Raises:
-        VisforeError: an unknown or no name.
-    """
-    items = text.split(",") if isinstance(text, str) else list(text)
-    names: list[str] = []
-    for item in items:
-        name = str(item).strip().lower()
-        if not name:
-            continue
-        if name == "through_model":
-            name = "through-model"
-        if name not in CONTROLLER_LABELS:
-            raise VisforeError(
-                f"unknown controller {item!r}; valid: {', '.join(CONTROLLER_LABELS)}"
-            )
-        if name not in names:
-            names.append(name)
-    if not names:
-        raise VisforeError(f"--controllers names none; valid: {', '.join(CONTROLLER_LABELS)}")
-    return tuple(names)
-
-
-def resolve_blocks(blocks: int | None, repeat: int, horizon: int | None) -> int:
-    """The number of action blocks from ``--blocks``, ``--repeat`` and ``--horizon``.
-
-    ``--horizon T`` (steps) with ``--repeat R`` gives ``T / R`` blocks; without it,
-    ``--blocks`` (default 5, so T = 15 with the default R = 3).
-
-    Raises:
-        VisforeError: ``T`` not divisible by ``R``, or ``--blocks`` contradicting them.
-    """
-    if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
-        raise VisforeError(f"--repeat must be an integer >= 1, got {repeat!r}")
-    if horizon is None:
-        return 5 if blocks is None else blocks
-    if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
-        raise VisforeError(f"--horizon must be an integer >= 1, got {horizon!r}")
-    if horizon % repeat:
-        raise VisforeError(
-            f"--horizon {horizon} is not divisible by --repeat {repeat} (the horizon is "
-            "blocks x repeat steps)"
-        )
-    if blocks is not None and blocks * repeat != horizon:
-        raise VisforeError(
-            f"--blocks {blocks} x --repeat {repeat} = {blocks * repeat} steps contradicts --horizon {horizon}"
-        )
-    return horizon // repeat
-
-
-def parse_thresholds(text: str | Sequence[float] | None) -> tuple[float, ...]:
-    """``"0.05,0.1"`` -> (0.05, 0.1) metres; empty or None -> ().
-
-    Raises:
-        VisforeError: a value that is not a positive number.
-    """
-    if text is None:
-        return ()
-    items = [t for t in text.split(",") if t.strip()] if isinstance(text, str) else list(text)
-    out = []
-    for t in items:
-        try:
-            v = float(t)
-        except (TypeError, ValueError):
-            raise VisforeError(f"--extra-thresholds value {t!r} is not a number") from None
-        if not (math.isfinite(v) and v > 0):
-            raise VisforeError(f"--extra-thresholds value {t!r} must be > 0 metres")
-        out.append(v)
-    return tuple(out)
 
 
 def validate_config(config: PlanConfig) -> PlanConfig:
@@ -272,22 +130,13 @@ def validate_config(config: PlanConfig) -> PlanConfig:
             f"--replan-every {c.replan_every} must be <= the horizon blocks x repeat = {c.horizon}"
         )
     check_action_scale(c.action_scale)
-    if c.cost not in COSTS:
-        raise VisforeError(f"unknown --cost {c.cost!r}; valid: {', '.join(COSTS)}")
-    if c.cost_frames not in COST_FRAMES:
-        raise VisforeError(f"unknown --cost-frames {c.cost_frames!r}; valid: {', '.join(COST_FRAMES)}")
-    if c.oracle_cost not in ORACLE_COSTS:
-        raise VisforeError(f"unknown --oracle-cost {c.oracle_cost!r}; valid: {', '.join(ORACLE_COSTS)}")
+    c.check_choices()  # cost, cost_frames, oracle_cost, checkpoint, execute (Literal choices)
     positive("pixel-weight", c.pixel_weight, strict=False)
     positive("keypoint-weight", c.keypoint_weight, strict=False)
     positive("pixel-blur", c.pixel_blur, strict=False)
     if c.success_threshold is not None:
         positive("success-threshold", c.success_threshold)
-    if c.checkpoint not in ("best", "last"):
-        raise VisforeError(f"unknown --checkpoint {c.checkpoint!r}; valid: best, last")
-    dev = str(c.device)
-    if dev not in DEVICES and not dev.startswith("cuda:"):
-        raise VisforeError(f"unknown --device {dev!r}; valid: auto, cpu, cuda, cuda:N")
+    parse_device_spec(c.device)
     integer("batch-chunk", c.batch_chunk, 0)
     if c.num_threads is not None:
         integer("num-threads", c.num_threads, 1)
@@ -863,60 +712,9 @@ def load_through_model_controller(run: str | Path, device: Any = None) -> Any:
 # ---------------------------------------------------------------------------------------
 # the pipeline
 # ---------------------------------------------------------------------------------------
-def package_versions() -> dict[str, str | None]:
-    """Versions of the packages that determine the numbers (None when not found)."""
-    from importlib import metadata
-
-    versions: dict[str, str | None] = {}
-    for dist in ("visfore", "visfore-envs", "gymnasium", "mujoco", "torch", "numpy"):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            versions[dist] = None
-    versions["python"] = ".".join(map(str, sys.version_info[:3]))
-    return versions
-
-
 def command_line(config: PlanConfig, out: Path) -> str:
     """The ``visfore plan`` command line that reproduces a run (every option explicit)."""
-    c = config
-    args = ["visfore", COMMAND]
-    if c.model:
-        args += ["--model", str(c.model), "--checkpoint", c.checkpoint]
-    if c.env:
-        args += ["--env", str(c.env)]
-    if c.size:
-        args += ["--size", str(c.size)]
-    args += ["--controllers", ",".join(c.controllers)]
-    if c.policy:
-        args += ["--policy", str(c.policy)]
-    args += ["--episodes", str(c.episodes), "--seed", str(c.seed)]
-    if c.steps is not None:
-        args += ["--steps", str(c.steps)]
-    if c.goal:
-        args += ["--goal", str(c.goal)]
-    args += [
-        "--iterations", str(c.iterations), "--samples", str(c.samples), "--elites", str(c.elites),
-        "--blocks", str(c.blocks), "--repeat", str(c.repeat), "--replan-every", str(c.replan_every),
-        "--shrink-horizon" if c.shrink_horizon else "--fixed-horizon",
-        "--init-std", f"{c.init_std:g}", "--min-std", f"{c.min_std:g}", "--alpha", f"{c.alpha:g}",
-        "--execute", c.execute,
-        "--action-scale", f"{c.action_scale:g}", "--cost", c.cost, "--cost-frames", c.cost_frames,
-        "--pixel-weight", f"{c.pixel_weight:g}", "--keypoint-weight", f"{c.keypoint_weight:g}",
-        "--pixel-blur", f"{c.pixel_blur:g}", "--oracle-cost", c.oracle_cost,
-    ]  # fmt: skip
-    if c.translator:
-        args += ["--translator", str(c.translator)]
-    if c.success_threshold is not None:
-        args += ["--success-threshold", f"{c.success_threshold:g}"]
-    args += ["--extra-thresholds", ",".join(f"{t:g}" for t in c.extra_thresholds)]
-    args += ["--device", str(c.device), "--batch-chunk", str(c.batch_chunk)]
-    args += ["--amp" if c.amp else "--no-amp"]
-    if c.num_threads:
-        args += ["--num-threads", str(c.num_threads)]
-    if not c.gifs:
-        args += ["--no-gifs"]
-    return shlex.join([*args, "--out", str(out)])
+    return provenance.command_line(COMMAND, config, exclude=("progress", "name"), text={"out": str(out)})
 
 
 def _default_out() -> Path:
@@ -1153,6 +951,192 @@ def oracle_cost(config: PlanConfig) -> str:
     return config.cost if config.oracle_cost == "same" else config.oracle_cost
 
 
+@dataclass
+class _PlanSetup:
+    """What a plan run needs, loaded and checked before anything is written."""
+
+    config: PlanConfig
+    device: Any                        # torch.device
+    model_run: Any                     # visfore.worldmodels.model_run.ModelRun or None
+    env_id: str
+    env_kwargs: dict[str, Any]
+    size: tuple[int, int]              # (H, W) frames
+    goal_frame: np.ndarray | None      # (H, W, 3) uint8 from --goal
+    make_env: Callable[[], Any]
+    low: np.ndarray                    # (A,) action bounds after --action-scale
+    high: np.ndarray
+    threshold: float                   # success threshold, metres
+    steps: int | None                  # actions per episode
+    controllers: list[Any]
+
+
+def _prepare(config: PlanConfig) -> _PlanSetup:
+    """Validate the options, load the model run, translator, goal image and controllers,
+    and probe the env (action size, bounds, threshold, time limit) -- writing nothing.
+
+    Raises:
+        VisforeError: the first problem, one line.
+    """
+    import torch
+
+    from visfore.core.device import select_device
+    from visfore.planning.goal_reaching import make_goal_env
+    from visfore.worldmodels.model_run import load_model_run
+
+    config = validate_config(config)
+    device = select_device(config.device)
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    model_run = load_model_run(config.model, config.checkpoint, device=device) if config.model else None
+    env_id, env_kwargs, size = _resolve_env(config, model_run)
+    translator = load_translator(config.translator, device, env_id) if config.translator else None
+    goal_frame = load_goal_image(config.goal, size) if config.goal else None
+    overrides: dict[str, Any] = {}
+    if config.steps is not None:
+        overrides["max_episode_steps"] = config.steps
+    make_env = functools.partial(make_goal_env, env_id, env_kwargs, size, **overrides)
+    probe = make_env()
+    try:
+        action_dim = int(np.prod(probe.action_space.shape))
+        if model_run is not None and action_dim != model_run.action_dim:
+            raise VisforeError(f"{env_id} has {action_dim}-dim actions but the model takes {model_run.action_dim}")
+        low, high = action_bounds(probe, config.action_scale)
+        threshold = float(config.success_threshold if config.success_threshold is not None
+                          else probe.unwrapped.success_threshold)
+        steps = config.steps or getattr(probe.spec, "max_episode_steps", None)
+    finally:
+        probe.close()
+    return _PlanSetup(config=config, device=device, model_run=model_run, env_id=env_id, env_kwargs=env_kwargs,
+                      size=size, goal_frame=goal_frame, make_env=make_env, low=low, high=high, threshold=threshold,
+                      steps=steps, controllers=_make_controllers(config, model_run, translator, device))
+
+
+def _output_dir(config: PlanConfig) -> Path:
+    """The report directory (``--out``, ``runs/plan-NAME`` or a new ``runs/plan-<UTC>``),
+    created empty.
+
+    Raises:
+        VisforeError: it exists and is not empty.
+    """
+    from visfore.core import runs
+
+    out = Path(config.out) if config.out else (
+        runs.resolve_run_dir(COMMAND, name=config.name) if config.name else _default_out()
+    )
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise VisforeError(f"output directory {out} already exists and is not empty; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _model_budget(model_run: Any) -> str | None:
+    """One line on what the forward model was trained on and for how long."""
+    if model_run is None:
+        return None
+    ds = model_run.config.get("dataset") or {}
+    attrs = ds.get("attrs") or {}
+    opts = model_run.config.get("options") or {}
+    return (
+        f"{model_run.model_name}, context {model_run.context}, trained {model_run.epoch} epochs "
+        f"(time budget {opts.get('time_budget')} min, device {opts.get('device')}) on "
+        f"{ds.get('num_episodes')} episodes x {attrs.get('steps_per_episode')} steps "
+        f"({ds.get('num_rows')} frames, policy {_json_text(attrs.get('policy'))})"
+    )
+
+
+def _meta(setup: _PlanSetup, out: Path) -> dict[str, Any]:
+    """The report's ``meta`` record: model, env, goal, controllers, CEM budget, costs,
+    thresholds, seeding, the command line and the package versions."""
+    import torch
+
+    from visfore.planning.goal_reaching import SEEDING_SCHEME
+
+    config, model_run = setup.config, setup.model_run
+    return {
+        "command_name": COMMAND,
+        "model": str(model_run.run_dir) if model_run is not None else None,
+        "model_name": model_run.model_name if model_run is not None else None,
+        "checkpoint": model_run.checkpoint if model_run is not None else None,
+        "model_budget": _model_budget(model_run),
+        "env_id": setup.env_id,
+        "env_kwargs": setup.env_kwargs,
+        "frame_size": list(setup.size),
+        "goal": str(config.goal) if config.goal else "the env's target pose rendered (render_goal)",
+        "controllers": [getattr(c, "name", "?") for c in setup.controllers],
+        "budget": {
+            "iterations": config.iterations, "samples": config.samples, "elites": config.elites,
+            "blocks": config.blocks, "repeat": config.repeat, "horizon": config.horizon,
+            "replan_every": config.replan_every, "shrink_horizon": config.shrink_horizon,
+            "init_std": config.init_std,
+            "min_std": config.min_std, "alpha": config.alpha, "execute": config.execute,
+        },  # fmt: skip
+        "action_scale": config.action_scale,
+        "action_low": setup.low.tolist(),
+        "action_high": setup.high.tolist(),
+        "cost": config.cost,
+        "cost_frames": config.cost_frames,
+        "pixel_weight": config.pixel_weight,
+        "keypoint_weight": config.keypoint_weight,
+        "pixel_blur": config.pixel_blur,
+        "translator": str(config.translator) if config.translator else None,
+        "oracle_cost": config.oracle_cost,
+        "oracle_cost_resolved": f"{oracle_cost(config)} on {config.cost_frames} frame(s)",
+        "success_threshold": setup.threshold,
+        "extra_thresholds": list(config.extra_thresholds),
+        "episodes": config.episodes,
+        "steps_per_episode": setup.steps,
+        "seed": config.seed,
+        "device": str(setup.device),
+        "amp": config.amp,
+        "torch_threads": torch.get_num_threads(),
+        "seeding": SEEDING_SCHEME,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": command_line(config, out),
+        "versions": provenance.package_versions(),
+    }
+
+
+class _EpisodeLog:
+    """The finished episodes, rewritten to ``episodes.json`` (atomically) after each one."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.episodes: list[Any] = []
+
+    def add(self, episode: Any) -> None:
+        from visfore.core import runs
+        from visfore.reports.report_html import jsonable
+
+        self.episodes.append(episode)
+        runs.write_json(self.path, jsonable([e.to_dict() for e in self.episodes]))
+
+
+def _run_episodes(setup: _PlanSetup, out: Path, episodes: _EpisodeLog) -> bool:
+    """Episode k of every controller, then k + 1 (so an interruption keeps balanced
+    episodes); returns True when Ctrl-C ended the loop."""
+    from visfore.core.progress import episode_progress
+    from visfore.planning.goal_reaching import run_goal_episodes
+
+    config = setup.config
+    gif_dir = out / "gifs" if config.gifs else None
+    bar = episode_progress(config.progress, "episodes")
+    try:
+        with bar:
+            task = bar.add_task(f"plan {setup.env_id}", total=config.episodes * len(setup.controllers))
+            for k in range(config.episodes):
+                for ctrl in setup.controllers:
+                    bar.update(task, description=f"plan {getattr(ctrl, 'name', '?')} ep {k}")
+                    run_goal_episodes(
+                        setup.make_env, ctrl, episodes=1, first_episode=k, seed=config.seed,
+                        steps=config.steps, success_threshold=setup.threshold, gif_dir=gif_dir,
+                        goal_frame=setup.goal_frame, progress=episodes.add,
+                    )  # fmt: skip
+                    bar.update(task, advance=1)
+    except KeyboardInterrupt:
+        return True
+    return False
+
+
 def plan(config: PlanConfig) -> dict[str, Any]:
     """Run ``visfore plan`` (see the module docstring) and write its report.
 
@@ -1164,141 +1148,27 @@ def plan(config: PlanConfig) -> dict[str, Any]:
         VisforeError: bad input, before anything is written.
         KeyboardInterrupt: after writing the report of the finished episodes.
     """
-    import torch
-
     from visfore.core import runs
-    from visfore.planning.goal_reaching import SEEDING_SCHEME, make_goal_env, run_goal_episodes
-    from visfore.worldmodels.model_run import load_model_run
-    from visfore.worldmodels.train_model import select_device
 
-    config = validate_config(config)
-    device = select_device(config.device)
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
-    model_run = None
-    if config.model:
-        model_run = load_model_run(config.model, config.checkpoint, device=device)
-    env_id, env_kwargs, size = _resolve_env(config, model_run)
-    translator = load_translator(config.translator, device, env_id) if config.translator else None
-    goal_frame = load_goal_image(config.goal, size) if config.goal else None
-    overrides: dict[str, Any] = {}
-    if config.steps is not None:
-        overrides["max_episode_steps"] = config.steps
-    make_env = lambda: make_goal_env(env_id, env_kwargs, size, **overrides)  # noqa: E731
-    probe = make_env()
-    try:
-        if model_run is not None and int(np.prod(probe.action_space.shape)) != model_run.action_dim:
-            raise VisforeError(
-                f"{env_id} has {int(np.prod(probe.action_space.shape))}-dim actions but the model takes {model_run.action_dim}"
-            )
-        low, high = action_bounds(probe, config.action_scale)
-        threshold = float(config.success_threshold if config.success_threshold is not None
-                          else probe.unwrapped.success_threshold)
-        steps = config.steps or getattr(probe.spec, "max_episode_steps", None)
-    finally:
-        probe.close()
-    controllers = _make_controllers(config, model_run, translator, device)
-
-    out = Path(config.out) if config.out else (
-        runs.resolve_run_dir(COMMAND, name=config.name) if config.name else _default_out()
-    )
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise VisforeError(f"output directory {out} already exists and is not empty; choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    gif_dir = out / "gifs" if config.gifs else None
-
-    model_budget = None
-    if model_run is not None:
-        ds = model_run.config.get("dataset") or {}
-        attrs = ds.get("attrs") or {}
-        opts = model_run.config.get("options") or {}
-        model_budget = (
-            f"{model_run.model_name}, context {model_run.context}, trained {model_run.epoch} epochs "
-            f"(time budget {opts.get('time_budget')} min, device {opts.get('device')}) on "
-            f"{ds.get('num_episodes')} episodes x {attrs.get('steps_per_episode')} steps "
-            f"({ds.get('num_rows')} frames, policy {_json_text(attrs.get('policy'))})"
-        )
-    meta: dict[str, Any] = {
-        "command_name": COMMAND,
-        "model": str(model_run.run_dir) if model_run is not None else None,
-        "model_name": model_run.model_name if model_run is not None else None,
-        "checkpoint": model_run.checkpoint if model_run is not None else None,
-        "model_budget": model_budget,
-        "env_id": env_id,
-        "env_kwargs": env_kwargs,
-        "frame_size": list(size),
-        "goal": str(config.goal) if config.goal else "the env's target pose rendered (render_goal)",
-        "controllers": [getattr(c, "name", "?") for c in controllers],
-        "budget": {
-            "iterations": config.iterations, "samples": config.samples, "elites": config.elites,
-            "blocks": config.blocks, "repeat": config.repeat, "horizon": config.horizon,
-            "replan_every": config.replan_every, "shrink_horizon": config.shrink_horizon,
-            "init_std": config.init_std,
-            "min_std": config.min_std, "alpha": config.alpha, "execute": config.execute,
-        },  # fmt: skip
-        "action_scale": config.action_scale,
-        "action_low": low.tolist(),
-        "action_high": high.tolist(),
-        "cost": config.cost,
-        "cost_frames": config.cost_frames,
-        "pixel_weight": config.pixel_weight,
-        "keypoint_weight": config.keypoint_weight,
-        "pixel_blur": config.pixel_blur,
-        "translator": str(config.translator) if config.translator else None,
-        "oracle_cost": config.oracle_cost,
-        "oracle_cost_resolved": f"{oracle_cost(config)} on {config.cost_frames} frame(s)",
-        "success_threshold": threshold,
-        "extra_thresholds": list(config.extra_thresholds),
-        "episodes": config.episodes,
-        "steps_per_episode": steps,
-        "seed": config.seed,
-        "device": str(device),
-        "amp": config.amp,
-        "torch_threads": torch.get_num_threads(),
-        "seeding": SEEDING_SCHEME,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": command_line(config, out),
-        "versions": package_versions(),
-    }
+    setup = _prepare(config)
+    config = setup.config
+    out = _output_dir(config)
+    meta = _meta(setup, out)
     runs.write_config(out, {"command": COMMAND, "created": meta["created"], "options": _plain(asdict(config)),
                             "meta": _plain(meta)})  # fmt: skip
-
-    episodes: list[Any] = []
-    interrupted = False
+    log_ = _EpisodeLog(out / "episodes.json")
     t_start = time.perf_counter()
-
-    def save_partial() -> None:
-        from visfore.reports.report_html import jsonable
-
-        runs.write_json(out / "episodes.json", jsonable([e.to_dict() for e in episodes]))
-
-    from visfore.core.progress import episode_progress
-
-    bar = episode_progress(config.progress, "episodes")
-    try:
-        with bar:
-            task = bar.add_task(f"plan {env_id}", total=config.episodes * len(controllers))
-            for k in range(config.episodes):
-                for ctrl in controllers:
-                    bar.update(task, description=f"plan {getattr(ctrl, 'name', '?')} ep {k}")
-                    run_goal_episodes(
-                        make_env, ctrl, episodes=1, first_episode=k, seed=config.seed,
-                        steps=config.steps, success_threshold=threshold, gif_dir=gif_dir,
-                        goal_frame=goal_frame,
-                        progress=lambda e: (episodes.append(e), save_partial()),
-                    )  # fmt: skip
-                    bar.update(task, advance=1)
-    except KeyboardInterrupt:
-        interrupted = True
+    interrupted = _run_episodes(setup, out, log_)
+    episodes = log_.episodes
     meta["seconds"] = time.perf_counter() - t_start
     meta["interrupted"] = interrupted
-    done = {}
+    done: dict[str, int] = {}
     for e in episodes:
         done[e.controller] = done.get(e.controller, 0) + 1
     meta["episodes_done"] = min(done.values()) if done else 0
     report = write_report(out, meta, episodes)
     if interrupted:
-        print(f"interrupted: wrote the report of {len(episodes)} finished episodes to {out}", file=sys.stderr)
+        log.warning("interrupted: wrote the report of %d finished episodes to %s", len(episodes), out)
         raise KeyboardInterrupt
     return {"out": out, "summary": report["summary"], "episodes": episodes, "files": report["files"], "meta": meta}
 
@@ -1329,69 +1199,3 @@ def print_summary(result: Mapping[str, Any], console: Any = None) -> None:
         table.add_row(*row)
     console.print(table)
     console.print(f"report: {result['out']}/report.md", highlight=False, soft_wrap=True)
-
-
-# ---------------------------------------------------------------------------------------
-# the command
-# ---------------------------------------------------------------------------------------
-@handle_errors
-def plan_command(
-    model: Annotated[Optional[str], typer.Option(help="Forward-model run (visfore train-model) for the learned controller.")] = None,
-    env: Annotated[Optional[str], typer.Option(help="Env short name or id (default: the one the model's dataset was collected in; required without --model).")] = None,
-    episodes: Annotated[int, typer.Option(help="Episodes per controller (the same initial states and targets for every controller).")] = 20,
-    steps: Annotated[Optional[int], typer.Option(help="Actions per episode (default: the env's time limit, 50 for ReacherPlane-v0).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed: episode k is reset from (seed, k).")] = 0,
-    goal: Annotated[Optional[Path], typer.Option(help="Goal image file (resized to the model's frames); default: the env's target pose rendered.")] = None,
-    controllers: Annotated[str, typer.Option(help="Comma-separated: learned, oracle, random, through-model.")] = "learned,oracle,random",
-    policy: Annotated[Optional[str], typer.Option(help="Through-model policy run (visfore train-policy --through-model); adds the through-model controller.")] = None,
-    iterations: Annotated[int, typer.Option(help="CEM iterations per plan.")] = 3,
-    samples: Annotated[int, typer.Option(help="CEM candidate sequences per iteration (one batched forward pass).")] = 200,
-    elites: Annotated[int, typer.Option(help="CEM elites the Gaussian is refit to.")] = 10,
-    blocks: Annotated[Optional[int], typer.Option(help="Free action blocks per sequence (default 5, or --horizon / --repeat).")] = None,
-    repeat: Annotated[int, typer.Option(help="Steps each block's action is held; horizon = blocks x repeat.")] = 3,
-    horizon: Annotated[Optional[int], typer.Option(help="Planning horizon in steps (a multiple of --repeat); default blocks x repeat = 15.")] = None,
-    replan_every: Annotated[int, typer.Option(help="Steps executed between plans (1 = replan every step).")] = 1,
-    shrink_horizon: Annotated[bool, typer.Option("--shrink-horizon/--fixed-horizon", help="Near the episode's end, score only the steps left, so the cost is taken at the last step, where success is measured (shrinking-horizon MPC; needs the env's time limit). --fixed-horizon always scores T steps.")] = True,
-    init_std: Annotated[float, typer.Option(help="Initial CEM std, in action half-ranges.")] = 0.5,
-    min_std: Annotated[float, typer.Option(help="Floor of the CEM std, in action half-ranges.")] = 0.05,
-    alpha: Annotated[float, typer.Option(help="Smoothing of the CEM refit (PETS), in [0, 1).")] = 0.0,
-    execute: Annotated[str, typer.Option(help="Sequence executed after each plan: best (lowest-cost sample seen) or mean (final elite mean, PETS; averages out a learned model's cost errors).")] = "best",
-    action_scale: Annotated[float, typer.Option(help="Fraction of the env's action range every controller may use, (0, 1].")] = 1.0,
-    cost: Annotated[str, typer.Option(help="pixels, keypoints or pixels+keypoints (key points need --translator).")] = "pixels",
-    cost_frames: Annotated[str, typer.Option(help="final (the last predicted frame) or all (mean over the horizon).")] = "final",
-    pixel_weight: Annotated[float, typer.Option(help="Weight of the pixel MSE term.")] = 1.0,
-    keypoint_weight: Annotated[float, typer.Option(help="Weight of the key-point distance term (per metre).")] = 1.0,
-    pixel_blur: Annotated[float, typer.Option(help="Gaussian blur (sigma, pixels) of predicted and goal frames before the pixel MSE; widens the cost's basin (0 = none).")] = 0.0,
-    translator: Annotated[Optional[str], typer.Option(help="Key-point translator run (visfore train-translator) for --cost keypoints / pixels+keypoints.")] = None,
-    oracle_cost: Annotated[str, typer.Option(help="Cost of the oracle: same (as --cost, on rendered frames), pixels, keypoints (true key points) or pixels+keypoints.")] = "same",
-    success_threshold: Annotated[Optional[float], typer.Option(help="Success: final key-point distance below this (metres; default the env's, 0.02 for ReacherPlane-v0).")] = None,
-    extra_thresholds: Annotated[str, typer.Option(help="Looser thresholds also reported (comma-separated metres).")] = "0.05",
-    checkpoint: Annotated[str, typer.Option(help="Model checkpoint: best or last.")] = "best",
-    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda or cuda:N.")] = "auto",
-    batch_chunk: Annotated[int, typer.Option(help="Candidates per model forward pass (0 = all in one pass; lower only to save memory).")] = 0,
-    amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Run the model under autocast: bfloat16 on CPU (about 1.7x faster for cdna here, predictions within 5e-6 MSE of float32), float16 on CUDA.")] = False,
-    num_threads: Annotated[Optional[int], typer.Option(help="Torch CPU threads (default: torch's; on a busy CPU 1 is often much faster).")] = None,
-    size: Annotated[Optional[int], typer.Option(help="Frame size without --model (default 64).")] = None,
-    gifs: Annotated[bool, typer.Option("--gifs/--no-gifs", help="A GIF per episode and controller.")] = True,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Report directory (default runs/plan-<UTC time>).")] = None,
-    name: Annotated[Optional[str], typer.Option(help="Report name: runs/plan-NAME.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
-) -> None:
-    """Visual MPC: CEM over action sequences on a learned forward model, against CEM on the
-    true simulator and a random policy; writes a report with success rates and GIFs."""
-    if out is not None and name is not None:
-        raise VisforeError("give either --out or --name, not both")
-    blocks = resolve_blocks(blocks, repeat, horizon)
-    config = PlanConfig(
-        model=model, env=env, size=size, episodes=episodes, steps=steps, seed=seed,
-        goal=str(goal) if goal is not None else None, controllers=parse_controllers(controllers),
-        policy=policy, iterations=iterations, samples=samples, elites=elites, blocks=blocks,
-        repeat=repeat, replan_every=replan_every, shrink_horizon=shrink_horizon, init_std=init_std, min_std=min_std, alpha=alpha,
-        execute=execute, action_scale=action_scale, cost=cost, cost_frames=cost_frames, pixel_weight=pixel_weight,
-        keypoint_weight=keypoint_weight, pixel_blur=pixel_blur, translator=translator, oracle_cost=oracle_cost,
-        success_threshold=success_threshold, extra_thresholds=parse_thresholds(extra_thresholds),
-        checkpoint=checkpoint, device=device, batch_chunk=batch_chunk, amp=amp, num_threads=num_threads,
-        gifs=gifs, out=str(out) if out is not None else None, name=name, progress=not quiet,
-    )  # fmt: skip
-    result = plan(config)
-    print_summary(result)
