@@ -17,6 +17,7 @@ the physics model keeps ``mj_step`` as cheap as the robot alone.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import mujoco
 import numpy as np
@@ -85,64 +86,12 @@ def load_model_with_ghost(
     """
     spec = mujoco.MjSpec.from_file(str(xml_path))
     base = spec.compile()
-    site_ids = []
-    for name in keypoint_sites:
-        sid = mujoco.mj_name2id(base, mujoco.mjtObj.mjOBJ_SITE, name)
-        if sid < 0:
-            raise ValueError(f"key-point site {name!r} is not in {xml_path}")
-        site_ids.append(sid)
-
-    bodies = _movable_bodies(base)
+    site_ids = _keypoint_site_ids(base, keypoint_sites, xml_path)
+    ghost_names = {
+        b: _add_ghost_body(spec, base, b, ghost_rgba, shrink) for b in _ghosted_bodies(base, site_ids)
+    }
     for sid in site_ids:
-        b = int(base.site_bodyid[sid])
-        if b not in bodies:
-            bodies.append(b)
-
-    ghost_names = {}
-    for b in bodies:
-        bname = base.body(b).name or f"body{b}"
-        gname = GHOST_PREFIX + bname
-        gbody = spec.worldbody.add_body(name=gname, mocap=True)
-        ghost_names[b] = gname
-        for g in np.flatnonzero(base.geom_bodyid == b):
-            if base.geom_group[g] > 2 or base.geom_rgba[g, 3] == 0:
-                continue  # invisible in the robot, invisible in the ghost
-            gtype = int(base.geom_type[g])
-            size = base.geom_size[g].copy()
-            if gtype in _RADIUS_FIRST:
-                size[0] *= shrink
-            elif gtype in _ALL_HALF_SIZES:
-                size *= shrink
-            kwargs = dict(
-                type=mujoco.mjtGeom(gtype),
-                size=size,
-                pos=base.geom_pos[g].copy(),
-                quat=base.geom_quat[g].copy(),
-            )
-            if int(base.geom_type[g]) == int(mujoco.mjtGeom.mjGEOM_MESH):
-                # Compiled mesh geoms already include the mesh's own offset; copy the
-                # authored geom instead so the offset is applied once.
-                src = spec.geom(base.geom(g).name) if base.geom(g).name else None
-                if src is None:
-                    continue
-                kwargs = dict(type=src.type, meshname=src.meshname, pos=src.pos, quat=src.quat)
-            gbody.add_geom(
-                name=f"{gname}/geom{g}",
-                rgba=list(ghost_rgba),
-                **_GHOST_GEOM,
-                **kwargs,
-            )
-    for sid in site_ids:
-        b = int(base.site_bodyid[sid])
-        gbody = spec.body(ghost_names[b])
-        gbody.add_geom(
-            name=f"{GHOST_PREFIX}marker/{base.site(sid).name}",
-            type=mujoco.mjtGeom.mjGEOM_SPHERE,
-            size=[marker_radius, 0, 0],
-            pos=base.site_pos[sid].copy(),
-            rgba=list(marker_rgba),
-            **_GHOST_GEOM,
-        )
+        _add_marker(spec, base, sid, ghost_names[int(base.site_bodyid[sid])], marker_rgba, marker_radius)
     if edit_scene is not None:
         edit_scene(spec, base)
     scene = spec.compile()
@@ -151,6 +100,94 @@ def load_model_with_ghost(
         gid = mujoco.mj_name2id(scene, mujoco.mjtObj.mjOBJ_BODY, gname)
         pairs.append((b, int(scene.body_mocapid[gid])))
     return base, scene, pairs
+
+
+def _keypoint_site_ids(base: mujoco.MjModel, keypoint_sites: Sequence[str], xml_path: str) -> list[int]:
+    """Site ids of ``keypoint_sites`` in ``base``.
+
+    Raises:
+        ValueError: if a key-point site is not in the model.
+    """
+    site_ids = []
+    for name in keypoint_sites:
+        sid = mujoco.mj_name2id(base, mujoco.mjtObj.mjOBJ_SITE, name)
+        if sid < 0:
+            raise ValueError(f"key-point site {name!r} is not in {xml_path}")
+        site_ids.append(sid)
+    return site_ids
+
+
+def _ghosted_bodies(base: mujoco.MjModel, site_ids: Sequence[int]) -> list[int]:
+    """The bodies that get a ghost: the movable ones, then any other body carrying a
+    key-point site (in site order)."""
+    bodies = _movable_bodies(base)
+    for sid in site_ids:
+        b = int(base.site_bodyid[sid])
+        if b not in bodies:
+            bodies.append(b)
+    return bodies
+
+
+def _add_ghost_body(
+    spec: mujoco.MjSpec, base: mujoco.MjModel, body: int, rgba: Sequence[float], shrink: float
+) -> str:
+    """Add to ``spec`` the mocap ghost of ``body`` with copies of its visible geoms; return
+    the ghost body's name."""
+    gname = GHOST_PREFIX + (base.body(body).name or f"body{body}")
+    gbody = spec.worldbody.add_body(name=gname, mocap=True)
+    for g in np.flatnonzero(base.geom_bodyid == body):
+        if base.geom_group[g] > 2 or base.geom_rgba[g, 3] == 0:
+            continue  # invisible in the robot, invisible in the ghost
+        shape = _ghost_geom_shape(spec, base, int(g), shrink)
+        if shape is None:
+            continue
+        gbody.add_geom(name=f"{gname}/geom{g}", rgba=list(rgba), **_GHOST_GEOM, **shape)
+    return gname
+
+
+def _ghost_geom_shape(
+    spec: mujoco.MjSpec, base: mujoco.MjModel, g: int, shrink: float
+) -> dict[str, Any] | None:
+    """Type, size and placement of the ghost copy of compiled geom ``g`` (thickness times
+    ``shrink``); for a mesh geom the authored geom's (None if it has no name to find it by)."""
+    gtype = int(base.geom_type[g])
+    if gtype == int(mujoco.mjtGeom.mjGEOM_MESH):
+        # Compiled mesh geoms already include the mesh's own offset; copy the authored geom
+        # instead so the offset is applied once.
+        src = spec.geom(base.geom(g).name) if base.geom(g).name else None
+        if src is None:
+            return None
+        return dict(type=src.type, meshname=src.meshname, pos=src.pos, quat=src.quat)
+    size = base.geom_size[g].copy()
+    if gtype in _RADIUS_FIRST:
+        size[0] *= shrink
+    elif gtype in _ALL_HALF_SIZES:
+        size *= shrink
+    return dict(
+        type=mujoco.mjtGeom(gtype),
+        size=size,
+        pos=base.geom_pos[g].copy(),
+        quat=base.geom_quat[g].copy(),
+    )
+
+
+def _add_marker(
+    spec: mujoco.MjSpec,
+    base: mujoco.MjModel,
+    site: int,
+    ghost_body: str,
+    rgba: Sequence[float],
+    radius: float,
+) -> None:
+    """Add the marker sphere of key-point ``site`` to the ghost body named ``ghost_body``."""
+    spec.body(ghost_body).add_geom(
+        name=f"{GHOST_PREFIX}marker/{base.site(site).name}",
+        type=mujoco.mjtGeom.mjGEOM_SPHERE,
+        size=[radius, 0, 0],
+        pos=base.site_pos[site].copy(),
+        rgba=list(rgba),
+        **_GHOST_GEOM,
+    )
 
 
 class Ghost:
