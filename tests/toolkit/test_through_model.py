@@ -1,5 +1,6 @@
-"""``visfore train-policy --through-model``: a policy trained by backpropagating the goal
-cost through a frozen forward model (visfore.planning.through_model).
+"""``visfore train-through-model`` (formerly ``train-policy --through-model``): a policy
+trained by backpropagating the goal cost through a frozen forward model
+(visfore.planning.through_model).
 
 A tiny ConvLSTM is trained for one epoch on the shared 32x32 reacher dataset by the real
 ``visfore train-model`` CLI, once per module; every policy run here is a few iterations of
@@ -76,15 +77,15 @@ def sensitive_run_dir(model_run_dir: Path, tmp_path_factory: pytest.TempPathFact
 def cli_run(model_run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A CLI run: 4 iterations, validation every 2, 2 real episodes of 3 steps."""
     out_dir = tmp_path_factory.mktemp("policy-runs")
-    result = _cli("train-policy", "--through-model", model_run_dir, "--env", "reacher", "--iterations", 4,
+    result = _cli("train-through-model", "--model", model_run_dir, "--env", "reacher", "--iterations", 4,
                   "--val-every", 2, "--batch-size", 4, "--horizon", 2, "--eval-episodes", 2, "--eval-steps", 3,
-                  "--seed", 3, "--device", "cpu", "--out-dir", out_dir, "--name", "cli", "--no-progress")
+                  "--seed", 3, "--device", "cpu", "--out-dir", out_dir, "--name", "cli", "--quiet")
     assert result.exit_code == 0, result.output
     return out_dir / f"{COMMAND}-cli"
 
 
 def _config(model_run_dir: Path, tmp_path: Path, **kwargs) -> ThroughModelConfig:
-    options = dict(through_model=str(model_run_dir), iterations=3, val_every=3, batch_size=4, horizon=2,
+    options = dict(model=str(model_run_dir), iterations=3, val_every=3, batch_size=4, horizon=2,
                    eval_episodes=0, device="cpu", out_dir=str(tmp_path), progress=False)
     options.update(kwargs)
     return ThroughModelConfig(**options)
@@ -294,8 +295,6 @@ def test_load_errors(tmp_path: Path, model_run_dir: Path):
     ("extra", "match"),
     [
         (["--horizon", "0"], "--horizon must be an integer >= 1"),
-        (["--algo", "td3"], "--algo is an option of the SB3 path"),
-        (["--timesteps", "10", "--obs-mode", "pixels"], "--timesteps, --obs-mode are options of the SB3 path"),
         (["--policy-net", "rnn"], "--policy-net must be one of cnn, mlp"),
         (["--env", "hopper"], "is not the env of the model's dataset"),
         (["--lr", "-1"], "--lr must be a finite number > 0"),
@@ -305,22 +304,37 @@ def test_load_errors(tmp_path: Path, model_run_dir: Path):
 )
 def test_bad_options_are_one_line_and_write_nothing(extra: list[str], match: str, model_run_dir: Path,
                                                      tmp_path: Path):
-    line = _one_error_line(_cli("train-policy", "--through-model", model_run_dir, "--out-dir", tmp_path / "runs",
-                                "--no-progress", *extra))
+    line = _one_error_line(_cli("train-through-model", "--model", model_run_dir, "--out-dir", tmp_path / "runs",
+                                "--quiet", *extra))
     assert match in line
     assert not (tmp_path / "runs").exists()
 
 
 def test_bad_model_runs_and_misplaced_options(tmp_path: Path, model_run_dir: Path):
     out = tmp_path / "runs"
-    line = _one_error_line(_cli("train-policy", "--through-model", tmp_path, "--out-dir", out))
+    line = _one_error_line(_cli("train-through-model", "--model", tmp_path, "--out-dir", out))
     assert "not a train-model run directory" in line
-    line = _one_error_line(_cli("train-policy", "--through-model", tmp_path / "nope", "--out-dir", out))
+    line = _one_error_line(_cli("train-through-model", "--model", tmp_path / "nope", "--out-dir", out))
     assert "not a directory" in line
-    line = _one_error_line(_cli("train-policy", "--env", "hopper", "--algo", "td3", "--timesteps", "10",
-                                "--horizon", "3", "--out-dir", out))
-    assert "--horizon needs --through-model" in line
-    line = _one_error_line(_cli("train-policy", "--through-model", model_run_dir, "--resume", tmp_path,
+    line = _one_error_line(_cli("train-through-model", "--model", model_run_dir, "--resume", tmp_path,
                                 "--out-dir", out))
     assert "not both" in line
+    # SB3 options are not options of this command (click's usage error, exit 2)
+    result = _cli("train-through-model", "--model", model_run_dir, "--algo", "td3", "--out-dir", out)
+    assert result.exit_code == 2 and "--algo" in result.output
     assert not out.exists()
+
+
+def test_old_train_policy_through_model_command_lines_still_work(model_run_dir: Path, tmp_path: Path):
+    """``visfore train-policy --through-model RUN ...`` (README's spelling, with today's
+    option names: --out-dir, --no-progress) is forwarded to train-through-model --model RUN."""
+    out_dir = tmp_path / "runs"
+    result = _cli("train-policy", "--through-model", model_run_dir, "--env", "reacher", "--policy-net", "cnn",
+                  "--iterations", 1, "--val-every", 1, "--batch-size", 2, "--horizon", 1, "--eval-episodes", 0,
+                  "--device", "cpu", "--out-dir", out_dir, "--name", "old", "--no-progress")
+    assert result.exit_code == 0, result.output
+    config = yaml.safe_load((out_dir / f"{COMMAND}-old" / "config.yaml").read_text())
+    assert config["options"]["model"] == str(model_run_dir) and config["options"]["iterations"] == 1
+    result = _cli("train-policy", "--through-model", model_run_dir, "--out-dir", out_dir, "--no-progress",
+                  "--policy-net", "rnn")  # the output also holds the deprecation warning
+    assert result.exit_code == 2 and "error: --policy-net must be one of cnn, mlp" in result.output

@@ -27,6 +27,7 @@ from visfore.worldmodels.train_eval_all import train_eval_all_command
 from visfore.cli.train_model import train_model_command
 from visfore.cli.train_policy import ResumePathCommand, train_policy_command
 from visfore.cli.train_translator import train_translator_command
+from visfore.cli.train_through_model import train_through_model_command
 
 log = logging.getLogger("visfore")
 
@@ -97,6 +98,7 @@ app.command("train-model")(train_model_command)
 app.command("train-eval-all", cls=RayCommand)(train_eval_all_command)
 app.command("train-policy", cls=ResumePathCommand)(train_policy_command)
 app.command("train-translator")(train_translator_command)
+app.command("train-through-model")(train_through_model_command)
 app.command("evaluate", cls=RayCommand)(evaluate_command)
 app.command("predict")(predict_command)
 app.command("play-model")(play_model_command)

@@ -1,5 +1,7 @@
-"""``visfore train-policy --through-model RUN``: a goal-reaching policy trained by
-backpropagating the goal cost through a learned forward model.
+"""``visfore train-through-model --model RUN``: a goal-reaching policy trained by
+backpropagating the goal cost through a learned forward model (the options:
+:class:`visfore.planning.config.ThroughModelConfig`; the old spelling ``visfore
+train-policy --through-model RUN`` is forwarded to it).
 
 Idea (seed 004, ``../shared/seeds/004_860e5f4164aec846.txt``): "train model via random
 inputs and initial conditions in the world; train policy back propagating through model
@@ -7,7 +9,9 @@ using random initial conditions and random targets" -- supervised learning with 
 differentiable simulator. Here the simulator is a frozen ``visfore train-model`` forward
 model (:mod:`visfore.worldmodels.model_run`) and the policy maps frames to actions.
 
-**Training** (:func:`train_through_model`), one Adam step per iteration:
+**Training** (:func:`train_through_model`, on :class:`visfore.core.trainer.Trainer` with
+:class:`ThroughModelTask`: a trainer "epoch" is the block of iterations up to the next
+validation), one Adam step per iteration:
 
 1. Sample ``B`` start clips from the model's dataset (its training episodes): a random
    window ``o_s .. o_{s+C-1}`` (the model's ``C`` context frames) and the ``C - 1`` actions
@@ -37,7 +41,9 @@ the final imagined frame to the goal) decides ``checkpoints/best.pt``; next to i
 same seeding, success threshold and metrics as ``visfore plan``): the policy acts on the
 real frames ``obs["pixels"]`` and the goal frame ``env.unwrapped.render_goal()``.
 
-**Run directory** ``<out-dir>/train-policy-through-model-<name or UTC YYYYmmdd-HHMMSS>/``::
+**Run directory** ``--out``, or ``<out-dir>/train-policy-through-model-<name or UTC
+YYYYmmdd-HHMMSS>/`` (the prefix of the runs written before the command was renamed, so
+they load and resume alike)::
 
     config.yaml               every option resolved, the model run, dataset, env, policy net
     checkpoints/last.pt       policy + optimizer + iteration + history (atomic, --resume)
@@ -64,12 +70,9 @@ model on the sliding window of the last ``C`` frames with ``K = 1`` (mode ``wind
 from __future__ import annotations
 
 import csv
-import dataclasses
-import importlib.metadata
 import io
+import logging
 import math
-import shlex
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,9 +83,25 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from visfore.core import runs
+from visfore.core import provenance, runs
+from visfore.core.device import parse_device_spec, select_device
 from visfore.core.errors import VisforeError
+from visfore.core.progress import NoProgress
+from visfore.core.trainer import (
+    Callback,
+    Checkpointer,
+    StepResult,
+    StopOnInterrupt,
+    TensorBoardLogger,
+    TimeBudget,
+    Trainer,
+    TrainState,
+    TrainTask,
+)
+from visfore.planning.config import DEFAULT_EVAL_EPISODES, ThroughModelConfig
 from visfore.planning.goal_reaching import check_action_scale, evaluation_env_kwargs, scale_action_box
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "COMMAND",
@@ -111,8 +130,6 @@ EVAL_DIR = "eval"
 EPISODES_CSV = "episodes.csv"
 #: Extra success thresholds reported next to the env's own (metres).
 EXTRA_THRESHOLDS = (0.05,)
-#: Default real-env evaluation episodes.
-DEFAULT_EVAL_EPISODES = 20
 #: Default iterations when neither --iterations nor --time-budget is given.
 DEFAULT_ITERATIONS = 1000
 #: Options that may change on ``--resume`` (they do not change what is trained).
@@ -121,92 +138,8 @@ RUNTIME_OPTIONS = ("resume", "device", "progress", "iterations", "time_budget", 
 
 
 # ---------------------------------------------------------------------------------------
-# configuration
+# configuration (the options are declared in visfore.planning.config)
 # ---------------------------------------------------------------------------------------
-@dataclass
-class ThroughModelConfig:
-    """Every option of ``visfore train-policy --through-model`` (CLI flag = field name with
-    dashes).
-
-    Attributes:
-        through_model: the forward-model run directory (``visfore train-model``).
-        env: the real env for evaluation: a short name (``reacher``) or id; None = the
-            ``env_id`` of the model's dataset (given, it must be that env).
-        model_checkpoint: ``best`` or ``last`` checkpoint of the forward model.
-        data: dataset of start clips and goals (default: the model's training dataset).
-        policy_net: ``cnn`` (default) or ``mlp``.
-        policy_frames: F, the last F frames the policy sees (1 = the current frame only).
-        prev_action: feed the previous action (scaled to [-1, 1]) to the policy.
-        action_scale: fraction of the env's action half-range the policy may use, in
-            (0, 1]: its tanh is squashed into ``centre +- scale * half_range``, like
-            ``visfore plan --action-scale`` (keep the policy inside the range of actions the
-            forward model was trained on).
-        hidden: width of the policy's hidden fully connected layer(s).
-        mlp_size: the mlp policy sees frames average-pooled to ``mlp_size`` x ``mlp_size``.
-        horizon: K, imagined steps per training rollout (>= 1).
-        iterations: Adam steps in total (None: 1000, or unbounded under a time budget).
-        time_budget: minutes of training in this session (None: no limit).
-        batch_size: start clips per iteration.
-        lr: Adam learning rate.
-        action_penalty: weight of the mean squared action (scaled to [-1, 1]).
-        loss_steps: ``final`` (last imagined frame only) or ``all`` (weights k / sum k).
-        loss_scales: levels of the 2x average-pool pyramid the pixel MSE averages (>= 1).
-        grad_clip: gradient-norm clip (> 0).
-        val_every: iterations between validations / checkpoints (>= 1).
-        val_batch: start clips of the fixed validation batch.
-        eval_episodes: real-env episodes after training (0: none).
-        eval_steps: actions per evaluation episode (None: the env's time limit).
-        eval_seed: seed of the evaluation episodes (None: ``seed``); use ``visfore plan``'s
-            ``--seed`` for common random numbers with its controllers.
-        success_threshold: metres (None: the env's own, 0.02 m for ReacherPlane-v0).
-        gifs: write one GIF per evaluation episode into ``eval/gifs``.
-        seed: seeds the policy's initialisation and every batch.
-        device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
-        num_threads: torch CPU threads (None: torch's default).
-        name / out_dir: run directory ``out_dir/train-policy-through-model-<name or UTC>``.
-        resume: run directory to continue from ``checkpoints/last.pt``.
-        progress: show the progress bar and the summary.
-    """
-
-    through_model: Optional[str] = None
-    env: Optional[str] = None
-    model_checkpoint: str = "best"
-    data: Optional[str] = None
-    policy_net: str = "cnn"
-    policy_frames: int = 1
-    prev_action: bool = True
-    action_scale: float = 1.0
-    hidden: int = 256
-    mlp_size: int = 16
-    horizon: int = 8
-    iterations: Optional[int] = None
-    time_budget: Optional[float] = None
-    batch_size: int = 16
-    lr: float = 1e-3
-    action_penalty: float = 1e-3
-    loss_steps: str = "final"
-    loss_scales: int = 3
-    grad_clip: float = 1.0
-    val_every: int = 50
-    val_batch: int = 32
-    eval_episodes: int = DEFAULT_EVAL_EPISODES
-    eval_steps: Optional[int] = None
-    eval_seed: Optional[int] = None
-    success_threshold: Optional[float] = None
-    gifs: bool = False
-    seed: int = 0
-    device: str = "auto"
-    num_threads: Optional[int] = None
-    name: Optional[str] = None
-    out_dir: str = str(runs.DEFAULT_RUNS_ROOT)
-    resume: Optional[str] = None
-    progress: bool = True
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-typed dict of every field (YAML/JSON-safe)."""
-        return dataclasses.asdict(self)
-
-
 def _int_at_least(flag: str, value: Any, minimum: int, *, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
@@ -229,14 +162,9 @@ def validate_config(config: ThroughModelConfig) -> None:
     Raises:
         VisforeError: the first bad option, naming its flag and what is allowed.
     """
-    if config.through_model is None and config.resume is None:
-        raise VisforeError("--through-model RUN (a visfore train-model run directory) is required")
-    if config.model_checkpoint not in ("best", "last"):
-        raise VisforeError(f"--model-checkpoint must be best or last, got {config.model_checkpoint!r}")
-    if config.policy_net not in POLICY_NETS:
-        raise VisforeError(f"--policy-net must be one of {', '.join(POLICY_NETS)}, got {config.policy_net!r}")
-    if config.loss_steps not in LOSS_STEPS:
-        raise VisforeError(f"--loss-steps must be one of {', '.join(LOSS_STEPS)}, got {config.loss_steps!r}")
+    if config.model is None and config.resume is None:
+        raise VisforeError("--model RUN (a visfore train-model run directory) is required")
+    config.check_choices()  # model_checkpoint, policy_net, loss_steps
     _int_at_least("policy-frames", config.policy_frames, 1)
     _int_at_least("hidden", config.hidden, 1)
     check_action_scale(config.action_scale)
@@ -257,9 +185,7 @@ def validate_config(config: ThroughModelConfig) -> None:
     _positive_float("success-threshold", config.success_threshold, allow_none=True)
     _int_at_least("seed", config.seed, 0)
     _int_at_least("num-threads", config.num_threads, 1, allow_none=True)
-    from visfore.worldmodels.train_model import _parse_device_spec
-
-    _parse_device_spec(config.device)
+    parse_device_spec(config.device)
 
 
 def total_iterations(config: ThroughModelConfig) -> int | None:
@@ -711,8 +637,6 @@ def load_through_model_policy(run_dir: str | Path, device: Any = None, checkpoin
         VisforeError: not such a run, no or unreadable checkpoint, unknown ``checkpoint``,
             unavailable device (one line each).
     """
-    from visfore.worldmodels.train_model import select_device
-
     if checkpoint not in ("best", "last"):
         raise VisforeError(f"unknown checkpoint {checkpoint!r}; valid: best, last")
     run_dir = Path(run_dir)
@@ -789,17 +713,6 @@ def _write_episodes_csv(path: Path, episodes: Sequence[Any]) -> None:
 # ---------------------------------------------------------------------------------------
 # the pipeline
 # ---------------------------------------------------------------------------------------
-def _package_versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for name in ("visfore", "visfore-envs", "torch", "numpy", "gymnasium", "mujoco"):
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = None
-    out["python"] = sys.version.split()[0]
-    return out
-
-
 def _resolve_env(config: ThroughModelConfig, attrs: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
     """The evaluation env: the dataset's ``env_id`` / ``env_kwargs`` attrs (less collection
     options such as ``init_pose``: :func:`visfore.planning.goal_reaching.evaluation_env_kwargs`), or
@@ -825,41 +738,426 @@ def _resolve_env(config: ThroughModelConfig, attrs: Mapping[str, Any]) -> tuple[
 
 
 def _resolve_resume(config: ThroughModelConfig) -> tuple[ThroughModelConfig, dict[str, Any], list[str]]:
-    """Options of a resumed run (saved ones + this call's runtime options), the saved
-    config.yaml, and the ignored CLI options."""
+    """Options of a resumed run (saved ones + this call's runtime options,
+    :func:`visfore.core.runs.merge_resumed_options`), the saved config.yaml, and the
+    ignored options (one text each).
+
+    Raises:
+        VisforeError: not such a run, or it has no ``checkpoints/last.pt``.
+    """
     run_dir = Path(config.resume)  # type: ignore[arg-type]
     saved = _read_run_config(run_dir)
     if not runs.last_checkpoint_path(run_dir).is_file():
         raise VisforeError(f"cannot resume: {run_dir} has no {runs.CHECKPOINT_DIR}/{runs.LAST_CHECKPOINT}; "
                            "start a new run instead")
-    known = {f.name for f in dataclasses.fields(ThroughModelConfig)}
-    merged = ThroughModelConfig(**{k: v for k, v in saved["options"].items() if k in known})
-    defaults = ThroughModelConfig()
-    ignored = []
-    for f in dataclasses.fields(ThroughModelConfig):
-        if f.name in RUNTIME_OPTIONS or f.name in ("name", "out_dir"):
-            continue
-        mine, theirs = getattr(config, f.name), getattr(merged, f.name)
-        if mine != theirs and mine != getattr(defaults, f.name):
-            ignored.append(f"--{f.name.replace('_', '-')} {mine} (the run uses {theirs})")
-    for key in RUNTIME_OPTIONS:
-        if key in ("iterations", "time_budget") and getattr(config, key) is None:
-            continue
-        setattr(merged, key, getattr(config, key))
-    merged.resume = str(run_dir)
-    return merged, saved, ignored
+    options = dict(saved.get("options") or {})
+    if "through_model" in options and "model" not in options:  # runs of `train-policy --through-model`
+        options["model"] = options.pop("through_model")
+    runtime = [k for k in RUNTIME_OPTIONS if not (k in ("iterations", "time_budget") and getattr(config, k) is None)]
+    merged, ignored = runs.merge_resumed_options(options, config, runtime=runtime,
+                                                 skip=("out", "name", "out_dir", "iterations", "time_budget"))
+    return merged.replace(resume=str(run_dir)), saved, ignored
 
 
-def _console(enabled: bool) -> Any:
-    from visfore.core.console import stdout_console
+@dataclass
+class _Setup:
+    """What a run needs, all loaded and checked before anything is written."""
 
-    return stdout_console(quiet=not enabled, highlight=False)
+    config: ThroughModelConfig
+    saved: dict[str, Any] | None          # the config.yaml of a resumed run
+    ignored: list[str]                    # options --resume ignored
+    device: Any                           # torch.device
+    mr: Any                               # visfore.worldmodels.model_run.ModelRun
+    ds: Any                               # its dataset
+    env_id: str | None
+    env_kwargs: dict[str, Any]
+    low: np.ndarray                       # (A,) policy action bounds (env units)
+    high: np.ndarray
+    image_size: tuple[int, int]           # (H, W)
+    run_dir: Path
+    train_sampler: _StartGoalSampler
+    val_sampler: _StartGoalSampler
+    imagination: Imagination
+    train_episodes: int
+    val_episodes: int
 
 
-def _warn(message: str) -> None:
-    import typer
+def _prepare(config: ThroughModelConfig) -> _Setup:
+    """Resolve ``--resume``, validate every option, load the model run, its dataset and the
+    env, check that they fit together and pick the run directory -- writing nothing.
 
-    typer.secho(f"warning: {message}", fg=typer.colors.YELLOW, err=True)
+    Raises:
+        VisforeError: the first problem, one line.
+    """
+    from visfore.data.clips import load_clip_source
+    from visfore.worldmodels.model_run import load_model_run
+
+    if config.model is not None and config.resume is not None:
+        raise VisforeError("give --model RUN for a new run or --resume RUN_DIR to continue one, not both")
+    saved: dict[str, Any] | None = None
+    ignored: list[str] = []
+    if config.resume is not None:
+        config, saved, ignored = _resolve_resume(config)
+    validate_config(config)
+    assert config.model is not None
+    device = select_device(config.device)
+    if config.num_threads:
+        torch.set_num_threads(int(config.num_threads))
+    mr = load_model_run(config.model, config.model_checkpoint, device=device)
+    ds = mr.open_dataset(config.data)
+    env_id, env_kwargs = _resolve_env(config, ds.attrs)
+    low, high = scale_action_box(*mr.action_bounds(ds), float(config.action_scale))
+    H, W = mr.image_size
+    if config.eval_episodes > 0:
+        _check_env_actions(env_id, env_kwargs, (H, W), mr.action_dim)
+    if saved is None:
+        run_dir = runs.resolve_run_dir(COMMAND, out=config.out, name=config.name, root=config.out_dir)
+        runs.check_run_dir(run_dir, resume=False)
+    else:
+        run_dir = Path(config.resume)  # type: ignore[arg-type]
+    source = load_clip_source(ds)
+    all_eps = list(range(source.num_episodes))
+    train_eps = [e for e in mr.train_episodes if e < source.num_episodes] or all_eps
+    val_eps = [e for e in mr.val_episodes if e < source.num_episodes] or train_eps
+    return _Setup(
+        config=config, saved=saved, ignored=ignored, device=device, mr=mr, ds=ds, env_id=env_id,
+        env_kwargs=env_kwargs, low=low, high=high, image_size=(H, W), run_dir=run_dir,
+        train_sampler=_sampler(source, train_eps, mr.context, "training"),
+        val_sampler=_sampler(source, val_eps, mr.context, "validation"),
+        imagination=Imagination(mr.model, mr.context), train_episodes=len(train_eps), val_episodes=len(val_eps),
+    )
+
+
+def _check_env_actions(env_id: str | None, env_kwargs: Mapping[str, Any], size: tuple[int, int], action_dim: int) -> None:
+    """The evaluation env must take the model's ``(A,)`` actions.
+
+    Raises:
+        VisforeError: it cannot be made, or its action shape differs.
+    """
+    from visfore.planning.goal_reaching import make_goal_env
+
+    env = make_goal_env(env_id, env_kwargs, size)
+    try:
+        shape = tuple(env.action_space.shape)
+    finally:
+        env.close()
+    if shape != (action_dim,):
+        raise VisforeError(f"{env_id} has actions of shape {shape} but the model takes ({action_dim},)")
+
+
+def _records(setup: _Setup) -> dict[str, dict[str, Any]]:
+    """The ``model``, ``dataset`` and ``env`` records of config.yaml and metrics.json."""
+    mr, ds, (H, W) = setup.mr, setup.ds, setup.image_size
+    return {
+        "model": {
+            "run_dir": str(Path(mr.run_dir).resolve()), "checkpoint": mr.checkpoint, "name": mr.model_name,
+            "epoch": mr.epoch, "context": mr.context, "trained_horizon": mr.horizon, "image_size": [H, W],
+            "action_dim": mr.action_dim, "stochastic": mr.stochastic, "imagination": setup.imagination.mode,
+            "parameters": int(sum(p.numel() for p in mr.model.parameters())),
+        },
+        "dataset": {
+            "path": str(Path(ds.path).resolve()), "num_episodes": ds.num_episodes, "num_rows": ds.num_rows,
+            "train_episodes": setup.train_episodes, "val_episodes": setup.val_episodes,
+            "env_id": ds.attrs.get("env_id"), "frame_size": [H, W],
+        },
+        "env": {"id": setup.env_id, "kwargs": setup.env_kwargs},
+    }
+
+
+def _write_run_config(setup: _Setup, net: GoalPolicyNet) -> None:
+    """Create the run directory and write its ``config.yaml`` (a new run only)."""
+    config = setup.config
+    runs.create_run_dir(setup.run_dir)
+    pixel = "final" if config.loss_steps == "final" else "k/sum(k)-weighted"
+    runs.write_config(setup.run_dir, {
+        "command": COMMAND,
+        "format": CONFIG_FORMAT,
+        "version": CONFIG_VERSION,
+        "created": runs.utc_timestamp(),
+        "run_dir": str(setup.run_dir.resolve()),
+        "command_line": provenance.command_line("train-through-model", config, exclude=("progress", "resume")),
+        "options": _json_safe(config.to_dict()),
+        **_records(setup),
+        "policy": net.config(),
+        "policy_parameters": int(sum(p.numel() for p in net.parameters())),
+        "loss": {"pixel": f"MSE of the {pixel} imagined frame(s) to the goal, averaged over "
+                          f"{config.loss_scales} 2x avg-pool levels",
+                 "action": f"{config.action_penalty} * mean((action scaled to [-1, 1])**2)"},
+        "seeding": "policy init: torch.manual_seed(seed); batch i: numpy.random.default_rng([seed, 0, i]); "
+                   "validation batch: default_rng([seed, 1, 0]); eval episode k: SeedSequence([eval_seed, k])",
+        "runtime": {"device": str(setup.device), "torch_threads": torch.get_num_threads(),
+                    "versions": provenance.package_versions()},
+    })
+
+
+class ThroughModelTask(TrainTask):
+    """The through-model policy's steps for :class:`visfore.core.trainer.Trainer`.
+
+    One trainer "epoch" is a block of iterations ending at the next multiple of
+    ``--val-every`` (or at the iteration target); its end validates on the fixed
+    validation batch. A batch is the iteration number ``i``: the start clips and goals of
+    iteration ``i`` are drawn from ``batch_rng(seed, i)``, so a resumed run trains on the
+    same batches. The loss curve and the validation history live in
+    ``TrainState.extra["curve"]`` / ``["validation"]`` (saved in every checkpoint).
+
+    Args:
+        setup: the loaded run (:func:`_prepare`).
+        net, optimizer: the policy and its Adam optimiser.
+        writer: a TensorBoard ``SummaryWriter`` (for ``val/goal_mse``).
+    """
+
+    def __init__(self, setup: _Setup, net: GoalPolicyNet, optimizer: torch.optim.Optimizer, writer: Any) -> None:
+        self.setup, self.config, self.net, self.optimizer, self.writer = setup, setup.config, net, optimizer, writer
+        self.total = total_iterations(self.config)
+        frames_v, actions_v, goals_v = setup.val_sampler.sample(batch_rng(self.config.seed, 0, stream=1),
+                                                                self.config.val_batch)
+        device = setup.device
+        self.val_batch = (_to_float(frames_v, device), torch.from_numpy(actions_v).to(device),
+                          _to_float(goals_v, device))
+        #: MSE of the validation start frames to their goals (the do-nothing baseline).
+        self.val_start_mse = float((self.val_batch[0][:, -1] - self.val_batch[2]).pow(2).mean())
+
+    # -- the blocks -----------------------------------------------------------------------
+    def block_end(self, start: int) -> int:
+        """The iteration where the block starting at ``start`` ends (is validated)."""
+        end = (start // int(self.config.val_every) + 1) * int(self.config.val_every)
+        return end if self.total is None else min(end, self.total)
+
+    def blocks_left(self, start: int) -> int:
+        """Blocks from iteration ``start`` to the target (a very large number without one)."""
+        if self.total is None:
+            return 2**62
+        n = 0
+        while start < self.total:
+            start, n = self.block_end(start), n + 1
+        return n
+
+    def epoch_batches(self, state: TrainState) -> Sequence[int]:
+        start = state.global_step - state.epoch_step
+        return range(start, self.block_end(start))
+
+    # -- one iteration --------------------------------------------------------------------
+    def _loss(self, frames0: torch.Tensor, actions0: torch.Tensor, goal: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        c = self.config
+        preds, acts = self.setup.imagination.rollout(self.net, frames0, actions0, goal, c.horizon,
+                                                     frames=c.policy_frames)
+        return goal_loss(preds, goal, self.net.scale_action(acts), steps=c.loss_steps, scales=c.loss_scales,
+                         action_penalty=c.action_penalty)
+
+    def train_step(self, batch: int, state: TrainState) -> StepResult:
+        iteration, c, device = int(batch), self.config, self.setup.device
+        f_np, a_np, g_np = self.setup.train_sampler.sample(batch_rng(c.seed, iteration), int(c.batch_size))
+        loss, parts = self._loss(_to_float(f_np, device), torch.from_numpy(a_np).to(device), _to_float(g_np, device))
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise VisforeError(f"the loss became {value} at iteration {iteration}; try a smaller --lr")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.net.parameters(), float(c.grad_clip))
+        self.optimizer.step()
+        curve = state.extra["curve"]
+        curve["iteration"].append(iteration + 1)
+        curve["loss"].append(value)
+        for key in ("pixel", "final_mse", "action"):
+            curve[key].append(parts[key])
+        return StepResult(loss=value, samples=int(c.batch_size), scalars={"train/final_mse": parts["final_mse"]})
+
+    # -- validation and checkpoints ---------------------------------------------------------
+    def validate(self, state: TrainState) -> dict[str, float]:
+        """Imagine the fixed validation batch (no gradients) at ``state.global_step``;
+        appends to ``state.extra["validation"]`` and returns ``val_goal_mse`` (full-resolution
+        MSE of the final imagined frame to the goal) and ``val_loss``."""
+        from visfore.worldmodels.model_run import sample_seed
+
+        self.net.eval()
+        with torch.no_grad(), sample_seed(self.config.seed if self.setup.mr.stochastic else None, self.setup.device):
+            loss, parts = self._loss(*self.val_batch)
+        self.net.train()
+        validation = state.extra["validation"]
+        validation["iteration"].append(state.global_step)
+        validation["goal_mse"].append(parts["final_mse"])
+        validation["loss"].append(float(loss))
+        if self.writer is not None:
+            self.writer.add_scalar("val/goal_mse", parts["final_mse"], state.global_step)
+        return {"val_goal_mse": parts["final_mse"], "val_loss": float(loss)}
+
+    def end_epoch(self, state: TrainState) -> dict[str, Any]:
+        return self.validate(state)
+
+    def save_checkpoint(self, paths: Sequence[Path], state: TrainState, record: Mapping[str, Any]) -> None:
+        history = {"curve": state.extra["curve"], "validation": state.extra["validation"]}
+        checkpoint = {
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "policy": {"config": self.net.config(), "state_dict": self.net.state_dict()},
+            "optimizer": self.optimizer.state_dict(),
+            "iteration": state.global_step,
+            "train_seconds": state.train_seconds,
+            "history": history,
+            "best_val_goal_mse": state.best if math.isfinite(state.best) else None,
+            "best_iteration": best_iteration(state.extra["validation"]),
+            "rng": {"torch": torch.get_rng_state()},
+            "config": _json_safe(self.config.to_dict()),
+        }
+        for path in paths:
+            runs.save_checkpoint(path, checkpoint)
+
+
+def best_iteration(validation: Mapping[str, Sequence[float]]) -> int | None:
+    """The iteration of the lowest validation goal MSE (the first one on ties), or None."""
+    values = list(validation.get("goal_mse") or [])
+    if not values:
+        return None
+    return int(validation["iteration"][int(np.argmin(values))])
+
+
+class _ValidatingCheckpointer(Checkpointer):
+    """:class:`~visfore.core.trainer.Checkpointer` that also validates where the loop stops
+    inside a block (time budget, Ctrl-C), so every checkpoint holds the validation at its
+    iteration and a resumed run starts a new block there."""
+
+    def save_validated(self, task: ThroughModelTask, state: TrainState) -> None:
+        """Validate at ``state.global_step``; save ``last`` (and ``best`` on a new best)."""
+        record: dict[str, Any] = task.validate(state)
+        paths = [self.last]
+        if record["val_goal_mse"] < state.best:
+            state.best = float(record["val_goal_mse"])
+            record["improved"] = True
+            if self.best is not None:
+                paths.append(Path(self.best))
+        task.save_checkpoint(paths, state, record)
+
+    def on_stop_mid_epoch(self, trainer: Trainer, state: TrainState) -> None:
+        self.save_validated(trainer.task, state)  # type: ignore[arg-type]
+
+
+class _IterationBar(Callback):
+    """The progress bar: iterations done of the target, the loss, the last validation."""
+
+    def __init__(self, console: Any, enabled: bool, total: int | None) -> None:
+        self.console, self.enabled, self.total = console, enabled, total
+        self.bar: Any = NoProgress(console)
+        self.task_id: Any = 0
+
+    def context(self) -> Any:
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(
+                TextColumn("iterations"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]:.5f}"), TextColumn("val goal MSE {task.fields[val]:.5f}"),
+                TimeElapsedColumn(), console=self.console,
+            )
+        return self.bar
+
+    def on_train_start(self, trainer: Trainer, state: TrainState) -> None:
+        goal_mse = state.extra["validation"]["goal_mse"]
+        self.task_id = self.bar.add_task("train", total=self.total, completed=state.global_step, loss=math.nan,
+                                         val=goal_mse[-1] if goal_mse else math.nan)
+
+    def on_step_end(self, trainer: Trainer, state: TrainState, result: StepResult) -> None:
+        self.bar.update(self.task_id, completed=state.global_step, loss=result.loss,
+                        val=state.extra["validation"]["goal_mse"][-1])
+
+
+def _initial_state(setup: _Setup, net: GoalPolicyNet, optimizer: torch.optim.Optimizer) -> TrainState:
+    """A fresh :class:`TrainState`, or (``--resume``) the one of ``checkpoints/last.pt``
+    with the policy, the optimiser and torch's RNG restored. Every checkpoint is taken at
+    a validated iteration, so a resumed run starts a new block there (``epoch_step`` 0)."""
+    empty = {"curve": {"iteration": [], "loss": [], "pixel": [], "final_mse": [], "action": []},
+             "validation": {"iteration": [], "goal_mse": [], "loss": []}}
+    if setup.saved is None:
+        return TrainState(extra=empty)
+    path = runs.last_checkpoint_path(setup.run_dir)
+    ckpt = runs.load_checkpoint(path, map_location=setup.device)
+    net.load_state_dict(_net_from_state(ckpt, path, setup.device).state_dict())
+    optimizer.load_state_dict(ckpt["optimizer"])
+    if isinstance(ckpt.get("rng"), dict) and ckpt["rng"].get("torch") is not None:
+        torch.set_rng_state(ckpt["rng"]["torch"].cpu())
+    history = ckpt["history"]
+    validation = {k: list(v) for k, v in history["validation"].items()}
+    best = ckpt.get("best_val_goal_mse")
+    return TrainState(
+        epoch=max(0, len(validation["iteration"]) - 1), global_step=int(ckpt["iteration"]),
+        train_seconds=float(ckpt.get("train_seconds", 0.0)), best=float(best) if best is not None else math.inf,
+        extra={"curve": {k: list(v) for k, v in history["curve"].items()}, "validation": validation},
+    )
+
+
+def _fit(setup: _Setup, task: ThroughModelTask, state: TrainState, writer: Any, console: Any) -> TrainState:
+    """Validate the starting point (iteration 0, or a resumed run without validations),
+    then train to the iteration target or the time budget (:class:`Trainer`).
+
+    Raises:
+        KeyboardInterrupt: after Ctrl-C, once ``checkpoints/last.pt`` holds the position.
+    """
+    config = setup.config
+    checkpointer = _ValidatingCheckpointer(runs.last_checkpoint_path(setup.run_dir),
+                                           runs.best_checkpoint_path(setup.run_dir), monitor="val_goal_mse")
+    if not state.extra["validation"]["iteration"]:
+        checkpointer.save_validated(task, state)  # the untrained baseline
+    callbacks = [StopOnInterrupt(), TimeBudget(config.time_budget), TensorBoardLogger(writer), checkpointer,
+                 _IterationBar(console, config.progress, task.total)]
+    trainer = Trainer(task, epochs=state.epoch + task.blocks_left(state.global_step), callbacks=callbacks)
+    try:
+        trainer.fit(state)
+    except KeyboardInterrupt:
+        if state.extra["validation"]["iteration"][-1] != state.global_step:  # a second Ctrl-C inside a step
+            checkpointer.save_validated(task, state)
+        log.warning("interrupted at iteration %d; saved %s/%s; continue with --resume %s", state.global_step,
+                    runs.CHECKPOINT_DIR, runs.LAST_CHECKPOINT, setup.run_dir)
+        raise
+    return state
+
+
+def _evaluate(setup: _Setup) -> tuple[dict[str, Any] | None, int]:
+    """Real-env episodes of the ``best`` policy (``--eval-episodes``), written to
+    ``eval/episodes.csv``; returns ``(summary or None, evaluation seed)``."""
+    config = setup.config
+    eval_seed = int(config.eval_seed if config.eval_seed is not None else config.seed)
+    if config.eval_episodes <= 0:
+        return None, eval_seed
+    assert setup.env_id is not None
+    policy = load_through_model_policy(setup.run_dir, device=setup.device, checkpoint="best")
+    episodes, summary = evaluate_in_env(
+        policy, setup.env_id, setup.env_kwargs, setup.image_size, episodes=int(config.eval_episodes),
+        seed=eval_seed, steps=config.eval_steps, success_threshold=config.success_threshold,
+        gif_dir=setup.run_dir / EVAL_DIR / "gifs" if config.gifs else None, progress=config.progress)
+    _write_episodes_csv(setup.run_dir / EVAL_DIR / EPISODES_CSV, episodes)
+    return summary, eval_seed
+
+
+def _metrics(setup: _Setup, task: ThroughModelTask, state: TrainState, session: Mapping[str, Any],
+             wall_seconds: float, eval_summary: dict[str, Any] | None, eval_seed: int) -> dict[str, Any]:
+    """The content of ``metrics.json`` (see :func:`train_through_model`)."""
+    config, validation, iteration = setup.config, state.extra["validation"], state.global_step
+    return {
+        "command": COMMAND,
+        "run_dir": str(setup.run_dir),
+        "iterations": iteration,
+        "train_seconds": state.train_seconds,
+        "seconds_per_iteration": state.train_seconds / iteration if iteration else None,
+        "session": dict(session),
+        "wall_seconds": wall_seconds,
+        "horizon": config.horizon,
+        "batch_size": config.batch_size,
+        "val_start_mse": task.val_start_mse,
+        "best_val_goal_mse": state.best if math.isfinite(state.best) else None,
+        "best_iteration": best_iteration(validation),
+        "final_val_goal_mse": validation["goal_mse"][-1],
+        "validation": validation,
+        "loss_curve": state.extra["curve"],
+        **_records(setup),
+        "eval": None if eval_summary is None else {
+            "checkpoint": "best",
+            "episodes": int(config.eval_episodes),
+            "seed": eval_seed,
+            "steps": config.eval_steps,
+            "seeding": "episode k reset with SeedSequence([seed, k]) (visfore.planning.goal_reaching, as visfore plan)",
+            "csv": f"{EVAL_DIR}/{EPISODES_CSV}",
+            "summary": eval_summary,
+        },
+    }
 
 
 def train_through_model(config: ThroughModelConfig) -> dict[str, Any]:
@@ -867,7 +1165,7 @@ def train_through_model(config: ThroughModelConfig) -> dict[str, Any]:
     write a run directory, return the metrics.
 
     Args:
-        config: the options (:class:`ThroughModelConfig`).
+        config: the options (:class:`~visfore.planning.config.ThroughModelConfig`).
 
     Returns:
         The content of ``metrics.json``: ``iterations``, ``train_seconds``,
@@ -876,7 +1174,7 @@ def train_through_model(config: ThroughModelConfig) -> dict[str, Any]:
         ``goal_mse``, ``loss`` every ``val_every``), ``val_start_mse``,
         ``best_val_goal_mse`` / ``best_iteration``, ``eval`` (the summary of
         :func:`visfore.planning.goal_reaching.summarize_goal_episodes` for the policy, or None),
-        ``model`` and ``env`` records, ``run_dir``.
+        ``model`` and ``env`` records, ``session``, ``run_dir``.
 
     Raises:
         VisforeError: bad options, not a model run, an unusable dataset or env -- all before
@@ -891,304 +1189,46 @@ def train_through_model(config: ThroughModelConfig) -> dict[str, Any]:
         torch.set_num_threads(threads)  # the API must not leave the process changed
 
 
-def _train(config: ThroughModelConfig) -> dict[str, Any]:  # noqa: C901 - a linear pipeline
-    from visfore.data.clips import load_clip_source
-    from visfore.worldmodels.model_run import load_model_run, sample_seed
-    from visfore.worldmodels.train_model import _StopFlag, select_device
-
-    t_begin = time.monotonic()
-    console = _console(config.progress)
-    saved: dict[str, Any] | None = None
-    ignored: list[str] = []
-    if config.resume is not None:
-        config, saved, ignored = _resolve_resume(config)
-    validate_config(config)
-    assert config.through_model is not None
-    device = select_device(config.device)
-    if config.num_threads:
-        torch.set_num_threads(int(config.num_threads))
-
-    # -- the model, its data, the env: everything checked before anything is written ----
-    mr = load_model_run(config.through_model, config.model_checkpoint, device=device)
-    ds = mr.open_dataset(config.data)
-    env_id, env_kwargs = _resolve_env(config, ds.attrs)
-    low, high = scale_action_box(*mr.action_bounds(ds), float(config.action_scale))
-    H, W = mr.image_size
-    if config.eval_episodes > 0:
-        from visfore.planning.goal_reaching import make_goal_env
-
-        env = make_goal_env(env_id, env_kwargs, (H, W))
-        try:
-            shape = tuple(env.action_space.shape)
-        finally:
-            env.close()
-        if shape != (mr.action_dim,):
-            raise VisforeError(f"{env_id} has actions of shape {shape} but the model takes ({mr.action_dim},)")
-    if saved is None:
-        run_dir = runs.resolve_run_dir(COMMAND, name=config.name, root=config.out_dir)
-        runs.check_run_dir(run_dir, resume=False)
-    else:
-        run_dir = Path(config.resume)  # type: ignore[arg-type]
-    source = load_clip_source(ds)
-    all_eps = list(range(source.num_episodes))
-    train_eps = [e for e in mr.train_episodes if e < source.num_episodes] or all_eps
-    val_eps = [e for e in mr.val_episodes if e < source.num_episodes] or train_eps
-    train_sampler = _sampler(source, train_eps, mr.context, "training")
-    val_sampler = _sampler(source, val_eps, mr.context, "validation")
-    imagination = Imagination(mr.model, mr.context)
-
-    torch.manual_seed(int(config.seed))
-    net = GoalPolicyNet(net=config.policy_net, image_size=(H, W), action_dim=mr.action_dim,
-                        action_low=low, action_high=high, frames=config.policy_frames,
-                        prev_action=config.prev_action, hidden=config.hidden, mlp_size=config.mlp_size).to(device)
-    optimizer = torch.optim.Adam(net.parameters(), lr=float(config.lr))
-    iteration, train_seconds = 0, 0.0
-    curve: dict[str, list[float]] = {"iteration": [], "loss": [], "pixel": [], "final_mse": [], "action": []}
-    validation: dict[str, list[float]] = {"iteration": [], "goal_mse": [], "loss": []}
-    best, best_iteration = math.inf, None
-    if saved is not None:
-        state = runs.load_checkpoint(runs.last_checkpoint_path(run_dir), map_location=device)
-        loaded = _net_from_state(state, runs.last_checkpoint_path(run_dir), device)
-        net.load_state_dict(loaded.state_dict())
-        net.train()
-        optimizer.load_state_dict(state["optimizer"])
-        iteration, train_seconds = int(state["iteration"]), float(state.get("train_seconds", 0.0))
-        curve = {k: list(v) for k, v in state["history"]["curve"].items()}
-        validation = {k: list(v) for k, v in state["history"]["validation"].items()}
-        best = float(state.get("best_val_goal_mse") if state.get("best_val_goal_mse") is not None else math.inf)
-        best_iteration = state.get("best_iteration")
-        if isinstance(state.get("rng"), dict) and state["rng"].get("torch") is not None:
-            torch.set_rng_state(state["rng"]["torch"].cpu())
-    net.train()
-
-    frames_v, actions_v, goals_v = val_sampler.sample(batch_rng(config.seed, 0, stream=1), config.val_batch)
-    val_batch = (_to_float(frames_v, device), torch.from_numpy(actions_v).to(device), _to_float(goals_v, device))
-    val_start_mse = float((val_batch[0][:, -1] - val_batch[2]).pow(2).mean())
-
-    def validate() -> tuple[float, float]:
-        net.eval()
-        with torch.no_grad(), sample_seed(config.seed if mr.stochastic else None, device):
-            preds, acts = imagination.rollout(net, *val_batch, config.horizon, frames=config.policy_frames)
-            loss, parts = goal_loss(preds, val_batch[2], net.scale_action(acts), steps=config.loss_steps,
-                                    scales=config.loss_scales, action_penalty=config.action_penalty)
-        net.train()
-        return parts["final_mse"], float(loss)
-
-    model_record = {
-        "run_dir": str(Path(mr.run_dir).resolve()), "checkpoint": mr.checkpoint, "name": mr.model_name,
-        "epoch": mr.epoch, "context": mr.context, "trained_horizon": mr.horizon, "image_size": [H, W],
-        "action_dim": mr.action_dim, "stochastic": mr.stochastic, "imagination": imagination.mode,
-        "parameters": int(sum(p.numel() for p in mr.model.parameters())),
-    }
-    dataset_record = {
-        "path": str(Path(ds.path).resolve()), "num_episodes": ds.num_episodes, "num_rows": ds.num_rows,
-        "train_episodes": len(train_eps), "val_episodes": len(val_eps),
-        "env_id": ds.attrs.get("env_id"), "frame_size": [H, W],
-    }
-    env_record = {"id": env_id, "kwargs": env_kwargs}
-
-    # -- run directory (first write) -----------------------------------------------------
-    if saved is None:
-        runs.create_run_dir(run_dir)
-        record = {
-            "command": COMMAND,
-            "format": CONFIG_FORMAT,
-            "version": CONFIG_VERSION,
-            "created": runs.utc_timestamp(),
-            "run_dir": str(run_dir.resolve()),
-            "command_line": shlex.join(["visfore", *sys.argv[1:]]) if Path(sys.argv[0]).name == "visfore"
-            else shlex.join(sys.argv),
-            "options": _json_safe(config.to_dict()),
-            "model": model_record,
-            "dataset": dataset_record,
-            "env": env_record,
-            "policy": net.config(),
-            "policy_parameters": int(sum(p.numel() for p in net.parameters())),
-            "loss": {"pixel": f"MSE of the {'final' if config.loss_steps == 'final' else 'k/sum(k)-weighted'} "
-                              f"imagined frame(s) to the goal, averaged over {config.loss_scales} 2x avg-pool levels",
-                     "action": f"{config.action_penalty} * mean((action scaled to [-1, 1])**2)"},
-            "seeding": "policy init: torch.manual_seed(seed); batch i: numpy.random.default_rng([seed, 0, i]); "
-                       "validation batch: default_rng([seed, 1, 0]); eval episode k: SeedSequence([eval_seed, k])",
-            "runtime": {"device": str(device), "torch_threads": torch.get_num_threads(),
-                        "versions": _package_versions()},
-        }
-        runs.write_config(run_dir, record)
-    else:
-        runs.ensure_run_subdirs(run_dir)
-        for line in ignored:
-            _warn(f"--resume: ignored {line}")
-
+def _train(config: ThroughModelConfig) -> dict[str, Any]:
+    """The pipeline: prepare (no writes) -> run directory -> train -> evaluate -> metrics."""
     from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(log_dir=str(run_dir / "logs"), purge_step=iteration if saved is not None else None)
+    from visfore.core.console import stdout_console
 
-    def checkpoint(paths: Sequence[Path]) -> None:
-        state = {
-            "format": CHECKPOINT_FORMAT,
-            "version": CHECKPOINT_VERSION,
-            "policy": {"config": net.config(), "state_dict": net.state_dict()},
-            "optimizer": optimizer.state_dict(),
-            "iteration": iteration,
-            "train_seconds": train_seconds,
-            "history": {"curve": curve, "validation": validation},
-            "best_val_goal_mse": best if math.isfinite(best) else None,
-            "best_iteration": best_iteration,
-            "rng": {"torch": torch.get_rng_state()},
-            "config": _json_safe(config.to_dict()),
-        }
-        for path in paths:
-            runs.save_checkpoint(path, state)
-
-    def validate_and_save() -> float:
-        """Validate at ``iteration``; save last.pt (and best.pt on a new best)."""
-        nonlocal best, best_iteration
-        goal_mse, val_loss = validate()
-        validation["iteration"].append(iteration)
-        validation["goal_mse"].append(goal_mse)
-        validation["loss"].append(val_loss)
-        writer.add_scalar("val/goal_mse", goal_mse, iteration)
-        paths = [runs.last_checkpoint_path(run_dir)]
-        if goal_mse < best:
-            best, best_iteration = goal_mse, iteration
-            paths.append(runs.best_checkpoint_path(run_dir))
-        checkpoint(paths)
-        return goal_mse
-
-    # -- training ---------------------------------------------------------------------
-    total = total_iterations(config)
-    budget_s = float(config.time_budget) * 60.0 if config.time_budget is not None else None
-    stop = _StopFlag()
-    interrupted = False
-    session_start = iteration
-    if saved is not None:
-        console.print(f"resuming {run_dir} at iteration {iteration}" + (f"/{total}" if total else ""))
-    if saved is None or not validation["iteration"]:
-        validate_and_save()  # iteration 0 (or the resumed state): the untrained baseline
-    t_session = time.monotonic()
-    B = int(config.batch_size)
-    with stop.catch_sigint(), _train_progress(console, config.progress) as bar:
-        task = bar.add_task("train", total=total, completed=iteration, loss=math.nan,
-                            val=validation["goal_mse"][-1] if validation["goal_mse"] else math.nan)
-        try:
-            while True:
-                if total is not None and iteration >= total:
-                    break
-                if budget_s is not None and time.monotonic() - t_session >= budget_s:
-                    break
-                if stop.requested:
-                    interrupted = True
-                    break
-                t0 = time.monotonic()
-                f_np, a_np, g_np = train_sampler.sample(batch_rng(config.seed, iteration), B)
-                frames0, goal = _to_float(f_np, device), _to_float(g_np, device)
-                actions0 = torch.from_numpy(a_np).to(device)
-                preds, acts = imagination.rollout(net, frames0, actions0, goal, config.horizon,
-                                                  frames=config.policy_frames)
-                loss, parts = goal_loss(preds, goal, net.scale_action(acts), steps=config.loss_steps,
-                                        scales=config.loss_scales, action_penalty=config.action_penalty)
-                value = float(loss.detach())
-                if not math.isfinite(value):
-                    raise VisforeError(f"the loss became {value} at iteration {iteration}; try a smaller --lr")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(net.parameters(), float(config.grad_clip))
-                optimizer.step()
-                iteration += 1
-                train_seconds += time.monotonic() - t0
-                curve["iteration"].append(iteration)
-                curve["loss"].append(value)
-                for key in ("pixel", "final_mse", "action"):
-                    curve[key].append(parts[key])
-                writer.add_scalar("train/loss", value, iteration)
-                writer.add_scalar("train/final_mse", parts["final_mse"], iteration)
-                if iteration % int(config.val_every) == 0:
-                    validate_and_save()
-                bar.update(task, completed=iteration, loss=value, val=validation["goal_mse"][-1])
-        except KeyboardInterrupt:
-            interrupted = True
-    if validation["iteration"][-1] != iteration:
-        validate_and_save()
-    writer.flush()
-    writer.close()
-    if interrupted:
-        _warn(f"interrupted at iteration {iteration}; saved {runs.CHECKPOINT_DIR}/{runs.LAST_CHECKPOINT}; "
-              f"continue with --resume {run_dir}")
-        raise KeyboardInterrupt
-    session_iterations = iteration - session_start
-    session_seconds = time.monotonic() - t_session
-
-    # -- evaluation in the real env -------------------------------------------------------
-    eval_summary = None
-    eval_seed = int(config.eval_seed if config.eval_seed is not None else config.seed)
-    if config.eval_episodes > 0:
-        assert env_id is not None
-        policy = load_through_model_policy(run_dir, device=device, checkpoint="best")
-        episodes, eval_summary = evaluate_in_env(
-            policy, env_id, env_kwargs, (H, W), episodes=int(config.eval_episodes), seed=eval_seed,
-            steps=config.eval_steps, success_threshold=config.success_threshold,
-            gif_dir=run_dir / EVAL_DIR / "gifs" if config.gifs else None, progress=config.progress)
-        _write_episodes_csv(run_dir / EVAL_DIR / EPISODES_CSV, episodes)
-
-    metrics: dict[str, Any] = {
-        "command": COMMAND,
-        "run_dir": str(run_dir),
-        "iterations": iteration,
-        "train_seconds": train_seconds,
-        "seconds_per_iteration": train_seconds / iteration if iteration else None,
-        "session": {"iterations": session_iterations, "seconds": session_seconds,
-                    "resumed": saved is not None},
-        "wall_seconds": time.monotonic() - t_begin,
-        "horizon": config.horizon,
-        "batch_size": config.batch_size,
-        "val_start_mse": val_start_mse,
-        "best_val_goal_mse": best if math.isfinite(best) else None,
-        "best_iteration": best_iteration,
-        "final_val_goal_mse": validation["goal_mse"][-1],
-        "validation": validation,
-        "loss_curve": curve,
-        "model": model_record,
-        "dataset": dataset_record,
-        "env": env_record,
-        "eval": None if eval_summary is None else {
-            "checkpoint": "best",
-            "episodes": int(config.eval_episodes),
-            "seed": eval_seed,
-            "steps": config.eval_steps,
-            "seeding": "episode k reset with SeedSequence([seed, k]) (visfore.planning.goal_reaching, as visfore plan)",
-            "csv": f"{EVAL_DIR}/{EPISODES_CSV}",
-            "summary": eval_summary,
-        },
-    }
-    runs.write_json(run_dir / runs.METRICS_NAME, _json_safe(metrics))
-    if config.progress:
-        print_summary(metrics, console)
+    t_begin = time.monotonic()
+    setup = _prepare(config)
+    config = setup.config
+    torch.manual_seed(int(config.seed))
+    net = GoalPolicyNet(net=config.policy_net, image_size=setup.image_size, action_dim=setup.mr.action_dim,
+                        action_low=setup.low, action_high=setup.high, frames=config.policy_frames,
+                        prev_action=config.prev_action, hidden=config.hidden,
+                        mlp_size=config.mlp_size).to(setup.device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=float(config.lr))
+    state = _initial_state(setup, net, optimizer)
+    net.train()
+    if setup.saved is None:
+        _write_run_config(setup, net)
+    else:
+        runs.ensure_run_subdirs(setup.run_dir)
+        for line in setup.ignored:
+            log.warning("--resume: ignored %s", line)
+        log.info("resuming %s at iteration %d", setup.run_dir, state.global_step)
+    writer = SummaryWriter(log_dir=str(setup.run_dir / "logs"),
+                           purge_step=state.global_step if setup.saved is not None else None)
+    task = ThroughModelTask(setup, net, optimizer, writer)
+    session_start, t_session = state.global_step, time.monotonic()
+    console = stdout_console(quiet=not config.progress, highlight=False)
+    try:
+        _fit(setup, task, state, writer, console)
+    finally:
+        writer.flush()
+        writer.close()
+    session = {"iterations": state.global_step - session_start, "seconds": time.monotonic() - t_session,
+               "resumed": setup.saved is not None}
+    eval_summary, eval_seed = _evaluate(setup)
+    metrics = _metrics(setup, task, state, session, time.monotonic() - t_begin, eval_summary, eval_seed)
+    runs.write_json(setup.run_dir / runs.METRICS_NAME, _json_safe(metrics))
     return metrics
-
-
-class _NoBar:
-    def add_task(self, *args: Any, **kwargs: Any) -> int:
-        return 0
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def __enter__(self) -> "_NoBar":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        pass
-
-
-def _train_progress(console: Any, enabled: bool) -> Any:
-    if not enabled:
-        return _NoBar()
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(
-        TextColumn("iterations"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.5f}"), TextColumn("val goal MSE {task.fields[val]:.5f}"),
-        TimeElapsedColumn(), console=console,
-    )
 
 
 def print_summary(metrics: Mapping[str, Any], console: Any = None) -> None:
