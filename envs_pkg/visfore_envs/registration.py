@@ -26,11 +26,8 @@ _SPECS: dict[str, tuple[str, int]] = {
     "PerturbWalker2dBullet-v0": ("visfore_envs.bullet:BulletWalker2dEnv", 1000),
     "PerturbAntBullet-v0": ("visfore_envs.bullet:BulletAntEnv", 1000),
     "PerturbHalfCheetahBullet-v0": ("visfore_envs.bullet:BulletHalfCheetahEnv", 1000),
-    # A learned simulator: frames predicted by a `visfore train-model` checkpoint. The entry
-    # point lives in the `visfore` distribution (torch); gym.make imports it lazily, so
-    # importing visfore_envs stays torch-free, and gym.make("LearnedSim-v0", run=...) fails
-    # with the import error when `visfore` is not installed.
-    "LearnedSim-v0": ("visfore.worldmodels.learned_sim:LearnedSimEnv", 50),
+    # LearnedSim-v0 (frames of a learned model) is registered by the `visfore` distribution
+    # (visfore.worldmodels.learned_sim:register, its gymnasium.envs entry point), not here.
 }
 
 #: Every registered id, in a stable order.

@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image, ImageSequence
 
-import visfore_envs  # noqa: F401  (registers LearnedSim-v0)
+import visfore.worldmodels.learned_sim  # noqa: F401  (registers LearnedSim-v0)
 from visfore_cli_testutils import invoke as _cli, one_error_line as _one_error_line
 from visfore.data.dataset import DatasetWriter
 from visfore.core.errors import VisforeError
@@ -386,3 +386,31 @@ def test_play_model_with_a_policy_run(model_run_dir: Path, tmp_path: Path, headl
     assert "takes observations (14,)" in line and not out.exists()
     line = _one_error_line(_cli("play-model", model_run_dir, "--policy", "nonsense", "--out", out))
     assert "--policy must be keyboard, random or a train-policy run directory" in line
+
+
+def test_learned_sim_is_registered_by_the_visfore_distribution(model_run_dir: Path):
+    """A fresh process with only gymnasium imported: the module-qualified id (gymnasium 1.x)
+    and the distribution's gymnasium.envs entry point both give LearnedSim-v0; the env
+    package itself does not register it."""
+    import subprocess
+    import sys
+
+    code = f"""
+import sys
+from importlib.metadata import entry_points
+import gymnasium as gym
+import visfore_envs
+assert "LearnedSim-v0" not in gym.registry, "registered by the env package"
+env = gym.make("visfore.worldmodels.learned_sim:LearnedSim-v0", run={str(model_run_dir)!r})
+obs, _ = env.reset(seed=0)
+assert obs.shape == ({SIZE}, {SIZE}, 3) and env.spec.max_episode_steps == 50
+env.close()
+(ep,) = [e for e in entry_points(group="gymnasium.envs") if e.name == "visfore"]
+assert ep.value == "visfore.worldmodels.learned_sim:register"
+del gym.registry["LearnedSim-v0"]
+ep.load()()
+assert gym.spec("LearnedSim-v0").entry_point == "visfore.worldmodels.learned_sim:LearnedSimEnv"
+print("ok")
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]

@@ -4,11 +4,18 @@ The env is a *learned simulator of frames*: it starts from real frames of a data
 then shows what the model of a ``visfore train-model`` run predicts for the actions it is
 given. It has no physics, no state and no reward of its own.
 
-Registration: ``visfore_envs`` registers the id with the entry point string
-``"visfore.worldmodels.learned_sim:LearnedSimEnv"`` and a ``TimeLimit`` of 50 steps, without importing
-torch or this module; ``gym.make("LearnedSim-v0", run=RUN_DIR)`` imports it on first use,
-so the ``visfore`` distribution (with torch) must be installed, else ``gym.make`` raises
-the import error. ``gym.make("LearnedSim-v0", run=..., max_steps=N, max_episode_steps=N)``
+Registration: the ``visfore`` distribution registers the id (the env package
+``visfore_envs`` knows nothing of it): :func:`register` adds ``LearnedSim-v0`` with the
+entry point ``"visfore.worldmodels.learned_sim:LearnedSimEnv"`` and a ``TimeLimit`` of 50
+steps. It runs when this module is imported, and it is declared as the distribution's
+``gymnasium.envs`` entry point (``pyproject.toml``), the plugin group that gymnasium before
+1.0 loaded on ``import gymnasium``. Gymnasium 1.x no longer loads plugins; there, with only
+``import gymnasium``, use the module-qualified id, which imports this module first::
+
+    gym.make("visfore.worldmodels.learned_sim:LearnedSim-v0", run=RUN_DIR)
+
+(or ``import visfore.worldmodels.learned_sim`` once, then ``gym.make("LearnedSim-v0", ...)``).
+Torch is imported only when an env is made. ``gym.make("LearnedSim-v0", run=..., max_steps=N, max_episode_steps=N)``
 changes the episode length (``max_steps`` is the env's own limit, ``max_episode_steps`` the
 registration's TimeLimit; the smaller one wins).
 
@@ -66,7 +73,22 @@ from gymnasium import spaces
 
 from visfore.core.errors import VisforeError
 
-__all__ = ["LearnedSimEnv"]
+__all__ = ["ENV_ID", "LearnedSimEnv", "register"]
+
+#: The gymnasium id.
+ENV_ID = "LearnedSim-v0"
+#: Its ``TimeLimit`` (steps), as the reacher datasets' episodes.
+MAX_EPISODE_STEPS = 50
+
+
+def register() -> None:
+    """Register :data:`ENV_ID` with gymnasium (a no-op when it is registered already).
+
+    The ``gymnasium.envs`` entry point of the ``visfore`` distribution; also run on import.
+    """
+    if ENV_ID not in gym.registry:
+        gym.register(id=ENV_ID, entry_point="visfore.worldmodels.learned_sim:LearnedSimEnv",
+                     max_episode_steps=MAX_EPISODE_STEPS)
 
 
 class LearnedSimEnv(gym.Env):
@@ -265,3 +287,6 @@ class LearnedSimEnv(gym.Env):
     def close(self) -> None:
         """Nothing to free: the model and the dataset handle are dropped with the env."""
         super().close()
+
+
+register()

@@ -219,7 +219,7 @@ def play_model(
     """
     import gymnasium as gym
 
-    import visfore_envs  # noqa: F401  (registers LearnedSim-v0)
+    from visfore.worldmodels import learned_sim  # noqa: F401  (registers LearnedSim-v0)
     from visfore.worldmodels.predict import check_animation_path, save_animation
 
     say = echo or (lambda _msg: None)
