@@ -195,9 +195,9 @@ def env_class_for(env_id: str) -> type:
     import gymnasium as gym
     from gymnasium.envs.registration import load_env_creator
 
-    from visfore.data.envs import _import_visfore_envs
+    from visfore.data.envs import visfore_env_ids
 
-    _import_visfore_envs()
+    visfore_env_ids()  # imports visfore_envs, which registers its ids
     try:
         spec = gym.spec(env_id)
     except Exception:  # gymnasium raises NameNotFound / VersionNotFound / Error subclasses
