@@ -198,7 +198,7 @@ def test_bad_input_is_one_line(tiny_runs, tmp_path):
     assert "not a directory" in _error(["--policy", str(tmp_path / "nope"), "--translator", str(translator)])
     assert "trained on ReacherPlane-v0" in _error(["--env", "MimicHumanoid-v0", "--policy", str(policy),
                                                   "--translator", str(translator)])
-    assert "unknown mimic env" in _error(["--env", "Hopper-v5", "--policy", str(policy), "--translator", str(translator)])
+    assert "--env must be one of MimicReacher-v0, MimicHumanoid-v0" in _error(["--env", "Hopper-v5", "--policy", str(policy), "--translator", str(translator)])
     # a translator for another frame size than the image
     big = tmp_path / "big.png"
     iio.imwrite(big, np.zeros((64, 64, 3), np.uint8))
