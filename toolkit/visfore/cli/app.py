@@ -9,7 +9,6 @@ warnings through :mod:`logging`; :func:`setup_logging` shows them on stderr with
 from __future__ import annotations
 
 import logging
-import sys
 from typing import Any
 
 import typer
@@ -47,6 +46,7 @@ class VisforeGroup(TyperGroup):
                 "--model" + a[len(_THROUGH_MODEL_FLAG):] if a.startswith(_THROUGH_MODEL_FLAG) else a
                 for a in args[1:]
             ]
+            setup_logging()
             log.warning("`visfore train-policy --through-model RUN` is deprecated; "
                         "use `visfore train-through-model --model RUN`")
         return super().parse_args(ctx, args)
@@ -62,7 +62,8 @@ def setup_logging(verbose: bool = False) -> None:
     for handler in list(logger.handlers):
         if getattr(handler, "_visfore", False):
             logger.removeHandler(handler)
-    handler = RichHandler(console=Console(file=sys.stderr, stderr=True), show_time=False, show_path=False,
+    # Console(stderr=True) looks sys.stderr up at each write (CliRunner swaps it per call).
+    handler = RichHandler(console=Console(stderr=True), show_time=False, show_path=False,
                           markup=False, rich_tracebacks=False)
     handler._visfore = True  # type: ignore[attr-defined]
     handler.setFormatter(logging.Formatter("%(message)s"))
