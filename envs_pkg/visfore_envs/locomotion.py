@@ -219,7 +219,7 @@ class PerturbLocomotionEnv(VisforeMujocoEnv, EzPickle):
     Subclasses set :attr:`robot`, :attr:`xml_name` and :attr:`v5_defaults`, and implement
     :meth:`_v5_observation`, :meth:`_v5_is_healthy` and :meth:`_v5_reward`.
 
-    Keyword-only args:
+    Keyword Args:
         perturbation: fixed factors ``{key: factor}`` (None = nominal).
         randomize: ranges drawn at every reset (None = fixed perturbation).
         scale_healthy_z: scale the healthy height range by the standing-height ratio.
@@ -754,8 +754,8 @@ class PerturbHopperEnv(_PlanarWalker):
     Observation ``"state"``: Box(-inf, inf, (11,), float64): qpos[1:] (z in m, torso
     angle, thigh/leg/foot angles in rad) and qvel clipped to [-10, 10]. Action: Box(-1, 1,
     (3,), float32), torques of thigh, leg and foot (gear 200). Reward: forward velocity
-    (m/s) + 1 when healthy - 1e-3 |a|^2; terminates when unhealthy (z <= 0.7 m x height
-    ratio, |torso angle| >= 0.2 rad, or any state beyond +-100). ``dt`` = 0.008 s.
+    (m/s) + 1 when healthy - 1e-3 ``|a|^2``; terminates when unhealthy (z <= 0.7 m x height
+    ratio, ``|torso angle|`` >= 0.2 rad, or any state beyond +-100). ``dt`` = 0.008 s.
     Parts: ``torso``, ``thigh``, ``leg``, ``foot`` (the seed-003 Ltorso..Wfoot).
     """
 
@@ -779,8 +779,8 @@ class PerturbWalker2dEnv(_PlanarWalker):
 
     Observation ``"state"``: Box(-inf, inf, (17,), float64): qpos[1:] and qvel clipped to
     [-10, 10]. Action: Box(-1, 1, (6,), float32) (gear 100). Reward: forward velocity + 1
-    when healthy - 1e-3 |a|^2; terminates when z leaves (0.8, 2.0) m (x height ratio) or
-    |torso angle| >= 1 rad. Parts: ``torso``, ``thigh``, ``leg``, ``foot`` (both legs).
+    when healthy - 1e-3 ``|a|^2``; terminates when z leaves (0.8, 2.0) m (x height ratio) or
+    ``|torso angle|`` >= 1 rad. Parts: ``torso``, ``thigh``, ``leg``, ``foot`` (both legs).
     """
 
     robot = "walker2d"
@@ -802,8 +802,8 @@ class PerturbAntEnv(PerturbLocomotionEnv):
 
     Observation ``"state"``: Box(-inf, inf, (105,), float64): qpos[2:] (13), qvel (14) and
     the external contact forces ``cfrc_ext[1:]`` clipped to [-1, 1] (78). Action: Box(-1,
-    1, (8,), float32) (gear 150). Reward: torso x velocity + 1 when healthy - 0.5 |a|^2 -
-    5e-4 |cfrc_ext|^2; terminates when the torso z leaves [0.2, 1.0] m (x height ratio).
+    1, (8,), float32) (gear 150). Reward: torso x velocity + 1 when healthy - 0.5 ``|a|^2`` -
+    5e-4 ``|cfrc_ext|^2``; terminates when the torso z leaves [0.2, 1.0] m (x height ratio).
     Parts: ``torso`` (width, mass), ``hip``, ``thigh``, ``shin`` (all four legs).
     """
 
@@ -887,7 +887,7 @@ class PerturbHalfCheetahEnv(PerturbLocomotionEnv):
     at nominal.
 
     Observation ``"state"``: Box(-inf, inf, (17,), float64): qpos[1:] and qvel. Action:
-    Box(-1, 1, (6,), float32). Reward: forward velocity - 0.1 |a|^2; never terminates.
+    Box(-1, 1, (6,), float32). Reward: forward velocity - 0.1 ``|a|^2``; never terminates.
     Parts: ``torso`` (with the head), ``bthigh``, ``bshin``, ``bfoot``, ``fthigh``,
     ``fshin``, ``ffoot``. (v5's total mass of 14 kg holds at nominal, set after compiling,
     :data:`V5_TOTAL_MASS`; a perturbed cheetah keeps the nominal densities instead, so its

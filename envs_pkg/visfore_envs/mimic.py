@@ -258,10 +258,12 @@ class MimicEnv(KeypointTargetEnv):
     :attr:`leader_distance`, :attr:`robot_camera`, :attr:`default_camera` (the view of the
     pair), the hold defaults, and :meth:`_write_leader_proprio`.
 
-    Keyword-only args (besides those of :class:`~visfore_envs.core.KeypointTargetEnv`, all
+    Keyword-only, besides those of :class:`~visfore_envs.core.KeypointTargetEnv`, all
     accepted: ``obs_mode``, ``reward_mode``, ``rewards``, ``reward_fn``,
     ``goal_conditioned``, ``potential_shaping``, weights, ``success_threshold``, ``width``,
-    ``height``, ``camera`` and the free-camera values, ``frame_skip``, ``render_mode``):
+    ``height``, ``camera`` and the free-camera values, ``frame_skip``, ``render_mode``.
+
+    Keyword Args:
         leader: ``"hold"`` (default), ``"trajectory"`` or a callable ``fn(t, rng) -> qpos``
             (module docstring). Anything else: ValueError.
         hold_steps: steps per held pose of ``leader="hold"`` (integer >= 1; None: the class

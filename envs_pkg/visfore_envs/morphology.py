@@ -274,6 +274,7 @@ def parse_ranges(
     Args:
         morph: the robot.
         spec: one of
+
             * a preset name from :data:`PRESETS`;
             * ``(low, high)`` or ``"LOW-HIGH"``: every body-part length and width factor
               drawn independently from [low, high];

@@ -214,7 +214,7 @@ class BulletLocomotionEnv(gym.Env, EzPickle):
     Args:
         robot: ``"hopper"``, ``"walker2d"``, ``"ant"`` or ``"half_cheetah"``.
 
-    Keyword-only args:
+    Keyword Args:
         perturbation: fixed factors ``{key: factor}`` (None = nominal); the keys of
             :meth:`visfore_envs.morphology.RobotMorphology.keys` or their aliases.
         randomize: ranges a new perturbation is drawn from at every reset with the env's
@@ -916,7 +916,7 @@ class BulletHopperEnv(BulletLocomotionEnv):
     """PyBullet Hopper (``PerturbHopperBullet-v0``): pybullet_envs' HopperBulletEnv.
 
     Observation 15 floats, action 3 (thigh, leg, foot; power 0.75 x 100); alive while the
-    torso is above 0.8 m (x height ratio) and |pitch| < 1 rad, else the episode ends.
+    torso is above 0.8 m (x height ratio) and ``|pitch|`` < 1 rad, else the episode ends.
     Parts: torso, thigh, leg, foot. See :class:`BulletLocomotionEnv` for the arguments.
     """
 
@@ -930,7 +930,7 @@ class BulletWalker2dEnv(BulletLocomotionEnv):
     """PyBullet Walker2d (``PerturbWalker2dBullet-v0``): pybullet_envs' Walker2DBulletEnv.
 
     Observation 22 floats, action 6 (power 0.40 x 100, feet x 30); alive while the torso
-    is above 0.8 m (x height ratio) and |pitch| < 1 rad. Parts: torso, thigh, leg, foot
+    is above 0.8 m (x height ratio) and ``|pitch|`` < 1 rad. Parts: torso, thigh, leg, foot
     (both legs). See :class:`BulletLocomotionEnv` for the arguments.
     """
 
@@ -959,7 +959,7 @@ class BulletHalfCheetahEnv(BulletLocomotionEnv):
     HalfCheetahBulletEnv.
 
     Observation 26 floats (6 contacts: ffoot, fshin, fthigh, bfoot, bshin, bthigh), action
-    6 (power 0.90 x 120/90/60/140/60/30); alive (+1) while |pitch| < 1 rad and no shin or
+    6 (power 0.90 x 120/90/60/140/60/30); alive (+1) while ``|pitch|`` < 1 rad and no shin or
     thigh touches the ground, else -1; never terminates. Parts: torso, bthigh, bshin,
     bfoot, fthigh, fshin, ffoot. See :class:`BulletLocomotionEnv` for the arguments.
     """

@@ -126,9 +126,11 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
     target sampler :meth:`sample_target_qpos` (uniform within the joint limits, unlimited
     hinges in [-pi, pi]).
 
-    Keyword-only args (plus those of :class:`VisforeMujocoEnv`: ``obs_mode``,
+    Keyword-only, plus those of :class:`VisforeMujocoEnv`: ``obs_mode``,
     ``width``, ``height``, ``camera``, ``camera_distance``, ``camera_azimuth``,
-    ``camera_elevation``, ``camera_lookat``, ``render_mode``, ``frame_skip``):
+    ``camera_elevation``, ``camera_lookat``, ``render_mode``, ``frame_skip``.
+
+    Keyword Args:
         rewards: the reward terms and weights from the catalogue
             (:mod:`visfore_envs.core.rewards`): a dict ``{name: weight}``, a string
             ``"keypoint_distance+0.1*ctrl"`` (a bare name takes its default weight), a

@@ -58,7 +58,9 @@ class VisforeMujocoEnv(gym.Env):
     ``step``/``reset`` (using :meth:`_simulate`, :meth:`_observation` and
     :meth:`_current_frame`). Pickling is left to the concrete class (``EzPickle``).
 
-    Keyword-only args (validated; a bad value raises ``ValueError`` naming it):
+    Keyword-only and validated: a bad value raises ``ValueError`` naming it.
+
+    Keyword Args:
         obs_mode: ``"state"`` (Box float64 (S,)), ``"pixels"`` (Box uint8 (height, width, 3)),
             or ``"state+pixels"`` (Dict ``{"state", "pixels"}``).
         reward_mode: ``"state"``, ``"pixels"`` or ``"state+pixels"`` (interpreted by subclasses).

@@ -201,8 +201,8 @@ class FastRenderer:
 
         Raises:
             RuntimeError: if no OpenGL context can be created (see
-            :func:`visfore_envs.core.gl.create_gl_context`), or in a forked process that
-            cannot render (:func:`visfore_envs.core.gl.check_fork_safe`).
+                :func:`visfore_envs.core.gl.create_gl_context`), or in a forked process that
+                cannot render (:func:`visfore_envs.core.gl.check_fork_safe`).
         """
         if self._pid != os.getpid():
             # First render, or first render in a forked child: the parent's GL objects are

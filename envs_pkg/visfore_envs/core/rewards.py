@@ -20,7 +20,7 @@ keypoint_distance  reward_dist            -||k - k*||_2 (m)                     
 potential          reward_potential       Phi(s') - Phi(s), Phi = -||k - k*||_2 (m)           1
 joint_distance     reward_joint_distance  -||q ⊖ q*||_2 (rad)                                 1
 ctrl               reward_ctrl            -||a||^2                                            1
-electricity        reward_electricity     -(2.0 mean_i |a_i 0.1 dq_i/dt| + 0.1 mean_i a_i^2)  1
+electricity        reward_electricity     -(2.0 mean abs(a_i 0.1 dq_i/dt) + 0.1 mean a_i^2)   1
 pose               reward_pose            exp(-2 sum_j (q*_j ⊖ q_j)^2)                        0.65
 velocity           reward_velocity        exp(-0.1 sum_j (dq*_j/dt - dq_j/dt)^2), dq*/dt = 0  0.1
 end_effector       reward_end_effector    exp(-40 sum_e ||p*_e - p_e||^2), end effectors e    0.15

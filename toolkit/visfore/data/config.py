@@ -36,7 +36,7 @@ class CollectConfig:
     so the dataset does not depend on ``workers`` or ``ray``.
     """
 
-    out: str = option(help="Dataset directory to create or continue (*.zarr), or a URL (s3://bucket/name.zarr).", flags=("--out", "-o"))
+    out: str = option(help="Dataset directory to create or continue (NAME.zarr), or a URL (s3://bucket/name.zarr).", flags=("--out", "-o"))
     env: str = option("reacher", help="Short name (reacher, reacher3d) or registered Gymnasium id.")
     episodes: int = option(200, help="Episodes the dataset should hold (E).")
     steps: int = option(50, help="Actions per episode (T); T+1 frames each.")
@@ -55,5 +55,5 @@ class DatasetInfoConfig:
     """Every option of ``visfore dataset info``: episodes, frames, array shapes, size and
     compression, env and provenance of a dataset."""
 
-    path: str = option(help="Dataset directory (*.zarr) or URL (s3://bucket/name.zarr).", argument=True)
+    path: str = option(help="Dataset directory (NAME.zarr) or URL (s3://bucket/name.zarr).", argument=True)
     as_json: bool = option(False, help="Print JSON instead of a table.", flags=("--json",))

@@ -44,7 +44,8 @@ def teacher_forcing_schedule(spec: str, *, total_steps: int) -> Callable[[int], 
     Sequence Prediction with Recurrent Neural Networks", NeurIPS 2015 (arXiv:1506.03099),
     as used for video prediction by Finn, Goodfellow & Levine 2016 (arXiv:1605.07157).
 
-    Specs:
+    Specs::
+
         ``"P"``: constant probability P (``"0"``: open-loop training).
         ``"inverse-sigmoid:k"``: ``k / (k + exp(step / k))`` (Bengio et al. 2015), k > 0 in
             optimisation steps (starts near 1, is 0.5 near ``step = k ln k``).
