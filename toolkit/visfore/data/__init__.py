@@ -1,0 +1,1 @@
+"""Datasets: the Zarr layout, storage backends, clips, collection policies and the collect pipeline."""
