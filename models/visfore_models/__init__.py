@@ -21,6 +21,12 @@ Models (registry name: class, module):
 Not a forward model: :class:`FrameTranslator` (:mod:`visfore_models.translator`) maps
 frames to joint angles and key points (``translator_state`` / ``load_translator``).
 
+Stepping API (every model; :class:`ModelState` is its recent frames)::
+
+    state = model.init_state(context (B, C, 3, H, W), context_actions (B, C - 1, A))
+    frames, state = model.imagine(state, actions (B, K, A) or (B, N, K, A))
+    frame = model.decode(state)        # (B, 3, H, W)
+
 Registry and (de)serialisation::
 
     build_model("convlstm", action_dim=2, image_size=64) -> ForwardModel
@@ -36,7 +42,7 @@ from typing import Any
 import torch
 
 from . import metrics
-from .base import ForwardModel
+from .base import ForwardModel, ModelState
 from .cdna import CDNAForwardModel
 from .convlstm import ConvLSTMCell, ConvLSTMForwardModel
 from .dna import DNAForwardModel
@@ -52,6 +58,7 @@ __all__ = [
     "ConvLSTMForwardModel",
     "DNAForwardModel",
     "ForwardModel",
+    "ModelState",
     "FrameStackForwardModel",
     "FrameTranslator",
     "RNNDeconvForwardModel",

@@ -19,17 +19,57 @@ predictions emitted during warm-up (``x̂_1..x̂_{C-1}``) are not returned.
 
 The number of predicted frames ``K = actions.shape[1] - C + 1`` is taken from the actions,
 so a model trained with one horizon can roll out any other.
+
+Stepping API (for planners, imagination, ``predict``, ``play-model``, ``LearnedSim-v0``),
+the same for every model, implemented once here over :meth:`ForwardModel.forward`::
+
+    state = model.init_state(context_frames (B, C, 3, H, W), context_actions (B, C - 1, A))
+    frames, state = model.imagine(state, actions (B, K, A))        # (B, K, 3, H, W)
+    frames, state = model.imagine(state, actions (B, N, K, A))     # (B, N, K, 3, H, W): N candidates
+    frame = model.decode(state)                                     # (B, 3, H, W), the latest frame
+
+A pixel model's :class:`ModelState` is its recent frames: the last ``C`` frames (real or
+imagined) and the ``C - 1`` actions between them (``C`` = the context length given to
+:meth:`init_state`). ``imagine`` is one open-loop ``forward`` from that window, so its first
+call equals ``forward(context_frames, cat(context_actions, actions))`` exactly; a later call
+re-reads the window (a recurrent model's hidden state is not carried between calls, as in
+``LearnedSim-v0`` and receding-horizon planning).
 """
 
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-__all__ = ["ForwardModel", "normalize_image_size"]
+__all__ = ["ForwardModel", "ModelState", "normalize_image_size"]
+
+
+@dataclass(frozen=True)
+class ModelState:
+    """What a model needs to continue a rollout: its recent frames and actions.
+
+    Attributes:
+        frames: ``(B, C, 3, H, W)`` floating tensor in ``[0, 1]``: the last ``C`` frames
+            (real at :meth:`ForwardModel.init_state`, then imagined), oldest first.
+        actions: ``(B, C - 1, A)`` floating tensor: the actions taken between them
+            (``actions[:, t]`` after ``frames[:, t]``).
+    """
+
+    frames: torch.Tensor
+    actions: torch.Tensor
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.frames.shape[0])
+
+    @property
+    def context(self) -> int:
+        """C, the frames in the window."""
+        return int(self.frames.shape[1])
 
 
 def normalize_image_size(image_size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
@@ -128,6 +168,80 @@ class ForwardModel(nn.Module, abc.ABC):
             an empty dict. A trainer does ``loss = mse + sum(model.auxiliary_losses().values())``.
         """
         return {}
+
+    # ------------------------------------------------------------------ stepping API
+    def init_state(self, context_frames: torch.Tensor, context_actions: torch.Tensor | None = None) -> ModelState:
+        """The state after observing real frames.
+
+        Args:
+            context_frames: ``(B, C, 3, H, W)`` floating tensor in ``[0, 1]``, ``o_0..o_{C-1}``.
+            context_actions: ``(B, C - 1, A)`` floating tensor, ``a_0..a_{C-2}`` (may be
+                omitted when ``C == 1``).
+
+        Raises:
+            ValueError: a shape, dtype or size mismatch (one line).
+        """
+        if context_actions is None:
+            if not isinstance(context_frames, torch.Tensor) or context_frames.dim() != 5:
+                raise ValueError(f"context_frames must be a (B, C, 3, H, W) tensor, got shape {_shape(context_frames)}")
+            if context_frames.shape[1] != 1:
+                raise ValueError(f"context_actions (B, C - 1, A) are needed for C={context_frames.shape[1]} context frames")
+            context_actions = context_frames.new_zeros((context_frames.shape[0], 0, self.action_dim))
+        if not isinstance(context_actions, torch.Tensor) or context_actions.dim() != 3:
+            raise ValueError(f"context_actions must be a (B, C - 1, A) tensor, got shape {_shape(context_actions)}")
+        if not isinstance(context_frames, torch.Tensor) or context_frames.dim() != 5:
+            raise ValueError(f"context_frames must be a (B, C, 3, H, W) tensor, got shape {_shape(context_frames)}")
+        C = context_frames.shape[1]
+        if context_actions.shape[1] != C - 1:
+            raise ValueError(f"context_actions must hold C - 1 = {C - 1} actions, got {context_actions.shape[1]}")
+        next_action = context_actions.new_zeros((context_actions.shape[0], 1, context_actions.shape[2]))
+        self.check_inputs(context_frames, torch.cat([context_actions, next_action], dim=1))
+        return ModelState(frames=context_frames, actions=context_actions)
+
+    def imagine(self, state: ModelState, actions: torch.Tensor) -> tuple[torch.Tensor, ModelState]:
+        """Roll out open-loop from ``state`` under a batch of action sequences.
+
+        Args:
+            state: from :meth:`init_state` or a previous :meth:`imagine`.
+            actions: ``(B, K, A)`` (one sequence per state) or ``(B, N, K, A)`` (N candidate
+                sequences per state, e.g. a planner's samples), any ``K >= 1``.
+
+        Returns:
+            ``(frames, new_state)``: ``frames`` ``(B, K, 3, H, W)`` (or ``(B, N, K, 3, H, W)``)
+            in ``[0, 1]``, the predictions of the ``K`` frames after ``state``; ``new_state``
+            the window after them (batch ``B``, or ``B * N`` with candidate ``n`` of state
+            ``b`` at ``b * N + n``). Runs in the model's current mode and with gradients
+            unless the caller uses ``torch.no_grad()``; a stochastic model draws from
+            torch's global RNG.
+
+        Raises:
+            ValueError: a shape mismatch (one line).
+        """
+        frames, past = state.frames, state.actions
+        candidates = None
+        if isinstance(actions, torch.Tensor) and actions.dim() == 4:
+            B, candidates = actions.shape[:2]
+            if B != state.batch_size:
+                raise ValueError(f"actions batch size {B} != state batch size {state.batch_size}")
+            frames = frames.repeat_interleave(candidates, dim=0)
+            past = past.repeat_interleave(candidates, dim=0)
+            actions = actions.reshape(B * candidates, *actions.shape[2:])
+        if not isinstance(actions, torch.Tensor) or actions.dim() != 3 or actions.shape[1] < 1:
+            raise ValueError(f"actions must be a (B, K, A) or (B, N, K, A) tensor with K >= 1, got shape {_shape(actions)}")
+        all_actions = torch.cat([past.to(actions.dtype), actions], dim=1)
+        pred = self(frames, all_actions)
+        C = frames.shape[1]
+        window = torch.cat([frames, pred.to(frames.dtype)], dim=1)[:, -C:]
+        new_state = ModelState(frames=window, actions=all_actions[:, all_actions.shape[1] - (C - 1):] if C > 1
+                               else all_actions[:, :0])
+        if candidates is not None:
+            pred = pred.reshape(-1, candidates, *pred.shape[1:])
+        return pred, new_state
+
+    def decode(self, state: ModelState) -> torch.Tensor:
+        """The latest frame of ``state``: ``(B, 3, H, W)`` in ``[0, 1]`` (for a pixel model
+        the state holds frames; a latent model would decode its latent here)."""
+        return state.frames[:, -1]
 
     # ------------------------------------------------------------------ helpers
     def num_parameters(self, trainable_only: bool = True) -> int:

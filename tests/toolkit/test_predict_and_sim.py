@@ -276,15 +276,20 @@ def test_learned_sim_truncates_after_50_steps(model_run_dir: Path):
 
 
 def test_learned_sim_stochastic_model_is_seeded(model_run_dir: Path):
-    class Noisy(torch.nn.Module):
+    from visfore_models import ForwardModel
+
+    class Noisy(ForwardModel):  # the stepping API comes from the base class
         stochastic = True
 
-        def forward(self, context, actions):
+        def config(self):
+            return {}
+
+        def forward(self, context, actions, targets=None, teacher_forcing_prob=0.0):
             return (context[:, -1:] + 0.2 * torch.rand_like(context[:, -1:])).clamp(0, 1)
 
     def rollout(seed: int) -> list[np.ndarray]:
         env = gym.make("LearnedSim-v0", run=str(model_run_dir)).unwrapped
-        env.model_run.model = Noisy()
+        env.model_run.model = Noisy(action_dim=2, image_size=SIZE)
         env.reset(seed=seed)
         return [env.step(np.zeros(2, np.float32))[0] for _ in range(3)]
 

@@ -34,7 +34,8 @@ them; the observation is the last context frame ``o_{s+C-1}``. Each ``step(a)`` 
 model the window of the last ``C`` frames (real or predicted) and the ``C`` actions that
 followed each of them (the last one being the clipped ``a``), one call with ``K = 1``::
 
-    model(frames (1, C, 3, H, W) float32 in [0, 1], actions (1, C, A)) -> (1, 1, 3, H, W)
+    state = model.init_state(frames (1, C, 3, H, W) float32 in [0, 1], actions (1, C - 1, A))
+    frame, _ = model.imagine(state, a (1, 1, A))  # (1, 1, 3, H, W), = model(frames, actions + a)
 
 and returns the prediction as uint8 (``round(255 * clamp(x, 0, 1))``); that uint8 frame
 (divided by 255, exactly the training conversion) enters the window, so the env's whole
@@ -265,13 +266,13 @@ class LearnedSimEnv(gym.Env):
         mr = self.model_run
         seed = int(self.np_random.integers(2**63 - 1)) if mr.stochastic else None
         new = torch.from_numpy(a).to(mr.device)[None]  # (1, A)
-        actions = torch.cat([self._window_actions, new], dim=0)  # (C, A)
         with torch.no_grad(), seeded(seed, mr.device):
-            pred = mr.model(self._window[None], actions[None])  # (1, 1, 3, H, W)
+            state = mr.model.init_state(self._window[None], self._window_actions[None])
+            pred, _ = mr.model.imagine(state, new[None])  # (1, 1, 3, H, W)
         frame = self._to_uint8(pred[0, 0])  # (H, W, 3) uint8
         # roll the window: drop the oldest frame and its action, append the new frame
         self._window = torch.cat([self._window[1:], frames_to_model(frame, mr.device)[None]], dim=0)
-        self._window_actions = actions[1:]
+        self._window_actions = torch.cat([self._window_actions, new], dim=0)[1:]  # the C - 1 actions between them
         self._frame = frame
         self._steps += 1
         truncated = self.max_steps is not None and self._steps >= self.max_steps

@@ -329,7 +329,8 @@ def predict(
     context, targets = frames[None, :C], frames[None, C:]
     acts = torch.from_numpy(actions).to(mr.device)[None]
     with torch.no_grad(), seeded(sample_seed if mr.stochastic else None, mr.device):
-        pred = mr.model(context, acts)  # (1, K, 3, H, W)
+        state = mr.model.init_state(context, acts[:, : C - 1])  # the public stepping API
+        pred, _ = mr.model.imagine(state, acts[:, C - 1 :])  # (1, K, 3, H, W)
     from visfore_models import metrics as vm_metrics
 
     pred = pred.float()
@@ -395,7 +396,7 @@ def predict_command(
     device: Annotated[str, typer.Option(help="cpu, auto, cuda or cuda:N.")] = "cpu",
 ) -> None:
     """Open-loop rollout of a trained model on one episode, with the episode's true actions:
-    writes truth | prediction | |difference| side by side and prints the PSNR per step."""
+    writes truth | prediction | absolute difference side by side and prints the PSNR per step."""
     predict(run, episode=episode, out=out, data=data, start=start, horizon=horizon,
             checkpoint=checkpoint, fps=fps, scale=scale, sample_seed=sample_seed, device=device,
             echo=typer.echo)
