@@ -171,7 +171,7 @@ def test_predict_bad_input(model_run_dir: Path, small_reacher_dataset: Path, tmp
         (("--episode", 0, "--start", FRAMES - C), "--start 11 leaves no frame"),
         (("--episode", 0, "--data", small), "16x16 frames"),
         (("--episode", 0, "--data", wide), "3-dim actions"),
-        (("--episode", 0, "--checkpoint", "newest"), "unknown checkpoint"),
+        (("--episode", 0, "--checkpoint", "newest"), "--checkpoint must be one of best, last"),
         (("--episode", -1), "--episode must be >= 0"),
     ]
     for extra, match in cases:

@@ -19,10 +19,10 @@ from visfore.cli.dataset import dataset_info_command
 from visfore.cli.evaluate import evaluate_command
 from visfore.cli.mimic import mimic_command
 from visfore.cli.plan import plan_command
-from visfore.worldmodels.play_model import play_model_command
-from visfore.worldmodels.predict import predict_command
+from visfore.cli.play_model import play_model_command
+from visfore.cli.predict import predict_command
 from visfore.cli.ray import RayCommand
-from visfore.worldmodels.train_eval_all import train_eval_all_command
+from visfore.cli.train_eval_all import train_eval_all_command
 from visfore.cli.train_model import train_model_command
 from visfore.cli.train_policy import ResumePathCommand, train_policy_command
 from visfore.cli.train_translator import train_translator_command

@@ -1,6 +1,11 @@
-"""The options of ``visfore train-model``, declared once (:mod:`visfore.core.config`).
+"""The options of ``visfore train-model``, ``predict``, ``play-model`` and
+``train-eval-all``, each declared once (:mod:`visfore.core.config`).
 
-Imported by the CLI without torch; :mod:`visfore.worldmodels.train_model` runs them.
+Imported by the CLI without torch (no torch or zarr import here); the pipelines are
+:mod:`visfore.worldmodels.training`, :mod:`~visfore.worldmodels.predict`,
+:mod:`~visfore.worldmodels.play_model` and :mod:`~visfore.worldmodels.train_eval_all`.
+Common names: ``--out/-o``, ``--name``, ``--resume``, ``--quiet/-q`` (train-eval-all's
+``--out-dir`` and ``--continue`` stay as deprecated spellings).
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ from visfore.core.config import config, option
 from visfore.core.device import parse_device_spec
 from visfore.core.errors import VisforeError
 
-__all__ = ["RUNTIME_OPTIONS", "TrainConfig", "parse_json_object", "validate_config"]
+__all__ = ["RUNTIME_OPTIONS", "PlayModelConfig", "PredictConfig", "TrainConfig", "TrainEvalAllConfig", "parse_json_object",
+           "validate_config"]
 
 #: Options that may change on ``--resume`` (they do not change the result).
 RUNTIME_OPTIONS = ("resume", "device", "num_workers", "time_budget", "num_threads", "progress")
@@ -149,3 +155,56 @@ def validate_config(config: TrainConfig) -> None:
 
 
 # ---------------------------------------------------------------------------------------
+
+
+@config(command="predict")
+class PredictConfig:
+    """Every option of ``visfore predict``: open-loop rollout of a trained model on one
+    episode with the episode's true actions (truth | prediction | difference animation)."""
+
+    run: str = option(help="A `visfore train-model` run directory.", argument=True)
+    episode: int = option(help="Episode index N in the dataset (0-based).")
+    out: str = option(help="Animation to write: .gif (Pillow) or .mp4 (imageio + ffmpeg).", flags=("--out", "-o"))
+    data: Optional[str] = option(None, help="Dataset directory or URL (s3://bucket/name.zarr); default: the one the model was trained on.")
+    start: int = option(0, help="Index T within the episode of the first context frame.")
+    horizon: Optional[int] = option(None, help="K frames to predict (default: the rest of the episode).")
+    checkpoint: Literal["best", "last"] = option("best", help="Checkpoint of the run to load.")
+    fps: float = option(10.0, help="Animation frames per second.")
+    scale: int = option(4, help="Integer nearest-neighbour upscaling of each panel.")
+    sample_seed: Optional[int] = option(None, help="Seed of a stochastic model's sample.")
+    device: str = option("cpu", help="cpu, auto, cuda or cuda:N.")
+    quiet: bool = option(False, help="Do not print the per-step PSNR table.", flags=("--quiet", "-q"))
+
+
+@config(command="play-model")
+class PlayModelConfig:
+    """Every option of ``visfore play-model``: drive a trained forward model as an
+    environment (``LearnedSim-v0``) with the keyboard, a random or a trained policy."""
+
+    run: str = option(help="A `visfore train-model` run directory.", argument=True)
+    data: Optional[str] = option(None, help="Dataset of the initial frames, a directory or URL (s3://bucket/name.zarr); default: the model's training dataset.")
+    policy: str = option("keyboard", help="keyboard (a live window; arrows drive a[0], a[1]), random, or a train-policy run directory.")
+    steps: int = option(200, help="Env steps to play.")
+    out: Optional[str] = option(None, help="GIF/MP4 of the frames (default without a display: RUN/play.gif).", flags=("--out", "-o"))
+    seed: int = option(0, help="Seed of the first reset and of the random policy.")
+    checkpoint: Literal["best", "last"] = option("best", help="Checkpoint of the run to load.")
+    fps: float = option(10.0, help="Frames per second (window and animation).")
+    scale: int = option(4, help="Integer upscaling of the frames.")
+    device: str = option("cpu", help="cpu, auto, cuda or cuda:N.")
+    headless: bool = option(False, help="Never open a window; write --out.", flags=("--headless",))
+    quiet: bool = option(False, help="No messages (the result line only).", flags=("--quiet", "-q"))
+
+
+@config(command="train-eval-all")
+class TrainEvalAllConfig:
+    """Every option of ``visfore train-eval-all``: train and evaluate every configuration
+    of a sweep file (models x hyperparameters x seeds), then write a comparison report."""
+
+    config: str = option(help="Sweep YAML: data, shared train-model options, models, hyperparameters, seeds.", flags=("--config", "-c"))
+    out: str = option("runs", help="Parent directory of the sweep directory train-eval-all-NAME.", flags=("--out", "-o"), deprecated=("--out-dir",))
+    name: Optional[str] = option(None, help="Sweep name (default: the file's name:, else its stem).")
+    data: Optional[str] = option(None, help="Dataset path or fsspec URL (s3://...); overrides the file's data:.")
+    wandb: bool = option(False, help="Also log every run to Weights & Biases (needs the wandb package; WANDB_MODE=offline keeps it local).", flags=("--wandb",))
+    dry_run: bool = option(False, help="Print the expanded configurations and exit; writes nothing.", flags=("--dry-run",))
+    resume: bool = option(False, help="Continue an existing sweep: skip runs with metrics.json, resume runs with a checkpoint.", flags=("--resume",), deprecated=("--continue",))
+    quiet: bool = option(False, help="No per-run progress bars and tables.", flags=("--quiet", "-q"))

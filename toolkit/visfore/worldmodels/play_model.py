@@ -46,13 +46,12 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
-import typer
 
-from visfore.cli.errors import handle_errors  # moves with the command into visfore.cli
 from visfore.core.errors import VisforeError
+from visfore.worldmodels.config import PlayModelConfig
 
 __all__ = [
     "KEY_BINDINGS",
@@ -60,7 +59,6 @@ __all__ = [
     "has_display",
     "keyboard_action",
     "play_model",
-    "play_model_command",
 ]
 
 #: (decrease key, increase key) of action components 0, 1, ... (matplotlib key names).
@@ -179,7 +177,7 @@ def _check_policy_spaces(pr: Any, env: Any, path: Path) -> None:
 
 
 def play_model(
-    run: str | os.PathLike[str],
+    run: "str | os.PathLike[str] | PlayModelConfig",
     *,
     data: str | os.PathLike[str] | None = None,
     policy: str = "keyboard",
@@ -217,6 +215,11 @@ def play_model(
     Raises:
         VisforeError: bad input (one line), before anything is written.
     """
+    if isinstance(run, PlayModelConfig):  # the typed config of the command
+        c = run
+        return play_model(c.run, data=c.data, policy=c.policy, steps=c.steps, out=c.out, seed=c.seed,
+                          checkpoint=c.checkpoint, fps=c.fps, scale=c.scale, device=c.device,
+                          headless=c.headless or None, echo=echo)
     import gymnasium as gym
 
     from visfore.worldmodels import learned_sim  # noqa: F401  (registers LearnedSim-v0)
@@ -343,23 +346,3 @@ def _play_window(env: Any, *, steps: int, seed: int, fps: float, scale: int,
                 episode, episodes, t = info["episode"], episodes + 1, 0
         plt.close(fig)
     return frames, episodes, taken
-
-
-@handle_errors
-def play_model_command(
-    run: Annotated[Path, typer.Argument(help="A `visfore train-model` run directory.")],
-    data: Annotated[Optional[str], typer.Option(help="Dataset of the initial frames, a directory or URL (s3://bucket/name.zarr); default: the model's training dataset.")] = None,
-    policy: Annotated[str, typer.Option(help="keyboard (a live window; arrows drive a[0], a[1]), random, or a train-policy run directory.")] = "keyboard",
-    steps: Annotated[int, typer.Option(help="Env steps to play.")] = 200,
-    out: Annotated[Optional[Path], typer.Option(help="GIF/MP4 of the frames (default without a display: RUN/play.gif).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the first reset and of the random policy.")] = 0,
-    checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
-    fps: Annotated[float, typer.Option(help="Frames per second (window and animation).")] = 10.0,
-    scale: Annotated[int, typer.Option(help="Integer upscaling of the frames.")] = 4,
-    device: Annotated[str, typer.Option(help="cpu, auto, cuda or cuda:N.")] = "cpu",
-    headless: Annotated[bool, typer.Option("--headless", help="Never open a window; write --out.")] = False,
-) -> None:
-    """Play a trained forward model as an environment (LearnedSim-v0): live with the keyboard
-    when there is a display, else headless into a GIF."""
-    play_model(run, data=data, policy=policy, steps=steps, out=out, seed=seed, checkpoint=checkpoint,
-               fps=fps, scale=scale, device=device, headless=headless or None, echo=typer.echo)

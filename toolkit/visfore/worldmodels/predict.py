@@ -38,14 +38,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
-import typer
 
 from visfore.core import runs
-from visfore.cli.errors import handle_errors  # moves with the command into visfore.cli
 from visfore.core.errors import VisforeError
+from visfore.worldmodels.config import PredictConfig
 
 __all__ = [
     "ANIMATION_SUFFIXES",
@@ -55,7 +54,6 @@ __all__ = [
     "compose_panels",
     "mp4_backend",
     "predict",
-    "predict_command",
     "save_animation",
     "upscale",
 ]
@@ -252,10 +250,10 @@ def _check_int(name: str, value: int | None, minimum: int) -> None:
 
 
 def predict(
-    run: str | os.PathLike[str],
+    run: "str | os.PathLike[str] | PredictConfig",
     *,
-    episode: int,
-    out: str | os.PathLike[str],
+    episode: int | None = None,
+    out: str | os.PathLike[str] | None = None,
     data: str | os.PathLike[str] | None = None,
     start: int = 0,
     horizon: int | None = None,
@@ -289,6 +287,13 @@ def predict(
     Raises:
         VisforeError: bad input (see the module docstring); nothing is written then.
     """
+    if isinstance(run, PredictConfig):  # the typed config of the command
+        c = run
+        return predict(c.run, episode=c.episode, out=c.out, data=c.data, start=c.start, horizon=c.horizon,
+                       checkpoint=c.checkpoint, fps=c.fps, scale=c.scale, sample_seed=c.sample_seed,
+                       device=c.device, echo=echo)
+    if episode is None or out is None:
+        raise VisforeError("predict needs episode= and out= (or a PredictConfig)")
     import torch
 
     from visfore.worldmodels.model_run import frames_to_model, load_model_run, model_to_frames
@@ -381,22 +386,3 @@ def _print_table(r: PredictResult, echo: Callable[[str], None], mr: Any) -> None
 # ---------------------------------------------------------------------------------------
 # Typer command
 # ---------------------------------------------------------------------------------------
-@handle_errors
-def predict_command(
-    run: Annotated[Path, typer.Argument(help="A `visfore train-model` run directory.")],
-    episode: Annotated[int, typer.Option(help="Episode index N in the dataset (0-based).")],
-    out: Annotated[Path, typer.Option(help="Animation to write: .gif (Pillow) or .mp4 (imageio + ffmpeg).")],
-    data: Annotated[Optional[str], typer.Option(help="Dataset directory or URL (s3://bucket/name.zarr); default: the one the model was trained on.")] = None,
-    start: Annotated[int, typer.Option(help="Index T within the episode of the first context frame.")] = 0,
-    horizon: Annotated[Optional[int], typer.Option(help="K frames to predict (default: the rest of the episode).")] = None,
-    checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
-    fps: Annotated[float, typer.Option(help="Animation frames per second.")] = 10.0,
-    scale: Annotated[int, typer.Option(help="Integer nearest-neighbour upscaling of each panel.")] = 4,
-    sample_seed: Annotated[Optional[int], typer.Option(help="Seed of a stochastic model's sample.")] = None,
-    device: Annotated[str, typer.Option(help="cpu, auto, cuda or cuda:N.")] = "cpu",
-) -> None:
-    """Open-loop rollout of a trained model on one episode, with the episode's true actions:
-    writes truth | prediction | absolute difference side by side and prints the PSNR per step."""
-    predict(run, episode=episode, out=out, data=data, start=start, horizon=horizon,
-            checkpoint=checkpoint, fps=fps, scale=scale, sample_seed=sample_seed, device=device,
-            echo=typer.echo)

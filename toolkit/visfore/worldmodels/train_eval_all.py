@@ -57,21 +57,19 @@ import itertools
 import json
 import math
 import re
+import typing
 import shlex
 import shutil
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
-import typer
 
 from visfore.core import runs
 from visfore.data import storage
-from visfore.cli.errors import handle_errors  # moves with the command into visfore.cli
 from visfore.core.errors import VisforeError
-from visfore.core.ray_backend import RayOption
 
 COMMAND = "train-eval-all"
 SWEEP_FILE = "sweep.yaml"
@@ -132,31 +130,37 @@ class Sweep:
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
 
 
-def _train_fields() -> dict[str, str]:
-    """TrainConfig field name -> its annotation text."""
+def _train_fields() -> dict[str, Any]:
+    """TrainConfig field name -> its type (``Optional[X]`` unwrapped to ``X``), from the
+    config's resolved annotations (:meth:`~visfore.core.config.ConfigBase.field_types`)."""
     from visfore.worldmodels.config import TrainConfig
 
-    return {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
+    out: dict[str, Any] = {}
+    for name, tp in TrainConfig.field_types().items():
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        out[name] = args[0] if typing.get_origin(tp) is typing.Union and len(args) == 1 else tp
+    return out
 
 
 def _norm_key(key: Any) -> str:
     return str(key).strip().replace("-", "_")
 
 
-def _coerce(name: str, value: Any, annotation: str) -> Any:
+def _coerce(name: str, value: Any, tp: Any) -> Any:
     """YAML 1.1 reads ``1e-3`` as a string: numbers given as text become numbers for
-    numeric options (``float``/``int`` annotations); anything else is left as it is."""
+    numeric options (fields typed ``float`` or ``int``, also inside ``Optional``), and an
+    int becomes a float for a ``float`` field; anything else is left as it is."""
     if not isinstance(value, str):
-        if isinstance(value, int) and not isinstance(value, bool) and "float" in annotation and "int" not in annotation:
+        if isinstance(value, int) and not isinstance(value, bool) and tp is float:
             return float(value)
         return value
     text = value.strip()
-    if "float" in annotation:
+    if tp is float:
         try:
             return float(text)
         except ValueError:
             return value
-    if "int" in annotation and re.fullmatch(r"[+-]?\d+", text):
+    if tp is int and re.fullmatch(r"[+-]?\d+", text):
         return int(text)
     return value
 
@@ -165,7 +169,7 @@ def _option_error(where: str, key: str, valid: list[str]) -> VisforeError:
     return VisforeError(f"unknown option {key!r} in {where}; valid: {', '.join(valid)}")
 
 
-def _options(mapping: Any, where: str, fields: dict[str, str]) -> dict[str, Any]:
+def _options(mapping: Any, where: str, fields: dict[str, Any]) -> dict[str, Any]:
     """Validate a mapping of train-model options (names checked, numbers coerced)."""
     if mapping is None:
         return {}
@@ -186,7 +190,7 @@ def _options(mapping: Any, where: str, fields: dict[str, str]) -> dict[str, Any]
     return out
 
 
-def _model_entries(value: Any, fields: dict[str, str]) -> list[ModelEntry]:
+def _model_entries(value: Any, fields: dict[str, Any]) -> list[ModelEntry]:
     import warnings
 
     with warnings.catch_warnings():  # torchmetrics' deprecation notices on import
@@ -236,7 +240,7 @@ def _model_entries(value: Any, fields: dict[str, str]) -> list[ModelEntry]:
     return entries
 
 
-def _hyperparameters(value: Any, fields: dict[str, str]) -> dict[str, list[Any]]:
+def _hyperparameters(value: Any, fields: dict[str, Any]) -> dict[str, list[Any]]:
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -248,7 +252,7 @@ def _hyperparameters(value: Any, fields: dict[str, str]) -> dict[str, list[Any]]
         if k.startswith("model_kwargs."):
             if not k[len("model_kwargs."):]:
                 raise VisforeError(f"hyperparameter {key!r} names no model kwarg")
-            ann = ""
+            ann = None
         elif k in RESERVED_OPTIONS:
             raise VisforeError(f"option {k!r} cannot be a hyperparameter" + (" (use seeds:)" if k == "seed" else ""))
         elif k not in fields:
@@ -271,7 +275,7 @@ def _seeds(value: Any) -> list[int]:
     values = value if isinstance(value, list) else [value]
     seeds = []
     for v in values:
-        v = _coerce("seed", v, "int")
+        v = _coerce("seed", v, int)
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
             raise VisforeError(f"seeds: must be a list of integers >= 0, got {value!r}")
         seeds.append(v)
@@ -878,27 +882,3 @@ def _run_on_ray(session: Any, specs: list[RunSpec], begin: Callable, finish: Cal
 # ---------------------------------------------------------------------------------------
 # Typer command
 # ---------------------------------------------------------------------------------------
-@handle_errors
-def train_eval_all_command(
-    config: Annotated[Path, typer.Option("--config", "-c", help="Sweep YAML: data, shared train-model options, models, hyperparameters, seeds.")],
-    out_dir: Annotated[Path, typer.Option(help="Parent directory of the sweep directory train-eval-all-NAME.")] = runs.DEFAULT_RUNS_ROOT,
-    name: Annotated[Optional[str], typer.Option(help="Sweep name (default: the file's name:, else its stem).")] = None,
-    data: Annotated[Optional[str], typer.Option(help="Dataset path or fsspec URL (s3://...); overrides the file's data:.")] = None,
-    wandb: Annotated[bool, typer.Option("--wandb", help="Also log every run to Weights & Biases (needs the wandb package; WANDB_MODE=offline keeps it local).")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the expanded configurations and exit; writes nothing.")] = False,
-    resume: Annotated[bool, typer.Option("--continue", help="Continue an existing sweep: skip runs with metrics.json, resume runs with a checkpoint.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-run progress bars and tables.")] = False,
-    ray: RayOption = None,
-) -> None:
-    """Train and evaluate every configuration of a sweep (models x hyperparameters x seeds),
-    then write a comparison report (CSV, JSON, Markdown, HTML, plots)."""
-    argv = " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else ""
-    result = train_eval_all(
-        config, out_dir=out_dir, name=name, data=data, wandb=wandb, dry_run=dry_run, resume=resume,
-        progress=not quiet, command=f"visfore {argv}" if argv.startswith(COMMAND) else None, ray=ray,
-    )
-    if result["interrupted"]:
-        typer.secho("interrupted; the report holds the runs finished so far", fg=typer.colors.YELLOW, err=True)
-        raise typer.Exit(130)
-    if result["failed"]:
-        raise typer.Exit(1)
