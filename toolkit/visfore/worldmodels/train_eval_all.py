@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import logging
 import json
 import math
 import re
@@ -70,6 +71,8 @@ from typing import Any, Callable, Mapping, Optional
 from visfore.core import runs
 from visfore.data import storage
 from visfore.core.errors import VisforeError
+
+log = logging.getLogger(__name__)
 
 COMMAND = "train-eval-all"
 SWEEP_FILE = "sweep.yaml"
@@ -696,7 +699,7 @@ def train_eval_all(
         common = dict(run=spec.name, model=spec.model, label=spec.label, hyperparameters=spec.hyperparameters,
                       seed=spec.seed, run_dir=run_dir)
         if state == "done":
-            console.print(f"[{spec.index + 1}/{n}] {spec.name}: finished earlier, skipped")
+            log.info("[%d/%d] %s: finished earlier, skipped", spec.index + 1, n, spec.name)
             rows.append(cr.run_row(_read_metrics(run_dir / runs.METRICS_NAME), reused=True, **common))
             return common, None
         if state == "restart":
@@ -707,7 +710,7 @@ def train_eval_all(
         """Record a finished configuration: ``outcome`` its metrics or its exception."""
         if isinstance(outcome, BaseException):
             message = _one_line(outcome)
-            console.print(f"[red]{spec.name} failed: {message}[/red]")
+            log.error("%s failed: %s", spec.name, message)
             rows.append(cr.run_row(None, status="failed", error=message, **common))
         else:
             row = cr.run_row(outcome, **common)
@@ -723,7 +726,7 @@ def train_eval_all(
                 except KeyboardInterrupt:
                     raise
                 except Exception as exc:  # noqa: BLE001 - logging must not end the sweep
-                    console.print(f"[yellow]W&B logging of {spec.name} failed: {_one_line(exc)}[/yellow]")
+                    log.warning("W&B logging of %s failed: %s", spec.name, _one_line(exc))
         write_rows()
 
     try:
@@ -841,8 +844,8 @@ def _run_on_ray(session: Any, specs: list[RunSpec], begin: Callable, finish: Cal
         common, options = begin(spec)
         if options is not None:
             todo.append((spec, common, ray_resources(options, session)))
-    console.print(f"running {len(todo)} configurations as Ray tasks on {session.nodes} node(s) "
-                  f"({session.cpus} CPUs, {session.gpus} GPUs)")
+    log.info("running %d configurations as Ray tasks on %s node(s) (%s CPUs, %s GPUs)",
+             len(todo), session.nodes, session.cpus, session.gpus)
     submitted: dict[str, float] = {}
     cancelled: list[Any] = []
 
