@@ -300,7 +300,7 @@ def test_missing_config_and_existing_sweep_dir(small_reacher_dataset, tmp_path):
     config = write_sweep(tmp_path / "s.yaml", small_reacher_dataset)
     (tmp_path / "runs" / "train-eval-all-tiny").mkdir(parents=True)
     result = invoke("--config", str(config), "--out-dir", str(tmp_path / "runs"))
-    assert result.exit_code == 2 and "pass --continue" in result.stderr
+    assert result.exit_code == 2 and "pass --resume" in result.stderr
     assert list((tmp_path / "runs" / "train-eval-all-tiny").iterdir()) == []
     result = invoke("--config", str(config), "--out-dir", str(tmp_path / "runs"), "--name", "a/b")
     assert result.exit_code == 2 and "run name" in result.stderr

@@ -11,8 +11,16 @@ from typing import Any, Mapping, Sequence
 import pytest
 
 from visfore.core.interrupt import StopFlag
-from visfore.core.trainer import (Callback, Checkpointer, StepResult, StopOnInterrupt, TimeBudget, Trainer,
-                                  TrainState, TrainTask)
+from visfore.core.trainer import (
+    Callback,
+    Checkpointer,
+    StepResult,
+    StopOnInterrupt,
+    TimeBudget,
+    Trainer,
+    TrainState,
+    TrainTask,
+)
 
 
 class FakeTask(TrainTask):

@@ -106,7 +106,7 @@ class TrainState:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, mapping: Mapping[str, Any]) -> "TrainState":
+    def from_dict(cls, mapping: Mapping[str, Any]) -> TrainState:
         """Inverse of :meth:`to_dict` (unknown keys are ignored, missing ones default)."""
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in mapping.items() if k in known})
@@ -170,22 +170,22 @@ class TrainTask:
 class Callback:
     """Hooks around the loop; every method is optional (the default does nothing)."""
 
-    def on_train_start(self, trainer: "Trainer", state: TrainState) -> None:
+    def on_train_start(self, trainer: Trainer, state: TrainState) -> None:
         """Before the first step (also after a resume)."""
 
-    def on_step_end(self, trainer: "Trainer", state: TrainState, result: StepResult) -> None:
+    def on_step_end(self, trainer: Trainer, state: TrainState, result: StepResult) -> None:
         """After each optimisation step (``state`` already counts it)."""
 
-    def on_epoch_end(self, trainer: "Trainer", state: TrainState, record: dict[str, Any]) -> None:
+    def on_epoch_end(self, trainer: Trainer, state: TrainState, record: dict[str, Any]) -> None:
         """After each completed epoch and its evaluation."""
 
-    def on_stop_mid_epoch(self, trainer: "Trainer", state: TrainState) -> None:
+    def on_stop_mid_epoch(self, trainer: Trainer, state: TrainState) -> None:
         """When the loop stops inside an epoch (time budget or Ctrl-C)."""
 
-    def on_train_end(self, trainer: "Trainer", state: TrainState) -> None:
+    def on_train_end(self, trainer: Trainer, state: TrainState) -> None:
         """After the loop, however it ended (not on an exception)."""
 
-    def wants_stop(self, trainer: "Trainer", state: TrainState) -> bool:
+    def wants_stop(self, trainer: Trainer, state: TrainState) -> bool:
         """True to end the loop after the current step."""
         return False
 
@@ -342,7 +342,7 @@ class StopOnInterrupt(Callback):
     def context(self) -> contextlib.AbstractContextManager[Any]:
         return self.flag.catch_sigint()
 
-    def wants_stop(self, trainer: "Trainer", state: TrainState) -> bool:
+    def wants_stop(self, trainer: Trainer, state: TrainState) -> bool:
         if self.flag.requested:
             trainer.interrupted = True
         return self.flag.requested
@@ -437,8 +437,14 @@ class RichProgress(Callback):
     def context(self) -> contextlib.AbstractContextManager[Any]:
         if not self.enabled:
             return contextlib.nullcontext()
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self._progress = Progress(
             TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"), BarColumn(), MofNCompleteColumn(),

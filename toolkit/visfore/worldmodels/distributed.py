@@ -146,7 +146,7 @@ def agree_on_errors(dist: Dist, exc: BaseException | None) -> None:
             raise VisforeError(f"rank {rank}: {message}")
 
 
-def sum_across_ranks(dist: Dist, values: list[float], device: "torch.device") -> list[float]:
+def sum_across_ranks(dist: Dist, values: list[float], device: torch.device) -> list[float]:
     import torch
     import torch.distributed as tdist
 
@@ -179,7 +179,7 @@ def weights_digest(model: Any) -> str:
     return h.hexdigest()
 
 
-def any_rank(dist: Dist, device: "torch.device") -> Callable[[bool], bool]:
+def any_rank(dist: Dist, device: torch.device) -> Callable[[bool], bool]:
     """``flag -> bool``: True on every rank when ``flag`` is True on any rank (a collective
     under DDP; the identity in one process)."""
 

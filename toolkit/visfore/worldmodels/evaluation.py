@@ -69,7 +69,7 @@ class _StepSums:
     def __init__(self) -> None:
         self.sums: dict[str, dict[str, list[Any]]] = {}
 
-    def add_values(self, part: str, values: dict[str, "torch.Tensor"], mask: "torch.Tensor") -> None:
+    def add_values(self, part: str, values: dict[str, torch.Tensor], mask: torch.Tensor) -> None:
         from visfore_models.metrics import step_sum_count
 
         acc = self.sums.setdefault(part, {})
@@ -142,7 +142,7 @@ class _Scorer:
     """The per-batch work of :func:`evaluate_open_loop`: roll the model out ``n_samples``
     times and score predictions (and baselines) into per-step sums."""
 
-    def __init__(self, model: Any, device: "torch.device", opts: EvalOptions, n_samples: int) -> None:
+    def __init__(self, model: Any, device: torch.device, opts: EvalOptions, n_samples: int) -> None:
         from visfore_models import metrics as vm
 
         self.vm, self.model, self.device, self.opts, self.n_samples = vm, model, device, opts, n_samples
@@ -153,7 +153,7 @@ class _Scorer:
             self.use_lpips = lp_model is not None
         self.infer_seconds, self.infer_frames = 0.0, 0
 
-    def rollout(self, context: "torch.Tensor", actions: "torch.Tensor") -> list["torch.Tensor"]:
+    def rollout(self, context: torch.Tensor, actions: torch.Tensor) -> list[torch.Tensor]:
         import torch
 
         ctx = (torch.autocast(device_type=self.device.type, dtype=self.opts.amp_dtype)
@@ -161,7 +161,7 @@ class _Scorer:
         with ctx:
             return [self.model(context, actions).float() for _ in range(self.n_samples)]
 
-    def timed_rollout(self, context: "torch.Tensor", actions: "torch.Tensor") -> list["torch.Tensor"]:
+    def timed_rollout(self, context: torch.Tensor, actions: torch.Tensor) -> list[torch.Tensor]:
         import torch
 
         sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
@@ -173,8 +173,8 @@ class _Scorer:
         self.infer_frames += self.n_samples * preds[0].shape[0] * preds[0].shape[1]
         return preds
 
-    def score(self, preds: list["torch.Tensor"], targets: "torch.Tensor", context: "torch.Tensor",
-              mask: "torch.Tensor") -> tuple[dict[str, "torch.Tensor"], dict[str, "torch.Tensor"] | None]:
+    def score(self, preds: list[torch.Tensor], targets: torch.Tensor, context: torch.Tensor,
+              mask: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
         """Per-sample values (mean over the N samples) and, for N > 1, best-of-N values."""
         import torch
 
@@ -194,14 +194,14 @@ class _Scorer:
             values["lpips"] = torch.stack(lp).mean(dim=0)  # type: ignore[arg-type]
         return values, best
 
-    def add(self, part: str, preds: list["torch.Tensor"], targets: "torch.Tensor", context: "torch.Tensor",
-            mask: "torch.Tensor") -> None:
+    def add(self, part: str, preds: list[torch.Tensor], targets: torch.Tensor, context: torch.Tensor,
+            mask: torch.Tensor) -> None:
         values, best = self.score(preds, targets, context, mask)
         self.acc.add_values(part, values, mask)
         if best is not None:
             self.acc.add_values("best_of_n", best, mask)
 
-    def baselines(self, context: "torch.Tensor", targets: "torch.Tensor", mask: "torch.Tensor") -> None:
+    def baselines(self, context: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> None:
         import torch
 
         K = targets.shape[1]
@@ -211,7 +211,7 @@ class _Scorer:
             self.add("mean_frame", [mf], targets, context, mask)
 
 
-def evaluate_open_loop(model: Any, clips: "ClipDataset", *, device: "torch.device",
+def evaluate_open_loop(model: Any, clips: ClipDataset, *, device: torch.device,
                        options: EvalOptions | None = None, **overrides: Any) -> dict[str, Any]:
     """Open-loop per-horizon-step metrics of ``model`` on ``clips``.
 
@@ -284,8 +284,8 @@ def evaluate_open_loop(model: Any, clips: "ClipDataset", *, device: "torch.devic
     return _eval_result(scorer, clips, idx, opts, n_samples, stochastic, device, examples)
 
 
-def _eval_result(scorer: _Scorer, clips: "ClipDataset", idx: np.ndarray, opts: EvalOptions, n_samples: int,
-                 stochastic: bool, device: "torch.device", examples: dict[str, list[Any]]) -> dict[str, Any]:
+def _eval_result(scorer: _Scorer, clips: ClipDataset, idx: np.ndarray, opts: EvalOptions, n_samples: int,
+                 stochastic: bool, device: torch.device, examples: dict[str, list[Any]]) -> dict[str, Any]:
     import torch
 
     n = int(idx.shape[0])

@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING, Any, Iterator
 import numpy as np
 
 from visfore.core import runs
-from visfore.data import storage
 from visfore.core.errors import VisforeError
+from visfore.data import storage
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -117,7 +117,7 @@ class ModelRun:
         return str(getattr(self.model, "name", type(self.model).__name__))
 
     # -- datasets -------------------------------------------------------------------------
-    def check_dataset(self, ds: "Dataset") -> None:
+    def check_dataset(self, ds: Dataset) -> None:
         """Check that ``ds`` fits the model: frame size (H, W) and action dimension A.
 
         Raises:
@@ -135,7 +135,7 @@ class ModelRun:
                 f"takes {self.action_dim}"
             )
 
-    def open_dataset(self, data: str | os.PathLike[str] | None = None) -> "Dataset":
+    def open_dataset(self, data: str | os.PathLike[str] | None = None) -> Dataset:
         """Open ``data`` (a path or URL; default: the dataset the model was trained on) and
         check that it fits the model (:meth:`check_dataset`).
 
@@ -157,7 +157,7 @@ class ModelRun:
         self.check_dataset(ds)
         return ds
 
-    def action_bounds(self, ds: "Dataset | None" = None) -> tuple[np.ndarray, np.ndarray]:
+    def action_bounds(self, ds: Dataset | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(low, high), each (A,) float32: the attrs ``action_low`` / ``action_high`` of
         ``ds`` when it has valid ones, else those of the training dataset, else [-1, 1]."""
         if ds is not None:
@@ -293,7 +293,7 @@ def load_model_run(
 # ---------------------------------------------------------------------------------------
 # tensors <-> frames
 # ---------------------------------------------------------------------------------------
-def frames_to_model(frames: np.ndarray, device: Any = "cpu") -> "torch.Tensor":
+def frames_to_model(frames: np.ndarray, device: Any = "cpu") -> torch.Tensor:
     """``(..., H, W, 3)`` uint8 frames -> ``(..., 3, H, W)`` float32 in ``[0, 1]`` on
     ``device`` (value / 255, as in training), C-contiguous (the layout of the training
     batches: convolutions on other memory layouts can differ in the last bits)."""
@@ -303,7 +303,7 @@ def frames_to_model(frames: np.ndarray, device: Any = "cpu") -> "torch.Tensor":
     return x.movedim(-1, -3).contiguous().to(torch.float32).div_(255.0)
 
 
-def model_to_frames(x: "torch.Tensor") -> np.ndarray:
+def model_to_frames(x: torch.Tensor) -> np.ndarray:
     """``(..., 3, H, W)`` float in ``[0, 1]`` -> ``(..., H, W, 3)`` uint8 numpy
     (clamped to [0, 1], times 255, rounded to nearest)."""
     import torch

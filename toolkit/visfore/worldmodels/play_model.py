@@ -46,7 +46,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -177,7 +177,7 @@ def _check_policy_spaces(pr: Any, env: Any, path: Path) -> None:
 
 
 def play_model(
-    run: "str | os.PathLike[str] | PlayModelConfig",
+    run: str | os.PathLike[str] | PlayModelConfig,
     *,
     data: str | os.PathLike[str] | None = None,
     policy: str = "keyboard",

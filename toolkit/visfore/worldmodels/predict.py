@@ -38,7 +38,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -250,7 +250,7 @@ def _check_int(name: str, value: int | None, minimum: int) -> None:
 
 
 def predict(
-    run: "str | os.PathLike[str] | PredictConfig",
+    run: str | os.PathLike[str] | PredictConfig,
     *,
     episode: int | None = None,
     out: str | os.PathLike[str] | None = None,

@@ -54,23 +54,22 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import logging
 import json
+import logging
 import math
 import re
-import typing
 import shlex
 import shutil
 import sys
 import time
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
-
 from visfore.core import runs
-from visfore.data import storage
 from visfore.core.errors import VisforeError
+from visfore.data import storage
 
 log = logging.getLogger(__name__)
 
@@ -624,7 +623,6 @@ def train_eval_all(
     """
     from rich.console import Console
 
-    from visfore.reports import comparison_report as cr
 
     if ray is not None:
         from visfore.core import ray_backend
@@ -644,7 +642,7 @@ def train_eval_all(
     if sweep_dir.exists() and not sweep_dir.is_dir():
         raise VisforeError(f"{sweep_dir} exists and is not a directory")
     if sweep_dir.exists() and not resume and not dry_run:
-        raise VisforeError(f"sweep directory {sweep_dir} already exists; pass --continue to resume it, or choose another --name")
+        raise VisforeError(f"sweep directory {sweep_dir} already exists; pass --resume to continue it, or choose another --name")
     if dry_run:
         _print_plan(sweep, sweep_dir, console)
         return {"sweep_dir": sweep_dir, "specs": sweep.runs, "rows": [], "groups": [], "files": {},
@@ -681,94 +679,129 @@ def train_eval_all(
     }
     if ray_session is not None:
         meta["ray"] = ray_session.record()
-    rows: list[dict[str, Any]] = []
-    order = {spec.name: spec.index for spec in sweep.runs}
+    rec = _SweepRecorder(sweep, sweep_dir, sweep_name, meta, console, progress, wandb_module)
     interrupted = False
-    t0 = time.monotonic()
-    n = len(sweep.runs)
-
-    def write_rows() -> None:
-        rows.sort(key=lambda r: order.get(r["run"], n))  # spec order, also on Ray
-        meta["seconds"] = time.monotonic() - t0
-        cr.write_rows(sweep_dir, meta, rows)
-
-    def begin(spec: RunSpec) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        """The row fields of ``spec`` and its train-model options (None: finished earlier)."""
-        run_dir = sweep_dir / spec.name
-        state = run_state(run_dir)
-        common = dict(run=spec.name, model=spec.model, label=spec.label, hyperparameters=spec.hyperparameters,
-                      seed=spec.seed, run_dir=run_dir)
-        if state == "done":
-            log.info("[%d/%d] %s: finished earlier, skipped", spec.index + 1, n, spec.name)
-            rows.append(cr.run_row(_read_metrics(run_dir / runs.METRICS_NAME), reused=True, **common))
-            return common, None
-        if state == "restart":
-            shutil.rmtree(run_dir)
-        return common, dict(spec.options, out=str(run_dir), progress=progress, resume=state == "resume")
-
-    def finish(spec: RunSpec, common: dict[str, Any], outcome: Any, seconds: float) -> None:
-        """Record a finished configuration: ``outcome`` its metrics or its exception."""
-        if isinstance(outcome, BaseException):
-            message = _one_line(outcome)
-            log.error("%s failed: %s", spec.name, message)
-            rows.append(cr.run_row(None, status="failed", error=message, **common))
-        else:
-            row = cr.run_row(outcome, **common)
-            rows.append(row)
-            console.print(
-                f"{spec.name}: PSNR {cr.fmt(row['psnr'], 2)} dB (copy-last-frame "
-                f"{cr.fmt(row['copy_last_psnr'], 2)}), SSIM {cr.fmt(row['ssim'], 4)} in "
-                f"{seconds:.0f} s"
-            )
-            if wandb_module is not None:
-                try:
-                    log_to_wandb(wandb_module, sweep_name, spec, outcome, sweep_dir / spec.name, sweep.wandb)
-                except KeyboardInterrupt:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - logging must not end the sweep
-                    log.warning("W&B logging of %s failed: %s", spec.name, _one_line(exc))
-        write_rows()
-
     try:
         if ray_session is not None:
-            interrupted = _run_on_ray(ray_session, sweep.runs, begin, finish, rows, train_fn, console)
+            interrupted = _run_on_ray(ray_session, sweep.runs, rec.begin, rec.finish, rec.rows, train_fn, console)
         else:
-            for spec in sweep.runs:
-                common, options = begin(spec)
-                if options is None:
-                    continue
-                verb = "resuming" if options["resume"] else "training"
-                console.rule(f"[{spec.index + 1}/{n}] {verb} {spec.name}")
-                t_run = time.monotonic()
-                try:
-                    metrics = train_fn(options)
-                except KeyboardInterrupt:
-                    interrupted = True
-                    rows.append(cr.run_row(None, status="interrupted", error="interrupted (Ctrl-C)", **common))
-                    break
-                except Exception as exc:  # noqa: BLE001 - recorded, the sweep goes on
-                    finish(spec, common, exc, time.monotonic() - t_run)
-                else:
-                    finish(spec, common, metrics, time.monotonic() - t_run)
+            interrupted = _run_locally(sweep.runs, rec, train_fn, console)
     except KeyboardInterrupt:
         interrupted = True
     finally:
         if ray_session is not None:
             ray_session.close()  # stops a Ray started for this command
-    rows.sort(key=lambda r: order.get(r["run"], n))
-    meta["seconds"] = time.monotonic() - t0
-    meta["interrupted"] = interrupted
-    report = cr.write_comparison(sweep_dir, meta, rows)
-    failed = sum(1 for r in rows if r["status"] == "failed")
-    if any(g["ok"] for g in report["groups"]):
-        cr.print_comparison(report["groups"], console, title=f"{COMMAND} {sweep_name}: aggregated over seeds (mean ± std)")
-    done = sum(1 for r in rows if r["status"] == "ok")
-    console.print(
-        f"{done}/{n} configurations finished" + (f", {failed} failed" if failed else "")
-        + ("; interrupted" if interrupted else "") + f"; report: {sweep_dir / 'comparison.html'}"
-    )
-    return {"sweep_dir": sweep_dir, "specs": sweep.runs, "rows": rows, "groups": report["groups"],
-            "files": report["files"], "interrupted": interrupted, "failed": failed, "dry_run": False}
+    return rec.report(interrupted)
+
+
+class _SweepRecorder:
+    """The rows of a sweep: which configurations to run (:meth:`begin`), their outcomes
+    (:meth:`finish`, ``comparison.csv`` rewritten after each) and the final report."""
+
+    def __init__(self, sweep: Sweep, sweep_dir: Path, sweep_name: str, meta: dict[str, Any], console: Any,
+                 progress: bool, wandb_module: Any) -> None:
+        self.sweep, self.sweep_dir, self.sweep_name, self.meta = sweep, sweep_dir, sweep_name, meta
+        self.console, self.progress, self.wandb_module = console, progress, wandb_module
+        self.rows: list[dict[str, Any]] = []
+        self.order = {spec.name: spec.index for spec in sweep.runs}
+        self.n = len(sweep.runs)
+        self.t0 = time.monotonic()
+
+    def write_rows(self) -> None:
+        from visfore.reports import comparison_report as cr
+
+        self.rows.sort(key=lambda r: self.order.get(r["run"], self.n))  # spec order, also on Ray
+        self.meta["seconds"] = time.monotonic() - self.t0
+        cr.write_rows(self.sweep_dir, self.meta, self.rows)
+
+    def begin(self, spec: RunSpec) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """The row fields of ``spec`` and its train-model options (None: finished earlier)."""
+        from visfore.reports import comparison_report as cr
+
+        run_dir = self.sweep_dir / spec.name
+        state = run_state(run_dir)
+        common = dict(run=spec.name, model=spec.model, label=spec.label, hyperparameters=spec.hyperparameters,
+                      seed=spec.seed, run_dir=run_dir)
+        if state == "done":
+            log.info("[%d/%d] %s: finished earlier, skipped", spec.index + 1, self.n, spec.name)
+            self.rows.append(cr.run_row(_read_metrics(run_dir / runs.METRICS_NAME), reused=True, **common))
+            return common, None
+        if state == "restart":
+            shutil.rmtree(run_dir)
+        return common, dict(spec.options, out=str(run_dir), progress=self.progress, resume=state == "resume")
+
+    def finish(self, spec: RunSpec, common: dict[str, Any], outcome: Any, seconds: float) -> None:
+        """Record a finished configuration: ``outcome`` its metrics or its exception."""
+        from visfore.reports import comparison_report as cr
+
+        if isinstance(outcome, BaseException):
+            message = _one_line(outcome)
+            log.error("%s failed: %s", spec.name, message)
+            self.rows.append(cr.run_row(None, status="failed", error=message, **common))
+        else:
+            row = cr.run_row(outcome, **common)
+            self.rows.append(row)
+            self.console.print(
+                f"{spec.name}: PSNR {cr.fmt(row['psnr'], 2)} dB (copy-last-frame "
+                f"{cr.fmt(row['copy_last_psnr'], 2)}), SSIM {cr.fmt(row['ssim'], 4)} in "
+                f"{seconds:.0f} s"
+            )
+            if self.wandb_module is not None:
+                try:
+                    log_to_wandb(self.wandb_module, self.sweep_name, spec, outcome, self.sweep_dir / spec.name,
+                                 self.sweep.wandb)
+                except KeyboardInterrupt:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - logging must not end the sweep
+                    log.warning("W&B logging of %s failed: %s", spec.name, _one_line(exc))
+        self.write_rows()
+
+    def interrupted_run(self, common: dict[str, Any]) -> None:
+        from visfore.reports import comparison_report as cr
+
+        self.rows.append(cr.run_row(None, status="interrupted", error="interrupted (Ctrl-C)", **common))
+
+    def report(self, interrupted: bool) -> dict[str, Any]:
+        """Write the comparison (CSV, JSON, Markdown, HTML, plots), print its table."""
+        from visfore.reports import comparison_report as cr
+
+        rows, n, sweep_dir, console = self.rows, self.n, self.sweep_dir, self.console
+        rows.sort(key=lambda r: self.order.get(r["run"], n))
+        self.meta["seconds"] = time.monotonic() - self.t0
+        self.meta["interrupted"] = interrupted
+        report = cr.write_comparison(sweep_dir, self.meta, rows)
+        failed = sum(1 for r in rows if r["status"] == "failed")
+        if any(g["ok"] for g in report["groups"]):
+            cr.print_comparison(report["groups"], console,
+                                title=f"{COMMAND} {self.sweep_name}: aggregated over seeds (mean ± std)")
+        done = sum(1 for r in rows if r["status"] == "ok")
+        console.print(
+            f"{done}/{n} configurations finished" + (f", {failed} failed" if failed else "")
+            + ("; interrupted" if interrupted else "") + f"; report: {sweep_dir / 'comparison.html'}"
+        )
+        return {"sweep_dir": sweep_dir, "specs": self.sweep.runs, "rows": rows, "groups": report["groups"],
+                "files": report["files"], "interrupted": interrupted, "failed": failed, "dry_run": False}
+
+
+def _run_locally(specs: list[RunSpec], rec: _SweepRecorder, train_fn: Callable, console: Any) -> bool:
+    """Train the configurations one after the other in this process; True when interrupted."""
+    for spec in specs:
+        common, options = rec.begin(spec)
+        if options is None:
+            continue
+        verb = "resuming" if options["resume"] else "training"
+        console.rule(f"[{spec.index + 1}/{rec.n}] {verb} {spec.name}")
+        t_run = time.monotonic()
+        try:
+            metrics = train_fn(options)
+        except KeyboardInterrupt:
+            rec.interrupted_run(common)
+            return True
+        except Exception as exc:  # noqa: BLE001 - recorded, the sweep goes on
+            rec.finish(spec, common, exc, time.monotonic() - t_run)
+        else:
+            rec.finish(spec, common, metrics, time.monotonic() - t_run)
+    return False
 
 
 # ---------------------------------------------------------------------------------------
@@ -834,8 +867,8 @@ def _run_on_ray(session: Any, specs: list[RunSpec], begin: Callable, finish: Cal
     """
     import contextlib
 
-    from visfore.reports import comparison_report as cr
     from visfore.core import ray_backend
+    from visfore.reports import comparison_report as cr
 
     ray = ray_backend.require_ray()
     task = ray_backend.remote(_ray_train, max_retries=ray_backend.DEFAULT_RETRIES)

@@ -18,12 +18,24 @@ from visfore.core.progress import NoProgress
 from visfore.worldmodels.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
 from visfore.worldmodels.config import RUNTIME_OPTIONS, TrainConfig, validate_config
 from visfore.worldmodels.distributed import weights_digest
-from visfore.worldmodels.evaluation import (FOREGROUND_THRESHOLD, EvalOptions, evaluate_open_loop, prediction_grid,
-                                            shuffled_partners)
+from visfore.worldmodels.evaluation import (
+                                            FOREGROUND_THRESHOLD,
+                                            EvalOptions,
+                                            evaluate_open_loop,
+                                            prediction_grid,
+                                            shuffled_partners,
+)
 from visfore.worldmodels.records import COMMAND
 from visfore.worldmodels.report import print_metrics_table
-from visfore.worldmodels.schedules import (PAPER_SAMPLING_K, SAMPLING_MODES, auto_sampling_k, inverse_sigmoid,
-                                           lr_lambda, resolve_sampling, teacher_forcing_schedule)
+from visfore.worldmodels.schedules import (
+                                            PAPER_SAMPLING_K,
+                                            SAMPLING_MODES,
+                                            auto_sampling_k,
+                                            inverse_sigmoid,
+                                            lr_lambda,
+                                            resolve_sampling,
+                                            teacher_forcing_schedule,
+)
 from visfore.worldmodels.training import reconstruction_loss, train_model
 
 # old private names, still imported by perception/, planning/ and rl/ (and a test that

@@ -78,18 +78,39 @@ import torch
 from visfore.core import runs
 from visfore.core.device import parse_device_spec, physical_cpu_cores, select_device
 from visfore.core.errors import VisforeError
-from visfore.core.trainer import (Checkpointer, RichProgress, StepResult, StopOnInterrupt, TensorBoardLogger,
-                                  TimeBudget, Trainer, TrainState, TrainTask)
+from visfore.core.trainer import (
+    Checkpointer,
+    RichProgress,
+    StepResult,
+    StopOnInterrupt,
+    TensorBoardLogger,
+    TimeBudget,
+    Trainer,
+    TrainState,
+    TrainTask,
+)
 from visfore.data import storage
 from visfore.worldmodels import checkpoint as ckpt_io
 from visfore.worldmodels import distributed as ddp
 from visfore.worldmodels.config import RUNTIME_OPTIONS, TrainConfig, validate_config
-from visfore.worldmodels.evaluation import (FOREGROUND_THRESHOLD, EvalOptions, evaluate_open_loop, json_float,
-                                            nanmean, prediction_grid, save_png)
+from visfore.worldmodels.evaluation import (
+    FOREGROUND_THRESHOLD,
+    EvalOptions,
+    evaluate_open_loop,
+    json_float,
+    nanmean,
+    prediction_grid,
+    save_png,
+)
 from visfore.worldmodels.records import COMMAND, config_record, metrics_record
 from visfore.worldmodels.schedules import lr_lambda, resolve_sampling
-from visfore.worldmodels.training_data import (TrainingData, min_episode_frames, open_and_check_dataset,
-                                               prepare_data, split_usable_episodes)
+from visfore.worldmodels.training_data import (
+    TrainingData,
+    min_episode_frames,
+    open_and_check_dataset,
+    prepare_data,
+    split_usable_episodes,
+)
 
 __all__ = ["ForwardModelTask", "Precision", "reconstruction_loss", "resolve_resume", "train_model"]
 
@@ -274,7 +295,7 @@ class Precision:
     requested: Optional[bool]
 
     @classmethod
-    def for_device(cls, requested: Optional[bool], device: torch.device) -> "Precision":
+    def for_device(cls, requested: Optional[bool], device: torch.device) -> Precision:
         """float16 + GradScaler on CUDA, bfloat16 on CPU; on by default on CUDA only."""
         enabled = (device.type == "cuda") if requested is None else bool(requested)
         dtype = (torch.float16 if device.type == "cuda" else torch.bfloat16) if enabled else None

@@ -25,8 +25,8 @@ class TrainingData:
 
     dataset: Any
     source: Any
-    train: "ClipDataset"
-    val: "ClipDataset"
+    train: ClipDataset
+    val: ClipDataset
     train_episodes: np.ndarray
     val_episodes: np.ndarray
     excluded_episodes: np.ndarray
