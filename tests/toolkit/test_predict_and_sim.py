@@ -376,8 +376,8 @@ def test_play_model_with_a_policy_run(model_run_dir: Path, tmp_path: Path, headl
     from visfore.worldmodels.play_model import play_model
 
     fake = _FakePolicyRun(gym.spaces.Box(-1, 1, (2,), np.float32), (3, SIZE, SIZE))
-    monkeypatch.setattr(policy_run, "load_policy_run", lambda path: fake)
-    res = play_model(model_run_dir, policy=str(tmp_path), steps=4, out=tmp_path / "p.gif", echo=None)
+    res = play_model(model_run_dir, policy=str(tmp_path), steps=4, out=tmp_path / "p.gif", echo=None,
+                     load_policy=lambda path: fake)
     assert res.frames == 4 and fake.seen == [(SIZE, SIZE, 3)] * 4
 
     fake_bad = _FakePolicyRun(gym.spaces.Box(-1, 1, (3,), np.float32), (SIZE, SIZE, 3))

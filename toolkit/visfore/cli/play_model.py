@@ -16,6 +16,7 @@ from visfore.worldmodels.config import PlayModelConfig
 def play_model_command(config: PlayModelConfig) -> None:
     """Play a trained forward model as an environment (LearnedSim-v0): live with the keyboard
     when there is a display, else headless into a GIF."""
+    from visfore.rl.policy_run import load_policy_run
     from visfore.worldmodels.play_model import play_model
 
-    play_model(config, echo=None if config.quiet else typer.echo)
+    play_model(config, echo=None if config.quiet else typer.echo, load_policy=load_policy_run)

@@ -138,17 +138,20 @@ def _format_action(a: np.ndarray) -> str:
     return "[" + " ".join(f"{x:+.2f}" for x in np.asarray(a).reshape(-1)) + "]"
 
 
-def _policy_fn(policy: str, env: Any, seed: int, echo: Callable[[str], None]) -> tuple[str, Callable[[np.ndarray], np.ndarray]]:
-    """(label, obs -> action) for ``random`` or a train-policy run directory."""
+def _policy_fn(policy: str, env: Any, seed: int, echo: Callable[[str], None],
+               load_policy: Callable[[Path], Any] | None = None) -> tuple[str, Callable[[np.ndarray], np.ndarray]]:
+    """(label, obs -> action) for ``random`` or a train-policy run directory (loaded by
+    ``load_policy``, e.g. :func:`visfore.rl.policy_run.load_policy_run`: policies belong to
+    a higher layer, so the caller hands the loader in)."""
     if policy == "random":
         env.action_space.seed(seed)
         return "random", lambda obs: env.action_space.sample()
     path = Path(policy)
     if not path.is_dir():
         raise VisforeError(f"--policy must be keyboard, random or a train-policy run directory, got {policy!r}")
-    from visfore.rl import policy_run
-
-    pr = policy_run.load_policy_run(path)
+    if load_policy is None:
+        raise VisforeError("playing a train-policy run needs a policy loader (the visfore play-model command passes one)")
+    pr = load_policy(path)
     _check_policy_spaces(pr, env, path)
     return str(path), pr.predict
 
@@ -190,6 +193,7 @@ def play_model(
     device: str = "cpu",
     headless: bool | None = None,
     echo: Callable[[str], None] | None = print,
+    load_policy: Callable[[Path], Any] | None = None,
 ) -> PlayResult:
     """Run ``LearnedSim-v0`` on a trained model with a policy (see the module docstring).
 
@@ -208,6 +212,8 @@ def play_model(
         headless: True never opens a window; None (default) opens one only with a
             display and the keyboard policy.
         echo: where messages go (None: silent).
+        load_policy: ``run_dir -> policy run`` (with ``predict``, ``action_space`` and
+            ``model.observation_space``) for a train-policy ``policy``.
 
     Returns:
         A :class:`PlayResult`.
@@ -219,7 +225,7 @@ def play_model(
         c = run
         return play_model(c.run, data=c.data, policy=c.policy, steps=c.steps, out=c.out, seed=c.seed,
                           checkpoint=c.checkpoint, fps=c.fps, scale=c.scale, device=c.device,
-                          headless=c.headless or None, echo=echo)
+                          headless=c.headless or None, echo=echo, load_policy=load_policy)
     import gymnasium as gym
 
     from visfore.worldmodels import learned_sim  # noqa: F401  (registers LearnedSim-v0)
@@ -248,7 +254,7 @@ def play_model(
             frames, n_episodes, taken = result
             label = "keyboard"
         else:
-            label, act = _policy_fn(policy, env, seed, say)
+            label, act = _policy_fn(policy, env, seed, say, load_policy)
             if out is None:
                 out = check_animation_path(Path(run) / "play.gif")
             frames, n_episodes, taken = _play_headless(env, act, steps=steps, seed=seed, scale=scale)
