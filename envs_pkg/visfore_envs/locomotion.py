@@ -202,6 +202,19 @@ def roboschool_joint_limits(robot: str) -> tuple[np.ndarray, np.ndarray]:
 
 _LOCO_DIR = ASSETS_DIR / "locomotion"
 
+# Bound once for the per-step code. ``np.clip`` is a Python wrapper around the ``clip``
+# ufunc; calling the ufunc gives the same numbers at half the cost.
+try:
+    from numpy._core.umath import clip as _clip
+except ImportError:  # NumPy < 2
+    _clip = np.clip
+_isfinite = math.isfinite
+_square = np.square
+_add_reduce = np.add.reduce
+_concatenate = np.concatenate
+_mj_step = mujoco.mj_step
+_mj_rnePostConstraint = mujoco.mj_rnePostConstraint
+
 #: Total mass (kg) v5's MJCF set with ``<compiler settotalmass>``, which MuJoCo deprecates;
 #: it is set after compiling instead (``morphology.compile_mjcf``), bit for bit the same.
 V5_TOTAL_MASS: dict[str, float] = {"half_cheetah": 14.0}
@@ -251,6 +264,8 @@ class PerturbLocomotionEnv(VisforeMujocoEnv, EzPickle):
     v5_defaults: ClassVar[dict[str, Any]] = {}
     #: Whether observation or reward read ``data.cfrc_ext`` (the ant's contact forces).
     reads_contact_forces: ClassVar[bool] = False
+    #: Leading qpos entries v5's observation leaves out (the root's x, and y for the ant).
+    obs_qpos_skip: ClassVar[int] = 1
 
     def __init__(
         self,
@@ -291,6 +306,7 @@ class PerturbLocomotionEnv(VisforeMujocoEnv, EzPickle):
         )
         check_choice("reward_mode", reward_mode, ("state",))
         self.obs_layout = check_obs_layout(obs_layout, "v5")
+        self._roboschool = self.obs_layout == "roboschool"
         # Action given in the layout's order -> ctrl in v5 actuator order (None: same order).
         self._action_perm = (
             None
@@ -333,6 +349,8 @@ class PerturbLocomotionEnv(VisforeMujocoEnv, EzPickle):
         self.scene_data = mujoco.MjData(self.model)
         self._after_model_change()
         self.observation_space = self._make_observation_space()
+        #: ``step`` returns v5's state vector itself (no pixels, v5 layout).
+        self._v5_state_only = self.obs_mode == "state" and not self._roboschool
 
     def _scale_mjcf(self):
         return scale_mjcf(
@@ -387,7 +405,15 @@ class PerturbLocomotionEnv(VisforeMujocoEnv, EzPickle):
             "perturbation": dict(self._scales),
             "body_mass": {n: float(m) for n, m in zip(names, self.model.body_mass[1:])},
         }
+        self._info_perturbation = self._info_static["perturbation"]
+        self._info_body_mass = self._info_static["body_mass"]
+        #: ``dt`` of the current model, read by every step (the property costs a lookup chain).
+        self._step_dt = self.dt
         self._frame = None
+
+    def _bind_data_views(self) -> None:
+        super()._bind_data_views()
+        self._qpos_obs = self._qpos[self.obs_qpos_skip :]  # v5's observed positions
 
     def _setup_clearance(self) -> None:
         """Where the root's height is in qpos (free joint z, or the vertical root slide), and
@@ -455,13 +481,15 @@ class PerturbLocomotionEnv(VisforeMujocoEnv, EzPickle):
         ``mj_rnePostConstraint`` if the robot reads contact forces (it only computes
         outputs such as ``cfrc_ext``, so skipping it leaves the trajectory unchanged).
         ``step`` checks the action first (:meth:`_check_action`)."""
-        if self._action_perm is not None:
-            action = np.asarray(action)[self._action_perm]
+        perm = self._action_perm
+        if perm is not None:
+            action = np.asarray(action)[perm]
         self._ctrl[:] = action
-        mujoco.mj_step(self.model, self.data, nstep=self.frame_skip)
+        model, data = self.model, self.data
+        _mj_step(model, data, nstep=self.frame_skip)
         if self.reads_contact_forces:
             # cfrc_ext (contact forces) is computed only here; nothing else reads it.
-            mujoco.mj_rnePostConstraint(self.model, self.data)
+            _mj_rnePostConstraint(model, data)
         self._frame = None
 
     def _posed_scene(self) -> mujoco.MjData:
@@ -634,14 +662,19 @@ class PerturbLocomotionEnv(VisforeMujocoEnv, EzPickle):
         Raises:
             ValueError: on a wrong action shape or a non-finite action (nothing changes).
         """
-        self._check_action(action)
-        reward, terminated, info = self._v5_step(action)
-        self._update_roboschool(reset=False)
-        info["perturbation"] = self._info_static["perturbation"].copy()
-        info["body_mass"] = self._info_static["body_mass"].copy()
+        # The action check fused with the control cost's sum of squares (the same numbers).
+        ctrl_square_sum = self._checked_square_sum(action)
+        reward, terminated, info = self._v5_step(action, ctrl_square_sum)
+        if self._roboschool:
+            self._update_roboschool(reset=False)
+        info["perturbation"] = self._info_perturbation.copy()
+        info["body_mass"] = self._info_body_mass.copy()
         unstable = self._physics_unstable()
         info["physics_unstable"] = unstable
-        observation = self._observation()
+        if self._v5_state_only:
+            observation = self._v5_step_observation()
+        else:
+            observation = self._observation()
         if unstable:  # MuJoCo reset the data; never hand out non-finite numbers
             if isinstance(observation, dict):
                 observation["state"] = np.nan_to_num(observation["state"])
@@ -653,6 +686,10 @@ class PerturbLocomotionEnv(VisforeMujocoEnv, EzPickle):
     # -- robot hooks -----------------------------------------------------------------------
     def _v5_observation(self) -> np.ndarray:
         raise NotImplementedError
+
+    def _v5_step_observation(self) -> np.ndarray:
+        """v5's observation right after :meth:`_v5_step` (may reuse what the step computed)."""
+        return self._v5_observation()
 
     def _v5_reset_noise(self) -> tuple[np.ndarray, np.ndarray]:
         scale = self._options["reset_noise_scale"]
@@ -669,7 +706,9 @@ class PerturbLocomotionEnv(VisforeMujocoEnv, EzPickle):
             "reward_ctrl": 0.0,
         }
 
-    def _v5_step(self, action) -> tuple[float, bool, dict[str, Any]]:
+    def _v5_step(self, action, ctrl_square_sum) -> tuple[float, bool, dict[str, Any]]:
+        """Simulate ``action`` (checked) and return v5's ``(reward, terminated, info)``;
+        ``ctrl_square_sum`` is v5's ``np.sum(np.square(action))``."""
         raise NotImplementedError
 
 
@@ -700,36 +739,40 @@ class _PlanarWalker(PerturbLocomotionEnv):
     """Hopper and Walker2d: planar, forward reward from qpos[0], healthy z and angle."""
 
     def _v5_observation(self) -> np.ndarray:
-        position = self.data.qpos.flatten()[1:]
-        velocity = np.clip(self.data.qvel.flatten(), -10, 10)
-        return np.concatenate((position, velocity)).ravel()
+        # v5: concatenate((qpos.flatten()[1:], np.clip(qvel.flatten(), -10, 10))).ravel()
+        return _concatenate((self._qpos_obs, _clip(self._qvel, -10.0, 10.0)))
 
     def _is_healthy(self) -> bool:
-        z, angle = self.data.qpos[1:3]
+        qpos = self._qpos
+        z, angle = qpos[1], qpos[2]
         min_z, max_z = self._healthy_z
         min_angle, max_angle = self._options["healthy_angle_range"]
-        healthy = min_z < z < max_z and min_angle < angle < max_angle
-        if "healthy_state_range" in self._options:  # hopper only
-            state = np.concatenate((self.data.qpos, self.data.qvel))[2:]
-            low, high = self._options["healthy_state_range"]
-            healthy = healthy and bool(np.all(np.logical_and(low < state, state < high)))
-        return bool(healthy)
+        if not (min_z < z < max_z and min_angle < angle < max_angle):
+            return False
+        state_range = self._options.get("healthy_state_range")  # hopper only
+        if state_range is None:
+            return True
+        # v5: all(low < state < high) over (qpos, qvel)[2:]; min/max propagate NaN (unhealthy)
+        state = _concatenate((qpos[2:], self._qvel))
+        low, high = state_range
+        return bool(low < state.min() and state.max() < high)
 
-    def _v5_step(self, action):
+    def _v5_step(self, action, ctrl_square_sum):
         o = self._options
-        x_before = self.data.qpos[0]
+        qpos = self._qpos
+        x_before = qpos[0]
         self._simulate_v5(action)
-        x_after = self.data.qpos[0]
-        x_velocity = (x_after - x_before) / self.dt
+        x_after = qpos[0]
+        x_velocity = (x_after - x_before) / self._step_dt
         healthy = self._is_healthy()
         forward = o["forward_reward_weight"] * x_velocity
         survive = healthy * o["healthy_reward"]
-        ctrl_cost = o["ctrl_cost_weight"] * np.sum(np.square(action))
+        ctrl_cost = o["ctrl_cost_weight"] * ctrl_square_sum
         reward = forward + survive - ctrl_cost
         terminated = (not healthy) and o["terminate_when_unhealthy"]
         info = {
             "x_position": x_after,
-            "z_distance_from_origin": self.data.qpos[1] - self.init_qpos[1],
+            "z_distance_from_origin": qpos[1] - self.init_qpos[1],
             "x_velocity": x_velocity,
             "reward_forward": forward,
             "reward_ctrl": -ctrl_cost,
@@ -810,6 +853,7 @@ class PerturbAntEnv(PerturbLocomotionEnv):
     robot = "ant"
     xml_name = "ant.xml"
     reads_contact_forces = True
+    obs_qpos_skip = 2
     v5_defaults = {
         "frame_skip": 5,
         "forward_reward_weight": 1.0,
@@ -823,18 +867,30 @@ class PerturbAntEnv(PerturbLocomotionEnv):
     }
 
     def _contact_forces(self) -> np.ndarray:
+        """v5's ``contact_forces``: ``cfrc_ext`` clipped to ``contact_force_range``, (nbody, 6)."""
         low, high = self._options["contact_force_range"]
-        return np.clip(self.data.cfrc_ext, low, high)
+        return _clip(self.data.cfrc_ext, low, high)
 
     def _v5_observation(self) -> np.ndarray:
-        position = self.data.qpos.flatten()[2:]
-        velocity = self.data.qvel.flatten()
-        return np.concatenate((position, velocity, self._contact_forces()[1:].flatten()))
+        return self._ant_observation(self._contact_forces())
+
+    def _ant_observation(self, contact_forces: np.ndarray) -> np.ndarray:
+        # v5: concatenate((qpos.flatten()[2:], qvel.flatten(), contact_forces[1:].flatten()))
+        return _concatenate((self._qpos_obs, self._qvel, contact_forces[1:].ravel()))
+
+    def _v5_step_observation(self) -> np.ndarray:
+        return self._ant_observation(self._step_contact_forces)  # clipped by this step
 
     def _is_healthy(self) -> bool:
-        state = np.concatenate((self.data.qpos, self.data.qvel))
+        qpos, qvel = self._qpos, self._qvel
+        # v5: isfinite((qpos, qvel)).all(); a finite sum of the values (Python floats) rules
+        # out NaN and infinity, the exact test settles an overflowing sum.
+        if not _isfinite(sum(qpos.tolist()) + sum(qvel.tolist())) and not (
+            np.isfinite(qpos).all() and np.isfinite(qvel).all()
+        ):
+            return False
         min_z, max_z = self._healthy_z
-        return bool(np.isfinite(state).all() and min_z <= state[2] <= max_z)
+        return bool(min_z <= qpos[2] <= max_z)
 
     def _v5_reset_noise(self):
         scale = self._options["reset_noise_scale"]
@@ -855,23 +911,27 @@ class PerturbAntEnv(PerturbLocomotionEnv):
             "reward_survive": 0.0,
         }
 
-    def _v5_step(self, action):
+    def _v5_step(self, action, ctrl_square_sum):
         o = self._options
-        xy_before = self.data.xpos[1, :2].copy()  # v5's main_body = 1 (torso)
+        xpos = self.data.xpos
+        xy_before = xpos[1, :2].copy()  # v5's main_body = 1 (torso)
         self._simulate_v5(action)
-        xy_after = self.data.xpos[1, :2].copy()
-        x_velocity, y_velocity = (xy_after - xy_before) / self.dt
+        xy_after = xpos[1, :2].copy()
+        x_velocity, y_velocity = (xy_after - xy_before) / self._step_dt
         healthy = self._is_healthy()
         forward = x_velocity * o["forward_reward_weight"]
         survive = healthy * o["healthy_reward"]
-        ctrl_cost = o["ctrl_cost_weight"] * np.sum(np.square(action))
-        contact_cost = o["contact_cost_weight"] * np.sum(np.square(self._contact_forces()))
+        ctrl_cost = o["ctrl_cost_weight"] * ctrl_square_sum
+        # computed once per step (v5 clips twice): the reward's and the observation's
+        self._step_contact_forces = contact_forces = self._contact_forces()
+        contact_cost = o["contact_cost_weight"] * _add_reduce(_square(contact_forces), axis=None)
         reward = forward + survive - (ctrl_cost + contact_cost)
         terminated = (not healthy) and o["terminate_when_unhealthy"]
+        qpos = self._qpos
         info = {
-            "x_position": self.data.qpos[0],
-            "y_position": self.data.qpos[1],
-            "distance_from_origin": np.linalg.norm(self.data.qpos[0:2], ord=2),
+            "x_position": qpos[0],
+            "y_position": qpos[1],
+            "distance_from_origin": np.linalg.norm(qpos[0:2], ord=2),
             "x_velocity": x_velocity,
             "y_velocity": y_velocity,
             "reward_forward": forward,
@@ -904,8 +964,8 @@ class PerturbHalfCheetahEnv(PerturbLocomotionEnv):
     }
 
     def _v5_observation(self) -> np.ndarray:
-        position = self.data.qpos.flatten()[1:]
-        return np.concatenate((position, self.data.qvel.flatten())).ravel()
+        # v5: concatenate((qpos.flatten()[1:], qvel.flatten())).ravel()
+        return _concatenate((self._qpos_obs, self._qvel))
 
     def _v5_reset_noise(self):
         scale = self._options["reset_noise_scale"]
@@ -913,14 +973,15 @@ class PerturbHalfCheetahEnv(PerturbLocomotionEnv):
         qvel = self.init_qvel + scale * self.np_random.standard_normal(self.model.nv)
         return qpos, qvel
 
-    def _v5_step(self, action):
+    def _v5_step(self, action, ctrl_square_sum):
         o = self._options
-        x_before = self.data.qpos[0]
+        qpos = self._qpos
+        x_before = qpos[0]
         self._simulate_v5(action)
-        x_after = self.data.qpos[0]
-        x_velocity = (x_after - x_before) / self.dt
+        x_after = qpos[0]
+        x_velocity = (x_after - x_before) / self._step_dt
         forward = o["forward_reward_weight"] * x_velocity
-        ctrl_cost = o["ctrl_cost_weight"] * np.sum(np.square(action))
+        ctrl_cost = o["ctrl_cost_weight"] * ctrl_square_sum
         info = {
             "x_position": x_after,
             "x_velocity": x_velocity,
