@@ -1,7 +1,8 @@
 """Typed command configurations: every option declared once.
 
-A command's options are the fields of one dataclass decorated with :func:`config`. Each
-field is declared with :func:`option`, which holds its default, its help text and how it
+A command's options are the fields of one dataclass, a subclass of :class:`ConfigBase`
+(``class TrainConfig(ConfigBase, command="train-model")``; the base makes it a dataclass).
+Each field is declared with :func:`option`, which holds its default, its help text and how it
 is spelled on the command line. Everything else is generated from that one declaration:
 
 - the Typer command (:func:`visfore.cli.options.typer_command`), so ``--help`` shows the
@@ -28,9 +29,14 @@ import typing
 from dataclasses import MISSING, dataclass
 from typing import Any, Callable, ClassVar, Literal, Mapping, Sequence, TypeVar, Union, get_args, get_origin
 
+try:  # Python >= 3.11
+    from typing import dataclass_transform
+except ImportError:  # pragma: no cover - Python 3.10
+    from typing_extensions import dataclass_transform
+
 from visfore.core.errors import VisforeError
 
-__all__ = ["ConfigBase", "OptionSpec", "config", "literal_choices", "option", "option_spec"]
+__all__ = ["ConfigBase", "OptionSpec", "literal_choices", "option", "option_spec"]
 
 C = TypeVar("C", bound="ConfigBase")
 _SPEC_KEY = "visfore_option"
@@ -121,11 +127,26 @@ def literal_choices(tp: Any) -> tuple[Any, ...] | None:
     return None
 
 
+@dataclass_transform(field_specifiers=(option, dataclasses.field))
 class ConfigBase:
-    """Shared behaviour of the command configs (a mixin of the :func:`config` dataclasses)."""
+    """The base of every command config: subclasses become dataclasses whose docstring
+    lists every option (from the :func:`option` declarations).
+
+    Subclass with the command's name, for error messages::
+
+        class TrainConfig(ConfigBase, command="train-model"):
+            epochs: int = option(10, help="Total training epochs.")
+    """
 
     #: The command these options belong to (``"train-model"``), for error messages.
     command: ClassVar[str] = ""
+
+    def __init_subclass__(cls, *, command: str = "", **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if command:
+            cls.command = command
+        dataclass(cls)
+        cls.__doc__ = (cls.__doc__ or cls.__name__).rstrip() + _options_doc(cls)
 
     def __post_init__(self) -> None:
         self.check_choices()
@@ -191,8 +212,9 @@ class ConfigBase:
 
 
 def _type_text(tp: Any) -> str:
-    text = getattr(tp, "__name__", None) or str(tp)
-    return str(text).replace("typing.", "")
+    if isinstance(tp, type) and not get_args(tp):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
 
 
 def _options_doc(cls: type) -> str:
@@ -208,24 +230,3 @@ def _options_doc(cls: type) -> str:
             default = " Required."
         lines.append(f"- ``{f.name}`` (``{_type_text(types[f.name])}``): {spec.help}{default}")
     return "\n".join(lines)
-
-
-def config(cls: type[C] | None = None, *, command: str = "") -> Any:
-    """Make a command config: a dataclass over :class:`ConfigBase` whose docstring lists
-    every option (from the :func:`option` declarations).
-
-    Args:
-        cls: the class (when used as a bare decorator).
-        command: the command name, for error messages (``"train-model"``).
-    """
-
-    def wrap(klass: type[C]) -> type[C]:
-        if not issubclass(klass, ConfigBase):
-            klass = type(klass.__name__, (klass, ConfigBase), dict(klass.__dict__))  # type: ignore[assignment]
-        if command:
-            klass.command = command
-        klass = dataclass(klass)
-        klass.__doc__ = (klass.__doc__ or klass.__name__).rstrip() + _options_doc(klass)
-        return klass
-
-    return wrap(cls) if cls is not None else wrap

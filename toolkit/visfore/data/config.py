@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional
 
-from visfore.core.config import config, option
+from visfore.core.config import ConfigBase, option
 from visfore.core.ray_backend import RAY_HELP
 from visfore.data.envs import parse_env_kwargs, parse_kwargs
 
@@ -27,8 +27,7 @@ def parse_policy_kwargs(values: Any) -> dict[str, Any]:
     return parse_kwargs(values, "--policy-kwargs")
 
 
-@config(command="collect")
-class CollectConfig:
+class CollectConfig(ConfigBase, command="collect"):
     """Every option of ``visfore collect``: run a policy in an env and write whole
     episodes to a Zarr dataset; the same command again continues an interrupted one.
 
@@ -50,8 +49,7 @@ class CollectConfig:
     progress: bool = option(True, help="Show the progress bar (episodes, frames/s) and notes (--quiet: neither).", flags=("--progress/--quiet", " /-q"))
 
 
-@config(command="dataset info")
-class DatasetInfoConfig:
+class DatasetInfoConfig(ConfigBase, command="dataset info"):
     """Every option of ``visfore dataset info``: episodes, frames, array shapes, size and
     compression, env and provenance of a dataset."""
 

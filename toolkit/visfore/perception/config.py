@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
-from visfore.core.config import config, option
+from visfore.core.config import ConfigBase, option
 from visfore.core.errors import VisforeError
 
 __all__ = ["MAX_MEMORY", "TranslatorConfig", "parse_channels"]
@@ -32,8 +32,7 @@ def parse_channels(text: str | Sequence[Any]) -> tuple[int, ...]:
     return values
 
 
-@config(command="train-translator")
-class TranslatorConfig:
+class TranslatorConfig(ConfigBase, command="train-translator"):
     """Every option of ``visfore train-translator``: a CNN (optionally ConvLSTM) from frames
     to joint angles ``q`` (radians) and key points ``k`` (metres).
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any, Literal, Optional, Sequence
 
-from visfore.core.config import config, option
+from visfore.core.config import ConfigBase, option
 from visfore.core.errors import VisforeError
 from visfore.core.runs import DEFAULT_RUNS_ROOT
 
@@ -114,8 +114,7 @@ def resolve_blocks(blocks: int | None, repeat: int, horizon: int | None) -> int:
     return horizon // repeat
 
 
-@config(command="plan")
-class PlanConfig:
+class PlanConfig(ConfigBase, command="plan"):
     """Every option of ``visfore plan``: visual MPC with CEM on a learned forward model,
     against CEM on the true simulator and a random policy.
 
@@ -167,7 +166,7 @@ class PlanConfig:
     progress: bool = option(True, help="Show the progress bar and the table (--quiet: no progress bar).", flags=("--progress/--quiet", " /-q"))
 
     def __post_init__(self) -> None:
-        super().__post_init__()  # type: ignore[misc]
+        super().__post_init__()
         if isinstance(self.controllers, str):
             self.controllers = parse_controllers(self.controllers)
         if isinstance(self.extra_thresholds, str):
@@ -192,8 +191,7 @@ class PlanConfig:
         return int(self.blocks or 0) * self.repeat
 
 
-@config(command="train-through-model")
-class ThroughModelConfig:
+class ThroughModelConfig(ConfigBase, command="train-through-model"):
     """Every option of ``visfore train-through-model``: a goal-reaching policy trained by
     backpropagating the goal cost through a frozen forward model, evaluated in the real env.
 

@@ -12,7 +12,7 @@ import math
 import re
 from typing import Any, Iterable, Literal, Optional, Union
 
-from visfore.core.config import config, option
+from visfore.core.config import ConfigBase, option
 from visfore.core.errors import VisforeError
 from visfore.core.ray_backend import RAY_HELP
 from visfore.data.envs import parse_env_kwargs
@@ -65,8 +65,7 @@ def _lower(text: str) -> str:
     return str(text).strip().lower()
 
 
-@config(command="train-policy")
-class PolicyTrainConfig:
+class PolicyTrainConfig(ConfigBase, command="train-policy"):
     """Every option of ``visfore train-policy``: train a TD3 or PPO policy
     (stable-baselines3) with tuned RL-Zoo hyperparameters and evaluate it on the nominal
     body.
@@ -205,8 +204,7 @@ SEED003_OPTIONS: dict[str, str] = {
 }
 
 
-@config(command="evaluate")
-class EvaluateConfig:
+class EvaluateConfig(ConfigBase, command="evaluate"):
     """Every option of ``visfore evaluate``: evaluate the policy of a ``train-policy`` run
     under body-part perturbations (1-D sweeps, a 2-D grid or one fixed perturbation) and
     write a robustness report (CSV, JSON, Markdown, HTML, plots).
@@ -236,8 +234,7 @@ class EvaluateConfig:
 MIMIC_OUT_FORMATS = (".json", ".csv", ".md")
 
 
-@config(command="mimic")
-class MimicConfig:
+class MimicConfig(ConfigBase, command="mimic"):
     """Every option of ``visfore mimic``: see a pose, then do it. The follower of a mimic
     env copies the leader it sees through a translator, compared with the same policy given
     the true pose and with a random policy (same seeds in every mode)."""

@@ -14,7 +14,7 @@ import json
 import math
 from typing import Any, Literal, Optional
 
-from visfore.core.config import config, option
+from visfore.core.config import ConfigBase, option
 from visfore.core.device import parse_device_spec
 from visfore.core.errors import VisforeError
 
@@ -44,8 +44,7 @@ def parse_json_object(text: str | dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-@config(command="train-model")
-class TrainConfig:
+class TrainConfig(ConfigBase, command="train-model"):
     """Every option of ``visfore train-model``: train an action-conditioned forward model
     and evaluate it open-loop on held-out episodes.
 
@@ -157,8 +156,7 @@ def validate_config(config: TrainConfig) -> None:
 # ---------------------------------------------------------------------------------------
 
 
-@config(command="predict")
-class PredictConfig:
+class PredictConfig(ConfigBase, command="predict"):
     """Every option of ``visfore predict``: open-loop rollout of a trained model on one
     episode with the episode's true actions (truth | prediction | difference animation)."""
 
@@ -176,8 +174,7 @@ class PredictConfig:
     quiet: bool = option(False, help="Do not print the per-step PSNR table.", flags=("--quiet", "-q"))
 
 
-@config(command="play-model")
-class PlayModelConfig:
+class PlayModelConfig(ConfigBase, command="play-model"):
     """Every option of ``visfore play-model``: drive a trained forward model as an
     environment (``LearnedSim-v0``) with the keyboard, a random or a trained policy."""
 
@@ -195,8 +192,7 @@ class PlayModelConfig:
     quiet: bool = option(False, help="No messages (the result line only).", flags=("--quiet", "-q"))
 
 
-@config(command="train-eval-all")
-class TrainEvalAllConfig:
+class TrainEvalAllConfig(ConfigBase, command="train-eval-all"):
     """Every option of ``visfore train-eval-all``: train and evaluate every configuration
     of a sweep file (models x hyperparameters x seeds), then write a comparison report."""
 
