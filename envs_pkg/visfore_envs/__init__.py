@@ -22,8 +22,8 @@ from visfore_envs.core import (  # noqa: E402
     VisforeMujocoEnv,
     goal_conditioned_class,
 )
+from visfore_envs.core.rewards import PRESETS as REWARD_PRESETS  # noqa: E402
 from visfore_envs.core.rewards import (  # noqa: E402
-    PRESETS as REWARD_PRESETS,
     REWARD_TERMS,
     RewardSpec,
     RewardTerm,

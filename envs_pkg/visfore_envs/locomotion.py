@@ -58,12 +58,11 @@ ant's (v5's actuators start with leg 4, Roboschool's with leg 1); see
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, ClassVar
-
 import functools
 import inspect
 import math
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, TypeVar
 
 import mujoco
 import numpy as np
@@ -190,11 +189,11 @@ def roboschool_joint_limits(robot: str) -> tuple[np.ndarray, np.ndarray]:
 
     root = ET.parse(ASSETS_DIR / "bullet" / f"{robot}.xml").getroot()
     degrees = all(c.get("angle", "degree") == "degree" for c in root.iter("compiler"))
-    ranges = {
-        j.get("name"): [float(v) for v in j.get("range").split()]
-        for j in root.iter("joint")
-        if j.get("name") and j.get("range")
-    }
+    ranges: dict[str, list[float]] = {}
+    for j in root.iter("joint"):
+        name, span = j.get("name"), j.get("range")
+        if name and span:
+            ranges[name] = [float(v) for v in span.split()]
     lim = np.array([ranges[n] for n in ROBOSCHOOL_JOINTS[robot]], dtype=np.float64)
     if degrees:
         lim = np.deg2rad(lim)
@@ -205,7 +204,7 @@ _LOCO_DIR = ASSETS_DIR / "locomotion"
 # Bound once for the per-step code. ``np.clip`` is a Python wrapper around the ``clip``
 # ufunc; calling the ufunc gives the same numbers at half the cost.
 try:
-    from numpy._core.umath import clip as _clip
+    from numpy._core.umath import clip as _clip  # type: ignore[attr-defined]  # not in the stubs
 except ImportError:  # NumPy < 2
     _clip = np.clip
 _isfinite = math.isfinite
@@ -437,7 +436,10 @@ class PerturbLocomotionEnv(VisforeMujocoEnv, EzPickle):
     def _standing_lowest_point(self, which: int, qpos: np.ndarray) -> float:
         """Lowest geom z (m) of the nominal (0) or perturbed (1) model at the standing pose
         of ``qpos`` (joints clamped into their limits)."""
-        model, data = self._clearance_models[which]
+        models = self._clearance_models
+        if models is None:
+            raise RuntimeError("clearance models are built for perturbed geometry only")
+        model, data = models[which]
         data.qpos[:] = standing_pose(model, qpos)
         mujoco.mj_kinematics(model, data)
         return lowest_point(model, data)
@@ -543,7 +545,7 @@ class PerturbLocomotionEnv(VisforeMujocoEnv, EzPickle):
         self._rs_vel = np.zeros(6)
         if not hasattr(self, "_rs_feet"):
             self._rs_feet = np.zeros(len(geoms), dtype=np.float32)
-            self._rs_initial_z = None
+            self._rs_initial_z: float | None = None
             self._rs_state = np.zeros(self._state_dim(), dtype=np.float32)
 
     def _roboschool_observation(self) -> np.ndarray:
@@ -578,8 +580,9 @@ class PerturbLocomotionEnv(VisforeMujocoEnv, EzPickle):
         mean_x = float(d.xipos[1:, 0].sum()) / n_parts
         mean_y = float(d.xipos[1:, 1].sum()) / n_parts
         z = float(pos[2])
-        if self._rs_initial_z is None:
-            self._rs_initial_z = z
+        initial_z = self._rs_initial_z
+        if initial_z is None:
+            initial_z = self._rs_initial_z = z
         angle_to_target = np.arctan2(0.0 - mean_y, 1e3 - mean_x) - yaw
         c, s = np.cos(-yaw), np.sin(-yaw)
         vx = c * speed[0] - s * speed[1]
@@ -587,7 +590,7 @@ class PerturbLocomotionEnv(VisforeMujocoEnv, EzPickle):
         vz = speed[2]
         more = np.array(
             [
-                z - self._rs_initial_z,
+                z - initial_z,
                 np.sin(angle_to_target),
                 np.cos(angle_to_target),
                 0.3 * vx,
@@ -741,6 +744,8 @@ class _PlanarWalker(PerturbLocomotionEnv):
     def _v5_observation(self) -> np.ndarray:
         # v5: concatenate((qpos.flatten()[1:], np.clip(qvel.flatten(), -10, 10))).ravel()
         return _concatenate((self._qpos_obs, _clip(self._qvel, -10.0, 10.0)))
+
+    _v5_step_observation = _v5_observation  # nothing of the step to reuse: skip a call
 
     def _is_healthy(self) -> bool:
         qpos = self._qpos
@@ -967,6 +972,8 @@ class PerturbHalfCheetahEnv(PerturbLocomotionEnv):
         # v5: concatenate((qpos.flatten()[1:], qvel.flatten())).ravel()
         return _concatenate((self._qpos_obs, self._qvel))
 
+    _v5_step_observation = _v5_observation  # nothing of the step to reuse: skip a call
+
     def _v5_reset_noise(self):
         scale = self._options["reset_noise_scale"]
         qpos = self.init_qpos + self.np_random.uniform(-scale, scale, size=self.model.nq)
@@ -1069,28 +1076,40 @@ def _factory_metadata(render_fps: int) -> dict[str, Any]:
     return {"render_modes": ["rgb_array"], "render_fps": render_fps}
 
 
+_Factory = TypeVar("_Factory", bound=Callable[..., Any])
+
+
+def _with_metadata(render_fps: int) -> Callable[[_Factory], _Factory]:
+    """Decorator: sets the entry point's ``metadata`` (:func:`_factory_metadata`); both
+    backends render ``"rgb_array"``, which is what ``gym.make`` reads."""
+
+    def decorate(factory: _Factory) -> _Factory:
+        factory.__dict__["metadata"] = _factory_metadata(render_fps)
+        return factory
+
+    return decorate
+
+
+# v5's frame rates (1 / dt)
+@_with_metadata(125)
 def make_perturb_hopper(backend: str = "mujoco", **kwargs):
     """Entry point of ``PerturbHopper-v0``: see :func:`make_locomotion_env`."""
     return make_locomotion_env("hopper", backend, **kwargs)
 
 
+@_with_metadata(125)
 def make_perturb_walker2d(backend: str = "mujoco", **kwargs):
     """Entry point of ``PerturbWalker2d-v0``: see :func:`make_locomotion_env`."""
     return make_locomotion_env("walker2d", backend, **kwargs)
 
 
+@_with_metadata(20)
 def make_perturb_ant(backend: str = "mujoco", **kwargs):
     """Entry point of ``PerturbAnt-v0``: see :func:`make_locomotion_env`."""
     return make_locomotion_env("ant", backend, **kwargs)
 
 
+@_with_metadata(20)
 def make_perturb_half_cheetah(backend: str = "mujoco", **kwargs):
     """Entry point of ``PerturbHalfCheetah-v0``: see :func:`make_locomotion_env`."""
     return make_locomotion_env("half_cheetah", backend, **kwargs)
-
-
-# v5's frame rates (1 / dt); both backends render "rgb_array", which is what gym.make reads.
-make_perturb_hopper.metadata = _factory_metadata(125)
-make_perturb_walker2d.metadata = _factory_metadata(125)
-make_perturb_ant.metadata = _factory_metadata(20)
-make_perturb_half_cheetah.metadata = _factory_metadata(20)

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import fnmatch
 import math
-import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -440,8 +439,15 @@ def _geom_volume(geom: ET.Element, defaults: Mapping[str, str]) -> float:
     raise ValueError(f"geom {geom.get('name')!r} of type {kind!r} cannot be scaled")
 
 
-def _robot_geoms(root: ET.Element) -> list[ET.Element]:
+def _worldbody(root: ET.Element) -> ET.Element:
     worldbody = root.find("worldbody")
+    if worldbody is None:
+        raise ValueError("the MJCF has no <worldbody>")
+    return worldbody
+
+
+def _robot_geoms(root: ET.Element) -> list[ET.Element]:
+    worldbody = _worldbody(root)
     return [g for body in worldbody.iter("body") for g in body.findall("geom")]
 
 
@@ -460,15 +466,17 @@ def geom_masses(xml_text: str, total_mass: float | None = None) -> dict[str, flo
     defaults = _defaults(root)
     masses = {}
     for index, geom in enumerate(_robot_geoms(root)):
-        if geom.get("mass") is not None:
-            mass = float(geom.get("mass"))
+        given = geom.get("mass")
+        if given is not None:
+            mass = float(given)
         else:
             density = float(geom.get("density", defaults.get("density", _DEFAULT_DENSITY)))
             mass = density * _geom_volume(geom, defaults)
         masses[_geom_key(geom, index)] = mass
     compiler = root.find("compiler")
-    if total_mass is None and compiler is not None and compiler.get("settotalmass") is not None:
-        total_mass = float(compiler.get("settotalmass"))
+    settotalmass = None if compiler is None else compiler.get("settotalmass")
+    if total_mass is None and settotalmass is not None:
+        total_mass = float(settotalmass)
     if total_mass is not None:
         factor = total_mass / sum(masses.values())
         masses = {k: v * factor for k, v in masses.items()}
@@ -476,7 +484,7 @@ def geom_masses(xml_text: str, total_mass: float | None = None) -> dict[str, flo
 
 
 def _find_body(root: ET.Element, selector: str) -> ET.Element:
-    worldbody = root.find("worldbody")
+    worldbody = _worldbody(root)
     for body in worldbody.iter("body"):
         if selector.startswith("@"):
             if any(g.get("name") == selector[1:] for g in body.findall("geom")):
@@ -737,8 +745,9 @@ def scale_mjcf(
     # keeps reading the absolute height of the root.
     for joint in root_body.findall("joint"):
         axis = _vec(joint.get("axis"), 3) if joint.get("axis") else np.array([0, 0, 1.0])
-        if joint.get("type") == "slide" and joint.get("ref") and np.allclose(axis, [0, 0, 1]):
-            joint.set("ref", repr(float(joint.get("ref")) + float(lift)))
+        ref = joint.get("ref")
+        if joint.get("type") == "slide" and ref and np.allclose(axis, [0, 0, 1]):
+            joint.set("ref", repr(float(ref) + float(lift)))
     height_ratio = (nominal_root + lift) / nominal_root if nominal_root > 0 else 1.0
     _check_buildable(morph, scales, nominal_root, lift, height_ratio)
     _exclude_overlaps(root, xml_text)

@@ -82,7 +82,8 @@ class VisforeMujocoEnv(gym.Env):
         ctrl_cost_weight, state_reward_weight, pixel_reward_weight: finite numbers >= 0.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 50}
+    # an instance attribute on gym.Env (each env sets its own render_fps from dt)
+    metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 50}
 
     #: MJCF file: a name in ``visfore_envs/assets`` or an absolute path.
     xml_file: ClassVar[str] = ""
@@ -206,6 +207,9 @@ class VisforeMujocoEnv(gym.Env):
                 )
             return CameraSpec(name=name)
         d = self.default_camera
+        if lookat is not None:
+            x, y, z = check_vector("camera_lookat", lookat, 3)
+            lookat = (x, y, z)
         return CameraSpec(
             name=None,
             distance=d.distance
@@ -215,7 +219,7 @@ class VisforeMujocoEnv(gym.Env):
             elevation=d.elevation
             if elevation is None
             else check_real("camera_elevation", elevation),
-            lookat=d.lookat if lookat is None else check_vector("camera_lookat", lookat, 3),
+            lookat=d.lookat if lookat is None else lookat,
         )
 
     # -- state observation hooks ------------------------------------------------------------

@@ -136,7 +136,7 @@ class FastRenderer:
         self._max_geom = int(max_geom) if max_geom is not None else model.ngeom + model.nsite + 64
         self._gl = None
         self._con = None
-        self._pid = None
+        self._pid: int | None = None
 
     # -- lazy set-up -------------------------------------------------------------------
     def _setup(self) -> None:
