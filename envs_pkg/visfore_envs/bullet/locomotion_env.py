@@ -64,7 +64,7 @@ import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -74,7 +74,13 @@ from gymnasium import spaces
 from gymnasium.utils import EzPickle
 from pybullet_utils import bullet_client
 
+from visfore_envs.bullet.robots import BULLET_ROBOTS, BulletRobot
 from visfore_envs.core.options import check_choice, check_int
+from visfore_envs.locomotion import (
+    V5_ROOTZ_OFFSET,
+    action_permutation,
+    check_obs_layout,
+)
 from visfore_envs.morphology import (
     ROBOTS,
     RobotMorphology,
@@ -83,13 +89,6 @@ from visfore_envs.morphology import (
     parse_ranges,
     sample_perturbation,
     scale_mjcf,
-)
-from visfore_envs.bullet.robots import BULLET_ROBOTS, BulletRobot
-from visfore_envs.locomotion import (
-    ROBOSCHOOL_JOINTS,
-    V5_ROOTZ_OFFSET,
-    action_permutation,
-    check_obs_layout,
 )
 
 __all__ = [
@@ -148,13 +147,20 @@ def _connect() -> bullet_client.BulletClient:
         os.close(saved)
 
 
+def _worldbody(root: ET.Element) -> ET.Element:
+    worldbody = root.find("worldbody")
+    if worldbody is None:
+        raise ValueError("the MJCF has no <worldbody>")
+    return worldbody
+
+
 def _body_geoms(xml_text: str) -> dict[str, list[str]]:
     """Body name (or ``"@geom"`` of an unnamed body) -> keys of its geoms, as
     :func:`visfore_envs.morphology.geom_masses` names them."""
     root = ET.fromstring(xml_text)
     out: dict[str, list[str]] = {}
     index = 0
-    for body in root.find("worldbody").iter("body"):
+    for body in _worldbody(root).iter("body"):
         keys = []
         for geom in body.findall("geom"):
             keys.append(geom.get("name") or f"geom{index}")
@@ -169,11 +175,12 @@ def _joint_damping(xml_text: str) -> dict[str, float]:
     root = ET.fromstring(xml_text)
     default = root.find("default/joint")
     base = float(default.get("damping", 0.0)) if default is not None else 0.0
-    return {
-        j.get("name"): float(j.get("damping", base))
-        for j in root.find("worldbody").iter("joint")
-        if j.get("name")
-    }
+    damping: dict[str, float] = {}
+    for j in _worldbody(root).iter("joint"):
+        name = j.get("name")
+        if name:
+            damping[name] = float(j.get("damping", base))
+    return damping
 
 
 #: robot -> (link name -> mass, torso height) of the nominal robot as PyBullet loads it
@@ -249,7 +256,8 @@ class BulletLocomotionEnv(gym.Env, EzPickle):
     reset), ``x_position`` (torso x, m).
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 61}
+    # an instance attribute on gym.Env (each env sets its own render_fps from dt)
+    metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 61}
 
     def __init__(
         self,
@@ -309,6 +317,7 @@ class BulletLocomotionEnv(gym.Env, EzPickle):
 
         high = np.ones(self.robot.action_dim, dtype=np.float32)
         self.action_space = spaces.Box(-high, high, dtype=np.float32)
+        state: spaces.Box
         if self.obs_layout == "roboschool":
             # calc_state clips to [-5, 5] (upstream declares -inf..inf)
             state = spaces.Box(-5.0, 5.0, shape=(self.robot.obs_dim,), dtype=np.float32)
@@ -328,6 +337,7 @@ class BulletLocomotionEnv(gym.Env, EzPickle):
 
         # Created on the first reset (as pybullet_envs), so a new env is cheap and picklable.
         self._p: bullet_client.BulletClient | None = None
+        self._initial_z: float | None = None  # torso height at reset (set by _calc_state)
         self._loaded_scales: dict[str, float] | None = None
         self._state_id = -1
         self._needs_reset = True
@@ -335,10 +345,18 @@ class BulletLocomotionEnv(gym.Env, EzPickle):
         self._frame: np.ndarray | None = None
         self._proj_matrix = None
 
+    @property
+    def _client(self) -> bullet_client.BulletClient:
+        """The connected PyBullet client (made by the first reset)."""
+        client = self._p
+        if client is None:
+            raise RuntimeError("the PyBullet client is not connected; call reset() first")
+        return client
+
     # -- world construction -------------------------------------------------------------------
     def _scene_parameters(self) -> None:
         """scene_abstract.py ``World.clean_everything`` (gravity x the gravity factor)."""
-        p = self._p
+        p = self._client
         p.setGravity(0, 0, -_GRAVITY * self._scales["gravity"])
         p.setDefaultContactERP(_CONTACT_ERP)
         p.setPhysicsEngineParameter(
@@ -379,7 +397,7 @@ class BulletLocomotionEnv(gym.Env, EzPickle):
 
     @staticmethod
     def _find_body(tree: ET.Element, name: str) -> ET.Element:
-        for body in tree.find("worldbody").iter("body"):
+        for body in _worldbody(tree).iter("body"):
             if body.get("name") == name:
                 return body
         raise ValueError(f"the MJCF has no body {name!r}")
@@ -388,7 +406,7 @@ class BulletLocomotionEnv(gym.Env, EzPickle):
         """Build the scene and robot of the current perturbation (``resetSimulation``)."""
         if self._p is None:
             self._p = _connect()
-        p = self._p
+        p = self._client
         if self._state_id >= 0:
             p.removeState(self._state_id)
             self._state_id = -1
@@ -443,7 +461,7 @@ class BulletLocomotionEnv(gym.Env, EzPickle):
     def _add_robot_to_scene(self, body: int) -> None:
         """robot_bases.py ``XmlBasedRobot.addToScene`` for one body: parts (link name ->
         (body, link)) in upstream's order, the robot's own link, the actuated joints."""
-        p = self._p
+        p = self._client
         robot_name = self.robot.robot_name
         parts: dict[str, tuple[int, int]] = {}
         robot_body = None
@@ -470,6 +488,8 @@ class BulletLocomotionEnv(gym.Env, EzPickle):
                 joints.append(j)
                 names.append(joint_name)
                 limits.append((info[8], info[9]))
+        if robot_body is None:  # no joints: the base is the robot's part (as upstream)
+            robot_body = parts.setdefault(robot_name, (body, -1))
         self._parts = parts
         self._robot_body = robot_body
         self._joint_ids = joints
@@ -491,7 +511,7 @@ class BulletLocomotionEnv(gym.Env, EzPickle):
 
     def _disable_motor(self, body: int, joint: int) -> None:
         """robot_bases.py ``Joint.disable_motor``."""
-        self._p.setJointMotorControl2(
+        self._client.setJointMotorControl2(
             body,
             joint,
             controlMode=pybullet.POSITION_CONTROL,
@@ -504,7 +524,7 @@ class BulletLocomotionEnv(gym.Env, EzPickle):
 
     def _apply_perturbation(self, scaled_masses: Mapping[str, float]) -> None:
         """Masses, friction and joint damping of the loaded robot; body masses for info."""
-        p, body, s = self._p, self._robot_id, self._scales
+        p, body, s = self._client, self._robot_id, self._scales
         nominal_mass, nominal_z = _nominal_model(p, self.robot.name)
         body_mass: dict[str, float] = {}
         for name, geoms in self._body_geoms.items():
@@ -569,12 +589,12 @@ class BulletLocomotionEnv(gym.Env, EzPickle):
     def _position(self, part: tuple[int, int]):
         body, link = part
         if link == -1:
-            return self._p.getBasePositionAndOrientation(body)[0]
-        return self._p.getLinkState(body, link)[0]
+            return self._client.getBasePositionAndOrientation(body)[0]
+        return self._client.getLinkState(body, link)[0]
 
     def _calc_state(self) -> np.ndarray:
         """robot_locomotors.py ``WalkerBase.calc_state`` (same arithmetic, same order)."""
-        p, body = self._p, self._robot_id
+        p, body = self._client, self._robot_id
         states = p.getJointStates(body, self._joint_ids)
         pos = np.array([s[0] for s in states], dtype=np.float64)
         vel = np.array([s[1] for s in states], dtype=np.float64)
@@ -609,8 +629,9 @@ class BulletLocomotionEnv(gym.Env, EzPickle):
         self.body_real_xyz = body_real_xyz
         self.body_rpy = pybullet.getEulerFromQuaternion(body_orn)
         z = self.body_xyz[2]
-        if self._initial_z is None:
-            self._initial_z = z
+        initial_z = self._initial_z
+        if initial_z is None:
+            initial_z = self._initial_z = z
         r, pitch, yaw = self.body_rpy
         walk_target_theta = np.arctan2(
             _WALK_TARGET_Y - self.body_xyz[1], _WALK_TARGET_X - self.body_xyz[0]
@@ -630,7 +651,7 @@ class BulletLocomotionEnv(gym.Env, EzPickle):
         vx, vy, vz = np.dot(rot_speed, np.array([speed[0], speed[1], speed[2]]))
         more = np.array(
             [
-                z - self._initial_z,
+                z - initial_z,
                 np.sin(angle_to_target),
                 np.cos(angle_to_target),
                 0.3 * vx,
@@ -664,7 +685,7 @@ class BulletLocomotionEnv(gym.Env, EzPickle):
         where the MuJoCo torso frame does (1.25 m hopper/walker2d, 0.7 m cheetah, 0.75 m
         ant); its velocity is the link's linear velocity.
         """
-        p, body = self._p, self._robot_id
+        p, body = self._client, self._robot_id
         states = p.getJointStates(body, self._joint_ids)
         qj = np.array([s[0] for s in states], dtype=np.float64)
         vj = np.array([s[1] for s in states], dtype=np.float64)
@@ -705,7 +726,7 @@ class BulletLocomotionEnv(gym.Env, EzPickle):
 
     def _calc_potential(self) -> float:
         """``WalkerBase.calc_potential``: -distance to the target / dt."""
-        return -self._walk_target_dist / self.dt
+        return float(-self._walk_target_dist / self.dt)
 
     # -- gymnasium API ----------------------------------------------------------------------
     @property
@@ -730,7 +751,7 @@ class BulletLocomotionEnv(gym.Env, EzPickle):
         else:
             self._p.restoreState(self._state_id)
             self._scene_parameters()
-        p, body = self._p, self._robot_id
+        p, body = self._client, self._robot_id
         # robot_locomotors.py WalkerBase.robot_specific_reset
         for j in self._joint_ids:
             p.resetJointState(
@@ -767,7 +788,7 @@ class BulletLocomotionEnv(gym.Env, EzPickle):
             raise ValueError(f"action {a!r} is not finite")
         if self._action_perm is not None:
             a = a[self._action_perm]  # v5 actuator order -> joint order
-        p, body = self._p, self._robot_id
+        p, body = self._client, self._robot_id
         # WalkerBase.apply_action then scene.global_step
         torques = [
             self._power * coef * float(np.clip(a[n], -1, +1))
@@ -780,10 +801,12 @@ class BulletLocomotionEnv(gym.Env, EzPickle):
         self._frame = None
 
         state = self._calc_state()  # also calculates self._joints_at_limit
+        initial_z = self._initial_z
+        assert initial_z is not None  # set by _calc_state
         # state[0] is body height above ground, body_rpy[1] is pitch
         alive = float(
             self.robot.alive_bonus(
-                state[0] + self._initial_z, self.body_rpy[1], self._feet_contact, self._z_scale
+                state[0] + initial_z, self.body_rpy[1], self._feet_contact, self._z_scale
             )
         )
         done = alive < 0 if self.robot.terminates else False
@@ -839,7 +862,7 @@ class BulletLocomotionEnv(gym.Env, EzPickle):
     def _render_frame(self) -> np.ndarray:
         """env_bases.py ``render("rgb_array")``: a camera at the robot class's distance,
         yaw and pitch looking at the torso, FOV 60, TinyRenderer."""
-        p = self._p
+        p = self._client
         view = p.computeViewMatrixFromYawPitchRoll(
             cameraTargetPosition=[float(v) for v in self.body_real_xyz],
             distance=self.robot.camera_distance,
