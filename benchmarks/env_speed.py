@@ -25,6 +25,8 @@ import sys
 import time
 
 import visfore_envs  # noqa: F401  (first: picks the GL backend, registers the ids)
+
+# isort: split
 import gymnasium as gym
 import numpy as np
 
@@ -38,9 +40,7 @@ class _Runner:
     def __init__(self, env: gym.Env, render: bool, seed: int = 0) -> None:
         rng = np.random.default_rng(seed)
         self.env, self.render = env, render
-        self.actions = rng.uniform(-1.0, 1.0, size=(4096,) + env.action_space.shape).astype(
-            np.float32
-        )
+        self.actions = rng.uniform(-1.0, 1.0, size=(4096,) + env.action_space.shape).astype(np.float32)
         self.i = 0
         env.reset(seed=seed)
         self.run(50)  # warm-up: GL context, env checker's first-step checks

@@ -25,6 +25,8 @@ import sys
 import time
 
 import visfore_envs  # noqa: F401  (first: picks the GL backend, registers the ids)
+
+# isort: split
 import gymnasium as gym
 import numpy as np
 
@@ -76,22 +78,25 @@ def run_benchmarks(seconds: float, robots: list[str], bullet: bool) -> list[dict
     rows = []
     for robot in robots:
         ours_id, ref_id = ROBOTS[robot]
-        rows.append(
-            _row(f"{ours_id} state", compare(gym.make(ours_id), gym.make(ref_id), seconds), STATE_FLOOR)
-        )
+        rows.append(_row(f"{ours_id} state", compare(gym.make(ours_id), gym.make(ref_id), seconds), STATE_FLOOR))
         ours = gym.make(ours_id, obs_mode="pixels", width=SIZE, height=SIZE)
         ref = gym.make(ref_id, render_mode="rgb_array", width=SIZE, height=SIZE)
-        rows.append(
-            _row(f"{ours_id} +{SIZE}px", compare(ours, ref, seconds, render_b=True), PIXEL_FLOOR)
-        )
+        rows.append(_row(f"{ours_id} +{SIZE}px", compare(ours, ref, seconds, render_b=True), PIXEL_FLOOR))
         if bullet:
             for mode in ("state", "pixels"):
                 kwargs = {"backend": "pybullet", "obs_mode": mode, "width": SIZE, "height": SIZE}
                 rate = bullet_rate(ours_id, seconds, **kwargs)
                 rows.append(
-                    dict(name=f"{ours_id} pybullet {mode}", ours=rate, reference=float("nan"),
-                         ours_wall=float("nan"), reference_wall=float("nan"), ratio=float("nan"),
-                         floor=None, passed=True)
+                    dict(
+                        name=f"{ours_id} pybullet {mode}",
+                        ours=rate,
+                        reference=float("nan"),
+                        ours_wall=float("nan"),
+                        reference_wall=float("nan"),
+                        ratio=float("nan"),
+                        floor=None,
+                        passed=True,
+                    )
                 )
     return rows
 
@@ -107,10 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown robot {unknown[0]!r}; choose from {', '.join(ROBOTS)}")
     rows = run_benchmarks(args.seconds, robots, args.bullet)
-    header = (
-        f"{'measure':<34} {'ours/s':>10} {'v5/s':>9} {'ratio':>8} {'floor':>6}  result"
-        "   (wall clock: ours / v5)"
-    )
+    header = f"{'measure':<34} {'ours/s':>10} {'v5/s':>9} {'ratio':>8} {'floor':>6}  result   (wall clock: ours / v5)"
     print("rates per CPU second of this process, one process, interleaved runs")
     print(header)
     print("-" * len(header))
