@@ -59,13 +59,16 @@ SENSITIVITY_FLOOR_DB = 1.0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--data", type=Path, default=None, help=f"dataset (default {DEFAULT_DATA}, collected when missing)")
     p.add_argument("--minutes", type=float, default=5.0, help="training minutes per model (default 5)")
     p.add_argument("--models", default=None, help="comma-separated model names (default: every model)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=None, help="output directory (default runs/bench-forward-models-<UTC time>)")
+    p.add_argument(
+        "--out", type=Path, default=None, help="output directory (default runs/bench-forward-models-<UTC time>)"
+    )
     p.add_argument("--device", default="cpu", help="cpu (default, the CPU budget), auto, cuda")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: physical cores)")
     p.add_argument("--max-val-clips", type=int, default=256, help="evaluation clips per horizon (default 256)")
@@ -122,19 +125,33 @@ def evaluate_long(run_dir: Path, horizon: int, *, max_clips: int, seed: int, dev
     val = val[source.episode_lengths[val] >= run.context + horizon]
     if val.size == 0:
         return None
-    clips = ClipDataset(source, val, context=run.context, horizon=horizon, stride=1, max_clips=max_clips,
-                        seed=seed + 1, pad_short=False)
+    clips = ClipDataset(
+        source, val, context=run.context, horizon=horizon, stride=1, max_clips=max_clips, seed=seed + 1, pad_short=False
+    )
     if len(clips) == 0:
         return None
     mean_frame = torch.from_numpy(dataset_mean_frame(source, np.asarray(run.train_episodes, dtype=np.int64)))
     eval_samples = int(run.config.get("options", {}).get("eval_samples", 5) or 1)
     result = evaluate_open_loop(
-        run.model, clips, device=run.device, batch_size=32, shuffle_seed=seed, baseline=True,
-        mean_frame=mean_frame, samples=eval_samples, foreground_threshold=FOREGROUND_THRESHOLD, seed=seed,
+        run.model,
+        clips,
+        device=run.device,
+        batch_size=32,
+        shuffle_seed=seed,
+        baseline=True,
+        mean_frame=mean_frame,
+        samples=eval_samples,
+        foreground_threshold=FOREGROUND_THRESHOLD,
+        seed=seed,
     )
-    out = {part: _means(result.get(part)) for part in ("model", "copy_last_frame", "mean_frame", "shuffled_actions", "best_of_n")}
+    out = {
+        part: _means(result.get(part))
+        for part in ("model", "copy_last_frame", "mean_frame", "shuffled_actions", "best_of_n")
+    }
     m, s = out["model"], out["shuffled_actions"]
-    out["action_sensitivity_db"] = (m["psnr"] - s["psnr"]) if m.get("psnr") is not None and s.get("psnr") is not None else None
+    out["action_sensitivity_db"] = (
+        (m["psnr"] - s["psnr"]) if m.get("psnr") is not None and s.get("psnr") is not None else None
+    )
     out["num_clips"] = int(result["num_clips"])
     out["horizon"] = horizon
     return out
@@ -142,12 +159,15 @@ def evaluate_long(run_dir: Path, horizon: int, *, max_clips: int, seed: int, dev
 
 def short_from_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     """The 10-step numbers from train_model's metrics.json content (missing keys: None)."""
+
     def mean(part: str, key: str) -> float | None:
         value = ((metrics.get(part) or {}).get("mean") or {}).get(key)
         return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
-    out = {part: {k: mean(part, k) for k in ("psnr", "ssim", "mse", "foreground_psnr")}
-           for part in ("model", "copy_last_frame", "mean_frame", "best_of_n")}
+    out = {
+        part: {k: mean(part, k) for k in ("psnr", "ssim", "mse", "foreground_psnr")}
+        for part in ("model", "copy_last_frame", "mean_frame", "best_of_n")
+    }
     out["action_sensitivity_db"] = (metrics.get("action_sensitivity") or {}).get("psnr_drop_db")
     out["num_clips"] = metrics.get("num_val_clips")
     out["horizon"] = metrics.get("horizon")
@@ -170,8 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from visfore.reports import comparison_report as cr
     from visfore.core import runs
+    from visfore.reports import comparison_report as cr
     from visfore.worldmodels.train_model import train_model
 
     models = args.models.split(",") if args.models else list(visfore_models.MODELS)
@@ -192,8 +212,10 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(highlight=False)
     if not console.is_terminal:  # log files: no wrapping at 80 columns
         console = Console(highlight=False, width=max(console.width, 150))
-    console.print(f"{len(models)} models x {args.minutes:g} min of training on {data} ({ds.num_episodes} episodes, "
-                  f"{ds.frame_shape[0]}x{ds.frame_shape[1]}, up to {longest} frames) -> {out_dir}")
+    console.print(
+        f"{len(models)} models x {args.minutes:g} min of training on {data} ({ds.num_episodes} episodes, "
+        f"{ds.frame_shape[0]}x{ds.frame_shape[1]}, up to {longest} frames) -> {out_dir}"
+    )
 
     results: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
@@ -203,21 +225,43 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = out_dir / name
         entry: dict[str, Any] = {"model": name, "run_dir": str(run_dir)}
         try:
-            metrics = train_model(dict(
-                data=str(data), model=name, context=CONTEXT, horizon=SHORT, epochs=100_000,
-                time_budget=args.minutes, lr_schedule="constant", seed=args.seed, out=str(run_dir),
-                device=args.device, num_threads=args.threads, max_val_clips=args.max_val_clips,
-                progress=not args.quiet,
-            ))
-            entry.update(status="ok", parameters=metrics.get("num_parameters"),
-                         train_seconds=metrics.get("train_seconds"),
-                         samples_per_second=metrics.get("samples_per_second"),
-                         inference_frames_per_second=metrics.get("inference_frames_per_second"),
-                         short=short_from_metrics(metrics))
+            metrics = train_model(
+                dict(
+                    data=str(data),
+                    model=name,
+                    context=CONTEXT,
+                    horizon=SHORT,
+                    epochs=100_000,
+                    time_budget=args.minutes,
+                    lr_schedule="constant",
+                    seed=args.seed,
+                    out=str(run_dir),
+                    device=args.device,
+                    num_threads=args.threads,
+                    max_val_clips=args.max_val_clips,
+                    progress=not args.quiet,
+                )
+            )
+            entry.update(
+                status="ok",
+                parameters=metrics.get("num_parameters"),
+                train_seconds=metrics.get("train_seconds"),
+                samples_per_second=metrics.get("samples_per_second"),
+                inference_frames_per_second=metrics.get("inference_frames_per_second"),
+                short=short_from_metrics(metrics),
+            )
             rows.append(cr.run_row(metrics, run=name, model=name, seed=args.seed, run_dir=run_dir))
-            entry["long"] = (evaluate_long(run_dir, LONG, max_clips=args.max_val_clips, seed=args.seed,
-                                           device="cpu" if args.device == "cpu" else "auto")
-                             if CONTEXT + LONG <= longest else None)
+            entry["long"] = (
+                evaluate_long(
+                    run_dir,
+                    LONG,
+                    max_clips=args.max_val_clips,
+                    seed=args.seed,
+                    device="cpu" if args.device == "cpu" else "auto",
+                )
+                if CONTEXT + LONG <= longest
+                else None
+            )
         except KeyboardInterrupt:
             entry.update(status="interrupted")
             results.append(entry)
@@ -226,19 +270,37 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # noqa: BLE001 - one model failing must not end the benchmark
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             entry.update(status="failed", error=f"{type(exc).__name__}: {message}")
-            rows.append(cr.run_row(None, run=name, model=name, seed=args.seed, status="failed",
-                                   error=entry["error"], run_dir=run_dir))
+            rows.append(
+                cr.run_row(
+                    None, run=name, model=name, seed=args.seed, status="failed", error=entry["error"], run_dir=run_dir
+                )
+            )
             console.print(f"[red]{name} failed: {entry['error']}[/red]")
         results.append(entry)
 
     # -- table -----------------------------------------------------------------------------
     ok = [r for r in results if r.get("status") == "ok"]
     long_note = f"{LONG}-step: needs episodes of >= {CONTEXT + LONG} frames" if CONTEXT + LONG > longest else ""
-    table = Table(title=f"forward models, {args.minutes:g} min of training each, open-loop on held-out episodes",
-                  caption="PSNR in dB; FG = foreground PSNR; act. = PSNR lost with shuffled actions; "
-                  "samples/s = training clips per second; frames/s = predicted frames per second" + (f"; {long_note}" if long_note else ""))
-    for col in ("predictor", "params", "samples/s", "frames/s", f"PSNR@{SHORT}", f"SSIM@{SHORT}", f"FG@{SHORT}",
-                f"act.@{SHORT}", f"PSNR@{LONG}", f"SSIM@{LONG}", f"FG@{LONG}", f"act.@{LONG}"):
+    table = Table(
+        title=f"forward models, {args.minutes:g} min of training each, open-loop on held-out episodes",
+        caption="PSNR in dB; FG = foreground PSNR; act. = PSNR lost with shuffled actions; "
+        "samples/s = training clips per second; frames/s = predicted frames per second"
+        + (f"; {long_note}" if long_note else ""),
+    )
+    for col in (
+        "predictor",
+        "params",
+        "samples/s",
+        "frames/s",
+        f"PSNR@{SHORT}",
+        f"SSIM@{SHORT}",
+        f"FG@{SHORT}",
+        f"act.@{SHORT}",
+        f"PSNR@{LONG}",
+        f"SSIM@{LONG}",
+        f"FG@{LONG}",
+        f"act.@{LONG}",
+    ):
         table.add_column(col, justify="left" if col == "predictor" else "right")
 
     def part(entry: dict[str, Any], horizon: str, name: str, key: str) -> Any:
@@ -249,21 +311,39 @@ def main(argv: list[str] | None = None) -> int:
             table.add_row(f"{r['model']} ({r.get('status')})", *["-"] * 11)
             continue
         table.add_row(
-            r["model"], str(r.get("parameters") or "-"), fmt(r.get("samples_per_second"), 1),
+            r["model"],
+            str(r.get("parameters") or "-"),
+            fmt(r.get("samples_per_second"), 1),
             fmt(r.get("inference_frames_per_second"), 0),
-            fmt(part(r, "short", "model", "psnr")), fmt(part(r, "short", "model", "ssim"), 4),
-            fmt(part(r, "short", "model", "foreground_psnr")), fmt((r.get("short") or {}).get("action_sensitivity_db")),
-            fmt(part(r, "long", "model", "psnr")), fmt(part(r, "long", "model", "ssim"), 4),
-            fmt(part(r, "long", "model", "foreground_psnr")), fmt((r.get("long") or {}).get("action_sensitivity_db")),
+            fmt(part(r, "short", "model", "psnr")),
+            fmt(part(r, "short", "model", "ssim"), 4),
+            fmt(part(r, "short", "model", "foreground_psnr")),
+            fmt((r.get("short") or {}).get("action_sensitivity_db")),
+            fmt(part(r, "long", "model", "psnr")),
+            fmt(part(r, "long", "model", "ssim"), 4),
+            fmt(part(r, "long", "model", "foreground_psnr")),
+            fmt((r.get("long") or {}).get("action_sensitivity_db")),
         )
     for base, label in (("copy_last_frame", "copy-last-frame"), ("mean_frame", "mean-frame")):
-        def avg(horizon: str, key: str) -> float | None:
+
+        def avg(horizon: str, key: str, base: str = base) -> float | None:
             values = [part(r, horizon, base, key) for r in ok]
             return _nanmean([v for v in values if v is not None]) if any(v is not None for v in values) else None
 
-        table.add_row(label, "", "", "", fmt(avg("short", "psnr")), fmt(avg("short", "ssim"), 4),
-                      fmt(avg("short", "foreground_psnr")), "", fmt(avg("long", "psnr")),
-                      fmt(avg("long", "ssim"), 4), fmt(avg("long", "foreground_psnr")), "")
+        table.add_row(
+            label,
+            "",
+            "",
+            "",
+            fmt(avg("short", "psnr")),
+            fmt(avg("short", "ssim"), 4),
+            fmt(avg("short", "foreground_psnr")),
+            "",
+            fmt(avg("long", "psnr")),
+            fmt(avg("long", "ssim"), 4),
+            fmt(avg("long", "foreground_psnr")),
+            "",
+        )
     console.print(table)
 
     # -- floors ----------------------------------------------------------------------------
@@ -276,30 +356,52 @@ def main(argv: list[str] | None = None) -> int:
         sens = (best.get("short") or {}).get("action_sensitivity_db")
         gain_ok = gain is not None and gain >= GAIN_FLOOR_DB
         sens_ok = sens is not None and sens >= SENSITIVITY_FLOOR_DB
-        verdict = {"pass": gain_ok and sens_ok, "best_model": best["model"], "psnr_gain_db": gain,
-                   "action_sensitivity_db": sens, "gain_floor_db": GAIN_FLOOR_DB,
-                   "sensitivity_floor_db": SENSITIVITY_FLOOR_DB}
+        verdict = {
+            "pass": gain_ok and sens_ok,
+            "best_model": best["model"],
+            "psnr_gain_db": gain,
+            "action_sensitivity_db": sens,
+            "gain_floor_db": GAIN_FLOOR_DB,
+            "sensitivity_floor_db": SENSITIVITY_FLOOR_DB,
+        }
         console.print(f"best model: {best['model']} ({SHORT}-step PSNR {fmt(psnr)} dB)")
-        console.print(f"  beats copy-last-frame by {fmt(gain)} dB over {SHORT} steps (floor {GAIN_FLOOR_DB} dB): "
-                      + ("[green]PASS[/green]" if gain_ok else "[red]FAIL[/red]"))
-        console.print(f"  action sensitivity {fmt(sens)} dB over {SHORT} steps (floor {SENSITIVITY_FLOOR_DB} dB): "
-                      + ("[green]PASS[/green]" if sens_ok else "[red]FAIL[/red]"))
+        console.print(
+            f"  beats copy-last-frame by {fmt(gain)} dB over {SHORT} steps (floor {GAIN_FLOOR_DB} dB): "
+            + ("[green]PASS[/green]" if gain_ok else "[red]FAIL[/red]")
+        )
+        console.print(
+            f"  action sensitivity {fmt(sens)} dB over {SHORT} steps (floor {SENSITIVITY_FLOOR_DB} dB): "
+            + ("[green]PASS[/green]" if sens_ok else "[red]FAIL[/red]")
+        )
     else:
         console.print("[red]FAIL: no model finished[/red]")
 
-    meta = {"name": out_dir.name, "data": str(data), "configurations": len(models),
-            "shared": {"context": CONTEXT, "horizon": SHORT, "minutes": args.minutes, "seed": args.seed,
-                       "device": args.device, "lr_schedule": "constant"},
-            "seconds": time.monotonic() - t0, "created": runs.utc_timestamp(),
-            "command": "python benchmarks/forward_models.py " + " ".join(sys.argv[1:] if argv is None else argv),
-            "interrupted": any(r.get("status") == "interrupted" for r in results)}
+    meta = {
+        "name": out_dir.name,
+        "data": str(data),
+        "configurations": len(models),
+        "shared": {
+            "context": CONTEXT,
+            "horizon": SHORT,
+            "minutes": args.minutes,
+            "seed": args.seed,
+            "device": args.device,
+            "lr_schedule": "constant",
+        },
+        "seconds": time.monotonic() - t0,
+        "created": runs.utc_timestamp(),
+        "command": "python benchmarks/forward_models.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "interrupted": any(r.get("status") == "interrupted" for r in results),
+    }
     if rows:
         cr.write_comparison(out_dir, meta, rows)
     from visfore.reports.report_html import jsonable
 
     runs.write_json(out_dir / "results.json", jsonable({"meta": meta, "verdict": verdict, "models": results}))
-    console.print(f"{'PASS' if verdict['pass'] else 'FAIL'}; results: {out_dir / 'results.json'}, "
-                  f"report: {out_dir / 'comparison.html'}")
+    console.print(
+        f"{'PASS' if verdict['pass'] else 'FAIL'}; results: {out_dir / 'results.json'}, "
+        f"report: {out_dir / 'comparison.html'}"
+    )
     return 0 if verdict["pass"] else 1
 
 

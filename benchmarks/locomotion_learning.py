@@ -94,11 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                 f" {r['best'] or float('nan'):>10.1f} {r['seconds'] / 60:>8.1f}"
             )
         ratio = ours["mean"] / ref["mean"] if ref["mean"] else float("nan")
-        same = (
-            ours["curve"] is not None
-            and ref["curve"] is not None
-            and np.array_equal(ours["curve"], ref["curve"])
-        )
+        same = ours["curve"] is not None and ref["curve"] is not None and np.array_equal(ours["curve"], ref["curve"])
         passed = abs(ratio - 1.0) <= TOLERANCE
         ok &= passed
         print(

@@ -63,8 +63,14 @@ def collect_fps(env_id: str, size: int, steps: int, episodes: int, seed: int = 0
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         summary = collect(
-            env=env_id, episodes=episodes, steps=steps, size=size,
-            out=Path(tmp) / "bench.zarr", seed=seed, policy="random", workers=1,
+            env=env_id,
+            episodes=episodes,
+            steps=steps,
+            size=size,
+            out=Path(tmp) / "bench.zarr",
+            seed=seed,
+            policy="random",
+            workers=1,
             progress=False,
         )
         seconds = time.perf_counter() - t0
@@ -72,7 +78,10 @@ def collect_fps(env_id: str, size: int, steps: int, episodes: int, seed: int = 0
 
 
 def collect_overhead(
-    env_id: str = "ReacherPlane-v0", size: int = 64, steps: int = 50, episodes: int = 100,
+    env_id: str = "ReacherPlane-v0",
+    size: int = 64,
+    steps: int = 50,
+    episodes: int = 100,
     rounds: int = 3,
 ) -> dict:
     """Median frames/s of alternating bare-loop and collect runs, and the overhead."""

@@ -80,7 +80,8 @@ def bench_collect(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         }
         print(f"  collect {label}: {summary['frames']} frames in {results[label]['seconds']:.1f} s", flush=True)
     results["identical"] = same_dataset(results["local-1"]["path"], results["ray-2"]["path"]) and same_dataset(
-        results["local-1"]["path"], results["local-2"]["path"])
+        results["local-1"]["path"], results["local-2"]["path"]
+    )
     return results
 
 
@@ -112,8 +113,11 @@ def bench_evaluate(args: argparse.Namespace, out: Path, run_dir: Path) -> dict[s
         meta = result["meta"]
         results[label] = {"seconds": seconds, "episodes": meta["episodes_run"], "steps": meta["steps_run"],
                           "steps_per_s": meta["steps_run"] / seconds, "report": report}  # fmt: skip
-        print(f"  evaluate {label}: {meta['episodes_run']} episodes, {meta['steps_run']} steps, "
-              f"{meta['cells_total']} cells in {seconds:.1f} s", flush=True)
+        print(
+            f"  evaluate {label}: {meta['episodes_run']} episodes, {meta['steps_run']} steps, "
+            f"{meta['cells_total']} cells in {seconds:.1f} s",
+            flush=True,
+        )
     a = (results["local-2"]["report"] / "episodes.csv").read_text()
     b = (results["ray-2"]["report"] / "episodes.csv").read_text()
     results["identical"] = a == b
@@ -233,9 +237,11 @@ def main(argv: list[str] | None = None) -> int:
              logging_level=logging.ERROR)  # fmt: skip
     ray_start_s = time.perf_counter() - t0
     try:
-        print(f"Ray started in {ray_start_s:.1f} s (2 CPUs); collecting {args.episodes} x {args.steps} steps at "
-              f"{args.size}px on {args.env}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs",
-              flush=True)
+        print(
+            f"Ray started in {ray_start_s:.1f} s (2 CPUs); collecting {args.episodes} x {args.steps} steps at "
+            f"{args.size}px on {args.env}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs",
+            flush=True,
+        )
         col = bench_collect(args, args.out)
         run_dir = policy_run(args, args.out)
         print(f"  policy run: {run_dir}", flush=True)
@@ -253,8 +259,10 @@ def main(argv: list[str] | None = None) -> int:
         *((k, f"{v['seconds']:.2f}", f"{v['frames_per_s']:.0f}", f"{l1['seconds'] / v['seconds']:.2f}x")
           for k, v in (("local-1", l1), ("local-2", l2), ("ray-2", r2))),
     ]))  # fmt: skip
-    print(f"Ray overhead ratio (local-2 time / ray-2 time): {l2['seconds'] / r2['seconds']:.2f}; "
-          f"datasets identical: {col['identical']}; Ray start-up (once per cluster/command): {ray_start_s:.1f} s")
+    print(
+        f"Ray overhead ratio (local-2 time / ray-2 time): {l2['seconds'] / r2['seconds']:.2f}; "
+        f"datasets identical: {col['identical']}; Ray start-up (once per cluster/command): {ray_start_s:.1f} s"
+    )
     e2, er = ev["local-2"], ev["ray-2"]
     print("\nEvaluation grid")
     print(table([
@@ -262,8 +270,10 @@ def main(argv: list[str] | None = None) -> int:
         ("local-2", f"{e2['seconds']:.2f}", f"{e2['steps_per_s']:.0f}"),
         ("ray-2", f"{er['seconds']:.2f}", f"{er['steps_per_s']:.0f}"),
     ]))  # fmt: skip
-    print(f"Ray overhead ratio (local-2 time / ray-2 time): {e2['seconds'] / er['seconds']:.2f}; "
-          f"reports identical: {ev['identical']}; load average at the end {os.getloadavg()[0]:.1f}")
+    print(
+        f"Ray overhead ratio (local-2 time / ray-2 time): {e2['seconds'] / er['seconds']:.2f}; "
+        f"reports identical: {ev['identical']}; load average at the end {os.getloadavg()[0]:.1f}"
+    )
     print("\nFor the 100-node argument")
     print(table([
         ("quantity", "value"),

@@ -67,8 +67,7 @@ def _resolve(path: list[str]):
         if sub is None:
             raise ValueError(f"visfore has no command {' '.join(path)!r}")
         cmd = sub
-        ctx = click.Context(cmd, info_name=name, parent=ctx, terminal_width=WIDTH,
-                            max_content_width=WIDTH)
+        ctx = click.Context(cmd, info_name=name, parent=ctx, terminal_width=WIDTH, max_content_width=WIDTH)
     return cmd, ctx
 
 
@@ -151,8 +150,13 @@ def _directive(name: str, argument: str, options: list[str], body: list[str], my
     """One directive in the syntax of the page it is parsed into."""
     if myst:
         return ["````{" + name + "} " + argument, *[f":{o}" for o in options], *body, "````", ""]
-    return [f".. {name}:: {argument}", *[f"   :{o}" for o in options], "",
-            *["   " + line if line else "" for line in body], ""]
+    return [
+        f".. {name}:: {argument}",
+        *[f"   :{o}" for o in options],
+        "",
+        *["   " + line if line else "" for line in body],
+        "",
+    ]
 
 
 def _parse(directive: SphinxDirective, lines: list[str], source: str) -> list[nodes.Node]:

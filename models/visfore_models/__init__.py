@@ -92,9 +92,7 @@ def _model_class(name: str) -> type[ForwardModel]:
         raise ValueError(f"unknown model {name!r}; valid: {', '.join(sorted(MODELS))}") from None
 
 
-def build_model(
-    name: str, *, action_dim: int, image_size: int | tuple[int, int], **kwargs: Any
-) -> ForwardModel:
+def build_model(name: str, *, action_dim: int, image_size: int | tuple[int, int], **kwargs: Any) -> ForwardModel:
     """Instantiate the registered model ``name``.
 
     Args:

@@ -182,9 +182,7 @@ class VectorDecoder(nn.Module):
         s1, s2, s3 = skip_channels
         H, W = image_size
         self.grid = (bottleneck_channels, H // 8, W // 8)
-        self.fc = nn.Sequential(
-            nn.Linear(latent_dim, bottleneck_channels * (H // 8) * (W // 8)), nn.ReLU(inplace=True)
-        )
+        self.fc = nn.Sequential(nn.Linear(latent_dim, bottleneck_channels * (H // 8) * (W // 8)), nn.ReLU(inplace=True))
         self.expand = nn.Sequential(
             nn.Conv2d(bottleneck_channels, c3, 1), nn.GroupNorm(groups(c3), c3), nn.ReLU(inplace=True)
         )
@@ -245,9 +243,7 @@ def prepare_inputs(
         ValueError: if the inputs live on another device than the model.
     """
     if context.device != reference.device or actions.device != reference.device:
-        raise ValueError(
-            f"inputs are on {context.device}/{actions.device} but the model is on {reference.device}"
-        )
+        raise ValueError(f"inputs are on {context.device}/{actions.device} but the model is on {reference.device}")
     context = context.to(dtype=reference.dtype)
     actions = actions.to(dtype=reference.dtype)
     if targets is not None:

@@ -185,7 +185,9 @@ class ForwardModel(nn.Module, abc.ABC):
             if not isinstance(context_frames, torch.Tensor) or context_frames.dim() != 5:
                 raise ValueError(f"context_frames must be a (B, C, 3, H, W) tensor, got shape {_shape(context_frames)}")
             if context_frames.shape[1] != 1:
-                raise ValueError(f"context_actions (B, C - 1, A) are needed for C={context_frames.shape[1]} context frames")
+                raise ValueError(
+                    f"context_actions (B, C - 1, A) are needed for C={context_frames.shape[1]} context frames"
+                )
             context_actions = context_frames.new_zeros((context_frames.shape[0], 0, self.action_dim))
         if not isinstance(context_actions, torch.Tensor) or context_actions.dim() != 3:
             raise ValueError(f"context_actions must be a (B, C - 1, A) tensor, got shape {_shape(context_actions)}")
@@ -227,13 +229,16 @@ class ForwardModel(nn.Module, abc.ABC):
             past = past.repeat_interleave(candidates, dim=0)
             actions = actions.reshape(B * candidates, *actions.shape[2:])
         if not isinstance(actions, torch.Tensor) or actions.dim() != 3 or actions.shape[1] < 1:
-            raise ValueError(f"actions must be a (B, K, A) or (B, N, K, A) tensor with K >= 1, got shape {_shape(actions)}")
+            raise ValueError(
+                f"actions must be a (B, K, A) or (B, N, K, A) tensor with K >= 1, got shape {_shape(actions)}"
+            )
         all_actions = torch.cat([past.to(actions.dtype), actions], dim=1)
         pred = self(frames, all_actions)
         C = frames.shape[1]
         window = torch.cat([frames, pred.to(frames.dtype)], dim=1)[:, -C:]
-        new_state = ModelState(frames=window, actions=all_actions[:, all_actions.shape[1] - (C - 1):] if C > 1
-                               else all_actions[:, :0])
+        new_state = ModelState(
+            frames=window, actions=all_actions[:, all_actions.shape[1] - (C - 1) :] if C > 1 else all_actions[:, :0]
+        )
         if candidates is not None:
             pred = pred.reshape(-1, candidates, *pred.shape[1:])
         return pred, new_state
@@ -263,9 +268,7 @@ class ForwardModel(nn.Module, abc.ABC):
         """
         H, W = self.image_size
         if not isinstance(context, torch.Tensor) or context.dim() != 5:
-            raise ValueError(
-                f"context must be a (B, C, 3, H, W) tensor, got shape {_shape(context)}"
-            )
+            raise ValueError(f"context must be a (B, C, 3, H, W) tensor, got shape {_shape(context)}")
         if not context.is_floating_point():
             raise ValueError(f"context must be a floating tensor in [0, 1], got {context.dtype}")
         B, C, ch, h, w = context.shape

@@ -107,9 +107,7 @@ class FinnConvLSTMBackbone(nn.Module):
         self.enc3 = nn.Sequential(nn.Conv2d(l4 + action_dim, l4, 1), nn.ReLU(inplace=True))
         self.dec1 = nn.Sequential(_up(l5, l5), nn.ReLU(inplace=True))
         self.dec2 = nn.Sequential(_up(l6 + l2, l6 + l2), nn.ReLU(inplace=True))
-        self.dec3 = nn.Sequential(
-            _up(l7 + l1, l7 + l1), nn.GroupNorm(groups(l7 + l1), l7 + l1), nn.ReLU(inplace=True)
-        )
+        self.dec3 = nn.Sequential(_up(l7 + l1, l7 + l1), nn.GroupNorm(groups(l7 + l1), l7 + l1), nn.ReLU(inplace=True))
         ins = (l1, l1, l2, l3, l4, l5, l6 + l2)
         self.cells = nn.ModuleList(ConvLSTMCell(i, h, k) for i, h in zip(ins, lstm_channels))
         self.norms = nn.ModuleList(nn.GroupNorm(groups(h), h) for h in lstm_channels)
@@ -224,9 +222,7 @@ class CDNAForwardModel(StepwiseForwardModel):
         k = self.kernel_size
         return torch.softmax(logits.view(-1, self.num_kernels, k * k), dim=-1).view(-1, self.num_kernels, k, k)
 
-    def step(
-        self, x: torch.Tensor, action: torch.Tensor, state: State | None
-    ) -> tuple[torch.Tensor, State]:
+    def step(self, x: torch.Tensor, action: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
         """One recurrent step: frame ``x_t`` ``(B, 3, H, W)`` and action ``a_t`` ``(B, A)``
         -> prediction of ``x_{t+1}`` ``(B, 3, H, W)`` in ``[0, 1]`` and the new state. No
         validation (use :meth:`forward`)."""

@@ -83,9 +83,7 @@ class ConvLSTMCell(nn.Module):
             raise ValueError(f"ConvLSTMCell kernel_size must be odd, got {kernel_size}")
         self.in_channels = in_channels
         self.hidden_channels = hidden_channels
-        self.conv = nn.Conv2d(
-            in_channels + hidden_channels, 4 * hidden_channels, kernel_size, padding=kernel_size // 2
-        )
+        self.conv = nn.Conv2d(in_channels + hidden_channels, 4 * hidden_channels, kernel_size, padding=kernel_size // 2)
         with torch.no_grad():
             assert self.conv.bias is not None
             self.conv.bias.zero_()
@@ -304,9 +302,7 @@ class ConvLSTMForwardModel(ForwardModel):
         C, K = self.check_inputs(context, actions, targets, teacher_forcing_prob)
         weight = self.gen_head.weight
         if context.device != weight.device or actions.device != weight.device:
-            raise ValueError(
-                f"inputs are on {context.device}/{actions.device} but the model is on {weight.device}"
-            )
+            raise ValueError(f"inputs are on {context.device}/{actions.device} but the model is on {weight.device}")
         context = context.to(dtype=weight.dtype)
         actions = actions.to(dtype=weight.dtype)
         if targets is not None:

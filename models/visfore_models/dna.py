@@ -98,9 +98,7 @@ class DNAForwardModel(StepwiseForwardModel):
         }
 
     # ------------------------------------------------------------------ one step
-    def step(
-        self, x: torch.Tensor, action: torch.Tensor, state: State | None
-    ) -> tuple[torch.Tensor, State]:
+    def step(self, x: torch.Tensor, action: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
         """One recurrent step: frame ``x_t`` ``(B, 3, H, W)`` and action ``a_t`` ``(B, A)``
         -> prediction of ``x_{t+1}`` ``(B, 3, H, W)`` in ``[0, 1]`` and the new state. No
         validation (use :meth:`forward`)."""

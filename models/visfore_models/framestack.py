@@ -104,9 +104,7 @@ class FrameStackForwardModel(ForwardModel):
         self.hidden_size = check_positive("hidden_size", hidden_size)
         self.core = core
         ch = (self.channels[0], self.channels[1], self.channels[2])
-        self.encoder = VectorEncoder(
-            3 * self.stack, ch, self.bottleneck_channels, self.latent_dim, self.image_size
-        )
+        self.encoder = VectorEncoder(3 * self.stack, ch, self.bottleneck_channels, self.latent_dim, self.image_size)
         cin = self.latent_dim + action_dim
         self.cell: nn.LSTMCell | nn.GRUCell
         if core == "lstm":
@@ -141,9 +139,7 @@ class FrameStackForwardModel(ForwardModel):
         frames = [frames[0]] * (self.stack - len(frames)) + frames
         return torch.cat(frames, dim=1)
 
-    def step(
-        self, history: Sequence[torch.Tensor], action: torch.Tensor, state: Any
-    ) -> tuple[torch.Tensor, Any]:
+    def step(self, history: Sequence[torch.Tensor], action: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
         """One recurrent step: the frames fed so far ``x_0..x_t`` (``history``, each
         ``(B, 3, H, W)``; only the last ``S`` are used) and ``a_t`` ``(B, A)`` -> prediction of
         ``x_{t+1}`` ``(B, 3, H, W)`` in ``[0, 1]`` and the new core state (``(h, c)`` for the

@@ -113,8 +113,7 @@ METRIC_DEFINITIONS: dict[str, str] = {
     "from the training loss; per-step means are over the valid clips of that step (null if none)",
     "per_step_mean": "'mean' of a per-step list is the unweighted mean over the horizon steps "
     "of the per-step values (steps that are null are skipped)",
-    "copy_last_frame": "baseline predicting every future frame o_C..o_{C+K-1} as the last "
-    "context frame o_{C-1}",
+    "copy_last_frame": "baseline predicting every future frame o_C..o_{C+K-1} as the last context frame o_{C-1}",
     "mean_frame": "baseline predicting every future frame as the mean frame of the training "
     "set (per-pixel, per-channel mean of all training-episode frames in [0, 1])",
     "shuffled_actions": "the model rolled out open-loop with the whole action sequence of another "
@@ -184,7 +183,9 @@ def step_sum_count(values: torch.Tensor, valid: torch.Tensor | None = None) -> t
         raise ValueError(f"values must be (B, K), got {tuple(values.shape)}")
     values = values.double()
     if valid is None:
-        return values.sum(dim=0), torch.full((values.shape[1],), values.shape[0], dtype=torch.int64, device=values.device)
+        return values.sum(dim=0), torch.full(
+            (values.shape[1],), values.shape[0], dtype=torch.int64, device=values.device
+        )
     valid = _check_mask(valid, values.shape[0], values.shape[1], values.device)
     assert valid is not None
     summed = torch.where(valid, values, torch.zeros_like(values)).sum(dim=0)
@@ -280,12 +281,12 @@ def _check_context(context: torch.Tensor, target: torch.Tensor) -> None:
     if not isinstance(context, torch.Tensor) or context.dim() != 5 or context.shape[1] < 1:
         raise ValueError(f"context must be (B, C, 3, H, W) with C >= 1, got {getattr(context, 'shape', None)}")
     if context.shape[0] != target.shape[0] or context.shape[2:] != target.shape[2:]:
-        raise ValueError(
-            f"context {tuple(context.shape)} does not match target {tuple(target.shape)} (B, 3, H, W)"
-        )
+        raise ValueError(f"context {tuple(context.shape)} does not match target {tuple(target.shape)} (B, 3, H, W)")
 
 
-def foreground_mask(context: torch.Tensor, target: torch.Tensor, threshold: float = FOREGROUND_THRESHOLD) -> torch.Tensor:
+def foreground_mask(
+    context: torch.Tensor, target: torch.Tensor, threshold: float = FOREGROUND_THRESHOLD
+) -> torch.Tensor:
     """Foreground pixels of each target frame: ``(B, K, H, W)`` bool.
 
     A pixel of target frame ``k`` is foreground when the largest absolute difference over
@@ -361,7 +362,9 @@ def per_sample_metrics(
     out = {"mse": mse, "psnr": psnr_from_mse(mse), "ssim": ssim_per_sample(pred, target, mask)}
     if context is not None:
         out["foreground_psnr"] = foreground_psnr_per_sample(pred, target, context, foreground_threshold, mask)
-        out["foreground_pixels"] = foreground_mask(context, target, foreground_threshold).sum(dim=(2, 3)).to(torch.int64)
+        out["foreground_pixels"] = (
+            foreground_mask(context, target, foreground_threshold).sum(dim=(2, 3)).to(torch.int64)
+        )
     return out
 
 
@@ -566,8 +569,7 @@ def _load_lpips_cached(net: str) -> tuple[Any, str]:
     trunk = _alexnet_weights_path()
     if not trunk.is_file():
         return None, (
-            f"LPIPS skipped: AlexNet weights not found at {trunk} (set VISFORE_LPIPS_ALEXNET; "
-            "never downloaded)"
+            f"LPIPS skipped: AlexNet weights not found at {trunk} (set VISFORE_LPIPS_ALEXNET; never downloaded)"
         )
     try:
         # pnet_rand=True: build the trunk without pretrained weights (no download), then

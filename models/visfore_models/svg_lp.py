@@ -73,9 +73,7 @@ __all__ = ["SVGLPForwardModel", "gaussian_kl"]
 LSTMState = list[tuple[torch.Tensor, torch.Tensor] | None]
 
 
-def gaussian_kl(
-    mu_q: torch.Tensor, logvar_q: torch.Tensor, mu_p: torch.Tensor, logvar_p: torch.Tensor
-) -> torch.Tensor:
+def gaussian_kl(mu_q: torch.Tensor, logvar_q: torch.Tensor, mu_p: torch.Tensor, logvar_p: torch.Tensor) -> torch.Tensor:
     """``KL(N(mu_q, exp(logvar_q)) || N(mu_p, exp(logvar_p)))`` of diagonal Gaussians
     ``(B, z)``, summed over ``z`` and averaged over ``B`` (computed in float32)."""
     mu_q, logvar_q, mu_p, logvar_p = (t.float() for t in (mu_q, logvar_q, mu_p, logvar_p))
@@ -115,9 +113,7 @@ class _GaussianLSTM(nn.Module):
         self.mu = nn.Linear(hidden_size, z_dim)
         self.logvar = nn.Linear(hidden_size, z_dim)
 
-    def forward(
-        self, x: torch.Tensor, state: LSTMState | None
-    ) -> tuple[torch.Tensor, torch.Tensor, LSTMState]:
+    def forward(self, x: torch.Tensor, state: LSTMState | None) -> tuple[torch.Tensor, torch.Tensor, LSTMState]:
         h, state = self.lstm(x, state)
         return self.mu(h), self.logvar(h), state
 

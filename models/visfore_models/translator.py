@@ -200,8 +200,7 @@ class FrameTranslator(nn.Module):
         if frames.dim() != 5 or frames.shape[2] != 3 or tuple(frames.shape[3:]) != self.image_size:
             H, W = self.image_size
             raise ValueError(
-                f"FrameTranslator expects frames (B, 3, {H}, {W}) or (B, T, 3, {H}, {W}), "
-                f"got {tuple(frames.shape)}"
+                f"FrameTranslator expects frames (B, 3, {H}, {W}) or (B, T, 3, {H}, {W}), got {tuple(frames.shape)}"
             )
         if not frames.is_floating_point():
             raise ValueError(f"FrameTranslator expects float frames in [0, 1], got {frames.dtype}")
@@ -282,9 +281,7 @@ def translator_state(model: FrameTranslator) -> dict[str, Any]:
     return {"name": TRANSLATOR_NAME, "config": model.config(), "state_dict": model.state_dict()}
 
 
-def load_translator(
-    state: Mapping[str, Any], *, device: torch.device | str | None = None
-) -> FrameTranslator:
+def load_translator(state: Mapping[str, Any], *, device: torch.device | str | None = None) -> FrameTranslator:
     """Rebuild a :class:`FrameTranslator` from :func:`translator_state`'s dict, in eval mode.
 
     Raises:

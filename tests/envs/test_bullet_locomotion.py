@@ -226,9 +226,7 @@ def test_length_scaling_keeps_robot_connected():
         np.testing.assert_allclose(knee, hip + _rotate(hip_q, [0, 0, -length]), atol=1e-6)
         np.testing.assert_allclose(np.linalg.norm(knee - hip), length, atol=1e-6)
     # the leg moved 0.135 m further from the hip, the foot still hangs from the leg
-    shift = np.linalg.norm(fl["leg"][0] - fl["thigh"][0]) - np.linalg.norm(
-        fn["leg"][0] - fn["thigh"][0]
-    )
+    shift = np.linalg.norm(fl["leg"][0] - fl["thigh"][0]) - np.linalg.norm(fn["leg"][0] - fn["thigh"][0])
     assert shift == pytest.approx(0.45 * 0.3, abs=1e-6)
     ankle, _ = fl["foot"]
     knee, knee_q = fl["leg"]

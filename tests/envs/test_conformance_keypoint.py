@@ -78,7 +78,7 @@ def test_goal_conditioned_env_pickles_and_vectorises():
     vec = gym.make_vec("ReacherPlane-v0", num_envs=2, vectorization_mode="sync", goal_conditioned=True)
     obs, _ = vec.reset(seed=0)
     assert obs["achieved_goal"].shape == (2, 4)
-    obs, rewards, *_ , infos = vec.step(vec.action_space.sample())
+    obs, rewards, *_, infos = vec.step(vec.action_space.sample())
     u = vec.envs[0].unwrapped
     batched = u.compute_reward(obs["achieved_goal"], obs["desired_goal"], infos)
     assert batched.shape == (2,) and np.array_equal(batched, rewards)
@@ -100,9 +100,7 @@ GOAL_REWARDS = {
 }
 
 
-@pytest.mark.parametrize(
-    "env_id,kwargs", [(i, kw) for i in IDS for kw in GOAL_REWARDS[i]], ids=lambda x: str(x)
-)
+@pytest.mark.parametrize("env_id,kwargs", [(i, kw) for i in IDS for kw in GOAL_REWARDS[i]], ids=lambda x: str(x))
 def test_compute_reward_is_bit_equal_to_the_step_reward(env_id, kwargs):
     env = gym.make(env_id, goal_conditioned=True, **kwargs)
     u = env.unwrapped
@@ -128,9 +126,7 @@ def test_compute_reward_is_bit_equal_to_the_step_reward(env_id, kwargs):
     # ... or a dict of stacked arrays, or goals in another layout (strided, (N, 1, G)).
     stacked = {k: np.array([i[k] for i in infos]) for k in infos[0]}
     np.testing.assert_array_equal(u.compute_reward(ag, dg, stacked), rewards)
-    np.testing.assert_array_equal(
-        u.compute_reward(np.asfortranarray(ag), np.asfortranarray(dg), stacked), rewards
-    )
+    np.testing.assert_array_equal(u.compute_reward(np.asfortranarray(ag), np.asfortranarray(dg), stacked), rewards)
     deep = u.compute_reward(ag[:, None], dg[:, None], {k: v[:, None] for k, v in stacked.items()})
     np.testing.assert_array_equal(deep[:, 0], rewards)
     env.close()
@@ -285,9 +281,7 @@ def test_unknown_options_raise_value_error_listing_the_valid_ones(env_id):
 
 # -- 13. every option form survives the env spec's JSON round trip ------------------------------
 def _spec_forms(tmp_path, monkeypatch):
-    (tmp_path / "conformance_rewards.py").write_text(
-        "def halve(terms, info):\n    return 0.5 * sum(terms.values())\n"
-    )
+    (tmp_path / "conformance_rewards.py").write_text("def halve(terms, info):\n    return 0.5 * sum(terms.values())\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     spec = parse_rewards("ctrl+keypoint_distance")
     return [
@@ -300,8 +294,13 @@ def _spec_forms(tmp_path, monkeypatch):
         ("Reacher3D-v0", {"reward_mode": "state", "potential_shaping": True, "ctrl_cost_weight": 0.2}),
         (
             "TargetHumanoid-v0",
-            {"camera_lookat": np.array([0.1, 0.0, 1.0]), "width": np.int64(24), "height": 24,
-             "goal_conditioned": np.bool_(True), "success_threshold": np.float64(0.2)},
+            {
+                "camera_lookat": np.array([0.1, 0.0, 1.0]),
+                "width": np.int64(24),
+                "height": 24,
+                "goal_conditioned": np.bool_(True),
+                "success_threshold": np.float64(0.2),
+            },
         ),
         ("TargetHumanoid-v0", {"rewards": parse_rewards("deepmimic"), "init_pose": "random"}),
         ("MimicReacher-v0", {"leader": "trajectory", "camera": "leader", "rewards": spec}),

@@ -21,7 +21,6 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import visfore_envs
 from visfore_envs import ENV_IDS, LOCOMOTION_IDS
 
 IDS = tuple(i for i in ENV_IDS if i != "LearnedSim-v0")
@@ -193,15 +192,11 @@ def test_async_vector_env_after_an_earlier_render_never_hangs(tmp_path, context)
     script = tmp_path / "async_after_render.py"
     script.write_text(textwrap.dedent(_ASYNC_SCRIPT.format(context=context)))
     env = {k: v for k, v in os.environ.items() if k != "LP_NUM_THREADS"}  # as a user's shell
-    done = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env
-    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env)
     lines = [line for line in done.stdout.splitlines() if line.startswith(("OK", "ERROR"))]
     assert lines, done.stderr[-2000:]
     if context == "fork":  # works, or fails fast in one line saying what to do
-        assert lines[0] == "OK (2, 64, 64, 3) True" or (
-            lines[0].startswith("ERROR") and "'spawn'" in lines[0]
-        ), lines
+        assert lines[0] == "OK (2, 64, 64, 3) True" or (lines[0].startswith("ERROR") and "'spawn'" in lines[0]), lines
     else:
         assert lines[0] == "OK (2, 64, 64, 3) True", lines
 
@@ -326,4 +321,3 @@ def test_gymnasium_and_sb3_check_env(env_id, obs_mode):
     check_env(env.unwrapped, skip_render_check=True)
     sb3_env_checker.check_env(_make(env_id, **kwargs))
     env.close()
-

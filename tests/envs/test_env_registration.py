@@ -28,7 +28,9 @@ def _run_python(code: str, env: dict[str, str] | None = None) -> str:
 
 def test_ids_registered_with_time_limit():
     assert REACHER_IDS == ("ReacherPlane-v0", "Reacher3D-v0")
-    locomotion = tuple(f"Perturb{r}{b}-v0" for b in ("", "Bullet") for r in ("Hopper", "Walker2d", "Ant", "HalfCheetah"))
+    locomotion = tuple(
+        f"Perturb{r}{b}-v0" for b in ("", "Bullet") for r in ("Hopper", "Walker2d", "Ant", "HalfCheetah")
+    )
     learned = ()  # LearnedSim-v0 is registered by the `visfore` distribution (tests/toolkit/test_predict_and_sim.py)
     humanoid = ("TargetHumanoid-v0",)  # 100 steps: tests/envs/test_target_humanoid.py
     mimic = ("MimicReacher-v0", "MimicHumanoid-v0")  # 100 and 200 steps: tests/envs/test_mimic.py
@@ -87,10 +89,7 @@ def test_gl_backend_chosen_before_mujoco_without_display():
         for k, v in os.environ.items()
         if k not in ("MUJOCO_GL", "LP_NUM_THREADS", "DISPLAY", "WAYLAND_DISPLAY", "PYOPENGL_PLATFORM")
     }
-    code = (
-        "import os, sys, visfore_envs\n"
-        "print(os.environ.get('MUJOCO_GL'), os.environ.get('LP_NUM_THREADS'))\n"
-    )
+    code = "import os, sys, visfore_envs\nprint(os.environ.get('MUJOCO_GL'), os.environ.get('LP_NUM_THREADS'))\n"
     assert _run_python(code, env).split() == ["egl", "0"]
     # The user's choices are kept; with a display MUJOCO_GL stays unset.
     assert _run_python(code, {**env, "MUJOCO_GL": "glfw", "LP_NUM_THREADS": "2"}).split() == [
@@ -103,9 +102,7 @@ def test_gl_backend_chosen_before_mujoco_without_display():
 @pytest.mark.skipif(sys.platform != "linux", reason="EGL headless rendering is a Linux path")
 def test_renders_when_mujoco_was_imported_first_with_glfw_default():
     env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("MUJOCO_GL", "DISPLAY", "WAYLAND_DISPLAY", "PYOPENGL_PLATFORM")
+        k: v for k, v in os.environ.items() if k not in ("MUJOCO_GL", "DISPLAY", "WAYLAND_DISPLAY", "PYOPENGL_PLATFORM")
     }
     out = _run_python(
         "import mujoco\n"  # picks its GLFW default: no MUJOCO_GL, no display

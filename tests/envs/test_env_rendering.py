@@ -19,6 +19,7 @@ def test_target_ghost_is_visible(env_id):
         env.close()
     differ = np.any(frames[True] != frames[False], axis=-1)
     assert differ.sum() >= 20  # a ghost arm and markers, not a stray pixel
+
     # The ghost's key-point markers are red: the frame with the target has more red pixels.
     def red(f):
         f = f.astype(int)

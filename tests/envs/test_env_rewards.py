@@ -23,9 +23,7 @@ def analytic_keypoints(env_id: str, q: np.ndarray) -> np.ndarray:
     shoulder = np.array([0.0, 0.0, 0.3])
 
     def direction(elevation):
-        return np.array(
-            [math.cos(yaw) * math.cos(elevation), math.sin(yaw) * math.cos(elevation), math.sin(elevation)]
-        )
+        return np.array([math.cos(yaw) * math.cos(elevation), math.sin(yaw) * math.cos(elevation), math.sin(elevation)])
 
     elbow = shoulder + 0.12 * direction(pitch)
     tip = elbow + 0.12 * direction(pitch + bend)
@@ -146,9 +144,7 @@ def test_potential_shaping_telescopes(env_id):
     while not truncated:
         _, reward, _, truncated, info = env.step(env.action_space.sample())
         total += info["reward_potential"]
-        assert reward == pytest.approx(
-            info["reward_dist"] + info["reward_potential"] + info["reward_ctrl"], rel=1e-12
-        )
+        assert reward == pytest.approx(info["reward_dist"] + info["reward_potential"] + info["reward_ctrl"], rel=1e-12)
     phi_final = -info["distance"]
     assert total == pytest.approx(phi_final - phi_initial, abs=1e-12)
     env.close()
@@ -204,9 +200,7 @@ def test_compute_reward_vectorised_matches_step_rewards(env_id):
     }
     np.testing.assert_allclose(u.compute_reward(ag, dg, batched_info), rewards, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(u.compute_reward(ag, dg, infos), rewards, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(
-        u.compute_reward(ag, dg, np.array(infos, dtype=object)), rewards, rtol=1e-12, atol=1e-12
-    )
+    np.testing.assert_allclose(u.compute_reward(ag, dg, np.array(infos, dtype=object)), rewards, rtol=1e-12, atol=1e-12)
     # Extra batch axes, and relabelled goals (HER): reaching the achieved goal is best.
     shaped = u.compute_reward(
         ag.reshape(5, 6, -1),

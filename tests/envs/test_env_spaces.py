@@ -11,7 +11,8 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import visfore_envs  # noqa: F401
-from visfore_envs import REACHER_IDS as ENV_IDS, ReacherPlaneEnv
+from visfore_envs import REACHER_IDS as ENV_IDS
+from visfore_envs import ReacherPlaneEnv
 
 OBS_MODES = ("state", "pixels", "state+pixels")
 # (state dim, proprio dim, goal dim, action dim)

@@ -38,9 +38,7 @@ def _same(a, b) -> bool:
         return False
     if not np.array_equal(a[0], b[0]):
         return False
-    return all(
-        np.array_equal(x[0], y[0]) and x[1:] == y[1:] for x, y in zip(a[1:], b[1:])
-    )
+    return all(np.array_equal(x[0], y[0]) and x[1:] == y[1:] for x, y in zip(a[1:], b[1:]))
 
 
 @pytest.mark.parametrize("env_id", LOCOMOTION_IDS)
@@ -161,9 +159,7 @@ def test_pickle_and_vector_env():
     env = gym.make("PerturbHalfCheetah-v0", perturbation={"bthigh.length": 1.2})
     clone = pickle.loads(pickle.dumps(env.unwrapped))
     assert clone.perturbation["bthigh.length"] == 1.2
-    vec = gym.vector.SyncVectorEnv(
-        [lambda: gym.make("PerturbHopper-v0", randomize="0.8-1.2") for _ in range(2)]
-    )
+    vec = gym.vector.SyncVectorEnv([lambda: gym.make("PerturbHopper-v0", randomize="0.8-1.2") for _ in range(2)])
     obs, info = vec.reset(seed=[1, 2])
     assert obs.shape == (2, 11)
     lengths = info["perturbation"]["thigh.length"]  # vector infos stack per key

@@ -88,7 +88,9 @@ def test_check_env_goal_conditioned(env_id, obs_mode):
     # The target moves with the leader; compute_reward still equals the step reward.
     for _ in range(5):
         obs, reward, _, _, info = env.step(env.action_space.sample())
-        assert env.unwrapped.compute_reward(obs["achieved_goal"], obs["desired_goal"], info) == pytest.approx(reward, abs=1e-12)
+        assert env.unwrapped.compute_reward(obs["achieved_goal"], obs["desired_goal"], info) == pytest.approx(
+            reward, abs=1e-12
+        )
     env.close()
 
 
@@ -106,7 +108,9 @@ def test_state_layouts(env_id):
     np.testing.assert_array_equal(info["leader_qpos"], u.leader_qpos)
     if env_id == "MimicReacher-v0":
         np.testing.assert_array_equal(follower, np.concatenate([np.cos(u.data.qpos), np.sin(u.data.qpos), u.data.qvel]))
-        np.testing.assert_array_equal(leader, np.concatenate([np.cos(u.leader_qpos), np.sin(u.leader_qpos), u.leader_qvel]))
+        np.testing.assert_array_equal(
+            leader, np.concatenate([np.cos(u.leader_qpos), np.sin(u.leader_qpos), u.leader_qvel])
+        )
     else:
         np.testing.assert_array_equal(follower, np.concatenate([u.data.qpos, u.data.qvel]))
         np.testing.assert_array_equal(leader, np.concatenate([u.leader_qpos, u.leader_qvel]))
@@ -358,7 +362,9 @@ def test_matching_the_mirror_pose_is_success_with_zero_pixel_error(env_id):
 
 
 def test_async_vector_env_two_envs_matches_single_env():
-    fns = [functools.partial(_make, "MimicReacher-v0", leader="trajectory", obs_mode="state+pixels", width=16, height=16)] * 2
+    fns = [
+        functools.partial(_make, "MimicReacher-v0", leader="trajectory", obs_mode="state+pixels", width=16, height=16)
+    ] * 2
     envs = gym.vector.AsyncVectorEnv(fns)
     single = _make("MimicReacher-v0", leader="trajectory", obs_mode="state+pixels", width=16, height=16)
     try:

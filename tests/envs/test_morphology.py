@@ -96,7 +96,9 @@ def test_half_cheetah_shin_length_moves_the_foot():
     np.testing.assert_allclose(new, 1.3 * shin, atol=1e-12)
 
 
-@pytest.mark.parametrize("robot,part", [("hopper", "foot"), ("walker2d", "thigh"), ("ant", "shin"), ("half_cheetah", "fthigh")])
+@pytest.mark.parametrize(
+    "robot,part", [("hopper", "foot"), ("walker2d", "thigh"), ("ant", "shin"), ("half_cheetah", "fthigh")]
+)
 def test_mass_factor_scales_part_mass_and_nothing_else(robot, part):
     morph = ROBOTS[robot]
     nominal_model, _ = _posed(_xml(robot))

@@ -168,7 +168,10 @@ def test_bad_selection_raises_one_line_value_error(rewards, needle):
         ({"reward_mode": "pixels"}, "reward_mode='pixels' cannot be combined with rewards="),
         ({"potential_shaping": True}, "potential_shaping=True cannot be combined"),
         ({"ctrl_cost_weight": 0.1}, "ctrl_cost_weight=0.1 cannot be combined"),
-        ({"goal_conditioned": True, "rewards": "keypoint_distance+pose"}, "rewards term 'pose' cannot be recomputed from goals"),
+        (
+            {"goal_conditioned": True, "rewards": "keypoint_distance+pose"},
+            "rewards term 'pose' cannot be recomputed from goals",
+        ),
         ({"goal_conditioned": True, "rewards": "pixel_mse"}, "rewards term 'pixel_mse'"),
         ({"reward_fn": 3}, "reward_fn=3 is not a callable"),
         ({"reward_fn": "no_such_module_xyz:f"}, "reward_fn='no_such_module_xyz:f' cannot be imported"),
@@ -233,8 +236,15 @@ LEGACY_CASES = [
 def test_reacher_options_are_exact_presets(env_id, reward_mode, shaping):
     wc, ws, wp = 0.3, 1.7, 2.5
     env = gym.make(
-        env_id, reward_mode=reward_mode, potential_shaping=shaping, ctrl_cost_weight=wc,
-        state_reward_weight=ws, pixel_reward_weight=wp, obs_mode="pixels", width=24, height=24,
+        env_id,
+        reward_mode=reward_mode,
+        potential_shaping=shaping,
+        ctrl_cost_weight=wc,
+        state_reward_weight=ws,
+        pixel_reward_weight=wp,
+        obs_mode="pixels",
+        width=24,
+        height=24,
     )
     u = env.unwrapped
     assert u.reward_spec == legacy_spec(reward_mode, shaping, wc, ws, wp)
@@ -250,7 +260,11 @@ def test_reacher_options_are_exact_presets(env_id, reward_mode, shaping):
         a = action.astype(np.float64)
         diff = u.keypoints - u.target_keypoints
         distance = math.sqrt(float(diff.dot(diff)))
-        expected = {"reward_ctrl": -wc * float(a.dot(a)), "distance": distance, "is_success": distance < u.success_threshold}
+        expected = {
+            "reward_ctrl": -wc * float(a.dot(a)),
+            "distance": distance,
+            "is_success": distance < u.success_threshold,
+        }
         total = expected["reward_ctrl"]
         if state:
             expected["reward_dist"] = -ws * distance
@@ -309,7 +323,9 @@ def test_goal_conditioned_compute_reward_recomputes_the_step_reward(env_id, ee_r
     env.close()
     # A user callable is given the batched term values.
     env = gym.make(
-        env_id, goal_conditioned=True, rewards="keypoint_distance+end_effector",
+        env_id,
+        goal_conditioned=True,
+        rewards="keypoint_distance+end_effector",
         reward_fn=lambda t, info: np.minimum(t["keypoint_distance"], -t["end_effector"]),
     )
     err = (ag - dg).reshape(len(ag), -1, 3)[:, ee_rows]

@@ -17,6 +17,7 @@ import json
 
 import pytest
 import torch
+from visfore_models_testutils import moving_square_clips
 
 import visfore_models
 from visfore_models import (
@@ -33,7 +34,6 @@ from visfore_models import (
     model_state,
 )
 from visfore_models.metrics import copy_last_frame_baseline, mse_per_step
-from visfore_models_testutils import moving_square_clips
 
 A = 2
 H = 32
@@ -108,8 +108,14 @@ def make_inputs(
 # ---------------------------------------------------------------------------- shapes
 @pytest.mark.parametrize(
     ("B", "C", "K", "hw"),
-    [(1, 1, 1, (32, 32)), (2, 2, 5, (32, 32)), (3, 3, 2, (64, 64)), (1, 2, 3, (128, 128)), (2, 1, 2, (32, 48)),
-     (2, 2, 2, (16, 24))],
+    [
+        (1, 1, 1, (32, 32)),
+        (2, 2, 5, (32, 32)),
+        (3, 3, 2, (64, 64)),
+        (1, 2, 3, (128, 128)),
+        (2, 1, 2, (32, 48)),
+        (2, 2, 2, (16, 24)),
+    ],
 )
 def test_output_shape_dtype_range(name: str, B: int, C: int, K: int, hw: tuple[int, int]) -> None:
     model = make_model(name, image_size=hw)

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from visfore_models_testutils import moving_square_clips
 
 from visfore_models import build_model
 from visfore_models.metrics import copy_last_frame_baseline, mse_per_step, psnr_per_step
-from visfore_models_testutils import moving_square_clips
 
 C, K, SIZE = 2, 4, 32
 STEPS, BATCH, LR = 60, 16, 3e-3

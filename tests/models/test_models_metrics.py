@@ -33,7 +33,9 @@ def test_constant_offset_is_20_db() -> None:
     target = 0.2 + 0.6 * clips(dtype=torch.float64)
     pred = target + 0.1  # MSE = 0.01 -> 10 log10(1 / 0.01) = 20 dB
     torch.testing.assert_close(M.mse_per_step(pred, target), torch.full((4,), 0.01, dtype=torch.float64))
-    torch.testing.assert_close(M.psnr_per_step(pred, target), torch.full((4,), 20.0, dtype=torch.float64), rtol=0, atol=1e-9)
+    torch.testing.assert_close(
+        M.psnr_per_step(pred, target), torch.full((4,), 20.0, dtype=torch.float64), rtol=0, atol=1e-9
+    )
     # float32 inputs: the offset itself is rounded, so only ~1e-5 dB
     t32 = target.float()
     torch.testing.assert_close(
@@ -277,7 +279,9 @@ def test_mean_frame_baseline() -> None:
     base = M.mean_frame_baseline(mean, 2, 3)
     assert base.shape == (2, 3, 3, 16, 16) and torch.equal(base[1, 2], mean)
     target = torch.full((2, 3, 3, 16, 16), 0.5)
-    torch.testing.assert_close(M.psnr_per_step(base, target), torch.full((3,), 10 * math.log10(1 / 0.0625), dtype=torch.float64))
+    torch.testing.assert_close(
+        M.psnr_per_step(base, target), torch.full((3,), 10 * math.log10(1 / 0.0625), dtype=torch.float64)
+    )
     with pytest.raises(ValueError, match="mean_frame must be"):
         M.mean_frame_baseline(torch.zeros(16, 16), 1, 1)
     with pytest.raises(ValueError, match="K must be"):
@@ -324,11 +328,14 @@ def test_best_of_n_picks_the_best_sample_per_clip_not_per_frame() -> None:
     target = torch.full((2, 3, 3, 16, 16), 0.5, dtype=torch.float64)
     # offsets per (sample, clip, step): sample 0 is best at step 1 of clip 0, but sample 1
     # is best on average over the clip; clip 1: sample 2 everywhere
-    offsets = torch.tensor([
-        [[0.01, 0.3, 0.3], [0.2, 0.2, 0.2]],
-        [[0.05, 0.05, 0.05], [0.1, 0.1, 0.1]],
-        [[0.2, 0.2, 0.2], [0.02, 0.02, 0.02]],
-    ], dtype=torch.float64)
+    offsets = torch.tensor(
+        [
+            [[0.01, 0.3, 0.3], [0.2, 0.2, 0.2]],
+            [[0.05, 0.05, 0.05], [0.1, 0.1, 0.1]],
+            [[0.2, 0.2, 0.2], [0.02, 0.02, 0.02]],
+        ],
+        dtype=torch.float64,
+    )
     samples = target[None] + offsets[..., None, None, None]
     out = M.best_of_n_metrics(samples, target)
     mse = offsets**2  # (N, B, K)
@@ -422,8 +429,16 @@ def test_lpips_with_local_weights(monkeypatch, tmp_path: Path, fresh_lpips_cache
 
 
 def test_new_metric_definitions() -> None:
-    for key in ("foreground_psnr", "mask", "mean_frame", "action_sensitivity", "shuffled_actions",
-                "lpips", "mean_of_samples", "best_of_n"):
+    for key in (
+        "foreground_psnr",
+        "mask",
+        "mean_frame",
+        "action_sensitivity",
+        "shuffled_actions",
+        "lpips",
+        "mean_of_samples",
+        "best_of_n",
+    ):
         assert key in M.METRIC_DEFINITIONS, key
     assert "0.02" in M.METRIC_DEFINITIONS["foreground_psnr"]
     assert "o_0" in M.METRIC_DEFINITIONS["foreground_psnr"]

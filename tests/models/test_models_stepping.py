@@ -45,7 +45,7 @@ def test_imagine_equals_forward_any_horizon(name: str, K: int) -> None:
     assert float(pred.min()) >= 0.0 and float(pred.max()) <= 1.0
     # the new state is the window of the last C frames and the C - 1 actions between them
     window = torch.cat([frames, pred], dim=1)[:, -C:]
-    assert torch.equal(new.frames, window) and torch.equal(new.actions, torch.cat([past, actions], 1)[:, -(C - 1):])
+    assert torch.equal(new.frames, window) and torch.equal(new.actions, torch.cat([past, actions], 1)[:, -(C - 1) :])
     assert torch.equal(model.decode(new), pred[:, -1])
 
 
@@ -58,7 +58,7 @@ def test_chained_imagine_continues_from_the_window(name: str) -> None:
     second, state = _run(model.imagine, state, actions[:, 3:])
     assert second.shape == (B, 2, 3, H, H)
     window = torch.cat([frames, first], dim=1)[:, -C:]
-    acts = torch.cat([past, actions[:, :3]], dim=1)[:, -(C - 1):]
+    acts = torch.cat([past, actions[:, :3]], dim=1)[:, -(C - 1) :]
     assert torch.equal(second, _run(model, window, torch.cat([acts, actions[:, 3:]], dim=1)))
 
 

@@ -161,4 +161,3 @@ def test_svg_prior_samples_are_seeded_and_vary() -> None:
     assert (s0 - s0_again).abs().max() > 1e-5
     # a random z at every step: the first returned frame already varies
     assert (s0[:, 0] - s1[:, 0]).abs().max() > 1e-6
-

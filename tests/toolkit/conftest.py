@@ -17,9 +17,7 @@ import pytest
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 #: Options of the shared dataset (tests may rely on them).
-SMALL_REACHER = dict(
-    env="reacher", episodes=12, steps=12, size=32, seed=0, policy="smooth", workers=1
-)
+SMALL_REACHER = dict(env="reacher", episodes=12, steps=12, size=32, seed=0, policy="smooth", workers=1)
 
 
 @pytest.fixture(scope="session")

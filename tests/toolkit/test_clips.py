@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from visfore.core.errors import VisforeError
 from visfore.data.clips import (
     ClipDataset,
     clip_starts,
@@ -16,7 +17,6 @@ from visfore.data.clips import (
     split_episodes,
 )
 from visfore.data.dataset import DatasetWriter, open_dataset
-from visfore.core.errors import VisforeError
 
 #: actions per episode of the row-coded dataset (episode 2 is too short for most clips)
 EPISODE_STEPS = (6, 9, 2, 11, 7)
@@ -29,8 +29,12 @@ def row_coded(tmp_path_factory: pytest.TempPathFactory):
     row) and whose action at row r is (r, -r); the episodes' padding actions are NaN."""
     path = tmp_path_factory.mktemp("clips") / "rows.zarr"
     writer = DatasetWriter.create(
-        path, frame_shape=(SIZE, SIZE, 3), state_dim=1, action_dim=2,
-        attrs={"env_id": "synthetic-rows"}, chunk_frames=16,
+        path,
+        frame_shape=(SIZE, SIZE, 3),
+        state_dim=1,
+        action_dim=2,
+        attrs={"env_id": "synthetic-rows"},
+        chunk_frames=16,
     )
     row = 0
     with writer:
@@ -135,8 +139,10 @@ def test_short_episodes_contribute_nothing(row_coded):
 def test_nan_action_inside_a_clip_is_refused(row_coded):
     ds, src = row_coded
     broken = type(src)(
-        pixels=src.pixels, actions=src.actions.copy(),
-        episode_starts=src.episode_starts, episode_lengths=src.episode_lengths,
+        pixels=src.pixels,
+        actions=src.actions.copy(),
+        episode_starts=src.episode_starts,
+        episode_lengths=src.episode_lengths,
     )
     broken.actions[int(ds.episode_starts[1]) + 2] = np.nan
     with pytest.raises(AssertionError, match="NaN"):

@@ -15,21 +15,19 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from visfore.core.errors import VisforeError
 from visfore.data.collect import (
     EpisodeRunner,
     collect,
     episode_seeds,
 )
 from visfore.data.dataset import DATA_KEYS, open_dataset
-from visfore.core.errors import VisforeError
 from visfore.data.policies import RandomPolicy, SmoothPolicy, make_policy
 
 runner = CliRunner()
 
 #: Options of the conftest's ``small_reacher_dataset`` (kept in sync by a test below).
-SMALL_REACHER = dict(
-    env="reacher", episodes=12, steps=12, size=32, seed=0, policy="smooth", workers=1
-)
+SMALL_REACHER = dict(env="reacher", episodes=12, steps=12, size=32, seed=0, policy="smooth", workers=1)
 
 
 def test_small_reacher_options_match_conftest(small_reacher_options):
@@ -64,9 +62,7 @@ def assert_same_dataset(a: Path, b: Path) -> None:
 def snapshot(path: Path) -> dict[str, tuple[int, str]]:
     """Every file under ``path`` (or the file itself) -> (mtime_ns, sha256)."""
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    return {
-        str(p): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest()) for p in files
-    }
+    return {str(p): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest()) for p in files}
 
 
 # -- layout and provenance -------------------------------------------------------------
@@ -108,9 +104,7 @@ def test_cli_collect_writes_layout_and_provenance(app, tmp_path):
     assert attrs["policy"]["name"] == "smooth"
     assert {"theta", "sigma"} <= set(attrs["policy"])
     assert attrs["seed"] == 0 and "SeedSequence" in attrs["seeding"]
-    assert {"visfore", "visfore-envs", "gymnasium", "mujoco", "numpy", "zarr"} <= set(
-        attrs["versions"]
-    )
+    assert {"visfore", "visfore-envs", "gymnasium", "mujoco", "numpy", "zarr"} <= set(attrs["versions"])
     assert datetime.fromisoformat(attrs["created"]).utcoffset().total_seconds() == 0
     assert attrs["command"].startswith("visfore collect --out ") and "--env reacher --episodes 3" in attrs["command"]
     assert "row_convention" in attrs
@@ -170,8 +164,7 @@ def test_workers_two_equals_workers_one(small_reacher_dataset, tmp_path):
     assert_same_dataset(out, small_reacher_dataset)
 
 
-def test_interrupted_then_resumed_equals_straight_run(app, small_reacher_dataset, tmp_path,
-                                                     monkeypatch):
+def test_interrupted_then_resumed_equals_straight_run(app, small_reacher_dataset, tmp_path, monkeypatch):
     out = tmp_path / "resumed.zarr"
     run = EpisodeRunner.run
 
@@ -203,8 +196,7 @@ def test_interrupted_then_resumed_equals_straight_run(app, small_reacher_dataset
     assert snapshot(out) == before
 
 
-def test_interrupt_with_workers_keeps_finished_episodes(small_reacher_dataset, tmp_path,
-                                                       monkeypatch):
+def test_interrupt_with_workers_keeps_finished_episodes(small_reacher_dataset, tmp_path, monkeypatch):
     """Ctrl-C in the main process of a worker pool: pool stopped, finished episodes kept."""
     from visfore.data.dataset import DatasetWriter
 
@@ -339,8 +331,7 @@ def test_resume_cuts_uncommitted_rows(small_reacher_dataset, tmp_path):
         ({"env": "reacher3d"}, "--env"),
     ],
 )
-def test_mismatched_resume_is_refused_untouched(app, small_reacher_dataset, tmp_path,
-                                                override, option):
+def test_mismatched_resume_is_refused_untouched(app, small_reacher_dataset, tmp_path, override, option):
     out = tmp_path / "copy.zarr"
     shutil.copytree(small_reacher_dataset, out)
     before = snapshot(out)
@@ -391,9 +382,7 @@ def test_unknown_env_lists_valid_names(app, tmp_path):
         assert name in result.stderr
 
 
-@pytest.mark.parametrize(
-    "value", ["notapair", '{"broken json', "obs_mode=pixels", "no_such_kwarg=1"]
-)
+@pytest.mark.parametrize("value", ["notapair", '{"broken json', "obs_mode=pixels", "no_such_kwarg=1"])
 def test_bad_env_kwargs_exit_2(app, tmp_path, value):
     out = tmp_path / "bad.zarr"
     result = runner.invoke(app, small_args(out) + ["--env-kwargs", value])
@@ -469,8 +458,7 @@ def test_early_termination_is_recorded_truthfully(tmp_path):
         assert ep.action.shape == (3, 1)
         np.testing.assert_array_equal(ep.terminated, [False, False, True])
         assert not ep.truncated.any()
-        np.testing.assert_allclose(ep.state[1:, 0], ep.state[0, 0] + np.cumsum(ep.action[:, 0]),
-                                   rtol=1e-5)
+        np.testing.assert_allclose(ep.state[1:, 0], ep.state[0, 0] + np.cumsum(ep.action[:, 0]), rtol=1e-5)
 
 
 def test_collect_from_python_reports_summary(tmp_path):
@@ -495,9 +483,7 @@ def test_python_api_raises_visfore_error(tmp_path):
 
 
 def test_policies_stay_in_bounds_and_smooth_is_correlated():
-    space = gym.spaces.Box(
-        np.array([-1.0, -2.0], np.float32), np.array([1.0, 0.5], np.float32), dtype=np.float32
-    )
+    space = gym.spaces.Box(np.array([-1.0, -2.0], np.float32), np.array([1.0, 0.5], np.float32), dtype=np.float32)
     lags = {}
     half_range = (space.high - space.low) / 2
     centre = (space.high + space.low) / 2
@@ -579,11 +565,20 @@ def test_cli_policy_kwargs_reach_the_policy_and_the_provenance(app, tmp_path):
     result = runner.invoke(app, small_args(out) + ["--policy-kwargs", "min_scale=0.02,theta=0.5"])
     assert result.exit_code == 0, result.output
     attrs = open_dataset(out).attrs
-    assert attrs["policy"] == {"name": "smooth", "theta": 0.5, "sigma": 0.3, "scale": 0.3,
-                               "min_scale": 0.02, "process": "ornstein-uhlenbeck"}
+    assert attrs["policy"] == {
+        "name": "smooth",
+        "theta": 0.5,
+        "sigma": 0.3,
+        "scale": 0.3,
+        "min_scale": 0.02,
+        "process": "ornstein-uhlenbeck",
+    }
     assert "--policy-kwargs" in attrs["collect_runs"][-1]["command"]
-    for value, message in (("wobble=1", "bad parameters for policy 'smooth'"), ("min_scale=2", "min_scale=2"),
-                           ("notapair", "--policy-kwargs 'notapair' is not key=value")):
+    for value, message in (
+        ("wobble=1", "bad parameters for policy 'smooth'"),
+        ("min_scale=2", "min_scale=2"),
+        ("notapair", "--policy-kwargs 'notapair' is not key=value"),
+    ):
         bad = tmp_path / "bad.zarr"
         result = runner.invoke(app, small_args(bad) + ["--policy-kwargs", value])
         assert result.exit_code == 2, result.output

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from visfore.core.errors import VisforeError
 from visfore.data.dataset import DATA_KEYS, DatasetWriter, open_dataset
 from visfore.data.dataset_info import dataset_info, episode_returns
-from visfore.core.errors import VisforeError
 
 runner = CliRunner()
 H = W = 8
@@ -55,8 +55,14 @@ def test_writer_roundtrip_shapes_dtypes_and_padding(tmp_path):
     np.testing.assert_array_equal(ds.episode_ends, [6, 10, 16])
     np.testing.assert_array_equal(ds.episode_lengths, [6, 4, 6])
     assert ds.frame_shape == (H, W, 3) and ds.state_dim == S and ds.action_dim == A
-    dtypes = {"pixels": np.uint8, "state": np.float32, "action": np.float32,
-              "reward": np.float32, "terminated": np.bool_, "truncated": np.bool_}
+    dtypes = {
+        "pixels": np.uint8,
+        "state": np.float32,
+        "action": np.float32,
+        "reward": np.float32,
+        "terminated": np.bool_,
+        "truncated": np.bool_,
+    }
     for key in DATA_KEYS:
         assert ds.read(key).dtype == dtypes[key] and ds.read(key).shape[0] == 16
     for i, ep in enumerate(episodes):
@@ -206,13 +212,15 @@ def test_flush_twice_with_same_buffer_commits_once(tmp_path):
     from visfore.data.dataset import DatasetWriter, open_dataset
 
     path = tmp_path / "d.zarr"
-    writer = DatasetWriter.create(
-        path, frame_shape=(8, 8, 3), state_dim=2, action_dim=1, attrs={}, chunk_frames=4
-    )
+    writer = DatasetWriter.create(path, frame_shape=(8, 8, 3), state_dim=2, action_dim=1, attrs={}, chunk_frames=4)
     writer.flush_rows = 10**6
     writer.append_episode(
-        pixels=np.zeros((3, 8, 8, 3), np.uint8), state=np.zeros((3, 2)), action=np.zeros((2, 1)),
-        reward=np.zeros(2), terminated=np.zeros(2, bool), truncated=np.array([False, True]),
+        pixels=np.zeros((3, 8, 8, 3), np.uint8),
+        state=np.zeros((3, 2)),
+        action=np.zeros((2, 1)),
+        reward=np.zeros(2),
+        terminated=np.zeros(2, bool),
+        truncated=np.array([False, True]),
     )
     buffered = list(writer._buffer)
     writer.flush()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from visfore.core.errors import VisforeError
 from visfore.data.envs import (
     SHORT_NAMES,
     make_env,
@@ -12,7 +13,6 @@ from visfore.data.envs import (
     resolve_env_id,
     visfore_env_ids,
 )
-from visfore.core.errors import VisforeError
 
 
 @pytest.mark.parametrize(

@@ -19,9 +19,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from visfore.rl import evaluate as ev
-from visfore.reports import robustness_report as rr
 from visfore.core.errors import VisforeError
+from visfore.reports import robustness_report as rr
+from visfore.rl import config as rl_config
+from visfore.rl import evaluate as ev
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 runner = CliRunner()
@@ -240,14 +241,14 @@ def test_parse_options():
     for bad in ("", "a", "-1", "1,1"):
         with pytest.raises(VisforeError, match="--seeds"):
             ev.parse_seeds(bad)
-    assert ev.parse_set_values(["a.length=1.2,b.mass=0.5", "friction=2"]) == {
+    assert rl_config.parse_set_values(["a.length=1.2,b.mass=0.5", "friction=2"]) == {
         "a.length": 1.2, "b.mass": 0.5, "friction": 2.0,
     }  # fmt: skip
     for bad in (["a.length"], ["a.length=0"], ["a.length=x"], ["a=1", "a=2"]):
         with pytest.raises(VisforeError, match="--set"):
-            ev.parse_set_values(bad)
-    assert ev.SEED003_OPTIONS["Ltorso"] == "torso.length"
-    assert ev.SEED003_OPTIONS["Wfoot"] == "foot.width"
+            rl_config.parse_set_values(bad)
+    assert rl_config.BODY_PART_SHORTCUTS["Ltorso"] == "torso.length"
+    assert rl_config.BODY_PART_SHORTCUTS["Wfoot"] == "foot.width"
 
 
 # -- seeding -----------------------------------------------------------------------------------
@@ -430,7 +431,9 @@ def test_evaluate_pipeline_fake_run(tmp_path, fake_keys):
     assert result["meta"]["episodes_run"] == 5 * 2 * 2 and result["meta"]["cells_total"] == 7
     assert [r["param"] for r in result["summary"]] == ["nominal"] + ["gravity"] * 3 + ["pole.mass"] * 3
     assert {p.name for p in (out / "plots").iterdir()} == {
-        "heatmap.png", "return_vs_scale_gravity.png", "return_vs_scale_pole.mass.png"
+        "heatmap.png",
+        "return_vs_scale_gravity.png",
+        "return_vs_scale_pole.mass.png",
     }
     # a rerun gives the same numbers
     again = ev.evaluate(run_dir, perturb="0.5-1.5", points=3, params="gravity,Mpole",
@@ -526,12 +529,16 @@ def test_cli_non_run_dir(app, tmp_path):
 
 
 # -- the real envs and policies ---------------------------------------------------------------------
-@pytest.mark.skipif(not _have_perturb_envs(), reason="PerturbHopper-v0 / visfore_envs.perturbation_keys not available yet")
+@pytest.mark.skipif(
+    not _have_perturb_envs(), reason="PerturbHopper-v0 / visfore_envs.perturbation_keys not available yet"
+)
 def test_perturb_hopper_workers_identical_and_masses(tmp_path):
     keys = ev._perturbation_keys("PerturbHopper-v0")
     assert ev.default_params(keys) == tuple(k for k in keys if k.endswith((".length", ".width")))
     assert ev.resolve_keys("PerturbHopper-v0", ["Ltorso", "Wthigh", "Mfoot"], "--params") == (
-        "torso.length", "thigh.width", "foot.mass"
+        "torso.length",
+        "thigh.width",
+        "foot.mass",
     )
     with pytest.raises(VisforeError, match="valid: torso.length"):
         ev.resolve_keys("PerturbHopper-v0", ["wing.length"], "--params")

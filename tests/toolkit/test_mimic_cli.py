@@ -26,17 +26,59 @@ def tiny_runs(tmp_path_factory, small_reacher_dataset):
     """A PPO run on ReacherPlane-v0 (256 steps) and a translator trained one epoch on the
     shared 32x32 ReacherPlane-v0 dataset."""
     out = tmp_path_factory.mktemp("mimic-runs")
-    res = runner.invoke(app, [
-        "train-policy", "--env", "ReacherPlane-v0", "--algo", "ppo", "--timesteps", "256", "--seed", "3",
-        "--hp", "n_steps=64", "--hp", "batch_size=32", "--hp", "n_epochs=1",
-        "--hp", "policy_kwargs=dict(net_arch=[16, 16])", "--eval-freq", "128", "--eval-episodes", "1",
-        "--device", "cpu", "--no-progress", "--out-dir", str(out), "--name", "ppo",
-    ])
+    res = runner.invoke(
+        app,
+        [
+            "train-policy",
+            "--env",
+            "ReacherPlane-v0",
+            "--algo",
+            "ppo",
+            "--timesteps",
+            "256",
+            "--seed",
+            "3",
+            "--hp",
+            "n_steps=64",
+            "--hp",
+            "batch_size=32",
+            "--hp",
+            "n_epochs=1",
+            "--hp",
+            "policy_kwargs=dict(net_arch=[16, 16])",
+            "--eval-freq",
+            "128",
+            "--eval-episodes",
+            "1",
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--out-dir",
+            str(out),
+            "--name",
+            "ppo",
+        ],
+    )
     assert res.exit_code == 0, res.output
-    res = runner.invoke(app, [
-        "train-translator", "--data", str(small_reacher_dataset), "--out", str(out / "translator"),
-        "--epochs", "1", "--channels", "8,16,16", "--hidden", "32", "--num-threads", "1", "--quiet",
-    ])
+    res = runner.invoke(
+        app,
+        [
+            "train-translator",
+            "--data",
+            str(small_reacher_dataset),
+            "--out",
+            str(out / "translator"),
+            "--epochs",
+            "1",
+            "--channels",
+            "8,16,16",
+            "--hidden",
+            "32",
+            "--num-threads",
+            "1",
+            "--quiet",
+        ],
+    )
     assert res.exit_code == 0, res.output
     return out / "train-policy-ppo", out / "translator"
 
@@ -53,9 +95,14 @@ def test_true_pose_observation_equals_the_single_envs_observation():
         if t % 10 == 0:
             m = mimic.unwrapped
             built = policy_observation(obs, obs[-4:], 4)
-            ref, _ = single.reset(seed=0, options={
-                "target_qpos": m.mirror_pose(m.leader_qpos), "qpos": m.data.qpos.copy(), "qvel": m.data.qvel.copy(),
-            })
+            ref, _ = single.reset(
+                seed=0,
+                options={
+                    "target_qpos": m.mirror_pose(m.leader_qpos),
+                    "qpos": m.data.qpos.copy(),
+                    "qvel": m.data.qvel.copy(),
+                },
+            )
             assert built.shape == ref.shape == (14,)
             np.testing.assert_array_equal(built[:6], ref[:6])
             np.testing.assert_allclose(built[6:], ref[6:], rtol=0, atol=1e-12)
@@ -84,9 +131,14 @@ def test_true_pose_observation_of_a_joint_space_policy_equals_the_single_envs():
         obs, *_ = mimic.step(rng.uniform(-1, 1, 2).astype(np.float32))
     m = mimic.unwrapped
     built = policy_observation(obs, obs[-4:], 4, joint_difference(mimic, m.target_qpos))
-    ref, _ = single.reset(seed=0, options={
-        "target_qpos": m.mirror_pose(m.leader_qpos), "qpos": m.data.qpos.copy(), "qvel": m.data.qvel.copy(),
-    })
+    ref, _ = single.reset(
+        seed=0,
+        options={
+            "target_qpos": m.mirror_pose(m.leader_qpos),
+            "qpos": m.data.qpos.copy(),
+            "qvel": m.data.qvel.copy(),
+        },
+    )
     assert built.shape == ref.shape == (16,)
     np.testing.assert_array_equal(built[-2:], ref[-2:])
     np.testing.assert_allclose(built[:-2], ref[:-2], rtol=0, atol=1e-12)
@@ -98,12 +150,41 @@ def test_joint_space_policy_runs_the_comparison_and_an_image(tiny_runs, tmp_path
     """A policy trained with ``--env-kwargs joint_targets=true`` gets the translated joint
     angles (mirrored) as its joint target, in the comparison and with --image."""
     _, translator = tiny_runs
-    res = runner.invoke(app, [
-        "train-policy", "--env", "ReacherPlane-v0", "--algo", "ppo", "--timesteps", "128", "--seed", "3",
-        "--env-kwargs", "joint_targets=true", "--hp", "n_steps=64", "--hp", "batch_size=32", "--hp", "n_epochs=1",
-        "--hp", "policy_kwargs=dict(net_arch=[16, 16])", "--eval-freq", "0", "--eval-episodes", "1",
-        "--device", "cpu", "--no-progress", "--out-dir", str(tmp_path), "--name", "joint",
-    ])
+    res = runner.invoke(
+        app,
+        [
+            "train-policy",
+            "--env",
+            "ReacherPlane-v0",
+            "--algo",
+            "ppo",
+            "--timesteps",
+            "128",
+            "--seed",
+            "3",
+            "--env-kwargs",
+            "joint_targets=true",
+            "--hp",
+            "n_steps=64",
+            "--hp",
+            "batch_size=32",
+            "--hp",
+            "n_epochs=1",
+            "--hp",
+            "policy_kwargs=dict(net_arch=[16, 16])",
+            "--eval-freq",
+            "0",
+            "--eval-episodes",
+            "1",
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--out-dir",
+            str(tmp_path),
+            "--name",
+            "joint",
+        ],
+    )
     assert res.exit_code == 0, res.output
     policy = tmp_path / "train-policy-joint"
     result = run_mimic(policy, translator, episodes=1, seed=2, modes=("translated", "true-pose"))
@@ -114,8 +195,20 @@ def test_joint_space_policy_runs_the_comparison_and_an_image(tiny_runs, tmp_path
     image = tmp_path / "pose.png"
     iio.imwrite(image, env.render())
     env.close()
-    res = runner.invoke(app, ["mimic", "--policy", str(policy), "--translator", str(translator),
-                              "--image", str(image), "--out", str(tmp_path / "pose.json")])
+    res = runner.invoke(
+        app,
+        [
+            "mimic",
+            "--policy",
+            str(policy),
+            "--translator",
+            str(translator),
+            "--image",
+            str(image),
+            "--out",
+            str(tmp_path / "pose.json"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "pose.json").read_text())["steps"] == 50
 
@@ -137,8 +230,25 @@ def test_leader_keypoints_read_in_the_leader_frame_map_onto_the_true_target():
 def test_cli_three_way_comparison_end_to_end(tiny_runs, tmp_path):
     policy, translator = tiny_runs
     out = tmp_path / "mimic.csv"
-    res = runner.invoke(app, ["mimic", "--env", "MimicReacher-v0", "--policy", str(policy), "--translator",
-                              str(translator), "--episodes", "2", "--seed", "1", "--out", str(out), "-q"])
+    res = runner.invoke(
+        app,
+        [
+            "mimic",
+            "--env",
+            "MimicReacher-v0",
+            "--policy",
+            str(policy),
+            "--translator",
+            str(translator),
+            "--episodes",
+            "2",
+            "--seed",
+            "1",
+            "--out",
+            str(out),
+            "-q",
+        ],
+    )
     assert res.exit_code == 0, res.output
     for mode in MODES:
         assert mode in res.output
@@ -150,7 +260,8 @@ def test_cli_three_way_comparison_end_to_end(tiny_runs, tmp_path):
     b = run_mimic(policy, translator, episodes=2, seed=1)
     assert a["summary"] == b["summary"]
     assert [float(r["final_distance_mean"]) for r in rows] == pytest.approx(
-        [r["final_distance_mean"] for r in a["summary"]], abs=1e-4)
+        [r["final_distance_mean"] for r in a["summary"]], abs=1e-4
+    )
     detail = a["episodes_detail"]
     assert sorted({(e["mode"], e["seed"]) for e in detail}) == sorted((m, s) for m in MODES for s in (1, 2))
     assert all(e["steps"] == 99 for e in detail)  # 4 held poses of 25 steps, ending on a hold
@@ -160,8 +271,23 @@ def test_cli_three_way_comparison_end_to_end(tiny_runs, tmp_path):
     longer = run_mimic(policy, translator, episodes=1, seed=1, hold_steps=40, modes=("random",))
     assert longer["hold_steps"] == 40 and longer["episodes_detail"][0]["steps"] == 79  # 2 holds of 40
     md = tmp_path / "mimic.md"
-    res = runner.invoke(app, ["mimic", "--policy", str(policy), "--translator", str(translator), "--episodes", "1",
-                              "--leader", "trajectory", "--out", str(md), "-q"])
+    res = runner.invoke(
+        app,
+        [
+            "mimic",
+            "--policy",
+            str(policy),
+            "--translator",
+            str(translator),
+            "--episodes",
+            "1",
+            "--leader",
+            "trajectory",
+            "--out",
+            str(md),
+            "-q",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "| true-pose |" in md.read_text()
 
@@ -174,8 +300,10 @@ def test_image_executes_the_translated_pose(tiny_runs, tmp_path):
     iio.imwrite(image, env.render())
     env.close()
     out = tmp_path / "pose.json"
-    res = runner.invoke(app, ["mimic", "--policy", str(policy), "--translator", str(translator),
-                              "--image", str(image), "--out", str(out)])
+    res = runner.invoke(
+        app,
+        ["mimic", "--policy", str(policy), "--translator", str(translator), "--image", str(image), "--out", str(out)],
+    )
     assert res.exit_code == 0, res.output
     result = json.loads(out.read_text())
     assert len(result["translated_qpos"]) == 2 and len(result["target_keypoints"]) == 4
@@ -196,19 +324,26 @@ def _error(args):
 def test_bad_input_is_one_line(tiny_runs, tmp_path):
     policy, translator = tiny_runs
     assert "not a directory" in _error(["--policy", str(tmp_path / "nope"), "--translator", str(translator)])
-    assert "trained on ReacherPlane-v0" in _error(["--env", "MimicHumanoid-v0", "--policy", str(policy),
-                                                  "--translator", str(translator)])
-    assert "--env must be one of MimicReacher-v0, MimicHumanoid-v0" in _error(["--env", "Hopper-v5", "--policy", str(policy), "--translator", str(translator)])
+    assert "trained on ReacherPlane-v0" in _error(
+        ["--env", "MimicHumanoid-v0", "--policy", str(policy), "--translator", str(translator)]
+    )
+    assert "--env must be one of MimicReacher-v0, MimicHumanoid-v0" in _error(
+        ["--env", "Hopper-v5", "--policy", str(policy), "--translator", str(translator)]
+    )
     # a translator for another frame size than the image
     big = tmp_path / "big.png"
     iio.imwrite(big, np.zeros((64, 64, 3), np.uint8))
     assert "(32, 32, 3)" in _error(["--policy", str(policy), "--translator", str(translator), "--image", str(big)])
-    assert "not found" in _error(["--policy", str(policy), "--translator", str(translator),
-                                  "--image", str(tmp_path / "missing.png")])
+    assert "not found" in _error(
+        ["--policy", str(policy), "--translator", str(translator), "--image", str(tmp_path / "missing.png")]
+    )
     assert "--leader" in _error(["--policy", str(policy), "--translator", str(translator), "--leader", "dance"])
-    assert "--hold-steps only applies" in _error(["--policy", str(policy), "--translator", str(translator),
-                                                 "--leader", "trajectory", "--hold-steps", "10"])
-    assert "suffix" in _error(["--policy", str(policy), "--translator", str(translator), "--out", str(tmp_path / "x.txt")])
+    assert "--hold-steps only applies" in _error(
+        ["--policy", str(policy), "--translator", str(translator), "--leader", "trajectory", "--hold-steps", "10"]
+    )
+    assert "suffix" in _error(
+        ["--policy", str(policy), "--translator", str(translator), "--out", str(tmp_path / "x.txt")]
+    )
     assert "train-translator run" in _error(["--policy", str(policy), "--translator", str(policy)])
 
 

@@ -25,10 +25,10 @@ pytestmark = pytest.mark.skipif(
     reason=f"object-storage tests need moto[server], boto3 and s3fs (pip install -e '.[dev]'); missing: {_MISSING}",
 )
 
-from visfore.data import storage
+from visfore.core.errors import VisforeError  # noqa: E402
+from visfore.data import storage  # noqa: E402
 from visfore.data.collect import EpisodeRunner, collect  # noqa: E402
 from visfore.data.dataset import DATA_KEYS, open_dataset  # noqa: E402
-from visfore.core.errors import VisforeError  # noqa: E402
 
 runner = CliRunner()
 
@@ -62,8 +62,13 @@ def s3_endpoint():
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
     with pytest.MonkeyPatch.context() as mp:
-        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3",
-                     "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "AWS_MAX_ATTEMPTS"):
+        for name in (
+            "AWS_PROFILE",
+            "AWS_SESSION_TOKEN",
+            "AWS_ENDPOINT_URL_S3",
+            "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
+            "AWS_MAX_ATTEMPTS",
+        ):
             mp.delenv(name, raising=False)
         mp.setenv("AWS_ACCESS_KEY_ID", "visfore-test")
         mp.setenv("AWS_SECRET_ACCESS_KEY", "visfore-test-secret")
@@ -108,9 +113,7 @@ def assert_same_dataset(a, b) -> None:
         assert x.dtype == y.dtype and x.shape == y.shape, key
         assert x.tobytes() == y.tobytes(), key
     skip = {"created", "command", "collect_runs"}
-    assert {k: v for k, v in da.attrs.items() if k not in skip} == {
-        k: v for k, v in db.attrs.items() if k not in skip
-    }
+    assert {k: v for k, v in da.attrs.items() if k not in skip} == {k: v for k, v in db.attrs.items() if k not in skip}
 
 
 @pytest.fixture(scope="module")
@@ -123,9 +126,7 @@ def local_reference(tmp_path_factory):
 
 
 # -- collect, dataset info ---------------------------------------------------------------
-def test_cli_collect_to_s3_equals_local_and_dataset_info_reads_it(
-    s3, bucket, local_reference, tmp_path, monkeypatch
-):
+def test_cli_collect_to_s3_equals_local_and_dataset_info_reads_it(s3, bucket, local_reference, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a URL mangled into a local path would land here
     url = f"s3://{bucket}/runs/x.zarr"
     result = runner.invoke(_app(), _args(url))
@@ -225,8 +226,21 @@ def test_train_model_from_s3_matches_training_on_the_local_copy(s3, bucket, loca
     assert s3_metrics["model"] == local_metrics["model"]  # same data, same run
 
     # --resume reads the URL back from config.yaml; the same --data is accepted.
-    resumed = runner.invoke(_app(), ["train-model", "--out", str(tmp_path / "s3-run"), "--resume",
-                                     "--data", url, "--device", "cpu", "--num-threads", "1"])
+    resumed = runner.invoke(
+        _app(),
+        [
+            "train-model",
+            "--out",
+            str(tmp_path / "s3-run"),
+            "--resume",
+            "--data",
+            url,
+            "--device",
+            "cpu",
+            "--num-threads",
+            "1",
+        ],
+    )
     assert resumed.exit_code == 0, resumed.output
 
     from visfore.worldmodels.model_run import load_model_run
@@ -246,8 +260,9 @@ def test_train_eval_all_sweeps_a_dataset_on_s3(s3, bucket, tmp_path):
             "models": [{"convlstm": TINY}], "seeds": [0]}  # fmt: skip
     config = tmp_path / "s3.yaml"
     config.write_text(yaml.safe_dump(spec, sort_keys=False))
-    result = runner.invoke(_app(), ["train-eval-all", "--config", str(config),
-                                    "--out-dir", str(tmp_path / "runs"), "--quiet"])
+    result = runner.invoke(
+        _app(), ["train-eval-all", "--config", str(config), "--out-dir", str(tmp_path / "runs"), "--quiet"]
+    )
     assert result.exit_code == 0, result.output
     run = tmp_path / "runs" / "train-eval-all-s3" / "convlstm-seed0"
     assert yaml.safe_load((run / "config.yaml").read_text())["options"]["data"] == url
@@ -269,9 +284,11 @@ def test_file_url_is_a_local_path(local_reference, tmp_path):
 
 @pytest.mark.skipif(importlib.util.find_spec("gcsfs") is not None, reason="gcsfs is installed")
 def test_gs_without_gcsfs_names_the_package(tmp_path):
-    for args in (["dataset", "info", "gs://bucket/x.zarr"],
-                 _args("gs://bucket/x.zarr"),
-                 ["train-model", "--data", "gs://bucket/x.zarr", "--out", str(tmp_path / "run")]):
+    for args in (
+        ["dataset", "info", "gs://bucket/x.zarr"],
+        _args("gs://bucket/x.zarr"),
+        ["train-model", "--data", "gs://bucket/x.zarr", "--out", str(tmp_path / "run")],
+    ):
         result = runner.invoke(_app(), args)
         assert result.exit_code == 2, result.output
         lines = result.output.strip().splitlines()
@@ -283,8 +300,11 @@ def test_gs_without_gcsfs_names_the_package(tmp_path):
 
 def test_missing_bucket_and_missing_dataset_are_one_line_errors(s3_endpoint, bucket, tmp_path):
     missing = "s3://visfore-no-such-bucket/x.zarr"
-    for args in (["dataset", "info", missing], _args(missing),
-                 ["train-model", "--data", missing, "--out", str(tmp_path / "run")]):
+    for args in (
+        ["dataset", "info", missing],
+        _args(missing),
+        ["train-model", "--data", missing, "--out", str(tmp_path / "run")],
+    ):
         result = runner.invoke(_app(), args)
         assert result.exit_code == 2, result.output
         lines = result.output.strip().splitlines()

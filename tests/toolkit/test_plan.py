@@ -17,10 +17,11 @@ import pytest
 import torch
 import yaml
 from PIL import Image, ImageSequence
+from visfore_cli_testutils import invoke as _cli
+from visfore_cli_testutils import one_error_line as _one_error_line
 
-from visfore_cli_testutils import invoke as _cli, one_error_line as _one_error_line
-from visfore.planning.cem import CEMConfig, cem, expand_blocks, shift_mean
 from visfore.core.errors import VisforeError
+from visfore.planning.cem import CEMConfig, cem, expand_blocks, shift_mean
 from visfore.planning.goal_reaching import (
     GoalEpisode,
     episode_reset_seed,
@@ -29,7 +30,6 @@ from visfore.planning.goal_reaching import (
     run_goal_episodes,
     summarize_goal_episodes,
 )
-from visfore.worldmodels.model_run import load_model_run
 from visfore.planning.plan import (
     LearnedCEMController,
     OracleCEMController,
@@ -39,6 +39,7 @@ from visfore.planning.plan import (
     pixel_cost,
     resolve_blocks,
 )
+from visfore.worldmodels.model_run import load_model_run
 
 SIZE = 32
 SMALL_CEM = ["--iterations", "2", "--samples", "8", "--elites", "2", "--blocks", "2", "--repeat", "2"]
@@ -109,8 +110,7 @@ def test_cem_mean_actions_and_execute_mean():
     make = lambda: make_goal_env("reacher", {}, SIZE)  # noqa: E731
     executed = {}
     for execute in ("best", "mean"):
-        oracle = OracleCEMController(dataclasses.replace(cfg, execute=execute), replan_every=3,
-                                     cost="keypoints")
+        oracle = OracleCEMController(dataclasses.replace(cfg, execute=execute), replan_every=3, cost="keypoints")
         env = make()
         try:
             obs, info = env.reset(seed=5)
@@ -278,9 +278,10 @@ def test_shrink_horizon_scores_the_episode_end():
         oracle = OracleCEMController(cfg, replan_every=1, cost="keypoints", shrink_horizon=shrink)
         lengths = []
         cost = oracle._cost
-        oracle._cost = lambda actions: (lengths.append(actions.shape[1]), cost(actions))[1]
-        episodes = run_goal_episodes(lambda: make_goal_env("reacher", {}, SIZE, max_episode_steps=8),
-                                     oracle, episodes=1, seed=0)
+        oracle._cost = lambda actions, lengths=lengths, cost=cost: (lengths.append(actions.shape[1]), cost(actions))[1]
+        episodes = run_goal_episodes(
+            lambda: make_goal_env("reacher", {}, SIZE, max_episode_steps=8), oracle, episodes=1, seed=0
+        )
         assert episodes[0].steps == 8
         scored[shrink] = lengths
     assert scored[False] == [6] * 8
@@ -423,7 +424,9 @@ def test_plan_bad_goal_file_and_model(tmp_path, model_run_dir):
     assert "not a train-model run directory" in line
     line = _one_error_line(_cli("plan", "--model", model_run_dir, "--size", 48, "--out", tmp_path / "o3", "--quiet"))
     assert "--size 48 differs from the model's frame size 32x32" in line
-    line = _one_error_line(_cli("plan", "--model", model_run_dir, "--cost", "keypoints", "--out", tmp_path / "o4", "--quiet"))
+    line = _one_error_line(
+        _cli("plan", "--model", model_run_dir, "--cost", "keypoints", "--out", tmp_path / "o4", "--quiet")
+    )
     assert "--cost keypoints needs --translator RUN" in line
 
 

@@ -16,17 +16,18 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageSequence
+from visfore_cli_testutils import invoke as _cli
+from visfore_cli_testutils import one_error_line as _one_error_line
 
 import visfore.worldmodels.learned_sim  # noqa: F401  (registers LearnedSim-v0)
-from visfore_cli_testutils import invoke as _cli, one_error_line as _one_error_line
-from visfore.data.dataset import DatasetWriter
 from visfore.core.errors import VisforeError
+from visfore.data.dataset import DatasetWriter
 from visfore.worldmodels.model_run import frames_to_model, load_model_run, model_to_frames, sample_seed
 
-C = 2          # context frames of the trained model
-SIZE = 32      # frame size of the shared dataset
-FRAMES = 13    # frames per episode of the shared dataset (12 actions)
-CAPTION = 12   # caption row height of the animations
+C = 2  # context frames of the trained model
+SIZE = 32  # frame size of the shared dataset
+FRAMES = 13  # frames per episode of the shared dataset (12 actions)
+CAPTION = 12  # caption row height of the animations
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -40,13 +41,23 @@ def _gif_frames(path: Path) -> list[np.ndarray]:
 def _dataset(path: Path, size: int, action_dim: int) -> Path:
     """A tiny synthetic visfore dataset: 2 episodes of 6 actions."""
     rng = np.random.default_rng(0)
-    with DatasetWriter.create(path, frame_shape=(size, size, 3), state_dim=2, action_dim=action_dim,
-                              attrs={"env_id": "synthetic"}, chunk_frames=7) as writer:
+    with DatasetWriter.create(
+        path,
+        frame_shape=(size, size, 3),
+        state_dim=2,
+        action_dim=action_dim,
+        attrs={"env_id": "synthetic"},
+        chunk_frames=7,
+    ) as writer:
         for _ in range(2):
             writer.append_episode(
                 pixels=rng.integers(0, 255, (7, size, size, 3), dtype=np.uint8),
-                state=np.zeros((7, 2), np.float32), action=np.zeros((6, action_dim), np.float32),
-                reward=np.zeros(6, np.float32), terminated=np.zeros(6, bool), truncated=np.zeros(6, bool))
+                state=np.zeros((7, 2), np.float32),
+                action=np.zeros((6, action_dim), np.float32),
+                reward=np.zeros(6, np.float32),
+                terminated=np.zeros(6, bool),
+                truncated=np.zeros(6, bool),
+            )
     return path
 
 
@@ -106,10 +117,28 @@ def test_sample_seed_is_reproducible_and_restores_the_rng():
 # -- predict ------------------------------------------------------------------------------
 def test_predict_writes_side_by_side_gif(model_run_dir: Path, small_reacher_dataset: Path, tmp_path: Path):
     out = tmp_path / "sub" / "rollout.gif"
-    result = _cli("predict", model_run_dir, "--data", small_reacher_dataset, "--episode", 3, "--start", 2,
-                  "--horizon", 5, "--scale", 2, "--fps", 5, "--out", out)
+    result = _cli(
+        "predict",
+        model_run_dir,
+        "--data",
+        small_reacher_dataset,
+        "--episode",
+        3,
+        "--start",
+        2,
+        "--horizon",
+        5,
+        "--scale",
+        2,
+        "--fps",
+        5,
+        "--out",
+        out,
+    )
     assert result.exit_code == 0, result.output
-    step_lines = [line for line in result.output.splitlines() if line.split()[:1] in (["1"], ["2"], ["3"], ["4"], ["5"])]
+    step_lines = [
+        line for line in result.output.splitlines() if line.split()[:1] in (["1"], ["2"], ["3"], ["4"], ["5"])
+    ]
     assert len(step_lines) == 5 and "PSNR" in result.output and str(out) in result.output
     frames = _gif_frames(out)
     assert len(frames) == C + 5
@@ -127,7 +156,6 @@ def test_predict_writes_side_by_side_gif(model_run_dir: Path, small_reacher_data
 
 
 def test_predict_api_matches_a_direct_model_call(model_run_dir: Path, tmp_path: Path):
-    from visfore.data.dataset import open_dataset
     from visfore.worldmodels.predict import predict
 
     res = predict(model_run_dir, episode=1, out=tmp_path / "r.gif", echo=None)
@@ -240,16 +268,16 @@ def test_learned_sim_steps_are_model_predictions(model_run_dir: Path):
     env = gym.make("LearnedSim-v0", run=str(model_run_dir))
     mr = env.unwrapped.model_run
     obs0, info = env.reset(seed=0)
-    window = list(info["context"])                # C frames, uint8 (H, W, 3)
-    actions = list(info["context_actions"])      # C - 1 actions
+    window = list(info["context"])  # C frames, uint8 (H, W, 3)
+    actions = list(info["context_actions"])  # C - 1 actions
     rng = np.random.default_rng(0)
     for _ in range(3):
-        a = rng.uniform(-1.5, 1.5, size=2).astype(np.float32)   # partly outside the bounds
+        a = rng.uniform(-1.5, 1.5, size=2).astype(np.float32)  # partly outside the bounds
         clipped = np.clip(a, -1, 1)
-        obs, *_ , info = env.step(a)
+        obs, *_, info = env.step(a)
         assert np.array_equal(info["action"], clipped)
         ctx = frames_to_model(np.stack(window[-C:]))[None]
-        acts = torch.from_numpy(np.stack(actions[-(C - 1):] + [clipped]) if C > 1 else clipped[None])[None]
+        acts = torch.from_numpy(np.stack(actions[-(C - 1) :] + [clipped]) if C > 1 else clipped[None])[None]
         with torch.no_grad():
             expected = model_to_frames(mr.model(ctx, acts)[0, 0])
         assert obs.dtype == np.uint8 and obs.shape == (SIZE, SIZE, 3)
@@ -321,15 +349,20 @@ def headless(monkeypatch):
 
 def test_play_model_headless_random_writes_gif(model_run_dir: Path, tmp_path: Path, headless):
     out = tmp_path / "play.gif"
-    result = _cli("play-model", model_run_dir, "--policy", "random", "--steps", 12, "--seed", 1,
-                  "--scale", 2, "--out", out)
+    result = _cli(
+        "play-model", model_run_dir, "--policy", "random", "--steps", 12, "--seed", 1, "--scale", 2, "--out", out
+    )
     assert result.exit_code == 0, result.output
     assert str(out) in result.output
     frames = _gif_frames(out)
     assert len(frames) == 12 and frames[0].shape == (CAPTION + 2 * SIZE, 2 * SIZE, 3)
     again = tmp_path / "again.gif"
-    assert _cli("play-model", model_run_dir, "--policy", "random", "--steps", 12, "--seed", 1,
-                "--scale", 2, "--out", again).exit_code == 0
+    assert (
+        _cli(
+            "play-model", model_run_dir, "--policy", "random", "--steps", 12, "--seed", 1, "--scale", 2, "--out", again
+        ).exit_code
+        == 0
+    )
     assert out.read_bytes() == again.read_bytes()
 
 
@@ -376,8 +409,9 @@ def test_play_model_with_a_policy_run(model_run_dir: Path, tmp_path: Path, headl
     from visfore.worldmodels.play_model import play_model
 
     fake = _FakePolicyRun(gym.spaces.Box(-1, 1, (2,), np.float32), (3, SIZE, SIZE))
-    res = play_model(model_run_dir, policy=str(tmp_path), steps=4, out=tmp_path / "p.gif", echo=None,
-                     load_policy=lambda path: fake)
+    res = play_model(
+        model_run_dir, policy=str(tmp_path), steps=4, out=tmp_path / "p.gif", echo=None, load_policy=lambda path: fake
+    )
     assert res.frames == 4 and fake.seen == [(SIZE, SIZE, 3)] * 4
 
     fake_bad = _FakePolicyRun(gym.spaces.Box(-1, 1, (3,), np.float32), (SIZE, SIZE, 3))

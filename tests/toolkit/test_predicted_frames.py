@@ -8,12 +8,12 @@ import json
 import numpy as np
 import pytest
 import torch
-
-from visfore.data.dataset import open_dataset
-from visfore.core.errors import VisforeError
-from visfore.worldmodels.model_run import frames_to_model, load_model_run, model_to_frames
-from visfore.perception.predicted_frames import clip_layout, predict_clips
 from visfore_cli_testutils import invoke, one_error_line
+
+from visfore.core.errors import VisforeError
+from visfore.data.dataset import open_dataset
+from visfore.perception.predicted_frames import clip_layout, predict_clips
+from visfore.worldmodels.model_run import frames_to_model, load_model_run, model_to_frames
 
 TINY_CLI = ["--channels", "8,16,16", "--hidden", "32", "--num-threads", "1", "--quiet"]
 
@@ -75,8 +75,19 @@ def test_train_translator_on_predictions_end_to_end(model_run_dir, small_reacher
     prediction step."""
     out = tmp_path / "run"
     res = invoke(
-        "train-translator", "--data", str(small_reacher_dataset), "--out", str(out), "--epochs", "1",
-        "--on-predictions", str(model_run_dir), "--prediction-horizon", "3", "--val-fraction", "0.25",
+        "train-translator",
+        "--data",
+        str(small_reacher_dataset),
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        "--on-predictions",
+        str(model_run_dir),
+        "--prediction-horizon",
+        "3",
+        "--val-fraction",
+        "0.25",
         *TINY_CLI,
     )
     assert res.exit_code == 0, res.output
@@ -99,8 +110,10 @@ def test_on_predictions_bad_input_is_one_line_and_writes_nothing(model_run_dir, 
     data = ["--data", str(small_reacher_dataset), "--out", str(tmp_path / "r"), *TINY_CLI]
     assert "--prediction-horizon needs --on-predictions" in _error([*data, "--prediction-horizon", "3"])
     assert "--prediction-horizon must be an integer >= 1" in _error(
-        [*data, "--on-predictions", str(model_run_dir), "--prediction-horizon", "0"])
+        [*data, "--on-predictions", str(model_run_dir), "--prediction-horizon", "0"]
+    )
     assert "no episode has 22 frames" in _error(
-        [*data, "--on-predictions", str(model_run_dir), "--prediction-horizon", "20"])
+        [*data, "--on-predictions", str(model_run_dir), "--prediction-horizon", "20"]
+    )
     assert "not a train-model run" in _error([*data, "--on-predictions", str(tmp_path)])
     assert not (tmp_path / "r").exists()

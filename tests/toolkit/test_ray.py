@@ -22,10 +22,10 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from visfore.reports import comparison_report as cr
-from visfore.rl import evaluate as ev
 from visfore.core import ray_backend as rb
 from visfore.core.errors import VisforeError
+from visfore.reports import comparison_report as cr
+from visfore.rl import evaluate as ev
 
 pytestmark = pytest.mark.xdist_group("ray")
 ray = pytest.importorskip("ray")
@@ -129,8 +129,7 @@ def test_lost_worker_is_replaced_and_its_episode_rerun(ray_cluster, local_datase
     assert_same_dataset(local_dataset, out)
 
 
-def test_ctrl_c_on_ray_keeps_finished_episodes_and_frees_the_workers(ray_cluster, local_dataset, tmp_path,
-                                                                       monkeypatch):
+def test_ctrl_c_on_ray_keeps_finished_episodes_and_frees_the_workers(ray_cluster, local_dataset, tmp_path, monkeypatch):
     from visfore.data.collect import collect
     from visfore.data.dataset import DatasetWriter, open_dataset
 
@@ -230,7 +229,10 @@ def test_train_eval_all_gpu_config_on_a_cpu_cluster_writes_nothing(ray_cluster, 
                                     "--ray", "local"])  # fmt: skip
     assert result.exit_code == 2, result.output
     (line,) = result.stderr.strip().splitlines()
-    assert line == "error: device cuda asks for a GPU but the Ray cluster (local) has none; use device: cpu or a cluster with GPUs"
+    assert (
+        line
+        == "error: device cuda asks for a GPU but the Ray cluster (local) has none; use device: cpu or a cluster with GPUs"
+    )
     assert not (tmp_path / "o").exists()
 
 

@@ -55,7 +55,9 @@ def test_checkpoint_roundtrip_weights_only(tmp_path: Path):
     import random
 
     state = {
-        "epoch": 3, "metrics": {"val_mse": 0.1}, "weights": {"w": torch.arange(4.0)},
+        "epoch": 3,
+        "metrics": {"val_mse": 0.1},
+        "weights": {"w": torch.arange(4.0)},
         "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
     }
     path = runs.save_checkpoint(tmp_path / "checkpoints" / "last.pt", state)

@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from visfore_cli_testutils import invoke as _cli
+from visfore_cli_testutils import one_error_line as _one_error_line
 
-from visfore_cli_testutils import invoke as _cli, one_error_line as _one_error_line
 from visfore.core.errors import VisforeError
 from visfore.planning.goal_reaching import episode_reset_seed, make_goal_env, run_goal_episodes
 from visfore.planning.through_model import (
@@ -77,16 +78,50 @@ def sensitive_run_dir(model_run_dir: Path, tmp_path_factory: pytest.TempPathFact
 def cli_run(model_run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A CLI run: 4 iterations, validation every 2, 2 real episodes of 3 steps."""
     out_dir = tmp_path_factory.mktemp("policy-runs")
-    result = _cli("train-through-model", "--model", model_run_dir, "--env", "reacher", "--iterations", 4,
-                  "--val-every", 2, "--batch-size", 4, "--horizon", 2, "--eval-episodes", 2, "--eval-steps", 3,
-                  "--seed", 3, "--device", "cpu", "--out-dir", out_dir, "--name", "cli", "--quiet")
+    result = _cli(
+        "train-through-model",
+        "--model",
+        model_run_dir,
+        "--env",
+        "reacher",
+        "--iterations",
+        4,
+        "--val-every",
+        2,
+        "--batch-size",
+        4,
+        "--horizon",
+        2,
+        "--eval-episodes",
+        2,
+        "--eval-steps",
+        3,
+        "--seed",
+        3,
+        "--device",
+        "cpu",
+        "--out-dir",
+        out_dir,
+        "--name",
+        "cli",
+        "--quiet",
+    )
     assert result.exit_code == 0, result.output
     return out_dir / f"{COMMAND}-cli"
 
 
 def _config(model_run_dir: Path, tmp_path: Path, **kwargs) -> ThroughModelConfig:
-    options = dict(model=str(model_run_dir), iterations=3, val_every=3, batch_size=4, horizon=2,
-                   eval_episodes=0, device="cpu", out_dir=str(tmp_path), progress=False)
+    options = dict(
+        model=str(model_run_dir),
+        iterations=3,
+        val_every=3,
+        batch_size=4,
+        horizon=2,
+        eval_episodes=0,
+        device="cpu",
+        out_dir=str(tmp_path),
+        progress=False,
+    )
     options.update(kwargs)
     return ThroughModelConfig(**options)
 
@@ -145,7 +180,9 @@ def test_closed_loop_imagination_equals_the_open_loop_forward(name: str):
 
 def test_imagination_modes_and_policy_output_bounds():
     assert imagination_mode(build_model("cdna", action_dim=2, image_size=16, **TINY["cdna"])) == "recurrent"
-    assert imagination_mode(build_model("framestack", action_dim=2, image_size=16, **TINY["framestack"])) == "framestack"
+    assert (
+        imagination_mode(build_model("framestack", action_dim=2, image_size=16, **TINY["framestack"])) == "framestack"
+    )
     assert imagination_mode(build_model("svg_lp", action_dim=2, image_size=16, **TINY["svg_lp"])) == "window"
     net = GoalPolicyNet(net="cnn", image_size=(16, 16), action_dim=2, action_low=[-2, 0], action_high=[2, 0.5])
     torch.nn.init.normal_(net.head[-1].weight, std=100.0)  # saturate the tanh
@@ -158,8 +195,9 @@ def test_imagination_modes_and_policy_output_bounds():
 
 # -- training ----------------------------------------------------------------------------
 def test_training_lowers_the_imagined_goal_error(sensitive_run_dir: Path, tmp_path: Path):
-    metrics = train_through_model(_config(sensitive_run_dir, tmp_path, iterations=40, val_every=20, batch_size=8,
-                                          lr=3e-3, name="learn"))
+    metrics = train_through_model(
+        _config(sensitive_run_dir, tmp_path, iterations=40, val_every=20, batch_size=8, lr=3e-3, name="learn")
+    )
     val = metrics["validation"]
     assert val["iteration"] == [0, 20, 40]
     assert len(metrics["loss_curve"]["loss"]) == 40
@@ -185,8 +223,9 @@ def test_seeded_runs_are_identical_and_resume_continues_exactly(model_run_dir: P
     # 2 iterations, then --resume to 4: the same weights as the uninterrupted run
     half = train_through_model(_config(model_run_dir, tmp_path, iterations=2, val_every=2, name="half"))
     run = Path(half["run_dir"])
-    resumed = train_through_model(ThroughModelConfig(resume=str(run), iterations=4, device="cpu", progress=False,
-                                                     eval_episodes=0))
+    resumed = train_through_model(
+        ThroughModelConfig(resume=str(run), iterations=4, device="cpu", progress=False, eval_episodes=0)
+    )
     assert resumed["iterations"] == 4 and resumed["session"]["iterations"] == 2
     assert resumed["loss_curve"]["loss"] == a["loss_curve"]["loss"]
     wr = weights(run)
@@ -228,8 +267,9 @@ def test_loaded_policy_reproduces_the_evaluation(cli_run: Path):
     policy = load_through_model_policy(cli_run)
     assert isinstance(policy, ThroughModelPolicy) and policy.name == "through-model"
     assert policy.env_id == "ReacherPlane-v0" and policy.image_size == (SIZE, SIZE)
-    episodes = run_goal_episodes(lambda: make_goal_env(policy.env_id, policy.env_kwargs, SIZE), policy,
-                                 episodes=2, seed=3, steps=3)
+    episodes = run_goal_episodes(
+        lambda: make_goal_env(policy.env_id, policy.env_kwargs, SIZE), policy, episodes=2, seed=3, steps=3
+    )
     with open(cli_run / "eval" / "episodes.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [e.final_distance for e in episodes] == [float(r["final_distance"]) for r in rows]
@@ -265,15 +305,17 @@ def test_loaded_policy_reproduces_the_evaluation(cli_run: Path):
 def test_action_scale_narrows_the_policy_bounds(model_run_dir: Path, tmp_path: Path):
     """--action-scale 0.3: the net squashes into [-0.3, 0.3] (ReacherPlane-v0's box is
     [-1, 1]), is saved that way, and its real-env actions stay inside."""
-    metrics = train_through_model(_config(model_run_dir, tmp_path, iterations=2, val_every=2, action_scale=0.3,
-                                          name="scaled"))
+    metrics = train_through_model(
+        _config(model_run_dir, tmp_path, iterations=2, val_every=2, action_scale=0.3, name="scaled")
+    )
     run = Path(metrics["run_dir"])
     policy = load_through_model_policy(run)
     np.testing.assert_allclose(policy.action_low, [-0.3, -0.3], rtol=1e-6)
     np.testing.assert_allclose(policy.action_high, [0.3, 0.3], rtol=1e-6)
     assert yaml.safe_load((run / "config.yaml").read_text())["options"]["action_scale"] == 0.3
-    net = GoalPolicyNet(image_size=(SIZE, SIZE), action_dim=2, action_low=policy.action_low,
-                        action_high=policy.action_high)
+    net = GoalPolicyNet(
+        image_size=(SIZE, SIZE), action_dim=2, action_low=policy.action_low, action_high=policy.action_high
+    )
     with torch.no_grad():  # extreme pre-activations saturate the tanh at the scaled bounds
         for p in net.parameters():
             p.fill_(10.0)
@@ -302,10 +344,10 @@ def test_load_errors(tmp_path: Path, model_run_dir: Path):
         (["--action-scale", "0"], "--action-scale must be in (0, 1], got 0.0"),
     ],
 )
-def test_bad_options_are_one_line_and_write_nothing(extra: list[str], match: str, model_run_dir: Path,
-                                                     tmp_path: Path):
-    line = _one_error_line(_cli("train-through-model", "--model", model_run_dir, "--out-dir", tmp_path / "runs",
-                                "--quiet", *extra))
+def test_bad_options_are_one_line_and_write_nothing(extra: list[str], match: str, model_run_dir: Path, tmp_path: Path):
+    line = _one_error_line(
+        _cli("train-through-model", "--model", model_run_dir, "--out-dir", tmp_path / "runs", "--quiet", *extra)
+    )
     assert match in line
     assert not (tmp_path / "runs").exists()
 
@@ -316,8 +358,9 @@ def test_bad_model_runs_and_misplaced_options(tmp_path: Path, model_run_dir: Pat
     assert "not a train-model run directory" in line
     line = _one_error_line(_cli("train-through-model", "--model", tmp_path / "nope", "--out-dir", out))
     assert "not a directory" in line
-    line = _one_error_line(_cli("train-through-model", "--model", model_run_dir, "--resume", tmp_path,
-                                "--out-dir", out))
+    line = _one_error_line(
+        _cli("train-through-model", "--model", model_run_dir, "--resume", tmp_path, "--out-dir", out)
+    )
     assert "not both" in line
     # SB3 options are not options of this command (click's usage error, exit 2)
     result = _cli("train-through-model", "--model", model_run_dir, "--algo", "td3", "--out-dir", out)
@@ -329,12 +372,36 @@ def test_old_train_policy_through_model_command_lines_still_work(model_run_dir: 
     """``visfore train-policy --through-model RUN ...`` (README's spelling, with today's
     option names: --out-dir, --no-progress) is forwarded to train-through-model --model RUN."""
     out_dir = tmp_path / "runs"
-    result = _cli("train-policy", "--through-model", model_run_dir, "--env", "reacher", "--policy-net", "cnn",
-                  "--iterations", 1, "--val-every", 1, "--batch-size", 2, "--horizon", 1, "--eval-episodes", 0,
-                  "--device", "cpu", "--out-dir", out_dir, "--name", "old", "--no-progress")
+    result = _cli(
+        "train-policy",
+        "--through-model",
+        model_run_dir,
+        "--env",
+        "reacher",
+        "--policy-net",
+        "cnn",
+        "--iterations",
+        1,
+        "--val-every",
+        1,
+        "--batch-size",
+        2,
+        "--horizon",
+        1,
+        "--eval-episodes",
+        0,
+        "--device",
+        "cpu",
+        "--out-dir",
+        out_dir,
+        "--name",
+        "old",
+        "--no-progress",
+    )
     assert result.exit_code == 0, result.output
     config = yaml.safe_load((out_dir / f"{COMMAND}-old" / "config.yaml").read_text())
     assert config["options"]["model"] == str(model_run_dir) and config["options"]["iterations"] == 1
-    result = _cli("train-policy", "--through-model", model_run_dir, "--out-dir", out_dir, "--no-progress",
-                  "--policy-net", "rnn")  # the output also holds the deprecation warning
+    result = _cli(
+        "train-policy", "--through-model", model_run_dir, "--out-dir", out_dir, "--no-progress", "--policy-net", "rnn"
+    )  # the output also holds the deprecation warning
     assert result.exit_code == 2 and "error: --policy-net must be one of cnn, mlp" in result.output

@@ -13,10 +13,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from visfore.reports import comparison_report as cr
-from visfore.worldmodels import train_eval_all as tea
 from visfore.cli.app import app
 from visfore.core.errors import VisforeError
+from visfore.reports import comparison_report as cr
+from visfore.worldmodels import train_eval_all as tea
 
 #: Tiny model kwargs (32x32 frames): each run takes about a second on one CPU thread.
 TINY_KWARGS = {
@@ -25,9 +25,20 @@ TINY_KWARGS = {
     "svg_lp": {"channels": [8, 8, 8], "bottleneck_channels": 4, "g_dim": 16, "z_dim": 4, "rnn_size": 16},
 }
 SHARED = dict(
-    context=2, horizon=3, epochs=1, batch_size=8, clips_per_epoch=16, max_val_clips=12,
-    epoch_val_clips=4, eval_batch_size=16, image_clips=1, eval_samples=2, val_fraction=0.25,
-    lr="1e-3", device="cpu", num_threads=1,
+    context=2,
+    horizon=3,
+    epochs=1,
+    batch_size=8,
+    clips_per_epoch=16,
+    max_val_clips=12,
+    epoch_val_clips=4,
+    eval_batch_size=16,
+    image_clips=1,
+    eval_samples=2,
+    val_fraction=0.25,
+    lr="1e-3",
+    device="cpu",
+    num_threads=1,
 )
 REPORT_FILES = (
     "comparison.csv", "comparison.json", "comparison.md", "comparison.html", "psnr_per_step.png",
@@ -36,8 +47,14 @@ REPORT_FILES = (
 
 
 def write_sweep(path: Path, data: Path, models=("convlstm", "rnn_deconv", "svg_lp"), seeds=(0, 1), **extra) -> Path:
-    spec = {"name": "tiny", "data": str(data), **SHARED,
-            "models": [{m: TINY_KWARGS[m]} for m in models], "seeds": list(seeds), **extra}
+    spec = {
+        "name": "tiny",
+        "data": str(data),
+        **SHARED,
+        "models": [{m: TINY_KWARGS[m]} for m in models],
+        "seeds": list(seeds),
+        **extra,
+    }
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
 
@@ -59,8 +76,14 @@ def test_sweep_writes_runs_and_report(sweep):
     root, _, sweep_dir, result = sweep
     assert result.exit_code == 0, result.output
     run_dirs = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir())
-    assert run_dirs == ["convlstm-seed0", "convlstm-seed1", "rnn_deconv-seed0", "rnn_deconv-seed1",
-                        "svg_lp-seed0", "svg_lp-seed1"]
+    assert run_dirs == [
+        "convlstm-seed0",
+        "convlstm-seed1",
+        "rnn_deconv-seed0",
+        "rnn_deconv-seed1",
+        "svg_lp-seed0",
+        "svg_lp-seed1",
+    ]
     for name in run_dirs:
         run = sweep_dir / name
         assert (run / "metrics.json").is_file() and (run / "config.yaml").is_file()
@@ -84,10 +107,22 @@ def test_comparison_csv_and_json(sweep):
     assert list(rows[0]) == list(cr.ROW_FIELDS)
     assert {r["status"] for r in rows} == {"ok"}
     assert sorted((r["model"], r["seed"]) for r in rows) == sorted(
-        (m, s) for m in ("convlstm", "rnn_deconv", "svg_lp") for s in ("0", "1"))
+        (m, s) for m in ("convlstm", "rnn_deconv", "svg_lp") for s in ("0", "1")
+    )
     for r in rows:
-        for key in ("parameters", "train_seconds", "samples_per_second", "inference_frames_per_second",
-                    "psnr", "ssim", "mse", "psnr_step1", "psnr_last", "copy_last_psnr", "mean_frame_psnr"):
+        for key in (
+            "parameters",
+            "train_seconds",
+            "samples_per_second",
+            "inference_frames_per_second",
+            "psnr",
+            "ssim",
+            "mse",
+            "psnr_step1",
+            "psnr_last",
+            "copy_last_psnr",
+            "mean_frame_psnr",
+        ):
             assert r[key] != "" and float(r[key]) == float(r[key]), (r["run"], key)
         assert r["best_of_n_psnr"] != "" if r["model"] == "svg_lp" else r["best_of_n_psnr"] == ""
     data = json.loads((sweep_dir / "comparison.json").read_text())
@@ -162,7 +197,11 @@ def test_failing_configuration_is_recorded_and_continue_retries_it(small_reacher
     assert (sweep_dir / "comparison.html").is_file()
 
     calls.clear()
-    monkeypatch.setattr(visfore.worldmodels.training, "train_model", lambda options: (calls.append(Path(options["out"]).name), real(options))[1])
+    monkeypatch.setattr(
+        visfore.worldmodels.training,
+        "train_model",
+        lambda options: (calls.append(Path(options["out"]).name), real(options))[1],
+    )
     result = invoke("--config", str(config), "--out-dir", str(tmp_path / "runs"), "--continue", "--quiet")
     assert result.exit_code == 0, result.output
     assert calls == ["rnn_deconv-seed0"]
@@ -182,7 +221,9 @@ def test_continue_resumes_an_interrupted_run(small_reacher_dataset, tmp_path, mo
         return real(options)
 
     monkeypatch.setattr(visfore.worldmodels.training, "train_model", interrupt_second)
-    config = write_sweep(tmp_path / "s.yaml", small_reacher_dataset, models=("convlstm", "rnn_deconv", "svg_lp"), seeds=(0,))
+    config = write_sweep(
+        tmp_path / "s.yaml", small_reacher_dataset, models=("convlstm", "rnn_deconv", "svg_lp"), seeds=(0,)
+    )
     out = tmp_path / "runs"
     result = invoke("--config", str(config), "--out-dir", str(out), "--quiet")
     assert result.exit_code == 130, result.output
@@ -215,12 +256,15 @@ def test_continue_resumes_an_interrupted_run(small_reacher_dataset, tmp_path, mo
 
 # -- --dry-run, W&B ---------------------------------------------------------------------------
 def test_dry_run_writes_nothing(small_reacher_dataset, tmp_path):
-    config = write_sweep(tmp_path / "s.yaml", small_reacher_dataset,
-                         hyperparameters={"lr": ["1e-3", 3e-4], "batch_size": [4]})
+    config = write_sweep(
+        tmp_path / "s.yaml", small_reacher_dataset, hyperparameters={"lr": ["1e-3", 3e-4], "batch_size": [4]}
+    )
     result = invoke("--config", str(config), "--out-dir", str(tmp_path / "runs"), "--dry-run")
     assert result.exit_code == 0, result.output
     assert "12 configurations" in result.output
-    assert "convlstm-lr0.001-batch_size4-seed0" in result.output and "svg_lp-lr0.0003-batch_size4-seed1" in result.output
+    assert (
+        "convlstm-lr0.001-batch_size4-seed0" in result.output and "svg_lp-lr0.0003-batch_size4-seed1" in result.output
+    )
     assert not (tmp_path / "runs").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.yaml"]
 
@@ -247,8 +291,13 @@ def test_wandb_logs_each_run(small_reacher_dataset, tmp_path, monkeypatch):
 
     fake.init = init  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "wandb", fake)
-    config = write_sweep(tmp_path / "s.yaml", small_reacher_dataset, models=("convlstm",), seeds=(0, 1),
-                         wandb={"project": "test-project", "tags": ["ci"]})
+    config = write_sweep(
+        tmp_path / "s.yaml",
+        small_reacher_dataset,
+        models=("convlstm",),
+        seeds=(0, 1),
+        wandb={"project": "test-project", "tags": ["ci"]},
+    )
     result = invoke("--config", str(config), "--out-dir", str(tmp_path / "runs"), "--wandb", "--quiet")
     assert result.exit_code == 0, result.output
     assert [r.kwargs["name"] for r in runs] == ["convlstm-seed0", "convlstm-seed1"]
@@ -318,18 +367,41 @@ def test_wandb_without_the_package(small_reacher_dataset, tmp_path, monkeypatch)
 # -- expansion -----------------------------------------------------------------------------------
 def test_expansion_precedence_and_names(small_reacher_dataset, tmp_path):
     config = tmp_path / "s.yaml"
-    config.write_text(yaml.safe_dump({
-        "data": str(small_reacher_dataset), "epochs": 3, "lr": "1e-3", "model_kwargs": {"num_kernels": 1},
-        "models": ["convlstm", {"model": "convlstm", "label": "convlstm-big", "kwargs": {"num_kernels": 4},
-                                "options": {"epochs": 5, "batch-size": 4}}],
-        "hyperparameters": {"lr": [0.01, "3e-4"], "clip_stride": 2}, "seeds": [3],
-    }, sort_keys=False))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "data": str(small_reacher_dataset),
+                "epochs": 3,
+                "lr": "1e-3",
+                "model_kwargs": {"num_kernels": 1},
+                "models": [
+                    "convlstm",
+                    {
+                        "model": "convlstm",
+                        "label": "convlstm-big",
+                        "kwargs": {"num_kernels": 4},
+                        "options": {"epochs": 5, "batch-size": 4},
+                    },
+                ],
+                "hyperparameters": {"lr": [0.01, "3e-4"], "clip_stride": 2},
+                "seeds": [3],
+            },
+            sort_keys=False,
+        )
+    )
     sweep = tea.load_sweep(config)
     assert [s.name for s in sweep.runs] == [
-        "convlstm-lr0.01-clip_stride2-seed3", "convlstm-lr0.0003-clip_stride2-seed3",
-        "convlstm-big-lr0.01-clip_stride2-seed3", "convlstm-big-lr0.0003-clip_stride2-seed3"]
+        "convlstm-lr0.01-clip_stride2-seed3",
+        "convlstm-lr0.0003-clip_stride2-seed3",
+        "convlstm-big-lr0.01-clip_stride2-seed3",
+        "convlstm-big-lr0.0003-clip_stride2-seed3",
+    ]
     first, big = sweep.runs[0], sweep.runs[3]
-    assert first.options["epochs"] == 3 and first.options["lr"] == 0.01 and first.options["model_kwargs"] == {"num_kernels": 1}
+    assert (
+        first.options["epochs"] == 3
+        and first.options["lr"] == 0.01
+        and first.options["model_kwargs"] == {"num_kernels": 1}
+    )
     assert big.options["epochs"] == 5 and big.options["batch_size"] == 4 and big.options["lr"] == 3e-4
     assert big.options["model_kwargs"] == {"num_kernels": 4} and big.options["seed"] == 3
     assert big.options["clip_stride"] == 2 and big.label == "convlstm-big"

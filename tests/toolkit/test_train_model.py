@@ -14,11 +14,11 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from visfore.core import runs
 from visfore.cli.app import app
-from visfore.data.dataset import DatasetWriter
-from visfore.core.errors import VisforeError
+from visfore.core import runs
 from visfore.core.device import select_device
+from visfore.core.errors import VisforeError
+from visfore.data.dataset import DatasetWriter
 from visfore.worldmodels.config import TrainConfig
 from visfore.worldmodels.evaluation import evaluate_open_loop, prediction_grid, shuffled_partners
 from visfore.worldmodels.schedules import teacher_forcing_schedule
@@ -46,8 +46,12 @@ def _write_squares(path: Path, steps_per_episode: list[int]) -> Path:
     pixels; one episode per entry of ``steps_per_episode`` (actions; frames = steps + 1)."""
     rng = np.random.default_rng(0)
     writer = DatasetWriter.create(
-        path, frame_shape=(SIZE, SIZE, 3), state_dim=2, action_dim=2,
-        attrs={"env_id": "synthetic-square", "policy": "random", "seed": 0}, chunk_frames=STEPS + 1,
+        path,
+        frame_shape=(SIZE, SIZE, 3),
+        state_dim=2,
+        action_dim=2,
+        attrs={"env_id": "synthetic-square", "policy": "random", "seed": 0},
+        chunk_frames=STEPS + 1,
     )
     with writer:
         for steps in steps_per_episode:
@@ -57,8 +61,11 @@ def _write_squares(path: Path, steps_per_episode: list[int]) -> Path:
                 pos.append(np.clip(pos[-1] + np.round(2 * a).astype(int), 0, SIZE - 4))
             pos = np.array(pos)
             writer.append_episode(
-                pixels=_square_frames(pos), state=pos.astype(np.float32), action=actions,
-                reward=np.zeros(steps, np.float32), terminated=np.zeros(steps, bool),
+                pixels=_square_frames(pos),
+                state=pos.astype(np.float32),
+                action=actions,
+                reward=np.zeros(steps, np.float32),
+                terminated=np.zeros(steps, bool),
                 truncated=np.zeros(steps, bool),
             )
     return path
@@ -79,10 +86,24 @@ def mixed_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _config(data: Path, out: Path, **overrides) -> TrainConfig:
     base = dict(
-        data=str(data), out=str(out), model_kwargs=dict(TINY), context=2, horizon=3, epochs=2,
-        batch_size=8, lr=3e-3, lr_schedule="constant", warmup_steps=0, val_fraction=0.25,
-        clips_per_epoch=32, max_val_clips=24, epoch_val_clips=8, image_clips=2, device="cpu",
-        num_threads=1, progress=False,
+        data=str(data),
+        out=str(out),
+        model_kwargs=dict(TINY),
+        context=2,
+        horizon=3,
+        epochs=2,
+        batch_size=8,
+        lr=3e-3,
+        lr_schedule="constant",
+        warmup_steps=0,
+        val_fraction=0.25,
+        clips_per_epoch=32,
+        max_val_clips=24,
+        epoch_val_clips=8,
+        image_clips=2,
+        device="cpu",
+        num_threads=1,
+        progress=False,
     )
     base.update(overrides)
     return TrainConfig(**base)
@@ -171,12 +192,16 @@ def test_metrics_json_documented_keys(short_run):
     assert "best_of_n" not in metrics and metrics["stochastic"]["eval_samples"] == 1
     assert set(metrics["beats_mean_frame"]) >= {"psnr", "ssim", "both", "psnr_gain_db"}
     sens = metrics["action_sensitivity"]
-    assert sens["psnr_drop_db"] == pytest.approx(metrics["model"]["mean"]["psnr"] - metrics["shuffled_actions"]["mean"]["psnr"])
+    assert sens["psnr_drop_db"] == pytest.approx(
+        metrics["model"]["mean"]["psnr"] - metrics["shuffled_actions"]["mean"]["psnr"]
+    )
     assert len(sens["psnr_drop_db_per_step"]) == 3
     assert metrics["lpips"]["computed"] is False or "lpips" in metrics["model"]
     assert metrics["lpips"]["note"].startswith("LPIPS")
     assert metrics["definitions"] == metrics["metric_definitions"]
-    assert {"foreground_psnr", "mean_frame", "action_sensitivity", "lpips", "best_of_n", "mask"} <= set(metrics["definitions"])
+    assert {"foreground_psnr", "mean_frame", "action_sensitivity", "lpips", "best_of_n", "mask"} <= set(
+        metrics["definitions"]
+    )
     assert metrics["valid_clips_per_step"] == [20, 20, 20] and metrics["padding"]["evaluated_padded_clips"] == 0
     assert metrics["sampling"]["mode"] == "open-loop" and metrics["amp"]["enabled"] is False
     assert metrics["distributed"]["world_size"] == 1 and metrics["distributed"]["ranks_in_sync"]
@@ -194,8 +219,9 @@ def test_loss_falls(short_run):
 
 
 # -- resume -------------------------------------------------------------------------------
-@pytest.mark.parametrize("sampling", [dict(teacher_forcing="0.5"), dict(sampling="scheduled")],
-                         ids=["teacher-forcing-0.5", "scheduled"])
+@pytest.mark.parametrize(
+    "sampling", [dict(teacher_forcing="0.5"), dict(sampling="scheduled")], ids=["teacher-forcing-0.5", "scheduled"]
+)
 def test_resume_mid_epoch_matches_a_straight_run(square_dataset: Path, tmp_path: Path, sampling):
     kwargs = dict(epochs=2, clips_per_epoch=16, **sampling)
     straight = train_model(_config(square_dataset, tmp_path / "a", **kwargs))
@@ -208,8 +234,9 @@ def test_resume_mid_epoch_matches_a_straight_run(square_dataset: Path, tmp_path:
     if "sampling" in sampling:  # 0 < p < 1 at every step: the draws need the saved RNG
         assert 0 < straight["sampling"]["p_last_step"] < straight["sampling"]["p_first_step"] < 1
         assert ckpt["sampling"]["k"] == straight["sampling"]["k"]
-    resumed = train_model(TrainConfig(out=str(tmp_path / "b"), resume=True, device="cpu",
-                                      num_threads=1, progress=False))
+    resumed = train_model(
+        TrainConfig(out=str(tmp_path / "b"), resume=True, device="cpu", num_threads=1, progress=False)
+    )
     assert resumed["epochs_completed"] == 2 and resumed["global_step"] == straight["global_step"] == 4
     a = runs.load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")["model"]["state_dict"]
     b = runs.load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")["model"]["state_dict"]
@@ -220,8 +247,7 @@ def test_resume_mid_epoch_matches_a_straight_run(square_dataset: Path, tmp_path:
 
 def test_resume_of_a_finished_run_only_reevaluates(square_dataset: Path, tmp_path: Path):
     first = train_model(_config(square_dataset, tmp_path / "r", epochs=1, clips_per_epoch=8))
-    again = train_model(TrainConfig(out=str(tmp_path / "r"), resume=True, device="cpu", progress=False,
-                                    num_threads=1))
+    again = train_model(TrainConfig(out=str(tmp_path / "r"), resume=True, device="cpu", progress=False, num_threads=1))
     assert again["global_step"] == first["global_step"] and again["model"] == first["model"]
 
 
@@ -233,10 +259,32 @@ def _cli(*args: str):
 def test_cli_end_to_end_on_reacher(small_reacher_dataset: Path, tmp_path: Path):
     out = tmp_path / "reacher-run"
     result = _cli(
-        "--data", str(small_reacher_dataset), "--model", "convlstm", "--context", "2",
-        "--horizon", "4", "--epochs", "1", "--batch-size", "8", "--clips-per-epoch", "16",
-        "--max-val-clips", "8", "--epoch-val-clips", "4", "--model-kwargs", TINY_JSON,
-        "--device", "cpu", "--num-threads", "1", "--out", str(out),
+        "--data",
+        str(small_reacher_dataset),
+        "--model",
+        "convlstm",
+        "--context",
+        "2",
+        "--horizon",
+        "4",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--clips-per-epoch",
+        "16",
+        "--max-val-clips",
+        "8",
+        "--epoch-val-clips",
+        "4",
+        "--model-kwargs",
+        TINY_JSON,
+        "--device",
+        "cpu",
+        "--num-threads",
+        "1",
+        "--out",
+        str(out),
     )
     assert result.exit_code == 0, result.output
     assert "copy-last-frame" in result.output and "shuffled-actions" in result.output
@@ -246,8 +294,9 @@ def test_cli_end_to_end_on_reacher(small_reacher_dataset: Path, tmp_path: Path):
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     assert cfg["dataset"]["frame_shape"] == [32, 32, 3]
     # --resume of a finished run: options from config.yaml, same epoch target, re-evaluates
-    resumed = _cli("--out", str(out), "--resume", "--epochs", "3", "--device", "cpu",
-                   "--num-threads", "1")  # same threads: same float summation order
+    resumed = _cli(
+        "--out", str(out), "--resume", "--epochs", "3", "--device", "cpu", "--num-threads", "1"
+    )  # same threads: same float summation order
     assert resumed.exit_code == 0, resumed.output
     assert "ignored --epochs 3 (run uses 1)" in resumed.output and "evaluating only" in resumed.output
     assert json.loads((out / "metrics.json").read_text())["model"] == metrics["model"]
@@ -301,8 +350,19 @@ def test_cli_resume_without_checkpoint(tmp_path: Path):
 )
 def test_cli_bad_input_exit_2_and_nothing_written(square_dataset: Path, tmp_path: Path, args, needle):
     out = tmp_path / "never"
-    result = _cli("--data", str(square_dataset), "--out", str(out), "--device", "cpu",
-                  "--horizon", "3", "--model-kwargs", TINY_JSON, *args)  # later flags win
+    result = _cli(
+        "--data",
+        str(square_dataset),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--horizon",
+        "3",
+        "--model-kwargs",
+        TINY_JSON,
+        *args,
+    )  # later flags win
     assert result.exit_code == 2, result.output
     assert needle in result.output
     assert len(result.output.strip().splitlines()) == 1
@@ -354,8 +414,7 @@ def test_device_selection():
 
 def test_prediction_grid_layout():
     B, C, K = 2, 2, 3
-    grid = prediction_grid(np.zeros((B, C, 3, 16, 16)), np.ones((B, K, 3, 16, 16)),
-                           np.full((B, K, 3, 16, 16), 0.5))
+    grid = prediction_grid(np.zeros((B, C, 3, 16, 16)), np.ones((B, K, 3, 16, 16)), np.full((B, K, 3, 16, 16), 0.5))
     assert grid.dtype == np.uint8 and grid.shape[2] == 3
     assert grid.shape[1] > (C + K) * 64 and grid.shape[0] > B * 3 * 64  # upscaled to 64 px
 
@@ -385,8 +444,7 @@ def test_evaluate_identity_model_equals_copy_last_frame(square_dataset: Path):
 def test_short_episodes_are_padded_and_masked(mixed_dataset: Path, tmp_path: Path):
     """C = 2, K = 4: 9-frame episodes give 4 clips each, 4-frame episodes one clip padded
     after its 2nd target; every metric counts only the real steps."""
-    metrics = train_model(_config(mixed_dataset, tmp_path / "pad", context=2, horizon=4, epochs=1,
-                                  clips_per_epoch=16))
+    metrics = train_model(_config(mixed_dataset, tmp_path / "pad", context=2, horizon=4, epochs=1, clips_per_epoch=16))
     cfg = yaml.safe_load((tmp_path / "pad" / "config.yaml").read_text())
     assert cfg["options"]["pad_short_episodes"] is True
     split = cfg["split"]
@@ -401,8 +459,17 @@ def test_short_episodes_are_padded_and_masked(mixed_dataset: Path, tmp_path: Pat
     assert metrics["padding"]["evaluated_padded_clips"] == n_short_val
     assert all(v is not None for v in metrics["model"]["psnr"])
     # --no-pad-short-episodes: the short episodes are left out
-    unpadded = train_model(_config(mixed_dataset, tmp_path / "nopad", context=2, horizon=4, epochs=1,
-                                   clips_per_epoch=16, pad_short_episodes=False))
+    unpadded = train_model(
+        _config(
+            mixed_dataset,
+            tmp_path / "nopad",
+            context=2,
+            horizon=4,
+            epochs=1,
+            clips_per_epoch=16,
+            pad_short_episodes=False,
+        )
+    )
     cfg = yaml.safe_load((tmp_path / "nopad" / "config.yaml").read_text())
     assert cfg["split"]["excluded_short_episodes"] == list(range(1, 16, 2))
     assert cfg["options"]["pad_short_episodes"] is False
@@ -534,14 +601,16 @@ class _NoisyCopy:
 
 
 def test_auxiliary_losses_and_stochastic_evaluation(square_dataset: Path, tmp_path: Path, monkeypatch):
-    import visfore_models
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    import visfore_models
 
     cls = _NoisyCopy.make()
     monkeypatch.setitem(visfore_models.MODELS, cls.name, cls)
     out = tmp_path / "stoch"
-    metrics = train_model(_config(square_dataset, out, model=cls.name, model_kwargs={}, epochs=1,
-                                  clips_per_epoch=16, eval_samples=3))
+    metrics = train_model(
+        _config(square_dataset, out, model=cls.name, model_kwargs={}, epochs=1, clips_per_epoch=16, eval_samples=3)
+    )
     h = metrics["history"][0]
     assert h["train_loss"] - h["train_mse"] == pytest.approx(1e-3, rel=0.05)  # the aux term is in the loss
     events = EventAccumulator(str(out / "logs"))
@@ -584,8 +653,17 @@ def test_api_takes_a_mapping_and_refuses_unknown_keys(square_dataset: Path, tmp_
 def test_help_documents_the_new_options():
     result = CliRunner().invoke(app, ["train-model", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
-    for flag in ("--sampling", "--sampling-k", "--pad-short-episodes", "--no-pad-short-episodes",
-                 "--eval-samples", "--amp", "--no-amp", "--teacher-forcing", "torchrun"):
+    for flag in (
+        "--sampling",
+        "--sampling-k",
+        "--pad-short-episodes",
+        "--no-pad-short-episodes",
+        "--eval-samples",
+        "--amp",
+        "--no-amp",
+        "--teacher-forcing",
+        "torchrun",
+    ):
         assert flag in result.output, flag
 
 
@@ -603,11 +681,43 @@ def test_torchrun_two_processes(square_dataset: Path, tmp_path: Path):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     env.pop("WORLD_SIZE", None)
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-        "-m", "visfore.cli", "train-model", "--data", str(square_dataset), "--model-kwargs", TINY_JSON,
-        "--context", "2", "--horizon", "3", "--epochs", "1", "--batch-size", "4", "--clips-per-epoch", "16",
-        "--max-val-clips", "8", "--epoch-val-clips", "4", "--val-fraction", "0.25", "--device", "cpu",
-        "--num-threads", "1", "--lr-schedule", "constant", "--warmup-steps", "0",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "visfore.cli",
+        "train-model",
+        "--data",
+        str(square_dataset),
+        "--model-kwargs",
+        TINY_JSON,
+        "--context",
+        "2",
+        "--horizon",
+        "3",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--clips-per-epoch",
+        "16",
+        "--max-val-clips",
+        "8",
+        "--epoch-val-clips",
+        "4",
+        "--val-fraction",
+        "0.25",
+        "--device",
+        "cpu",
+        "--num-threads",
+        "1",
+        "--lr-schedule",
+        "constant",
+        "--warmup-steps",
+        "0",
     ]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -18,25 +18,69 @@ import pytest
 import torch
 import yaml
 from typer.testing import CliRunner
-
 from visfore_cli_testutils import one_error_line as _one_error_line
-from visfore.rl import train_policy as tp
-from visfore.rl import zoo
+
 from visfore.cli.app import app
 from visfore.core.errors import VisforeError
+from visfore.rl import train_policy as tp
+from visfore.rl import zoo
 from visfore.rl.policy_run import load_policy_run
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 ENV = "PerturbHopper-v0"
-PPO_ARGS = ["--env", ENV, "--algo", "ppo", "--timesteps", "256", "--seed", "3",
-            "--hp", "n_steps=64", "--hp", "batch_size=32", "--hp", "n_epochs=2",
-            "--hp", "policy_kwargs=dict(net_arch=[32, 32])",
-            "--eval-freq", "128", "--eval-episodes", "2", "--device", "cpu", "--no-progress"]
-TD3_ARGS = ["--env", ENV, "--algo", "td3", "--timesteps", "200", "--seed", "1",
-            "--hp", "learning_starts=64", "--hp", "buffer_size=2000", "--hp", "batch_size=32",
-            "--hp", "policy_kwargs=dict(net_arch=[32, 32])", "--randomize", "0.9-1.1",
-            "--eval-freq", "100", "--eval-episodes", "1", "--device", "cpu", "--no-progress"]
+PPO_ARGS = [
+    "--env",
+    ENV,
+    "--algo",
+    "ppo",
+    "--timesteps",
+    "256",
+    "--seed",
+    "3",
+    "--hp",
+    "n_steps=64",
+    "--hp",
+    "batch_size=32",
+    "--hp",
+    "n_epochs=2",
+    "--hp",
+    "policy_kwargs=dict(net_arch=[32, 32])",
+    "--eval-freq",
+    "128",
+    "--eval-episodes",
+    "2",
+    "--device",
+    "cpu",
+    "--no-progress",
+]
+TD3_ARGS = [
+    "--env",
+    ENV,
+    "--algo",
+    "td3",
+    "--timesteps",
+    "200",
+    "--seed",
+    "1",
+    "--hp",
+    "learning_starts=64",
+    "--hp",
+    "buffer_size=2000",
+    "--hp",
+    "batch_size=32",
+    "--hp",
+    "policy_kwargs=dict(net_arch=[32, 32])",
+    "--randomize",
+    "0.9-1.1",
+    "--eval-freq",
+    "100",
+    "--eval-episodes",
+    "1",
+    "--device",
+    "cpu",
+    "--no-progress",
+]
 
 
 def _cli(*args: str):
@@ -44,8 +88,11 @@ def _cli(*args: str):
 
 
 def _tree_digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -76,28 +123,52 @@ def test_parse_randomize():
 
 
 def test_parse_hp_overrides():
-    hp = zoo.parse_hp_overrides(["learning_rate=1e-3", "batch_size=64", "train_freq=[1, episode]",
-                                "use_sde=true", "clip_range=lin_0.2", "policy_kwargs=dict(net_arch=[8])",
-                                "batch_size=32"])
-    assert hp == {"learning_rate": 1e-3, "batch_size": 32, "train_freq": [1, "episode"], "use_sde": True,
-                  "clip_range": "lin_0.2", "policy_kwargs": "dict(net_arch=[8])"}
+    hp = zoo.parse_hp_overrides(
+        [
+            "learning_rate=1e-3",
+            "batch_size=64",
+            "train_freq=[1, episode]",
+            "use_sde=true",
+            "clip_range=lin_0.2",
+            "policy_kwargs=dict(net_arch=[8])",
+            "batch_size=32",
+        ]
+    )
+    assert hp == {
+        "learning_rate": 1e-3,
+        "batch_size": 32,
+        "train_freq": [1, "episode"],
+        "use_sde": True,
+        "clip_range": "lin_0.2",
+        "policy_kwargs": "dict(net_arch=[8])",
+    }
     assert isinstance(hp["learning_rate"], float)
-    for bad, match in (("lr", "key=value"), ("1x=2", "key=value"), ("n_timesteps=5", "--timesteps"),
-                       ("policy=CnnPolicy", "--obs-mode"), ("n_envs=2", "--n-envs"), ("seed=1", "visfore sets")):
+    for bad, match in (
+        ("lr", "key=value"),
+        ("1x=2", "key=value"),
+        ("n_timesteps=5", "--timesteps"),
+        ("policy=CnnPolicy", "--obs-mode"),
+        ("n_envs=2", "--n-envs"),
+        ("seed=1", "visfore sets"),
+    ):
         with pytest.raises(VisforeError, match=match):
             zoo.parse_hp_overrides([bad])
 
 
 def test_parse_policy_kwargs_is_safe_and_reads_zoo_strings():
-    text = ("dict(log_std_init=-2,\n ortho_init=False,\n activation_fn=nn.ReLU,\n"
-            " net_arch=dict(pi=[256, 256], vf=[256, 256])\n )")
+    text = (
+        "dict(log_std_init=-2,\n ortho_init=False,\n activation_fn=nn.ReLU,\n"
+        " net_arch=dict(pi=[256, 256], vf=[256, 256])\n )"
+    )
     assert zoo.parse_policy_kwargs(text) == {
-        "log_std_init": -2, "ortho_init": False, "activation_fn": torch.nn.ReLU,
-        "net_arch": {"pi": [256, 256], "vf": [256, 256]}}
+        "log_std_init": -2,
+        "ortho_init": False,
+        "activation_fn": torch.nn.ReLU,
+        "net_arch": {"pi": [256, 256], "vf": [256, 256]},
+    }
     assert zoo.parse_policy_kwargs("dict(net_arch=[400, 300])") == {"net_arch": [400, 300]}
     assert zoo.parse_policy_kwargs({"activation_fn": "th.nn.Tanh"})["activation_fn"] is torch.nn.Tanh
-    for bad in ("__import__('os').system('true')", "dict(a=os.getcwd())", "dict(x=nn.Module)",
-                "[1, 2]", "dict(a=1"):
+    for bad in ("__import__('os').system('true')", "dict(a=os.getcwd())", "dict(x=nn.Module)", "[1, 2]", "dict(a=1"):
         with pytest.raises(VisforeError, match="policy_kwargs"):
             zoo.parse_policy_kwargs(bad)
 
@@ -122,10 +193,18 @@ def test_zoo_lookup_and_values():
     assert zoo.zoo_key("td3", "PerturbAnt-v0", "pybullet") == "AntBulletEnv-v0"
     assert zoo.zoo_key("td3", "Pendulum-v1") is None
     td3 = zoo.load_zoo_hyperparams("td3")
-    assert td3["Hopper-v4"] == {"n_timesteps": 1e6, "policy": "MlpPolicy", "learning_starts": 10000,
-                                "noise_type": "normal", "noise_std": 0.1, "train_freq": 1, "gradient_steps": 1,
-                                "learning_rate": 1e-3, "batch_size": 256,
-                                "policy_kwargs": "dict(net_arch=[400, 300])"}
+    assert td3["Hopper-v4"] == {
+        "n_timesteps": 1e6,
+        "policy": "MlpPolicy",
+        "learning_starts": 10000,
+        "noise_type": "normal",
+        "noise_std": 0.1,
+        "train_freq": 1,
+        "gradient_steps": 1,
+        "learning_rate": 1e-3,
+        "batch_size": 256,
+        "policy_kwargs": "dict(net_arch=[400, 300])",
+    }
     assert td3["HopperBulletEnv-v0"]["learning_rate"] == 7e-4 and td3["AntBulletEnv-v0"]["gamma"] == 0.98
     ppo = zoo.load_zoo_hyperparams("ppo")
     assert ppo["Hopper-v4"]["learning_rate"] == 9.80828e-05 and ppo["Hopper-v4"]["n_steps"] == 512
@@ -133,7 +212,10 @@ def test_zoo_lookup_and_values():
     assert ppo["Ant-v4"] == {"normalize": True, "n_timesteps": 1e6, "policy": "MlpPolicy"}
     for algo, extra in (("td3", set()), ("ppo", {"ReacherPlane-v0", "TargetHumanoid-v0"})):
         assert {k for k in zoo.load_zoo_hyperparams(algo)} == {
-            *zoo.ZOO_MUJOCO_KEYS.values(), *zoo.ZOO_PYBULLET_KEYS.values(), *extra}
+            *zoo.ZOO_MUJOCO_KEYS.values(),
+            *zoo.ZOO_PYBULLET_KEYS.values(),
+            *extra,
+        }
     assert zoo.zoo_key("ppo", "ReacherPlane-v0") == "ReacherPlane-v0" and zoo.zoo_key("td3", "ReacherPlane-v0") is None
     assert ppo["ReacherPlane-v0"]["gamma"] == 0.9 and ppo["ReacherPlane-v0"]["learning_rate"] == 0.000104019
     hyper = zoo.resolve_hyperparameters("ppo", ENV, None, {"n_steps": 64})
@@ -171,8 +253,7 @@ def test_ppo_run_directory(ppo_run: Path):
 
 def test_td3_run_directory(td3_run: Path):
     ckpt = td3_run / "checkpoints"
-    for name in ("best_model.zip", "last_model.zip", "vecnormalize.pkl", "best_vecnormalize.pkl",
-                 "replay_buffer.pkl"):
+    for name in ("best_model.zip", "last_model.zip", "vecnormalize.pkl", "best_vecnormalize.pkl", "replay_buffer.pkl"):
         assert (ckpt / name).is_file(), name
     cfg = yaml.safe_load((td3_run / "config.yaml").read_text())
     assert cfg["env"]["kwargs"] == {"randomize": [0.9, 1.1]} and cfg["env"]["eval_kwargs"] == {}
@@ -249,8 +330,13 @@ def test_resume_continues_to_larger_total(ppo_run: Path, tmp_path: Path):
     assert result.exit_code == 0, result.output
     assert "ignored --seed 9 (the run uses 3)" in result.output
     after = _tree_digest(run_dir)
-    for name in ("checkpoints/last_model.zip", "checkpoints/vecnormalize.pkl", "metrics.json",
-                 "config.yaml", "logs/evaluations.npz"):
+    for name in (
+        "checkpoints/last_model.zip",
+        "checkpoints/vecnormalize.pkl",
+        "metrics.json",
+        "config.yaml",
+        "logs/evaluations.npz",
+    ):
         assert after[name] != before[name], name
     m = json.loads((run_dir / "metrics.json").read_text())
     assert m["num_timesteps"] == 384 and m["resumed"] and m["timesteps_this_session"] == 128
@@ -283,9 +369,19 @@ def test_interrupt_saves_last_model_and_resume_finishes(tmp_path: Path, monkeypa
         def __init__(self) -> None:
             self.requested = True  # as if Ctrl-C came during the first step
 
-    config = tp.PolicyTrainConfig(env=ENV, algo="ppo", timesteps=128, seed=0, eval_freq=0, eval_episodes=1,
-                                  hp=["n_steps=64", "batch_size=32", "n_epochs=1"], name="int",
-                                  runs_root=str(tmp_path), device="cpu", progress=False)
+    config = tp.PolicyTrainConfig(
+        env=ENV,
+        algo="ppo",
+        timesteps=128,
+        seed=0,
+        eval_freq=0,
+        eval_episodes=1,
+        hp=["n_steps=64", "batch_size=32", "n_epochs=1"],
+        name="int",
+        runs_root=str(tmp_path),
+        device="cpu",
+        progress=False,
+    )
     with monkeypatch.context() as m:
         m.setattr(tp, "StopFlag", Interrupted)
         with pytest.raises(KeyboardInterrupt):
@@ -308,10 +404,21 @@ def test_seeded_runs_are_identical(tmp_path: Path):
 
     params = []
     for name in ("a", "b"):
-        tp.train_policy(tp.PolicyTrainConfig(
-            env=ENV, algo="ppo", timesteps=128, seed=7, eval_freq=0, eval_episodes=1, name=name,
-            hp=["n_steps=64", "batch_size=32", "n_epochs=2"], runs_root=str(tmp_path), device="cpu",
-            progress=False))
+        tp.train_policy(
+            tp.PolicyTrainConfig(
+                env=ENV,
+                algo="ppo",
+                timesteps=128,
+                seed=7,
+                eval_freq=0,
+                eval_episodes=1,
+                name=name,
+                hp=["n_steps=64", "batch_size=32", "n_epochs=2"],
+                runs_root=str(tmp_path),
+                device="cpu",
+                progress=False,
+            )
+        )
         model = PPO.load(tmp_path / f"train-policy-{name}" / "checkpoints" / "last_model.zip", device="cpu")
         params.append(model.policy.state_dict())
     assert params[0].keys() == params[1].keys()
@@ -328,28 +435,30 @@ def test_existing_run_dir_is_left_untouched(ppo_run: Path):
     assert _tree_digest(ppo_run) == before
 
 
-@pytest.mark.parametrize("args, match", [
-    (["--algo", "sac"], "--algo must be one of td3, ppo, got 'sac'"),
-    (["--timesteps", "0"], "--timesteps must be"),
-    (["--randomize", "1.2-0.8"], "--randomize"),
-    (["--randomize", "wild"], "--randomize"),
-    (["--hp", "learning_rate"], "key=value"),
-    (["--hp", "not_a_param=1"], "unknown ppo hyperparameter"),
-    (["--hp", "policy_kwargs=dict(a=os.system)"], "policy_kwargs"),
-    (["--hp", "noise_type=normal"], "off-policy"),
-    (["--obs-mode", "depth"], "--obs-mode must be one of"),
-    (["--env", "NoSuchEnv-v0"], "PerturbHopper-v0"),
-    (["--env", "Pendulum-v1", "--randomize", "default"], "need a visfore env"),
-    (["--device", "tpu"], "--device"),
-])
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["--algo", "sac"], "--algo must be one of td3, ppo, got 'sac'"),
+        (["--timesteps", "0"], "--timesteps must be"),
+        (["--randomize", "1.2-0.8"], "--randomize"),
+        (["--randomize", "wild"], "--randomize"),
+        (["--hp", "learning_rate"], "key=value"),
+        (["--hp", "not_a_param=1"], "unknown ppo hyperparameter"),
+        (["--hp", "policy_kwargs=dict(a=os.system)"], "policy_kwargs"),
+        (["--hp", "noise_type=normal"], "off-policy"),
+        (["--obs-mode", "depth"], "--obs-mode must be one of"),
+        (["--env", "NoSuchEnv-v0"], "PerturbHopper-v0"),
+        (["--env", "Pendulum-v1", "--randomize", "default"], "need a visfore env"),
+        (["--device", "tpu"], "--device"),
+    ],
+)
 def test_bad_input_is_one_line_and_writes_nothing(args: list[str], match: str, tmp_path: Path):
     base = {"--env": ENV, "--algo": "ppo", "--timesteps": "64"}
     for flag, value in zip(args[::2], args[1::2]):
         if flag in base:
             base[flag] = value
     extra = [a for pair in zip(args[::2], args[1::2]) if pair[0] not in base for a in pair]
-    result = _cli(*[a for kv in base.items() for a in kv], *extra, "--out-dir", str(tmp_path / "runs"),
-                  "--no-progress")
+    result = _cli(*[a for kv in base.items() for a in kv], *extra, "--out-dir", str(tmp_path / "runs"), "--no-progress")
     assert match in _one_error_line(result)
     assert not (tmp_path / "runs").exists()
 

@@ -14,12 +14,12 @@ from typer.testing import CliRunner
 
 import visfore_envs  # noqa: F401  (registers the ids)
 from visfore.cli.app import app
-from visfore.data.dataset import DatasetWriter
 from visfore.core.errors import VisforeError
+from visfore.data.dataset import DatasetWriter
 from visfore.perception.train_translator import (
     circular_mean,
-    translation_errors,
     train_translator,
+    translation_errors,
     window_indices,
 )
 from visfore.perception.translator_run import load_translator_run
@@ -32,7 +32,9 @@ TINY_CLI = ["--channels", "8,16,16", "--hidden", "32", "--num-threads", "1", "--
 # ---------------------------------------------------------------------------------------
 # decode_state of the key-point envs
 # ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("env_id, nq, g", [("ReacherPlane-v0", 2, 4), ("Reacher3D-v0", 3, 6), ("TargetHumanoid-v0", 14, 24)])
+@pytest.mark.parametrize(
+    "env_id, nq, g", [("ReacherPlane-v0", 2, 4), ("Reacher3D-v0", 3, 6), ("TargetHumanoid-v0", 14, 24)]
+)
 def test_decode_state_matches_the_envs_own_keypoints_and_joints(env_id, nq, g):
     env = gym.make(env_id)
     u = env.unwrapped
@@ -86,12 +88,17 @@ def test_errors_are_wrapped_and_per_keypoint_and_circular_mean_crosses_the_cut()
 def _write(path, *, env_id, frames, states, episode_len, env_kwargs=None):
     n, h, w, _ = frames.shape
     attrs = {"env_id": env_id, "env_kwargs": env_kwargs or {}, "frame_size": [h, w], "obs_mode": "state+pixels"}
-    with DatasetWriter.create(path, frame_shape=(h, w, 3), state_dim=states.shape[1], action_dim=2, attrs=attrs) as writer:
+    with DatasetWriter.create(
+        path, frame_shape=(h, w, 3), state_dim=states.shape[1], action_dim=2, attrs=attrs
+    ) as writer:
         for s in range(0, n, episode_len):
             t = episode_len - 1
             writer.append_episode(
-                pixels=frames[s : s + episode_len], state=states[s : s + episode_len],
-                action=np.zeros((t, 2)), reward=np.zeros(t), terminated=np.zeros(t, bool),
+                pixels=frames[s : s + episode_len],
+                state=states[s : s + episode_len],
+                action=np.zeros((t, 2)),
+                reward=np.zeros(t),
+                terminated=np.zeros(t, bool),
                 truncated=np.zeros(t, bool),
             )
     return path
@@ -113,17 +120,33 @@ def random_pose_dataset(tmp_path_factory):
         states.append(obs["state"])
     env.close()
     path = tmp_path_factory.mktemp("translator") / "poses.zarr"
-    return _write(path, env_id="ReacherPlane-v0", frames=np.stack(frames), states=np.stack(states).astype(np.float32),
-                  episode_len=12, env_kwargs={"show_target": False})
+    return _write(
+        path,
+        env_id="ReacherPlane-v0",
+        frames=np.stack(frames),
+        states=np.stack(states).astype(np.float32),
+        episode_len=12,
+        env_kwargs={"show_target": False},
+    )
 
 
 @pytest.fixture(scope="module")
 def trained_run(random_pose_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("translator-runs") / "run"
-    metrics = train_translator({
-        "data": str(random_pose_dataset), "out": str(out), "epochs": 25, "batch_size": 32,
-        "lr": 3e-3, "val_fraction": 0.2, "seed": 0, "num_threads": 1, "progress": False, **TINY,
-    })
+    metrics = train_translator(
+        {
+            "data": str(random_pose_dataset),
+            "out": str(out),
+            "epochs": 25,
+            "batch_size": 32,
+            "lr": 3e-3,
+            "val_fraction": 0.2,
+            "seed": 0,
+            "num_threads": 1,
+            "progress": False,
+            **TINY,
+        }
+    )
     return out, metrics
 
 
@@ -157,7 +180,9 @@ def test_run_reloads_and_predicts_what_the_evaluation_measured(trained_run, rand
     assert run.epoch == 25 and run.metrics["model"] == m["model"]
     ds = open_dataset(random_pose_dataset)
     config = yaml.safe_load((out / "config.yaml").read_text())
-    rows = np.concatenate([np.arange(ds.episode_starts[e], ds.episode_ends[e]) for e in config["split"]["val_episodes"]])
+    rows = np.concatenate(
+        [np.arange(ds.episode_starts[e], ds.episode_ends[e]) for e in config["split"]["val_episodes"]]
+    )
     frames = ds.read("pixels")[rows]
     pred = run.predict(frames)
     assert pred["qpos"].shape == (48, 2) and pred["keypoints"].shape == (48, 4)
@@ -185,8 +210,24 @@ def test_cli_end_to_end_with_memory_is_seeded_and_deterministic(small_reacher_da
     results = []
     for name in ("a", "b"):
         out = tmp_path / name
-        res = runner.invoke(app, ["train-translator", "--data", str(small_reacher_dataset), "--out", str(out),
-                                  "--epochs", "1", "--memory", "2", "--augment", "--seed", "3", *TINY_CLI[:-1]])
+        res = runner.invoke(
+            app,
+            [
+                "train-translator",
+                "--data",
+                str(small_reacher_dataset),
+                "--out",
+                str(out),
+                "--epochs",
+                "1",
+                "--memory",
+                "2",
+                "--augment",
+                "--seed",
+                "3",
+                *TINY_CLI[:-1],
+            ],
+        )
         assert res.exit_code == 0, res.output
         assert "mean predictor" in res.output and "key point fingertip" in res.output
         results.append(json.loads((out / "metrics.json").read_text()))
@@ -208,8 +249,13 @@ def _error(args):
 
 def test_env_without_decode_state_is_one_line(tmp_path):
     frames = np.zeros((10, 32, 32, 3), np.uint8)
-    path = _write(tmp_path / "hopper.zarr", env_id="PerturbHopper-v0", frames=frames,
-                  states=np.zeros((10, 11), np.float32), episode_len=5)
+    path = _write(
+        tmp_path / "hopper.zarr",
+        env_id="PerturbHopper-v0",
+        frames=frames,
+        states=np.zeros((10, 11), np.float32),
+        episode_len=5,
+    )
     line = _error(["--data", str(path), "--out", str(tmp_path / "run")])
     assert "PerturbHopper-v0" in line and "no decode_state" in line and "ReacherPlane-v0" in line
     assert not (tmp_path / "run").exists()

@@ -46,8 +46,11 @@ class FakeTask(TrainTask):
 
     def save_checkpoint(self, paths: Sequence[Path], state: TrainState, record: Mapping[str, Any]) -> None:
         for path in paths:
-            self.saved[Path(path).name] = {"state": copy.deepcopy(state.to_dict()), "weight": self.weight,
-                                           "record": dict(record)}
+            self.saved[Path(path).name] = {
+                "state": copy.deepcopy(state.to_dict()),
+                "weight": self.weight,
+                "record": dict(record),
+            }
 
 
 class StopAfter(Callback):

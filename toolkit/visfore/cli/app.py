@@ -25,8 +25,8 @@ from visfore.cli.ray import RayCommand
 from visfore.cli.train_eval_all import train_eval_all_command
 from visfore.cli.train_model import train_model_command
 from visfore.cli.train_policy import ResumePathCommand, train_policy_command
-from visfore.cli.train_translator import train_translator_command
 from visfore.cli.train_through_model import train_through_model_command
+from visfore.cli.train_translator import train_translator_command
 
 log = logging.getLogger("visfore")
 
@@ -39,16 +39,19 @@ class VisforeGroup(TyperGroup):
     """The top-level group: keeps deprecated spellings of whole commands working."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        if args and args[0] == "train-policy" and any(
-            a == _THROUGH_MODEL_FLAG or a.startswith(_THROUGH_MODEL_FLAG + "=") for a in args
+        if (
+            args
+            and args[0] == "train-policy"
+            and any(a == _THROUGH_MODEL_FLAG or a.startswith(_THROUGH_MODEL_FLAG + "=") for a in args)
         ):
             args = ["train-through-model"] + [
-                "--model" + a[len(_THROUGH_MODEL_FLAG):] if a.startswith(_THROUGH_MODEL_FLAG) else a
-                for a in args[1:]
+                "--model" + a[len(_THROUGH_MODEL_FLAG) :] if a.startswith(_THROUGH_MODEL_FLAG) else a for a in args[1:]
             ]
             setup_logging()
-            log.warning("`visfore train-policy --through-model RUN` is deprecated; "
-                        "use `visfore train-through-model --model RUN`")
+            log.warning(
+                "`visfore train-policy --through-model RUN` is deprecated; "
+                "use `visfore train-through-model --model RUN`"
+            )
         return super().parse_args(ctx, args)
 
 
@@ -63,8 +66,9 @@ def setup_logging(verbose: bool = False) -> None:
         if getattr(handler, "_visfore", False):
             logger.removeHandler(handler)
     # Console(stderr=True) looks sys.stderr up at each write (CliRunner swaps it per call).
-    handler = RichHandler(console=Console(stderr=True), show_time=False, show_path=False,
-                          markup=False, rich_tracebacks=False)
+    handler = RichHandler(
+        console=Console(stderr=True), show_time=False, show_path=False, markup=False, rich_tracebacks=False
+    )
     handler._visfore = True  # type: ignore[attr-defined]
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger.addHandler(handler)
@@ -112,4 +116,3 @@ app.add_typer(dataset_app, name="dataset")
 def main() -> None:
     """Console-script entry point."""
     app()
-

@@ -24,8 +24,10 @@ def collect_command(config: CollectConfig) -> None:
     summary = collect(config)
     console = stdout_console(highlight=False)
     if summary["already_complete"]:
-        console.print(f"{summary['path']} already holds {summary['episodes']} episodes "
-                      f"(requested {summary['episodes_requested']}); nothing to do")
+        console.print(
+            f"{summary['path']} already holds {summary['episodes']} episodes "
+            f"(requested {summary['episodes_requested']}); nothing to do"
+        )
         return
     resumed = f" (resumed after {summary['resumed_from']})" if summary["resumed_from"] else ""
     console.print(

@@ -3,7 +3,7 @@ a robustness report.
 
 The options are :class:`visfore.rl.config.EvaluateConfig`; the pipeline is
 :func:`visfore.rl.evaluate.evaluate`. The body-part shortcuts ``--Ltorso 1.2`` ... (one per
-key of :data:`visfore.rl.config.SEED003_OPTIONS`) are extra CLI options that add to
+key of :data:`visfore.rl.config.BODY_PART_SHORTCUTS`) are extra CLI options that add to
 ``--set``. Register with ``cls=RayCommand`` (a bare ``--ray`` means ``--ray local``).
 """
 
@@ -17,20 +17,23 @@ import typer
 from visfore.cli.errors import handle_errors
 from visfore.cli.options import typer_command
 from visfore.core.errors import VisforeError
-from visfore.rl.config import SEED003_OPTIONS, EvaluateConfig, positive_scale
+from visfore.rl.config import BODY_PART_SHORTCUTS, EvaluateConfig, positive_scale
 
 __all__ = ["evaluate_command"]
 
 
 def _shortcut(option: str, key: str) -> inspect.Parameter:
     return inspect.Parameter(
-        option.lower(), inspect.Parameter.KEYWORD_ONLY, annotation=Optional[float],
-        default=typer.Option(None, f"--{option}", help=f"Fixed scale of {key} (same as --set {key}=SCALE).",
-                             metavar="SCALE"),
+        option.lower(),
+        inspect.Parameter.KEYWORD_ONLY,
+        annotation=Optional[float],
+        default=typer.Option(
+            None, f"--{option}", help=f"Fixed scale of {key} (same as --set {key}=SCALE).", metavar="SCALE"
+        ),
     )
 
 
-SHORTCUTS = [_shortcut(option, key) for option, key in SEED003_OPTIONS.items()]
+SHORTCUTS = [_shortcut(option, key) for option, key in BODY_PART_SHORTCUTS.items()]
 
 
 def with_shortcuts(config: EvaluateConfig, values: dict[str, Any]) -> EvaluateConfig:
@@ -40,7 +43,7 @@ def with_shortcuts(config: EvaluateConfig, values: dict[str, Any]) -> EvaluateCo
         VisforeError: a shortcut and ``--set`` give the same key, or a bad scale.
     """
     fixed = dict(config.fixed)
-    for option, key in SEED003_OPTIONS.items():
+    for option, key in BODY_PART_SHORTCUTS.items():
         value = values.get(option.lower())
         if value is None:
             continue

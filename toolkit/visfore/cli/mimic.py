@@ -31,12 +31,22 @@ def _execute_image(config: MimicConfig, out: Path | None) -> None:
     console = stdout_console()
     base = out if out is not None else Path(config.image)
     show = base.with_name(base.stem + "-mimic.png")  # never the input image
-    result = execute_image(Path(config.policy), Path(config.translator), Path(config.image), env_id=config.env,
-                           seed=config.seed, device=config.device, checkpoint=config.checkpoint, show=show)
+    result = execute_image(
+        Path(config.policy),
+        Path(config.translator),
+        Path(config.image),
+        env_id=config.env,
+        seed=config.seed,
+        device=config.device,
+        checkpoint=config.checkpoint,
+        show=show,
+    )
     console.print(f"translated pose (rad): {np.round(result['translated_qpos'], 3).tolist()}")
-    console.print(f"final key-point distance to the mirrored pose: {result['final_distance'] * 100:.2f} cm "
-                  f"({'success' if result['success'] else 'no success'}, threshold "
-                  f"{result['success_threshold'] * 100:.1f} cm); image | result: {result['show']}")
+    console.print(
+        f"final key-point distance to the mirrored pose: {result['final_distance'] * 100:.2f} cm "
+        f"({'success' if result['success'] else 'no success'}, threshold "
+        f"{result['success_threshold'] * 100:.1f} cm); image | result: {result['show']}"
+    )
     if out is not None:
         runs.write_json(out, result)
 
@@ -55,9 +65,18 @@ def mimic_command(config: MimicConfig) -> None:
     from visfore.rl.mimic import print_summary, run_mimic, write_report
 
     console = stdout_console()
-    result = run_mimic(Path(config.policy), Path(config.translator), env_id=config.env, episodes=config.episodes,
-                       seed=config.seed, leader=config.leader, device=config.device, checkpoint=config.checkpoint,
-                       progress=config.progress, hold_steps=config.hold_steps)
+    result = run_mimic(
+        Path(config.policy),
+        Path(config.translator),
+        env_id=config.env,
+        episodes=config.episodes,
+        seed=config.seed,
+        leader=config.leader,
+        device=config.device,
+        checkpoint=config.checkpoint,
+        progress=config.progress,
+        hold_steps=config.hold_steps,
+    )
     print_summary(result, console)
     if out is not None:
         console.print(f"wrote {write_report(result, out)}")

@@ -26,9 +26,16 @@ def train_eval_all_command(config: TrainEvalAllConfig, ray: Optional[str] = None
 
     argv = " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else ""
     result = train_eval_all(
-        config.config, out_dir=config.out, name=config.name, data=config.data, wandb=config.wandb,
-        dry_run=config.dry_run, resume=config.resume, progress=not config.quiet,
-        command=f"visfore {argv}" if argv.startswith(COMMAND) else None, ray=ray,
+        config.config,
+        out_dir=config.out,
+        name=config.name,
+        data=config.data,
+        wandb=config.wandb,
+        dry_run=config.dry_run,
+        resume=config.resume,
+        progress=not config.quiet,
+        command=f"visfore {argv}" if argv.startswith(COMMAND) else None,
+        ray=ray,
     )
     if result["interrupted"]:
         typer.secho("interrupted; the report holds the runs finished so far", fg=typer.colors.YELLOW, err=True)

@@ -95,8 +95,16 @@ def option(
     Returns:
         A :func:`dataclasses.field` carrying an :class:`OptionSpec` in its metadata.
     """
-    spec = OptionSpec(help=help, flags=tuple(flags), parse=parse, cli=cli, metavar=metavar,
-                      argument=argument, repeatable=repeatable, deprecated=tuple(deprecated))
+    spec = OptionSpec(
+        help=help,
+        flags=tuple(flags),
+        parse=parse,
+        cli=cli,
+        metavar=metavar,
+        argument=argument,
+        repeatable=repeatable,
+        deprecated=tuple(deprecated),
+    )
     kwargs: dict[str, Any] = {"metadata": {_SPEC_KEY: spec}}
     if default_factory is not MISSING:
         kwargs["default_factory"] = default_factory
@@ -172,12 +180,14 @@ class ConfigBase:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-typed dict of every field (YAML/JSON-safe; tuples become lists)."""
+
         def plain(v: Any) -> Any:
             if isinstance(v, (list, tuple)):
                 return [plain(x) for x in v]
             if isinstance(v, dict):
                 return {k: plain(x) for k, x in v.items()}
             return v
+
         return {k: plain(v) for k, v in dataclasses.asdict(self).items()}  # type: ignore[call-overload]
 
     @classmethod

@@ -25,7 +25,7 @@ def parse_device_spec(spec: str) -> str:
     raise VisforeError(f"--device must be auto, cpu, cuda or cuda:N, got {spec!r}")
 
 
-def select_device(spec: str) -> "torch.device":
+def select_device(spec: str) -> torch.device:
     """``auto`` -> CUDA when available else CPU; ``cpu``; ``cuda`` / ``cuda:N``.
 
     Raises:

@@ -26,6 +26,10 @@ class VisforeError(Exception):
     """Bad input or a state the user must fix; the message is a single line."""
 
 
+def _catchable(types: tuple[type[BaseException], ...]) -> tuple[type[BaseException], ...]:
+    return types or (ValueError,)
+
+
 @contextlib.contextmanager
 def user_errors(*types: type[BaseException], prefix: str = "") -> Iterator[None]:
     """Re-raise the given exception types (default ``ValueError``) as :class:`VisforeError`.
@@ -42,6 +46,6 @@ def user_errors(*types: type[BaseException], prefix: str = "") -> Iterator[None]
         yield
     except VisforeError:
         raise
-    except types or (ValueError,) as exc:  # type: ignore[misc]
+    except _catchable(types) as exc:
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise VisforeError(prefix + text) from exc

@@ -44,7 +44,7 @@ class NoProgress:
     def stop(self) -> None:
         """Nothing."""
 
-    def __enter__(self) -> "NoProgress":
+    def __enter__(self) -> NoProgress:
         return self
 
     def __exit__(self, *exc: Any) -> None:

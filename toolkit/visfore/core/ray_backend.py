@@ -86,6 +86,8 @@ RAY_HELP = (
     "Run the work as Ray tasks: 'local' (a Ray started for this command), 'auto' (the "
     "running cluster), HOST:PORT or ray://HOST:PORT. Results are identical to a local run."
 )
+
+
 # -- connecting ------------------------------------------------------------------------
 def require_ray() -> Any:
     """The :mod:`ray` module.
@@ -114,10 +116,7 @@ def parse_address(value: str | None) -> str:
         return text.lower()
     m = _ADDRESS_RE.match(text)
     if not m or not 0 < int(m.group(3)) < 65536:
-        raise VisforeError(
-            f"--ray {value!r} must be local, auto, HOST:PORT or ray://HOST:PORT "
-            "(e.g. 10.0.0.5:6379)"
-        )
+        raise VisforeError(f"--ray {value!r} must be local, auto, HOST:PORT or ray://HOST:PORT (e.g. 10.0.0.5:6379)")
     return text
 
 
@@ -156,7 +155,7 @@ class RaySession:
             if ray is not None and ray.is_initialized():
                 ray.shutdown()
 
-    def __enter__(self) -> "RaySession":
+    def __enter__(self) -> RaySession:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -264,8 +263,9 @@ def resolve_workers(session: RaySession, workers: int | None, *, note: bool = Tr
         return cpus
     if workers > cpus:
         if note:
-            log.info("--workers %d is more than the %d CPUs of the Ray cluster; running %d workers",
-                     workers, cpus, cpus)
+            log.info(
+                "--workers %d is more than the %d CPUs of the Ray cluster; running %d workers", workers, cpus, cpus
+            )
         return cpus
     return max(1, int(workers))
 
@@ -478,6 +478,7 @@ class WorkerPool:
             return self.actors[i].run.remote(item)
 
         limit = max_in_flight if max_in_flight is not None else 2 * self.workers
+
         def release() -> None:  # results come back in submission order
             self._load[owners.popleft()] -= 1
 
@@ -502,7 +503,7 @@ class WorkerPool:
                 pass
         self.actors = []
 
-    def __enter__(self) -> "WorkerPool":
+    def __enter__(self) -> WorkerPool:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -75,9 +75,7 @@ def resolve_run_dir(
         return Path(out)
     if name is not None:
         if not _NAME_RE.match(name):
-            raise VisforeError(
-                f"run name {name!r} must be letters, digits, '.', '_' or '-' (no path separators)"
-            )
+            raise VisforeError(f"run name {name!r} must be letters, digits, '.', '_' or '-' (no path separators)")
         return Path(root) / f"{command}-{name}"
     return Path(root) / f"{command}-{utc_timestamp()}"
 
@@ -103,8 +101,7 @@ def check_run_dir(run_dir: str | os.PathLike[str], *, resume: bool) -> None:
     if not resume:
         if run_dir.exists() or run_dir.is_symlink():
             raise VisforeError(
-                f"run directory {run_dir} already exists; pass --resume to continue it, "
-                "or choose another --out/--name"
+                f"run directory {run_dir} already exists; pass --resume to continue it, or choose another --out/--name"
             )
         return
     if not run_dir.is_dir():
@@ -239,8 +236,9 @@ def read_run_config(run_dir: str | os.PathLike[str], command: str, kind: str) ->
         raise VisforeError(f"{run_dir} is not a {kind} (no {CONFIG_NAME})")
     saved = read_config(run_dir)
     if saved.get("command") != command or not isinstance(saved.get("options"), dict):
-        raise VisforeError(f"{run_dir} is not a {kind} ({CONFIG_NAME} is from "
-                           f"{saved.get('command') or 'another tool'})")
+        raise VisforeError(
+            f"{run_dir} is not a {kind} ({CONFIG_NAME} is from {saved.get('command') or 'another tool'})"
+        )
     return saved
 
 

@@ -275,8 +275,12 @@ class Trainer:
             return False
         state.epoch += 1
         state.epoch_step = 0
-        record = {"epoch": state.epoch, "global_step": state.global_step,
-                  "train_loss": state.epoch_loss, **self.task.end_epoch(state)}
+        record = {
+            "epoch": state.epoch,
+            "global_step": state.global_step,
+            "train_loss": state.epoch_loss,
+            **self.task.end_epoch(state),
+        }
         state.loss_sum, state.loss_count = 0.0, 0
         state.history.append(record)
         for cb in self.callbacks:
@@ -314,8 +318,13 @@ class TimeBudget(Callback):
 
     def on_stop_mid_epoch(self, trainer: Trainer, state: TrainState) -> None:
         if self.reached and not trainer.interrupted:
-            log.warning("time budget of %g min reached at epoch %d, step %d/%d",
-                        self.minutes, state.epoch + 1, state.epoch_step, trainer.steps_in_epoch)
+            log.warning(
+                "time budget of %g min reached at epoch %d, step %d/%d",
+                self.minutes,
+                state.epoch + 1,
+                state.epoch_step,
+                trainer.steps_in_epoch,
+            )
 
     def on_epoch_end(self, trainer: Trainer, state: TrainState, record: dict[str, Any]) -> None:
         if state.epoch < trainer.epochs and self.wants_stop(trainer, state):
@@ -360,8 +369,9 @@ class Checkpointer(Callback):
             may need collective operations, with an empty path list).
     """
 
-    def __init__(self, last: Path, best: Path | None = None, *, monitor: str | None = None,
-                 is_writer: bool = True) -> None:
+    def __init__(
+        self, last: Path, best: Path | None = None, *, monitor: str | None = None, is_writer: bool = True
+    ) -> None:
         self.last, self.best, self.monitor, self.is_writer = Path(last), best, monitor, is_writer
 
     def on_epoch_end(self, trainer: Trainer, state: TrainState, record: dict[str, Any]) -> None:
@@ -425,8 +435,15 @@ class RichProgress(Callback):
         console: a rich console (default: standard output).
     """
 
-    def __init__(self, total_steps: int, *, enabled: bool = True, unit: str = "clips",
-                 describe: Callable[[dict[str, Any]], str] | None = None, console: Any = None) -> None:
+    def __init__(
+        self,
+        total_steps: int,
+        *,
+        enabled: bool = True,
+        unit: str = "clips",
+        describe: Callable[[dict[str, Any]], str] | None = None,
+        console: Any = None,
+    ) -> None:
         self.total_steps, self.enabled, self.unit, self.describe = total_steps, enabled, unit, describe
         self.console = console
         self._progress: Any = None
@@ -447,17 +464,27 @@ class RichProgress(Callback):
         )
 
         self._progress = Progress(
-            TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.5f}"), TextColumn("{task.fields[rate]:.1f} " + self.unit + "/s"),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=self.console,
+            TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.5f}"),
+            TextColumn("{task.fields[rate]:.1f} " + self.unit + "/s"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
         )
         return self._progress
 
     def on_train_start(self, trainer: Trainer, state: TrainState) -> None:
         if self._progress is not None:
             self._task = self._progress.add_task(
-                "train", total=self.total_steps, completed=state.global_step,
-                epoch=min(state.epoch + 1, trainer.epochs), epochs=trainer.epochs, loss=math.nan, rate=0.0,
+                "train",
+                total=self.total_steps,
+                completed=state.global_step,
+                epoch=min(state.epoch + 1, trainer.epochs),
+                epochs=trainer.epochs,
+                loss=math.nan,
+                rate=0.0,
             )
         self._t_window = time.monotonic()
 

@@ -42,8 +42,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from visfore.data.dataset import Dataset
 from visfore.core.errors import VisforeError
+from visfore.data.dataset import Dataset
 
 __all__ = [
     "ClipDataset",
@@ -268,7 +268,11 @@ class ClipDataset(torch.utils.data.Dataset):
         self.pad_short = bool(pad_short)
         self.episodes = np.asarray(episodes, dtype=np.int64)
         starts, ids = clip_starts(
-            source.episode_starts, source.episode_lengths, self.episodes, self.clip_length, stride,
+            source.episode_starts,
+            source.episode_lengths,
+            self.episodes,
+            self.clip_length,
+            stride,
             min_length=self.context + 1 if self.pad_short else None,
         )
         if max_clips is not None and starts.shape[0] > max_clips:

@@ -121,9 +121,7 @@ class EpisodeRunner:
             obs_space = self.env.observation_space
             if self.source == "obs":
                 if not (
-                    isinstance(obs_space, spaces.Dict)
-                    and "state" in obs_space.spaces
-                    and "pixels" in obs_space.spaces
+                    isinstance(obs_space, spaces.Dict) and "state" in obs_space.spaces and "pixels" in obs_space.spaces
                 ):
                     raise VisforeError(
                         f"{env_id} with obs_mode='state+pixels' does not return "
@@ -132,8 +130,7 @@ class EpisodeRunner:
                 pixels_shape = tuple(obs_space["pixels"].shape)
                 if pixels_shape != (self.size, self.size, 3):
                     raise VisforeError(
-                        f"{env_id} renders frames of shape {pixels_shape}, "
-                        f"expected {(self.size, self.size, 3)}"
+                        f"{env_id} renders frames of shape {pixels_shape}, expected {(self.size, self.size, 3)}"
                     )
                 self.state_dim = int(np.prod(obs_space["state"].shape))
             else:
@@ -148,8 +145,7 @@ class EpisodeRunner:
                 shape = None if frame is None else tuple(np.shape(frame))
                 if shape != (self.size, self.size, 3):
                     raise VisforeError(
-                        f"{env_id} renders frames of shape {shape}, expected "
-                        f"{(self.size, self.size, 3)}"
+                        f"{env_id} renders frames of shape {shape}, expected {(self.size, self.size, 3)}"
                     )
         except BaseException:
             self.env.close()
@@ -287,10 +283,7 @@ def _check_options(
     positive("--size", size)
     positive("--workers", workers)
     if not MIN_FRAME_SIZE <= size <= MAX_FRAME_SIZE or size % 4:
-        raise VisforeError(
-            f"--size {size} must be a multiple of 4 between {MIN_FRAME_SIZE} and "
-            f"{MAX_FRAME_SIZE}"
-        )
+        raise VisforeError(f"--size {size} must be a multiple of 4 between {MIN_FRAME_SIZE} and {MAX_FRAME_SIZE}")
     if workers > max_workers:
         raise VisforeError(f"--workers {workers} is more than {max_workers}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -336,8 +329,15 @@ class _Collection:
     def runner_config(self) -> dict[str, Any]:
         """The :class:`EpisodeRunner` arguments (sent to every worker)."""
         c = self.config
-        return dict(env_id=self.env_id, size=c.size, steps=c.steps, env_kwargs=c.env_kwargs, policy=c.policy,
-                    policy_params=c.policy_kwargs, seed=c.seed)
+        return dict(
+            env_id=self.env_id,
+            size=c.size,
+            steps=c.steps,
+            env_kwargs=c.env_kwargs,
+            policy=c.policy,
+            policy_params=c.policy_kwargs,
+            seed=c.seed,
+        )
 
 
 def _prepare(config: CollectConfig) -> _Collection:
@@ -368,8 +368,15 @@ def _prepare(config: CollectConfig) -> _Collection:
         existing_attrs, done = dataset.attrs, dataset.num_episodes
     else:
         storage.check_bucket(out)  # a missing bucket fails before the env is built
-    runner = EpisodeRunner(env_id=env_id, size=c.size, steps=c.steps, env_kwargs=c.env_kwargs, policy=c.policy,
-                           policy_params=c.policy_kwargs, seed=c.seed)
+    runner = EpisodeRunner(
+        env_id=env_id,
+        size=c.size,
+        steps=c.steps,
+        env_kwargs=c.env_kwargs,
+        policy=c.policy,
+        policy_params=c.policy_kwargs,
+        seed=c.seed,
+    )
     expected = {
         "env_id": env_id,
         "env_kwargs": c.env_kwargs,
@@ -380,8 +387,17 @@ def _prepare(config: CollectConfig) -> _Collection:
         "obs_mode": runner.obs_mode,
         "seeding": SEEDING_SCHEME,
     }
-    return _Collection(config=c, env_id=env_id, out=out, runner=runner, expected=expected,
-                       existing_attrs=existing_attrs, done=done, workers=workers, t_start=t_start)
+    return _Collection(
+        config=c,
+        env_id=env_id,
+        out=out,
+        runner=runner,
+        expected=expected,
+        existing_attrs=existing_attrs,
+        done=done,
+        workers=workers,
+        t_start=t_start,
+    )
 
 
 def _summary(col: _Collection) -> dict[str, Any]:
@@ -408,8 +424,12 @@ def _run_record(col: _Collection, versions: Mapping[str, Any], ray_session: Any)
     from visfore.data import storage
 
     c = col.config
-    cmd = command_line("collect", c.replace(workers=col.workers or 1), exclude=("progress",),
-                       text={"out": storage.display_name(col.out)})
+    cmd = command_line(
+        "collect",
+        c.replace(workers=col.workers or 1),
+        exclude=("progress",),
+        text={"out": storage.display_name(col.out)},
+    )
     record = {
         "started": _utc_now(),
         "episodes_before": col.done,
@@ -432,13 +452,17 @@ def _continue_writer(col: _Collection, record: dict[str, Any]) -> Any:
     versions = record["versions"]
     changed = [k for k, v in versions.items() if k in old and old[k] != v]
     if changed:
-        log.warning("package versions differ from the dataset's (%s); new episodes may not match a fresh run "
-                    "bit for bit", ", ".join(f"{k} {old[k]} -> {versions[k]}" for k in changed))
+        log.warning(
+            "package versions differ from the dataset's (%s); new episodes may not match a fresh run bit for bit",
+            ", ".join(f"{k} {old[k]} -> {versions[k]}" for k in changed),
+        )
     writer = DatasetWriter.open(col.out)
-    writer.update_attrs({
-        "episodes_requested": col.config.episodes,
-        "collect_runs": [*col.existing_attrs.get("collect_runs", []), record],
-    })
+    writer.update_attrs(
+        {
+            "episodes_requested": col.config.episodes,
+            "collect_runs": [*col.existing_attrs.get("collect_runs", []), record],
+        }
+    )
     return writer
 
 
@@ -463,8 +487,14 @@ def _create_writer(col: _Collection, record: dict[str, Any]) -> Any:
     try:
         if isinstance(col.out, Path):
             col.out.parent.mkdir(parents=True, exist_ok=True)
-        return DatasetWriter.create(col.out, frame_shape=runner.frame_shape, state_dim=runner.state_dim,
-                                    action_dim=runner.action_dim, attrs=attrs, chunk_frames=c.steps + 1)
+        return DatasetWriter.create(
+            col.out,
+            frame_shape=runner.frame_shape,
+            state_dim=runner.state_dim,
+            action_dim=runner.action_dim,
+            attrs=attrs,
+            chunk_frames=c.steps + 1,
+        )
     except OSError as exc:
         raise VisforeError(f"cannot create {col.out}: {exc.strerror or exc}") from None
 
@@ -567,8 +597,9 @@ def collect(config: CollectConfig | None = None, /, **options: Any) -> dict[str,
         config = CollectConfig.from_dict(options)
     elif options:
         config = config.replace(**options)
-    config = config.replace(env_kwargs=parse_env_kwargs(config.env_kwargs),
-                            policy_kwargs=parse_policy_kwargs(config.policy_kwargs))
+    config = config.replace(
+        env_kwargs=parse_env_kwargs(config.env_kwargs), policy_kwargs=parse_policy_kwargs(config.policy_kwargs)
+    )
     col = _prepare(config)
     ray_session = None
     try:
@@ -592,8 +623,12 @@ def collect(config: CollectConfig | None = None, /, **options: Any) -> dict[str,
         try:
             sink = _write_episodes(col, writer, ray_session)
         except KeyboardInterrupt:
-            log.warning("interrupted: kept %d of %d episodes in %s; run the same command again to continue",
-                        writer.num_episodes, config.episodes, col.out)
+            log.warning(
+                "interrupted: kept %d of %d episodes in %s; run the same command again to continue",
+                writer.num_episodes,
+                config.episodes,
+                col.out,
+            )
             raise
     finally:
         col.runner.close()

@@ -35,18 +35,42 @@ class CollectConfig(ConfigBase, command="collect"):
     so the dataset does not depend on ``workers`` or ``ray``.
     """
 
-    out: str = option(help="Dataset directory to create or continue (NAME.zarr), or a URL (s3://bucket/name.zarr).", flags=("--out", "-o"))
+    out: str = option(
+        help="Dataset directory to create or continue (NAME.zarr), or a URL (s3://bucket/name.zarr).",
+        flags=("--out", "-o"),
+    )
     env: str = option("reacher", help="Short name (reacher, reacher3d) or registered Gymnasium id.")
     episodes: int = option(200, help="Episodes the dataset should hold (E).")
     steps: int = option(50, help="Actions per episode (T); T+1 frames each.")
     size: int = option(64, help="Frame height and width in pixels (a multiple of 4 in [8, 1024]).")
     seed: int = option(0, help="Run seed (>= 0); episode i is seeded from (seed, i) alone.")
-    policy: Literal["random", "smooth"] = option("smooth", help="Collection policy: random (uniform) or smooth (OU process).")
-    workers: Optional[int] = option(None, help="Env processes running in parallel (default 1); with --ray, Ray workers (default: one per CPU of the cluster).")
-    env_kwargs: dict[str, Any] = option(help="Extra env arguments: a JSON object or key=value[,key=value]; repeatable.", default_factory=dict, parse=parse_env_kwargs, repeatable=True, flags=("--env-kwargs",))
-    policy_kwargs: dict[str, Any] = option(help="Policy parameters: a JSON object or key=value[,key=value]; repeatable. smooth: theta, sigma, scale (default 0.3, 0.3, 0.3) and min_scale (per-episode amplitude log-uniform in [min_scale, scale]).", default_factory=dict, parse=parse_policy_kwargs, repeatable=True, flags=("--policy-kwargs",))
+    policy: Literal["random", "smooth"] = option(
+        "smooth", help="Collection policy: random (uniform) or smooth (OU process)."
+    )
+    workers: Optional[int] = option(
+        None,
+        help="Env processes running in parallel (default 1); with --ray, Ray workers (default: one per CPU of the cluster).",
+    )
+    env_kwargs: dict[str, Any] = option(
+        help="Extra env arguments: a JSON object or key=value[,key=value]; repeatable.",
+        default_factory=dict,
+        parse=parse_env_kwargs,
+        repeatable=True,
+        flags=("--env-kwargs",),
+    )
+    policy_kwargs: dict[str, Any] = option(
+        help="Policy parameters: a JSON object or key=value[,key=value]; repeatable. smooth: theta, sigma, scale (default 0.3, 0.3, 0.3) and min_scale (per-episode amplitude log-uniform in [min_scale, scale]).",
+        default_factory=dict,
+        parse=parse_policy_kwargs,
+        repeatable=True,
+        flags=("--policy-kwargs",),
+    )
     ray: Optional[str] = option(None, help=RAY_HELP, flags=("--ray",), metavar="ADDRESS")
-    progress: bool = option(True, help="Show the progress bar (episodes, frames/s) and notes (--quiet: neither).", flags=("--progress/--quiet", " /-q"))
+    progress: bool = option(
+        True,
+        help="Show the progress bar (episodes, frames/s) and notes (--quiet: neither).",
+        flags=("--progress/--quiet", " /-q"),
+    )
 
 
 class DatasetInfoConfig(ConfigBase, command="dataset info"):

@@ -55,8 +55,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from visfore.data import storage
 from visfore.core.errors import VisforeError
+from visfore.data import storage
 
 FORMAT_NAME = "visfore-dataset"
 FORMAT_VERSION = 1
@@ -171,9 +171,7 @@ class Dataset:
     def episode_rows(self, index: int) -> slice:
         """Rows of episode ``index`` (0 <= index < E); raises VisforeError when out of range."""
         if not 0 <= index < self.num_episodes:
-            raise VisforeError(
-                f"episode {index} out of range; the dataset has {self.num_episodes} episodes"
-            )
+            raise VisforeError(f"episode {index} out of range; the dataset has {self.num_episodes} episodes")
         start = 0 if index == 0 else int(self.episode_ends[index - 1])
         return slice(start, int(self.episode_ends[index]))
 
@@ -251,14 +249,10 @@ def _open_group(path: Path | str, mode: str) -> Any:
         raise VisforeError(f"{path} is not a Zarr group ({type(exc).__name__})") from None
     path = storage.display_name(path)
     if group.attrs.get("format") != FORMAT_NAME:
-        raise VisforeError(
-            f"{path} is not a visfore dataset (attrs['format'] != {FORMAT_NAME!r})"
-        )
+        raise VisforeError(f"{path} is not a visfore dataset (attrs['format'] != {FORMAT_NAME!r})")
     version = group.attrs.get("format_version")
     if version != FORMAT_VERSION:
-        raise VisforeError(
-            f"{path} has dataset format version {version}; this visfore reads {FORMAT_VERSION}"
-        )
+        raise VisforeError(f"{path} has dataset format version {version}; this visfore reads {FORMAT_VERSION}")
     missing = [k for k in DATA_KEYS if f"data/{k}" not in group] + (
         [] if "meta/episode_ends" in group else ["meta/episode_ends"]
     )
@@ -322,7 +316,7 @@ class DatasetWriter:
         attrs: Mapping[str, Any],
         chunk_frames: int = 64,
         compression_level: int = 3,
-    ) -> "DatasetWriter":
+    ) -> DatasetWriter:
         """Create an empty dataset at ``path`` (which must not exist).
 
         Args:
@@ -345,14 +339,17 @@ class DatasetWriter:
             raise VisforeError(f"{storage.display_name(path)} already exists")
         h, w, c = frame_shape
         if min(h, w, state_dim, action_dim, chunk_frames) <= 0 or c != 3:
-            raise VisforeError(
-                f"bad dataset shape: frame {frame_shape}, state {state_dim}, action {action_dim}"
-            )
+            raise VisforeError(f"bad dataset shape: frame {frame_shape}, state {state_dim}, action {action_dim}")
         storage.check_bucket(path)
         with storage.storage_errors(path, "create"):
             return cls._create(
-                path, frame_shape=frame_shape, state_dim=state_dim, action_dim=action_dim,
-                attrs=attrs, chunk_frames=chunk_frames, compression_level=compression_level,
+                path,
+                frame_shape=frame_shape,
+                state_dim=state_dim,
+                action_dim=action_dim,
+                attrs=attrs,
+                chunk_frames=chunk_frames,
+                compression_level=compression_level,
             )
 
     @classmethod
@@ -366,7 +363,7 @@ class DatasetWriter:
         attrs: Mapping[str, Any],
         chunk_frames: int,
         compression_level: int,
-    ) -> "DatasetWriter":
+    ) -> DatasetWriter:
         import zarr
 
         h, w, _ = frame_shape
@@ -390,17 +387,18 @@ class DatasetWriter:
                 chunk_key_encoding={"name": "default", "separator": "."},
             )
         group.create_array(
-            "meta/episode_ends", shape=(0,), chunks=(_SMALL_CHUNK_ROWS,), dtype="int64",
+            "meta/episode_ends",
+            shape=(0,),
+            chunks=(_SMALL_CHUNK_ROWS,),
+            dtype="int64",
             compressors=codec,
         )
         # One metadata write (attrs.update writes zarr.json once per key).
-        group.update_attributes(
-            {**dict(attrs), "format": FORMAT_NAME, "format_version": FORMAT_VERSION}
-        )
+        group.update_attributes({**dict(attrs), "format": FORMAT_NAME, "format_version": FORMAT_VERSION})
         return cls(path, group)
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> "DatasetWriter":
+    def open(cls, path: str | os.PathLike[str]) -> DatasetWriter:
         """Reopen a dataset to append more episodes.
 
         Rows of an episode that was being written when an earlier run stopped (past the
@@ -478,18 +476,13 @@ class DatasetWriter:
         for key, value in values.items():
             expected = (rows, *self._arrays[key].shape[1:])
             if value.shape != expected:
-                raise ValueError(
-                    f"episode array {key!r} has shape {value.shape}; expected {expected}"
-                )
+                raise ValueError(f"episode array {key!r} has shape {value.shape}; expected {expected}")
         if not self._buffer:
             self._buffer_since = time.monotonic()
         self._buffer.append(values)
         self._buffered_rows += rows
         index = self._num_episodes + len(self._buffer) - 1
-        if (
-            self._buffered_rows >= self.flush_rows
-            or time.monotonic() - self._buffer_since >= self.flush_seconds
-        ):
+        if self._buffered_rows >= self.flush_rows or time.monotonic() - self._buffer_since >= self.flush_seconds:
             self.flush()
         return index
 
@@ -531,7 +524,7 @@ class DatasetWriter:
         """Flush buffered episodes."""
         self.flush()
 
-    def __enter__(self) -> "DatasetWriter":
+    def __enter__(self) -> DatasetWriter:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:

@@ -130,9 +130,7 @@ def render_info(info: dict[str, Any]) -> None:
     table.add_column("value")
     steps = info["steps_per_episode"]
     requested = info["episodes_requested"]
-    table.add_row(
-        "episodes", f"{info['episodes']}" + (f" (requested {requested})" if requested else "")
-    )
+    table.add_row("episodes", f"{info['episodes']}" + (f" (requested {requested})" if requested else ""))
     table.add_row("frames (rows)", str(info["rows"]))
     table.add_row(
         "steps per episode",

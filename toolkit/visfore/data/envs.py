@@ -81,17 +81,14 @@ def resolve_env_id(name: str) -> str:
         if env_id in gym.registry:
             return env_id
         if not have_envs:
-            raise VisforeError(
-                f"env {name!r} needs the visfore_envs package, which is not importable"
-            )
+            raise VisforeError(f"env {name!r} needs the visfore_envs package, which is not importable")
         raise VisforeError(f"env {name!r} ({env_id}) is not registered by visfore_envs")
     if key in gym.registry:
         return key
     short = ", ".join(SHORT_NAMES)
     ids = ", ".join(visfore_env_ids()) or "none: visfore_envs is not importable"
     raise VisforeError(
-        f"unknown env {name!r}; valid short names: {short}; visfore ids: {ids} "
-        "(any registered Gymnasium id also works)"
+        f"unknown env {name!r}; valid short names: {short}; visfore ids: {ids} (any registered Gymnasium id also works)"
     )
 
 
@@ -164,7 +161,7 @@ def parse_kwargs(
                 try:
                     parsed = json.loads(text)
                 except json.JSONDecodeError as exc:
-                    raise VisforeError(f"{flag} {value!r} is not valid JSON ({exc.msg})")
+                    raise VisforeError(f"{flag} {value!r} is not valid JSON ({exc.msg})") from None
                 if not isinstance(parsed, dict):
                     raise VisforeError(f"{flag} {value!r} is not a JSON object")
                 result.update(parsed)
@@ -172,15 +169,11 @@ def parse_kwargs(
             for pair in _split_pairs(text):
                 key, sep, raw = pair.partition("=")
                 if not sep or not key.strip().isidentifier():
-                    raise VisforeError(
-                        f"{flag} {pair!r} is not key=value or a JSON object"
-                    )
+                    raise VisforeError(f"{flag} {pair!r} is not key=value or a JSON object")
                 result[key.strip()] = _parse_value(raw)
     reserved = sorted(set(result) & set(reserved_keys))
     if reserved:
-        raise VisforeError(
-            f"{flag} may not set {', '.join(reserved)}: the toolkit sets it"
-        )
+        raise VisforeError(f"{flag} may not set {', '.join(reserved)}: the toolkit sets it")
     try:
         return json.loads(json.dumps(result, sort_keys=True))
     except (TypeError, ValueError):
@@ -217,8 +210,7 @@ def make_env(
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         message = message.split(" was raised from the environment creator")[0]
         raise VisforeError(
-            f"cannot create {env_id} with env kwargs {json.dumps(dict(env_kwargs or {}))}: "
-            f"{message}"
+            f"cannot create {env_id} with env kwargs {json.dumps(dict(env_kwargs or {}))}: {message}"
         ) from None
 
 

@@ -103,9 +103,7 @@ def normalize(location: str | os.PathLike[str]) -> Path | str:
     if isinstance(location, os.PathLike):
         return Path(location)
     if not isinstance(location, str):
-        raise VisforeError(
-            f"a dataset location must be a path or a URL string, got {type(location).__name__}"
-        )
+        raise VisforeError(f"a dataset location must be a path or a URL string, got {type(location).__name__}")
     if not location.strip():
         raise VisforeError("empty dataset location")
     protocol = protocol_of(location)
@@ -340,7 +338,8 @@ def storage_errors(location: str | os.PathLike[str], action: str = "access") -> 
         if kind == "credentials":
             message = (
                 f"no credentials for {name} ({_first_line(exc)}): set AWS_ACCESS_KEY_ID and "
-                "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE" if protocol_of(loc) in ("s3", "s3a")
+                "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE"
+                if protocol_of(loc) in ("s3", "s3a")
                 else f"no credentials for {name} ({_first_line(exc)})"
             )
         elif kind == "denied":
@@ -375,12 +374,27 @@ def _classify(exc: BaseException) -> str | None:
         e = e.__cause__ or e.__context__
     names = {cls.__name__ for err in chain for cls in type(err).__mro__}
     modules = {type(err).__module__.split(".", 1)[0] for err in chain}
-    if names & {"NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError",
-                "InvalidConfigError", "ProfileNotFound", "DefaultCredentialsError"}:
+    if names & {
+        "NoCredentialsError",
+        "PartialCredentialsError",
+        "CredentialRetrievalError",
+        "InvalidConfigError",
+        "ProfileNotFound",
+        "DefaultCredentialsError",
+    }:
         return "credentials"
-    if names & {"EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError",
-                "ClientConnectorError", "ServerDisconnectedError", "ConnectionError",
-                "TimeoutError", "FSTimeoutError", "ProxyConnectionError", "SSLError"}:
+    if names & {
+        "EndpointConnectionError",
+        "ConnectTimeoutError",
+        "ReadTimeoutError",
+        "ClientConnectorError",
+        "ServerDisconnectedError",
+        "ConnectionError",
+        "TimeoutError",
+        "FSTimeoutError",
+        "ProxyConnectionError",
+        "SSLError",
+    }:
         return "unreachable"
     if isinstance(exc, PermissionError):
         return "denied"

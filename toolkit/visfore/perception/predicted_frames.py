@@ -26,7 +26,7 @@ episode of ``L`` frames gives ``L // (C + K)`` clips; a shorter one gives none.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -82,7 +82,7 @@ def clip_layout(episode_ends: np.ndarray, clip_length: int) -> tuple[np.ndarray,
 
 
 def predict_clips(
-    model_run: "ModelRun",
+    model_run: ModelRun,
     pixels: np.ndarray,
     actions: np.ndarray,
     episode_ends: np.ndarray,
@@ -131,9 +131,7 @@ def predict_clips(
     starts, episodes = clip_layout(episode_ends, C + K)
     if len(starts) == 0:
         longest = int(np.max(np.diff(np.concatenate([[0], episode_ends])))) if len(episode_ends) else 0
-        raise VisforeError(
-            f"no episode has {C + K} frames (context {C} + horizon {K}); the longest has {longest}"
-        )
+        raise VisforeError(f"no episode has {C + K} frames (context {C} + horizon {K}); the longest has {longest}")
     offsets = np.arange(C + K, dtype=np.int64)
     rows = starts[:, None] + offsets[None, :]  # (n, C + K)
     device = model_run.device

@@ -70,7 +70,6 @@ from visfore.core import runs
 from visfore.core.console import stdout_console
 from visfore.core.device import parse_device_spec, physical_cpu_cores, select_device
 from visfore.core.errors import VisforeError
-from visfore.data import storage
 from visfore.core.trainer import (
     Checkpointer,
     RichProgress,
@@ -82,6 +81,7 @@ from visfore.core.trainer import (
     TrainState,
     TrainTask,
 )
+from visfore.data import storage
 from visfore.perception.config import MAX_MEMORY, TranslatorConfig
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,12 @@ DEFINITIONS = {
 
 def _int_at_least(name: str, value: Any, minimum: int, maximum: int | None = None) -> None:
     flag = "--" + name.replace("_", "-")
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (maximum is not None and value > maximum):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < minimum
+        or (maximum is not None and value > maximum)
+    ):
         span = f">= {minimum}" if maximum is None else f"in {minimum}..{maximum}"
         raise VisforeError(f"{flag} must be an integer {span}, got {value!r}")
 
@@ -206,7 +211,9 @@ def env_class_for(env_id: str) -> type:
     try:
         creator = load_env_creator(entry) if isinstance(entry, str) else entry
     except Exception as exc:
-        raise VisforeError(f"cannot import the entry point {entry!r} of env {env_id} ({type(exc).__name__}: {exc})".splitlines()[0]) from None
+        raise VisforeError(
+            f"cannot import the entry point {entry!r} of env {env_id} ({type(exc).__name__}: {exc})".splitlines()[0]
+        ) from None
     if not (isinstance(creator, type) and callable(getattr(creator, "decode_state", None))):
         raise VisforeError(
             f"env {env_id} ({entry}) has no decode_state classmethod, so its joint angles and key "
@@ -251,7 +258,9 @@ def decode_dataset_states(env_cls: type, state: np.ndarray, *, env_id: str = "")
     try:
         decoded = env_cls.decode_state(state)
     except (ValueError, NotImplementedError) as exc:
-        raise VisforeError(f"cannot decode the states of env {env_id or env_cls.__name__}: {exc}".splitlines()[0]) from None
+        raise VisforeError(
+            f"cannot decode the states of env {env_id or env_cls.__name__}: {exc}".splitlines()[0]
+        ) from None
     qpos = np.asarray(decoded.get("qpos"), dtype=np.float32)
     kp = np.asarray(decoded.get("keypoints"), dtype=np.float32)
     n = state.shape[0]
@@ -312,7 +321,7 @@ def window_indices(episode_ends: np.ndarray, memory: int) -> np.ndarray:
     return np.maximum(rows[:, None] + offsets[None, :], starts[:, None])
 
 
-def augment_frames(frames: "torch.Tensor", generator: "torch.Generator") -> "torch.Tensor":
+def augment_frames(frames: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Photometric augmentation of a batch ``(B, T, 3, H, W)`` float in [0, 1] (a new tensor).
 
     Per sample (the same for its T frames): brightness ``x * U(0.9, 1.1)``, contrast about
@@ -325,7 +334,7 @@ def augment_frames(frames: "torch.Tensor", generator: "torch.Generator") -> "tor
 
     B = frames.shape[0]
 
-    def u(lo: float, hi: float, *shape: int) -> "torch.Tensor":
+    def u(lo: float, hi: float, *shape: int) -> torch.Tensor:
         return (lo + (hi - lo) * torch.rand(*shape, generator=generator)).to(frames.device)
 
     bright = u(0.9, 1.1, B, 1, 1, 1, 1)
@@ -452,14 +461,15 @@ def _load_data(config: TranslatorConfig) -> _Data:
                 "a held-out side; collect longer or more episodes, or lower --prediction-horizon"
             )
         predictions = {
-            "model": str(Path(run.run_dir).resolve()), "checkpoint": run.checkpoint,
-            "context": clips.context, "horizon": clips.horizon, "clips": int(len(clips.clip_ends)),
+            "model": str(Path(run.run_dir).resolve()),
+            "checkpoint": run.checkpoint,
+            "context": clips.context,
+            "horizon": clips.horizon,
+            "clips": int(len(clips.clip_ends)),
         }
 
     def rows(eps: np.ndarray) -> np.ndarray:
-        return np.concatenate(
-            [np.arange(starts[i], ends[i]) for e in eps for i in pieces_of[int(e)]]
-        ).astype(np.int64)
+        return np.concatenate([np.arange(starts[i], ends[i]) for e in eps for i in pieces_of[int(e)]]).astype(np.int64)
 
     loc = ds.path if isinstance(ds.path, str) else str(Path(ds.path).resolve())
     joint_names = joint_names_for(env_cls, qpos.shape[1])
@@ -490,18 +500,19 @@ def _predicted_clips(config: TranslatorConfig, ds: Any, pixels: np.ndarray) -> t
     """``(clips, run)``: the open-loop predictions of ``ds``'s clips
     (:class:`visfore.perception.predicted_frames.PredictedClips`) by the ``--on-predictions`` run
     (:class:`visfore.worldmodels.model_run.ModelRun`, also returned)."""
-    from visfore.worldmodels.model_run import load_model_run
     from visfore.perception.predicted_frames import predict_clips
+    from visfore.worldmodels.model_run import load_model_run
 
     run = load_model_run(config.on_predictions, device=config.device)
     run.check_dataset(ds)
     horizon = run.horizon if config.prediction_horizon is None else config.prediction_horizon
-    clips = predict_clips(run, pixels, ds.read("action"), ds.episode_ends, horizon,
-                          batch_size=config.eval_batch_size, seed=config.seed)
+    clips = predict_clips(
+        run, pixels, ds.read("action"), ds.episode_ends, horizon, batch_size=config.eval_batch_size, seed=config.seed
+    )
     return clips, run
 
 
-def _batch_frames(data: _Data, rows: np.ndarray, device: "torch.device") -> "torch.Tensor":
+def _batch_frames(data: _Data, rows: np.ndarray, device: torch.device) -> torch.Tensor:
     """(B, M, 3, H, W) float32 in [0, 1] on ``device`` for dataset rows ``rows``."""
     import torch
 
@@ -509,7 +520,9 @@ def _batch_frames(data: _Data, rows: np.ndarray, device: "torch.device") -> "tor
     return frames.to(device).permute(0, 1, 4, 2, 3).float().div_(255.0)
 
 
-def _predict_rows(model: Any, data: _Data, rows: np.ndarray, device: "torch.device", batch: int) -> tuple[np.ndarray, np.ndarray]:
+def _predict_rows(
+    model: Any, data: _Data, rows: np.ndarray, device: torch.device, batch: int
+) -> tuple[np.ndarray, np.ndarray]:
     import torch
 
     qs, ks = [], []
@@ -522,7 +535,7 @@ def _predict_rows(model: Any, data: _Data, rows: np.ndarray, device: "torch.devi
     return np.concatenate(qs), np.concatenate(ks)
 
 
-def _val_loss(model: Any, data: _Data, device: "torch.device", config: TranslatorConfig) -> dict[str, float]:
+def _val_loss(model: Any, data: _Data, device: torch.device, config: TranslatorConfig) -> dict[str, float]:
     import torch
 
     from visfore_models.translator import translator_loss
@@ -535,8 +548,11 @@ def _val_loss(model: Any, data: _Data, device: "torch.device", config: Translato
             r = rows[i : i + config.eval_batch_size]
             out = model(_batch_frames(data, r, device))
             losses = translator_loss(
-                out, torch.from_numpy(data.qpos[r]).to(device), torch.from_numpy(data.keypoints[r]).to(device),
-                model=model, keypoint_weight=config.keypoint_weight,
+                out,
+                torch.from_numpy(data.qpos[r]).to(device),
+                torch.from_numpy(data.keypoints[r]).to(device),
+                model=model,
+                keypoint_weight=config.keypoint_weight,
             )
             for k in sums:
                 sums[k] += float(losses[k]) * len(r)
@@ -592,7 +608,7 @@ def warmup_cosine(warmup: int, total_steps: int) -> Callable[[int], float]:
     return factor
 
 
-def _build_model(config: TranslatorConfig, data: _Data, device: "torch.device") -> tuple[Any, Any, Any]:
+def _build_model(config: TranslatorConfig, data: _Data, device: torch.device) -> tuple[Any, Any, Any]:
     """``(model, optimizer, scheduler)``: the seeded :class:`FrameTranslator` (key-point
     statistics of the training frames set), Adam, and the per-step warm-up + cosine schedule."""
     import torch
@@ -601,16 +617,22 @@ def _build_model(config: TranslatorConfig, data: _Data, device: "torch.device") 
 
     torch.manual_seed(config.seed)
     model = FrameTranslator(
-        num_joints=data.qpos.shape[1], num_keypoint_coords=data.keypoints.shape[1],
-        image_size=data.frame_size, memory=config.memory, channels=config.channels,
-        lstm_channels=config.lstm_channels, hidden=config.hidden,
+        num_joints=data.qpos.shape[1],
+        num_keypoint_coords=data.keypoints.shape[1],
+        image_size=data.frame_size,
+        memory=config.memory,
+        channels=config.channels,
+        lstm_channels=config.lstm_channels,
+        hidden=config.hidden,
     )
     train_kp = data.keypoints[data.train_rows].astype(np.float64)
     model.set_keypoint_stats(train_kp.mean(axis=0), train_kp.std(axis=0))
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     total_steps = math.ceil(len(data.train_rows) / config.batch_size) * config.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(min(WARMUP_STEPS, total_steps // 10), total_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(min(WARMUP_STEPS, total_steps // 10), total_steps)
+    )
     return model, optimizer, scheduler
 
 
@@ -632,19 +654,22 @@ def _write_run_config(run_dir: Path, config: TranslatorConfig, data: _Data, mode
     import torch
 
     runs.create_run_dir(run_dir)
-    runs.write_config(run_dir, {
-        "command": COMMAND,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "options": {**config.to_dict(), "data": data.data_location},
-        **_run_record(data),
-        "device": str(device),
-        "num_threads": torch.get_num_threads(),
-        "split": {
-            "train_episodes": [int(e) for e in data.train_episodes],
-            "val_episodes": [int(e) for e in data.val_episodes],
+    runs.write_config(
+        run_dir,
+        {
+            "command": COMMAND,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "options": {**config.to_dict(), "data": data.data_location},
+            **_run_record(data),
+            "device": str(device),
+            "num_threads": torch.get_num_threads(),
+            "split": {
+                "train_episodes": [int(e) for e in data.train_episodes],
+                "val_episodes": [int(e) for e in data.val_episodes],
+            },
+            "model": model.config(),
         },
-        "model": model.config(),
-    })
+    )
 
 
 class TranslatorTask(TrainTask):
@@ -656,8 +681,16 @@ class TranslatorTask(TrainTask):
     loop stops inside one) the held-out loss is measured (:func:`_val_loss`).
     """
 
-    def __init__(self, config: TranslatorConfig, data: _Data, model: Any, optimizer: Any, scheduler: Any,
-                 device: "torch.device", writer: Any) -> None:
+    def __init__(
+        self,
+        config: TranslatorConfig,
+        data: _Data,
+        model: Any,
+        optimizer: Any,
+        scheduler: Any,
+        device: torch.device,
+        writer: Any,
+    ) -> None:
         self.config, self.data, self.model, self.optimizer, self.scheduler = config, data, model, optimizer, scheduler
         self.device, self.writer = device, writer
         self.generator: Any = None
@@ -679,9 +712,11 @@ class TranslatorTask(TrainTask):
         if self.config.augment:
             frames = augment_frames(frames, self.generator)
         losses = translator_loss(
-            self.model(frames), torch.from_numpy(self.data.qpos[batch]).to(self.device),
+            self.model(frames),
+            torch.from_numpy(self.data.qpos[batch]).to(self.device),
             torch.from_numpy(self.data.keypoints[batch]).to(self.device),
-            model=self.model, keypoint_weight=self.config.keypoint_weight,
+            model=self.model,
+            keypoint_weight=self.config.keypoint_weight,
         )
         loss = losses["total"]
         if not torch.isfinite(loss):
@@ -730,8 +765,13 @@ class _PartialEpochCheckpointer(Checkpointer):
 
     def on_stop_mid_epoch(self, trainer: Trainer, state: TrainState) -> None:
         task: TranslatorTask = trainer.task  # type: ignore[assignment]
-        record = {"epoch": state.epoch + 1, "global_step": state.global_step, "train_loss": state.epoch_loss,
-                  **task.validate(state), "complete": False}
+        record = {
+            "epoch": state.epoch + 1,
+            "global_step": state.global_step,
+            "train_loss": state.epoch_loss,
+            **task.validate(state),
+            "complete": False,
+        }
         state.history.append(record)
         self.on_epoch_end(trainer, state, record)
         if trainer.interrupted:
@@ -750,8 +790,9 @@ def _fit(config: TranslatorConfig, task: TranslatorTask, run_dir: Path, console:
         StopOnInterrupt(),
         TimeBudget(config.time_budget),
         TensorBoardLogger(task.writer),
-        _PartialEpochCheckpointer(runs.last_checkpoint_path(run_dir), runs.best_checkpoint_path(run_dir),
-                                  monitor="val_total_loss"),
+        _PartialEpochCheckpointer(
+            runs.last_checkpoint_path(run_dir), runs.best_checkpoint_path(run_dir), monitor="val_total_loss"
+        ),
         RichProgress(steps_per_epoch * config.epochs, enabled=config.progress, unit="frames", console=console),
     ]
     return Trainer(task, epochs=config.epochs, callbacks=callbacks).fit(TrainState())
@@ -785,11 +826,21 @@ def _evaluate(model: Any, data: _Data, config: TranslatorConfig, device: Any) ->
     if data.step is not None:
         # how well the predicted frames are read, by prediction step (0 = real context)
         val_step = data.step[data.val_rows]
-        on_predictions = {**data.predictions, "keypoint_error_cm_by_step": [
-            float(translation_errors(q_pred[val_step == k], q_true[val_step == k], k_pred[val_step == k],
-                                     k_true[val_step == k], axes_per_keypoint=d)["keypoint_error_cm"].mean())
-            for k in range(int(val_step.max()) + 1)
-        ]}
+        on_predictions = {
+            **data.predictions,
+            "keypoint_error_cm_by_step": [
+                float(
+                    translation_errors(
+                        q_pred[val_step == k],
+                        q_true[val_step == k],
+                        k_pred[val_step == k],
+                        k_true[val_step == k],
+                        axes_per_keypoint=d,
+                    )["keypoint_error_cm"].mean()
+                )
+                for k in range(int(val_step.max()) + 1)
+            ],
+        }
     return {
         "model": model_block,
         "mean_predictor": base_block,
@@ -876,8 +927,10 @@ def print_translator_table(metrics: Mapping[str, Any], console: Any = None) -> N
     from rich.table import Table
 
     console = console or stdout_console(highlight=False)
-    table = Table(title=f"visfore train-translator: {metrics['env_id']}, {metrics['num_val_frames']} held-out frames "
-                        f"({metrics['num_val_episodes']} episodes)")
+    table = Table(
+        title=f"visfore train-translator: {metrics['env_id']}, {metrics['num_val_frames']} held-out frames "
+        f"({metrics['num_val_episodes']} episodes)"
+    )
     table.add_column("quantity")
     table.add_column("unit")
     table.add_column("model", justify="right")

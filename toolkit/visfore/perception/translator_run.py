@@ -137,7 +137,7 @@ class TranslatorRun:
 
 def load_translator_run(
     run_dir: str | os.PathLike[str],
-    device: "torch.device | str | None" = None,
+    device: torch.device | str | None = None,
     *,
     checkpoint: str = "last",
 ) -> TranslatorRun:
@@ -183,7 +183,9 @@ def load_translator_run(
     try:
         model = load_translator(state["translator"], device=dev)
     except (ValueError, RuntimeError, TypeError) as exc:
-        raise VisforeError(f"cannot rebuild the translator of {path} ({type(exc).__name__}: {exc})".splitlines()[0]) from None
+        raise VisforeError(
+            f"cannot rebuild the translator of {path} ({type(exc).__name__}: {exc})".splitlines()[0]
+        ) from None
     metrics = None
     metrics_path = run_dir / runs.METRICS_NAME
     if metrics_path.is_file():

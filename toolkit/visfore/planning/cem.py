@@ -78,12 +78,13 @@ class CEMConfig:
         """T = blocks * repeat, steps per action sequence."""
         return self.blocks * self.repeat
 
-    def validate(self) -> "CEMConfig":
+    def validate(self) -> CEMConfig:
         """Check every field; returns self.
 
         Raises:
             VisforeError: one line naming the bad value and the allowed range.
         """
+
         def integer(name: str, value: Any, low: int) -> None:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise VisforeError(f"--{name} must be an integer >= {low}, got {value!r}")
@@ -154,7 +155,7 @@ def shift_mean(mean: Any, steps: int, repeat: int, fill: Any) -> Any:
     B = mean.shape[0]
     per_step = expand_blocks(mean, repeat)
     pad = fill.to(mean).expand(min(int(steps), per_step.shape[0]), -1)
-    shifted = torch.cat([per_step[int(steps):], pad], dim=0)
+    shifted = torch.cat([per_step[int(steps) :], pad], dim=0)
     return shifted.reshape(B, int(repeat), -1).mean(dim=1)
 
 
@@ -246,11 +247,13 @@ def cem(
         a = config.alpha
         mean = a * mean + (1 - a) * new_mean
         std = torch.maximum(a * std + (1 - a) * new_std, min_std)
-        history.append({
-            "best": c0,
-            "elite_mean": float(costs[elite_idx].mean()),
-            "mean_cost": float(costs.mean()),
-        })
+        history.append(
+            {
+                "best": c0,
+                "elite_mean": float(costs[elite_idx].mean()),
+                "mean_cost": float(costs.mean()),
+            }
+        )
     return CEMResult(
         actions=best_actions,
         cost=best_cost,

@@ -101,8 +101,9 @@ def scale_action_box(low: Any, high: Any, scale: float) -> tuple[np.ndarray, np.
     return (centre - scale * half).astype(np.float32), (centre + scale * half).astype(np.float32)
 
 
-def make_goal_env(env_id: str, env_kwargs: Mapping[str, Any] | None, size: Sequence[int] | int,
-                  **overrides: Any) -> Any:
+def make_goal_env(
+    env_id: str, env_kwargs: Mapping[str, Any] | None, size: Sequence[int] | int, **overrides: Any
+) -> Any:
     """The real goal-reaching env with ``(H, W)`` frames in ``obs_mode="state+pixels"``.
 
     Args:
@@ -156,8 +157,7 @@ def make_goal_env(env_id: str, env_kwargs: Mapping[str, Any] | None, size: Seque
     if not callable(getattr(env.unwrapped, "render_goal", None)):
         env.close()
         raise VisforeError(
-            f"{env_id} is not a goal-reaching env (no render_goal(); use a KeypointTargetEnv "
-            "such as ReacherPlane-v0)"
+            f"{env_id} is not a goal-reaching env (no render_goal(); use a KeypointTargetEnv such as ReacherPlane-v0)"
         )
     return env
 
@@ -249,8 +249,9 @@ def _upscale(frame: np.ndarray, scale: int) -> np.ndarray:
     return np.repeat(np.repeat(frame, scale, axis=0), scale, axis=1)
 
 
-def goal_panel(real: np.ndarray, goal: np.ndarray, imagined: np.ndarray | None = None,
-               *, scale: int = GIF_SCALE, gap: int = 2) -> np.ndarray:
+def goal_panel(
+    real: np.ndarray, goal: np.ndarray, imagined: np.ndarray | None = None, *, scale: int = GIF_SCALE, gap: int = 2
+) -> np.ndarray:
     """One GIF frame: ``[real | imagined | goal]`` side by side (``imagined`` left out when
     None), each ``(H, W, 3)`` uint8 upscaled ``scale`` times (nearest), white gaps of
     ``gap`` pixels. Returns ``(scale*H, n*scale*W + (n-1)*gap, 3)`` uint8."""
@@ -347,8 +348,9 @@ def run_goal_episodes(
     results: list[GoalEpisode] = []
     try:
         base = env.unwrapped
-        threshold = float(success_threshold if success_threshold is not None
-                          else getattr(base, "success_threshold", math.nan))
+        threshold = float(
+            success_threshold if success_threshold is not None else getattr(base, "success_threshold", math.nan)
+        )
         A = int(np.prod(env.action_space.shape))
         limit = int(steps) if steps is not None else MAX_EPISODE_STEPS
         for k in range(int(first_episode), int(first_episode) + int(episodes)):
@@ -369,9 +371,7 @@ def run_goal_episodes(
                 action = np.asarray(controller.act(obs, info), dtype=np.float32)
                 spent += time.perf_counter() - t0
                 if action.shape != (A,):
-                    raise VisforeError(
-                        f"controller {name} returned an action of shape {action.shape}, expected ({A},)"
-                    )
+                    raise VisforeError(f"controller {name} returned an action of shape {action.shape}, expected ({A},)")
                 obs, reward, terminated, truncated, info = env.step(action)
                 t += 1
                 ret += float(reward)
@@ -382,9 +382,7 @@ def run_goal_episodes(
                     break
             else:
                 if steps is None:
-                    raise VisforeError(
-                        f"episode {k} did not end after {MAX_EPISODE_STEPS} steps; give steps"
-                    )
+                    raise VisforeError(f"episode {k} did not end after {MAX_EPISODE_STEPS} steps; give steps")
             final = distances[-1] if distances else d0
             result = GoalEpisode(
                 controller=name,
@@ -424,8 +422,7 @@ def _stats(values: Sequence[float]) -> dict[str, float]:
     }
 
 
-def summarize_goal_episodes(episodes: Sequence[GoalEpisode],
-                            thresholds: Sequence[float] = ()) -> dict[str, dict]:
+def summarize_goal_episodes(episodes: Sequence[GoalEpisode], thresholds: Sequence[float] = ()) -> dict[str, dict]:
     """Aggregate episodes per controller (in order of first appearance).
 
     Args:

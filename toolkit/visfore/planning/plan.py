@@ -105,9 +105,13 @@ def validate_config(config: PlanConfig) -> PlanConfig:
     Raises:
         VisforeError: one line naming the bad value and what is allowed.
     """
+
     def integer(name: str, value: Any, low: int, high: int | None = None) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low or (
-            high is not None and value > high
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, np.integer))
+            or value < low
+            or (high is not None and value > high)
         ):
             allowed = f">= {low}" if high is None else f"in {low}..{high}"
             raise VisforeError(f"--{name} must be an integer {allowed}, got {value!r}")
@@ -117,8 +121,11 @@ def validate_config(config: PlanConfig) -> PlanConfig:
         if not ok:
             raise VisforeError(f"--{name} must be {'>' if strict else '>='} 0, got {value!r}")
 
-    c = replace(config, controllers=parse_controllers(config.controllers),
-                extra_thresholds=parse_thresholds(config.extra_thresholds))
+    c = replace(
+        config,
+        controllers=parse_controllers(config.controllers),
+        extra_thresholds=parse_thresholds(config.extra_thresholds),
+    )
     integer("episodes", c.episodes, 1, MAX_EPISODES)
     if c.steps is not None:
         integer("steps", c.steps, 1)
@@ -126,9 +133,7 @@ def validate_config(config: PlanConfig) -> PlanConfig:
     c.cem_config.validate()
     integer("replan-every", c.replan_every, 1)
     if c.replan_every > c.horizon:
-        raise VisforeError(
-            f"--replan-every {c.replan_every} must be <= the horizon blocks x repeat = {c.horizon}"
-        )
+        raise VisforeError(f"--replan-every {c.replan_every} must be <= the horizon blocks x repeat = {c.horizon}")
     check_action_scale(c.action_scale)
     c.check_choices()  # cost, cost_frames, oracle_cost, checkpoint, execute (Literal choices)
     positive("pixel-weight", c.pixel_weight, strict=False)
@@ -349,8 +354,15 @@ class CEMController:
 
     name = "cem"
 
-    def __init__(self, cem_config: CEMConfig, replan_every: int = 1, action_scale: float = 1.0,
-                 device: Any = "cpu", warm_start: bool = True, shrink_horizon: bool = True) -> None:
+    def __init__(
+        self,
+        cem_config: CEMConfig,
+        replan_every: int = 1,
+        action_scale: float = 1.0,
+        device: Any = "cpu",
+        warm_start: bool = True,
+        shrink_horizon: bool = True,
+    ) -> None:
         import torch
 
         self.cem_config = cem_config.validate()
@@ -457,8 +469,7 @@ class LearnedCEMController(CEMController):
                  translator: Translator | None = None, batch_chunk: int = 0,
                  pixel_blur: float = 0.0, amp: bool = False,
                  shrink_horizon: bool = True) -> None:  # fmt: skip
-        super().__init__(cem_config, replan_every, action_scale, model_run.device,
-                         shrink_horizon=shrink_horizon)
+        super().__init__(cem_config, replan_every, action_scale, model_run.device, shrink_horizon=shrink_horizon)
         if "keypoints" in cost and translator is None:
             raise VisforeError(f"--cost {cost} needs a translator (--translator RUN)")
         self.model_run = model_run
@@ -519,9 +530,7 @@ class LearnedCEMController(CEMController):
             seed = int(torch.randint(0, 2**62, (1,), generator=self._gen, device=self.device))
         dev = self.device.type
         amp_dtype = torch.bfloat16 if dev == "cpu" else torch.float16
-        with torch.no_grad(), sample_seed(seed, self.device), torch.autocast(
-            dev, dtype=amp_dtype, enabled=self.amp
-        ):
+        with torch.no_grad(), sample_seed(seed, self.device), torch.autocast(dev, dtype=amp_dtype, enabled=self.amp):
             return self.model_run.model(ctx, seq).float()
 
     def _score(self, frames: Any) -> Any:
@@ -546,7 +555,7 @@ class LearnedCEMController(CEMController):
         t0 = time.perf_counter()
         n = actions.shape[0]
         chunk = self.batch_chunk or n
-        out = torch.cat([self._score(self._predict(actions[i:i + chunk])) for i in range(0, n, chunk)])
+        out = torch.cat([self._score(self._predict(actions[i : i + chunk])) for i in range(0, n, chunk)])
         self.forward_seconds += time.perf_counter() - t0
         return out
 
@@ -593,7 +602,9 @@ class OracleCEMController(CEMController):
         base = env.unwrapped
         for attr in ("model", "data", "scene_model", "scene_data", "frame_skip", "keypoint_sites"):
             if not hasattr(base, attr):
-                raise VisforeError(f"the oracle needs a visfore MuJoCo key-point env (no {attr!r} on {type(base).__name__})")
+                raise VisforeError(
+                    f"the oracle needs a visfore MuJoCo key-point env (no {attr!r} on {type(base).__name__})"
+                )
         renderer = getattr(base, "_renderer", None)
         if renderer is None:
             raise VisforeError(f"the oracle needs the env's renderer ({type(base).__name__} has none)")
@@ -834,7 +845,9 @@ def write_report(out: Path, meta: Mapping[str, Any], episodes: Sequence[Any]) ->
     fields.remove("distances")
     files["episodes.csv"] = write_csv(out / "episodes.csv", fields, [e.row() for e in episodes])
     files["episodes.json"] = runs.write_json(out / "episodes.json", jsonable([e.to_dict() for e in episodes]))
-    files["summary.json"] = runs.write_json(out / "summary.json", jsonable({"meta": dict(meta), "controllers": summary}))
+    files["summary.json"] = runs.write_json(
+        out / "summary.json", jsonable({"meta": dict(meta), "controllers": summary})
+    )
     threshold = float(meta.get("success_threshold") or math.nan)
     plot = _distance_plot(episodes, out / "distance.png", threshold)
     if plot is not None:
@@ -848,26 +861,41 @@ def write_report(out: Path, meta: Mapping[str, Any], episodes: Sequence[Any]) ->
         ("model", meta.get("model") or "-"),
         ("model budget", meta.get("model_budget") or "-"),
         ("goal", meta.get("goal")),
-        ("CEM", f"{budget.get('iterations')} iterations x {budget.get('samples')} samples, "
-                f"{budget.get('elites')} elites, horizon {budget.get('horizon')} steps "
-                f"({budget.get('blocks')} blocks x {budget.get('repeat')} repeat), replan every "
-                f"{budget.get('replan_every')} step(s)"
-                f"{' (horizon shrinks to the episode end)' if budget.get('shrink_horizon') else ''}, init std {budget.get('init_std')} / min std "
-                f"{budget.get('min_std')} half-ranges, alpha {budget.get('alpha')}, executes the "
-                f"{'final elite mean' if budget.get('execute') == 'mean' else 'best sample'}"),
-        ("action bounds", f"{_fmt_list(meta.get('action_low'))} .. {_fmt_list(meta.get('action_high'))} (action scale "
-                          f"{meta.get('action_scale')}; CEM and random; a through-model policy "
-                          "keeps its own bounds)"),
-        ("cost (learned)", f"{meta.get('cost')} on {meta.get('cost_frames')} frame(s), "
-                           f"Gaussian blur sigma {meta.get('pixel_blur')} px"
-                           + (f", translator {meta.get('translator')}" if meta.get("translator") else "")),
+        (
+            "CEM",
+            f"{budget.get('iterations')} iterations x {budget.get('samples')} samples, "
+            f"{budget.get('elites')} elites, horizon {budget.get('horizon')} steps "
+            f"({budget.get('blocks')} blocks x {budget.get('repeat')} repeat), replan every "
+            f"{budget.get('replan_every')} step(s)"
+            f"{' (horizon shrinks to the episode end)' if budget.get('shrink_horizon') else ''}, init std {budget.get('init_std')} / min std "
+            f"{budget.get('min_std')} half-ranges, alpha {budget.get('alpha')}, executes the "
+            f"{'final elite mean' if budget.get('execute') == 'mean' else 'best sample'}",
+        ),
+        (
+            "action bounds",
+            f"{_fmt_list(meta.get('action_low'))} .. {_fmt_list(meta.get('action_high'))} (action scale "
+            f"{meta.get('action_scale')}; CEM and random; a through-model policy "
+            "keeps its own bounds)",
+        ),
+        (
+            "cost (learned)",
+            f"{meta.get('cost')} on {meta.get('cost_frames')} frame(s), "
+            f"Gaussian blur sigma {meta.get('pixel_blur')} px"
+            + (f", translator {meta.get('translator')}" if meta.get("translator") else ""),
+        ),
         ("cost (oracle)", str(meta.get("oracle_cost_resolved"))),
-        ("episodes", f"{meta.get('episodes_done')} of {meta.get('episodes')} per controller, "
-                     f"{meta.get('steps_per_episode')} steps, seed {meta.get('seed')}"
-                     + (" (interrupted)" if meta.get("interrupted") else "")),
+        (
+            "episodes",
+            f"{meta.get('episodes_done')} of {meta.get('episodes')} per controller, "
+            f"{meta.get('steps_per_episode')} steps, seed {meta.get('seed')}"
+            + (" (interrupted)" if meta.get("interrupted") else ""),
+        ),
         ("success", f"final key-point distance < {threshold:g} m"),
-        ("device", f"{meta.get('device')}, {meta.get('torch_threads')} torch thread(s)"
-                   + (", mixed precision (autocast)" if meta.get("amp") else "")),
+        (
+            "device",
+            f"{meta.get('device')}, {meta.get('torch_threads')} torch thread(s)"
+            + (", mixed precision (autocast)" if meta.get("amp") else ""),
+        ),
         ("wall time", f"{meta.get('seconds', 0):.0f} s"),
         ("created", str(meta.get("created"))),
         ("command", f"`{meta.get('command')}`"),
@@ -914,7 +942,7 @@ def write_report(out: Path, meta: Mapping[str, Any], episodes: Sequence[Any]) ->
                 continue
             shown.add(ctrl)
             uri = "data:image/gif;base64," + base64.b64encode(g.read_bytes()).decode("ascii")
-            body.append(f"<p>{esc(g.name)}<br><img alt=\"{esc(g.name)}\" src=\"{uri}\"></p>")
+            body.append(f'<p>{esc(g.name)}<br><img alt="{esc(g.name)}" src="{uri}"></p>')
     files["report.html"] = runs.atomic_write_text(out / "report.html", html_page("visfore plan", body))
     return {"summary": summary, "files": files}
 
@@ -956,17 +984,17 @@ class _PlanSetup:
     """What a plan run needs, loaded and checked before anything is written."""
 
     config: PlanConfig
-    device: Any                        # torch.device
-    model_run: Any                     # visfore.worldmodels.model_run.ModelRun or None
+    device: Any  # torch.device
+    model_run: Any  # visfore.worldmodels.model_run.ModelRun or None
     env_id: str
     env_kwargs: dict[str, Any]
-    size: tuple[int, int]              # (H, W) frames
-    goal_frame: np.ndarray | None      # (H, W, 3) uint8 from --goal
+    size: tuple[int, int]  # (H, W) frames
+    goal_frame: np.ndarray | None  # (H, W, 3) uint8 from --goal
     make_env: Callable[[], Any]
-    low: np.ndarray                    # (A,) action bounds after --action-scale
+    low: np.ndarray  # (A,) action bounds after --action-scale
     high: np.ndarray
-    threshold: float                   # success threshold, metres
-    steps: int | None                  # actions per episode
+    threshold: float  # success threshold, metres
+    steps: int | None  # actions per episode
     controllers: list[Any]
 
 
@@ -1001,14 +1029,27 @@ def _prepare(config: PlanConfig) -> _PlanSetup:
         if model_run is not None and action_dim != model_run.action_dim:
             raise VisforeError(f"{env_id} has {action_dim}-dim actions but the model takes {model_run.action_dim}")
         low, high = action_bounds(probe, config.action_scale)
-        threshold = float(config.success_threshold if config.success_threshold is not None
-                          else probe.unwrapped.success_threshold)
+        threshold = float(
+            config.success_threshold if config.success_threshold is not None else probe.unwrapped.success_threshold
+        )
         steps = config.steps or getattr(probe.spec, "max_episode_steps", None)
     finally:
         probe.close()
-    return _PlanSetup(config=config, device=device, model_run=model_run, env_id=env_id, env_kwargs=env_kwargs,
-                      size=size, goal_frame=goal_frame, make_env=make_env, low=low, high=high, threshold=threshold,
-                      steps=steps, controllers=_make_controllers(config, model_run, translator, device))
+    return _PlanSetup(
+        config=config,
+        device=device,
+        model_run=model_run,
+        env_id=env_id,
+        env_kwargs=env_kwargs,
+        size=size,
+        goal_frame=goal_frame,
+        make_env=make_env,
+        low=low,
+        high=high,
+        threshold=threshold,
+        steps=steps,
+        controllers=_make_controllers(config, model_run, translator, device),
+    )
 
 
 def _output_dir(config: PlanConfig) -> Path:
@@ -1020,8 +1061,10 @@ def _output_dir(config: PlanConfig) -> Path:
     """
     from visfore.core import runs
 
-    out = Path(config.out) if config.out else (
-        runs.resolve_run_dir(COMMAND, name=config.name) if config.name else _default_out()
+    out = (
+        Path(config.out)
+        if config.out
+        else (runs.resolve_run_dir(COMMAND, name=config.name) if config.name else _default_out())
     )
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise VisforeError(f"output directory {out} already exists and is not empty; choose another --out")
@@ -1064,11 +1107,18 @@ def _meta(setup: _PlanSetup, out: Path) -> dict[str, Any]:
         "goal": str(config.goal) if config.goal else "the env's target pose rendered (render_goal)",
         "controllers": [getattr(c, "name", "?") for c in setup.controllers],
         "budget": {
-            "iterations": config.iterations, "samples": config.samples, "elites": config.elites,
-            "blocks": config.blocks, "repeat": config.repeat, "horizon": config.horizon,
-            "replan_every": config.replan_every, "shrink_horizon": config.shrink_horizon,
+            "iterations": config.iterations,
+            "samples": config.samples,
+            "elites": config.elites,
+            "blocks": config.blocks,
+            "repeat": config.repeat,
+            "horizon": config.horizon,
+            "replan_every": config.replan_every,
+            "shrink_horizon": config.shrink_horizon,
             "init_std": config.init_std,
-            "min_std": config.min_std, "alpha": config.alpha, "execute": config.execute,
+            "min_std": config.min_std,
+            "alpha": config.alpha,
+            "execute": config.execute,
         },  # fmt: skip
         "action_scale": config.action_scale,
         "action_low": setup.low.tolist(),

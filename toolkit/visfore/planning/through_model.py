@@ -76,7 +76,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -98,7 +98,7 @@ from visfore.core.trainer import (
     TrainState,
     TrainTask,
 )
-from visfore.planning.config import DEFAULT_EVAL_EPISODES, ThroughModelConfig
+from visfore.planning.config import ThroughModelConfig
 from visfore.planning.goal_reaching import check_action_scale, evaluation_env_kwargs, scale_action_box
 
 log = logging.getLogger(__name__)
@@ -133,8 +133,19 @@ EXTRA_THRESHOLDS = (0.05,)
 #: Default iterations when neither --iterations nor --time-budget is given.
 DEFAULT_ITERATIONS = 1000
 #: Options that may change on ``--resume`` (they do not change what is trained).
-RUNTIME_OPTIONS = ("resume", "device", "progress", "iterations", "time_budget", "num_threads",
-                   "eval_episodes", "eval_steps", "eval_seed", "success_threshold", "gifs")
+RUNTIME_OPTIONS = (
+    "resume",
+    "device",
+    "progress",
+    "iterations",
+    "time_budget",
+    "num_threads",
+    "eval_episodes",
+    "eval_steps",
+    "eval_seed",
+    "success_threshold",
+    "gifs",
+)
 
 
 # ---------------------------------------------------------------------------------------
@@ -241,9 +252,19 @@ class GoalPolicyNet(nn.Module):
 
     CNN_CHANNELS = (32, 64, 64, 64)
 
-    def __init__(self, *, net: str = "cnn", image_size: Sequence[int] = (64, 64), action_dim: int = 2,
-                 action_low: Sequence[float] | None = None, action_high: Sequence[float] | None = None,
-                 frames: int = 1, prev_action: bool = True, hidden: int = 256, mlp_size: int = 16) -> None:
+    def __init__(
+        self,
+        *,
+        net: str = "cnn",
+        image_size: Sequence[int] = (64, 64),
+        action_dim: int = 2,
+        action_low: Sequence[float] | None = None,
+        action_high: Sequence[float] | None = None,
+        frames: int = 1,
+        prev_action: bool = True,
+        hidden: int = 256,
+        mlp_size: int = 16,
+    ) -> None:
         super().__init__()
         if net not in POLICY_NETS:
             raise ValueError(f"policy net must be one of {', '.join(POLICY_NETS)}, got {net!r}")
@@ -254,15 +275,20 @@ class GoalPolicyNet(nn.Module):
         if low.shape != (A,) or high.shape != (A,) or not np.all(low < high):
             raise ValueError(f"action bounds must be two ({A},) arrays with low < high, got {low} and {high}")
         self.net, self.image_size, self.action_dim = net, (H, W), A
-        self.frames, self.use_prev_action, self.hidden, self.mlp_size = int(frames), bool(prev_action), int(hidden), int(mlp_size)
+        self.frames, self.use_prev_action, self.hidden, self.mlp_size = (
+            int(frames),
+            bool(prev_action),
+            int(hidden),
+            int(mlp_size),
+        )
         self.register_buffer("action_low", torch.from_numpy(low))
         self.register_buffer("action_high", torch.from_numpy(high))
         in_ch = 3 * (self.frames + 1)
         extra = A if self.use_prev_action else 0
         if net == "cnn":
             n = len(self.CNN_CHANNELS)
-            if H < 2 ** n or W < 2 ** n:
-                raise ValueError(f"the cnn policy needs frames of at least {2 ** n}x{2 ** n}, got {H}x{W}")
+            if H < 2**n or W < 2**n:
+                raise ValueError(f"the cnn policy needs frames of at least {2**n}x{2**n}, got {H}x{W}")
             layers: list[nn.Module] = []
             c = in_ch
             for out in self.CNN_CHANNELS:
@@ -277,8 +303,11 @@ class GoalPolicyNet(nn.Module):
                 raise ValueError(f"mlp_size {s} exceeds the frame size {H}x{W}")
             self.encoder = nn.Sequential(nn.AdaptiveAvgPool2d((s, s)), nn.Flatten())
             self.head = nn.Sequential(
-                nn.Linear(in_ch * s * s + extra, self.hidden), nn.ReLU(),
-                nn.Linear(self.hidden, self.hidden), nn.ReLU(), nn.Linear(self.hidden, A),
+                nn.Linear(in_ch * s * s + extra, self.hidden),
+                nn.ReLU(),
+                nn.Linear(self.hidden, self.hidden),
+                nn.ReLU(),
+                nn.Linear(self.hidden, A),
             )
         last = self.head[-1]
         nn.init.uniform_(last.weight, -3e-3, 3e-3)
@@ -287,10 +316,14 @@ class GoalPolicyNet(nn.Module):
     def config(self) -> dict[str, Any]:
         """Keyword arguments that rebuild this net (YAML/JSON-plain)."""
         return {
-            "net": self.net, "image_size": list(self.image_size), "action_dim": self.action_dim,
+            "net": self.net,
+            "image_size": list(self.image_size),
+            "action_dim": self.action_dim,
             "action_low": [float(x) for x in self.action_low.cpu()],
             "action_high": [float(x) for x in self.action_high.cpu()],
-            "frames": self.frames, "prev_action": self.use_prev_action, "hidden": self.hidden,
+            "frames": self.frames,
+            "prev_action": self.use_prev_action,
+            "hidden": self.hidden,
             "mlp_size": self.mlp_size,
         }
 
@@ -300,7 +333,9 @@ class GoalPolicyNet(nn.Module):
         half = (self.action_high - self.action_low) / 2
         return (action - mid) / half
 
-    def forward(self, frames: torch.Tensor, goal: torch.Tensor, prev_action: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, frames: torch.Tensor, goal: torch.Tensor, prev_action: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Actions ``(B, A)`` for ``frames (B, F, 3, H, W)``, ``goal (B, 3, H, W)``,
         ``prev_action (B, A)`` (see the class docstring)."""
         B = frames.shape[0]
@@ -356,9 +391,16 @@ class Imagination:
         if self.mode not in IMAGINATION_MODES:
             raise ValueError(f"imagination mode must be one of {', '.join(IMAGINATION_MODES)}, got {self.mode!r}")
 
-    def rollout(self, policy: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
-                context_frames: torch.Tensor, context_actions: torch.Tensor, goal: torch.Tensor,
-                horizon: int, *, frames: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    def rollout(
+        self,
+        policy: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+        context_frames: torch.Tensor,
+        context_actions: torch.Tensor,
+        goal: torch.Tensor,
+        horizon: int,
+        *,
+        frames: int = 1,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Imagine ``horizon`` steps.
 
         Args:
@@ -392,7 +434,7 @@ class Imagination:
                 _, state = model.step(history[t], taken[t], state)
         elif self.mode == "framestack":
             for t in range(C - 1):
-                _, state = model.step(history[: t + 1][-model.stack:], taken[t], state)
+                _, state = model.step(history[: t + 1][-model.stack :], taken[t], state)
         preds: list[torch.Tensor] = []
         chosen: list[torch.Tensor] = []
         for _ in range(int(horizon)):
@@ -400,10 +442,10 @@ class Imagination:
             if self.mode == "recurrent":
                 pred, state = model.step(history[-1], a, state)
             elif self.mode == "framestack":
-                pred, state = model.step(history[-model.stack:], a, state)
+                pred, state = model.step(history[-model.stack :], a, state)
             else:
                 window = torch.stack(history[-C:], dim=1)
-                acts = torch.stack(taken[len(taken) - (C - 1):] + [a], dim=1) if C > 1 else a[:, None]
+                acts = torch.stack(taken[len(taken) - (C - 1) :] + [a], dim=1) if C > 1 else a[:, None]
                 pred = model(window, acts)[:, 0]
             history.append(pred)
             taken.append(a)
@@ -429,8 +471,15 @@ def _pyramid_mse(pred: torch.Tensor, goal: torch.Tensor, scales: int) -> torch.T
     return total / n
 
 
-def goal_loss(predictions: torch.Tensor, goal: torch.Tensor, scaled_actions: torch.Tensor, *,
-              steps: str = "final", scales: int = 1, action_penalty: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+def goal_loss(
+    predictions: torch.Tensor,
+    goal: torch.Tensor,
+    scaled_actions: torch.Tensor,
+    *,
+    steps: str = "final",
+    scales: int = 1,
+    action_penalty: float = 0.0,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """The training loss of the through-model policy.
 
     Args:
@@ -485,10 +534,10 @@ class _StartGoalSampler:
     ``episodes``: the episodes to draw from (each with at least C frames).
     """
 
-    pixels: np.ndarray          # (N, 3, H, W) uint8
-    actions: np.ndarray         # (N, A) float32
-    starts: np.ndarray          # (E,) first row of each usable episode
-    lengths: np.ndarray         # (E,) rows of each usable episode
+    pixels: np.ndarray  # (N, 3, H, W) uint8
+    actions: np.ndarray  # (N, A) float32
+    starts: np.ndarray  # (E,) first row of each usable episode
+    lengths: np.ndarray  # (E,) rows of each usable episode
     context: int
 
     def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -513,8 +562,9 @@ def _sampler(source: Any, episodes: Sequence[int], context: int, what: str) -> _
     eps = eps[source.episode_lengths[eps] >= context] if eps.size else eps
     if eps.size == 0:
         raise VisforeError(f"no {what} episode has at least {context} frames (the model's context)")
-    return _StartGoalSampler(source.pixels, source.actions, source.episode_starts[eps],
-                             source.episode_lengths[eps], context)
+    return _StartGoalSampler(
+        source.pixels, source.actions, source.episode_starts[eps], source.episode_lengths[eps], context
+    )
 
 
 def _to_float(x: np.ndarray, device: Any) -> torch.Tensor:
@@ -544,9 +594,16 @@ class ThroughModelPolicy:
     name = "through-model"
     imagined: np.ndarray | None = None
 
-    def __init__(self, net: GoalPolicyNet, *, device: Any = "cpu", env_id: str | None = None,
-                 env_kwargs: Mapping[str, Any] | None = None, run_dir: Path | None = None,
-                 name: str = "through-model") -> None:
+    def __init__(
+        self,
+        net: GoalPolicyNet,
+        *,
+        device: Any = "cpu",
+        env_id: str | None = None,
+        env_kwargs: Mapping[str, Any] | None = None,
+        run_dir: Path | None = None,
+        name: str = "through-model",
+    ) -> None:
         self.net = net.eval()
         self.device = torch.device(device)
         self.env_id, self.env_kwargs, self.run_dir = env_id, dict(env_kwargs or {}), run_dir
@@ -569,8 +626,9 @@ class ThroughModelPolicy:
         frame = np.asarray(frame)
         H, W = self.image_size
         if frame.shape != (H, W, 3) or frame.dtype != np.uint8:
-            raise VisforeError(f"the through-model policy takes ({H}, {W}, 3) uint8 frames; the {what} is "
-                               f"{frame.dtype} {frame.shape}")
+            raise VisforeError(
+                f"the through-model policy takes ({H}, {W}, 3) uint8 frames; the {what} is {frame.dtype} {frame.shape}"
+            )
         return _to_float(frame, self.device).permute(2, 0, 1).contiguous()
 
     def reset(self, env: Any, obs: dict, goal_frame: np.ndarray, rng: np.random.Generator) -> None:
@@ -649,8 +707,9 @@ def load_through_model_policy(run_dir: str | Path, device: Any = None, checkpoin
     dev = device if isinstance(device, torch.device) else select_device(str(device or "cpu"))
     net = _net_from_state(runs.load_checkpoint(path, map_location=dev), path, dev)
     env = saved.get("env") if isinstance(saved.get("env"), dict) else {}
-    return ThroughModelPolicy(net, device=dev, env_id=env.get("id"), env_kwargs=env.get("kwargs") or {},
-                              run_dir=run_dir)
+    return ThroughModelPolicy(
+        net, device=dev, env_id=env.get("id"), env_kwargs=env.get("kwargs") or {}, run_dir=run_dir
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -671,10 +730,19 @@ def _json_safe(x: Any) -> Any:
     return x
 
 
-def evaluate_in_env(policy: ThroughModelPolicy, env_id: str, env_kwargs: Mapping[str, Any] | None,
-                    size: Sequence[int], *, episodes: int, seed: int, steps: int | None = None,
-                    success_threshold: float | None = None, gif_dir: Path | None = None,
-                    progress: bool = False) -> tuple[list[Any], dict[str, Any]]:
+def evaluate_in_env(
+    policy: ThroughModelPolicy,
+    env_id: str,
+    env_kwargs: Mapping[str, Any] | None,
+    size: Sequence[int],
+    *,
+    episodes: int,
+    seed: int,
+    steps: int | None = None,
+    success_threshold: float | None = None,
+    gif_dir: Path | None = None,
+    progress: bool = False,
+) -> tuple[list[Any], dict[str, Any]]:
     """Run ``policy`` for ``episodes`` real episodes (:func:`visfore.planning.goal_reaching.run_goal_episodes`,
     episode k reset with ``SeedSequence([seed, k])``, as ``visfore plan``).
 
@@ -686,14 +754,19 @@ def evaluate_in_env(policy: ThroughModelPolicy, env_id: str, env_kwargs: Mapping
     Raises:
         VisforeError: the env cannot be made, frames of another size than the policy's.
     """
-    from visfore.planning.goal_reaching import make_goal_env, run_goal_episodes, summarize_goal_episodes
     from visfore.core.progress import episode_progress
+    from visfore.planning.goal_reaching import make_goal_env, run_goal_episodes, summarize_goal_episodes
 
     with episode_progress(progress, "episodes") as bar:
         task = bar.add_task(f"eval {policy.name}", total=episodes)
         eps = run_goal_episodes(
-            lambda: make_goal_env(env_id, env_kwargs, tuple(size)), policy, episodes=episodes, seed=seed,
-            steps=steps, success_threshold=success_threshold, gif_dir=gif_dir,
+            lambda: make_goal_env(env_id, env_kwargs, tuple(size)),
+            policy,
+            episodes=episodes,
+            seed=seed,
+            steps=steps,
+            success_threshold=success_threshold,
+            gif_dir=gif_dir,
             progress=lambda e: bar.advance(task),
         )
     summary = summarize_goal_episodes(eps, thresholds=EXTRA_THRESHOLDS)[policy.name]
@@ -729,8 +802,10 @@ def _resolve_env(config: ThroughModelConfig, attrs: Mapping[str, Any]) -> tuple[
     if config.env is not None:
         env_id = resolve_env_id(config.env)
         if data_env is not None and data_env != env_id:
-            raise VisforeError(f"--env {config.env} ({env_id}) is not the env of the model's dataset ({data_env}); "
-                               "omit --env or pass that one")
+            raise VisforeError(
+                f"--env {config.env} ({env_id}) is not the env of the model's dataset ({data_env}); "
+                "omit --env or pass that one"
+            )
         return env_id, kwargs
     if data_env is None and config.eval_episodes > 0:
         raise VisforeError("the model's dataset records no env_id; pass --env (e.g. reacher) or --eval-episodes 0")
@@ -748,14 +823,16 @@ def _resolve_resume(config: ThroughModelConfig) -> tuple[ThroughModelConfig, dic
     run_dir = Path(config.resume)  # type: ignore[arg-type]
     saved = _read_run_config(run_dir)
     if not runs.last_checkpoint_path(run_dir).is_file():
-        raise VisforeError(f"cannot resume: {run_dir} has no {runs.CHECKPOINT_DIR}/{runs.LAST_CHECKPOINT}; "
-                           "start a new run instead")
+        raise VisforeError(
+            f"cannot resume: {run_dir} has no {runs.CHECKPOINT_DIR}/{runs.LAST_CHECKPOINT}; start a new run instead"
+        )
     options = dict(saved.get("options") or {})
     if "through_model" in options and "model" not in options:  # runs of `train-policy --through-model`
         options["model"] = options.pop("through_model")
     runtime = [k for k in RUNTIME_OPTIONS if not (k in ("iterations", "time_budget") and getattr(config, k) is None)]
-    merged, ignored = runs.merge_resumed_options(options, config, runtime=runtime,
-                                                 skip=("out", "name", "out_dir", "iterations", "time_budget"))
+    merged, ignored = runs.merge_resumed_options(
+        options, config, runtime=runtime, skip=("out", "name", "out_dir", "iterations", "time_budget")
+    )
     return merged.replace(resume=str(run_dir)), saved, ignored
 
 
@@ -764,16 +841,16 @@ class _Setup:
     """What a run needs, all loaded and checked before anything is written."""
 
     config: ThroughModelConfig
-    saved: dict[str, Any] | None          # the config.yaml of a resumed run
-    ignored: list[str]                    # options --resume ignored
-    device: Any                           # torch.device
-    mr: Any                               # visfore.worldmodels.model_run.ModelRun
-    ds: Any                               # its dataset
+    saved: dict[str, Any] | None  # the config.yaml of a resumed run
+    ignored: list[str]  # options --resume ignored
+    device: Any  # torch.device
+    mr: Any  # visfore.worldmodels.model_run.ModelRun
+    ds: Any  # its dataset
     env_id: str | None
     env_kwargs: dict[str, Any]
-    low: np.ndarray                       # (A,) policy action bounds (env units)
+    low: np.ndarray  # (A,) policy action bounds (env units)
     high: np.ndarray
-    image_size: tuple[int, int]           # (H, W)
+    image_size: tuple[int, int]  # (H, W)
     run_dir: Path
     train_sampler: _StartGoalSampler
     val_sampler: _StartGoalSampler
@@ -820,15 +897,29 @@ def _prepare(config: ThroughModelConfig) -> _Setup:
     train_eps = [e for e in mr.train_episodes if e < source.num_episodes] or all_eps
     val_eps = [e for e in mr.val_episodes if e < source.num_episodes] or train_eps
     return _Setup(
-        config=config, saved=saved, ignored=ignored, device=device, mr=mr, ds=ds, env_id=env_id,
-        env_kwargs=env_kwargs, low=low, high=high, image_size=(H, W), run_dir=run_dir,
+        config=config,
+        saved=saved,
+        ignored=ignored,
+        device=device,
+        mr=mr,
+        ds=ds,
+        env_id=env_id,
+        env_kwargs=env_kwargs,
+        low=low,
+        high=high,
+        image_size=(H, W),
+        run_dir=run_dir,
         train_sampler=_sampler(source, train_eps, mr.context, "training"),
         val_sampler=_sampler(source, val_eps, mr.context, "validation"),
-        imagination=Imagination(mr.model, mr.context), train_episodes=len(train_eps), val_episodes=len(val_eps),
+        imagination=Imagination(mr.model, mr.context),
+        train_episodes=len(train_eps),
+        val_episodes=len(val_eps),
     )
 
 
-def _check_env_actions(env_id: str | None, env_kwargs: Mapping[str, Any], size: tuple[int, int], action_dim: int) -> None:
+def _check_env_actions(
+    env_id: str | None, env_kwargs: Mapping[str, Any], size: tuple[int, int], action_dim: int
+) -> None:
     """The evaluation env must take the model's ``(A,)`` actions.
 
     Raises:
@@ -850,15 +941,26 @@ def _records(setup: _Setup) -> dict[str, dict[str, Any]]:
     mr, ds, (H, W) = setup.mr, setup.ds, setup.image_size
     return {
         "model": {
-            "run_dir": str(Path(mr.run_dir).resolve()), "checkpoint": mr.checkpoint, "name": mr.model_name,
-            "epoch": mr.epoch, "context": mr.context, "trained_horizon": mr.horizon, "image_size": [H, W],
-            "action_dim": mr.action_dim, "stochastic": mr.stochastic, "imagination": setup.imagination.mode,
+            "run_dir": str(Path(mr.run_dir).resolve()),
+            "checkpoint": mr.checkpoint,
+            "name": mr.model_name,
+            "epoch": mr.epoch,
+            "context": mr.context,
+            "trained_horizon": mr.horizon,
+            "image_size": [H, W],
+            "action_dim": mr.action_dim,
+            "stochastic": mr.stochastic,
+            "imagination": setup.imagination.mode,
             "parameters": int(sum(p.numel() for p in mr.model.parameters())),
         },
         "dataset": {
-            "path": str(Path(ds.path).resolve()), "num_episodes": ds.num_episodes, "num_rows": ds.num_rows,
-            "train_episodes": setup.train_episodes, "val_episodes": setup.val_episodes,
-            "env_id": ds.attrs.get("env_id"), "frame_size": [H, W],
+            "path": str(Path(ds.path).resolve()),
+            "num_episodes": ds.num_episodes,
+            "num_rows": ds.num_rows,
+            "train_episodes": setup.train_episodes,
+            "val_episodes": setup.val_episodes,
+            "env_id": ds.attrs.get("env_id"),
+            "frame_size": [H, W],
         },
         "env": {"id": setup.env_id, "kwargs": setup.env_kwargs},
     }
@@ -869,25 +971,33 @@ def _write_run_config(setup: _Setup, net: GoalPolicyNet) -> None:
     config = setup.config
     runs.create_run_dir(setup.run_dir)
     pixel = "final" if config.loss_steps == "final" else "k/sum(k)-weighted"
-    runs.write_config(setup.run_dir, {
-        "command": COMMAND,
-        "format": CONFIG_FORMAT,
-        "version": CONFIG_VERSION,
-        "created": runs.utc_timestamp(),
-        "run_dir": str(setup.run_dir.resolve()),
-        "command_line": provenance.command_line("train-through-model", config, exclude=("progress", "resume")),
-        "options": _json_safe(config.to_dict()),
-        **_records(setup),
-        "policy": net.config(),
-        "policy_parameters": int(sum(p.numel() for p in net.parameters())),
-        "loss": {"pixel": f"MSE of the {pixel} imagined frame(s) to the goal, averaged over "
-                          f"{config.loss_scales} 2x avg-pool levels",
-                 "action": f"{config.action_penalty} * mean((action scaled to [-1, 1])**2)"},
-        "seeding": "policy init: torch.manual_seed(seed); batch i: numpy.random.default_rng([seed, 0, i]); "
-                   "validation batch: default_rng([seed, 1, 0]); eval episode k: SeedSequence([eval_seed, k])",
-        "runtime": {"device": str(setup.device), "torch_threads": torch.get_num_threads(),
-                    "versions": provenance.package_versions()},
-    })
+    runs.write_config(
+        setup.run_dir,
+        {
+            "command": COMMAND,
+            "format": CONFIG_FORMAT,
+            "version": CONFIG_VERSION,
+            "created": runs.utc_timestamp(),
+            "run_dir": str(setup.run_dir.resolve()),
+            "command_line": provenance.command_line("train-through-model", config, exclude=("progress", "resume")),
+            "options": _json_safe(config.to_dict()),
+            **_records(setup),
+            "policy": net.config(),
+            "policy_parameters": int(sum(p.numel() for p in net.parameters())),
+            "loss": {
+                "pixel": f"MSE of the {pixel} imagined frame(s) to the goal, averaged over "
+                f"{config.loss_scales} 2x avg-pool levels",
+                "action": f"{config.action_penalty} * mean((action scaled to [-1, 1])**2)",
+            },
+            "seeding": "policy init: torch.manual_seed(seed); batch i: numpy.random.default_rng([seed, 0, i]); "
+            "validation batch: default_rng([seed, 1, 0]); eval episode k: SeedSequence([eval_seed, k])",
+            "runtime": {
+                "device": str(setup.device),
+                "torch_threads": torch.get_num_threads(),
+                "versions": provenance.package_versions(),
+            },
+        },
+    )
 
 
 class ThroughModelTask(TrainTask):
@@ -909,11 +1019,15 @@ class ThroughModelTask(TrainTask):
     def __init__(self, setup: _Setup, net: GoalPolicyNet, optimizer: torch.optim.Optimizer, writer: Any) -> None:
         self.setup, self.config, self.net, self.optimizer, self.writer = setup, setup.config, net, optimizer, writer
         self.total = total_iterations(self.config)
-        frames_v, actions_v, goals_v = setup.val_sampler.sample(batch_rng(self.config.seed, 0, stream=1),
-                                                                self.config.val_batch)
+        frames_v, actions_v, goals_v = setup.val_sampler.sample(
+            batch_rng(self.config.seed, 0, stream=1), self.config.val_batch
+        )
         device = setup.device
-        self.val_batch = (_to_float(frames_v, device), torch.from_numpy(actions_v).to(device),
-                          _to_float(goals_v, device))
+        self.val_batch = (
+            _to_float(frames_v, device),
+            torch.from_numpy(actions_v).to(device),
+            _to_float(goals_v, device),
+        )
         #: MSE of the validation start frames to their goals (the do-nothing baseline).
         self.val_start_mse = float((self.val_batch[0][:, -1] - self.val_batch[2]).pow(2).mean())
 
@@ -937,12 +1051,21 @@ class ThroughModelTask(TrainTask):
         return range(start, self.block_end(start))
 
     # -- one iteration --------------------------------------------------------------------
-    def _loss(self, frames0: torch.Tensor, actions0: torch.Tensor, goal: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def _loss(
+        self, frames0: torch.Tensor, actions0: torch.Tensor, goal: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         c = self.config
-        preds, acts = self.setup.imagination.rollout(self.net, frames0, actions0, goal, c.horizon,
-                                                     frames=c.policy_frames)
-        return goal_loss(preds, goal, self.net.scale_action(acts), steps=c.loss_steps, scales=c.loss_scales,
-                         action_penalty=c.action_penalty)
+        preds, acts = self.setup.imagination.rollout(
+            self.net, frames0, actions0, goal, c.horizon, frames=c.policy_frames
+        )
+        return goal_loss(
+            preds,
+            goal,
+            self.net.scale_action(acts),
+            steps=c.loss_steps,
+            scales=c.loss_scales,
+            action_penalty=c.action_penalty,
+        )
 
     def train_step(self, batch: int, state: TrainState) -> StepResult:
         iteration, c, device = int(batch), self.config, self.setup.device
@@ -1044,28 +1167,40 @@ class _IterationBar(Callback):
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             self.bar = Progress(
-                TextColumn("iterations"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]:.5f}"), TextColumn("val goal MSE {task.fields[val]:.5f}"),
-                TimeElapsedColumn(), console=self.console,
+                TextColumn("iterations"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]:.5f}"),
+                TextColumn("val goal MSE {task.fields[val]:.5f}"),
+                TimeElapsedColumn(),
+                console=self.console,
             )
         return self.bar
 
     def on_train_start(self, trainer: Trainer, state: TrainState) -> None:
         goal_mse = state.extra["validation"]["goal_mse"]
-        self.task_id = self.bar.add_task("train", total=self.total, completed=state.global_step, loss=math.nan,
-                                         val=goal_mse[-1] if goal_mse else math.nan)
+        self.task_id = self.bar.add_task(
+            "train",
+            total=self.total,
+            completed=state.global_step,
+            loss=math.nan,
+            val=goal_mse[-1] if goal_mse else math.nan,
+        )
 
     def on_step_end(self, trainer: Trainer, state: TrainState, result: StepResult) -> None:
-        self.bar.update(self.task_id, completed=state.global_step, loss=result.loss,
-                        val=state.extra["validation"]["goal_mse"][-1])
+        self.bar.update(
+            self.task_id, completed=state.global_step, loss=result.loss, val=state.extra["validation"]["goal_mse"][-1]
+        )
 
 
 def _initial_state(setup: _Setup, net: GoalPolicyNet, optimizer: torch.optim.Optimizer) -> TrainState:
     """A fresh :class:`TrainState`, or (``--resume``) the one of ``checkpoints/last.pt``
     with the policy, the optimiser and torch's RNG restored. Every checkpoint is taken at
     a validated iteration, so a resumed run starts a new block there (``epoch_step`` 0)."""
-    empty = {"curve": {"iteration": [], "loss": [], "pixel": [], "final_mse": [], "action": []},
-             "validation": {"iteration": [], "goal_mse": [], "loss": []}}
+    empty = {
+        "curve": {"iteration": [], "loss": [], "pixel": [], "final_mse": [], "action": []},
+        "validation": {"iteration": [], "goal_mse": [], "loss": []},
+    }
     if setup.saved is None:
         return TrainState(extra=empty)
     path = runs.last_checkpoint_path(setup.run_dir)
@@ -1078,8 +1213,10 @@ def _initial_state(setup: _Setup, net: GoalPolicyNet, optimizer: torch.optim.Opt
     validation = {k: list(v) for k, v in history["validation"].items()}
     best = ckpt.get("best_val_goal_mse")
     return TrainState(
-        epoch=max(0, len(validation["iteration"]) - 1), global_step=int(ckpt["iteration"]),
-        train_seconds=float(ckpt.get("train_seconds", 0.0)), best=float(best) if best is not None else math.inf,
+        epoch=max(0, len(validation["iteration"]) - 1),
+        global_step=int(ckpt["iteration"]),
+        train_seconds=float(ckpt.get("train_seconds", 0.0)),
+        best=float(best) if best is not None else math.inf,
         extra={"curve": {k: list(v) for k, v in history["curve"].items()}, "validation": validation},
     )
 
@@ -1092,20 +1229,31 @@ def _fit(setup: _Setup, task: ThroughModelTask, state: TrainState, writer: Any, 
         KeyboardInterrupt: after Ctrl-C, once ``checkpoints/last.pt`` holds the position.
     """
     config = setup.config
-    checkpointer = _ValidatingCheckpointer(runs.last_checkpoint_path(setup.run_dir),
-                                           runs.best_checkpoint_path(setup.run_dir), monitor="val_goal_mse")
+    checkpointer = _ValidatingCheckpointer(
+        runs.last_checkpoint_path(setup.run_dir), runs.best_checkpoint_path(setup.run_dir), monitor="val_goal_mse"
+    )
     if not state.extra["validation"]["iteration"]:
         checkpointer.save_validated(task, state)  # the untrained baseline
-    callbacks = [StopOnInterrupt(), TimeBudget(config.time_budget), TensorBoardLogger(writer), checkpointer,
-                 _IterationBar(console, config.progress, task.total)]
+    callbacks = [
+        StopOnInterrupt(),
+        TimeBudget(config.time_budget),
+        TensorBoardLogger(writer),
+        checkpointer,
+        _IterationBar(console, config.progress, task.total),
+    ]
     trainer = Trainer(task, epochs=state.epoch + task.blocks_left(state.global_step), callbacks=callbacks)
     try:
         trainer.fit(state)
     except KeyboardInterrupt:
         if state.extra["validation"]["iteration"][-1] != state.global_step:  # a second Ctrl-C inside a step
             checkpointer.save_validated(task, state)
-        log.warning("interrupted at iteration %d; saved %s/%s; continue with --resume %s", state.global_step,
-                    runs.CHECKPOINT_DIR, runs.LAST_CHECKPOINT, setup.run_dir)
+        log.warning(
+            "interrupted at iteration %d; saved %s/%s; continue with --resume %s",
+            state.global_step,
+            runs.CHECKPOINT_DIR,
+            runs.LAST_CHECKPOINT,
+            setup.run_dir,
+        )
         raise
     return state
 
@@ -1120,15 +1268,30 @@ def _evaluate(setup: _Setup) -> tuple[dict[str, Any] | None, int]:
     assert setup.env_id is not None
     policy = load_through_model_policy(setup.run_dir, device=setup.device, checkpoint="best")
     episodes, summary = evaluate_in_env(
-        policy, setup.env_id, setup.env_kwargs, setup.image_size, episodes=int(config.eval_episodes),
-        seed=eval_seed, steps=config.eval_steps, success_threshold=config.success_threshold,
-        gif_dir=setup.run_dir / EVAL_DIR / "gifs" if config.gifs else None, progress=config.progress)
+        policy,
+        setup.env_id,
+        setup.env_kwargs,
+        setup.image_size,
+        episodes=int(config.eval_episodes),
+        seed=eval_seed,
+        steps=config.eval_steps,
+        success_threshold=config.success_threshold,
+        gif_dir=setup.run_dir / EVAL_DIR / "gifs" if config.gifs else None,
+        progress=config.progress,
+    )
     _write_episodes_csv(setup.run_dir / EVAL_DIR / EPISODES_CSV, episodes)
     return summary, eval_seed
 
 
-def _metrics(setup: _Setup, task: ThroughModelTask, state: TrainState, session: Mapping[str, Any],
-             wall_seconds: float, eval_summary: dict[str, Any] | None, eval_seed: int) -> dict[str, Any]:
+def _metrics(
+    setup: _Setup,
+    task: ThroughModelTask,
+    state: TrainState,
+    session: Mapping[str, Any],
+    wall_seconds: float,
+    eval_summary: dict[str, Any] | None,
+    eval_seed: int,
+) -> dict[str, Any]:
     """The content of ``metrics.json`` (see :func:`train_through_model`)."""
     config, validation, iteration = setup.config, state.extra["validation"], state.global_step
     return {
@@ -1148,7 +1311,9 @@ def _metrics(setup: _Setup, task: ThroughModelTask, state: TrainState, session: 
         "validation": validation,
         "loss_curve": state.extra["curve"],
         **_records(setup),
-        "eval": None if eval_summary is None else {
+        "eval": None
+        if eval_summary is None
+        else {
             "checkpoint": "best",
             "episodes": int(config.eval_episodes),
             "seed": eval_seed,
@@ -1199,10 +1364,17 @@ def _train(config: ThroughModelConfig) -> dict[str, Any]:
     setup = _prepare(config)
     config = setup.config
     torch.manual_seed(int(config.seed))
-    net = GoalPolicyNet(net=config.policy_net, image_size=setup.image_size, action_dim=setup.mr.action_dim,
-                        action_low=setup.low, action_high=setup.high, frames=config.policy_frames,
-                        prev_action=config.prev_action, hidden=config.hidden,
-                        mlp_size=config.mlp_size).to(setup.device)
+    net = GoalPolicyNet(
+        net=config.policy_net,
+        image_size=setup.image_size,
+        action_dim=setup.mr.action_dim,
+        action_low=setup.low,
+        action_high=setup.high,
+        frames=config.policy_frames,
+        prev_action=config.prev_action,
+        hidden=config.hidden,
+        mlp_size=config.mlp_size,
+    ).to(setup.device)
     optimizer = torch.optim.Adam(net.parameters(), lr=float(config.lr))
     state = _initial_state(setup, net, optimizer)
     net.train()
@@ -1213,8 +1385,9 @@ def _train(config: ThroughModelConfig) -> dict[str, Any]:
         for line in setup.ignored:
             log.warning("--resume: ignored %s", line)
         log.info("resuming %s at iteration %d", setup.run_dir, state.global_step)
-    writer = SummaryWriter(log_dir=str(setup.run_dir / "logs"),
-                           purge_step=state.global_step if setup.saved is not None else None)
+    writer = SummaryWriter(
+        log_dir=str(setup.run_dir / "logs"), purge_step=state.global_step if setup.saved is not None else None
+    )
     task = ThroughModelTask(setup, net, optimizer, writer)
     session_start, t_session = state.global_step, time.monotonic()
     console = stdout_console(quiet=not config.progress, highlight=False)
@@ -1223,8 +1396,11 @@ def _train(config: ThroughModelConfig) -> dict[str, Any]:
     finally:
         writer.flush()
         writer.close()
-    session = {"iterations": state.global_step - session_start, "seconds": time.monotonic() - t_session,
-               "resumed": setup.saved is not None}
+    session = {
+        "iterations": state.global_step - session_start,
+        "seconds": time.monotonic() - t_session,
+        "resumed": setup.saved is not None,
+    }
     eval_summary, eval_seed = _evaluate(setup)
     metrics = _metrics(setup, task, state, session, time.monotonic() - t_begin, eval_summary, eval_seed)
     runs.write_json(setup.run_dir / runs.METRICS_NAME, _json_safe(metrics))
@@ -1250,15 +1426,30 @@ def print_summary(metrics: Mapping[str, Any], console: Any = None) -> None:
         return
     s = ev["summary"]
     table = Table(title=f"through-model policy on {metrics['env']['id']}: {s['n']} episodes (seed {ev['seed']})")
-    for col in ("success", "success@0.05", "final dist. mean", "std", "median", "min dist. mean",
-                "initial dist.", "s/step"):
+    for col in (
+        "success",
+        "success@0.05",
+        "final dist. mean",
+        "std",
+        "median",
+        "min dist. mean",
+        "initial dist.",
+        "s/step",
+    ):
         table.add_column(col, justify="right")
     fd = s["final_distance"]
 
     def f(x: Any, spec: str) -> str:
         return "-" if x is None else format(x, spec)
 
-    table.add_row(f(s["success_rate"], ".0%"), f(s.get("success_rate@0.05"), ".0%"), f(fd["mean"], ".3f"),
-                  f(fd["std"], ".3f"), f(fd["median"], ".3f"), f(s["min_distance_mean"], ".3f"),
-                  f(s["initial_distance_mean"], ".3f"), f(s["seconds_per_step_mean"], ".4f"))
+    table.add_row(
+        f(s["success_rate"], ".0%"),
+        f(s.get("success_rate@0.05"), ".0%"),
+        f(fd["mean"], ".3f"),
+        f(fd["std"], ".3f"),
+        f(fd["median"], ".3f"),
+        f(s["min_distance_mean"], ".3f"),
+        f(s["initial_distance_mean"], ".3f"),
+        f(s["seconds_per_step_mean"], ".4f"),
+    )
     console.print(table)

@@ -30,8 +30,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from visfore.core.console import stdout_console
 from visfore.core import runs
+from visfore.core.console import stdout_console
 from visfore.reports.report_html import (
     BASE_CSS,
     fmt,
@@ -89,8 +89,7 @@ DEFINITIONS = {
     "FG PSNR": "foreground PSNR: PSNR over the pixels that differ from the last context frame",
     "act. sens.": "action sensitivity: PSNR lost when each clip gets another clip's actions "
     "(a model that uses its actions must get worse)",
-    "copy-last / mean-frame": "baselines: repeat the last context frame / predict the mean "
-    "training frame",
+    "copy-last / mean-frame": "baselines: repeat the last context frame / predict the mean training frame",
     "best-of-N": "stochastic models: the best of N samples per clip",
     "samples/s": "training clips per second of training time",
     "frames/s": "predicted frames per second of model forward passes in the final evaluation",
@@ -288,8 +287,11 @@ def aggregate(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         for series in ("model_psnr", "model_ssim", "copy_last_psnr", "copy_last_ssim"):
             arr = _stack_steps([_get(r, "per_step", series) for r in ok])
             if arr is not None:
-                per_step[series] = {"mean": _nan_stat(arr, np.mean), "min": _nan_stat(arr, np.min),
-                                    "max": _nan_stat(arr, np.max)}
+                per_step[series] = {
+                    "mean": _nan_stat(arr, np.mean),
+                    "min": _nan_stat(arr, np.min),
+                    "max": _nan_stat(arr, np.max),
+                }
         entry["per_step"] = per_step
         out.append(entry)
     return out
@@ -402,8 +404,9 @@ def plot_per_step(groups: Sequence[Mapping[str, Any]], metric: str, path: Path, 
     return save_figure(fig, path)
 
 
-def plot_action_sensitivity(groups: Sequence[Mapping[str, Any]], path: Path, title: str,
-                            rows: Sequence[Mapping[str, Any]] = ()) -> Path | None:
+def plot_action_sensitivity(
+    groups: Sequence[Mapping[str, Any]], path: Path, title: str, rows: Sequence[Mapping[str, Any]] = ()
+) -> Path | None:
     """Bar chart: PSNR lost with shuffled actions per group (mean over seeds, std whiskers,
     each seed a dot)."""
     have = [g for g in groups if g.get("action_sensitivity_db_mean") is not None]
@@ -417,8 +420,13 @@ def plot_action_sensitivity(groups: Sequence[Mapping[str, Any]], path: Path, tit
     ax.bar(x, means, color="tab:blue", alpha=0.8)
     ax.errorbar(x, means, yerr=stds, fmt="none", ecolor="black", capsize=4)
     for i, g in enumerate(have):
-        pts = [r["action_sensitivity_db"] for r in rows if r.get("status") == "ok"
-               and _group_key(r) == (g["label"], g["hyperparameters"]) and r.get("action_sensitivity_db") is not None]
+        pts = [
+            r["action_sensitivity_db"]
+            for r in rows
+            if r.get("status") == "ok"
+            and _group_key(r) == (g["label"], g["hyperparameters"])
+            and r.get("action_sensitivity_db") is not None
+        ]
         ax.plot([i] * len(pts), pts, "k.", ms=5)
     ax.axhline(0.0, color="gray", lw=0.8)
     ax.set_xticks(x, [g["group"] for g in have], rotation=30, ha="right", fontsize=8)
@@ -438,8 +446,15 @@ def plot_params_vs_psnr(groups: Sequence[Mapping[str, Any]], path: Path, title: 
     fig, ax = plt.subplots(figsize=(6.0, 4.0))
     cmap = plt.get_cmap("tab10")
     for i, g in enumerate(have):
-        ax.errorbar([g["parameters_mean"]], [g["psnr_mean"]], yerr=[g["psnr_std"] or 0.0], fmt="o",
-                    color=cmap(i % 10), capsize=3, label=g["group"])
+        ax.errorbar(
+            [g["parameters_mean"]],
+            [g["psnr_mean"]],
+            yerr=[g["psnr_std"] or 0.0],
+            fmt="o",
+            color=cmap(i % 10),
+            capsize=3,
+            label=g["group"],
+        )
     copies = [g["copy_last_psnr_mean"] for g in have if g.get("copy_last_psnr_mean") is not None]
     if copies:
         ax.axhline(float(np.mean(copies)), color="black", ls="--", lw=1.2, label="copy-last-frame")
@@ -491,8 +506,12 @@ def _failures(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     return [f"{r['run']}: {r.get('error') or r.get('status')}" for r in rows if r.get("status") != "ok"]
 
 
-def render_markdown(meta: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
-                    groups: Sequence[Mapping[str, Any]], plots: Sequence[Path]) -> str:
+def render_markdown(
+    meta: Mapping[str, Any],
+    rows: Sequence[Mapping[str, Any]],
+    groups: Sequence[Mapping[str, Any]],
+    plots: Sequence[Path],
+) -> str:
     """The text of ``comparison.md`` (plots linked by file name)."""
     out = [f"# Forward-model comparison: {meta.get('name', '-')}", ""]
     out += [f"- **{k}:** {v}" if k != "command" else f"- **{k}:** `{v}`" for k, v in overview(meta, rows)]
@@ -508,11 +527,18 @@ def render_markdown(meta: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
     return "\n".join(out)
 
 
-_CSS = BASE_CSS + "\ntr.failed td{background:#fdecea}\n.fail{background:#fdecea;border-left:4px solid #d9534f;padding:.5em 1em}"
+_CSS = (
+    BASE_CSS
+    + "\ntr.failed td{background:#fdecea}\n.fail{background:#fdecea;border-left:4px solid #d9534f;padding:.5em 1em}"
+)
 
 
-def render_html(meta: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
-                groups: Sequence[Mapping[str, Any]], plots: Sequence[Path]) -> str:
+def render_html(
+    meta: Mapping[str, Any],
+    rows: Sequence[Mapping[str, Any]],
+    groups: Sequence[Mapping[str, Any]],
+    plots: Sequence[Path],
+) -> str:
     """The text of ``comparison.html``: self-contained (inline CSS, PNGs as data URIs)."""
     esc = html.escape
     title = f"Forward-model comparison: {meta.get('name', '-')}"
@@ -549,7 +575,9 @@ def _json_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def write_rows(out_dir: str | os.PathLike[str], meta: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> dict[str, Path]:
+def write_rows(
+    out_dir: str | os.PathLike[str], meta: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]
+) -> dict[str, Path]:
     """Write only ``comparison.csv`` and ``comparison.json`` (cheap; after every run)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -557,14 +585,21 @@ def write_rows(out_dir: str | os.PathLike[str], meta: Mapping[str, Any], rows: S
     files = {"comparison.csv": write_csv(out / "comparison.csv", ROW_FIELDS, rows)}
     files["comparison.json"] = runs.write_json(
         out / "comparison.json",
-        jsonable({"meta": meta, "definitions": DEFINITIONS, "runs": _json_rows(rows),
-                  "aggregate": [{k: v for k, v in g.items()} for g in groups]}),
+        jsonable(
+            {
+                "meta": meta,
+                "definitions": DEFINITIONS,
+                "runs": _json_rows(rows),
+                "aggregate": [{k: v for k, v in g.items()} for g in groups],
+            }
+        ),
     )
     return files
 
 
-def write_comparison(out_dir: str | os.PathLike[str], meta: Mapping[str, Any],
-                     rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def write_comparison(
+    out_dir: str | os.PathLike[str], meta: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
     """Write every comparison file into ``out_dir`` (created when missing).
 
     Args:
@@ -613,9 +648,12 @@ def print_comparison(groups: Sequence[Mapping[str, Any]], console: Any = None, t
 
     console = console or stdout_console()
     columns = [c for c in CONSOLE_COLUMNS if any(g.get(f"{c[1]}_mean") is not None for g in groups)]
-    table = Table(title=title or "forward models, aggregated over seeds (mean ± std)", box=box.SIMPLE_HEAD,
-                  caption="open-loop on held-out episodes, means over the horizon; PSNR in dB; act. sens. = "
-                  "PSNR lost with shuffled actions; copy-last / mean-frame = the baselines' PSNR")
+    table = Table(
+        title=title or "forward models, aggregated over seeds (mean ± std)",
+        box=box.SIMPLE_HEAD,
+        caption="open-loop on held-out episodes, means over the horizon; PSNR in dB; act. sens. = "
+        "PSNR lost with shuffled actions; copy-last / mean-frame = the baselines' PSNR",
+    )
     table.add_column("model")
     table.add_column("seeds", justify="right")
     for header, _, _ in columns:
@@ -626,6 +664,8 @@ def print_comparison(groups: Sequence[Mapping[str, Any]], console: Any = None, t
             mean, std = g.get(f"{f}_mean"), g.get(f"{f}_std")
             if f == "parameters" and not std:
                 std = None
-            cells.append("-" if mean is None else fmt(mean, digits) + (f"\n±{fmt(std, digits)}" if std is not None else ""))
+            cells.append(
+                "-" if mean is None else fmt(mean, digits) + (f"\n±{fmt(std, digits)}" if std is not None else "")
+            )
         table.add_row(*cells)
     console.print(table)

@@ -135,8 +135,9 @@ def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def html_table(header: Sequence[str], rows: Sequence[Sequence[str]],
-               row_classes: Sequence[str | None] | None = None) -> str:
+def html_table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], row_classes: Sequence[str | None] | None = None
+) -> str:
     """An HTML table of escaped text cells (optional CSS class per row)."""
     esc = html.escape
     parts = ["<table><tr>", *(f"<th>{esc(h)}</th>" for h in header), "</tr>"]

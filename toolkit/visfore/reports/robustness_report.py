@@ -39,9 +39,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from visfore.core import runs
-from visfore.reports.report_html import BASE_CSS
+from visfore.reports.report_html import BASE_CSS, fmt, jsonable, read_csv  # noqa: F401  (moved; public here too)
 from visfore.reports.report_html import csv_value as _csv_value  # noqa: F401  (moved here; old name kept)
-from visfore.reports.report_html import fmt, jsonable, read_csv  # noqa: F401  (moved; public here too)
 from visfore.reports.report_html import md_table as _md_table
 from visfore.reports.report_html import pyplot as _pyplot
 from visfore.reports.report_html import save_figure as _save
@@ -232,9 +231,7 @@ def _heat_value(row: Mapping[str, Any] | None, normalized: bool) -> float:
     return float("nan") if value is None else float(value)
 
 
-def plot_return_vs_scale(
-    summary: Sequence[Mapping[str, Any]], param: str, path: Path, title: str
-) -> Path:
+def plot_return_vs_scale(summary: Sequence[Mapping[str, Any]], param: str, path: Path, title: str) -> Path:
     """Mean return vs scale of one swept parameter, with a band over the seed means
     (min..max; over episodes when there is a single seed) and dashed lines at the nominal
     mean return and at scale 1.0."""
@@ -262,9 +259,7 @@ def plot_return_vs_scale(
     return _save(fig, path)
 
 
-def plot_grid_slices(
-    summary: Sequence[Mapping[str, Any]], param: str, other: str, path: Path, title: str
-) -> Path:
+def plot_grid_slices(summary: Sequence[Mapping[str, Any]], param: str, other: str, path: Path, title: str) -> Path:
     """2-D grid: mean return vs the scale of ``param``, one line per scale of ``other``,
     with a dashed line at the nominal mean return."""
     plt = _pyplot()
@@ -299,9 +294,7 @@ def _heatmap(
 
     plt = _pyplot()
     finite = values[np.isfinite(values)]
-    fig, ax = plt.subplots(
-        figsize=(max(4.0, 0.7 * len(col_labels) + 2.5), max(2.2, 0.45 * len(row_labels) + 1.6))
-    )
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.7 * len(col_labels) + 2.5), max(2.2, 0.45 * len(row_labels) + 1.6)))
     if normalized and finite.size:
         # fixed floor at 0 and ceiling at 1.25 (wider when the data are): colours of two
         # reports compare, and a 1% change does not look like a collapse
@@ -472,9 +465,7 @@ def damage_text(summary: Sequence[Mapping[str, Any]]) -> str:
     )
 
 
-def render_markdown(
-    meta: Mapping[str, Any], summary: Sequence[Mapping[str, Any]], plots: Sequence[Path]
-) -> str:
+def render_markdown(meta: Mapping[str, Any], summary: Sequence[Mapping[str, Any]], plots: Sequence[Path]) -> str:
     """The text of ``report.md`` (plots linked relative to the report directory)."""
     mode, params = meta.get("mode"), meta.get("params") or []
     out = [f"# Robustness report: {meta.get('run_name')}", ""]
@@ -503,9 +494,7 @@ _CSS = (
 )
 
 
-def render_html(
-    meta: Mapping[str, Any], summary: Sequence[Mapping[str, Any]], plots: Sequence[Path]
-) -> str:
+def render_html(meta: Mapping[str, Any], summary: Sequence[Mapping[str, Any]], plots: Sequence[Path]) -> str:
     """The text of ``report.html``: self-contained, inline CSS, every plot embedded as a
     base64 ``data:image/png`` URI, no external link or resource."""
     esc = html.escape

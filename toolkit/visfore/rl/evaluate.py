@@ -11,7 +11,7 @@ Pipeline (:func:`evaluate`; the Typer command :func:`evaluate_command` is a thin
      scale factors evenly spaced over [LO, HI] (``numpy.linspace``, rounded to 10
      decimals), the other parameters at 1;
    - **grid** (``--grid A,B``): the P x P combinations of the scales of A and B;
-   - **fixed** (``--set key=value`` / the seed-003 options ``--Ltorso 1.2 ...``): a
+   - **fixed** (``--set key=value`` / the body-part shortcut options ``--Ltorso 1.2 ...``): a
      single perturbed model.
 
    Cell 0 is always the nominal model (no perturbation), the reference for normalising.
@@ -53,8 +53,7 @@ from visfore.core.errors import VisforeError
 from visfore.core.provenance import command_line, package_versions
 from visfore.core.seeding import episode_reset_seed
 from visfore.core.workers import imap_processes
-from visfore.rl.config import EvaluateConfig, parse_keys, parse_range, parse_seeds, parse_set_values
-from visfore.rl.config import SEED003_OPTIONS
+from visfore.rl.config import EvaluateConfig, parse_keys, parse_range, parse_seeds
 from visfore.rl.config import positive_scale as _positive_scale
 
 log = logging.getLogger(__name__)
@@ -82,7 +81,7 @@ class Cell:
     Attributes:
         index: position in the evaluation (0 = nominal).
         kind: ``nominal``, ``sweep`` (one parameter), ``grid`` (two parameters) or
-            ``fixed`` (``--set`` / seed-003 options).
+            ``fixed`` (``--set`` / body-part shortcut options).
         params: canonical perturbation keys, e.g. ``("thigh.length",)``; empty for nominal.
         scales: the scale factor of each key (dimensionless, 1 = nominal).
     """
@@ -246,9 +245,7 @@ def resolve_keys(env_id: str, names: Iterable[str], option: str) -> tuple[str, .
             except (ValueError, KeyError):
                 key = None
             if key not in valid:
-                raise VisforeError(
-                    f"unknown {option} parameter {name!r} for {env_id}; valid: {', '.join(valid)}"
-                )
+                raise VisforeError(f"unknown {option} parameter {name!r} for {env_id}; valid: {', '.join(valid)}")
         if key not in keys:
             keys.append(key)
     return tuple(keys)
@@ -287,8 +284,7 @@ def build_grid(
         return fixed_grid(dict(zip(keys, fixed.values())))
     if perturb is None:
         raise VisforeError(
-            "give --perturb LO-HI (e.g. 0.5-1.5) for a sweep, or fixed values with --set "
-            "key=value / --Ltorso ..."
+            "give --perturb LO-HI (e.g. 0.5-1.5) for a sweep, or fixed values with --set key=value / --Ltorso ..."
         )
     lo, hi = parse_range(perturb)
     scales = grid_scales(lo, hi, points)
@@ -374,8 +370,7 @@ def run_episodes(
                 length += 1
                 if length >= MAX_EPISODE_STEPS and not (terminated or truncated):
                     raise VisforeError(
-                        f"an episode ran {MAX_EPISODE_STEPS} steps without ending; the env "
-                        "needs a time limit"
+                        f"an episode ran {MAX_EPISODE_STEPS} steps without ending; the env needs a time limit"
                     )
             records.append({
                 "seed": int(seed), "episode": k, "reset_seed": reset_seed, "return": total,
@@ -407,8 +402,7 @@ def check_env(run: Any, backend: str | None) -> None:
             if want is not None and have is not None and tuple(want) != tuple(have):
                 what = name.replace("_space", "s")
                 raise VisforeError(
-                    f"{where} has {what} of shape {tuple(have)} but the policy was trained on "
-                    f"{tuple(want)}"
+                    f"{where} has {what} of shape {tuple(have)} but the policy was trained on {tuple(want)}"
                 )
     finally:
         env.close()
@@ -530,8 +524,9 @@ def _run_pool(
     """Run ``tasks`` on ``workers`` spawned processes (:func:`visfore.core.workers.imap_processes`,
     at most ``2 * workers`` in flight); ``results`` filled as tasks finish."""
     items = [(task, perturbations[task[0]], episodes, backend) for task in tasks]
-    pool = imap_processes(_worker_task, items, workers, initializer=_worker_init,
-                          initargs=(loader, run_dir, checkpoint), ordered=False)
+    pool = imap_processes(
+        _worker_task, items, workers, initializer=_worker_init, initargs=(loader, run_dir, checkpoint), ordered=False
+    )
     with contextlib.closing(pool):
         for (task, *_), records in pool:
             results[task] = records
@@ -670,8 +665,9 @@ def _prepare(config: EvaluateConfig, loader: Callable[[Any, str], Any] | None) -
     report_dir = Path(c.out) if c.out is not None else _default_out(run_dir)
     if report_dir.exists() and (not report_dir.is_dir() or any(report_dir.iterdir())):
         raise VisforeError(f"report directory {report_dir} already exists and is not empty; choose another --out")
-    return _Evaluation(config=c, run_dir=run_dir, run=run, grid=eval_grid, report_dir=report_dir, loader=loader,
-                       workers=c.workers)
+    return _Evaluation(
+        config=c, run_dir=run_dir, run=run, grid=eval_grid, report_dir=report_dir, loader=loader, workers=c.workers
+    )
 
 
 def _run(ev: _Evaluation) -> tuple[dict[tuple[int, int], list[dict[str, Any]]], float, bool, Any]:
@@ -695,9 +691,20 @@ def _run(ev: _Evaluation) -> tuple[dict[tuple[int, int], list[dict[str, Any]]], 
     try:
         with bar:
             task = bar.add_task(f"evaluate {ev.run.env_id}", total=total)
-            run_cells(ev.run, cells, c.seeds, c.episodes, results, backend=c.backend, workers=ev.workers,
-                      loader=ev.loader, run_dir=ev.run_dir, checkpoint=c.checkpoint,
-                      on_episodes=lambda n: bar.update(task, advance=n), ray=ray_session)
+            run_cells(
+                ev.run,
+                cells,
+                c.seeds,
+                c.episodes,
+                results,
+                backend=c.backend,
+                workers=ev.workers,
+                loader=ev.loader,
+                run_dir=ev.run_dir,
+                checkpoint=c.checkpoint,
+                on_episodes=lambda n: bar.update(task, advance=n),
+                ray=ray_session,
+            )
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -706,8 +713,14 @@ def _run(ev: _Evaluation) -> tuple[dict[tuple[int, int], list[dict[str, Any]]], 
     return results, time.perf_counter() - t0, interrupted, ray_record
 
 
-def _meta(ev: _Evaluation, finished: Sequence[int], ran: list[dict[str, Any]], seconds: float,
-          interrupted: bool, ray_record: Any) -> dict[str, Any]:
+def _meta(
+    ev: _Evaluation,
+    finished: Sequence[int],
+    ran: list[dict[str, Any]],
+    seconds: float,
+    interrupted: bool,
+    ray_record: Any,
+) -> dict[str, Any]:
     """The report's ``meta``: what was evaluated, how, the command line and versions."""
     c, run, cells, eval_grid = ev.config, ev.run, ev.grid.cells, ev.grid
     run_config = dict(getattr(run, "config", None) or {})
@@ -715,8 +728,7 @@ def _meta(ev: _Evaluation, finished: Sequence[int], ran: list[dict[str, Any]], s
     env_kwargs = dict(getattr(run, "env_kwargs", None) or {})
     sweep = eval_grid.mode != "fixed"
     perturb = parse_range(c.perturb) if sweep else None
-    text: dict[str, str | None] = {"run_dir": str(ev.run_dir), "out": str(ev.report_dir),
-                                   "workers": str(ev.workers)}
+    text: dict[str, str | None] = {"run_dir": str(ev.run_dir), "out": str(ev.report_dir), "workers": str(ev.workers)}
     if sweep:
         text.update(perturb=f"{perturb[0]:g}-{perturb[1]:g}", fixed=None)
         text["grid" if eval_grid.mode == "grid" else "params"] = ",".join(eval_grid.params)
@@ -756,8 +768,13 @@ def _meta(ev: _Evaluation, finished: Sequence[int], ran: list[dict[str, Any]], s
     }
 
 
-def evaluate(config: EvaluateConfig | str | os.PathLike[str] | None = None, /, *, loader: Callable[[Any, str], Any] | None = None,
-             **options: Any) -> dict[str, Any]:
+def evaluate(
+    config: EvaluateConfig | str | os.PathLike[str] | None = None,
+    /,
+    *,
+    loader: Callable[[Any, str], Any] | None = None,
+    **options: Any,
+) -> dict[str, Any]:
     """Evaluate the policy of ``run_dir`` on perturbed models and write a report.
 
     Args:
@@ -804,8 +821,7 @@ def evaluate(config: EvaluateConfig | str | os.PathLike[str] | None = None, /, *
         options = {k: (dict(v) if k == "fixed" and v is not None else v) for k, v in options.items()}
         if options.get("fixed") is None:
             options.pop("fixed", None)
-        config = EvaluateConfig.from_dict({k: str(v) if isinstance(v, os.PathLike) else v
-                                           for k, v in options.items()})
+        config = EvaluateConfig.from_dict({k: str(v) if isinstance(v, os.PathLike) else v for k, v in options.items()})
     elif options:
         config = config.replace(**options)
     ev = _prepare(config, loader)
@@ -819,8 +835,12 @@ def evaluate(config: EvaluateConfig | str | os.PathLike[str] | None = None, /, *
     meta = _meta(ev, finished, ran, seconds, interrupted, ray_record)
     report = write_report(ev.report_dir, meta, [c.row() for c in cells], episode_records)
     if interrupted:
-        log.warning("interrupted: wrote the report of the %d finished of %d cells to %s",
-                    len(finished), len(cells), ev.report_dir)
+        log.warning(
+            "interrupted: wrote the report of the %d finished of %d cells to %s",
+            len(finished),
+            len(cells),
+            ev.report_dir,
+        )
         raise KeyboardInterrupt
     return {
         "report_dir": ev.report_dir,
@@ -847,7 +867,7 @@ def print_summary(result: Mapping[str, Any], console: Any = None) -> None:
     table = Table(title=f"visfore evaluate: {meta['run_name']} on {meta['env_id']}")
     grid = meta["mode"] == "grid"
     # a 2-D grid shows one scale column per parameter, headed by its name
-    for name in (meta["params"] if grid else ("param", "scale")):
+    for name in meta["params"] if grid else ("param", "scale"):
         table.add_column(name, no_wrap=True)
     for name in ("mean", "median", "std", "min", "max", "normalised"):
         table.add_column(name, justify="right")

@@ -49,7 +49,6 @@ __all__ = [
     "MimicEpisode",
     "execute_image",
     "leader_keypoints_to_target",
-    "mimic_command",
     "policy_observation",
     "run_mimic",
 ]
@@ -84,8 +83,7 @@ def joint_difference(env: Any, target_qpos: Any) -> np.ndarray:
     return wrap_hinge_differences(diff, base.angle_mask)
 
 
-def policy_observation(mimic_obs: Any, target_keypoints: Any, goal_dim: int,
-                       joint_diff: Any = None) -> np.ndarray:
+def policy_observation(mimic_obs: Any, target_keypoints: Any, goal_dim: int, joint_diff: Any = None) -> np.ndarray:
     """The single-robot env's ``state`` observation of the follower, for a given target.
 
     Args:
@@ -157,8 +155,8 @@ def leader_keypoints_to_target(env: Any, leader_local: Any) -> np.ndarray:
 # loading and checks
 # ---------------------------------------------------------------------------------------
 def _load(policy_dir: Path, translator_dir: Path, env_id: str, device: str, checkpoint: str):
-    from visfore.rl.policy_run import load_policy_run
     from visfore.perception.translator_run import load_translator_run
+    from visfore.rl.policy_run import load_policy_run
 
     if env_id not in MIMIC_SINGLE_ENV:
         raise VisforeError(f"unknown mimic env {env_id!r}; valid: {', '.join(MIMIC_SINGLE_ENV)}")
@@ -207,12 +205,16 @@ def _make_mimic_env(env_id: str, leader: str, frame_size: tuple[int, int], hold_
         from visfore_envs.mimic import MimicHumanoidEnv, MimicReacherEnv
 
         spec = gym.spec(env_id)
-        hold = hold_steps or {"MimicReacher-v0": MimicReacherEnv, "MimicHumanoid-v0": MimicHumanoidEnv}[env_id].default_hold_steps
+        hold = (
+            hold_steps
+            or {"MimicReacher-v0": MimicReacherEnv, "MimicHumanoid-v0": MimicHumanoidEnv}[env_id].default_hold_steps
+        )
         if spec.max_episode_steps and spec.max_episode_steps >= hold:
             kwargs["max_episode_steps"] = (spec.max_episode_steps // hold) * hold - 1
     try:
-        return make_single_env(env_id, leader=leader, camera="leader", width=int(w), height=int(h),
-                               render_mode="rgb_array", **kwargs)
+        return make_single_env(
+            env_id, leader=leader, camera="leader", width=int(w), height=int(h), render_mode="rgb_array", **kwargs
+        )
     except (TypeError, ValueError, gym.error.Error) as exc:
         raise VisforeError(f"cannot make {env_id}: {str(exc).splitlines()[0]}") from None
 
@@ -246,8 +248,16 @@ class MimicEpisode:
     pose_success: float | None = None
 
 
-def _episode(env: Any, mode: str, seed: int, policy: Any, translator: Any, goal_dim: int,
-             action_rng: np.random.Generator, joint_targets: bool = False) -> MimicEpisode:
+def _episode(
+    env: Any,
+    mode: str,
+    seed: int,
+    policy: Any,
+    translator: Any,
+    goal_dim: int,
+    action_rng: np.random.Generator,
+    joint_targets: bool = False,
+) -> MimicEpisode:
     obs, info = env.reset(seed=seed)
     space = env.action_space
     hold = int(env.unwrapped.hold_steps) if env.unwrapped.leader_mode == "hold" else 0
@@ -276,9 +286,14 @@ def _episode(env: Any, mode: str, seed: int, policy: Any, translator: Any, goal_
             pose_ends.append(distances[-1] < threshold)
         done = bool(terminated or truncated)
     return MimicEpisode(
-        mode=mode, seed=int(seed), final_distance=distances[-1], mean_distance=float(np.mean(distances)),
-        success=bool(info["is_success"]), target_error=float(np.mean(errors)) if errors else None,
-        steps=steps, pose_success=float(np.mean(pose_ends)) if pose_ends else None,
+        mode=mode,
+        seed=int(seed),
+        final_distance=distances[-1],
+        mean_distance=float(np.mean(distances)),
+        success=bool(info["is_success"]),
+        target_error=float(np.mean(errors)) if errors else None,
+        steps=steps,
+        pose_success=float(np.mean(pose_ends)) if pose_ends else None,
     )
 
 
@@ -291,24 +306,36 @@ def _summarise(episodes: list[MimicEpisode], threshold: float) -> list[dict[str,
         final = np.array([e.final_distance for e in eps])
         errs = [e.target_error for e in eps if e.target_error is not None]
         poses = [e.pose_success for e in eps if e.pose_success is not None]
-        rows.append({
-            "mode": mode,
-            "episodes": len(eps),
-            "success_rate": float(np.mean([e.success for e in eps])),
-            "pose_success_rate": float(np.mean(poses)) if poses else None,
-            "final_distance_mean": float(final.mean()),
-            "final_distance_median": float(np.median(final)),
-            "mean_distance": float(np.mean([e.mean_distance for e in eps])),
-            "target_error_mean": float(np.mean(errs)) if errs else None,
-            "success_threshold": float(threshold),
-        })
+        rows.append(
+            {
+                "mode": mode,
+                "episodes": len(eps),
+                "success_rate": float(np.mean([e.success for e in eps])),
+                "pose_success_rate": float(np.mean(poses)) if poses else None,
+                "final_distance_mean": float(final.mean()),
+                "final_distance_median": float(np.median(final)),
+                "mean_distance": float(np.mean([e.mean_distance for e in eps])),
+                "target_error_mean": float(np.mean(errs)) if errs else None,
+                "success_threshold": float(threshold),
+            }
+        )
     return rows
 
 
-def run_mimic(policy_dir: str | Path, translator_dir: str | Path, *, env_id: str = "MimicReacher-v0",
-              episodes: int = 20, seed: int = 0, leader: str = "hold", device: str = "cpu",
-              checkpoint: str = "best", modes: tuple[str, ...] = MODES, progress: bool = False,
-              hold_steps: int | None = None) -> dict[str, Any]:
+def run_mimic(
+    policy_dir: str | Path,
+    translator_dir: str | Path,
+    *,
+    env_id: str = "MimicReacher-v0",
+    episodes: int = 20,
+    seed: int = 0,
+    leader: str = "hold",
+    device: str = "cpu",
+    checkpoint: str = "best",
+    modes: tuple[str, ...] = MODES,
+    progress: bool = False,
+    hold_steps: int | None = None,
+) -> dict[str, Any]:
     """Run the three-way comparison (see the module docstring).
 
     Args:
@@ -357,7 +384,9 @@ def run_mimic(policy_dir: str | Path, translator_dir: str | Path, *, env_id: str
                 f"state has {(mimic_dim + 2 * goal_dim) // 2 + extra}"
             )
         if translator.goal_dim != goal_dim:
-            raise VisforeError(f"--translator predicts {translator.goal_dim} key-point coordinates; {env_id} has {goal_dim}")
+            raise VisforeError(
+                f"--translator predicts {translator.goal_dim} key-point coordinates; {env_id} has {goal_dim}"
+            )
         threshold = float(env.unwrapped.success_threshold)
         results: list[MimicEpisode] = []
         from visfore.core.progress import episode_progress
@@ -367,8 +396,7 @@ def run_mimic(policy_dir: str | Path, translator_dir: str | Path, *, env_id: str
             for mode in modes:
                 rng = np.random.default_rng(seed)
                 for i in range(int(episodes)):
-                    results.append(_episode(env, mode, int(seed) + i, policy, translator, goal_dim, rng,
-                                            joint_targets))
+                    results.append(_episode(env, mode, int(seed) + i, policy, translator, goal_dim, rng, joint_targets))
                     bar.advance(task)
     finally:
         env.close()
@@ -410,9 +438,17 @@ def _read_image(path: Path, frame_size: tuple[int, int]) -> np.ndarray:
     return img
 
 
-def execute_image(policy_dir: str | Path, translator_dir: str | Path, image: str | Path, *,
-                  env_id: str = "MimicReacher-v0", seed: int = 0, device: str = "cpu",
-                  checkpoint: str = "best", show: str | Path | None = None) -> dict[str, Any]:
+def execute_image(
+    policy_dir: str | Path,
+    translator_dir: str | Path,
+    image: str | Path,
+    *,
+    env_id: str = "MimicReacher-v0",
+    seed: int = 0,
+    device: str = "cpu",
+    checkpoint: str = "best",
+    show: str | Path | None = None,
+) -> dict[str, Any]:
     """Read one image of the robot, mirror the pose it shows, and execute it.
 
     The image (PNG/JPEG..., uint8 RGB of the translator's frame size, the single-robot
@@ -444,8 +480,9 @@ def execute_image(policy_dir: str | Path, translator_dir: str | Path, image: str
         mimic.close()
     h, w = translator.frame_size
     joint_targets = bool(policy.env_kwargs.get("joint_targets", False))
-    env = make_single_env(MIMIC_SINGLE_ENV[env_id], width=int(w), height=int(h), render_mode="rgb_array",
-                          joint_targets=joint_targets)
+    env = make_single_env(
+        MIMIC_SINGLE_ENV[env_id], width=int(w), height=int(h), render_mode="rgb_array", joint_targets=joint_targets
+    )
     try:
         base = env.unwrapped
         g = int(base.n_keypoints * len(base.keypoint_axes))
@@ -488,8 +525,16 @@ def execute_image(policy_dir: str | Path, translator_dir: str | Path, image: str
 # ---------------------------------------------------------------------------------------
 # reports
 # ---------------------------------------------------------------------------------------
-_COLUMNS = ("mode", "episodes", "success_rate", "pose_success_rate", "final_distance_mean", "final_distance_median",
-            "mean_distance", "target_error_mean")
+_COLUMNS = (
+    "mode",
+    "episodes",
+    "success_rate",
+    "pose_success_rate",
+    "final_distance_mean",
+    "final_distance_median",
+    "mean_distance",
+    "target_error_mean",
+)
 
 
 def _fmt(value: Any) -> str:
@@ -502,11 +547,16 @@ def _fmt(value: Any) -> str:
 
 def summary_markdown(result: Mapping[str, Any]) -> str:
     """The comparison as a Markdown table (distances in metres)."""
-    lines = [f"# visfore mimic: {result['env_id']} (leader {result['leader']}, {result['episodes']} episodes, "
-             f"seed {result['seed']})", "",
-             f"policy `{result['policy']}`, translator `{result['translator']}`, success = final key-point "
-             f"distance < {result['success_threshold']} m", "",
-             "| " + " | ".join(_COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
+    lines = [
+        f"# visfore mimic: {result['env_id']} (leader {result['leader']}, {result['episodes']} episodes, "
+        f"seed {result['seed']})",
+        "",
+        f"policy `{result['policy']}`, translator `{result['translator']}`, success = final key-point "
+        f"distance < {result['success_threshold']} m",
+        "",
+        "| " + " | ".join(_COLUMNS) + " |",
+        "|" + "---|" * len(_COLUMNS),
+    ]
     for row in result["summary"]:
         lines.append("| " + " | ".join(_fmt(row[c]) for c in _COLUMNS) + " |")
     return "\n".join(lines) + "\n"
@@ -535,8 +585,14 @@ def write_report(result: Mapping[str, Any], out: str | Path) -> Path:
     writer = csv.DictWriter(buf, fieldnames=["env_id", "leader", "seed", *_COLUMNS, "success_threshold"])
     writer.writeheader()
     for row in result["summary"]:
-        writer.writerow({"env_id": result["env_id"], "leader": result["leader"], "seed": result["seed"],
-                         **{c: row[c] for c in (*_COLUMNS, "success_threshold")}})
+        writer.writerow(
+            {
+                "env_id": result["env_id"],
+                "leader": result["leader"],
+                "seed": result["seed"],
+                **{c: row[c] for c in (*_COLUMNS, "success_threshold")},
+            }
+        )
     return runs.atomic_write_text(out, buf.getvalue())
 
 
@@ -544,16 +600,30 @@ def print_summary(result: Mapping[str, Any], console: Any) -> None:
     """Print the comparison as a rich table."""
     from rich.table import Table
 
-    table = Table(title=f"mimic {result['env_id']} - leader {result['leader']}, {result['episodes']} episodes, "
-                        f"success < {result['success_threshold'] * 100:.1f} cm")
-    for name in ("mode", "success", "held poses reached", "final dist mean (cm)", "final dist median (cm)",
-                 "mean dist (cm)", "translator err (cm)"):
+    table = Table(
+        title=f"mimic {result['env_id']} - leader {result['leader']}, {result['episodes']} episodes, "
+        f"success < {result['success_threshold'] * 100:.1f} cm"
+    )
+    for name in (
+        "mode",
+        "success",
+        "held poses reached",
+        "final dist mean (cm)",
+        "final dist median (cm)",
+        "mean dist (cm)",
+        "translator err (cm)",
+    ):
         table.add_column(name, justify="left" if name == "mode" else "right")
     for r in result["summary"]:
         err = r["target_error_mean"]
         pose = r["pose_success_rate"]
-        table.add_row(r["mode"], f"{r['success_rate'] * 100:.0f}%", "-" if pose is None else f"{pose * 100:.0f}%",
-                      f"{r['final_distance_mean'] * 100:.2f}",
-                      f"{r['final_distance_median'] * 100:.2f}", f"{r['mean_distance'] * 100:.2f}",
-                      "-" if err is None else f"{err * 100:.2f}")
+        table.add_row(
+            r["mode"],
+            f"{r['success_rate'] * 100:.0f}%",
+            "-" if pose is None else f"{pose * 100:.0f}%",
+            f"{r['final_distance_mean'] * 100:.2f}",
+            f"{r['final_distance_median'] * 100:.2f}",
+            f"{r['mean_distance'] * 100:.2f}",
+            "-" if err is None else f"{err * 100:.2f}",
+        )
     console.print(table)

@@ -73,8 +73,12 @@ class PolicyRun:
         """The policy's action space (a Box)."""
         return self.model.action_space
 
-    def make_env(self, perturbation: Mapping[str, float] | None = None, backend: str | None = None,
-                 render_mode: str | None = None) -> Any:
+    def make_env(
+        self,
+        perturbation: Mapping[str, float] | None = None,
+        backend: str | None = None,
+        render_mode: str | None = None,
+    ) -> Any:
         """A single env (``gym.make``, so the TimeLimit of the registration applies) with
         the training observation mode and kwargs, a FIXED perturbation, no randomisation.
 
@@ -169,9 +173,12 @@ def _spaces_compatible(env_space: Any, policy_space: Any) -> bool:
     from gymnasium import spaces
 
     if isinstance(env_space, spaces.Dict) or isinstance(policy_space, spaces.Dict):
-        return (isinstance(env_space, spaces.Dict) and isinstance(policy_space, spaces.Dict)
-                and set(env_space.spaces) == set(policy_space.spaces)
-                and all(_spaces_compatible(env_space[k], policy_space[k]) for k in env_space.spaces))
+        return (
+            isinstance(env_space, spaces.Dict)
+            and isinstance(policy_space, spaces.Dict)
+            and set(env_space.spaces) == set(policy_space.spaces)
+            and all(_spaces_compatible(env_space[k], policy_space[k]) for k in env_space.spaces)
+        )
     shape, target = tuple(env_space.shape or ()), tuple(policy_space.shape or ())
     return shape == target or (len(shape) == 3 and (shape[2], shape[0], shape[1]) == target)
 
@@ -237,7 +244,9 @@ def load_policy_run(run_dir: str | Path, checkpoint: str = "best", *, device: st
     torch.set_num_threads(1)
     custom_objects: dict[str, Any] = {
         # not needed for prediction; avoids unpickling training-only objects
-        "learning_rate": 0.0, "lr_schedule": lambda _: 0.0, "clip_range": lambda _: 0.0,
+        "learning_rate": 0.0,
+        "lr_schedule": lambda _: 0.0,
+        "clip_range": lambda _: 0.0,
     }
     if algo in tp.OFF_POLICY_ALGOS:
         custom_objects["buffer_size"] = 1  # no replay buffer memory for evaluation
@@ -247,5 +256,14 @@ def load_policy_run(run_dir: str | Path, checkpoint: str = "best", *, device: st
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise VisforeError(f"cannot load {model_path}: {text}") from None
     env_kwargs.pop("randomize", None)
-    return PolicyRun(run_dir=run_dir, config=config, env_id=env_id, env_kwargs=env_kwargs, algo=algo,
-                     checkpoint=chosen, model_path=model_path, model=model, vec_normalize=vec_normalize)
+    return PolicyRun(
+        run_dir=run_dir,
+        config=config,
+        env_id=env_id,
+        env_kwargs=env_kwargs,
+        algo=algo,
+        checkpoint=chosen,
+        model_path=model_path,
+        model=model,
+        vec_normalize=vec_normalize,
+    )

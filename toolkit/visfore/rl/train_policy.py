@@ -79,14 +79,14 @@ from visfore.core import runs
 from visfore.core.console import stdout_console
 from visfore.core.device import parse_device_spec, select_device
 from visfore.core.errors import VisforeError
-from visfore.core.provenance import command_line, package_versions
 from visfore.core.interrupt import StopFlag
+from visfore.core.provenance import command_line, package_versions
 from visfore.rl.config import RANDOMIZE_PRESETS, PolicyTrainConfig, parse_randomize
 from visfore.rl.zoo import (
     ALGOS,
-    Hyperparameters,
     OFF_POLICY_ALGOS,
     ZOO_SOURCE,
+    Hyperparameters,
     _algo_class,
     build_algo_kwargs,
     parse_hp_overrides,
@@ -94,8 +94,14 @@ from visfore.rl.zoo import (
     robot_name,
 )
 
-__all__ = ["PolicyTrainConfig", "RANDOMIZE_PRESETS", "parse_randomize", "print_metrics", "train_policy",
-           "validate_options"]
+__all__ = [
+    "PolicyTrainConfig",
+    "RANDOMIZE_PRESETS",
+    "parse_randomize",
+    "print_metrics",
+    "train_policy",
+    "validate_options",
+]
 
 log = logging.getLogger(__name__)
 
@@ -196,9 +202,7 @@ def env_kwargs_for(config: PolicyTrainConfig, *, visfore: bool) -> dict[str, Any
         if config.obs_mode != "state":
             given.append(f"--obs-mode {config.obs_mode}")
         if given:
-            raise VisforeError(
-                f"{' and '.join(given)} need a visfore env; {config.env} is a plain Gymnasium env"
-            )
+            raise VisforeError(f"{' and '.join(given)} need a visfore env; {config.env} is a plain Gymnasium env")
     if config.backend is not None:
         kwargs["backend"] = config.backend
     if randomize is not None:
@@ -249,8 +253,12 @@ def _make_venv(env_id: str, kwargs: Mapping[str, Any], n_envs: int, seed: int, *
     if subproc and n_envs > 1:
         vec_cls, vec_kwargs = SubprocVecEnv, {"start_method": "spawn"}
     return make_vec_env(
-        functools.partial(make_single_env, env_id), n_envs=n_envs, seed=seed,
-        env_kwargs=dict(kwargs), vec_env_cls=vec_cls, vec_env_kwargs=vec_kwargs,
+        functools.partial(make_single_env, env_id),
+        n_envs=n_envs,
+        seed=seed,
+        env_kwargs=dict(kwargs),
+        vec_env_cls=vec_cls,
+        vec_env_kwargs=vec_kwargs,
     )
 
 
@@ -317,7 +325,7 @@ def _save_best(model: Any, run_dir: Path) -> None:
 # ---------------------------------------------------------------------------------------
 # callbacks (classes built on first use: stable-baselines3 is imported lazily)
 # ---------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _callback_classes() -> dict[str, type]:
     from stable_baselines3.common.callbacks import BaseCallback
 
@@ -378,14 +386,25 @@ def _callback_classes() -> dict[str, type]:
             self.task: Any = None
 
         def _on_training_start(self) -> None:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeElapsedColumn, TimeRemainingColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self.t0, self.n0 = time.monotonic(), self.model.num_timesteps
             self.bar = Progress(
-                TextColumn("steps"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[sps]:.0f} steps/s"), TextColumn("eval {task.fields[ev]}"),
-                TimeElapsedColumn(), TimeRemainingColumn(), console=self.console,
+                TextColumn("steps"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[sps]:.0f} steps/s"),
+                TextColumn("eval {task.fields[ev]}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=self.console,
             )
             self.bar.start()
             self.task = self.bar.add_task("train", total=self.total, completed=self.n0, sps=0.0, ev="-")
@@ -394,9 +413,12 @@ def _callback_classes() -> dict[str, type]:
             if self.bar is not None and (self.n_calls % 16 == 0 or self.model.num_timesteps >= self.total):
                 dt = max(time.monotonic() - self.t0, 1e-9)
                 ev = self.state.get("last_mean_reward")
-                self.bar.update(self.task, completed=min(self.model.num_timesteps, self.total),
-                                sps=(self.model.num_timesteps - self.n0) / dt,
-                                ev="-" if ev is None else f"{ev:.1f}")
+                self.bar.update(
+                    self.task,
+                    completed=min(self.model.num_timesteps, self.total),
+                    sps=(self.model.num_timesteps - self.n0) / dt,
+                    ev="-" if ev is None else f"{ev:.1f}",
+                )
             return True
 
         def _on_training_end(self) -> None:
@@ -408,8 +430,13 @@ def _callback_classes() -> dict[str, type]:
                 self.bar.stop()
                 self.bar = None
 
-    return {"SaveBest": SaveBest, "AfterEval": AfterEval, "SaveLast": SaveLast,
-            "StopOnFlag": StopOnFlag, "RichProgress": RichProgress}
+    return {
+        "SaveBest": SaveBest,
+        "AfterEval": AfterEval,
+        "SaveLast": SaveLast,
+        "StopOnFlag": StopOnFlag,
+        "RichProgress": RichProgress,
+    }
 
 
 # ---------------------------------------------------------------------------------------
@@ -436,8 +463,11 @@ def _resolve_resume(config: PolicyTrainConfig) -> tuple[PolicyTrainConfig, dict[
         raise VisforeError(f"cannot resume: {run_dir} has no {CHECKPOINT_DIR}/{LAST_MODEL}; start a new run instead")
     options = {k: v for k, v in saved["options"].items() if k not in ("resume", "out_dir", *LOCATION_OPTIONS)}
     merged, ignored = runs.merge_resumed_options(
-        options, config.replace(timesteps=None), runtime=[k for k in RUNTIME_OPTIONS if k != "timesteps"],
-        skip=LOCATION_OPTIONS)
+        options,
+        config.replace(timesteps=None),
+        runtime=[k for k in RUNTIME_OPTIONS if k != "timesteps"],
+        skip=LOCATION_OPTIONS,
+    )
     total = int(saved.get("total_timesteps", merged.timesteps or 0))
     if config.timesteps is not None:
         _at_least("timesteps", config.timesteps, 1)
@@ -480,7 +510,9 @@ class _Plan:
 
 def _saved_hyperparameters(saved: Mapping[str, Any]) -> Hyperparameters:
     h = saved["hyperparameters"]
-    return Hyperparameters(h["zoo_key"], h["zoo"], h["overrides"], h["resolved"], int(saved["options"].get("n_envs") or 1))
+    return Hyperparameters(
+        h["zoo_key"], h["zoo"], h["overrides"], h["resolved"], int(saved["options"].get("n_envs") or 1)
+    )
 
 
 def _plan(config: PolicyTrainConfig) -> _Plan:
@@ -510,8 +542,10 @@ def _plan(config: PolicyTrainConfig) -> _Plan:
         env_kwargs = env_kwargs_for(config, visfore=visfore)
         hyper = resolve_hyperparameters(config.algo, env_id, config.backend, parse_hp_overrides(config.hp))
         if run_dir.exists() or run_dir.is_symlink():
-            raise VisforeError(f"run directory {run_dir} already exists; continue it with --resume --out {run_dir}, "
-                               "or choose another --name")
+            raise VisforeError(
+                f"run directory {run_dir} already exists; continue it with --resume --out {run_dir}, "
+                "or choose another --name"
+            )
     n_envs = int(config.n_envs or hyper.n_envs)
     device = select_device(config.device)
     obs_space, act_space, max_steps = _check_env(env_id, env_kwargs)
@@ -519,10 +553,24 @@ def _plan(config: PolicyTrainConfig) -> _Plan:
     policy = POLICY_FOR_OBS_MODE[config.obs_mode]
     if isinstance(obs_space, gym.spaces.Dict) and policy != "MultiInputPolicy":
         policy = "MultiInputPolicy"
-    return _Plan(config=config, run_dir=run_dir, saved=saved, ignored=ignored, env_id=env_id, visfore=visfore,
-                 env_kwargs=env_kwargs, hyper=hyper, n_envs=n_envs, device=device, max_steps=max_steps,
-                 algo_kwargs=algo_kwargs, vn_options=_vecnormalize_options(normalize, config.obs_mode),
-                 policy=policy, subproc=config.obs_mode != "state" and n_envs > 1, t_begin=t_begin)
+    return _Plan(
+        config=config,
+        run_dir=run_dir,
+        saved=saved,
+        ignored=ignored,
+        env_id=env_id,
+        visfore=visfore,
+        env_kwargs=env_kwargs,
+        hyper=hyper,
+        n_envs=n_envs,
+        device=device,
+        max_steps=max_steps,
+        algo_kwargs=algo_kwargs,
+        vn_options=_vecnormalize_options(normalize, config.obs_mode),
+        policy=policy,
+        subproc=config.obs_mode != "state" and n_envs > 1,
+        t_begin=t_begin,
+    )
 
 
 def _new_model(plan: _Plan) -> tuple[Any, Any]:
@@ -531,13 +579,21 @@ def _new_model(plan: _Plan) -> tuple[Any, Any]:
 
     c = plan.config
     if plan.hyper.zoo_key is None:
-        log.warning("no rl-baselines3-zoo %s hyperparameters for %s; using stable-baselines3 defaults",
-                    c.algo, plan.env_id)
+        log.warning(
+            "no rl-baselines3-zoo %s hyperparameters for %s; using stable-baselines3 defaults", c.algo, plan.env_id
+        )
     raw = _transpose_images(_make_venv(plan.env_id, plan.env_kwargs, plan.n_envs, c.seed, subproc=plan.subproc))
     train_env = VecNormalize(raw, **plan.vn_options)
     try:
-        model = _algo_class(c.algo)(plan.policy, train_env, seed=c.seed, device=plan.device, verbose=0,
-                                    tensorboard_log=str(plan.run_dir / LOGS_DIR), **plan.algo_kwargs)
+        model = _algo_class(c.algo)(
+            plan.policy,
+            train_env,
+            seed=c.seed,
+            device=plan.device,
+            verbose=0,
+            tensorboard_log=str(plan.run_dir / LOGS_DIR),
+            **plan.algo_kwargs,
+        )
     except (TypeError, ValueError, AssertionError) as exc:
         train_env.close()
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -552,16 +608,18 @@ def _resumed_model(plan: _Plan) -> tuple[Any, Any]:
 
     c, ckpt_dir = plan.config, plan.run_dir / CHECKPOINT_DIR
     try:
-        model = _algo_class(c.algo).load(ckpt_dir / LAST_MODEL, device=plan.device,
-                                         tensorboard_log=str(plan.run_dir / LOGS_DIR))
+        model = _algo_class(c.algo).load(
+            ckpt_dir / LAST_MODEL, device=plan.device, tensorboard_log=str(plan.run_dir / LOGS_DIR)
+        )
     except (OSError, ValueError, KeyError, RuntimeError, pickle.UnpicklingError) as exc:
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise VisforeError(f"cannot resume: {ckpt_dir / LAST_MODEL} cannot be loaded ({text})") from None
     offset = int(model.num_timesteps)
     if not (ckpt_dir / VECNORMALIZE).is_file():
         raise VisforeError(f"cannot resume: {ckpt_dir / VECNORMALIZE} is missing")
-    raw = _transpose_images(_make_venv(plan.env_id, plan.env_kwargs, plan.n_envs, c.seed + offset,
-                                       subproc=plan.subproc))
+    raw = _transpose_images(
+        _make_venv(plan.env_id, plan.env_kwargs, plan.n_envs, c.seed + offset, subproc=plan.subproc)
+    )
     train_env = VecNormalize.load(str(ckpt_dir / VECNORMALIZE), raw)
     train_env.training = True
     model.set_env(train_env)
@@ -577,8 +635,9 @@ def _make_eval_env(plan: _Plan, train_env: Any) -> Any:
     training env's observation statistics and unnormalised rewards."""
     from stable_baselines3.common.vec_env import VecNormalize
 
-    raw = _transpose_images(_make_venv(plan.env_id, eval_kwargs_for(plan.env_kwargs), 1,
-                                       plan.config.seed + EVAL_SEED_OFFSET, subproc=False))
+    raw = _transpose_images(
+        _make_venv(plan.env_id, eval_kwargs_for(plan.env_kwargs), 1, plan.config.seed + EVAL_SEED_OFFSET, subproc=False)
+    )
     eval_env = VecNormalize(raw, **{**plan.vn_options, "training": False, "norm_reward": False})
     if hasattr(train_env, "obs_rms"):  # only with norm_obs; EvalCallback also syncs a copy
         eval_env.obs_rms = train_env.obs_rms
@@ -607,47 +666,72 @@ def _config_record(plan: _Plan) -> dict[str, Any]:
     c, hyper = plan.config, plan.hyper
     options = json.loads(json.dumps(c.to_dict()))
     options["n_envs"] = plan.n_envs
-    checkpoints = {"last": f"{CHECKPOINT_DIR}/{LAST_MODEL}", "best": f"{CHECKPOINT_DIR}/{BEST_MODEL}",
-                   "vecnormalize": f"{CHECKPOINT_DIR}/{VECNORMALIZE}",
-                   "best_vecnormalize": f"{CHECKPOINT_DIR}/{BEST_VECNORMALIZE}",
-                   "replay_buffer": f"{CHECKPOINT_DIR}/{REPLAY_BUFFER}" if c.algo in OFF_POLICY_ALGOS else None}
+    checkpoints = {
+        "last": f"{CHECKPOINT_DIR}/{LAST_MODEL}",
+        "best": f"{CHECKPOINT_DIR}/{BEST_MODEL}",
+        "vecnormalize": f"{CHECKPOINT_DIR}/{VECNORMALIZE}",
+        "best_vecnormalize": f"{CHECKPOINT_DIR}/{BEST_VECNORMALIZE}",
+        "replay_buffer": f"{CHECKPOINT_DIR}/{REPLAY_BUFFER}" if c.algo in OFF_POLICY_ALGOS else None,
+    }
     return {
         "command": COMMAND,
         "format": CONFIG_FORMAT,
         "version": CONFIG_VERSION,
         "created": runs.utc_timestamp(),
         "run_dir": str(plan.run_dir.resolve()),
-        "command_line": command_line(COMMAND, c.replace(out=str(plan.run_dir), name=None),
-                                     exclude=("resume", "runs_root", "name")),
+        "command_line": command_line(
+            COMMAND, c.replace(out=str(plan.run_dir), name=None), exclude=("resume", "runs_root", "name")
+        ),
         "options": options,
         "env": {
-            "id": plan.env_id, "visfore": plan.visfore, "robot": robot_name(plan.env_id),
-            "kwargs": plan.env_kwargs, "eval_kwargs": eval_kwargs_for(plan.env_kwargs),
-            "max_episode_steps": plan.max_steps, "vec_env": plan.vec_env_name, "n_envs": plan.n_envs,
+            "id": plan.env_id,
+            "visfore": plan.visfore,
+            "robot": robot_name(plan.env_id),
+            "kwargs": plan.env_kwargs,
+            "eval_kwargs": eval_kwargs_for(plan.env_kwargs),
+            "max_episode_steps": plan.max_steps,
+            "vec_env": plan.vec_env_name,
+            "n_envs": plan.n_envs,
             "seeds": {"train": f"{c.seed} + rank (+ timesteps done, on resume)", "eval": c.seed + EVAL_SEED_OFFSET},
         },
         "algo": c.algo,
         "policy": plan.policy,
         "hyperparameters": {
             "source": ZOO_SOURCE.format(algo=c.algo) if hyper.zoo_key else "stable-baselines3 defaults",
-            "zoo_key": hyper.zoo_key, "zoo": hyper.zoo, "overrides": hyper.overrides, "resolved": hyper.resolved,
+            "zoo_key": hyper.zoo_key,
+            "zoo": hyper.zoo,
+            "overrides": hyper.overrides,
+            "resolved": hyper.resolved,
         },
         "normalize": plan.vn_options,
         "total_timesteps": int(c.timesteps or 0),
-        "eval": {"freq": c.eval_freq, "episodes": c.eval_episodes, "deterministic": True,
-                 "env": "nominal body (training kwargs without randomize)"},
+        "eval": {
+            "freq": c.eval_freq,
+            "episodes": c.eval_episodes,
+            "deterministic": True,
+            "env": "nominal body (training kwargs without randomize)",
+        },
         "checkpoints": checkpoints,
-        "runtime": {"device": str(plan.device), "torch_threads": plan.threads,
-                    "torch_threads_note": "1 for MLP policies on CPU (small nets are faster single-threaded); "
-                                          "torch's default for CNN policies",
-                    "versions": package_versions(), "torch_version": str(torch.__version__)},
+        "runtime": {
+            "device": str(plan.device),
+            "torch_threads": plan.threads,
+            "torch_threads_note": "1 for MLP policies on CPU (small nets are faster single-threaded); "
+            "torch's default for CNN policies",
+            "versions": package_versions(),
+            "torch_version": str(torch.__version__),
+        },
     }
 
 
 def _summary(values: list[float]) -> dict[str, float]:
     a = np.asarray(values, dtype=np.float64)
-    return {"mean": float(a.mean()), "std": float(a.std()), "min": float(a.min()),
-            "max": float(a.max()), "median": float(np.median(a))}
+    return {
+        "mean": float(a.mean()),
+        "std": float(a.std()),
+        "min": float(a.min()),
+        "max": float(a.max()),
+        "median": float(np.median(a)),
+    }
 
 
 def _restore_eval_history(eval_cb: Any, log_dir: Path) -> tuple[float, int | None]:
@@ -739,10 +823,15 @@ def _callbacks(plan: _Plan, eval_env: Any, stop: StopFlag, console: Any) -> tupl
     callbacks: list[Any] = []
     if c.eval_freq > 0:
         progress.eval_cb = EvalCallback(
-            eval_env, callback_on_new_best=classes["SaveBest"](run_dir, progress.state),
-            callback_after_eval=classes["AfterEval"](progress.state), n_eval_episodes=c.eval_episodes,
-            eval_freq=max(c.eval_freq // plan.n_envs, 1), log_path=str(log_dir),
-            best_model_save_path=None, deterministic=True, verbose=0,
+            eval_env,
+            callback_on_new_best=classes["SaveBest"](run_dir, progress.state),
+            callback_after_eval=classes["AfterEval"](progress.state),
+            n_eval_episodes=c.eval_episodes,
+            eval_freq=max(c.eval_freq // plan.n_envs, 1),
+            log_path=str(log_dir),
+            best_model_save_path=None,
+            deterministic=True,
+            verbose=0,
         )
         if plan.resumed:
             progress.best, progress.best_at = _restore_eval_history(progress.eval_cb, log_dir)
@@ -781,13 +870,22 @@ def _learn(plan: _Plan, model: Any, eval_env: Any, console: Any) -> tuple[float,
         log.info("resuming %s at %d/%d timesteps", run_dir, start_steps, total)
     t_train = time.monotonic()
     if total - start_steps <= 0:
-        log.info("%s already has %d/%d timesteps; evaluating only (pass a larger --timesteps to continue)",
-                 run_dir, start_steps, total)
+        log.info(
+            "%s already has %d/%d timesteps; evaluating only (pass a larger --timesteps to continue)",
+            run_dir,
+            start_steps,
+            total,
+        )
         return time.monotonic() - t_train, progress
     try:
         with stop.catch_sigint():
-            model.learn(total_timesteps=total - start_steps, callback=CallbackList(callbacks),
-                        tb_log_name=TB_LOG_NAME, reset_num_timesteps=not plan.resumed, progress_bar=False)
+            model.learn(
+                total_timesteps=total - start_steps,
+                callback=CallbackList(callbacks),
+                tb_log_name=TB_LOG_NAME,
+                reset_num_timesteps=not plan.resumed,
+                progress_bar=False,
+            )
     except KeyboardInterrupt:
         stop.requested = True
     finally:
@@ -795,13 +893,21 @@ def _learn(plan: _Plan, model: Any, eval_env: Any, console: Any) -> tuple[float,
             bar.close()
     _save_last(model, run_dir, c.algo)
     if stop.requested:
-        log.warning("interrupted at %d/%d timesteps; saved %s/%s; continue with --resume --out %s",
-                    model.num_timesteps, total, CHECKPOINT_DIR, LAST_MODEL, run_dir)
+        log.warning(
+            "interrupted at %d/%d timesteps; saved %s/%s; continue with --resume --out %s",
+            model.num_timesteps,
+            total,
+            CHECKPOINT_DIR,
+            LAST_MODEL,
+            run_dir,
+        )
         raise KeyboardInterrupt
     return time.monotonic() - t_train, progress
 
 
-def _final_evaluation(plan: _Plan, model: Any, eval_env: Any, progress: _Progress) -> tuple[list[float], list[int], float]:
+def _final_evaluation(
+    plan: _Plan, model: Any, eval_env: Any, progress: _Progress
+) -> tuple[list[float], list[int], float]:
     """Step 5a: ``eval_episodes`` deterministic episodes of the last model on the nominal
     env (seed + 10000); keeps it as best_model.zip when it beats the best so far (or
     none exists). Returns (returns, lengths, best mean return)."""
@@ -811,8 +917,9 @@ def _final_evaluation(plan: _Plan, model: Any, eval_env: Any, progress: _Progres
     c = plan.config
     sync_envs_normalization(model.get_env(), eval_env)
     eval_env.seed(c.seed + EVAL_SEED_OFFSET)
-    returns, lengths = evaluate_policy(model, eval_env, n_eval_episodes=c.eval_episodes,
-                                       deterministic=True, return_episode_rewards=True, warn=False)
+    returns, lengths = evaluate_policy(
+        model, eval_env, n_eval_episodes=c.eval_episodes, deterministic=True, return_episode_rewards=True, warn=False
+    )
     returns, lengths = [float(r) for r in returns], [int(n) for n in lengths]
     final_mean = float(np.mean(returns))
     best = progress.best
@@ -836,7 +943,7 @@ def _learn_and_evaluate(plan: _Plan, model: Any, eval_env: Any) -> dict[str, Any
     trained = int(model.num_timesteps) - start_steps
     metrics: dict[str, Any] = {
         "evaluation": f"{c.eval_episodes} deterministic episodes of the last model on the nominal "
-                      "env (no randomisation), VecNormalize statistics of training, rewards not normalised",
+        "env (no randomisation), VecNormalize statistics of training, rewards not normalised",
         "env_id": _env_id_of(run_dir),
         "algo": c.algo,
         "episodes": len(returns),
@@ -890,8 +997,9 @@ def print_metrics(metrics: Mapping[str, Any], console: Any = None) -> None:
     from rich.table import Table
 
     console = console or stdout_console()
-    table = Table(title=f"{metrics['algo']} on {metrics['env_id']}: {metrics['episodes']} deterministic "
-                        "episodes, nominal body")
+    table = Table(
+        title=f"{metrics['algo']} on {metrics['env_id']}: {metrics['episodes']} deterministic episodes, nominal body"
+    )
     table.add_column("")
     for col in ("mean", "std", "min", "median", "max"):
         table.add_column(col, justify="right")
@@ -904,8 +1012,5 @@ def print_metrics(metrics: Mapping[str, Any], console: Any = None) -> None:
     console.print(
         f"{metrics['num_timesteps']}/{metrics['total_timesteps']} timesteps; best eval mean return "
         f"{'-' if best is None else f'{best:.1f}'}; trained {metrics['timesteps_this_session']} steps in "
-        f"{metrics['train_seconds']:.0f} s" + (f" ({sps:.0f} steps/s)" if sps else "")
-        + f"; run: {metrics['run_dir']}"
+        f"{metrics['train_seconds']:.0f} s" + (f" ({sps:.0f} steps/s)" if sps else "") + f"; run: {metrics['run_dir']}"
     )
-
-

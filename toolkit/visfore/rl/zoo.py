@@ -36,15 +36,20 @@ ZOO_PYBULLET_KEYS: dict[str, str] = {
     "Ant": "AntBulletEnv-v0",
     "HalfCheetah": "HalfCheetahBulletEnv-v0",
 }
-ZOO_SOURCE = (
-    "rl-baselines3-zoo 2.9.2, hyperparams/{algo}.yml "
-    "(https://github.com/DLR-RM/rl-baselines3-zoo)"
-)
+ZOO_SOURCE = "rl-baselines3-zoo 2.9.2, hyperparams/{algo}.yml (https://github.com/DLR-RM/rl-baselines3-zoo)"
 #: Zoo keys that are not constructor arguments of the algorithm.
 ZOO_SPECIAL_KEYS = ("n_timesteps", "policy", "n_envs", "normalize", "noise_type", "noise_std")
 #: Constructor arguments visfore sets itself (``--hp`` may not set them).
-RESERVED_ALGO_KWARGS = ("policy", "env", "verbose", "seed", "device", "tensorboard_log",
-                        "_init_setup_model", "action_noise")
+RESERVED_ALGO_KWARGS = (
+    "policy",
+    "env",
+    "verbose",
+    "seed",
+    "device",
+    "tensorboard_log",
+    "_init_setup_model",
+    "action_noise",
+)
 #: Hyperparameters that accept a ``lin_<x>`` schedule string.
 SCHEDULE_KEYS = ("learning_rate", "clip_range", "clip_range_vf")
 #: VecNormalize options accepted in a ``normalize`` mapping.
@@ -94,8 +99,7 @@ def parse_hp_overrides(values: list[str] | tuple[str, ...] | None) -> dict[str, 
     return result
 
 
-_ACTIVATIONS = ("ReLU", "Tanh", "ELU", "GELU", "LeakyReLU", "SiLU", "Sigmoid", "Softplus",
-                "SELU", "Mish", "Identity")
+_ACTIVATIONS = ("ReLU", "Tanh", "ELU", "GELU", "LeakyReLU", "SiLU", "Sigmoid", "Softplus", "SELU", "Mish", "Identity")
 _OPTIMIZERS = ("Adam", "AdamW", "RMSprop", "SGD")
 
 
@@ -143,8 +147,7 @@ def _literal(node: ast.AST, text: str) -> Any:
         if isinstance(cur, ast.Name):
             return _resolve_dotted([cur.id, *parts], text)
     raise VisforeError(
-        f"policy_kwargs {text!r}: only dict(...), lists, numbers, strings, booleans and "
-        "nn.<Activation> are allowed"
+        f"policy_kwargs {text!r}: only dict(...), lists, numbers, strings, booleans and nn.<Activation> are allowed"
     )
 
 
@@ -226,7 +229,9 @@ def parse_normalize(value: Any, gamma: Any = None) -> dict[str, Any]:
         raise VisforeError(f"normalize must be true, false or a dict of VecNormalize options, got {value!r}")
     unknown = sorted(set(kwargs) - set(NORMALIZE_OPTIONS))
     if unknown:
-        raise VisforeError(f"normalize: unknown VecNormalize option(s) {', '.join(unknown)}; valid: {', '.join(NORMALIZE_OPTIONS)}")
+        raise VisforeError(
+            f"normalize: unknown VecNormalize option(s) {', '.join(unknown)}; valid: {', '.join(NORMALIZE_OPTIONS)}"
+        )
     out = {"norm_obs": True, "norm_reward": True, **kwargs}
     if gamma is not None:
         out["gamma"] = float(gamma)
@@ -236,7 +241,7 @@ def parse_normalize(value: Any, gamma: Any = None) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------
 # hyperparameters
 # ---------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _zoo_file(algo: str) -> dict[str, dict[str, Any]]:
     import importlib.resources
 
@@ -299,8 +304,9 @@ class Hyperparameters:
     n_envs: int
 
 
-def resolve_hyperparameters(algo: str, env_id: str, backend: str | None,
-                            overrides: Mapping[str, Any]) -> Hyperparameters:
+def resolve_hyperparameters(
+    algo: str, env_id: str, backend: str | None, overrides: Mapping[str, Any]
+) -> Hyperparameters:
     """Look up the zoo entry for ``env_id`` (:func:`zoo_key`) and apply ``overrides``."""
     key = zoo_key(algo, env_id, backend)
     zoo = load_zoo_hyperparams(algo).get(key, {}) if key else {}
@@ -316,7 +322,9 @@ def _algo_class(algo: str) -> Any:
     return getattr(stable_baselines3, ALGOS[algo])
 
 
-def build_algo_kwargs(algo: str, resolved: Mapping[str, Any], action_space: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+def build_algo_kwargs(
+    algo: str, resolved: Mapping[str, Any], action_space: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Turn zoo-format hyperparameters into constructor arguments of the algorithm.
 
     Args:
@@ -337,14 +345,14 @@ def build_algo_kwargs(algo: str, resolved: Mapping[str, Any], action_space: Any)
     from stable_baselines3.common.noise import NormalActionNoise, OrnsteinUhlenbeckActionNoise
 
     params = dict(resolved)
-    valid = [p for p in inspect.signature(_algo_class(algo).__init__).parameters
-             if p not in ("self", *RESERVED_ALGO_KWARGS)]
+    valid = [
+        p for p in inspect.signature(_algo_class(algo).__init__).parameters if p not in ("self", *RESERVED_ALGO_KWARGS)
+    ]
     special = ("normalize", "noise_type", "noise_std")
     unknown = sorted(k for k in params if k not in valid and k not in special)
     if unknown:
         raise VisforeError(
-            f"unknown {algo} hyperparameter(s) {', '.join(unknown)}; valid: "
-            f"{', '.join(sorted([*valid, *special]))}"
+            f"unknown {algo} hyperparameter(s) {', '.join(unknown)}; valid: {', '.join(sorted([*valid, *special]))}"
         )
     normalize = parse_normalize(params.pop("normalize", False), params.get("gamma"))
     noise_type = params.pop("noise_type", None)

@@ -27,8 +27,15 @@ from typing import Any, Mapping
 from visfore.core.errors import VisforeError
 from visfore.core.trainer import TrainState
 
-__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "check_checkpoint", "counters", "rng_state",
-           "set_rng_state", "train_state"]
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_VERSION",
+    "check_checkpoint",
+    "counters",
+    "rng_state",
+    "set_rng_state",
+    "train_state",
+]
 
 CHECKPOINT_FORMAT = "visfore-train-model-checkpoint"
 CHECKPOINT_VERSION = 2
@@ -66,8 +73,10 @@ def check_checkpoint(ckpt: Mapping[str, Any], path: Path, world_size: int, run_d
         raise VisforeError(f"{path} is not a train-model checkpoint")
     version = int(ckpt.get("version", 1))
     if version > CHECKPOINT_VERSION:
-        raise VisforeError(f"{path} is a version {version} checkpoint; this visfore reads up to "
-                           f"version {CHECKPOINT_VERSION} (upgrade visfore)")
+        raise VisforeError(
+            f"{path} is a version {version} checkpoint; this visfore reads up to "
+            f"version {CHECKPOINT_VERSION} (upgrade visfore)"
+        )
     saved_world = int(ckpt.get("world_size", 1))
     if saved_world != world_size:
         raise VisforeError(
@@ -78,8 +87,11 @@ def check_checkpoint(ckpt: Mapping[str, Any], path: Path, world_size: int, run_d
 
 def counters(state: TrainState) -> dict[str, Any]:
     """The checkpoint's counter entries for ``state`` (the inverse of :func:`train_state`)."""
-    partial = ([float(state.loss_sum), int(state.loss_count), float(state.extra.get("mse_sum", 0.0))]
-               if state.epoch_step else [0.0, 0, 0.0])
+    partial = (
+        [float(state.loss_sum), int(state.loss_count), float(state.extra.get("mse_sum", 0.0))]
+        if state.epoch_step
+        else [0.0, 0, 0.0]
+    )
     return {
         "epoch": state.epoch,
         "epoch_step": state.epoch_step,

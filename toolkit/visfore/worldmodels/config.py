@@ -18,8 +18,15 @@ from visfore.core.config import ConfigBase, option
 from visfore.core.device import parse_device_spec
 from visfore.core.errors import VisforeError
 
-__all__ = ["RUNTIME_OPTIONS", "PlayModelConfig", "PredictConfig", "TrainConfig", "TrainEvalAllConfig", "parse_json_object",
-           "validate_config"]
+__all__ = [
+    "RUNTIME_OPTIONS",
+    "PlayModelConfig",
+    "PredictConfig",
+    "TrainConfig",
+    "TrainEvalAllConfig",
+    "parse_json_object",
+    "validate_config",
+]
 
 #: Options that may change on ``--resume`` (they do not change the result).
 RUNTIME_OPTIONS = ("resume", "device", "num_workers", "time_budget", "num_threads", "progress")
@@ -52,9 +59,16 @@ class TrainConfig(ConfigBase, command="train-model"):
     options (:data:`RUNTIME_OPTIONS`) and ``epochs`` (the target) may change.
     """
 
-    data: Optional[str] = option(None, help="Visfore Zarr dataset (from `visfore collect`): a directory or a URL (s3://bucket/name.zarr).")
+    data: Optional[str] = option(
+        None, help="Visfore Zarr dataset (from `visfore collect`): a directory or a URL (s3://bucket/name.zarr)."
+    )
     model: str = option("convlstm", help="Forward model name (visfore_models.MODELS).")
-    model_kwargs: dict[str, Any] = option(help="JSON object of extra model options, e.g. '{\"lstm_channels\": [32, 32]}'.", default_factory=dict, parse=parse_json_object, metavar="JSON")
+    model_kwargs: dict[str, Any] = option(
+        help="JSON object of extra model options, e.g. '{\"lstm_channels\": [32, 32]}'.",
+        default_factory=dict,
+        parse=parse_json_object,
+        metavar="JSON",
+    )
     context: int = option(2, help="C context frames given to the model.")
     horizon: int = option(10, help="K frames predicted open-loop.")
     epochs: int = option(10, help="Total training epochs (also the target on --resume).")
@@ -64,29 +78,63 @@ class TrainConfig(ConfigBase, command="train-model"):
     warmup_steps: int = option(20, help="Linear learning-rate warm-up steps.")
     weight_decay: float = option(0.0, help="Adam weight decay.")
     grad_clip: float = option(1.0, help="Max global gradient norm (0 = off).")
-    sampling: Literal["open-loop", "teacher", "scheduled"] = option("open-loop", help="What the training rollout feeds back: open-loop (own predictions, like the evaluation), teacher (true frames) or scheduled (true frame with probability k/(k+exp(step/k)), Finn et al. 2016).")
-    sampling_k: Optional[float] = option(None, help="k of --sampling scheduled (Finn et al. used 900 over ~1e5 steps). Default: k ln k = total steps / 2, so the probability decays from ~1 to ~0 over this run and is 0.5 half-way.")
-    teacher_forcing: Optional[str] = option(None, help="Advanced alternative to --sampling: probability of feeding true frames, P, 'inverse-sigmoid:K' or 'linear:P0:P1[:STEPS]'. Evaluation is always open-loop.")
-    pad_short_episodes: bool = option(True, help="Episodes shorter than context + horizon frames give one clip padded at the end (last frame repeated, zero actions), masked out of the loss and metrics; off: they are left out.")
-    eval_samples: int = option(5, help="Samples per clip in the final evaluation of a stochastic model (mean over samples and best-of-N are reported).")
-    amp: Optional[bool] = option(None, help="Mixed precision: float16 autocast + GradScaler on CUDA, bfloat16 autocast on CPU. Default: on when training on CUDA, off on CPU.", flags=("--amp/--no-amp",))
+    sampling: Literal["open-loop", "teacher", "scheduled"] = option(
+        "open-loop",
+        help="What the training rollout feeds back: open-loop (own predictions, like the evaluation), teacher (true frames) or scheduled (true frame with probability k/(k+exp(step/k)), Finn et al. 2016).",
+    )
+    sampling_k: Optional[float] = option(
+        None,
+        help="k of --sampling scheduled (Finn et al. used 900 over ~1e5 steps). Default: k ln k = total steps / 2, so the probability decays from ~1 to ~0 over this run and is 0.5 half-way.",
+    )
+    teacher_forcing: Optional[str] = option(
+        None,
+        help="Advanced alternative to --sampling: probability of feeding true frames, P, 'inverse-sigmoid:K' or 'linear:P0:P1[:STEPS]'. Evaluation is always open-loop.",
+    )
+    pad_short_episodes: bool = option(
+        True,
+        help="Episodes shorter than context + horizon frames give one clip padded at the end (last frame repeated, zero actions), masked out of the loss and metrics; off: they are left out.",
+    )
+    eval_samples: int = option(
+        5,
+        help="Samples per clip in the final evaluation of a stochastic model (mean over samples and best-of-N are reported).",
+    )
+    amp: Optional[bool] = option(
+        None,
+        help="Mixed precision: float16 autocast + GradScaler on CUDA, bfloat16 autocast on CPU. Default: on when training on CUDA, off on CPU.",
+        flags=("--amp/--no-amp",),
+    )
     seed: int = option(0, help="Seed of init, split, clip order and subsets.")
     val_fraction: float = option(0.1, help="Fraction of episodes held out for validation.")
     clip_stride: int = option(1, help="Rows between training clip starts in an episode.")
     max_train_clips: Optional[int] = option(None, help="Use a fixed seeded subset of training clips.")
-    clips_per_epoch: Optional[int] = option(800, help="Training clips drawn per epoch (a fresh seeded draw each epoch, without replacement; split across processes under torchrun); 0 = every training clip.")
+    clips_per_epoch: Optional[int] = option(
+        800,
+        help="Training clips drawn per epoch (a fresh seeded draw each epoch, without replacement; split across processes under torchrun); 0 = every training clip.",
+    )
     max_val_clips: Optional[int] = option(256, help="Evaluate on at most this many validation clips (seeded subset).")
     epoch_val_clips: int = option(32, help="Validation clips scored after each epoch.")
     eval_batch_size: int = option(32, help="Clips per forward pass in evaluation.")
     image_clips: int = option(4, help="Validation clips drawn in each images/epoch_XXX.png (0 = no images).")
-    out: Optional[str] = option(None, help="Run directory (default runs/train-model-<UTC time>).", flags=("--out", "-o"))
+    out: Optional[str] = option(
+        None, help="Run directory (default runs/train-model-<UTC time>).", flags=("--out", "-o")
+    )
     name: Optional[str] = option(None, help="Run name: runs/train-model-NAME.")
     resume: bool = option(False, help="Continue the run in --out/--name from checkpoints/last.pt.", flags=("--resume",))
-    device: str = option("auto", help="auto, cpu, cuda or cuda:N (under torchrun: auto or cuda, one GPU per LOCAL_RANK).")
+    device: str = option(
+        "auto", help="auto, cpu, cuda or cuda:N (under torchrun: auto or cuda, one GPU per LOCAL_RANK)."
+    )
     num_workers: int = option(0, help="DataLoader worker processes.")
-    num_threads: Optional[int] = option(None, help="Torch CPU threads (default: physical cores, divided among torchrun processes).")
-    time_budget: Optional[float] = option(None, help="Stop training after this many minutes (checkpointed), then evaluate.")
-    progress: bool = option(True, help="Show the progress bar and the per-epoch table (--quiet: only the final summary).", flags=("--progress/--quiet", " /-q"))
+    num_threads: Optional[int] = option(
+        None, help="Torch CPU threads (default: physical cores, divided among torchrun processes)."
+    )
+    time_budget: Optional[float] = option(
+        None, help="Stop training after this many minutes (checkpointed), then evaluate."
+    )
+    progress: bool = option(
+        True,
+        help="Show the progress bar and the per-epoch table (--quiet: only the final summary).",
+        flags=("--progress/--quiet", " /-q"),
+    )
 
 
 def _positive(name: str, value: Any, *, allow_none: bool = False, minimum: float = 1) -> None:
@@ -163,7 +211,9 @@ class PredictConfig(ConfigBase, command="predict"):
     run: str = option(help="A `visfore train-model` run directory.", argument=True)
     episode: int = option(help="Episode index N in the dataset (0-based).")
     out: str = option(help="Animation to write: .gif (Pillow) or .mp4 (imageio + ffmpeg).", flags=("--out", "-o"))
-    data: Optional[str] = option(None, help="Dataset directory or URL (s3://bucket/name.zarr); default: the one the model was trained on.")
+    data: Optional[str] = option(
+        None, help="Dataset directory or URL (s3://bucket/name.zarr); default: the one the model was trained on."
+    )
     start: int = option(0, help="Index T within the episode of the first context frame.")
     horizon: Optional[int] = option(None, help="K frames to predict (default: the rest of the episode).")
     checkpoint: Literal["best", "last"] = option("best", help="Checkpoint of the run to load.")
@@ -179,10 +229,17 @@ class PlayModelConfig(ConfigBase, command="play-model"):
     environment (``LearnedSim-v0``) with the keyboard, a random or a trained policy."""
 
     run: str = option(help="A `visfore train-model` run directory.", argument=True)
-    data: Optional[str] = option(None, help="Dataset of the initial frames, a directory or URL (s3://bucket/name.zarr); default: the model's training dataset.")
-    policy: str = option("keyboard", help="keyboard (a live window; arrows drive a[0], a[1]), random, or a train-policy run directory.")
+    data: Optional[str] = option(
+        None,
+        help="Dataset of the initial frames, a directory or URL (s3://bucket/name.zarr); default: the model's training dataset.",
+    )
+    policy: str = option(
+        "keyboard", help="keyboard (a live window; arrows drive a[0], a[1]), random, or a train-policy run directory."
+    )
     steps: int = option(200, help="Env steps to play.")
-    out: Optional[str] = option(None, help="GIF/MP4 of the frames (default without a display: RUN/play.gif).", flags=("--out", "-o"))
+    out: Optional[str] = option(
+        None, help="GIF/MP4 of the frames (default without a display: RUN/play.gif).", flags=("--out", "-o")
+    )
     seed: int = option(0, help="Seed of the first reset and of the random policy.")
     checkpoint: Literal["best", "last"] = option("best", help="Checkpoint of the run to load.")
     fps: float = option(10.0, help="Frames per second (window and animation).")
@@ -196,11 +253,29 @@ class TrainEvalAllConfig(ConfigBase, command="train-eval-all"):
     """Every option of ``visfore train-eval-all``: train and evaluate every configuration
     of a sweep file (models x hyperparameters x seeds), then write a comparison report."""
 
-    config: str = option(help="Sweep YAML: data, shared train-model options, models, hyperparameters, seeds.", flags=("--config", "-c"))
-    out: str = option("runs", help="Parent directory of the sweep directory train-eval-all-NAME.", flags=("--out", "-o"), deprecated=("--out-dir",))
+    config: str = option(
+        help="Sweep YAML: data, shared train-model options, models, hyperparameters, seeds.", flags=("--config", "-c")
+    )
+    out: str = option(
+        "runs",
+        help="Parent directory of the sweep directory train-eval-all-NAME.",
+        flags=("--out", "-o"),
+        deprecated=("--out-dir",),
+    )
     name: Optional[str] = option(None, help="Sweep name (default: the file's name:, else its stem).")
     data: Optional[str] = option(None, help="Dataset path or fsspec URL (s3://...); overrides the file's data:.")
-    wandb: bool = option(False, help="Also log every run to Weights & Biases (needs the wandb package; WANDB_MODE=offline keeps it local).", flags=("--wandb",))
-    dry_run: bool = option(False, help="Print the expanded configurations and exit; writes nothing.", flags=("--dry-run",))
-    resume: bool = option(False, help="Continue an existing sweep: skip runs with metrics.json, resume runs with a checkpoint.", flags=("--resume",), deprecated=("--continue",))
+    wandb: bool = option(
+        False,
+        help="Also log every run to Weights & Biases (needs the wandb package; WANDB_MODE=offline keeps it local).",
+        flags=("--wandb",),
+    )
+    dry_run: bool = option(
+        False, help="Print the expanded configurations and exit; writes nothing.", flags=("--dry-run",)
+    )
+    resume: bool = option(
+        False,
+        help="Continue an existing sweep: skip runs with metrics.json, resume runs with a checkpoint.",
+        flags=("--resume",),
+        deprecated=("--continue",),
+    )
     quiet: bool = option(False, help="No per-run progress bars and tables.", flags=("--quiet", "-q"))

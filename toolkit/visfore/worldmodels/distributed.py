@@ -97,8 +97,13 @@ def setup_distributed(device_spec: str) -> Dist:
         # generous timeout: ranks > 0 wait in a collective while rank 0 evaluates an epoch
         tdist.init_process_group(backend=backend, timeout=_dt.timedelta(minutes=60))
         owns = True
-    return Dist(world_size=tdist.get_world_size(), rank=tdist.get_rank(), local_rank=local_rank,
-                 backend=backend, owns_group=owns)
+    return Dist(
+        world_size=tdist.get_world_size(),
+        rank=tdist.get_rank(),
+        local_rank=local_rank,
+        backend=backend,
+        owns_group=owns,
+    )
 
 
 def teardown(dist: Dist) -> None:

@@ -156,8 +156,11 @@ class _Scorer:
     def rollout(self, context: torch.Tensor, actions: torch.Tensor) -> list[torch.Tensor]:
         import torch
 
-        ctx = (torch.autocast(device_type=self.device.type, dtype=self.opts.amp_dtype)
-               if self.opts.amp_dtype is not None else contextlib.nullcontext())
+        ctx = (
+            torch.autocast(device_type=self.device.type, dtype=self.opts.amp_dtype)
+            if self.opts.amp_dtype is not None
+            else contextlib.nullcontext()
+        )
         with ctx:
             return [self.model(context, actions).float() for _ in range(self.n_samples)]
 
@@ -173,8 +176,9 @@ class _Scorer:
         self.infer_frames += self.n_samples * preds[0].shape[0] * preds[0].shape[1]
         return preds
 
-    def score(self, preds: list[torch.Tensor], targets: torch.Tensor, context: torch.Tensor,
-              mask: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+    def score(
+        self, preds: list[torch.Tensor], targets: torch.Tensor, context: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
         """Per-sample values (mean over the N samples) and, for N > 1, best-of-N values."""
         import torch
 
@@ -194,8 +198,9 @@ class _Scorer:
             values["lpips"] = torch.stack(lp).mean(dim=0)  # type: ignore[arg-type]
         return values, best
 
-    def add(self, part: str, preds: list[torch.Tensor], targets: torch.Tensor, context: torch.Tensor,
-            mask: torch.Tensor) -> None:
+    def add(
+        self, part: str, preds: list[torch.Tensor], targets: torch.Tensor, context: torch.Tensor, mask: torch.Tensor
+    ) -> None:
         values, best = self.score(preds, targets, context, mask)
         self.acc.add_values(part, values, mask)
         if best is not None:
@@ -211,8 +216,9 @@ class _Scorer:
             self.add("mean_frame", [mf], targets, context, mask)
 
 
-def evaluate_open_loop(model: Any, clips: ClipDataset, *, device: torch.device,
-                       options: EvalOptions | None = None, **overrides: Any) -> dict[str, Any]:
+def evaluate_open_loop(
+    model: Any, clips: ClipDataset, *, device: torch.device, options: EvalOptions | None = None, **overrides: Any
+) -> dict[str, Any]:
     """Open-loop per-horizon-step metrics of ``model`` on ``clips``.
 
     Each clip's context (C frames) and its C + K - 1 actions are fed to
@@ -284,8 +290,16 @@ def evaluate_open_loop(model: Any, clips: ClipDataset, *, device: torch.device,
     return _eval_result(scorer, clips, idx, opts, n_samples, stochastic, device, examples)
 
 
-def _eval_result(scorer: _Scorer, clips: ClipDataset, idx: np.ndarray, opts: EvalOptions, n_samples: int,
-                 stochastic: bool, device: torch.device, examples: dict[str, list[Any]]) -> dict[str, Any]:
+def _eval_result(
+    scorer: _Scorer,
+    clips: ClipDataset,
+    idx: np.ndarray,
+    opts: EvalOptions,
+    n_samples: int,
+    stochastic: bool,
+    device: torch.device,
+    examples: dict[str, list[Any]],
+) -> dict[str, Any]:
     import torch
 
     n = int(idx.shape[0])
@@ -334,8 +348,9 @@ def summary(per_step: dict[str, np.ndarray]) -> dict[str, Any]:
     return out
 
 
-def prediction_grid(context: np.ndarray, targets: np.ndarray, prediction: np.ndarray,
-                    *, scale: int | None = None) -> np.ndarray:
+def prediction_grid(
+    context: np.ndarray, targets: np.ndarray, prediction: np.ndarray, *, scale: int | None = None
+) -> np.ndarray:
     """Tile clips into one RGB image, columns = time (frames o_0 .. o_{C+K-1}).
 
     For each clip three rows: ``ctx`` (the C context frames in the first C columns),

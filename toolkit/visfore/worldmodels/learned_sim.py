@@ -88,8 +88,9 @@ def register() -> None:
     The ``gymnasium.envs`` entry point of the ``visfore`` distribution; also run on import.
     """
     if ENV_ID not in gym.registry:
-        gym.register(id=ENV_ID, entry_point="visfore.worldmodels.learned_sim:LearnedSimEnv",
-                     max_episode_steps=MAX_EPISODE_STEPS)
+        gym.register(
+            id=ENV_ID, entry_point="visfore.worldmodels.learned_sim:LearnedSimEnv", max_episode_steps=MAX_EPISODE_STEPS
+        )
 
 
 class LearnedSimEnv(gym.Env):
@@ -154,7 +155,7 @@ class LearnedSimEnv(gym.Env):
         if self._states is not None and (self._states.ndim != 2 or self._states.shape[1] == 0):
             self._states = None
 
-        self._window: Any = None        # (C, 3, H, W) float32 on the model's device
+        self._window: Any = None  # (C, 3, H, W) float32 on the model's device
         self._window_actions: Any = None  # (C - 1, A) float32 on the model's device
         self._frame: np.ndarray | None = None
         self._steps = 0

@@ -126,9 +126,7 @@ class ModelRun:
         H, W = self.image_size
         h, w, _ = ds.frame_shape
         if (h, w) != (H, W):
-            raise VisforeError(
-                f"dataset {ds.path} has {h}x{w} frames but the model of {self.run_dir} takes {H}x{W}"
-            )
+            raise VisforeError(f"dataset {ds.path} has {h}x{w} frames but the model of {self.run_dir} takes {H}x{W}")
         if ds.action_dim != self.action_dim:
             raise VisforeError(
                 f"dataset {ds.path} has {ds.action_dim}-dim actions but the model of {self.run_dir} "
@@ -150,9 +148,7 @@ class ModelRun:
                 raise VisforeError(f"{self.run_dir / runs.CONFIG_NAME} records no dataset; pass --data")
             data = self.data_path
             if not storage.exists(data):
-                raise VisforeError(
-                    f"the training dataset of {self.run_dir} ({data}) does not exist; pass --data"
-                )
+                raise VisforeError(f"the training dataset of {self.run_dir} ({data}) does not exist; pass --data")
         ds = open_dataset(data)
         self.check_dataset(ds)
         return ds
@@ -190,9 +186,7 @@ def _int(value: Any, what: str, path: Path) -> int:
     return value
 
 
-def load_model_run(
-    run_dir: str | os.PathLike[str], checkpoint: str = "best", *, device: Any = "cpu"
-) -> ModelRun:
+def load_model_run(run_dir: str | os.PathLike[str], checkpoint: str = "best", *, device: Any = "cpu") -> ModelRun:
     """Load a train-model run.
 
     Args:
@@ -227,9 +221,7 @@ def load_model_run(
     config = runs.read_config(run_dir)
     command = config.get("command")
     if command != TRAIN_MODEL_COMMAND:
-        raise VisforeError(
-            f"{run_dir} is not a train-model run directory ({runs.CONFIG_NAME} has command {command!r})"
-        )
+        raise VisforeError(f"{run_dir} is not a train-model run directory ({runs.CONFIG_NAME} has command {command!r})")
     options = config.get("options")
     if not isinstance(options, dict):
         raise VisforeError(f"{config_path} has no 'options' section")
@@ -239,9 +231,7 @@ def load_model_run(
         chosen = "last"
     path = runs.best_checkpoint_path(run_dir) if chosen == "best" else runs.last_checkpoint_path(run_dir)
     if not path.is_file():
-        raise VisforeError(
-            f"{run_dir} has no trained model ({runs.CHECKPOINT_DIR}/{path.name} is missing)"
-        )
+        raise VisforeError(f"{run_dir} has no trained model ({runs.CHECKPOINT_DIR}/{path.name} is missing)")
 
     dev = device if isinstance(device, torch.device) else select_device(str(device))
     state = runs.load_checkpoint(path, map_location=dev)

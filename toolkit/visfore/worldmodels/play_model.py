@@ -138,8 +138,9 @@ def _format_action(a: np.ndarray) -> str:
     return "[" + " ".join(f"{x:+.2f}" for x in np.asarray(a).reshape(-1)) + "]"
 
 
-def _policy_fn(policy: str, env: Any, seed: int, echo: Callable[[str], None],
-               load_policy: Callable[[Path], Any] | None = None) -> tuple[str, Callable[[np.ndarray], np.ndarray]]:
+def _policy_fn(
+    policy: str, env: Any, seed: int, echo: Callable[[str], None], load_policy: Callable[[Path], Any] | None = None
+) -> tuple[str, Callable[[np.ndarray], np.ndarray]]:
     """(label, obs -> action) for ``random`` or a train-policy run directory (loaded by
     ``load_policy``, e.g. :func:`visfore.rl.policy_run.load_policy_run`: policies belong to
     a higher layer, so the caller hands the loader in)."""
@@ -150,7 +151,9 @@ def _policy_fn(policy: str, env: Any, seed: int, echo: Callable[[str], None],
     if not path.is_dir():
         raise VisforeError(f"--policy must be keyboard, random or a train-policy run directory, got {policy!r}")
     if load_policy is None:
-        raise VisforeError("playing a train-policy run needs a policy loader (the visfore play-model command passes one)")
+        raise VisforeError(
+            "playing a train-policy run needs a policy loader (the visfore play-model command passes one)"
+        )
     pr = load_policy(path)
     _check_policy_spaces(pr, env, path)
     return str(path), pr.predict
@@ -161,10 +164,17 @@ def _check_policy_spaces(pr: Any, env: Any, path: Path) -> None:
     from gymnasium import spaces
 
     mine, theirs = env.action_space, pr.action_space
-    if (not isinstance(theirs, spaces.Box) or tuple(theirs.shape) != tuple(mine.shape)
-            or not np.allclose(theirs.low, mine.low) or not np.allclose(theirs.high, mine.high)):
-        desc = (f"Box{tuple(theirs.shape)} in [{_format_action(theirs.low)}, {_format_action(theirs.high)}]"
-                if isinstance(theirs, spaces.Box) else type(theirs).__name__)
+    if (
+        not isinstance(theirs, spaces.Box)
+        or tuple(theirs.shape) != tuple(mine.shape)
+        or not np.allclose(theirs.low, mine.low)
+        or not np.allclose(theirs.high, mine.high)
+    ):
+        desc = (
+            f"Box{tuple(theirs.shape)} in [{_format_action(theirs.low)}, {_format_action(theirs.high)}]"
+            if isinstance(theirs, spaces.Box)
+            else type(theirs).__name__
+        )
         raise VisforeError(
             f"the policy of {path} acts in {desc} but the model takes Box{tuple(mine.shape)} in "
             f"[{_format_action(mine.low)}, {_format_action(mine.high)}]"
@@ -174,9 +184,7 @@ def _check_policy_spaces(pr: Any, env: Any, path: Path) -> None:
     shape = tuple(getattr(obs_space, "shape", None) or ())
     if isinstance(obs_space, spaces.Dict) or shape not in ((H, W, 3), (3, H, W)):
         desc = "a Dict" if isinstance(obs_space, spaces.Dict) else str(shape)
-        raise VisforeError(
-            f"the policy of {path} takes observations {desc}, but the model gives ({H}, {W}, 3) frames"
-        )
+        raise VisforeError(f"the policy of {path} takes observations {desc}, but the model gives ({H}, {W}, 3) frames")
 
 
 def play_model(
@@ -223,9 +231,21 @@ def play_model(
     """
     if isinstance(run, PlayModelConfig):  # the typed config of the command
         c = run
-        return play_model(c.run, data=c.data, policy=c.policy, steps=c.steps, out=c.out, seed=c.seed,
-                          checkpoint=c.checkpoint, fps=c.fps, scale=c.scale, device=c.device,
-                          headless=c.headless or None, echo=echo, load_policy=load_policy)
+        return play_model(
+            c.run,
+            data=c.data,
+            policy=c.policy,
+            steps=c.steps,
+            out=c.out,
+            seed=c.seed,
+            checkpoint=c.checkpoint,
+            fps=c.fps,
+            scale=c.scale,
+            device=c.device,
+            headless=c.headless or None,
+            echo=echo,
+            load_policy=load_policy,
+        )
     import gymnasium as gym
 
     from visfore.worldmodels import learned_sim  # noqa: F401  (registers LearnedSim-v0)
@@ -242,8 +262,14 @@ def play_model(
         out = check_animation_path(out)
     window = policy == "keyboard" and not headless and has_display()
 
-    env = gym.make(ENV_ID, run=str(run), data=None if data is None else str(data),
-                   checkpoint=checkpoint, device=device, render_mode="rgb_array")
+    env = gym.make(
+        ENV_ID,
+        run=str(run),
+        data=None if data is None else str(data),
+        checkpoint=checkpoint,
+        device=device,
+        render_mode="rgb_array",
+    )
     try:
         if policy == "keyboard" and not window:
             why = "--headless given" if headless else "no display (DISPLAY and WAYLAND_DISPLAY unset)"
@@ -263,12 +289,19 @@ def play_model(
     if out is not None and frames:
         save_animation(out, frames, fps)
         say(f"wrote {len(frames)} frames ({taken} steps, {n_episodes} episode(s), policy {label}) to {out}")
-    return PlayResult(out=Path(out) if out is not None and frames else None, steps=taken,
-                      frames=len(frames), episodes=n_episodes, policy=label, window=window)
+    return PlayResult(
+        out=Path(out) if out is not None and frames else None,
+        steps=taken,
+        frames=len(frames),
+        episodes=n_episodes,
+        policy=label,
+        window=window,
+    )
 
 
-def _play_headless(env: Any, act: Callable[[np.ndarray], np.ndarray], *, steps: int, seed: int,
-                   scale: int) -> tuple[list[np.ndarray], int, int]:
+def _play_headless(
+    env: Any, act: Callable[[np.ndarray], np.ndarray], *, steps: int, seed: int, scale: int
+) -> tuple[list[np.ndarray], int, int]:
     frames: list[np.ndarray] = []
     obs, info = env.reset(seed=seed)
     episode, episodes, t = info["episode"], 1, 0
@@ -283,8 +316,9 @@ def _play_headless(env: Any, act: Callable[[np.ndarray], np.ndarray], *, steps: 
     return frames, episodes, steps
 
 
-def _play_window(env: Any, *, steps: int, seed: int, fps: float, scale: int,
-                 say: Callable[[str], None]) -> tuple[list[np.ndarray], int, int]:  # pragma: no cover - needs a display
+def _play_window(
+    env: Any, *, steps: int, seed: int, fps: float, scale: int, say: Callable[[str], None]
+) -> tuple[list[np.ndarray], int, int]:  # pragma: no cover - needs a display
     import matplotlib
     import matplotlib.pyplot as plt
 

@@ -130,8 +130,7 @@ def save_animation(out: str | os.PathLike[str], frames: Sequence[np.ndarray], fp
         duration = max(10, int(round(1000.0 / fps)))
 
         def write(f: Any) -> None:
-            images[0].save(f, format="GIF", save_all=True, append_images=images[1:],
-                           duration=duration, loop=0)
+            images[0].save(f, format="GIF", save_all=True, append_images=images[1:], duration=duration, loop=0)
 
         return runs.atomic_write(out, write)
     return _save_mp4(out, frames, fps)
@@ -151,22 +150,30 @@ def _save_mp4(out: Path, frames: Sequence[np.ndarray], fps: float) -> Path:
         if backend == "FFMPEG":
             import imageio.v2 as iio2
 
-            with iio2.get_writer(tmp, format="FFMPEG", mode="I", fps=float(fps), codec="libx264",
-                                 pixelformat="yuv420p", macro_block_size=1) as writer:
+            with iio2.get_writer(
+                tmp,
+                format="FFMPEG",
+                mode="I",
+                fps=float(fps),
+                codec="libx264",
+                pixelformat="yuv420p",
+                macro_block_size=1,
+            ) as writer:
                 for f in padded:
                     writer.append_data(f)
         else:
             import imageio.v3 as iio3
 
-            iio3.imwrite(tmp, padded, plugin="pyav", codec="h264", fps=fps,
-                         out_pixel_format="yuv420p")
+            iio3.imwrite(tmp, padded, plugin="pyav", codec="h264", fps=fps, out_pixel_format="yuv420p")
         os.replace(tmp, out)
     except Exception as exc:  # the backends raise many types (missing codec, ...)
         with contextlib.suppress(OSError):
             tmp.unlink()
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise VisforeError(f"cannot write {out} with imageio's {backend} backend ({text}); "
-                           f"use --out {out.with_suffix('.gif').name} instead") from None
+        raise VisforeError(
+            f"cannot write {out} with imageio's {backend} backend ({text}); "
+            f"use --out {out.with_suffix('.gif').name} instead"
+        ) from None
     return out
 
 
@@ -289,9 +296,20 @@ def predict(
     """
     if isinstance(run, PredictConfig):  # the typed config of the command
         c = run
-        return predict(c.run, episode=c.episode, out=c.out, data=c.data, start=c.start, horizon=c.horizon,
-                       checkpoint=c.checkpoint, fps=c.fps, scale=c.scale, sample_seed=c.sample_seed,
-                       device=c.device, echo=echo)
+        return predict(
+            c.run,
+            episode=c.episode,
+            out=c.out,
+            data=c.data,
+            start=c.start,
+            horizon=c.horizon,
+            checkpoint=c.checkpoint,
+            fps=c.fps,
+            scale=c.scale,
+            sample_seed=c.sample_seed,
+            device=c.device,
+            echo=echo,
+        )
     if episode is None or out is None:
         raise VisforeError("predict needs episode= and out= (or a PredictConfig)")
     import torch
@@ -328,7 +346,9 @@ def predict(
     truth = np.asarray(ds.array("pixels")[first : first + C + K], dtype=np.uint8)  # (C+K, H, W, 3)
     actions = np.asarray(ds.array("action")[first : first + C + K - 1], dtype=np.float32)
     if not np.all(np.isfinite(actions)):
-        raise VisforeError(f"episode {episode} of {ds.path} has non-finite actions in rows {first}..{first + C + K - 2}")
+        raise VisforeError(
+            f"episode {episode} of {ds.path} has non-finite actions in rows {first}..{first + C + K - 2}"
+        )
 
     frames = frames_to_model(truth, mr.device)  # (C+K, 3, H, W) in [0, 1]
     context, targets = frames[None, :C], frames[None, C:]
@@ -348,23 +368,30 @@ def predict(
     images = []
     for c in range(C):
         f = truth[c]
-        images.append(compose_panels(
-            [f, f, np.zeros_like(f)],
-            [f"truth t={start + c}", "context", "|diff|"], scale))
+        images.append(compose_panels([f, f, np.zeros_like(f)], [f"truth t={start + c}", "context", "|diff|"], scale))
     for k in range(K):
         t = start + C + k
         f, p = truth[C + k], predicted[k]
         diff = np.abs(f.astype(np.int16) - p.astype(np.int16)).astype(np.uint8)
-        images.append(compose_panels(
-            [f, p, diff], [f"truth t={t}", f"pred k={k + 1}", f"|diff| {psnr[k]:.1f} dB"], scale))
+        images.append(
+            compose_panels([f, p, diff], [f"truth t={t}", f"pred k={k + 1}", f"|diff| {psnr[k]:.1f} dB"], scale)
+        )
     save_animation(out, images, fps)
 
     result = PredictResult(
-        out=out, episode=int(episode), start=int(start), context=C, horizon=K,
-        psnr=[float(x) for x in psnr], mse=[float(x) for x in mse],
-        copy_last_psnr=[float(x) for x in base_psnr], num_frames=len(images),
-        frame_size=(int(images[0].shape[0]), int(images[0].shape[1])), checkpoint=mr.checkpoint,
-        prediction=predicted, truth=truth,
+        out=out,
+        episode=int(episode),
+        start=int(start),
+        context=C,
+        horizon=K,
+        psnr=[float(x) for x in psnr],
+        mse=[float(x) for x in mse],
+        copy_last_psnr=[float(x) for x in base_psnr],
+        num_frames=len(images),
+        frame_size=(int(images[0].shape[0]), int(images[0].shape[1])),
+        checkpoint=mr.checkpoint,
+        prediction=predicted,
+        truth=truth,
     )
     if echo is not None:
         _print_table(result, echo, mr)
@@ -372,12 +399,16 @@ def predict(
 
 
 def _print_table(r: PredictResult, echo: Callable[[str], None], mr: Any) -> None:
-    echo(f"open-loop rollout of {mr.model_name} ({r.checkpoint}.pt of {mr.run_dir}) on episode "
-         f"{r.episode}: context t={r.start}..{r.start + r.context - 1}, {r.horizon} predicted frames")
+    echo(
+        f"open-loop rollout of {mr.model_name} ({r.checkpoint}.pt of {mr.run_dir}) on episode "
+        f"{r.episode}: context t={r.start}..{r.start + r.context - 1}, {r.horizon} predicted frames"
+    )
     echo(f"{'step':>4}  {'t':>4}  {'PSNR dB':>8}  {'copy-last dB':>12}  {'MSE':>9}")
     for k in range(r.horizon):
-        echo(f"{k + 1:>4}  {r.start + r.context + k:>4}  {r.psnr[k]:>8.2f}  {r.copy_last_psnr[k]:>12.2f}  "
-             f"{r.mse[k]:>9.6f}")
+        echo(
+            f"{k + 1:>4}  {r.start + r.context + k:>4}  {r.psnr[k]:>8.2f}  {r.copy_last_psnr[k]:>12.2f}  "
+            f"{r.mse[k]:>9.6f}"
+        )
     echo(f"mean  {'':>4}  {np.mean(r.psnr):>8.2f}  {np.mean(r.copy_last_psnr):>12.2f}  {np.mean(r.mse):>9.6f}")
     h, w = r.frame_size
     echo(f"wrote {r.out} ({r.num_frames} frames of {w}x{h}: truth | prediction | |difference|)")

@@ -19,8 +19,9 @@ __all__ = ["COMMAND", "config_record", "metrics_record"]
 COMMAND = "train-model"
 
 
-def config_record(config: TrainConfig, run_dir: Path, ds: Any, data: TrainingData, model: Any,
-                   device: Any, num_threads: int | None) -> dict[str, Any]:
+def config_record(
+    config: TrainConfig, run_dir: Path, ds: Any, data: TrainingData, model: Any, device: Any, num_threads: int | None
+) -> dict[str, Any]:
     import torch
 
     import visfore
@@ -70,9 +71,17 @@ def config_record(config: TrainConfig, run_dir: Path, ds: Any, data: TrainingDat
     }
 
 
-def metrics_record(config: TrainConfig, final: dict[str, Any], definitions: dict[str, str], model: Any,
-                   data: TrainingData, state: TrainState, eval_seconds: float, device: Any,
-                   run_dir: Path) -> dict[str, Any]:
+def metrics_record(
+    config: TrainConfig,
+    final: dict[str, Any],
+    definitions: dict[str, str],
+    model: Any,
+    data: TrainingData,
+    state: TrainState,
+    eval_seconds: float,
+    device: Any,
+    run_dir: Path,
+) -> dict[str, Any]:
     """The core of ``metrics.json``: the summaries of the final evaluation ``final``, the
     comparisons with the baselines and shuffled actions, counts and the loop's counters."""
     out: dict[str, Any] = {
@@ -94,25 +103,27 @@ def metrics_record(config: TrainConfig, final: dict[str, Any], definitions: dict
     out["lpips"] = {"computed": "lpips" in final.get("model", {}), "note": note}
     out["definitions"] = dict(definitions)
     out["metric_definitions"] = dict(definitions)  # the earlier name, kept for readers of v1
-    out.update({
-        "num_val_clips": final["num_clips"],
-        "num_val_episodes": final["num_episodes"],
-        "num_train_clips": len(data.train),
-        "num_train_episodes": int(len(data.train_episodes)),
-        "num_parameters": int(model.num_parameters()),
-        "model_name": config.model,
-        "epochs": config.epochs,
-        "epochs_completed": state.epoch,
-        "epoch_step": state.epoch_step,
-        "global_step": state.global_step,
-        "stopped_early": state.stopped_early,
-        "train_seconds": state.train_seconds,
-        "eval_seconds": eval_seconds,
-        "device": str(device),
-        "checkpoint": "checkpoints/last.pt",  # the evaluated weights
-        "run_dir": str(run_dir),
-        "history": state.history,
-    })
+    out.update(
+        {
+            "num_val_clips": final["num_clips"],
+            "num_val_episodes": final["num_episodes"],
+            "num_train_clips": len(data.train),
+            "num_train_episodes": int(len(data.train_episodes)),
+            "num_parameters": int(model.num_parameters()),
+            "model_name": config.model,
+            "epochs": config.epochs,
+            "epochs_completed": state.epoch,
+            "epoch_step": state.epoch_step,
+            "global_step": state.global_step,
+            "stopped_early": state.stopped_early,
+            "train_seconds": state.train_seconds,
+            "eval_seconds": eval_seconds,
+            "device": str(device),
+            "checkpoint": "checkpoints/last.pt",  # the evaluated weights
+            "run_dir": str(run_dir),
+            "history": state.history,
+        }
+    )
     return out
 
 

@@ -36,15 +36,25 @@ def print_metrics_table(metrics: dict[str, Any], console: Any = None) -> None:
     stochastic = metrics.get("stochastic", {})
     n = stochastic.get("eval_samples", 1)
     model_label = f"model ({metrics['model_name']}" + (f", mean of {n})" if stochastic.get("stochastic") else ")")
-    names = {"model": model_label, "best_of_n": f"best of {n} samples", "copy_last_frame": "copy-last-frame",
-             "mean_frame": "mean-frame", "shuffled_actions": "shuffled-actions"}
+    names = {
+        "model": model_label,
+        "best_of_n": f"best of {n} samples",
+        "copy_last_frame": "copy-last-frame",
+        "mean_frame": "mean-frame",
+        "shuffled_actions": "shuffled-actions",
+    }
     for part, label in names.items():
         if part not in metrics:
             continue
         r = metrics[part]
         mean = r["mean"]
-        row = [label, _fmt(mean["psnr"], ".2f"), _fmt(mean.get("foreground_psnr"), ".2f"),
-               _fmt(mean["ssim"], ".4f"), _fmt(mean["mse"], ".5f")]
+        row = [
+            label,
+            _fmt(mean["psnr"], ".2f"),
+            _fmt(mean.get("foreground_psnr"), ".2f"),
+            _fmt(mean["ssim"], ".4f"),
+            _fmt(mean["mse"], ".5f"),
+        ]
         if with_lpips:
             row.append(_fmt(mean.get("lpips"), ".4f"))
         row += [_fmt(r["psnr"][0], ".2f"), _fmt(r["psnr"][-1], ".2f")]
@@ -58,14 +68,18 @@ def print_metrics_table(metrics: dict[str, Any], console: Any = None) -> None:
     )
     if "action_sensitivity" in metrics:
         a = metrics["action_sensitivity"]
-        console.print(f"shuffled actions cost {_fmt(a['psnr_drop_db'], '.2f')} dB PSNR and {_fmt(a['ssim_drop'], '.4f')} SSIM")
+        console.print(
+            f"shuffled actions cost {_fmt(a['psnr_drop_db'], '.2f')} dB PSNR and {_fmt(a['ssim_drop'], '.4f')} SSIM"
+        )
     if not with_lpips and metrics.get("lpips"):
         console.print(metrics["lpips"]["note"])
     sps = metrics.get("samples_per_second")
     fps = metrics.get("inference_frames_per_second")
     console.print(
         f"trained {metrics['epochs_completed']}/{metrics['epochs']} epochs ({metrics['global_step']} steps) "
-        f"in {metrics['train_seconds']:.0f} s" + (f" ({sps:.1f} clips/s)" if sps else "")
-        + f", evaluated in {metrics['eval_seconds']:.0f} s" + (f" ({fps:.0f} predicted frames/s)" if fps else "")
+        f"in {metrics['train_seconds']:.0f} s"
+        + (f" ({sps:.1f} clips/s)" if sps else "")
+        + f", evaluated in {metrics['eval_seconds']:.0f} s"
+        + (f" ({fps:.0f} predicted frames/s)" if fps else "")
         + f"; run: {metrics['run_dir']}"
     )

@@ -57,8 +57,7 @@ def teacher_forcing_schedule(spec: str, *, total_steps: int) -> Callable[[int], 
     """
     text = str(spec).strip().lower()
     bad = VisforeError(
-        f"--teacher-forcing {spec!r} is not a probability in [0, 1], "
-        "'inverse-sigmoid:K' or 'linear:P0:P1[:STEPS]'"
+        f"--teacher-forcing {spec!r} is not a probability in [0, 1], 'inverse-sigmoid:K' or 'linear:P0:P1[:STEPS]'"
     )
     try:
         if text.startswith("inverse-sigmoid:"):
@@ -110,7 +109,9 @@ def auto_sampling_k(total_steps: int) -> float:
     return 0.5 * (lo + hi)
 
 
-def resolve_sampling(config: TrainConfig, *, total_steps: int, k: float | None = None) -> tuple[dict[str, Any], Callable[[int], float]]:
+def resolve_sampling(
+    config: TrainConfig, *, total_steps: int, k: float | None = None
+) -> tuple[dict[str, Any], Callable[[int], float]]:
     """The training-time sampling schedule of ``config``: ``(description, step -> p)``.
 
     ``p`` is the probability of feeding the true frame ``o_t`` instead of the model's own
@@ -130,8 +131,12 @@ def resolve_sampling(config: TrainConfig, *, total_steps: int, k: float | None =
     """
     if config.teacher_forcing is not None:
         fn = teacher_forcing_schedule(config.teacher_forcing, total_steps=total_steps)
-        return {"mode": "custom", "spec": str(config.teacher_forcing), "k": None,
-                "formula": "teacher_forcing_schedule(spec)"}, fn
+        return {
+            "mode": "custom",
+            "spec": str(config.teacher_forcing),
+            "k": None,
+            "formula": "teacher_forcing_schedule(spec)",
+        }, fn
     if config.sampling == "teacher":
         return {"mode": "teacher", "k": None, "formula": "p = 1"}, lambda step: 1.0
     if config.sampling == "scheduled":

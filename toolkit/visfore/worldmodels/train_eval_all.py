@@ -218,10 +218,14 @@ def _model_entries(value: Any, fields: dict[str, Any]) -> list[ModelEntry]:
                 raise VisforeError(f"kwargs of model {item['model']!r} must be a mapping")
             options = _options(item.get("options"), f"the options of model {item['model']!r}", fields)
             kwargs = {**options.pop("model_kwargs", {}), **kwargs}
-            entry = ModelEntry(model=str(item["model"]), label=str(item.get("label") or item["model"]),
-                               kwargs=dict(kwargs), options=options)
+            entry = ModelEntry(
+                model=str(item["model"]),
+                label=str(item.get("label") or item["model"]),
+                kwargs=dict(kwargs),
+                options=options,
+            )
         elif isinstance(item, dict) and len(item) == 1:
-            (name, kwargs), = item.items()
+            ((name, kwargs),) = item.items()
             if kwargs is not None and not isinstance(kwargs, dict):
                 raise VisforeError(f"the kwargs of model {name!r} must be a mapping, got {kwargs!r}")
             entry = ModelEntry(model=str(name), label=str(name), kwargs=dict(kwargs or {}))
@@ -235,9 +239,7 @@ def _model_entries(value: Any, fields: dict[str, Any]) -> list[ModelEntry]:
         if not _SAFE.sub("", entry.label) or _SAFE.search(entry.label):
             raise VisforeError(f"model label {entry.label!r} must be letters, digits, '.', '_' or '-'")
         if any(e.label == entry.label for e in entries):
-            raise VisforeError(
-                f"model {entry.label!r} appears twice in models:; give each entry a distinct label:"
-            )
+            raise VisforeError(f"model {entry.label!r} appears twice in models:; give each entry a distinct label:")
         entries.append(entry)
     return entries
 
@@ -252,7 +254,7 @@ def _hyperparameters(value: Any, fields: dict[str, Any]) -> dict[str, list[Any]]
     for key, values in value.items():
         k = _norm_key(key)
         if k.startswith("model_kwargs."):
-            if not k[len("model_kwargs."):]:
+            if not k[len("model_kwargs.") :]:
                 raise VisforeError(f"hyperparameter {key!r} names no model kwarg")
             ann = None
         elif k in RESERVED_OPTIONS:
@@ -303,14 +305,19 @@ def run_name(label: str, hp: Mapping[str, Any], seed: int) -> str:
     characters become ``_``; ``model_kwargs.`` prefixes are dropped)."""
     parts = [label]
     for key, value in hp.items():
-        short = key[len("model_kwargs."):] if key.startswith("model_kwargs.") else key
+        short = key[len("model_kwargs.") :] if key.startswith("model_kwargs.") else key
         parts.append(f"{_SAFE.sub('_', short)}{_slug(value)}")
     parts.append(f"seed{seed}")
     return "-".join(parts)
 
 
-def expand(shared: Mapping[str, Any], models: list[ModelEntry], hyperparameters: Mapping[str, list[Any]],
-           seeds: list[int], data: str) -> list[RunSpec]:
+def expand(
+    shared: Mapping[str, Any],
+    models: list[ModelEntry],
+    hyperparameters: Mapping[str, list[Any]],
+    seeds: list[int],
+    data: str,
+) -> list[RunSpec]:
     """Every configuration, model-major, then hyperparameter combinations, then seeds."""
     keys = list(hyperparameters)
     combos = [dict(zip(keys, values)) for values in itertools.product(*(hyperparameters[k] for k in keys))]
@@ -325,12 +332,21 @@ def expand(shared: Mapping[str, Any], models: list[ModelEntry], hyperparameters:
                     if key == "model_kwargs":
                         kwargs.update(value)
                     elif key.startswith("model_kwargs."):
-                        kwargs[key[len("model_kwargs."):]] = value
+                        kwargs[key[len("model_kwargs.") :]] = value
                     else:
                         options[key] = value
                 options.update(data=data, model=entry.model, seed=seed, model_kwargs=kwargs)
-                specs.append(RunSpec(index=len(specs), name=run_name(entry.label, hp, seed), model=entry.model,
-                                     label=entry.label, seed=seed, hyperparameters=dict(hp), options=options))
+                specs.append(
+                    RunSpec(
+                        index=len(specs),
+                        name=run_name(entry.label, hp, seed),
+                        model=entry.model,
+                        label=entry.label,
+                        seed=seed,
+                        hyperparameters=dict(hp),
+                        options=options,
+                    )
+                )
     names = [s.name for s in specs]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -389,9 +405,19 @@ def load_sweep(path: str | Path, *, data: str | Path | None = None) -> Sweep:
     specs = expand(shared, models, hyperparameters, seeds, str(data_value))
     for spec in specs:
         _validate_spec(spec)
-    return Sweep(path=path, name=name, description=raw.get("description"), data=str(data_value),
-                 shared=shared, models=models, hyperparameters=hyperparameters, seeds=seeds,
-                 wandb=dict(wandb), runs=specs, raw=raw)
+    return Sweep(
+        path=path,
+        name=name,
+        description=raw.get("description"),
+        data=str(data_value),
+        shared=shared,
+        models=models,
+        hyperparameters=hyperparameters,
+        seeds=seeds,
+        wandb=dict(wandb),
+        runs=specs,
+        raw=raw,
+    )
 
 
 def _validate_spec(spec: RunSpec) -> None:
@@ -418,7 +444,9 @@ def check_sweep(sweep: Sweep) -> None:
     from visfore.data.dataset import open_dataset
 
     if not storage.exists(sweep.data):
-        raise VisforeError(f"dataset {storage.display_name(sweep.data)} does not exist (create it with `visfore collect`)")
+        raise VisforeError(
+            f"dataset {storage.display_name(sweep.data)} does not exist (create it with `visfore collect`)"
+        )
     ds = open_dataset(sweep.data)
     if ds.num_episodes == 0:
         raise VisforeError(f"{sweep.data} has no complete episode")
@@ -442,7 +470,9 @@ def check_sweep(sweep: Sweep) -> None:
         try:
             build_model(spec.model, action_dim=ds.action_dim, image_size=(H, W), **spec.model_kwargs)
         except (TypeError, ValueError) as exc:
-            raise VisforeError(f"configuration {spec.name}: cannot build model {spec.model!r}: {exc}".splitlines()[0]) from None
+            raise VisforeError(
+                f"configuration {spec.name}: cannot build model {spec.model!r}: {exc}".splitlines()[0]
+            ) from None
         built.add(key)
 
 
@@ -468,13 +498,19 @@ def _flat_scalars(prefix: str, data: Any, out: dict[str, Any]) -> None:
         out[prefix] = data
 
 
-def log_to_wandb(wandb: Any, sweep_name: str, spec: RunSpec, metrics: Mapping[str, Any], run_dir: Path,
-                 settings: Mapping[str, Any]) -> None:
+def log_to_wandb(
+    wandb: Any, sweep_name: str, spec: RunSpec, metrics: Mapping[str, Any], run_dir: Path, settings: Mapping[str, Any]
+) -> None:
     """One W&B run per configuration: its config, its per-epoch history, the per-step
     open-loop metrics and the final summary. ``WANDB_MODE=offline`` (read by wandb itself)
     keeps everything local, under the run directory."""
-    config = {"sweep": sweep_name, "run": spec.name, "label": spec.label, **spec.options,
-              "hyperparameters": spec.hyperparameters}
+    config = {
+        "sweep": sweep_name,
+        "run": spec.name,
+        "label": spec.label,
+        **spec.options,
+        "hyperparameters": spec.hyperparameters,
+    }
     run = wandb.init(
         project=settings.get("project") or "visfore",
         entity=settings.get("entity"),
@@ -503,8 +539,15 @@ def log_to_wandb(wandb: Any, sweep_name: str, spec: RunSpec, metrics: Mapping[st
                         summary[f"final/{part}/{key}_step_{k:02d}"] = v
         for key in ("action_sensitivity", "beats_copy_last_frame"):
             _flat_scalars(f"final/{key}", metrics.get(key), summary)
-        for key in ("num_parameters", "train_seconds", "samples_per_second", "inference_frames_per_second",
-                    "epochs_completed", "global_step", "eval_seconds"):
+        for key in (
+            "num_parameters",
+            "train_seconds",
+            "samples_per_second",
+            "inference_frames_per_second",
+            "epochs_completed",
+            "global_step",
+            "eval_seconds",
+        ):
             _flat_scalars(key, metrics.get(key), summary)
         run.summary.update(summary)
     finally:
@@ -548,12 +591,20 @@ def _print_plan(sweep: Sweep, sweep_dir: Path, console: Any) -> None:
     console.print(escape(f"data: {sweep.data}; shared options: {shared}"), soft_wrap=True)
     width = max(len(s.name) for s in sweep.runs)
     for spec in sweep.runs:
-        parts = [f"{spec.index + 1:>3}. {spec.name:<{width}}", f"[{run_state(sweep_dir / spec.name)}]",
-                 f"model={spec.model}", f"seed={spec.seed}"]
+        parts = [
+            f"{spec.index + 1:>3}. {spec.name:<{width}}",
+            f"[{run_state(sweep_dir / spec.name)}]",
+            f"model={spec.model}",
+            f"seed={spec.seed}",
+        ]
         parts += [f"{k}={v}" for k, v in spec.hyperparameters.items()]
-        own = {k: v for k, v in spec.options.items()
-               if k not in ("data", "model", "seed", "model_kwargs") and sweep.shared.get(k, object()) != v
-               and k not in spec.hyperparameters}
+        own = {
+            k: v
+            for k, v in spec.options.items()
+            if k not in ("data", "model", "seed", "model_kwargs")
+            and sweep.shared.get(k, object()) != v
+            and k not in spec.hyperparameters
+        }
         parts += [f"{k}={v}" for k, v in own.items()]
         if spec.model_kwargs:
             parts.append("model_kwargs=" + json.dumps(spec.model_kwargs, sort_keys=True))
@@ -571,8 +622,17 @@ def _sweep_record(sweep: Sweep, sweep_dir: Path, name: str) -> dict[str, Any]:
         "models": [dataclasses.asdict(m) for m in sweep.models],
         "hyperparameters": sweep.hyperparameters,
         "seeds": sweep.seeds,
-        "runs": [{"name": s.name, "model": s.model, "label": s.label, "seed": s.seed,
-                  "hyperparameters": s.hyperparameters, "options": s.options} for s in sweep.runs],
+        "runs": [
+            {
+                "name": s.name,
+                "model": s.model,
+                "label": s.label,
+                "seed": s.seed,
+                "hyperparameters": s.hyperparameters,
+                "options": s.options,
+            }
+            for s in sweep.runs
+        ],
         "sweep_dir": str(sweep_dir.resolve()),
     }
 
@@ -623,7 +683,6 @@ def train_eval_all(
     """
     from rich.console import Console
 
-
     if ray is not None:
         from visfore.core import ray_backend
 
@@ -642,11 +701,21 @@ def train_eval_all(
     if sweep_dir.exists() and not sweep_dir.is_dir():
         raise VisforeError(f"{sweep_dir} exists and is not a directory")
     if sweep_dir.exists() and not resume and not dry_run:
-        raise VisforeError(f"sweep directory {sweep_dir} already exists; pass --resume to continue it, or choose another --name")
+        raise VisforeError(
+            f"sweep directory {sweep_dir} already exists; pass --resume to continue it, or choose another --name"
+        )
     if dry_run:
         _print_plan(sweep, sweep_dir, console)
-        return {"sweep_dir": sweep_dir, "specs": sweep.runs, "rows": [], "groups": [], "files": {},
-                "interrupted": False, "failed": 0, "dry_run": True}
+        return {
+            "sweep_dir": sweep_dir,
+            "specs": sweep.runs,
+            "rows": [],
+            "groups": [],
+            "files": {},
+            "interrupted": False,
+            "failed": 0,
+            "dry_run": True,
+        }
 
     if train_fn is None:
         from visfore.worldmodels.training import train_model as train_fn  # type: ignore[assignment]
@@ -664,8 +733,9 @@ def train_eval_all(
     import yaml
 
     record = _sweep_record(sweep, sweep_dir, sweep_name)
-    runs.atomic_write_text(sweep_dir / SWEEP_FILE, yaml.safe_dump(json.loads(json.dumps(record, default=str)),
-                                                                 sort_keys=False, width=100))
+    runs.atomic_write_text(
+        sweep_dir / SWEEP_FILE, yaml.safe_dump(json.loads(json.dumps(record, default=str)), sort_keys=False, width=100)
+    )
     meta: dict[str, Any] = {
         "name": sweep_name,
         "config": str(sweep.path),
@@ -698,8 +768,16 @@ class _SweepRecorder:
     """The rows of a sweep: which configurations to run (:meth:`begin`), their outcomes
     (:meth:`finish`, ``comparison.csv`` rewritten after each) and the final report."""
 
-    def __init__(self, sweep: Sweep, sweep_dir: Path, sweep_name: str, meta: dict[str, Any], console: Any,
-                 progress: bool, wandb_module: Any) -> None:
+    def __init__(
+        self,
+        sweep: Sweep,
+        sweep_dir: Path,
+        sweep_name: str,
+        meta: dict[str, Any],
+        console: Any,
+        progress: bool,
+        wandb_module: Any,
+    ) -> None:
         self.sweep, self.sweep_dir, self.sweep_name, self.meta = sweep, sweep_dir, sweep_name, meta
         self.console, self.progress, self.wandb_module = console, progress, wandb_module
         self.rows: list[dict[str, Any]] = []
@@ -720,8 +798,14 @@ class _SweepRecorder:
 
         run_dir = self.sweep_dir / spec.name
         state = run_state(run_dir)
-        common = dict(run=spec.name, model=spec.model, label=spec.label, hyperparameters=spec.hyperparameters,
-                      seed=spec.seed, run_dir=run_dir)
+        common = dict(
+            run=spec.name,
+            model=spec.model,
+            label=spec.label,
+            hyperparameters=spec.hyperparameters,
+            seed=spec.seed,
+            run_dir=run_dir,
+        )
         if state == "done":
             log.info("[%d/%d] %s: finished earlier, skipped", spec.index + 1, self.n, spec.name)
             self.rows.append(cr.run_row(_read_metrics(run_dir / runs.METRICS_NAME), reused=True, **common))
@@ -748,8 +832,9 @@ class _SweepRecorder:
             )
             if self.wandb_module is not None:
                 try:
-                    log_to_wandb(self.wandb_module, self.sweep_name, spec, outcome, self.sweep_dir / spec.name,
-                                 self.sweep.wandb)
+                    log_to_wandb(
+                        self.wandb_module, self.sweep_name, spec, outcome, self.sweep_dir / spec.name, self.sweep.wandb
+                    )
                 except KeyboardInterrupt:
                     raise
                 except Exception as exc:  # noqa: BLE001 - logging must not end the sweep
@@ -772,15 +857,26 @@ class _SweepRecorder:
         report = cr.write_comparison(sweep_dir, self.meta, rows)
         failed = sum(1 for r in rows if r["status"] == "failed")
         if any(g["ok"] for g in report["groups"]):
-            cr.print_comparison(report["groups"], console,
-                                title=f"{COMMAND} {self.sweep_name}: aggregated over seeds (mean ± std)")
+            cr.print_comparison(
+                report["groups"], console, title=f"{COMMAND} {self.sweep_name}: aggregated over seeds (mean ± std)"
+            )
         done = sum(1 for r in rows if r["status"] == "ok")
         console.print(
-            f"{done}/{n} configurations finished" + (f", {failed} failed" if failed else "")
-            + ("; interrupted" if interrupted else "") + f"; report: {sweep_dir / 'comparison.html'}"
+            f"{done}/{n} configurations finished"
+            + (f", {failed} failed" if failed else "")
+            + ("; interrupted" if interrupted else "")
+            + f"; report: {sweep_dir / 'comparison.html'}"
         )
-        return {"sweep_dir": sweep_dir, "specs": self.sweep.runs, "rows": rows, "groups": report["groups"],
-                "files": report["files"], "interrupted": interrupted, "failed": failed, "dry_run": False}
+        return {
+            "sweep_dir": sweep_dir,
+            "specs": self.sweep.runs,
+            "rows": rows,
+            "groups": report["groups"],
+            "files": report["files"],
+            "interrupted": interrupted,
+            "failed": failed,
+            "dry_run": False,
+        }
 
 
 def _run_locally(specs: list[RunSpec], rec: _SweepRecorder, train_fn: Callable, console: Any) -> bool:
@@ -855,8 +951,15 @@ def _ray_train(train_fn: Callable[[Mapping[str, Any]], Mapping[str, Any]], optio
     return train_fn(dict(options, resume=state == "resume"))
 
 
-def _run_on_ray(session: Any, specs: list[RunSpec], begin: Callable, finish: Callable, rows: list[dict[str, Any]],
-                train_fn: Callable, console: Any) -> bool:
+def _run_on_ray(
+    session: Any,
+    specs: list[RunSpec],
+    begin: Callable,
+    finish: Callable,
+    rows: list[dict[str, Any]],
+    train_fn: Callable,
+    console: Any,
+) -> bool:
     """Run the configurations as Ray tasks (all submitted at once; Ray starts each when its
     resources are free) and record them in spec order through ``finish``.
 
@@ -877,8 +980,13 @@ def _run_on_ray(session: Any, specs: list[RunSpec], begin: Callable, finish: Cal
         common, options = begin(spec)
         if options is not None:
             todo.append((spec, common, ray_resources(options, session)))
-    log.info("running %d configurations as Ray tasks on %s node(s) (%s CPUs, %s GPUs)",
-             len(todo), session.nodes, session.cpus, session.gpus)
+    log.info(
+        "running %d configurations as Ray tasks on %s node(s) (%s CPUs, %s GPUs)",
+        len(todo),
+        session.nodes,
+        session.cpus,
+        session.gpus,
+    )
     submitted: dict[str, float] = {}
     cancelled: list[Any] = []
 

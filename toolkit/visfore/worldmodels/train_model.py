@@ -19,22 +19,22 @@ from visfore.worldmodels.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
 from visfore.worldmodels.config import RUNTIME_OPTIONS, TrainConfig, validate_config
 from visfore.worldmodels.distributed import weights_digest
 from visfore.worldmodels.evaluation import (
-                                            FOREGROUND_THRESHOLD,
-                                            EvalOptions,
-                                            evaluate_open_loop,
-                                            prediction_grid,
-                                            shuffled_partners,
+    FOREGROUND_THRESHOLD,
+    EvalOptions,
+    evaluate_open_loop,
+    prediction_grid,
+    shuffled_partners,
 )
 from visfore.worldmodels.records import COMMAND
 from visfore.worldmodels.report import print_metrics_table
 from visfore.worldmodels.schedules import (
-                                            PAPER_SAMPLING_K,
-                                            SAMPLING_MODES,
-                                            auto_sampling_k,
-                                            inverse_sigmoid,
-                                            lr_lambda,
-                                            resolve_sampling,
-                                            teacher_forcing_schedule,
+    PAPER_SAMPLING_K,
+    SAMPLING_MODES,
+    auto_sampling_k,
+    inverse_sigmoid,
+    lr_lambda,
+    resolve_sampling,
+    teacher_forcing_schedule,
 )
 from visfore.worldmodels.training import reconstruction_loss, train_model
 
@@ -46,9 +46,27 @@ _NoProgress = NoProgress
 _parse_device_spec = parse_device_spec
 
 __all__ = [
-    "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "COMMAND", "FOREGROUND_THRESHOLD", "PAPER_SAMPLING_K",
-    "RUNTIME_OPTIONS", "SAMPLING_MODES", "EvalOptions", "TrainConfig", "auto_sampling_k", "evaluate_open_loop",
-    "inverse_sigmoid", "physical_cpu_cores", "prediction_grid", "print_metrics_table", "reconstruction_loss",
-    "resolve_sampling", "select_device", "shuffled_partners", "teacher_forcing_schedule", "train_model",
-    "validate_config", "weights_digest",
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_VERSION",
+    "COMMAND",
+    "FOREGROUND_THRESHOLD",
+    "PAPER_SAMPLING_K",
+    "RUNTIME_OPTIONS",
+    "SAMPLING_MODES",
+    "EvalOptions",
+    "TrainConfig",
+    "auto_sampling_k",
+    "evaluate_open_loop",
+    "inverse_sigmoid",
+    "physical_cpu_cores",
+    "prediction_grid",
+    "print_metrics_table",
+    "reconstruction_loss",
+    "resolve_sampling",
+    "select_device",
+    "shuffled_partners",
+    "teacher_forcing_schedule",
+    "train_model",
+    "validate_config",
+    "weights_digest",
 ]

@@ -193,7 +193,9 @@ def resolve_resume(config: TrainConfig, run_dir: Path) -> tuple[TrainConfig, lis
     if "teacher_forcing" in options and "sampling" not in options and options["teacher_forcing"] in ("0", 0):
         merged.teacher_forcing = None  # a run of the version before --sampling: "0" = open-loop
     if config.data is not None and merged.data is not None and not storage.same_location(config.data, merged.data):
-        raise VisforeError(f"--data {config.data} differs from the run's dataset {merged.data}; omit --data when resuming")
+        raise VisforeError(
+            f"--data {config.data} differs from the run's dataset {merged.data}; omit --data when resuming"
+        )
     defaults = TrainConfig()
     ignored = []
     for f in dataclasses.fields(TrainConfig):
@@ -306,8 +308,12 @@ class Precision:
         return torch.autocast(device_type=device.type, dtype=self.dtype) if self.enabled else contextlib.nullcontext()
 
     def record(self) -> dict[str, Any]:
-        return {"enabled": self.enabled, "dtype": str(self.dtype).replace("torch.", "") if self.dtype is not None else None,
-                "grad_scaler": self.scaler is not None, "requested": self.requested}
+        return {
+            "enabled": self.enabled,
+            "dtype": str(self.dtype).replace("torch.", "") if self.dtype is not None else None,
+            "grad_scaler": self.scaler is not None,
+            "requested": self.requested,
+        }
 
 
 def reconstruction_loss(pred: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -344,8 +350,16 @@ class ForwardModelTask(TrainTask):
     ``mse_sum`` (the unfinished epoch's reconstruction-MSE sum).
     """
 
-    def __init__(self, prep: Prep, dist: ddp.Dist, *, precision: Precision, total_steps: int,
-                 sampling_k: float | None, writer: Any) -> None:
+    def __init__(
+        self,
+        prep: Prep,
+        dist: ddp.Dist,
+        *,
+        precision: Precision,
+        total_steps: int,
+        sampling_k: float | None,
+        writer: Any,
+    ) -> None:
         config, model = prep.config, prep.model
         self.prep, self.config, self.dist, self.model = prep, config, dist, model
         self.device, self.data, self.precision, self.writer = prep.device, prep.data, precision, writer
@@ -354,14 +368,18 @@ class ForwardModelTask(TrainTask):
         if dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
-            self.net = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            self.net = DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
         self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lr_lambda(config.lr_schedule, config.warmup_steps, total_steps))
+            self.optimizer, lr_lambda(config.lr_schedule, config.warmup_steps, total_steps)
+        )
         self.sampling_record, self.tf_prob = resolve_sampling(config, total_steps=total_steps, k=sampling_k)
         self.sampling_record["total_steps"] = total_steps
         self.val_subset = np.sort(
-            np.random.default_rng([config.seed, 0x5A1]).permutation(len(self.data.val))[: config.epoch_val_clips])
+            np.random.default_rng([config.seed, 0x5A1]).permutation(len(self.data.val))[: config.epoch_val_clips]
+        )
 
     def restore(self, ckpt: Mapping[str, Any]) -> TrainState:
         """Load model, optimiser, schedules and this rank's RNG state; return the counters."""
@@ -384,7 +402,10 @@ class ForwardModelTask(TrainTask):
 
     def iterate(self, batches: Sequence[Any], state: TrainState) -> Iterable[Any]:
         return torch.utils.data.DataLoader(
-            self.data.train, sampler=batches, batch_size=None, num_workers=self.config.num_workers,
+            self.data.train,
+            sampler=batches,
+            batch_size=None,
+            num_workers=self.config.num_workers,
             pin_memory=self.device.type == "cuda",
             # its own generator: creating the iterator must not draw from the global RNG
             # (teacher forcing uses it), or a resumed run would diverge
@@ -418,8 +439,10 @@ class ForwardModelTask(TrainTask):
             value, mse_value = reduced[0] / self.world_size, reduced[1] / self.world_size
             aux_values = {k: v / self.world_size for k, v in zip(aux_values, reduced[2:])}
         if not math.isfinite(value):
-            raise VisforeError(f"training diverged: loss is {value} at step {state.global_step}; try a lower --lr"
-                               + (" or --no-amp" if self.precision.enabled else ""))
+            raise VisforeError(
+                f"training diverged: loss is {value} at step {state.global_step}; try a lower --lr"
+                + (" or --no-amp" if self.precision.enabled else "")
+            )
         state.extra["sampling_step"] += 1
         n = len(batch["start"])
         state.extra["mse_sum"] += mse_value * n
@@ -462,10 +485,22 @@ class ForwardModelTask(TrainTask):
         if not self.dist.is_main:
             return {}
         config = self.config
-        val = evaluate_open_loop(self.model, self.data.val, device=self.device, options=EvalOptions(
-            batch_size=config.eval_batch_size, indices=self.val_subset, shuffle_seed=None, baseline=True,
-            keep_first=config.image_clips, samples=1, foreground_threshold=None,
-            amp_dtype=self.precision.dtype, seed=config.seed))
+        val = evaluate_open_loop(
+            self.model,
+            self.data.val,
+            device=self.device,
+            options=EvalOptions(
+                batch_size=config.eval_batch_size,
+                indices=self.val_subset,
+                shuffle_seed=None,
+                baseline=True,
+                keep_first=config.image_clips,
+                samples=1,
+                foreground_threshold=None,
+                amp_dtype=self.precision.dtype,
+                seed=config.seed,
+            ),
+        )
         record = {
             "train_mse": train_mse,
             "val_mse": nanmean(val["model"]["mse"]),
@@ -478,8 +513,11 @@ class ForwardModelTask(TrainTask):
         }
         examples = val.get("examples", {})
         if config.image_clips and examples.get("context") is not None:
-            grid = prediction_grid(examples["context"].float().numpy(), examples["targets"].float().numpy(),
-                                   examples["prediction"].float().numpy())
+            grid = prediction_grid(
+                examples["context"].float().numpy(),
+                examples["targets"].float().numpy(),
+                examples["prediction"].float().numpy(),
+            )
             save_png(self.prep.run_dir / "images" / f"epoch_{state.epoch:03d}.png", grid)
             self.writer.add_image("val/prediction_grid", grid, state.epoch, dataformats="HWC")
         return record
@@ -526,11 +564,18 @@ def _training_record(prep: Prep, task: ForwardModelTask, dist: ddp.Dist, steps_p
     return {
         "sampling": task.sampling_record,
         "amp": task.precision.record(),
-        "padding": {"enabled": config.pad_short_episodes, "min_episode_frames": min_episode_frames(config),
-                    "train_padded_clips": int(data.train.num_padded), "val_padded_clips": int(data.val.num_padded)},
-        "distributed": {"world_size": dist.world_size, "backend": dist.backend,
-                        "batch_size_per_process": config.batch_size,
-                        "global_batch_size": config.batch_size * dist.world_size},
+        "padding": {
+            "enabled": config.pad_short_episodes,
+            "min_episode_frames": min_episode_frames(config),
+            "train_padded_clips": int(data.train.num_padded),
+            "val_padded_clips": int(data.val.num_padded),
+        },
+        "distributed": {
+            "world_size": dist.world_size,
+            "backend": dist.backend,
+            "batch_size_per_process": config.batch_size,
+            "global_batch_size": config.batch_size * dist.world_size,
+        },
         "steps_per_epoch": steps_per_epoch,
         "total_steps": steps_per_epoch * config.epochs,
     }
@@ -552,10 +597,13 @@ def _start_run_dir(prep: Prep, training: dict[str, Any]) -> None:
 
 def _describe_epoch(epochs: int) -> Callable[[dict[str, Any]], str]:
     def describe(record: dict[str, Any]) -> str:
-        return (f"epoch {record['epoch']}/{epochs}: train loss {record['train_loss']:.5f}, "
-                f"val PSNR {record['val_psnr']:.2f} dB / SSIM {record['val_ssim']:.4f} "
-                f"(copy-last-frame {record['val_copy_last_frame_psnr']:.2f} / "
-                f"{record['val_copy_last_frame_ssim']:.4f})" + (" *best*" if record.get("improved") else ""))
+        return (
+            f"epoch {record['epoch']}/{epochs}: train loss {record['train_loss']:.5f}, "
+            f"val PSNR {record['val_psnr']:.2f} dB / SSIM {record['val_ssim']:.4f} "
+            f"(copy-last-frame {record['val_copy_last_frame_psnr']:.2f} / "
+            f"{record['val_copy_last_frame_ssim']:.4f})" + (" *best*" if record.get("improved") else "")
+        )
+
     return describe
 
 
@@ -566,8 +614,14 @@ def _run(prep: Prep, dist: ddp.Dist, t_begin: float) -> dict[str, Any]:
     total_steps = config.epochs * steps_per_epoch
     saved_k = ((prep.start_ckpt or {}).get("sampling") or {}).get("k")
     writer: Any = None
-    task = ForwardModelTask(prep, dist, precision=Precision.for_device(config.amp, device), total_steps=total_steps,
-                            sampling_k=float(saved_k) if saved_k is not None else None, writer=None)
+    task = ForwardModelTask(
+        prep,
+        dist,
+        precision=Precision.for_device(config.amp, device),
+        total_steps=total_steps,
+        sampling_k=float(saved_k) if saved_k is not None else None,
+        writer=None,
+    )
     training = _training_record(prep, task, dist, steps_per_epoch)
     if main:
         _start_run_dir(prep, training)
@@ -577,8 +631,14 @@ def _run(prep: Prep, dist: ddp.Dist, t_begin: float) -> dict[str, Any]:
         if state.epoch >= config.epochs:
             log.info("%s already finished %d/%d epochs; evaluating only", run_dir, state.epoch, config.epochs)
         else:
-            log.info("resuming %s after epoch %d/%d, step %d/%d", run_dir, state.epoch, config.epochs,
-                     state.global_step, total_steps)
+            log.info(
+                "resuming %s after epoch %d/%d, step %d/%d",
+                run_dir,
+                state.epoch,
+                config.epochs,
+                state.global_step,
+                total_steps,
+            )
     if main:
         from torch.utils.tensorboard import SummaryWriter
 
@@ -588,10 +648,15 @@ def _run(prep: Prep, dist: ddp.Dist, t_begin: float) -> dict[str, Any]:
         StopOnInterrupt(),
         TimeBudget(config.time_budget),
         TensorBoardLogger(writer),
-        Checkpointer(runs.last_checkpoint_path(run_dir), runs.best_checkpoint_path(run_dir), monitor="val_mse",
-                     is_writer=main),
-        RichProgress(total_steps, enabled=config.progress and main, describe=_describe_epoch(config.epochs),
-                     console=_console(config.progress and main)),
+        Checkpointer(
+            runs.last_checkpoint_path(run_dir), runs.best_checkpoint_path(run_dir), monitor="val_mse", is_writer=main
+        ),
+        RichProgress(
+            total_steps,
+            enabled=config.progress and main,
+            describe=_describe_epoch(config.epochs),
+            console=_console(config.progress and main),
+        ),
     ]
     trainer = Trainer(task, epochs=config.epochs, callbacks=callbacks, any_rank=ddp.any_rank(dist, device))
     with contextlib.closing(task.writer):
@@ -621,8 +686,9 @@ class _NullWriter:
         pass
 
 
-def _finish(prep: Prep, dist: ddp.Dist, task: ForwardModelTask, state: TrainState, training: dict[str, Any],
-            t_begin: float) -> dict[str, Any]:
+def _finish(
+    prep: Prep, dist: ddp.Dist, task: ForwardModelTask, state: TrainState, training: dict[str, Any], t_begin: float
+) -> dict[str, Any]:
     """Check the ranks agree, evaluate the final model (rank 0), write ``metrics.json``."""
     from visfore.data.clips import dataset_mean_frame
 
@@ -631,37 +697,61 @@ def _finish(prep: Prep, dist: ddp.Dist, task: ForwardModelTask, state: TrainStat
     digests = ddp.all_gather_object(dist, digest)
     dist_record = dict(training["distributed"], weights_sha256_per_rank=digests, ranks_in_sync=len(set(digests)) == 1)
     if not dist.is_main:
-        return {"rank": dist.rank, "world_size": dist.world_size, "run_dir": str(prep.run_dir), "weights_sha256": digest}
+        return {
+            "rank": dist.rank,
+            "world_size": dist.world_size,
+            "run_dir": str(prep.run_dir),
+            "weights_sha256": digest,
+        }
     t_eval = time.monotonic()
     mean_frame = torch.from_numpy(dataset_mean_frame(prep.data.source, prep.data.train_episodes))
-    final = evaluate_open_loop(model, prep.data.val, device=prep.device, options=EvalOptions(
-        batch_size=config.eval_batch_size, shuffle_seed=config.seed, baseline=True, mean_frame=mean_frame,
-        samples=config.eval_samples, foreground_threshold=FOREGROUND_THRESHOLD, lpips=True,
-        amp_dtype=task.precision.dtype, seed=config.seed))
-    metrics = metrics_record(config, final, prep.definitions, model, prep.data, state,
-                             time.monotonic() - t_eval, prep.device, prep.run_dir)
+    final = evaluate_open_loop(
+        model,
+        prep.data.val,
+        device=prep.device,
+        options=EvalOptions(
+            batch_size=config.eval_batch_size,
+            shuffle_seed=config.seed,
+            baseline=True,
+            mean_frame=mean_frame,
+            samples=config.eval_samples,
+            foreground_threshold=FOREGROUND_THRESHOLD,
+            lpips=True,
+            amp_dtype=task.precision.dtype,
+            seed=config.seed,
+        ),
+    )
+    metrics = metrics_record(
+        config, final, prep.definitions, model, prep.data, state, time.monotonic() - t_eval, prep.device, prep.run_dir
+    )
     clips, seconds = state.train_samples, state.train_seconds
-    sampling = dict(task.sampling_record, final_step=state.extra["sampling_step"],
-                    p_at_final_step=task.tf_prob(max(0, state.extra["sampling_step"] - 1)))
+    sampling = dict(
+        task.sampling_record,
+        final_step=state.extra["sampling_step"],
+        p_at_final_step=task.tf_prob(max(0, state.extra["sampling_step"] - 1)),
+    )
     stochastic = bool(getattr(model, "stochastic", False))
-    metrics.update({
-        "samples_per_second": clips / seconds if seconds > 0 and clips else None,
-        "train_clips_seen": clips,
-        "inference_frames_per_second": json_float(final["inference"]["frames_per_second"] or float("nan")),
-        "inference": final["inference"],
-        "sampling": sampling,
-        "amp": task.precision.record(),
-        "padding": training["padding"] | {"evaluated_padded_clips": final["num_padded_clips"]},
-        "distributed": dist_record,
-        "stochastic": {
-            "stochastic": stochastic,
-            "eval_samples": final["samples"],
-            "model_part": "mean over the samples of each per-frame metric (METRIC_DEFINITIONS['mean_of_samples'])"
-            if stochastic else "one deterministic prediction per clip",
-            **({"best_of_n_part": "best sample per clip (METRIC_DEFINITIONS['best_of_n'])"} if stochastic else {}),
-        },
-        "wall_seconds": time.monotonic() - t_begin,
-    })
+    metrics.update(
+        {
+            "samples_per_second": clips / seconds if seconds > 0 and clips else None,
+            "train_clips_seen": clips,
+            "inference_frames_per_second": json_float(final["inference"]["frames_per_second"] or float("nan")),
+            "inference": final["inference"],
+            "sampling": sampling,
+            "amp": task.precision.record(),
+            "padding": training["padding"] | {"evaluated_padded_clips": final["num_padded_clips"]},
+            "distributed": dist_record,
+            "stochastic": {
+                "stochastic": stochastic,
+                "eval_samples": final["samples"],
+                "model_part": "mean over the samples of each per-frame metric (METRIC_DEFINITIONS['mean_of_samples'])"
+                if stochastic
+                else "one deterministic prediction per clip",
+                **({"best_of_n_part": "best sample per clip (METRIC_DEFINITIONS['best_of_n'])"} if stochastic else {}),
+            },
+            "wall_seconds": time.monotonic() - t_begin,
+        }
+    )
     runs.write_json(prep.run_dir / runs.METRICS_NAME, metrics)
     for part in ("model", "copy_last_frame", "mean_frame", "shuffled_actions", "best_of_n"):
         for key, value in metrics.get(part, {}).get("mean", {}).items():

@@ -15,8 +15,14 @@ from visfore.worldmodels.config import TrainConfig
 if TYPE_CHECKING:  # pragma: no cover
     from visfore.data.clips import ClipDataset
 
-__all__ = ["TrainingData", "attrs_summary", "min_episode_frames", "open_and_check_dataset", "prepare_data",
-           "split_usable_episodes"]
+__all__ = [
+    "TrainingData",
+    "attrs_summary",
+    "min_episode_frames",
+    "open_and_check_dataset",
+    "prepare_data",
+    "split_usable_episodes",
+]
 
 
 @dataclass
@@ -45,7 +51,8 @@ def open_and_check_dataset(config: TrainConfig) -> Any:
     longest, shortest = int(lengths.max()), int(lengths.min())
     if clip_len > longest:
         span = (
-            f"{longest} frames ({longest - 1} actions)" if longest == shortest
+            f"{longest} frames ({longest - 1} actions)"
+            if longest == shortest
             else f"{shortest} to {longest} frames ({shortest - 1} to {longest - 1} actions)"
         )
         raise VisforeError(
@@ -71,19 +78,31 @@ def split_usable_episodes(config: TrainConfig, ds: Any) -> tuple[np.ndarray, np.
     return train_eps, val_eps, excluded
 
 
-def prepare_data(config: TrainConfig, ds: Any, train_eps: np.ndarray, val_eps: np.ndarray,
-                  excluded: np.ndarray) -> TrainingData:
+def prepare_data(
+    config: TrainConfig, ds: Any, train_eps: np.ndarray, val_eps: np.ndarray, excluded: np.ndarray
+) -> TrainingData:
     from visfore.data.clips import ClipDataset, load_clip_source
 
     source = load_clip_source(ds)
     train = ClipDataset(
-        source, train_eps, context=config.context, horizon=config.horizon,
-        stride=config.clip_stride, max_clips=config.max_train_clips, seed=config.seed,
+        source,
+        train_eps,
+        context=config.context,
+        horizon=config.horizon,
+        stride=config.clip_stride,
+        max_clips=config.max_train_clips,
+        seed=config.seed,
         pad_short=config.pad_short_episodes,
     )
     val = ClipDataset(
-        source, val_eps, context=config.context, horizon=config.horizon, stride=1,
-        max_clips=config.max_val_clips, seed=config.seed + 1, pad_short=config.pad_short_episodes,
+        source,
+        val_eps,
+        context=config.context,
+        horizon=config.horizon,
+        stride=1,
+        max_clips=config.max_val_clips,
+        seed=config.seed + 1,
+        pad_short=config.pad_short_episodes,
     )
     if len(train) == 0 or len(val) == 0:
         raise VisforeError("the split left no training or no validation clip")
