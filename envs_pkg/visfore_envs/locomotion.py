@@ -229,7 +229,7 @@ class PerturbLocomotionEnv(VisforeMujocoEnv, EzPickle):
     """A v5 locomotion task on a perturbable MJCF (base of the four robots).
 
     Subclasses set :attr:`robot`, :attr:`xml_name` and :attr:`v5_defaults`, and implement
-    :meth:`_v5_observation`, :meth:`_v5_is_healthy` and :meth:`_v5_reward`.
+    :meth:`_v5_observation` and :meth:`_v5_step` (simulate, reward, termination, info).
 
     Keyword Args:
         perturbation: fixed factors ``{key: factor}`` (None = nominal).
