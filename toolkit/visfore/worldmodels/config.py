@@ -60,78 +60,85 @@ class TrainConfig(ConfigBase, command="train-model"):
     """
 
     data: Optional[str] = option(
-        None, help="Visfore Zarr dataset (from `visfore collect`): a directory or a URL (s3://bucket/name.zarr)."
+        default=None,
+        help="Visfore Zarr dataset (from `visfore collect`): a directory or a URL (s3://bucket/name.zarr).",
     )
-    model: str = option("convlstm", help="Forward model name (visfore_models.MODELS).")
+    model: str = option(default="convlstm", help="Forward model name (visfore_models.MODELS).")
     model_kwargs: dict[str, Any] = option(
         help="JSON object of extra model options, e.g. '{\"lstm_channels\": [32, 32]}'.",
         default_factory=dict,
         parse=parse_json_object,
         metavar="JSON",
     )
-    context: int = option(2, help="C context frames given to the model.")
-    horizon: int = option(10, help="K frames predicted open-loop.")
-    epochs: int = option(10, help="Total training epochs (also the target on --resume).")
-    batch_size: int = option(16, help="Clips per optimisation step (per process under torchrun).")
-    lr: float = option(1e-3, help="Adam learning rate.")
-    lr_schedule: Literal["cosine", "constant"] = option("cosine", help="cosine (to 10%, after warm-up) or constant.")
-    warmup_steps: int = option(20, help="Linear learning-rate warm-up steps.")
-    weight_decay: float = option(0.0, help="Adam weight decay.")
-    grad_clip: float = option(1.0, help="Max global gradient norm (0 = off).")
+    context: int = option(default=2, help="C context frames given to the model.")
+    horizon: int = option(default=10, help="K frames predicted open-loop.")
+    epochs: int = option(default=10, help="Total training epochs (also the target on --resume).")
+    batch_size: int = option(default=16, help="Clips per optimisation step (per process under torchrun).")
+    lr: float = option(default=1e-3, help="Adam learning rate.")
+    lr_schedule: Literal["cosine", "constant"] = option(
+        default="cosine", help="cosine (to 10%, after warm-up) or constant."
+    )
+    warmup_steps: int = option(default=20, help="Linear learning-rate warm-up steps.")
+    weight_decay: float = option(default=0.0, help="Adam weight decay.")
+    grad_clip: float = option(default=1.0, help="Max global gradient norm (0 = off).")
     sampling: Literal["open-loop", "teacher", "scheduled"] = option(
-        "open-loop",
+        default="open-loop",
         help="What the training rollout feeds back: open-loop (own predictions, like the evaluation), teacher (true frames) or scheduled (true frame with probability k/(k+exp(step/k)), Finn et al. 2016).",
     )
     sampling_k: Optional[float] = option(
-        None,
+        default=None,
         help="k of --sampling scheduled (Finn et al. used 900 over ~1e5 steps). Default: k ln k = total steps / 2, so the probability decays from ~1 to ~0 over this run and is 0.5 half-way.",
     )
     teacher_forcing: Optional[str] = option(
-        None,
+        default=None,
         help="Advanced alternative to --sampling: probability of feeding true frames, P, 'inverse-sigmoid:K' or 'linear:P0:P1[:STEPS]'. Evaluation is always open-loop.",
     )
     pad_short_episodes: bool = option(
-        True,
+        default=True,
         help="Episodes shorter than context + horizon frames give one clip padded at the end (last frame repeated, zero actions), masked out of the loss and metrics; off: they are left out.",
     )
     eval_samples: int = option(
-        5,
+        default=5,
         help="Samples per clip in the final evaluation of a stochastic model (mean over samples and best-of-N are reported).",
     )
     amp: Optional[bool] = option(
-        None,
+        default=None,
         help="Mixed precision: float16 autocast + GradScaler on CUDA, bfloat16 autocast on CPU. Default: on when training on CUDA, off on CPU.",
         flags=("--amp/--no-amp",),
     )
-    seed: int = option(0, help="Seed of init, split, clip order and subsets.")
-    val_fraction: float = option(0.1, help="Fraction of episodes held out for validation.")
-    clip_stride: int = option(1, help="Rows between training clip starts in an episode.")
-    max_train_clips: Optional[int] = option(None, help="Use a fixed seeded subset of training clips.")
+    seed: int = option(default=0, help="Seed of init, split, clip order and subsets.")
+    val_fraction: float = option(default=0.1, help="Fraction of episodes held out for validation.")
+    clip_stride: int = option(default=1, help="Rows between training clip starts in an episode.")
+    max_train_clips: Optional[int] = option(default=None, help="Use a fixed seeded subset of training clips.")
     clips_per_epoch: Optional[int] = option(
-        800,
+        default=800,
         help="Training clips drawn per epoch (a fresh seeded draw each epoch, without replacement; split across processes under torchrun); 0 = every training clip.",
     )
-    max_val_clips: Optional[int] = option(256, help="Evaluate on at most this many validation clips (seeded subset).")
-    epoch_val_clips: int = option(32, help="Validation clips scored after each epoch.")
-    eval_batch_size: int = option(32, help="Clips per forward pass in evaluation.")
-    image_clips: int = option(4, help="Validation clips drawn in each images/epoch_XXX.png (0 = no images).")
+    max_val_clips: Optional[int] = option(
+        default=256, help="Evaluate on at most this many validation clips (seeded subset)."
+    )
+    epoch_val_clips: int = option(default=32, help="Validation clips scored after each epoch.")
+    eval_batch_size: int = option(default=32, help="Clips per forward pass in evaluation.")
+    image_clips: int = option(default=4, help="Validation clips drawn in each images/epoch_XXX.png (0 = no images).")
     out: Optional[str] = option(
-        None, help="Run directory (default runs/train-model-<UTC time>).", flags=("--out", "-o")
+        default=None, help="Run directory (default runs/train-model-<UTC time>).", flags=("--out", "-o")
     )
-    name: Optional[str] = option(None, help="Run name: runs/train-model-NAME.")
-    resume: bool = option(False, help="Continue the run in --out/--name from checkpoints/last.pt.", flags=("--resume",))
+    name: Optional[str] = option(default=None, help="Run name: runs/train-model-NAME.")
+    resume: bool = option(
+        default=False, help="Continue the run in --out/--name from checkpoints/last.pt.", flags=("--resume",)
+    )
     device: str = option(
-        "auto", help="auto, cpu, cuda or cuda:N (under torchrun: auto or cuda, one GPU per LOCAL_RANK)."
+        default="auto", help="auto, cpu, cuda or cuda:N (under torchrun: auto or cuda, one GPU per LOCAL_RANK)."
     )
-    num_workers: int = option(0, help="DataLoader worker processes.")
+    num_workers: int = option(default=0, help="DataLoader worker processes.")
     num_threads: Optional[int] = option(
-        None, help="Torch CPU threads (default: physical cores, divided among torchrun processes)."
+        default=None, help="Torch CPU threads (default: physical cores, divided among torchrun processes)."
     )
     time_budget: Optional[float] = option(
-        None, help="Stop training after this many minutes (checkpointed), then evaluate."
+        default=None, help="Stop training after this many minutes (checkpointed), then evaluate."
     )
     progress: bool = option(
-        True,
+        default=True,
         help="Show the progress bar and the per-epoch table (--quiet: only the final summary).",
         flags=("--progress/--quiet", " /-q"),
     )
@@ -212,16 +219,17 @@ class PredictConfig(ConfigBase, command="predict"):
     episode: int = option(help="Episode index N in the dataset (0-based).")
     out: str = option(help="Animation to write: .gif (Pillow) or .mp4 (imageio + ffmpeg).", flags=("--out", "-o"))
     data: Optional[str] = option(
-        None, help="Dataset directory or URL (s3://bucket/name.zarr); default: the one the model was trained on."
+        default=None,
+        help="Dataset directory or URL (s3://bucket/name.zarr); default: the one the model was trained on.",
     )
-    start: int = option(0, help="Index T within the episode of the first context frame.")
-    horizon: Optional[int] = option(None, help="K frames to predict (default: the rest of the episode).")
-    checkpoint: Literal["best", "last"] = option("best", help="Checkpoint of the run to load.")
-    fps: float = option(10.0, help="Animation frames per second.")
-    scale: int = option(4, help="Integer nearest-neighbour upscaling of each panel.")
-    sample_seed: Optional[int] = option(None, help="Seed of a stochastic model's sample.")
-    device: str = option("cpu", help="cpu, auto, cuda or cuda:N.")
-    quiet: bool = option(False, help="Do not print the per-step PSNR table.", flags=("--quiet", "-q"))
+    start: int = option(default=0, help="Index T within the episode of the first context frame.")
+    horizon: Optional[int] = option(default=None, help="K frames to predict (default: the rest of the episode).")
+    checkpoint: Literal["best", "last"] = option(default="best", help="Checkpoint of the run to load.")
+    fps: float = option(default=10.0, help="Animation frames per second.")
+    scale: int = option(default=4, help="Integer nearest-neighbour upscaling of each panel.")
+    sample_seed: Optional[int] = option(default=None, help="Seed of a stochastic model's sample.")
+    device: str = option(default="cpu", help="cpu, auto, cuda or cuda:N.")
+    quiet: bool = option(default=False, help="Do not print the per-step PSNR table.", flags=("--quiet", "-q"))
 
 
 class PlayModelConfig(ConfigBase, command="play-model"):
@@ -230,23 +238,24 @@ class PlayModelConfig(ConfigBase, command="play-model"):
 
     run: str = option(help="A `visfore train-model` run directory.", argument=True)
     data: Optional[str] = option(
-        None,
+        default=None,
         help="Dataset of the initial frames, a directory or URL (s3://bucket/name.zarr); default: the model's training dataset.",
     )
     policy: str = option(
-        "keyboard", help="keyboard (a live window; arrows drive a[0], a[1]), random, or a train-policy run directory."
+        default="keyboard",
+        help="keyboard (a live window; arrows drive a[0], a[1]), random, or a train-policy run directory.",
     )
-    steps: int = option(200, help="Env steps to play.")
+    steps: int = option(default=200, help="Env steps to play.")
     out: Optional[str] = option(
-        None, help="GIF/MP4 of the frames (default without a display: RUN/play.gif).", flags=("--out", "-o")
+        default=None, help="GIF/MP4 of the frames (default without a display: RUN/play.gif).", flags=("--out", "-o")
     )
-    seed: int = option(0, help="Seed of the first reset and of the random policy.")
-    checkpoint: Literal["best", "last"] = option("best", help="Checkpoint of the run to load.")
-    fps: float = option(10.0, help="Frames per second (window and animation).")
-    scale: int = option(4, help="Integer upscaling of the frames.")
-    device: str = option("cpu", help="cpu, auto, cuda or cuda:N.")
-    headless: bool = option(False, help="Never open a window; write --out.", flags=("--headless",))
-    quiet: bool = option(False, help="No messages (the result line only).", flags=("--quiet", "-q"))
+    seed: int = option(default=0, help="Seed of the first reset and of the random policy.")
+    checkpoint: Literal["best", "last"] = option(default="best", help="Checkpoint of the run to load.")
+    fps: float = option(default=10.0, help="Frames per second (window and animation).")
+    scale: int = option(default=4, help="Integer upscaling of the frames.")
+    device: str = option(default="cpu", help="cpu, auto, cuda or cuda:N.")
+    headless: bool = option(default=False, help="Never open a window; write --out.", flags=("--headless",))
+    quiet: bool = option(default=False, help="No messages (the result line only).", flags=("--quiet", "-q"))
 
 
 class TrainEvalAllConfig(ConfigBase, command="train-eval-all"):
@@ -257,25 +266,27 @@ class TrainEvalAllConfig(ConfigBase, command="train-eval-all"):
         help="Sweep YAML: data, shared train-model options, models, hyperparameters, seeds.", flags=("--config", "-c")
     )
     out: str = option(
-        "runs",
+        default="runs",
         help="Parent directory of the sweep directory train-eval-all-NAME.",
         flags=("--out", "-o"),
         deprecated=("--out-dir",),
     )
-    name: Optional[str] = option(None, help="Sweep name (default: the file's name:, else its stem).")
-    data: Optional[str] = option(None, help="Dataset path or fsspec URL (s3://...); overrides the file's data:.")
+    name: Optional[str] = option(default=None, help="Sweep name (default: the file's name:, else its stem).")
+    data: Optional[str] = option(
+        default=None, help="Dataset path or fsspec URL (s3://...); overrides the file's data:."
+    )
     wandb: bool = option(
-        False,
+        default=False,
         help="Also log every run to Weights & Biases (needs the wandb package; WANDB_MODE=offline keeps it local).",
         flags=("--wandb",),
     )
     dry_run: bool = option(
-        False, help="Print the expanded configurations and exit; writes nothing.", flags=("--dry-run",)
+        default=False, help="Print the expanded configurations and exit; writes nothing.", flags=("--dry-run",)
     )
     resume: bool = option(
-        False,
+        default=False,
         help="Continue an existing sweep: skip runs with metrics.json, resume runs with a checkpoint.",
         flags=("--resume",),
         deprecated=("--continue",),
     )
-    quiet: bool = option(False, help="No per-run progress bars and tables.", flags=("--quiet", "-q"))
+    quiet: bool = option(default=False, help="No per-run progress bars and tables.", flags=("--quiet", "-q"))
