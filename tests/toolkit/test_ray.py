@@ -22,6 +22,7 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
+from visfore.cli.ray import RayCommand, RayOption
 from visfore.core import ray_backend as rb
 from visfore.core.errors import VisforeError
 from visfore.reports import comparison_report as cr
@@ -323,8 +324,8 @@ def test_bare_ray_flag_with_ray_command():
     """RayCommand lets ``--ray`` stand alone (= local), before another option or at the end."""
     app = typer.Typer()
 
-    @app.command(cls=rb.RayCommand)
-    def main(ray: rb.RayOption = None, n: int = 1) -> None:
+    @app.command(cls=RayCommand)
+    def main(ray: RayOption = None, n: int = 1) -> None:
         print(f"{ray!r} {n}")
 
     @app.command()

@@ -57,7 +57,7 @@ import sys
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Generator, Iterable
 
 from visfore.core.errors import VisforeError
 
@@ -311,7 +311,7 @@ def ordered_results(
     return_exceptions: bool = False,
     cancel: Callable[[Any], None] | None = None,
     on_result: Callable[[], None] | None = None,
-) -> Iterator[tuple[Any, Any]]:
+) -> Generator[tuple[Any, Any], None, None]:
     """Submit ``items`` and yield ``(item, result)`` in submission order.
 
     Args:
@@ -460,7 +460,7 @@ class WorkerPool:
         self.actors = [cls.remote(setup, fn, setup_args) for _ in range(self.workers)]
         self._load = [0] * self.workers
 
-    def imap(self, items: Iterable[Any], max_in_flight: int | None = None) -> Iterator[tuple[Any, Any]]:
+    def imap(self, items: Iterable[Any], max_in_flight: int | None = None) -> Generator[tuple[Any, Any], None, None]:
         """Yield ``(item, fn(state, item))`` in the order of ``items``.
 
         Each item goes to the actor with the fewest items in flight; at most
@@ -514,15 +514,3 @@ def remote(fn: Callable[..., Any], **options: Any) -> Any:
     """``ray.remote(**options)(fn)``: a remote function (``.remote(...)``,
     ``.options(...)``); options such as ``num_cpus``, ``num_gpus``, ``max_retries``."""
     return require_ray().remote(**options)(fn)
-
-
-def __getattr__(name: str) -> Any:
-    """Deprecated: ``RayOption`` and ``RayCommand`` moved to :mod:`visfore.cli.ray` (core
-    holds no CLI code). Kept until every command imports them from there."""
-    if name in ("RayOption", "RayCommand"):
-        import importlib
-        import warnings
-
-        warnings.warn(f"visfore.core.ray_backend.{name} moved to visfore.cli.ray", DeprecationWarning, stacklevel=2)
-        return getattr(importlib.import_module("visfore.cli.ray"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
