@@ -187,6 +187,7 @@ class CDNAForwardModel(StepwiseForwardModel):
         n_masks = 1 + self.num_kernels + int(self.generate_image)
         self.mask_head = nn.Conv2d(f, n_masks, 1)
         with torch.no_grad():
+            assert self.mask_head.bias is not None  # Conv2d(bias=True)
             self.mask_head.bias.zero_()
             self.mask_head.bias[0] = keep_logit(n_masks - 1)
         self.gen_head = nn.Conv2d(f, 3, 1) if self.generate_image else None

@@ -81,6 +81,7 @@ class DNAForwardModel(StepwiseForwardModel):
         self.kernel_head = nn.Conv2d(f, k2, 1)
         self.mask_head = nn.Conv2d(f, 2, 1)
         with torch.no_grad():
+            assert self.kernel_head.bias is not None and self.mask_head.bias is not None  # Conv2d(bias=True)
             self.kernel_head.bias.zero_()
             self.kernel_head.bias[k2 // 2] = KERNEL_CENTER_LOGIT
             self.mask_head.bias.zero_()

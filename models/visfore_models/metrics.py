@@ -48,7 +48,7 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, overload
 
 import numpy as np
 import torch
@@ -149,6 +149,10 @@ def _check(pred: torch.Tensor, target: torch.Tensor) -> None:
         raise ValueError(f"pred and target must be floating tensors in [0, 1], got {pred.dtype}/{target.dtype}")
 
 
+@overload
+def _check_mask(mask: torch.Tensor, B: int, K: int, device: torch.device) -> torch.Tensor: ...
+@overload
+def _check_mask(mask: None, B: int, K: int, device: torch.device) -> None: ...
 def _check_mask(mask: torch.Tensor | None, B: int, K: int, device: torch.device) -> torch.Tensor | None:
     if mask is None:
         return None
@@ -338,7 +342,8 @@ def foreground_psnr_per_step(
     """Foreground PSNR per horizon step, ``(K,)`` float64: the mean over the valid clips whose
     frame has at least one foreground pixel; NaN for a step without any."""
     fg_any = foreground_mask(context, target, threshold).any(dim=(2, 3))
-    valid = fg_any if mask is None else fg_any & _check_mask(mask, *fg_any.shape, fg_any.device)
+    B, K = fg_any.shape
+    valid = fg_any if mask is None else fg_any & _check_mask(mask, B, K, fg_any.device)
     return masked_mean_per_step(foreground_psnr_per_sample(pred, target, context, threshold), valid)
 
 

@@ -99,11 +99,12 @@ class RNNDeconvForwardModel(StepwiseForwardModel):
         ch = (self.channels[0], self.channels[1], self.channels[2])
         self.encoder = VectorEncoder(3, ch, self.bottleneck_channels, self.latent_dim, self.image_size)
         sizes = [self.latent_dim + action_dim] + [self.hidden_size] * self.rnn_layers
-        self.cells = nn.ModuleList(nn.LSTMCell(sizes[i], sizes[i + 1]) for i in range(self.rnn_layers))
-        for cell in self.cells:  # forget-gate bias 1 (Jozefowicz et al. 2015)
+        cells = [nn.LSTMCell(sizes[i], sizes[i + 1]) for i in range(self.rnn_layers)]
+        for cell in cells:  # forget-gate bias 1 (Jozefowicz et al. 2015)
             with torch.no_grad():
                 cell.bias_ih[self.hidden_size : 2 * self.hidden_size].fill_(1.0)
                 cell.bias_hh[self.hidden_size : 2 * self.hidden_size].fill_(0.0)
+        self.cells = nn.ModuleList(cells)
         self.decoder = VectorDecoder(self.hidden_size, ch, self.bottleneck_channels, self.image_size)
 
     # ------------------------------------------------------------------ serialisation

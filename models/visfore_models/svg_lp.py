@@ -88,11 +88,12 @@ class _LSTMStack(nn.Module):
     def __init__(self, input_size: int, hidden_size: int, layers: int) -> None:
         super().__init__()
         self.embed = nn.Linear(input_size, hidden_size)
-        self.cells = nn.ModuleList(nn.LSTMCell(hidden_size, hidden_size) for _ in range(layers))
-        for cell in self.cells:  # forget-gate bias 1
+        cells = [nn.LSTMCell(hidden_size, hidden_size) for _ in range(layers)]
+        for cell in cells:  # forget-gate bias 1
             with torch.no_grad():
                 cell.bias_ih[hidden_size : 2 * hidden_size].fill_(1.0)
                 cell.bias_hh[hidden_size : 2 * hidden_size].fill_(0.0)
+        self.cells = nn.ModuleList(cells)
 
     def forward(self, x: torch.Tensor, state: LSTMState | None) -> tuple[torch.Tensor, LSTMState]:
         h = self.embed(x)
@@ -268,8 +269,11 @@ class SVGLPForwardModel(ForwardModel):
                 skips = skips_t  # decoder skips: the last context frame
             mu_p, logvar_p, prior_state = self.prior(h, prior_state)
             if t < C - 1 or use_posterior_always:
-                assert t < C - 1 or targets is not None
-                true_next = context[:, t + 1] if t < C - 1 else targets[:, t + 1 - C]
+                if t < C - 1:
+                    true_next = context[:, t + 1]
+                else:
+                    assert targets is not None
+                    true_next = targets[:, t + 1 - C]
                 mu_q, logvar_q, post_state = self.posterior(self.encoder(true_next), post_state)
                 kls.append(gaussian_kl(mu_q, logvar_q, mu_p, logvar_p))
                 mu, logvar = mu_q, logvar_q

@@ -112,6 +112,11 @@ class FrameTranslator(nn.Module):
     * ``"keypoints"``: (B, G) key points in metres (``keypoints_norm * std + mean``).
     """
 
+    #: Buffers (``register_buffer``): key-point normalisation and the coordinate channels.
+    keypoint_mean: torch.Tensor
+    keypoint_std: torch.Tensor
+    coords: torch.Tensor
+
     def __init__(
         self,
         *,
@@ -224,8 +229,8 @@ class FrameTranslator(nn.Module):
         if self.lstm is None:
             feat = f[:, -1]
         else:
-            state = None
-            for t in range(T):
+            state = self.lstm(f[:, 0])
+            for t in range(1, T):
                 state = self.lstm(f[:, t], state)
             feat = state[0]
         return self.fc(feat)
