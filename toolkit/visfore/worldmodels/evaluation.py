@@ -79,8 +79,8 @@ class _StepSums:
             valid = mask
             if key == "foreground_psnr" and "foreground_pixels" in values:
                 valid = mask & (values["foreground_pixels"] > 0)
-            s, c = step_sum_count(v, valid)
-            s, c = s.cpu().numpy(), c.cpu().numpy()
+            step_sum, step_count = step_sum_count(v, valid)
+            s, c = step_sum.cpu().numpy(), step_count.cpu().numpy()
             if key in acc:
                 acc[key][0] = acc[key][0] + s
                 acc[key][1] = acc[key][1] + c

@@ -116,6 +116,8 @@ class LearnedSimEnv(gym.Env):
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+    observation_space: spaces.Box
+    action_space: spaces.Box
 
     def __init__(
         self,
@@ -190,7 +192,9 @@ class LearnedSimEnv(gym.Env):
         return model_to_frames(x)
 
     # ------------------------------------------------------------------ gym API
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         """Start from real frames (see the module docstring).
 
         Args:
@@ -240,7 +244,7 @@ class LearnedSimEnv(gym.Env):
             info["state"] = np.asarray(self._states[row + C - 1], dtype=np.float32)
         return self._frame.copy(), info
 
-    def step(self, action: Any):
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Predict the next frame for ``action`` (clipped to the action bounds).
 
         Returns:

@@ -30,7 +30,7 @@ import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 import numpy as np
 
@@ -90,10 +90,10 @@ class ModelRun:
     context: int
     horizon: int
     data_path: Path | str | None
+    action_low: np.ndarray = field(repr=False)
+    action_high: np.ndarray = field(repr=False)
     train_episodes: list[int] = field(default_factory=list, repr=False)
     val_episodes: list[int] = field(default_factory=list, repr=False)
-    action_low: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
-    action_high: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
     epoch: int = 0
 
     @property
@@ -180,6 +180,12 @@ def _bounds_from_attrs(attrs: Any, action_dim: int) -> tuple[np.ndarray, np.ndar
     return low, high
 
 
+def _section(mapping: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """``mapping[key]`` when it is a dict, else ``{}`` (a missing or malformed section)."""
+    value = mapping.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def _int(value: Any, what: str, path: Path) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise VisforeError(f"{path}: {what} must be a positive int, got {value!r}")
@@ -251,13 +257,13 @@ def load_model_run(run_dir: str | os.PathLike[str], checkpoint: str = "best", *,
     for p in model.parameters():
         p.requires_grad_(False)
 
-    saved = state.get("config") if isinstance(state.get("config"), dict) else {}
+    saved = _section(state, "config")
     context = _int(options.get("context", saved.get("context")), "context", config_path)
     horizon = _int(options.get("horizon", saved.get("horizon")), "horizon", config_path)
-    dataset = config.get("dataset") if isinstance(config.get("dataset"), dict) else {}
+    dataset = _section(config, "dataset")
     data = dataset.get("path") or options.get("data")
     data_path = storage.normalize(data) if data else None  # Path, or URL string
-    split = config.get("split") if isinstance(config.get("split"), dict) else {}
+    split = _section(config, "split")
     bounds = _bounds_from_attrs(dataset.get("attrs"), int(model.action_dim))
     if bounds is None:
         A = int(model.action_dim)

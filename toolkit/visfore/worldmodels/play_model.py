@@ -356,8 +356,9 @@ def _play_window(
     with matplotlib.rc_context({k: [] for k in matplotlib.rcParams if k.startswith("keymap.")}):
         fig, ax = plt.subplots(figsize=(5, 5))
         manager = fig.canvas.manager
-        if manager is not None and getattr(manager, "key_press_handler_id", None) is not None:
-            fig.canvas.mpl_disconnect(manager.key_press_handler_id)
+        handler_id = None if manager is None else manager.key_press_handler_id
+        if handler_id is not None:
+            fig.canvas.mpl_disconnect(handler_id)
         fig.canvas.mpl_connect("key_press_event", on_press)
         fig.canvas.mpl_connect("key_release_event", on_release)
         fig.canvas.mpl_connect("close_event", on_close)

@@ -718,7 +718,9 @@ def train_eval_all(
         }
 
     if train_fn is None:
-        from visfore.worldmodels.training import train_model as train_fn  # type: ignore[assignment]
+        from visfore.worldmodels.training import train_model
+
+        train_fn = train_model
 
     ray_session = None
     if ray is not None:
@@ -798,14 +800,14 @@ class _SweepRecorder:
 
         run_dir = self.sweep_dir / spec.name
         state = run_state(run_dir)
-        common = dict(
-            run=spec.name,
-            model=spec.model,
-            label=spec.label,
-            hyperparameters=spec.hyperparameters,
-            seed=spec.seed,
-            run_dir=run_dir,
-        )
+        common: dict[str, Any] = {
+            "run": spec.name,
+            "model": spec.model,
+            "label": spec.label,
+            "hyperparameters": spec.hyperparameters,
+            "seed": spec.seed,
+            "run_dir": run_dir,
+        }
         if state == "done":
             log.info("[%d/%d] %s: finished earlier, skipped", spec.index + 1, self.n, spec.name)
             self.rows.append(cr.run_row(_read_metrics(run_dir / runs.METRICS_NAME), reused=True, **common))
