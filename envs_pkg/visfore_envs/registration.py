@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import gymnasium as gym
 
 __all__ = ["ENV_IDS", "HUMANOID_IDS", "KEYPOINT_IDS", "MIMIC_IDS", "REACHER_IDS", "register_envs"]
@@ -44,8 +46,33 @@ KEYPOINT_IDS: tuple[str, ...] = REACHER_IDS + HUMANOID_IDS
 MIMIC_IDS: tuple[str, ...] = ("MimicReacher-v0", "MimicHumanoid-v0")
 
 
+#: Entry-point group whose functions register more ids (gymnasium < 1.0 ran it on import).
+PLUGIN_GROUP = "gymnasium.envs"
+
+
 def register_envs() -> None:
-    """Register every id in :data:`ENV_IDS` with gymnasium (skips ids already registered)."""
+    """Register every id in :data:`ENV_IDS` with gymnasium (skips ids already registered),
+    then those of installed plugins (:func:`register_plugin_envs`)."""
     for env_id, (entry_point, max_steps) in _SPECS.items():
         if env_id not in gym.registry:
             gym.register(id=env_id, entry_point=entry_point, max_episode_steps=max_steps)
+    register_plugin_envs()
+
+
+def register_plugin_envs() -> None:
+    """Run the :data:`PLUGIN_GROUP` entry points of the installed distributions.
+
+    Gymnasium before 1.0 ran these on import; 1.x no longer does. Running them here keeps
+    ``import visfore_envs`` enough for ids that other distributions register this way,
+    such as ``LearnedSim-v0`` of the ``visfore`` toolkit (whose code this package never
+    imports by name). A plugin that fails to load is skipped with a warning.
+    """
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=PLUGIN_GROUP):
+        try:
+            fn = ep.load()
+            if callable(fn):
+                fn()
+        except Exception as exc:  # a broken third-party plugin must not break our ids
+            warnings.warn(f"{PLUGIN_GROUP} entry point {ep.name!r} ({ep.value}) failed: {exc}", stacklevel=2)

@@ -428,9 +428,9 @@ def test_play_model_with_a_policy_run(model_run_dir: Path, tmp_path: Path, headl
 
 
 def test_learned_sim_is_registered_by_the_visfore_distribution(model_run_dir: Path):
-    """A fresh process with only gymnasium imported: the module-qualified id (gymnasium 1.x)
-    and the distribution's gymnasium.envs entry point both give LearnedSim-v0; the env
-    package itself does not register it."""
+    """A fresh process: ``import visfore_envs`` runs the ``gymnasium.envs`` entry points, so
+    the toolkit's LearnedSim-v0 is registered (by the visfore distribution, without torch
+    until the env is made); the module-qualified id works with gymnasium alone."""
     import subprocess
     import sys
 
@@ -439,17 +439,23 @@ import sys
 from importlib.metadata import entry_points
 import gymnasium as gym
 import visfore_envs
-assert "LearnedSim-v0" not in gym.registry, "registered by the env package"
-env = gym.make("visfore.worldmodels.learned_sim:LearnedSim-v0", run={str(model_run_dir)!r})
+assert "LearnedSim-v0" not in visfore_envs.ENV_IDS, "listed by the env package"
+assert gym.spec("LearnedSim-v0").entry_point == "visfore.worldmodels.learned_sim:LearnedSimEnv"
+assert "torch" not in sys.modules, "registering imported torch"
+(ep,) = [e for e in entry_points(group="gymnasium.envs") if e.name == "visfore"]
+assert ep.value == "visfore.worldmodels.learned_sim:register"
+env = gym.make("LearnedSim-v0", run={str(model_run_dir)!r})
 obs, _ = env.reset(seed=0)
 assert obs.shape == ({SIZE}, {SIZE}, 3) and env.spec.max_episode_steps == 50
 env.close()
-(ep,) = [e for e in entry_points(group="gymnasium.envs") if e.name == "visfore"]
-assert ep.value == "visfore.worldmodels.learned_sim:register"
-del gym.registry["LearnedSim-v0"]
-ep.load()()
-assert gym.spec("LearnedSim-v0").entry_point == "visfore.worldmodels.learned_sim:LearnedSimEnv"
 print("ok")
 """
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+    qualified = f"""
+import gymnasium as gym
+env = gym.make("visfore.worldmodels.learned_sim:LearnedSim-v0", run={str(model_run_dir)!r})
+env.close()
+print("ok")
+"""
+    for source in (code, qualified):
+        proc = subprocess.run([sys.executable, "-c", source], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
