@@ -62,7 +62,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, Union, cast
 
 import numpy as np
 
@@ -186,7 +186,17 @@ def validate_config(config: TranslatorConfig) -> None:
 # ---------------------------------------------------------------------------------------
 # env classes: decoding the dataset's states
 # ---------------------------------------------------------------------------------------
-def env_class_for(env_id: str) -> type:
+class DecodableEnvClass(Protocol):
+    """An env class with a ``decode_state`` classmethod (what :func:`env_class_for` returns;
+    ``keypoint_sites``, ``keypoint_axes`` and ``model_path()`` are optional, read with
+    ``getattr``)."""
+
+    __name__: str
+
+    def decode_state(self, state: np.ndarray) -> Mapping[str, Any]: ...
+
+
+def env_class_for(env_id: str) -> DecodableEnvClass:
     """The env class registered for ``env_id`` that has a ``decode_state`` classmethod.
 
     The class comes from the id's registered entry point
@@ -219,7 +229,7 @@ def env_class_for(env_id: str) -> type:
             f"env {env_id} ({entry}) has no decode_state classmethod, so its joint angles and key "
             f"points cannot be read from the dataset's states; decodable ids: {', '.join(_decodable_ids()) or 'none'}"
         )
-    return creator
+    return cast(DecodableEnvClass, creator)  # checked above: a class with a callable decode_state
 
 
 def _decodable_ids() -> list[str]:
@@ -242,7 +252,9 @@ def _decodable_ids() -> list[str]:
     return ids
 
 
-def decode_dataset_states(env_cls: type, state: np.ndarray, *, env_id: str = "") -> tuple[np.ndarray, np.ndarray]:
+def decode_dataset_states(
+    env_cls: DecodableEnvClass, state: np.ndarray, *, env_id: str = ""
+) -> tuple[np.ndarray, np.ndarray]:
     """Joint angles and key points of every row: ``env_cls.decode_state(state)``.
 
     Args:
@@ -274,7 +286,7 @@ def decode_dataset_states(env_cls: type, state: np.ndarray, *, env_id: str = "")
     return qpos, kp
 
 
-def keypoint_names_for(env_cls: type, goal_dim: int) -> tuple[list[str], int]:
+def keypoint_names_for(env_cls: DecodableEnvClass, goal_dim: int) -> tuple[list[str], int]:
     """Key-point names and the axes per key point: ``(names, D)`` with ``G = len(names) * D``.
 
     Uses the class's ``keypoint_sites`` / ``keypoint_axes`` when they fit ``goal_dim``,
@@ -288,13 +300,16 @@ def keypoint_names_for(env_cls: type, goal_dim: int) -> tuple[list[str], int]:
     return [f"kp{i}" for i in range(goal_dim // d)], d
 
 
-def joint_names_for(env_cls: type, nq: int) -> list[str]:
+def joint_names_for(env_cls: DecodableEnvClass, nq: int) -> list[str]:
     """Joint names in ``qpos`` order from the class's MJCF model (``model_path()``), when
     it has ``nq`` single-coordinate joints; else ``q0, q1, ...``."""
+    model_path = getattr(env_cls, "model_path", None)  # optional (see DecodableEnvClass)
     try:
         import mujoco
 
-        model = mujoco.MjModel.from_xml_path(str(env_cls.model_path()))
+        if not callable(model_path):
+            raise AttributeError("model_path")
+        model = mujoco.MjModel.from_xml_path(str(model_path()))
         if model.nq == nq and model.njnt == nq:
             order = np.argsort(model.jnt_qposadr)
             return [mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_JOINT, int(j)) or f"q{j}" for j in order]
@@ -396,7 +411,7 @@ def _named(names: list[str], values: np.ndarray) -> dict[str, Any]:
 class _Data:
     env_id: str
     env_kwargs: dict[str, Any]
-    env_cls: type
+    env_cls: DecodableEnvClass
     frame_size: tuple[int, int]
     pixels: np.ndarray
     qpos: np.ndarray
@@ -419,6 +434,7 @@ def _load_data(config: TranslatorConfig) -> _Data:
     from visfore.data.clips import split_episodes
     from visfore.data.dataset import open_dataset
 
+    assert config.data is not None  # validate_config: --data is required
     ds = open_dataset(config.data)
     name = storage.display_name(ds.path)
     if ds.num_episodes < 2:
@@ -503,6 +519,7 @@ def _predicted_clips(config: TranslatorConfig, ds: Any, pixels: np.ndarray) -> t
     from visfore.perception.predicted_frames import predict_clips
     from visfore.worldmodels.model_run import load_model_run
 
+    assert config.on_predictions is not None  # the caller's condition
     run = load_model_run(config.on_predictions, device=config.device)
     run.check_dataset(ds)
     horizon = run.horizon if config.prediction_horizon is None else config.prediction_horizon
@@ -812,11 +829,11 @@ def _evaluate(model: Any, data: _Data, config: TranslatorConfig, device: Any) ->
     q_mean = circular_mean(data.qpos[data.train_rows])
     k_mean = data.keypoints[data.train_rows].astype(np.float64).mean(axis=0)
     base = translation_errors(q_mean, q_true, k_mean, k_true, axes_per_keypoint=d)
-    model_block = {
+    model_block: dict[str, dict[str, Any]] = {
         "joint_mae_deg": _named(data.joint_names, mine["joint_mae_deg"]),
         "keypoint_error_cm": _named(data.keypoint_names, mine["keypoint_error_cm"]),
     }
-    base_block = {
+    base_block: dict[str, Any] = {
         "joint_mae_deg": _named(data.joint_names, base["joint_mae_deg"]),
         "keypoint_error_cm": _named(data.keypoint_names, base["keypoint_error_cm"]),
         "qpos": [float(v) for v in q_mean],
@@ -826,6 +843,7 @@ def _evaluate(model: Any, data: _Data, config: TranslatorConfig, device: Any) ->
     if data.step is not None:
         # how well the predicted frames are read, by prediction step (0 = real context)
         val_step = data.step[data.val_rows]
+        assert data.predictions is not None  # _load_data sets it with step
         on_predictions = {
             **data.predictions,
             "keypoint_error_cm_by_step": [

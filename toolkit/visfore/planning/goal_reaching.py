@@ -264,7 +264,7 @@ def goal_panel(
         if p.shape[:2] != (H, W):
             from PIL import Image
 
-            p = np.asarray(Image.fromarray(p).resize((W, H), Image.NEAREST))
+            p = np.asarray(Image.fromarray(p).resize((W, H), Image.Resampling.NEAREST))
         if i:
             out.append(np.full((H * scale, gap, 3), 255, np.uint8))
         out.append(_upscale(p, scale))

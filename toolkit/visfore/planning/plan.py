@@ -74,7 +74,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -82,7 +82,7 @@ from visfore.core import provenance
 from visfore.core.console import stdout_console
 from visfore.core.device import parse_device_spec
 from visfore.core.errors import VisforeError
-from visfore.planning.cem import CEMConfig
+from visfore.planning.cem import CEMConfig, CEMResult
 from visfore.planning.config import (  # noqa: F401 (re-exported: the plan API)
     CONTROLLER_LABELS,
     DEFAULT_EXTRA_THRESHOLDS,
@@ -92,6 +92,9 @@ from visfore.planning.config import (  # noqa: F401 (re-exported: the plan API)
     resolve_blocks,
 )
 from visfore.planning.goal_reaching import check_action_scale, evaluation_env_kwargs, scale_action_box
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -186,11 +189,11 @@ def load_goal_image(path: str | Path, size: tuple[int, int]) -> np.ndarray:
         raise VisforeError(f"--goal {p} is not a file")
     try:
         with Image.open(p) as im:
-            im = im.convert("RGB")
+            rgb = im.convert("RGB")
             H, W = size
-            if im.size != (W, H):
-                im = im.resize((W, H), Image.BILINEAR)
-            return np.asarray(im, dtype=np.uint8).copy()
+            if rgb.size != (W, H):
+                rgb = rgb.resize((W, H), Image.Resampling.BILINEAR)
+            return np.asarray(rgb, dtype=np.uint8).copy()
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise VisforeError(f"--goal {p} is not a readable image ({type(exc).__name__})") from None
 
@@ -316,13 +319,16 @@ class RandomController:
     def __init__(self, action_scale: float = 1.0) -> None:
         self.action_scale = float(action_scale)
         self._rng = np.random.default_rng(0)
-        self._low = self._high = None
+        self._low: np.ndarray | None = None
+        self._high: np.ndarray | None = None
 
     def reset(self, env: Any, obs: dict, goal_frame: np.ndarray, rng: np.random.Generator) -> None:
         self._rng = rng
         self._low, self._high = action_bounds(env, self.action_scale)
 
     def act(self, obs: dict, info: dict) -> np.ndarray:
+        if self._low is None or self._high is None:
+            raise RuntimeError("RandomController.act() before reset()")
         return self._rng.uniform(self._low, self._high).astype(np.float32)
 
 
@@ -373,7 +379,7 @@ class CEMController:
         self.warm_start = bool(warm_start)
         self.imagined: np.ndarray | None = None
         self.plans = 0
-        self.last_result = None
+        self.last_result: CEMResult | None = None
 
     # -- protocol ---------------------------------------------------------------------
     def reset(self, env: Any, obs: dict, goal_frame: np.ndarray, rng: np.random.Generator) -> None:
@@ -385,10 +391,10 @@ class CEMController:
         self._centre = (self._low + self._high) / 2
         self._gen = torch.Generator(device=self.device)
         self._gen.manual_seed(int(rng.integers(0, 2**63 - 1)))
-        self._plan = None
-        self._mean = None
+        self._plan: torch.Tensor | None = None
+        self._mean: torch.Tensor | None = None
         self._since = 0
-        self._last_action = None
+        self._last_action: np.ndarray | None = None
         self._t = 0
         # the episode's time limit (None: unknown, the horizon never shrinks)
         self._limit = getattr(getattr(env, "spec", None), "max_episode_steps", None)
@@ -542,6 +548,7 @@ class LearnedCEMController(CEMController):
                 frames, self._goal_blurred, self.cost_frames, self.pixel_blur
             )
         if "keypoints" in self.cost:
+            assert self.translator is not None  # __init__ requires one for key-point costs
             sel = frames[:, -1:] if self.cost_frames == "final" else frames
             n, k = sel.shape[:2]
             kp = self.translator(sel.reshape(n * k, *sel.shape[2:])).reshape(n, k, -1)
@@ -708,11 +715,11 @@ def load_through_model_controller(run: str | Path, device: Any = None) -> Any:
         VisforeError: the module or function is not available, or the run cannot be loaded.
     """
     try:
-        from visfore.planning.through_model import load_through_model_policy  # type: ignore[import-not-found]
+        from visfore.planning.through_model import load_through_model_policy
     except ImportError:
         raise VisforeError(
             "--policy needs visfore.planning.through_model.load_through_model_policy "
-            "(`visfore train-policy --through-model`), which is not available"
+            "(`visfore train-through-model`), which is not available"
         ) from None
     controller = load_through_model_policy(run, device=device)
     if not getattr(controller, "name", None):
@@ -753,7 +760,8 @@ def _resolve_env(config: PlanConfig, model_run: Any) -> tuple[str, dict, tuple[i
     size = (config.size, config.size) if config.size else (64, 64)
     if model_run is not None:
         dataset = model_run.config.get("dataset") or {}
-        attrs = dataset.get("attrs") if isinstance(dataset.get("attrs"), dict) else {}
+        raw_attrs = dataset.get("attrs")
+        attrs: dict[str, Any] = raw_attrs if isinstance(raw_attrs, dict) else {}
         trained_env = attrs.get("env_id")
         if trained_env:
             trained_env = resolve_env_id(str(trained_env))
@@ -857,7 +865,7 @@ def write_report(out: Path, meta: Mapping[str, Any], episodes: Sequence[Any]) ->
     budget = meta.get("budget", {})
     facts = [
         ("env", f"{meta.get('env_id')} {meta.get('env_kwargs') or ''}".strip()),
-        ("frames", f"{meta.get('frame_size')[0]}x{meta.get('frame_size')[1]}"),
+        ("frames", f"{meta['frame_size'][0]}x{meta['frame_size'][1]}"),
         ("model", meta.get("model") or "-"),
         ("model budget", meta.get("model_budget") or "-"),
         ("goal", meta.get("goal")),
@@ -969,6 +977,7 @@ def _make_controllers(config: PlanConfig, model_run: Any, translator: Any, devic
         elif name == "random":
             out.append(RandomController(config.action_scale))
         elif name == "through-model":
+            assert config.policy is not None  # validate_config: through-model needs --policy
             out.append(load_through_model_controller(config.policy, device=device))
     return out
 
