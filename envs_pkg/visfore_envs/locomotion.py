@@ -199,6 +199,7 @@ def roboschool_joint_limits(robot: str) -> tuple[np.ndarray, np.ndarray]:
         lim = np.deg2rad(lim)
     return lim[:, 0].copy(), lim[:, 1].copy()
 
+
 _LOCO_DIR = ASSETS_DIR / "locomotion"
 
 # Bound once for the per-step code. ``np.clip`` is a Python wrapper around the ``clip``
@@ -307,11 +308,7 @@ class PerturbLocomotionEnv(VisforeMujocoEnv, EzPickle):
         self.obs_layout = check_obs_layout(obs_layout, "v5")
         self._roboschool = self.obs_layout == "roboschool"
         # Action given in the layout's order -> ctrl in v5 actuator order (None: same order).
-        self._action_perm = (
-            None
-            if self.obs_layout == "v5"
-            else action_permutation(self.robot, "roboschool", "v5")
-        )
+        self._action_perm = None if self.obs_layout == "v5" else action_permutation(self.robot, "roboschool", "v5")
         unknown = sorted(set(v5_options) - set(self.v5_defaults))
         if unknown:
             raise ValueError(
@@ -339,9 +336,7 @@ class PerturbLocomotionEnv(VisforeMujocoEnv, EzPickle):
             camera_lookat=camera_lookat,
             render_mode=render_mode,
             frame_skip=options["frame_skip"],
-            ctrl_cost_weight=check_real(
-                "ctrl_cost_weight", options["ctrl_cost_weight"], minimum=0.0
-            ),
+            ctrl_cost_weight=check_real("ctrl_cost_weight", options["ctrl_cost_weight"], minimum=0.0),
         )
         # Frames are drawn from their own MjData so rendering never changes the physics
         # data the v5 rewards read (v5 reads positions as mj_step leaves them).
@@ -352,9 +347,7 @@ class PerturbLocomotionEnv(VisforeMujocoEnv, EzPickle):
         self._v5_state_only = self.obs_mode == "state" and not self._roboschool
 
     def _scale_mjcf(self):
-        return scale_mjcf(
-            self._nominal_xml, self.morphology, self._scales, V5_TOTAL_MASS.get(self.robot)
-        )
+        return scale_mjcf(self._nominal_xml, self.morphology, self._scales, V5_TOTAL_MASS.get(self.robot))
 
     @classmethod
     def option_names(cls) -> list[str]:
@@ -535,10 +528,7 @@ class PerturbLocomotionEnv(VisforeMujocoEnv, EzPickle):
         self._rs_mid = 0.5 * (lower + upper)
         self._rs_span = upper - lower
         self._rs_torso = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, "torso")
-        geoms = [
-            mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, g)
-            for g in ROBOSCHOOL_FEET_GEOMS[self.robot]
-        ]
+        geoms = [mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, g) for g in ROBOSCHOOL_FEET_GEOMS[self.robot]]
         self._rs_foot_bodies = np.array([m.geom_bodyid[g] for g in geoms], dtype=np.intp)
         self._rs_floor = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, "floor")
         self._rs_data = mujoco.MjData(m)  # scratch: the physics data is never touched
@@ -604,9 +594,7 @@ class PerturbLocomotionEnv(VisforeMujocoEnv, EzPickle):
         rel = np.empty(2 * len(self._rs_qadr), dtype=np.float64)
         rel[0::2] = 2 * (d.qpos[self._rs_qadr] - self._rs_mid) / self._rs_span
         rel[1::2] = 0.1 * d.qvel[self._rs_dadr]
-        return np.clip(
-            np.concatenate([more, rel.astype(np.float32), self._rs_feet]), -5, +5
-        ).astype(np.float32)
+        return np.clip(np.concatenate([more, rel.astype(np.float32), self._rs_feet]), -5, +5).astype(np.float32)
 
     def _roboschool_feet_contact(self) -> np.ndarray:
         """(n_feet,) float32: 1.0 where a geom of the foot's body touches the floor geom in
@@ -647,9 +635,7 @@ class PerturbLocomotionEnv(VisforeMujocoEnv, EzPickle):
         super().reset(seed=seed)
         if self._ranges is not None:
             drawn = sample_perturbation(self.morphology, self._ranges, self.np_random)
-            self._scales = {
-                k: drawn[k] if k in self._ranges else self._fixed[k] for k in self._fixed
-            }
+            self._scales = {k: drawn[k] if k in self._ranges else self._fixed[k] for k in self._fixed}
             self._install_model()
         mujoco.mj_resetData(self.model, self.data)
         qpos, qvel = self._v5_reset_noise()
@@ -804,7 +790,7 @@ class PerturbHopperEnv(_PlanarWalker):
     (3,), float32), torques of thigh, leg and foot (gear 200). Reward: forward velocity
     (m/s) + 1 when healthy - 1e-3 ``|a|^2``; terminates when unhealthy (z <= 0.7 m x height
     ratio, ``|torso angle|`` >= 0.2 rad, or any state beyond +-100). ``dt`` = 0.008 s.
-    Parts: ``torso``, ``thigh``, ``leg``, ``foot`` (the seed-003 Ltorso..Wfoot).
+    Parts: ``torso``, ``thigh``, ``leg``, ``foot`` (the short aliases Ltorso..Wfoot: L = length, W = width, M = mass).
     """
 
     robot = "hopper"
@@ -1035,9 +1021,7 @@ def robot_of(env_id: str) -> str:
     """
     name = env_id.split(":", 1)[-1] if isinstance(env_id, str) else env_id
     if name not in _ID_ROBOTS:
-        raise ValueError(
-            f"{env_id!r} is not a perturbable env; perturbable ids: {', '.join(_ID_ROBOTS)}"
-        )
+        raise ValueError(f"{env_id!r} is not a perturbable env; perturbable ids: {', '.join(_ID_ROBOTS)}")
     return _ID_ROBOTS[name]
 
 
@@ -1048,7 +1032,7 @@ def perturbation_keys(env_id: str) -> tuple[str, ...]:
 
 
 def resolve_perturbation_key(env_id: str, key: str) -> str:
-    """Canonical key for ``key`` or a seed-003 alias (``"Lthigh"`` -> ``"thigh.length"``).
+    """Canonical key for ``key`` or a short alias (``"Lthigh"`` -> ``"thigh.length"``).
 
     Raises:
         ValueError: naming the key and listing the valid ones.

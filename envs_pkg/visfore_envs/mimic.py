@@ -150,18 +150,12 @@ HUMANOID_MIRROR = MirrorMap(
 # -- leader processes ------------------------------------------------------------------------
 def _leader_state(leader: Any) -> dict[str, Any]:
     """A copy of a leader process's attributes (its state; not the user's callable)."""
-    return {
-        k: (v.copy() if isinstance(v, np.ndarray) else v)
-        for k, v in vars(leader).items()
-        if not callable(v)
-    }
+    return {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in vars(leader).items() if not callable(v)}
 
 
 def _restore_leader(leader: Any, state: dict[str, Any]) -> None:
     """Write a :func:`_leader_state` snapshot back into a leader process (copies)."""
-    leader.__dict__.update(
-        {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in state.items()}
-    )
+    leader.__dict__.update({k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in state.items()})
 
 
 class _Leader(Protocol):
@@ -242,8 +236,7 @@ class _CallableLeader:
         if q is None or q.shape != (n,) or not np.all(np.isfinite(q)):
             shape = None if q is None else q.shape
             raise ValueError(
-                f"leader({t}, rng) returned {raw!r} (shape {shape}); it must return {n} finite "
-                "joint positions (nq,)"
+                f"leader({t}, rng) returned {raw!r} (shape {shape}); it must return {n} finite joint positions (nq,)"
             )
         return np.clip(q, self._low, self._high)
 
@@ -338,8 +331,12 @@ class MimicEnv(KeypointTargetEnv):
         self.hold_steps, self.move_steps = hold, move
         super().__init__(show_target=show_target, **kwargs)
         EzPickle.__init__(
-            self, leader=leader, hold_steps=hold_steps, move_steps=move_steps,
-            show_target=show_target, **kwargs,
+            self,
+            leader=leader,
+            hold_steps=hold_steps,
+            move_steps=move_steps,
+            show_target=show_target,
+            **kwargs,
         )
         if self.goal_conditioned and "potential" in self.reward_spec.names:
             raise ValueError(
@@ -386,10 +383,7 @@ class MimicEnv(KeypointTargetEnv):
         elif isinstance(leader, str) and leader in LEADER_MODES:
             mode = leader
         else:
-            raise ValueError(
-                f"leader={leader!r} is not one of 'hold', 'trajectory' or a callable "
-                "fn(t, rng) -> qpos"
-            )
+            raise ValueError(f"leader={leader!r} is not one of 'hold', 'trajectory' or a callable fn(t, rng) -> qpos")
         if mode != "hold":
             pairs = (("hold_steps", hold_steps), ("move_steps", move_steps))
             given = [f"{k}={v!r}" for k, v in pairs if v is not None]
@@ -410,9 +404,7 @@ class MimicEnv(KeypointTargetEnv):
             )
         return mode, hold, move
 
-    def _make_leader(
-        self, leader: str | Callable[[int, np.random.Generator], Any], hold: int, move: int
-    ) -> _Leader:
+    def _make_leader(self, leader: str | Callable[[int, np.random.Generator], Any], hold: int, move: int) -> _Leader:
         """The leader process of a validated ``leader`` option (a callable is clipped into
         the limited joints' ranges)."""
         if callable(leader):
@@ -590,9 +582,7 @@ class MimicEnv(KeypointTargetEnv):
             }
             given = [k for k, v in free.items() if v is not None]
             if given:
-                raise ValueError(
-                    f"{given[0]}={free[given[0]]!r} cannot be combined with camera={name!r}"
-                )
+                raise ValueError(f"{given[0]}={free[given[0]]!r} cannot be combined with camera={name!r}")
             return self.camera_views()[name]
         if isinstance(name, str):
             robot = mujoco.MjModel.from_xml_path(str(self.model_path()))
@@ -651,8 +641,7 @@ class MimicEnv(KeypointTargetEnv):
         rest = state.shape[-1] - 2 * g if state.ndim else -1
         if rest <= 0 or rest % 2:
             raise ValueError(
-                f"{cls.__name__}.decode_state needs (..., 2P + 2G) states with G = {g}, "
-                f"got shape {state.shape}"
+                f"{cls.__name__}.decode_state needs (..., 2P + 2G) states with G = {g}, got shape {state.shape}"
             )
         p = rest // 2
         follower = np.concatenate([state[..., :p], state[..., 2 * p :]], axis=-1)
@@ -699,8 +688,7 @@ class MimicEnv(KeypointTargetEnv):
         """
         if not self._leader_started:
             raise ResetNeeded(
-                f"Cannot call {type(self).__name__}.step() before calling reset() "
-                "(the leader process starts at reset)"
+                f"Cannot call {type(self).__name__}.step() before calling reset() (the leader process starts at reset)"
             )
         # Checked before the leader moves, so a refused action leaves everything as it was.
         self._check_action(action)
@@ -868,4 +856,3 @@ class MimicHumanoidEnv(MimicEnv, TargetHumanoidEnv):
         n = self.model.nq
         out[:n] = self._leader_qpos
         out[n:] = self._leader_qvel
-

@@ -16,7 +16,7 @@ A *perturbation* is a dict of positive scale factors, 1.0 meaning nominal:
   global factors each backend applies to its loaded model (sliding friction of every geom,
   the gravity vector, every motor's gear, every joint's damping).
 
-Seed-003 aliases are accepted: ``Ltorso`` = ``torso.length``, ``Wthigh`` =
+Short aliases (L = length, W = width, M = mass) are accepted: ``Ltorso`` = ``torso.length``, ``Wthigh`` =
 ``thigh.width``, ``Mfoot`` = ``foot.mass``.
 
 After a geometry change the root body is raised or lowered so the lowest point of the
@@ -219,9 +219,7 @@ def _check_scale(key: str, value) -> float:
     return scale
 
 
-def parse_perturbation(
-    morph: RobotMorphology, spec: Mapping[str, float] | None
-) -> dict[str, float]:
+def parse_perturbation(morph: RobotMorphology, spec: Mapping[str, float] | None) -> dict[str, float]:
     """Validate a fixed perturbation and return every key with its factor (1.0 if unset).
 
     Args:
@@ -237,9 +235,7 @@ def parse_perturbation(
     if spec is None:
         return scales
     if not isinstance(spec, Mapping):
-        raise ValueError(
-            f"perturbation={spec!r} must be a dict of key -> factor, e.g. {{'thigh.length': 1.3}}"
-        )
+        raise ValueError(f"perturbation={spec!r} must be a dict of key -> factor, e.g. {{'thigh.length': 1.3}}")
     seen: set[str] = set()
     for key, value in spec.items():
         canonical = resolve_key(morph, key)
@@ -265,9 +261,7 @@ def _parse_interval(key: str, value) -> tuple[float, float]:
     return (low, high)
 
 
-def parse_ranges(
-    morph: RobotMorphology, spec
-) -> dict[str, tuple[tuple[float, float], ...]]:
+def parse_ranges(morph: RobotMorphology, spec) -> dict[str, tuple[tuple[float, float], ...]]:
     """Domain-randomisation ranges: key -> union of intervals of factors.
 
     Args:
@@ -287,15 +281,9 @@ def parse_ranges(
         return _preset_ranges(morph, spec.lower())
     if isinstance(spec, str | tuple | list):
         if isinstance(spec, str) and spec.count("-") != 1:
-            raise ValueError(
-                f"randomize={spec!r} is not a preset ({', '.join(PRESETS)}) or a range 'LOW-HIGH'"
-            )
+            raise ValueError(f"randomize={spec!r} is not a preset ({', '.join(PRESETS)}) or a range 'LOW-HIGH'")
         interval = _parse_interval("randomize", spec)
-        return {
-            key: (interval,)
-            for key in morph.keys()
-            if key.endswith((".length", ".width"))
-        }
+        return {key: (interval,) for key in morph.keys() if key.endswith((".length", ".width"))}
     if not isinstance(spec, Mapping):
         raise ValueError(
             f"randomize={spec!r} must be a preset ({', '.join(PRESETS)}), (low, high), "
@@ -307,8 +295,7 @@ def parse_ranges(
             keys = [k for k in morph.keys() if fnmatch.fnmatchcase(k, key)]
             if not keys:
                 raise ValueError(
-                    f"randomize key {key!r} matches no key of {morph.name}; "
-                    f"valid keys: {', '.join(morph.keys())}"
+                    f"randomize key {key!r} matches no key of {morph.name}; valid keys: {', '.join(morph.keys())}"
                 )
         else:
             keys = [resolve_key(morph, key)]
@@ -318,9 +305,7 @@ def parse_ranges(
             and len(value) > 0
             and all(isinstance(v, Sequence) and not isinstance(v, str) for v in value)
         )
-        intervals = tuple(
-            _parse_interval(str(key), v) for v in (value if is_union else [value])
-        )
+        intervals = tuple(_parse_interval(str(key), v) for v in (value if is_union else [value]))
         for k in keys:
             ranges[k] = intervals
     return ranges
@@ -694,19 +679,14 @@ def scale_mjcf(
         ValueError: on a missing body, a rotated body, an unsupported geom type, or a
             body that cannot be built sensibly (see :func:`_check_buildable`).
     """
-    part_scales = {
-        part: {f: float(scales.get(f"{part}.{f}", 1.0)) for f in PART_FACTORS}
-        for part in morph.parts
-    }
+    part_scales = {part: {f: float(scales.get(f"{part}.{f}", 1.0)) for f in PART_FACTORS} for part in morph.parts}
     if all(v == 1.0 for factors in part_scales.values() for v in factors.values()):
         return ScaledMJCF(xml=xml_text, geom_masses=geom_masses(xml_text, total_mass))
 
     root = ET.fromstring(xml_text)
     defaults = _defaults(root)
     geoms = _robot_geoms(root)
-    nominal_mass = {
-        id(g): m for g, m in zip(geoms, geom_masses(xml_text, total_mass).values())
-    }
+    nominal_mass = {id(g): m for g, m in zip(geoms, geom_masses(xml_text, total_mass).values())}
     nominal_volume = {id(g): _geom_volume(g, defaults) for g in geoms}
     mass_factor: dict[int, float] = {}
 

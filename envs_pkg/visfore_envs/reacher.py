@@ -42,9 +42,7 @@ class _HingeArm(KeypointTargetEnv):
         (..., 3 nq) (see :meth:`KeypointTargetEnv.decode_state`)."""
         p = proprio.shape[-1]
         if p % 3:
-            raise ValueError(
-                f"{cls.__name__} proprio length {p} is not 3 * nq ([cos q, sin q, dq/dt])"
-            )
+            raise ValueError(f"{cls.__name__} proprio length {p} is not 3 * nq ([cos q, sin q, dq/dt])")
         n = p // 3
         return np.arctan2(proprio[..., n : 2 * n], proprio[..., :n])
 

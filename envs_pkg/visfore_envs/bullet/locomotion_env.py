@@ -469,9 +469,7 @@ class BulletLocomotionEnv(gym.Env, EzPickle):
         names: list[str] = []
         limits: list[tuple[float, float]] = []
         for j in range(p.getNumJoints(body)):
-            p.setJointMotorControl2(
-                body, j, pybullet.POSITION_CONTROL, positionGain=0.1, velocityGain=0.1, force=0
-            )
+            p.setJointMotorControl2(body, j, pybullet.POSITION_CONTROL, positionGain=0.1, velocityGain=0.1, force=0)
             info = p.getJointInfo(body, j)
             joint_name = info[1].decode("utf8")
             part_name = info[12].decode("utf8")
@@ -504,10 +502,7 @@ class BulletLocomotionEnv(gym.Env, EzPickle):
         self._foot_links = [links[f] for f in self.robot.foot_list]
         self._links = links
         if len(joints) != self.robot.action_dim:
-            raise RuntimeError(
-                f"{self.xml_path.name} has {len(joints)} actuated joints, "
-                f"not {self.robot.action_dim}"
-            )
+            raise RuntimeError(f"{self.xml_path.name} has {len(joints)} actuated joints, not {self.robot.action_dim}")
 
     def _disable_motor(self, body: int, joint: int) -> None:
         """robot_bases.py ``Joint.disable_motor``."""
@@ -633,12 +628,8 @@ class BulletLocomotionEnv(gym.Env, EzPickle):
         if initial_z is None:
             initial_z = self._initial_z = z
         r, pitch, yaw = self.body_rpy
-        walk_target_theta = np.arctan2(
-            _WALK_TARGET_Y - self.body_xyz[1], _WALK_TARGET_X - self.body_xyz[0]
-        )
-        self._walk_target_dist = np.linalg.norm(
-            [_WALK_TARGET_Y - self.body_xyz[1], _WALK_TARGET_X - self.body_xyz[0]]
-        )
+        walk_target_theta = np.arctan2(_WALK_TARGET_Y - self.body_xyz[1], _WALK_TARGET_X - self.body_xyz[0])
+        self._walk_target_dist = np.linalg.norm([_WALK_TARGET_Y - self.body_xyz[1], _WALK_TARGET_X - self.body_xyz[0]])
         angle_to_target = walk_target_theta - yaw
         rot_speed = np.array(
             [
@@ -743,9 +734,7 @@ class BulletLocomotionEnv(gym.Env, EzPickle):
         super().reset(seed=seed)
         if self._ranges is not None:
             drawn = sample_perturbation(self.morphology, self._ranges, self.np_random)
-            self._scales = {
-                k: drawn[k] if k in self._ranges else self._fixed[k] for k in self._fixed
-            }
+            self._scales = {k: drawn[k] if k in self._ranges else self._fixed[k] for k in self._fixed}
         if self._p is None or self._loaded_scales != self._scales:
             self._load_world()
         else:
@@ -754,9 +743,7 @@ class BulletLocomotionEnv(gym.Env, EzPickle):
         p, body = self._client, self._robot_id
         # robot_locomotors.py WalkerBase.robot_specific_reset
         for j in self._joint_ids:
-            p.resetJointState(
-                body, j, targetValue=self.np_random.uniform(low=-0.1, high=0.1), targetVelocity=0
-            )
+            p.resetJointState(body, j, targetValue=self.np_random.uniform(low=-0.1, high=0.1), targetVelocity=0)
             self._disable_motor(body, j)
         self._feet_contact = np.array([0.0 for _ in self.robot.foot_list], dtype=np.float32)
         self._initial_z = None
@@ -781,22 +768,15 @@ class BulletLocomotionEnv(gym.Env, EzPickle):
             raise RuntimeError("call reset() before step()")
         a = np.asarray(action)
         if a.shape != self._action_shape:
-            raise ValueError(
-                f"action shape {a.shape} is not the action space shape {self._action_shape}"
-            )
+            raise ValueError(f"action shape {a.shape} is not the action space shape {self._action_shape}")
         if not np.isfinite(a).all():
             raise ValueError(f"action {a!r} is not finite")
         if self._action_perm is not None:
             a = a[self._action_perm]  # v5 actuator order -> joint order
         p, body = self._client, self._robot_id
         # WalkerBase.apply_action then scene.global_step
-        torques = [
-            self._power * coef * float(np.clip(a[n], -1, +1))
-            for n, coef in enumerate(self._power_coefs)
-        ]
-        p.setJointMotorControlArray(
-            body, self._joint_ids, pybullet.TORQUE_CONTROL, forces=torques
-        )
+        torques = [self._power * coef * float(np.clip(a[n], -1, +1)) for n, coef in enumerate(self._power_coefs)]
+        p.setJointMotorControlArray(body, self._joint_ids, pybullet.TORQUE_CONTROL, forces=torques)
         p.stepSimulation()
         self._frame = None
 
@@ -804,11 +784,7 @@ class BulletLocomotionEnv(gym.Env, EzPickle):
         initial_z = self._initial_z
         assert initial_z is not None  # set by _calc_state
         # state[0] is body height above ground, body_rpy[1] is pitch
-        alive = float(
-            self.robot.alive_bonus(
-                state[0] + initial_z, self.body_rpy[1], self._feet_contact, self._z_scale
-            )
-        )
+        alive = float(self.robot.alive_bonus(state[0] + initial_z, self.body_rpy[1], self._feet_contact, self._z_scale))
         done = alive < 0 if self.robot.terminates else False
         if not np.isfinite(state).all():
             done = True
@@ -930,8 +906,7 @@ def _check_options(cls: type, kwargs: Mapping[str, Any]) -> None:
     unknown = sorted(set(kwargs) - set(valid))
     if unknown:
         raise ValueError(
-            f"unknown option {unknown[0]!r} for {cls.__name__}; valid options: "
-            + ", ".join([*valid, "backend"])
+            f"unknown option {unknown[0]!r} for {cls.__name__}; valid options: " + ", ".join([*valid, "backend"])
         )
 
 

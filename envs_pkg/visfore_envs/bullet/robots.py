@@ -27,9 +27,7 @@ def _hopper_alive(z: float, pitch: float, feet_contact: Sequence[float], z_scale
     return +1 if z > 0.8 * z_scale and abs(pitch) < 1.0 else -1
 
 
-def _half_cheetah_alive(
-    z: float, pitch: float, feet_contact: Sequence[float], z_scale: float
-) -> float:
+def _half_cheetah_alive(z: float, pitch: float, feet_contact: Sequence[float], z_scale: float) -> float:
     # robot_locomotors.py HalfCheetah.alive_bonus: "Use contact other than feet to terminate
     # episode: due to a lot of strange walks using knees" (fshin, fthigh, bshin, bthigh).
     return (

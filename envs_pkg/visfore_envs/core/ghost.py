@@ -87,9 +87,7 @@ def load_model_with_ghost(
     spec = mujoco.MjSpec.from_file(str(xml_path))
     base = spec.compile()
     site_ids = _keypoint_site_ids(base, keypoint_sites, xml_path)
-    ghost_names = {
-        b: _add_ghost_body(spec, base, b, ghost_rgba, shrink) for b in _ghosted_bodies(base, site_ids)
-    }
+    ghost_names = {b: _add_ghost_body(spec, base, b, ghost_rgba, shrink) for b in _ghosted_bodies(base, site_ids)}
     for sid in site_ids:
         _add_marker(spec, base, sid, ghost_names[int(base.site_bodyid[sid])], marker_rgba, marker_radius)
     if edit_scene is not None:
@@ -128,9 +126,7 @@ def _ghosted_bodies(base: mujoco.MjModel, site_ids: Sequence[int]) -> list[int]:
     return bodies
 
 
-def _add_ghost_body(
-    spec: mujoco.MjSpec, base: mujoco.MjModel, body: int, rgba: Sequence[float], shrink: float
-) -> str:
+def _add_ghost_body(spec: mujoco.MjSpec, base: mujoco.MjModel, body: int, rgba: Sequence[float], shrink: float) -> str:
     """Add to ``spec`` the mocap ghost of ``body`` with copies of its visible geoms; return
     the ghost body's name."""
     gname = GHOST_PREFIX + (base.body(body).name or f"body{body}")
@@ -145,9 +141,7 @@ def _add_ghost_body(
     return gname
 
 
-def _ghost_geom_shape(
-    spec: mujoco.MjSpec, base: mujoco.MjModel, g: int, shrink: float
-) -> dict[str, Any] | None:
+def _ghost_geom_shape(spec: mujoco.MjSpec, base: mujoco.MjModel, g: int, shrink: float) -> dict[str, Any] | None:
     """Type, size and placement of the ghost copy of compiled geom ``g`` (thickness times
     ``shrink``); for a mesh geom the authored geom's (None if it has no name to find it by)."""
     gtype = int(base.geom_type[g])

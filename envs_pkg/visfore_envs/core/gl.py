@@ -58,7 +58,7 @@ def _backend_candidates() -> list[str]:
         return ["osmesa"]
     if backend in ("glfw", "glx"):
         return ["glfw"] + (["egl", "osmesa"] if headless else [])
-    return (["egl", "osmesa"] if headless else ["glfw", "egl", "osmesa"])
+    return ["egl", "osmesa"] if headless else ["glfw", "egl", "osmesa"]
 
 
 def _nothing() -> None:

@@ -163,7 +163,7 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
             the whole configuration space (e.g. to train ``visfore train-translator``).
         joint_targets: append ``q* - q`` (nq,), the target joint configuration minus the
             current one (radians; hinge differences wrapped into [-pi, pi)), to the ``state``
-            vector, for *joint-space* reaching policies (seed 001: targets drawn in joint
+            vector, for *joint-space* reaching policies (targets are drawn in joint
             space; ``visfore mimic`` feeds them the translator's joint angles). Needs
             ``goal_conditioned=False`` and a state observation (ValueError otherwise).
 
@@ -256,10 +256,15 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
                 for p in inspect.signature(init).parameters.values():
                     if p.kind is inspect.Parameter.VAR_KEYWORD:
                         passes_on = True
-                    elif p.name != "self" and p.kind in (
-                        inspect.Parameter.KEYWORD_ONLY,
-                        inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                    ) and p.name not in found:
+                    elif (
+                        p.name != "self"
+                        and p.kind
+                        in (
+                            inspect.Parameter.KEYWORD_ONLY,
+                            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                        )
+                        and p.name not in found
+                    ):
                         found.append(p.name)
                 if not passes_on:
                     break
@@ -273,10 +278,7 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
         unknown = [k for k in kwargs if k not in valid]
         if unknown:
             bad = ", ".join(f"{k}={kwargs[k]!r}" for k in unknown)
-            raise ValueError(
-                f"{cls.__name__} got unknown option(s) {bad}; valid options are: "
-                + ", ".join(valid)
-            )
+            raise ValueError(f"{cls.__name__} got unknown option(s) {bad}; valid options are: " + ", ".join(valid))
 
     def __init__(
         self,
@@ -406,9 +408,7 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
         # Scene-model data at the target configuration: target key points, goal frame.
         self._goal_data = mujoco.MjData(self.scene_model)
         self._ghost = Ghost(self._ghost_pairs)
-        site_ids = [
-            mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_SITE, s) for s in self.keypoint_sites
-        ]
+        site_ids = [mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_SITE, s) for s in self.keypoint_sites]
         axes = tuple(self.keypoint_axes)
         #: Number of key points and goal length G.
         self.n_keypoints = k = len(site_ids)
@@ -421,9 +421,7 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
         self._kp_src: np.ndarray | None
         if consecutive and contiguous_axes:
             # Live (K, A) view of MjData.site_xpos: no gather needed on each step.
-            self._kp_src = self.data.site_xpos[
-                site_ids[0] : site_ids[0] + k, axes[0] : axes[0] + a
-            ]
+            self._kp_src = self.data.site_xpos[site_ids[0] : site_ids[0] + k, axes[0] : axes[0] + a]
         else:
             self._kp_src = None
             self._site_xpos_flat = self.data.site_xpos.reshape(-1)  # view of MjData memory
@@ -518,11 +516,7 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
         """The terms of ``rewards`` (:func:`~visfore_envs.core.rewards.parse_rewards`),
         refusing the reachers' reward options beside it."""
         rewards = options["rewards"]
-        clash = [
-            f"{name}={options[name]!r}"
-            for name in ("reward_mode", *_WEIGHT_OPTIONS)
-            if options[name] is not None
-        ]
+        clash = [f"{name}={options[name]!r}" for name in ("reward_mode", *_WEIGHT_OPTIONS) if options[name] is not None]
         if options["potential_shaping"]:
             clash.append("potential_shaping=True")
         if clash:
@@ -553,9 +547,7 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
         self._state_terms = groups["state"]
         self._pixel_terms = groups["pixels"]
         self._goal_groups = (full["action"], full["state"])
-        self._zero_keys = tuple(
-            "reward_" + REWARD_TERMS[name].key for name in self.reward_spec.zero_keys
-        )
+        self._zero_keys = tuple("reward_" + REWARD_TERMS[name].key for name in self.reward_spec.zero_keys)
         self._term_keys = [(t.name, t.info_key) for t, _ in self.reward_spec.terms()]
 
     def _make_reward_context(self) -> RewardContext:
@@ -576,9 +568,7 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
         else:
             ee = list(range(self.n_keypoints))
         trn = m.actuator_trnid[:, 0]
-        actuator_dofs = np.where(
-            m.actuator_trntype == int(mujoco.mjtTrn.mjTRN_JOINT), m.jnt_dofadr[trn], 0
-        )
+        actuator_dofs = np.where(m.actuator_trntype == int(mujoco.mjtTrn.mjTRN_JOINT), m.jnt_dofadr[trn], 0)
         return RewardContext(
             action=self._applied_ctrl,
             qpos=self._qpos,
@@ -633,8 +623,7 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
         """
         if self._target_unsupported:
             raise NotImplementedError(
-                f"{type(self).__name__} has free, ball or unlimited slide joints; "
-                "override sample_target_qpos"
+                f"{type(self).__name__} has free, ball or unlimited slide joints; override sample_target_qpos"
             )
         return self.np_random.uniform(self._target_low, self._target_high)
 
@@ -693,9 +682,7 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
         else:
             observation = spaces.Dict({"state": proprio, "pixels": pixels})
         goal = spaces.Box(-np.inf, np.inf, shape=(self.goal_dim,), dtype=np.float64)
-        return spaces.Dict(
-            {"observation": observation, "achieved_goal": goal, "desired_goal": goal}
-        )
+        return spaces.Dict({"observation": observation, "achieved_goal": goal, "desired_goal": goal})
 
     def _state_obs(self) -> np.ndarray:
         self._write_proprio(self._proprio_view)
@@ -798,8 +785,7 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
             raise NotImplementedError(f"{cls.__name__} defines no keypoint_sites to decode")
         if state.ndim < 1 or state.shape[-1] <= 2 * g:
             raise ValueError(
-                f"{cls.__name__}.decode_state needs (..., S) states with S > 2G = {2 * g}, "
-                f"got shape {state.shape}"
+                f"{cls.__name__}.decode_state needs (..., S) states with S > 2G = {2 * g}, got shape {state.shape}"
             )
         proprio = state[..., : -2 * g]
         diff, target = state[..., -2 * g : -g], state[..., -g:]
@@ -811,8 +797,7 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
         """Joint positions (..., nq) from proprioceptive states (..., P) (robot hook of
         :meth:`decode_state`); raise ValueError when P does not fit the robot."""
         raise NotImplementedError(
-            f"{cls.__name__} does not say how its joint angles are stored in the state; "
-            "override _qpos_from_proprio"
+            f"{cls.__name__} does not say how its joint angles are stored in the state; override _qpos_from_proprio"
         )
 
     @property
@@ -905,9 +890,7 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
         if opts.get("qvel") is not None:
             qvel = self._option_array(opts, "qvel", m.nv)
         else:
-            qvel = self.init_qvel + self.np_random.uniform(
-                -self.init_qvel_noise, self.init_qvel_noise, size=m.nv
-            )
+            qvel = self.init_qvel + self.np_random.uniform(-self.init_qvel_noise, self.init_qvel_noise, size=m.nv)
         d.qpos[:] = qpos
         d.qvel[:] = qvel
         mujoco.mj_forward(m, d)
@@ -938,9 +921,7 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
     def _sample_initial_qpos(self) -> np.ndarray:
         """Initial joint positions (nq,): ``init_qpos + U(-init_qpos_noise, init_qpos_noise)``
         from ``self.np_random`` (robots may override, e.g. to clip into the joint limits)."""
-        return self.init_qpos + self.np_random.uniform(
-            -self.init_qpos_noise, self.init_qpos_noise, size=self.model.nq
-        )
+        return self.init_qpos + self.np_random.uniform(-self.init_qpos_noise, self.init_qpos_noise, size=self.model.nq)
 
     @staticmethod
     def _option_array(opts: dict, key: str, n: int) -> np.ndarray:
@@ -1031,16 +1012,14 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
         if given != expected:
             missing, extra = sorted(expected - given), sorted(given - expected)
             raise ValueError(
-                f"set_sim_state: missing keys {missing}, unknown keys {extra} "
-                f"(expected {sorted(expected)})"
+                f"set_sim_state: missing keys {missing}, unknown keys {extra} (expected {sorted(expected)})"
             )
         m, d = self.model, self.data
         physics = np.asarray(state["physics"], dtype=np.float64)
         size = mujoco.mj_stateSize(m, _PHYSICS_STATE)
         if physics.shape != (size,):
             raise ValueError(
-                f"set_sim_state: 'physics' has shape {physics.shape}, expected ({size},) "
-                "(a snapshot of another robot?)"
+                f"set_sim_state: 'physics' has shape {physics.shape}, expected ({size},) (a snapshot of another robot?)"
             )
         target = np.asarray(state["target_qpos"], dtype=np.float64)
         prev_kp = np.array(state["prev_keypoints"], dtype=np.float64)
@@ -1194,9 +1173,7 @@ def goal_conditioned_class(cls: type[KeypointTargetEnv]) -> type[GoalConditioned
         }
         goal = cast(
             "type[GoalConditionedKeypointEnv]",
-            types.new_class(
-                name, (GoalConditionedKeypointEnv, cls), exec_body=lambda ns: ns.update(namespace)
-            ),
+            types.new_class(name, (GoalConditionedKeypointEnv, cls), exec_body=lambda ns: ns.update(namespace)),
         )
         _GOAL_CLASSES[cls] = goal
     return goal

@@ -117,15 +117,9 @@ class VisforeMujocoEnv(gym.Env):
         self.height = check_int("height", height, minimum=1, maximum=_MAX_IMAGE_SIZE)
         self.frame_skip = check_int("frame_skip", frame_skip, minimum=1)
         self.ctrl_cost_weight = check_real("ctrl_cost_weight", ctrl_cost_weight, minimum=0.0)
-        self.state_reward_weight = check_real(
-            "state_reward_weight", state_reward_weight, minimum=0.0
-        )
-        self.pixel_reward_weight = check_real(
-            "pixel_reward_weight", pixel_reward_weight, minimum=0.0
-        )
-        camera_spec = self._camera_spec(
-            camera, camera_distance, camera_azimuth, camera_elevation, camera_lookat
-        )
+        self.state_reward_weight = check_real("state_reward_weight", state_reward_weight, minimum=0.0)
+        self.pixel_reward_weight = check_real("pixel_reward_weight", pixel_reward_weight, minimum=0.0)
+        camera_spec = self._camera_spec(camera, camera_distance, camera_azimuth, camera_elevation, camera_lookat)
 
         #: Physics model and data (what ``step`` simulates).
         self.model = self._load_model()
@@ -153,9 +147,7 @@ class VisforeMujocoEnv(gym.Env):
         self._obs_id = OBS_MODES.index(self.obs_mode)
         self._reward_uses_state = self.reward_mode in ("state", "state+pixels")
         self._reward_uses_pixels = self.reward_mode in ("pixels", "state+pixels")
-        self._renderer = FastRenderer(
-            self.scene_model, self.width, self.height, camera_spec, self.render_geom_groups
-        )
+        self._renderer = FastRenderer(self.scene_model, self.width, self.height, camera_spec, self.render_geom_groups)
         self._frame: np.ndarray | None = None
         self._render_copy: np.ndarray | None = None
         self.metadata = {
@@ -202,9 +194,7 @@ class VisforeMujocoEnv(gym.Env):
                 raise ValueError(f"camera={name!r} is not a camera name (str) or None")
             given = [k for k, v in free.items() if v is not None]
             if given:
-                raise ValueError(
-                    f"{given[0]}={free[given[0]]!r} cannot be combined with camera={name!r}"
-                )
+                raise ValueError(f"{given[0]}={free[given[0]]!r} cannot be combined with camera={name!r}")
             return CameraSpec(name=name)
         d = self.default_camera
         if lookat is not None:
@@ -216,9 +206,7 @@ class VisforeMujocoEnv(gym.Env):
             if distance is None
             else check_real("camera_distance", distance, minimum=0.0, strict=True),
             azimuth=d.azimuth if azimuth is None else check_real("camera_azimuth", azimuth),
-            elevation=d.elevation
-            if elevation is None
-            else check_real("camera_elevation", elevation),
+            elevation=d.elevation if elevation is None else check_real("camera_elevation", elevation),
             lookat=d.lookat if lookat is None else lookat,
         )
 
@@ -271,9 +259,7 @@ class VisforeMujocoEnv(gym.Env):
     def _check_action_exact(self, action) -> None:
         """:meth:`_check_action` without its fast path (any array-like)."""
         if np.shape(action) != self._action_shape:
-            raise ValueError(
-                f"action shape {np.shape(action)} is not the action space shape {self._action_shape}"
-            )
+            raise ValueError(f"action shape {np.shape(action)} is not the action space shape {self._action_shape}")
         if not np.isfinite(action).all():
             raise ValueError(f"action {np.asarray(action)!r} is not finite (NaN or infinity)")
 
@@ -285,11 +271,7 @@ class VisforeMujocoEnv(gym.Env):
         Raises:
             ValueError: as :meth:`_check_action` (nothing changes).
         """
-        if (
-            type(action) is np.ndarray
-            and action.shape == self._action_shape
-            and action.dtype.kind == "f"
-        ):
+        if type(action) is np.ndarray and action.shape == self._action_shape and action.dtype.kind == "f":
             total = _add_reduce(_square(action), axis=None)
             if _isfinite(total):  # NaN and infinity propagate into the sum
                 return total
@@ -326,8 +308,7 @@ class VisforeMujocoEnv(gym.Env):
         qvel = np.asarray(qvel, dtype=np.float64)
         if qpos.shape != (self.model.nq,) or qvel.shape != (self.model.nv,):
             raise ValueError(
-                f"qpos/qvel shapes {qpos.shape}/{qvel.shape} are not "
-                f"{(self.model.nq,)}/{(self.model.nv,)}"
+                f"qpos/qvel shapes {qpos.shape}/{qvel.shape} are not {(self.model.nq,)}/{(self.model.nv,)}"
             )
         self._qpos[:] = qpos
         self._qvel[:] = qvel

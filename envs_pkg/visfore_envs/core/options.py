@@ -45,9 +45,7 @@ def check_int(name: str, value, *, minimum: int | None = None, maximum: int | No
     return int(value)
 
 
-def check_real(
-    name: str, value, *, minimum: float | None = None, strict: bool = False
-) -> float:
+def check_real(name: str, value, *, minimum: float | None = None, strict: bool = False) -> float:
     """Return ``float(value)`` if ``value`` is a finite real number >= ``minimum`` (> if ``strict``).
 
     Raises:

@@ -209,9 +209,7 @@ class FastRenderer:
             # unusable here; drop them without freeing (they belong to the parent).
             self._gl = self._con = None
             self._setup()
-        mujoco.mjv_updateScene(
-            self._model, data, self._option, None, self._cam, self._catmask, self._scene
-        )
+        mujoco.mjv_updateScene(self._model, data, self._option, None, self._cam, self._catmask, self._scene)
         with self._current():
             mujoco.mjr_render(self._rect, self._scene, self._con)
             mujoco.mjr_readPixels(self._buffer, None, self._rect, self._con)

@@ -281,9 +281,7 @@ JOINT_SPEED_SCALE = 0.1
 def _electricity(ctx: RewardContext) -> float:
     a = ctx.action  # applied (clipped) control, as in _ctrl
     speeds = JOINT_SPEED_SCALE * ctx.qvel[ctx.actuator_dofs]
-    return ELECTRICITY_COST * float(np.abs(a * speeds).mean()) + STALL_TORQUE_COST * float(
-        np.square(a).mean()
-    )
+    return ELECTRICITY_COST * float(np.abs(a * speeds).mean()) + STALL_TORQUE_COST * float(np.square(a).mean())
 
 
 POSE_SCALE = 2.0
@@ -394,41 +392,65 @@ class RewardTerm:
         return "reward_" + self.key
 
 
-_DEEPMIMIC = (
-    "Peng, Abbeel, Levine & van de Panne 2018, DeepMimic, ACM TOG 37(4) (SIGGRAPH), Sec. 5"
-)
+_DEEPMIMIC = "Peng, Abbeel, Levine & van de Panne 2018, DeepMimic, ACM TOG 37(4) (SIGGRAPH), Sec. 5"
 
 #: Every term of the catalogue, by name, in table order.
 REWARD_TERMS: dict[str, RewardTerm] = {
     t.name: t
     for t in (
         RewardTerm(
-            "keypoint_distance", "dist", "state", "goals", 1.0,
-            "-||k - k*||_2 over all key points stacked", "m",
-            "p2 distance of the key points to their targets (seed 001; Reacher-v5's reward_dist)",
-            _keypoint_distance, _goals_keypoint_distance, aliases=("dist",),
+            "keypoint_distance",
+            "dist",
+            "state",
+            "goals",
+            1.0,
+            "-||k - k*||_2 over all key points stacked",
+            "m",
+            "p2 distance of the key points to their targets (Reacher-v5's reward_dist)",
+            _keypoint_distance,
+            _goals_keypoint_distance,
+            aliases=("dist",),
         ),
         RewardTerm(
-            "potential", "potential", "state", "goals", 1.0,
-            "Phi(s') - Phi(s), Phi = -||k - k*||_2", "m",
-            "Ng, Harada & Russell 1999 (gamma = 1); Roboschool's progress "
-            "(pybullet_envs gym_manipulator_envs.py)",
-            _potential, _goals_potential,
+            "potential",
+            "potential",
+            "state",
+            "goals",
+            1.0,
+            "Phi(s') - Phi(s), Phi = -||k - k*||_2",
+            "m",
+            "Ng, Harada & Russell 1999 (gamma = 1); Roboschool's progress (pybullet_envs gym_manipulator_envs.py)",
+            _potential,
+            _goals_potential,
         ),
         RewardTerm(
-            "joint_distance", "joint_distance", "state", "none", 1.0,
-            "-||q ⊖ q*||_2, hinge differences wrapped into [-pi, pi)", "rad",
+            "joint_distance",
+            "joint_distance",
+            "state",
+            "none",
+            1.0,
+            "-||q ⊖ q*||_2, hinge differences wrapped into [-pi, pi)",
+            "rad",
             "joint-space analogue of keypoint_distance",
             _joint_distance,
         ),
         RewardTerm(
-            "ctrl", "ctrl", "action", "info", 1.0,
-            "-||a||^2, a the applied action (clipped into the ctrlrange)", "1 (controls in [-1, 1])",
+            "ctrl",
+            "ctrl",
+            "action",
+            "info",
+            1.0,
+            "-||a||^2, a the applied action (clipped into the ctrlrange)",
+            "1 (controls in [-1, 1])",
             "gymnasium envs/mujoco/reacher_v5.py _get_rew (reward_control_weight = 1 in code)",
             _ctrl,
         ),
         RewardTerm(
-            "electricity", "electricity", "action", "info", 1.0,
+            "electricity",
+            "electricity",
+            "action",
+            "info",
+            1.0,
             "-2.0 mean_i |a_i (0.1 dq_i/dt)| - 0.1 mean_i a_i^2, a the applied (clipped) action",
             "rad/s (0.1 scale)",
             "pybullet_envs gym_locomotion_envs.py WalkerBaseBulletEnv.step "
@@ -436,35 +458,55 @@ REWARD_TERMS: dict[str, RewardTerm] = {
             _electricity,
         ),
         RewardTerm(
-            "pose", "pose", "state", "none", 0.65,
-            "exp(-2 sum_j (q*_j ⊖ q_j)^2)", "1 (in (0, 1])",
+            "pose",
+            "pose",
+            "state",
+            "none",
+            0.65,
+            "exp(-2 sum_j (q*_j ⊖ q_j)^2)",
+            "1 (in (0, 1])",
             _DEEPMIMIC + ", Eq. 6 (w^p = 0.65, Eq. 5)",
             _pose,
         ),
         RewardTerm(
-            "velocity", "velocity", "state", "info", 0.1,
-            "exp(-0.1 sum_j (dq*_j/dt - dq_j/dt)^2), dq*/dt = 0 for a static pose", "1 (in (0, 1])",
+            "velocity",
+            "velocity",
+            "state",
+            "info",
+            0.1,
+            "exp(-0.1 sum_j (dq*_j/dt - dq_j/dt)^2), dq*/dt = 0 for a static pose",
+            "1 (in (0, 1])",
             _DEEPMIMIC + ", Eq. 7 (w^v = 0.1, Eq. 5)",
             _velocity,
         ),
         RewardTerm(
-            "end_effector", "end_effector", "state", "goals", 0.15,
-            "exp(-40 sum_e ||p*_e - p_e||^2) over the end-effector key points", "1 (in (0, 1])",
+            "end_effector",
+            "end_effector",
+            "state",
+            "goals",
+            0.15,
+            "exp(-40 sum_e ||p*_e - p_e||^2) over the end-effector key points",
+            "1 (in (0, 1])",
             _DEEPMIMIC + ", Eq. 8 (w^e = 0.15, Eq. 5)",
-            _end_effector, _goals_end_effector,
+            _end_effector,
+            _goals_end_effector,
         ),
         RewardTerm(
-            "pixel_mse", "pixels", "pixels", "none", 1.0,
-            "-MSE(frame, goal frame) on [0, 1] intensities", "1 (in [-1, 0])",
-            "pixel analogue of the key-point distance (seed 001)",
-            _pixel_mse, aliases=("pixels",),
+            "pixel_mse",
+            "pixels",
+            "pixels",
+            "none",
+            1.0,
+            "-MSE(frame, goal frame) on [0, 1] intensities",
+            "1 (in [-1, 0])",
+            "pixel analogue of the key-point distance",
+            _pixel_mse,
+            aliases=("pixels",),
         ),
     )
 }
 
-_ALIASES: dict[str, str] = {
-    alias: t.name for t in REWARD_TERMS.values() for alias in (t.name, *t.aliases)
-}
+_ALIASES: dict[str, str] = {alias: t.name for t in REWARD_TERMS.values() for alias in (t.name, *t.aliases)}
 
 #: Named reward strings accepted by :func:`parse_rewards`.
 PRESETS: dict[str, str] = {
@@ -488,9 +530,7 @@ def _unknown(name: str) -> ValueError:
 
 
 def _check_weight(name: str, weight) -> float:
-    ok = isinstance(weight, (int, float, np.integer, np.floating)) and not isinstance(
-        weight, (bool, np.bool_)
-    )
+    ok = isinstance(weight, (int, float, np.integer, np.floating)) and not isinstance(weight, (bool, np.bool_))
     value = float(weight) if ok else float("nan")
     if not ok or not math.isfinite(value) or value < 0.0:
         raise ValueError(f"reward weight {name}={weight!r} is not a finite number >= 0")
@@ -574,9 +614,7 @@ class RewardSpec:
             weights = tuple((str(n), w) for n, w in data["weights"])
             zero = tuple(str(n) for n in data.get("zero_keys", ()))
         except (TypeError, ValueError):
-            raise ValueError(
-                f"rewards={dict(data)!r}: 'weights' must be a list of [name, weight] pairs"
-            ) from None
+            raise ValueError(f"rewards={dict(data)!r}: 'weights' must be a list of [name, weight] pairs") from None
         for n, w in weights:
             _check_weight(n, w)
         return cls(tuple((n, float(w)) for n, w in weights), zero)
@@ -708,6 +746,5 @@ def resolve_reward_fn(reward_fn: Any) -> Callable[[dict, dict], float] | None:
         if callable(obj):
             return obj
     raise ValueError(
-        f"reward_fn={reward_fn!r} is not a callable (terms, info) -> float or a "
-        "'package.module:function' path"
+        f"reward_fn={reward_fn!r} is not a callable (terms, info) -> float or a 'package.module:function' path"
     )
