@@ -156,9 +156,10 @@ def test_predict_writes_side_by_side_gif(model_run_dir: Path, small_reacher_data
 
 
 def test_predict_api_matches_a_direct_model_call(model_run_dir: Path, tmp_path: Path):
+    from visfore.worldmodels.config import PredictConfig
     from visfore.worldmodels.predict import predict
 
-    res = predict(model_run_dir, episode=1, out=tmp_path / "r.gif", echo=None)
+    res = predict(PredictConfig(run=str(model_run_dir), episode=1, out=str(tmp_path / "r.gif")), echo=None)
     # default horizon: the rest of the episode
     assert (res.start, res.context, res.horizon, res.num_frames) == (0, C, FRAMES - C, FRAMES)
     assert len(res.psnr) == len(res.copy_last_psnr) == FRAMES - C and all(np.isfinite(res.psnr))
@@ -170,6 +171,8 @@ def test_predict_api_matches_a_direct_model_call(model_run_dir: Path, tmp_path: 
     assert np.array_equal(res.truth, ep.pixels)
     mse = ((pred[0] - frames_to_model(ep.pixels[C:])) ** 2).mean(dim=(1, 2, 3)).double()
     assert np.allclose(res.psnr, (10 * torch.log10(1 / mse)).numpy(), atol=1e-4)
+    with pytest.raises(TypeError, match="PredictConfig"):  # the Python API takes the typed config
+        predict(model_run_dir)  # type: ignore[arg-type]
 
 
 def test_predict_mp4_works_or_says_use_gif(model_run_dir: Path, tmp_path: Path, monkeypatch):
@@ -367,12 +370,13 @@ def test_play_model_headless_random_writes_gif(model_run_dir: Path, tmp_path: Pa
 
 
 def test_play_model_keyboard_without_display_plays_random_into_run_dir(model_run_dir: Path, headless):
+    from visfore.worldmodels.config import PlayModelConfig
     from visfore.worldmodels.play_model import play_model
 
     default = model_run_dir / "play.gif"
     messages: list[str] = []
     try:
-        res = play_model(model_run_dir, steps=55, echo=messages.append)  # keyboard is the default
+        res = play_model(PlayModelConfig(run=str(model_run_dir), steps=55), echo=messages.append)  # keyboard: default
         assert res.out == default and not res.window and res.policy == "random"
         assert res.frames == 55 and res.episodes == 2  # the 50-step TimeLimit started a new episode
         assert len(_gif_frames(default)) == 55
@@ -406,12 +410,12 @@ class _FakePolicyRun:
 
 def test_play_model_with_a_policy_run(model_run_dir: Path, tmp_path: Path, headless, monkeypatch):
     from visfore.rl import policy_run
+    from visfore.worldmodels.config import PlayModelConfig
     from visfore.worldmodels.play_model import play_model
 
     fake = _FakePolicyRun(gym.spaces.Box(-1, 1, (2,), np.float32), (3, SIZE, SIZE))
-    res = play_model(
-        model_run_dir, policy=str(tmp_path), steps=4, out=tmp_path / "p.gif", echo=None, load_policy=lambda path: fake
-    )
+    config = PlayModelConfig(run=str(model_run_dir), policy=str(tmp_path), steps=4, out=str(tmp_path / "p.gif"))
+    res = play_model(config, echo=None, load_policy=lambda path: fake)
     assert res.frames == 4 and fake.seen == [(SIZE, SIZE, 3)] * 4
 
     fake_bad = _FakePolicyRun(gym.spaces.Box(-1, 1, (3,), np.float32), (SIZE, SIZE, 3))

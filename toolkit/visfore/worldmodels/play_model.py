@@ -188,38 +188,21 @@ def _check_policy_spaces(pr: Any, env: Any, path: Path) -> None:
 
 
 def play_model(
-    run: str | os.PathLike[str] | PlayModelConfig,
+    config: PlayModelConfig,
     *,
-    data: str | os.PathLike[str] | None = None,
-    policy: str = "keyboard",
-    steps: int = 200,
-    out: str | os.PathLike[str] | None = None,
-    seed: int = 0,
-    checkpoint: str = "best",
-    fps: float = 10.0,
-    scale: int = 4,
-    device: str = "cpu",
-    headless: bool | None = None,
     echo: Callable[[str], None] | None = print,
     load_policy: Callable[[Path], Any] | None = None,
 ) -> PlayResult:
     """Run ``LearnedSim-v0`` on a trained model with a policy (see the module docstring).
 
     Args:
-        run: a ``visfore train-model`` run directory.
-        data: the dataset of the initial frames, a path or fsspec URL (default: the one the
-            model was trained on).
-        policy: ``keyboard``, ``random`` or a train-policy run directory.
-        steps: env steps to play (>= 1).
-        out: ``.gif`` / ``.mp4`` to write (default ``RUN/play.gif`` when headless).
-        seed: seeds the first reset (and the random policy's action sampler).
-        checkpoint: ``best`` or ``last``.
-        fps: frames per second of the window and the animation.
-        scale: integer upscaling of the frames (>= 1).
-        device: torch device of the model.
-        headless: True never opens a window; None (default) opens one only with a
-            display and the keyboard policy.
-        echo: where messages go (None: silent).
+        config: the options (:class:`~visfore.worldmodels.config.PlayModelConfig`: the
+            run, ``data``, ``policy`` (``keyboard``, ``random`` or a train-policy run
+            directory), ``steps``, ``out`` (default ``RUN/play.gif`` without a window),
+            ``seed``, ``checkpoint``, ``fps``, ``scale``, ``device``, ``headless``: a
+            window opens only with a display, the keyboard policy and no ``headless``).
+        echo: where messages go (None: silent; ``config.quiet`` is the command line's way
+            to pass None).
         load_policy: ``run_dir -> policy run`` (with ``predict``, ``action_space`` and
             ``model.observation_space``) for a train-policy ``policy``.
 
@@ -228,29 +211,20 @@ def play_model(
 
     Raises:
         VisforeError: bad input (one line), before anything is written.
+        TypeError: ``config`` is not a :class:`PlayModelConfig`.
     """
-    if isinstance(run, PlayModelConfig):  # the typed config of the command
-        c = run
-        return play_model(
-            c.run,
-            data=c.data,
-            policy=c.policy,
-            steps=c.steps,
-            out=c.out,
-            seed=c.seed,
-            checkpoint=c.checkpoint,
-            fps=c.fps,
-            scale=c.scale,
-            device=c.device,
-            headless=c.headless or None,
-            echo=echo,
-            load_policy=load_policy,
+    if not isinstance(config, PlayModelConfig):
+        raise TypeError(
+            f"play_model takes a PlayModelConfig, e.g. play_model(PlayModelConfig(run=...)); "
+            f"got {type(config).__name__}"
         )
     import gymnasium as gym
 
     from visfore.worldmodels import learned_sim  # noqa: F401  (registers LearnedSim-v0)
     from visfore.worldmodels.predict import check_animation_path, save_animation
 
+    run, data, policy, steps, seed = config.run, config.data, config.policy, config.steps, config.seed
+    fps, scale, headless = config.fps, config.scale, config.headless
     say = echo or (lambda _msg: None)
     if isinstance(steps, bool) or steps < 1:
         raise VisforeError(f"--steps must be >= 1, got {steps}")
@@ -258,16 +232,15 @@ def play_model(
         raise VisforeError(f"--scale must be >= 1, got {scale}")
     if not fps > 0:
         raise VisforeError(f"--fps must be > 0, got {fps}")
-    if out is not None:
-        out = check_animation_path(out)
+    out = None if config.out is None else check_animation_path(config.out)
     window = policy == "keyboard" and not headless and has_display()
 
     env = gym.make(
         ENV_ID,
         run=str(run),
         data=None if data is None else str(data),
-        checkpoint=checkpoint,
-        device=device,
+        checkpoint=config.checkpoint,
+        device=config.device,
         render_mode="rgb_array",
     )
     try:

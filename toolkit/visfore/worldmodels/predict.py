@@ -38,13 +38,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
 from visfore.core import runs
 from visfore.core.errors import VisforeError
 from visfore.worldmodels.config import PredictConfig
+
+if TYPE_CHECKING:  # pragma: no cover
+    from visfore.data.dataset import Dataset
+    from visfore.worldmodels.model_run import ModelRun
 
 __all__ = [
     "ANIMATION_SUFFIXES",
@@ -150,7 +154,7 @@ def _save_mp4(out: Path, frames: Sequence[np.ndarray], fps: float) -> Path:
         if backend == "FFMPEG":
             import imageio.v2 as iio2
 
-            with iio2.get_writer(
+            writer = iio2.get_writer(
                 tmp,
                 format="FFMPEG",
                 mode="I",
@@ -158,7 +162,8 @@ def _save_mp4(out: Path, frames: Sequence[np.ndarray], fps: float) -> Path:
                 codec="libx264",
                 pixelformat="yuv420p",
                 macro_block_size=1,
-            ) as writer:
+            )
+            with writer:  # not ``as writer``: the stub's __enter__ returns the base class
                 for f in padded:
                     writer.append_data(f)
         else:
@@ -256,141 +261,147 @@ def _check_int(name: str, value: int | None, minimum: int) -> None:
         raise VisforeError(f"--{name} must be >= {minimum}, got {value}")
 
 
-def predict(
-    run: str | os.PathLike[str] | PredictConfig,
-    *,
-    episode: int | None = None,
-    out: str | os.PathLike[str] | None = None,
-    data: str | os.PathLike[str] | None = None,
-    start: int = 0,
-    horizon: int | None = None,
-    checkpoint: str = "best",
-    fps: float = 10.0,
-    scale: int = 4,
-    sample_seed: int | None = None,
-    device: str = "cpu",
-    echo: Callable[[str], None] | None = print,
-) -> PredictResult:
+def _check_options(config: PredictConfig) -> Path:
+    """The checks that need neither the run nor the dataset; returns the animation path."""
+    out = check_animation_path(config.out)
+    _check_int("episode", config.episode, 0)
+    _check_int("start", config.start, 0)
+    _check_int("horizon", config.horizon, 1)
+    _check_int("scale", config.scale, 1)
+    if not config.fps > 0:
+        raise VisforeError(f"--fps must be > 0, got {config.fps}")
+    return out
+
+
+def _episode_window(config: PredictConfig, rows: slice, C: int) -> tuple[int, int]:
+    """``(first, K)``: the dataset row of the first context frame and the horizon, checked
+    against the episode (``rows``) and the context length ``C``."""
+    L = rows.stop - rows.start
+    start, episode = config.start, config.episode
+    if start + C > L - 1:
+        raise VisforeError(
+            f"--start {start} leaves no frame to predict: episode {episode} has {L} frames "
+            f"(t = 0..{L - 1}) and the model takes {C} context frames, so --start must be <= {L - 1 - C}"
+        )
+    K = L - start - C if config.horizon is None else int(config.horizon)
+    if start + C + K > L:
+        raise VisforeError(
+            f"--horizon {K} is too long: episode {episode} has {L} frames, and --start {start} + "
+            f"context {C} + horizon {K} = {start + C + K}; use --horizon <= {L - start - C}"
+        )
+    return rows.start + start, K
+
+
+def _read_clip(ds: Dataset, episode: int, first: int, C: int, K: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(truth (C+K, H, W, 3) uint8, actions (C+K-1, A) float32)`` from row ``first``."""
+    truth = np.asarray(ds.array("pixels")[first : first + C + K], dtype=np.uint8)
+    actions = np.asarray(ds.array("action")[first : first + C + K - 1], dtype=np.float32)
+    if not np.all(np.isfinite(actions)):
+        raise VisforeError(
+            f"episode {episode} of {ds.path} has non-finite actions in rows {first}..{first + C + K - 2}"
+        )
+    return truth, actions
+
+
+@dataclass
+class _Rollout:
+    """The open-loop prediction of one clip and its per-step scores, each (K,)."""
+
+    predicted: np.ndarray  # (K, H, W, 3) uint8
+    mse: np.ndarray
+    psnr: np.ndarray
+    copy_last_psnr: np.ndarray
+
+
+def _rollout(mr: ModelRun, truth: np.ndarray, actions: np.ndarray, sample_seed: int | None) -> _Rollout:
+    """Roll the model out open-loop from the first ``C`` frames of ``truth`` with the
+    true ``actions``, through the public stepping API, and score it."""
+    import torch
+
+    from visfore.worldmodels.model_run import frames_to_model, model_to_frames
+    from visfore.worldmodels.model_run import sample_seed as seeded
+    from visfore_models import metrics as vm_metrics
+
+    C = mr.context
+    K = len(truth) - C
+    frames = frames_to_model(truth, mr.device)  # (C+K, 3, H, W) in [0, 1]
+    context, targets = frames[None, :C], frames[None, C:]
+    acts = torch.from_numpy(actions).to(mr.device)[None]
+    with torch.no_grad(), seeded(sample_seed if mr.stochastic else None, mr.device):
+        state = mr.model.init_state(context, acts[:, : C - 1])
+        pred, _ = mr.model.imagine(state, acts[:, C - 1 :])  # (1, K, 3, H, W)
+    pred = pred.float()
+    base = vm_metrics.copy_last_frame_baseline(context, K)
+    return _Rollout(
+        predicted=model_to_frames(pred[0]),
+        mse=vm_metrics.mse_per_sample(pred, targets)[0].cpu().numpy(),
+        psnr=vm_metrics.psnr_per_sample(pred, targets)[0].cpu().numpy(),
+        copy_last_psnr=vm_metrics.psnr_per_sample(base, targets)[0].cpu().numpy(),
+    )
+
+
+def _animation_frames(truth: np.ndarray, rollout: _Rollout, start: int, C: int, scale: int) -> list[np.ndarray]:
+    """The C context frames (truth | context | zero difference), then the K predicted steps
+    (truth | prediction | difference, captioned with the step's PSNR)."""
+    images = []
+    for i in range(C):
+        f = truth[i]
+        images.append(compose_panels([f, f, np.zeros_like(f)], [f"truth t={start + i}", "context", "|diff|"], scale))
+    for k, p in enumerate(rollout.predicted):
+        f = truth[C + k]
+        diff = np.abs(f.astype(np.int16) - p.astype(np.int16)).astype(np.uint8)
+        captions = [f"truth t={start + C + k}", f"pred k={k + 1}", f"|diff| {rollout.psnr[k]:.1f} dB"]
+        images.append(compose_panels([f, p, diff], captions, scale))
+    return images
+
+
+def predict(config: PredictConfig, *, echo: Callable[[str], None] | None = print) -> PredictResult:
     """Roll a trained model out open-loop on one episode and write the animation.
 
     Args:
-        run: a ``visfore train-model`` run directory.
-        episode: N, index of the episode in the dataset (0-based).
-        out: ``.gif`` or ``.mp4`` path (parents are created).
-        data: the dataset, a path or fsspec URL (default: the one the model was trained on).
-        start: T, index within the episode of the first context frame (>= 0).
-        horizon: K >= 1 predicted frames (default: the rest of the episode, L - T - C).
-        checkpoint: ``best`` or ``last``.
-        fps: animation frames per second (> 0).
-        scale: integer nearest-neighbour upscaling of each panel (>= 1).
-        sample_seed: seeds the sample of a stochastic model (``model.stochastic``);
-            ignored by deterministic models.
-        device: ``cpu``, ``auto``, ``cuda`` or ``cuda:N``.
-        echo: prints the per-step PSNR table (None: silent).
+        config: the options (:class:`~visfore.worldmodels.config.PredictConfig`: the run,
+            ``episode``, ``out`` and the optional ``data``, ``start``, ``horizon``,
+            ``checkpoint``, ``fps``, ``scale``, ``sample_seed``, ``device``).
+        echo: prints the per-step PSNR table (None: silent; ``config.quiet`` is the
+            command line's way to pass None).
 
     Returns:
         A :class:`PredictResult`.
 
     Raises:
         VisforeError: bad input (see the module docstring); nothing is written then.
+        TypeError: ``config`` is not a :class:`PredictConfig`.
     """
-    if isinstance(run, PredictConfig):  # the typed config of the command
-        c = run
-        return predict(
-            c.run,
-            episode=c.episode,
-            out=c.out,
-            data=c.data,
-            start=c.start,
-            horizon=c.horizon,
-            checkpoint=c.checkpoint,
-            fps=c.fps,
-            scale=c.scale,
-            sample_seed=c.sample_seed,
-            device=c.device,
-            echo=echo,
+    if not isinstance(config, PredictConfig):
+        raise TypeError(
+            f"predict takes a PredictConfig, e.g. predict(PredictConfig(run=..., episode=0, out=...)); "
+            f"got {type(config).__name__}"
         )
-    if episode is None or out is None:
-        raise VisforeError("predict needs episode= and out= (or a PredictConfig)")
-    import torch
+    from visfore.worldmodels.model_run import load_model_run
 
-    from visfore.worldmodels.model_run import frames_to_model, load_model_run, model_to_frames
-    from visfore.worldmodels.model_run import sample_seed as seeded
-
-    out = check_animation_path(out)
-    _check_int("episode", episode, 0)
-    _check_int("start", start, 0)
-    _check_int("horizon", horizon, 1)
-    _check_int("scale", scale, 1)
-    if not fps > 0:
-        raise VisforeError(f"--fps must be > 0, got {fps}")
-
-    mr = load_model_run(run, checkpoint, device=device)
-    ds = mr.open_dataset(data)
-    rows = ds.episode_rows(int(episode))
-    L = rows.stop - rows.start
+    out = _check_options(config)
+    mr = load_model_run(config.run, config.checkpoint, device=config.device)
+    ds = mr.open_dataset(config.data)
     C = mr.context
-    if start + C > L - 1:
-        raise VisforeError(
-            f"--start {start} leaves no frame to predict: episode {episode} has {L} frames "
-            f"(t = 0..{L - 1}) and the model takes {C} context frames, so --start must be <= {L - 1 - C}"
-        )
-    K = L - start - C if horizon is None else int(horizon)
-    if start + C + K > L:
-        raise VisforeError(
-            f"--horizon {K} is too long: episode {episode} has {L} frames, and --start {start} + "
-            f"context {C} + horizon {K} = {start + C + K}; use --horizon <= {L - start - C}"
-        )
-
-    first = rows.start + start
-    truth = np.asarray(ds.array("pixels")[first : first + C + K], dtype=np.uint8)  # (C+K, H, W, 3)
-    actions = np.asarray(ds.array("action")[first : first + C + K - 1], dtype=np.float32)
-    if not np.all(np.isfinite(actions)):
-        raise VisforeError(
-            f"episode {episode} of {ds.path} has non-finite actions in rows {first}..{first + C + K - 2}"
-        )
-
-    frames = frames_to_model(truth, mr.device)  # (C+K, 3, H, W) in [0, 1]
-    context, targets = frames[None, :C], frames[None, C:]
-    acts = torch.from_numpy(actions).to(mr.device)[None]
-    with torch.no_grad(), seeded(sample_seed if mr.stochastic else None, mr.device):
-        state = mr.model.init_state(context, acts[:, : C - 1])  # the public stepping API
-        pred, _ = mr.model.imagine(state, acts[:, C - 1 :])  # (1, K, 3, H, W)
-    from visfore_models import metrics as vm_metrics
-
-    pred = pred.float()
-    mse = vm_metrics.mse_per_sample(pred, targets)[0].cpu().numpy()
-    psnr = vm_metrics.psnr_per_sample(pred, targets)[0].cpu().numpy()
-    base = vm_metrics.copy_last_frame_baseline(context, K)
-    base_psnr = vm_metrics.psnr_per_sample(base, targets)[0].cpu().numpy()
-    predicted = model_to_frames(pred[0])  # (K, H, W, 3)
-
-    images = []
-    for c in range(C):
-        f = truth[c]
-        images.append(compose_panels([f, f, np.zeros_like(f)], [f"truth t={start + c}", "context", "|diff|"], scale))
-    for k in range(K):
-        t = start + C + k
-        f, p = truth[C + k], predicted[k]
-        diff = np.abs(f.astype(np.int16) - p.astype(np.int16)).astype(np.uint8)
-        images.append(
-            compose_panels([f, p, diff], [f"truth t={t}", f"pred k={k + 1}", f"|diff| {psnr[k]:.1f} dB"], scale)
-        )
-    save_animation(out, images, fps)
+    first, K = _episode_window(config, ds.episode_rows(int(config.episode)), C)
+    truth, actions = _read_clip(ds, config.episode, first, C, K)
+    rollout = _rollout(mr, truth, actions, config.sample_seed)
+    images = _animation_frames(truth, rollout, config.start, C, config.scale)
+    save_animation(out, images, config.fps)
 
     result = PredictResult(
         out=out,
-        episode=int(episode),
-        start=int(start),
+        episode=int(config.episode),
+        start=int(config.start),
         context=C,
         horizon=K,
-        psnr=[float(x) for x in psnr],
-        mse=[float(x) for x in mse],
-        copy_last_psnr=[float(x) for x in base_psnr],
+        psnr=[float(x) for x in rollout.psnr],
+        mse=[float(x) for x in rollout.mse],
+        copy_last_psnr=[float(x) for x in rollout.copy_last_psnr],
         num_frames=len(images),
         frame_size=(int(images[0].shape[0]), int(images[0].shape[1])),
         checkpoint=mr.checkpoint,
-        prediction=predicted,
+        prediction=rollout.predicted,
         truth=truth,
     )
     if echo is not None:
@@ -398,7 +409,7 @@ def predict(
     return result
 
 
-def _print_table(r: PredictResult, echo: Callable[[str], None], mr: Any) -> None:
+def _print_table(r: PredictResult, echo: Callable[[str], None], mr: ModelRun) -> None:
     echo(
         f"open-loop rollout of {mr.model_name} ({r.checkpoint}.pt of {mr.run_dir}) on episode "
         f"{r.episode}: context t={r.start}..{r.start + r.context - 1}, {r.horizon} predicted frames"
@@ -412,8 +423,3 @@ def _print_table(r: PredictResult, echo: Callable[[str], None], mr: Any) -> None
     echo(f"mean  {'':>4}  {np.mean(r.psnr):>8.2f}  {np.mean(r.copy_last_psnr):>12.2f}  {np.mean(r.mse):>9.6f}")
     h, w = r.frame_size
     echo(f"wrote {r.out} ({r.num_frames} frames of {w}x{h}: truth | prediction | |difference|)")
-
-
-# ---------------------------------------------------------------------------------------
-# Typer command
-# ---------------------------------------------------------------------------------------
