@@ -1,6 +1,6 @@
 """Every forward model on the same reacher dataset under the same wall-clock budget.
 
-Each model of ``visfore_models.MODELS`` is trained by ``visfore.worldmodels.train_model.train_model``
+Each model of ``visfore_models.MODELS`` is trained by ``visfore.worldmodels.training.train_model``
 (the API of ``visfore train-model``) on the same dataset, split and seed, for ``--minutes``
 of training (``--time-budget``; the epoch count is only an upper bound and the learning
 rate is constant, so the budget alone sets the run length). The same final weights
@@ -8,7 +8,7 @@ rate is constant, so the budget alone sets the run length). The same final weigh
 horizons:
 
 * 10 steps: the trainer's own final evaluation (``metrics.json``);
-* 28 steps: :func:`visfore.worldmodels.train_model.evaluate_open_loop` on clips of context 2 + 28
+* 28 steps: :func:`visfore.worldmodels.evaluation.evaluate_open_loop` on clips of context 2 + 28
   frames of the same validation episodes (episodes need >= 30 frames; otherwise "-").
 
 One table: PSNR / SSIM / foreground PSNR / action sensitivity (PSNR lost with shuffled
@@ -115,8 +115,8 @@ def evaluate_long(run_dir: Path, horizon: int, *, max_clips: int, seed: int, dev
     import torch
 
     from visfore.data.clips import ClipDataset, dataset_mean_frame, load_clip_source
+    from visfore.worldmodels.evaluation import FOREGROUND_THRESHOLD, evaluate_open_loop
     from visfore.worldmodels.model_run import load_model_run
-    from visfore.worldmodels.train_model import FOREGROUND_THRESHOLD, evaluate_open_loop
 
     run = load_model_run(run_dir, "last", device=device)
     ds = run.open_dataset()
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from visfore.core import runs
     from visfore.reports import comparison_report as cr
-    from visfore.worldmodels.train_model import train_model
+    from visfore.worldmodels.training import train_model
 
     models = args.models.split(",") if args.models else list(visfore_models.MODELS)
     unknown = [m for m in models if m not in visfore_models.MODELS]

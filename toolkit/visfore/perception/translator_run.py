@@ -177,7 +177,7 @@ def load_translator_run(
     elif isinstance(device, torch.device):
         dev = device
     else:
-        from visfore.worldmodels.train_model import select_device
+        from visfore.core.device import select_device
 
         dev = select_device(str(device))
     try:

@@ -1,6 +1,6 @@
 """Load a ``visfore train-model`` run for use: the forward model and what it was trained on.
 
-:func:`load_model_run` reads a run directory written by :mod:`visfore.worldmodels.train_model`
+:func:`load_model_run` reads a run directory written by :mod:`visfore.worldmodels.training`
 (``config.yaml`` and ``checkpoints/best.pt`` or ``checkpoints/last.pt``; the layout is in
 :mod:`visfore.core.runs`) and returns a :class:`ModelRun`:
 

@@ -28,7 +28,7 @@ Precedence for each run: ``TrainConfig`` defaults < shared options < the model's
 ``options`` < its hyperparameter combination < its seed; ``model_kwargs`` merge the same way.
 
 Every configuration (model x hyperparameter combination x seed) is trained and evaluated
-sequentially through :func:`visfore.worldmodels.train_model.train_model`, each in its own train-model
+sequentially through :func:`visfore.worldmodels.training.train_model`, each in its own train-model
 run directory ``OUT_DIR/train-eval-all-NAME/<label>[-<hp>]-seed<S>/`` (readable by
 ``visfore predict``). With ``--ray ADDRESS`` every configuration is a Ray task instead
 (:mod:`visfore.core.ray_backend`; one CPU, ``num_threads`` CPUs, or one GPU for a ``cuda``
@@ -363,7 +363,7 @@ def load_sweep(path: str | Path, *, data: str | Path | None = None) -> Sweep:
 
     Raises:
         VisforeError: unreadable or invalid YAML, unknown keys, options or models, bad
-            values (checked with :func:`visfore.worldmodels.train_model.validate_config`).
+            values (checked with :func:`visfore.worldmodels.config.validate_config`).
     """
     import yaml
 
@@ -665,7 +665,7 @@ def train_eval_all(
         progress: training progress bars and tables of each run.
         console: a rich console (default: a new one).
         command: the command line, recorded in the report.
-        train_fn: the trainer (default :func:`visfore.worldmodels.train_model.train_model`; for tests;
+        train_fn: the trainer (default :func:`visfore.worldmodels.training.train_model`; for tests;
             with ``ray`` a module-level, picklable function).
         ray: run the configurations as Ray tasks (:mod:`visfore.core.ray_backend`): ``local``,
             ``auto``, ``HOST:PORT`` or ``ray://HOST:PORT``; see :func:`ray_resources` for
