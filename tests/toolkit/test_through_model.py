@@ -224,7 +224,7 @@ def test_seeded_runs_are_identical_and_resume_continues_exactly(model_run_dir: P
     half = train_through_model(_config(model_run_dir, tmp_path, iterations=2, val_every=2, name="half"))
     run = Path(half["run_dir"])
     resumed = train_through_model(
-        ThroughModelConfig(resume=str(run), iterations=4, device="cpu", progress=False, eval_episodes=0)
+        ThroughModelConfig(resume=True, out=str(run), iterations=4, device="cpu", progress=False, eval_episodes=0)
     )
     assert resumed["iterations"] == 4 and resumed["session"]["iterations"] == 2
     assert resumed["loss_curve"]["loss"] == a["loss_curve"]["loss"]
@@ -362,10 +362,47 @@ def test_bad_model_runs_and_misplaced_options(tmp_path: Path, model_run_dir: Pat
         _cli("train-through-model", "--model", model_run_dir, "--resume", tmp_path, "--out-dir", out)
     )
     assert "not both" in line
+    line = _one_error_line(_cli("train-through-model", "--resume", "--out-dir", out))
+    assert "--resume needs the run directory" in line
+    line = _one_error_line(_cli("train-through-model", "--resume", "--out", tmp_path / "nope"))
+    assert "nope" in line
     # SB3 options are not options of this command (click's usage error, exit 2)
     result = _cli("train-through-model", "--model", model_run_dir, "--algo", "td3", "--out-dir", out)
     assert result.exit_code == 2 and "--algo" in result.output
     assert not out.exists()
+
+
+def test_cli_resume_is_a_switch_with_out_and_the_old_form_still_works(model_run_dir: Path, tmp_path: Path):
+    """``--resume --out RUN_DIR`` (and ``--resume --name NAME``) continues a run, like
+    train-model and train-policy; the old ``--resume RUN_DIR`` and ``--resume=RUN_DIR`` still do."""
+    out_dir = tmp_path / "runs"
+    common = ["--iterations", 1, "--val-every", 1, "--batch-size", 2, "--horizon", 1, "--eval-episodes", 0]
+    result = _cli(
+        "train-through-model", "--model", model_run_dir, *common, "--device", "cpu", "--out-dir", out_dir,
+        "--name", "r", "--quiet",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    run = out_dir / f"{COMMAND}-r"
+
+    def iterations() -> int:
+        return int(torch.load(run / "checkpoints" / "last.pt", weights_only=True)["iteration"])
+
+    assert iterations() == 1
+    for i, resume in enumerate(
+        (
+            ["--resume", "--out", run],
+            ["--resume", "--name", "r", "--out-dir", out_dir],
+            ["--resume", run],
+            [f"--resume={run}"],
+        )
+    ):
+        result = _cli(
+            "train-through-model", *resume, "--iterations", i + 2, "--eval-episodes", 0, "--device", "cpu", "--quiet"
+        )
+        assert result.exit_code == 0, (resume, result.output)
+        assert iterations() == i + 2, resume
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["options"]["resume"] is False and "--resume" not in config["command_line"]
 
 
 def test_old_train_policy_through_model_command_lines_still_work(model_run_dir: Path, tmp_path: Path):

@@ -18,13 +18,14 @@ from visfore.cli.collect import collect_command
 from visfore.cli.dataset import dataset_info_command
 from visfore.cli.evaluate import evaluate_command
 from visfore.cli.mimic import mimic_command
+from visfore.cli.options import ResumePathCommand
 from visfore.cli.plan import plan_command
 from visfore.cli.play_model import play_model_command
 from visfore.cli.predict import predict_command
 from visfore.cli.ray import RayCommand
 from visfore.cli.train_eval_all import train_eval_all_command
 from visfore.cli.train_model import train_model_command
-from visfore.cli.train_policy import ResumePathCommand, train_policy_command
+from visfore.cli.train_policy import train_policy_command
 from visfore.cli.train_through_model import train_through_model_command
 from visfore.cli.train_translator import train_translator_command
 
@@ -103,7 +104,7 @@ app.command("train-model")(train_model_command)
 app.command("train-eval-all", cls=RayCommand)(train_eval_all_command)
 app.command("train-policy", cls=ResumePathCommand)(train_policy_command)
 app.command("train-translator")(train_translator_command)
-app.command("train-through-model")(train_through_model_command)
+app.command("train-through-model", cls=ResumePathCommand)(train_through_model_command)
 app.command("evaluate", cls=RayCommand)(evaluate_command)
 app.command("predict")(predict_command)
 app.command("play-model")(play_model_command)

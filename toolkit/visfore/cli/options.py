@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any, Callable, Literal, Sequence, Union, get_args, get_origin
 
 import typer
+from typer.core import TyperCommand
 
 from visfore.core.config import ConfigBase, literal_choices, option_spec
 from visfore.core.errors import VisforeError
 
-__all__ = ["config_parameters", "typer_command"]
+__all__ = ["ResumePathCommand", "config_parameters", "typer_command"]
 
 _SCALARS = (int, float, str, bool, Path)
 
@@ -148,3 +149,31 @@ def literal_values(tp: Any) -> tuple[Any, ...]:
     if get_origin(tp) is not Literal:
         raise VisforeError(f"{tp!r} is not a Literal type")
     return get_args(tp)
+
+
+class ResumePathCommand(TyperCommand):
+    """Accepts the old spelling ``--resume RUN_DIR`` (a path) as ``--resume --out RUN_DIR``.
+
+    ``--resume`` is a switch like every command's; the run directory is ``--out``. A
+    value after ``--resume`` that does not start with ``-`` is taken as the run
+    directory (for commands without positional arguments: train-policy,
+    train-through-model).
+    """
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        fixed: list[str] = []
+        i = 0
+        while i < len(args):
+            arg = args[i]
+            if arg == "--":
+                fixed.extend(args[i:])
+                break
+            if arg.startswith("--resume="):
+                fixed += ["--resume", "--out", arg.split("=", 1)[1]]
+            elif arg == "--resume" and i + 1 < len(args) and not args[i + 1].startswith("-"):
+                fixed += ["--resume", "--out", args[i + 1]]
+                i += 1
+            else:
+                fixed.append(arg)
+            i += 1
+        return super().parse_args(ctx, fixed)

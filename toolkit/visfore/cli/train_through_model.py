@@ -5,6 +5,10 @@ The options are :class:`visfore.planning.config.ThroughModelConfig`; the pipelin
 :func:`visfore.planning.through_model.train_through_model`. The old spelling
 ``visfore train-policy --through-model RUN ...`` is forwarded here by :mod:`visfore.cli.app`
 (``--through-model RUN`` becomes ``--model RUN``; the other options keep their names).
+
+``--resume`` is a switch, as in train-model and train-policy: ``--resume --out RUN_DIR``
+(or ``--resume --name NAME``) continues a run; the old ``--resume RUN_DIR`` still works
+(:class:`visfore.cli.options.ResumePathCommand`).
 """
 
 from __future__ import annotations

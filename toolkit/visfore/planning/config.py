@@ -249,8 +249,8 @@ class ThroughModelConfig(ConfigBase, command="train-through-model"):
     """Every option of ``visfore train-through-model``: a goal-reaching policy trained by
     backpropagating the goal cost through a frozen forward model, evaluated in the real env.
 
-    ``--resume RUN_DIR`` reads the other options from the run's ``config.yaml``; only the
-    runtime options (:data:`visfore.planning.through_model.RUNTIME_OPTIONS`) may change
+    ``--resume`` continues the run in ``--out`` (or ``--name``): the other options come
+    from the run's ``config.yaml``; only the runtime options (:data:`visfore.planning.through_model.RUNTIME_OPTIONS`) may change
     (``iterations`` and ``time_budget`` only when given).
     """
 
@@ -313,8 +313,10 @@ class ThroughModelConfig(ConfigBase, command="train-through-model"):
     )
     name: Optional[str] = option(None, help="Run name: OUT_DIR/train-policy-through-model-NAME (default: UTC time).")
     out_dir: str = option(str(DEFAULT_RUNS_ROOT), help="Parent directory of run directories (with --name).")
-    resume: Optional[str] = option(
-        None, help="Continue this run directory from checkpoints/last.pt.", metavar="RUN_DIR"
+    resume: bool = option(
+        False,
+        help="Continue the run in --out (or --name) from checkpoints/last.pt (its options come from its config.yaml). The old form --resume RUN_DIR still works.",
+        flags=("--resume",),
     )
     progress: bool = option(
         True,

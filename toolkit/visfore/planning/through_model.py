@@ -146,6 +146,8 @@ RUNTIME_OPTIONS = (
     "success_threshold",
     "gifs",
 )
+#: Options that only locate the run directory (neither merged nor reported on resume).
+LOCATION_OPTIONS = ("out", "name", "out_dir")
 
 
 # ---------------------------------------------------------------------------------------
@@ -173,7 +175,7 @@ def validate_config(config: ThroughModelConfig) -> None:
     Raises:
         VisforeError: the first bad option, naming its flag and what is allowed.
     """
-    if config.model is None and config.resume is None:
+    if config.model is None and not config.resume:
         raise VisforeError("--model RUN (a visfore train-model run directory) is required")
     config.check_choices()  # model_checkpoint, policy_net, loss_steps
     _int_at_least("policy-frames", config.policy_frames, 1)
@@ -252,14 +254,17 @@ class GoalPolicyNet(nn.Module):
 
     CNN_CHANNELS = (32, 64, 64, 64)
 
+    action_low: torch.Tensor  # (A,) buffer
+    action_high: torch.Tensor  # (A,) buffer
+
     def __init__(
         self,
         *,
         net: str = "cnn",
         image_size: Sequence[int] = (64, 64),
         action_dim: int = 2,
-        action_low: Sequence[float] | None = None,
-        action_high: Sequence[float] | None = None,
+        action_low: Sequence[float] | np.ndarray | None = None,
+        action_high: Sequence[float] | np.ndarray | None = None,
         frames: int = 1,
         prev_action: bool = True,
         hidden: int = 256,
@@ -310,6 +315,7 @@ class GoalPolicyNet(nn.Module):
                 nn.Linear(self.hidden, A),
             )
         last = self.head[-1]
+        assert isinstance(last, nn.Linear)
         nn.init.uniform_(last.weight, -3e-3, 3e-3)
         nn.init.zeros_(last.bias)
 
@@ -706,7 +712,8 @@ def load_through_model_policy(run_dir: str | Path, device: Any = None, checkpoin
         raise VisforeError(f"{run_dir} has no trained policy ({runs.CHECKPOINT_DIR}/{path.name} is missing)")
     dev = device if isinstance(device, torch.device) else select_device(str(device or "cpu"))
     net = _net_from_state(runs.load_checkpoint(path, map_location=dev), path, dev)
-    env = saved.get("env") if isinstance(saved.get("env"), dict) else {}
+    saved_env = saved.get("env")
+    env: dict[str, Any] = saved_env if isinstance(saved_env, dict) else {}
     return ThroughModelPolicy(
         net, device=dev, env_id=env.get("id"), env_kwargs=env.get("kwargs") or {}, run_dir=run_dir
     )
@@ -820,20 +827,23 @@ def _resolve_resume(config: ThroughModelConfig) -> tuple[ThroughModelConfig, dic
     Raises:
         VisforeError: not such a run, or it has no ``checkpoints/last.pt``.
     """
-    run_dir = Path(config.resume)  # type: ignore[arg-type]
+    if config.out is None and config.name is None:
+        raise VisforeError("--resume needs the run directory: --resume --out RUN_DIR (or --resume RUN_DIR)")
+    run_dir = runs.resolve_run_dir(COMMAND, out=config.out, name=config.name, root=config.out_dir)
     saved = _read_run_config(run_dir)
     if not runs.last_checkpoint_path(run_dir).is_file():
         raise VisforeError(
             f"cannot resume: {run_dir} has no {runs.CHECKPOINT_DIR}/{runs.LAST_CHECKPOINT}; start a new run instead"
         )
-    options = dict(saved.get("options") or {})
+    # ("resume": runs written before it was a switch saved the run directory there)
+    options = {k: v for k, v in (saved.get("options") or {}).items() if k not in ("resume", *LOCATION_OPTIONS)}
     if "through_model" in options and "model" not in options:  # runs of `train-policy --through-model`
         options["model"] = options.pop("through_model")
     runtime = [k for k in RUNTIME_OPTIONS if not (k in ("iterations", "time_budget") and getattr(config, k) is None)]
     merged, ignored = runs.merge_resumed_options(
-        options, config, runtime=runtime, skip=("out", "name", "out_dir", "iterations", "time_budget")
+        options, config, runtime=runtime, skip=(*LOCATION_OPTIONS, "iterations", "time_budget")
     )
-    return merged.replace(resume=str(run_dir)), saved, ignored
+    return merged.replace(resume=True, out=str(run_dir), name=None), saved, ignored
 
 
 @dataclass
@@ -869,11 +879,11 @@ def _prepare(config: ThroughModelConfig) -> _Setup:
     from visfore.data.clips import load_clip_source
     from visfore.worldmodels.model_run import load_model_run
 
-    if config.model is not None and config.resume is not None:
-        raise VisforeError("give --model RUN for a new run or --resume RUN_DIR to continue one, not both")
+    if config.model is not None and config.resume:
+        raise VisforeError("give --model RUN for a new run or --resume --out RUN_DIR to continue one, not both")
     saved: dict[str, Any] | None = None
     ignored: list[str] = []
-    if config.resume is not None:
+    if config.resume:
         config, saved, ignored = _resolve_resume(config)
     validate_config(config)
     assert config.model is not None
@@ -886,12 +896,14 @@ def _prepare(config: ThroughModelConfig) -> _Setup:
     low, high = scale_action_box(*mr.action_bounds(ds), float(config.action_scale))
     H, W = mr.image_size
     if config.eval_episodes > 0:
+        assert env_id is not None  # _resolve_env raises when an evaluation has no env
         _check_env_actions(env_id, env_kwargs, (H, W), mr.action_dim)
     if saved is None:
         run_dir = runs.resolve_run_dir(COMMAND, out=config.out, name=config.name, root=config.out_dir)
         runs.check_run_dir(run_dir, resume=False)
     else:
-        run_dir = Path(config.resume)  # type: ignore[arg-type]
+        assert config.out is not None  # _resolve_resume sets it to the run directory
+        run_dir = Path(config.out)
     source = load_clip_source(ds)
     all_eps = list(range(source.num_episodes))
     train_eps = [e for e in mr.train_episodes if e < source.num_episodes] or all_eps
@@ -917,9 +929,7 @@ def _prepare(config: ThroughModelConfig) -> _Setup:
     )
 
 
-def _check_env_actions(
-    env_id: str | None, env_kwargs: Mapping[str, Any], size: tuple[int, int], action_dim: int
-) -> None:
+def _check_env_actions(env_id: str, env_kwargs: Mapping[str, Any], size: tuple[int, int], action_dim: int) -> None:
     """The evaluation env must take the model's ``(A,)`` actions.
 
     Raises:
@@ -1197,7 +1207,7 @@ def _initial_state(setup: _Setup, net: GoalPolicyNet, optimizer: torch.optim.Opt
     """A fresh :class:`TrainState`, or (``--resume``) the one of ``checkpoints/last.pt``
     with the policy, the optimiser and torch's RNG restored. Every checkpoint is taken at
     a validated iteration, so a resumed run starts a new block there (``epoch_step`` 0)."""
-    empty = {
+    empty: dict[str, dict[str, list[float]]] = {
         "curve": {"iteration": [], "loss": [], "pixel": [], "final_mse": [], "action": []},
         "validation": {"iteration": [], "goal_mse": [], "loss": []},
     }
@@ -1248,7 +1258,7 @@ def _fit(setup: _Setup, task: ThroughModelTask, state: TrainState, writer: Any, 
         if state.extra["validation"]["iteration"][-1] != state.global_step:  # a second Ctrl-C inside a step
             checkpointer.save_validated(task, state)
         log.warning(
-            "interrupted at iteration %d; saved %s/%s; continue with --resume %s",
+            "interrupted at iteration %d; saved %s/%s; continue with --resume --out %s",
             state.global_step,
             runs.CHECKPOINT_DIR,
             runs.LAST_CHECKPOINT,
