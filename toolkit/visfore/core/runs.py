@@ -1,6 +1,6 @@
 """Run directories: creation, ``config.yaml``, atomic checkpoints and ``--resume``.
 
-Layout of a run directory (``../shared/DESIGN.md``)::
+Layout of a run directory::
 
     runs/<command>-<UTC timestamp or name>/
       config.yaml            every option, resolved (written atomically)

@@ -1,6 +1,6 @@
 """``visfore train-translator``: learn to read joint angles and key points off frames.
 
-The translation module of seed 001 (:class:`visfore_models.translator.FrameTranslator`):
+The frame-to-pose translator (:class:`visfore_models.translator.FrameTranslator`):
 a CNN, optionally with ConvLSTM memory over the last few frames, from an RGB frame to the
 robot's joint angles ``q`` (radians) and key points ``k`` (metres), trained on a dataset
 written by ``visfore collect`` (it holds the frames and the states already).

@@ -199,7 +199,8 @@ def load_goal_image(path: str | Path, size: tuple[int, int]) -> np.ndarray:
 
 
 class Translator(Protocol):
-    """A key-point translator: frames -> key points (the humanoid / mimic issue).
+    """A key-point translator: frames -> key points (``visfore train-translator``; the
+    frames-to-pose reading that ``visfore mimic`` also uses).
 
     ``translator(frames)`` with frames ``(B, 3, H, W)`` float32 in [0, 1] (a torch tensor
     on the planner's device) returns ``(B, G)`` key points in metres, in the env's layout

@@ -3,10 +3,13 @@ backpropagating the goal cost through a learned forward model (the options:
 :class:`visfore.planning.config.ThroughModelConfig`; the old spelling ``visfore
 train-policy --through-model RUN`` is forwarded to it).
 
-Idea (seed 004, ``../shared/seeds/004_860e5f4164aec846.txt``): "train model via random
-inputs and initial conditions in the world; train policy back propagating through model
-using random initial conditions and random targets" -- supervised learning with a
-differentiable simulator. Here the simulator is a frozen ``visfore train-model`` forward
+Idea: learn a forward model of the world from random actions and initial conditions,
+then train the policy by backpropagating the goal error through that model from random
+initial conditions to random targets -- supervised learning with a differentiable
+simulator, the "distal teacher" of Jordan & Rumelhart (1992, "Forward models:
+Supervised learning with a distal teacher", Cognitive Science 16) and the emulator of
+Nguyen & Widrow's truck backer-upper (1990); Dreamer (Hafner et al., 2020) does the same
+in a learned latent space. Here the simulator is a frozen ``visfore train-model`` forward
 model (:mod:`visfore.worldmodels.model_run`) and the policy maps frames to actions.
 
 **Training** (:func:`train_through_model`, on :class:`visfore.core.trainer.Trainer` with
