@@ -10,13 +10,23 @@ Models (registry name: class, module):
 
 * ``"convlstm"``: :class:`ConvLSTMForwardModel` -- ConvLSTM with CDNA-style compositing.
 * ``"rnn_deconv"``: :class:`RNNDeconvForwardModel` -- conv encoder, LSTM on a vector,
-  deconvolution decoder (seed 002's baseline).
+  deconvolution decoder (the "RNN Deconvolution Baseline" of
+  github.com/ichko/differentiable-simulation).
 * ``"cdna"``: :class:`CDNAForwardModel` -- Finn, Goodfellow & Levine 2016, CDNA.
 * ``"dna"``: :class:`DNAForwardModel` -- Finn, Goodfellow & Levine 2016, DNA.
 * ``"framestack"``: :class:`FrameStackForwardModel` -- last 4 frames stacked, CNN, LSTM/GRU,
-  decoder (seed 004).
+  decoder (Oh et al. 2015's frame stack; a bouncing-block model-based RL model).
 * ``"svg_lp"``: :class:`SVGLPForwardModel` -- Denton & Fergus 2018, stochastic
   (``stochastic = True``; :meth:`ForwardModel.auxiliary_losses` gives its ``beta * KL``).
+
+Building blocks, public for models and tools built on the zoo:
+
+* :class:`StepwiseForwardModel` -- a :class:`ForwardModel` given by one recurrent
+  ``step(x, a, state) -> (prediction, state)``; its :meth:`~StepwiseForwardModel.forward`
+  rolls the step out (``rnn_deconv``, ``cdna`` and ``dna`` are built on it).
+* :func:`cdna_transform` and :func:`dna_transform` -- the image transformations of CDNA
+  (each frame convolved with N per-sample kernels) and DNA (per-pixel kernels), Finn,
+  Goodfellow & Levine 2016, arXiv:1605.07157.
 
 Not a forward model: :class:`FrameTranslator` (:mod:`visfore_models.translator`) maps
 frames to joint angles and key points (``translator_state`` / ``load_translator``).
@@ -42,6 +52,7 @@ from typing import Any
 import torch
 
 from . import metrics
+from ._common import StepwiseForwardModel, cdna_transform, dna_transform
 from .base import ForwardModel, ModelState
 from .cdna import CDNAForwardModel
 from .convlstm import ConvLSTMCell, ConvLSTMForwardModel
@@ -63,7 +74,10 @@ __all__ = [
     "FrameTranslator",
     "RNNDeconvForwardModel",
     "SVGLPForwardModel",
+    "StepwiseForwardModel",
     "build_model",
+    "cdna_transform",
+    "dna_transform",
     "load_model",
     "load_translator",
     "metrics",

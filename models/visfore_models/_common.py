@@ -1,4 +1,6 @@
-"""Building blocks shared by the forward models of the zoo (private module).
+"""Building blocks shared by the forward models of the zoo (private module: import
+:class:`StepwiseForwardModel`, :func:`cdna_transform` and :func:`dna_transform`, the public
+ones, from :mod:`visfore_models`).
 
 * :func:`check_multiple_of` -- the image-size constraint of the models (one-line ValueError).
 * :func:`prepare_inputs`, :func:`next_input`, :func:`rollout` -- the recurrent rollout

@@ -9,8 +9,15 @@ import copy
 import pytest
 import torch
 
-from visfore_models import CDNAForwardModel, DNAForwardModel, FrameStackForwardModel, SVGLPForwardModel, build_model
-from visfore_models._common import cdna_transform, dna_transform
+from visfore_models import (
+    CDNAForwardModel,
+    DNAForwardModel,
+    FrameStackForwardModel,
+    SVGLPForwardModel,
+    build_model,
+    cdna_transform,
+    dna_transform,
+)
 from visfore_models.svg_lp import gaussian_kl
 
 TINY_SVG = {"channels": [8, 8, 8], "bottleneck_channels": 4, "g_dim": 16, "z_dim": 4, "rnn_size": 16}
