@@ -3,7 +3,7 @@ encoded into a vector, a recurrent core (LSTM or GRU) takes it with the action, 
 deconvolution decoder generates the next frame, which is pushed onto the stack (open loop).
 
 Sources:
-    * Seed 004 (a PyTorch model-based RL experiment on a bouncing block): the model works on
+    * A PyTorch model-based RL experiment on a bouncing block, whose model works on
       sets of 4 frames -- "the frames make up a Markov state" -- with a convolutional
       encoder, an LSTM layer that carries the sequence, and a deconvolutional decoder; the
       model is rolled out open-loop on its own outputs.
@@ -13,7 +13,7 @@ Sources:
       Deep Networks in Atari Games", NeurIPS 2015, arXiv:1507.08750 -- the feed-forward
       variant encodes a stack of the last frames; the recurrent variant adds an LSTM.
 
-Differences to seed 004: the seed predicts the next 4 frames at once from 4 frames (a
+Differences to that bouncing-block model: it predicts the next 4 frames at once from 4 frames (a
 "time step" is 4 frames with one action held constant); here each step predicts one frame
 from a sliding window of the last ``S`` frames and one action, as required by
 :class:`~visfore_models.base.ForwardModel`.
@@ -73,7 +73,7 @@ class FrameStackForwardModel(ForwardModel):
         bottleneck_channels: ``b``, channels of the flattened ``H/8 x W/8`` map.
         latent_dim: size of the stack encoding fed to the recurrent core.
         hidden_size: hidden units of the recurrent core.
-        core: ``"lstm"`` (seed 004) or ``"gru"`` (Cho et al. 2014, arXiv:1406.1078).
+        core: ``"lstm"`` (as in the bouncing-block model) or ``"gru"`` (Cho et al. 2014, arXiv:1406.1078).
 
     Raises:
         ValueError: on invalid sizes or an unknown ``core`` (one-line message).

@@ -2,8 +2,8 @@
 deconvolution decoder that generates the next frame directly.
 
 Sources:
-    * Seed 002 (the "Forward model" master's-thesis experiments of GitHub user ichko, cf.
-      github.com/ichko/differentiable-simulation): the "RNN Deconvolution Baseline" -- frame
+    * The "Forward model" master's-thesis experiments of GitHub user ichko
+      (github.com/ichko/differentiable-simulation): the "RNN Deconvolution Baseline" -- frame
       -> representation vector -> RNN driven by the actions -> deconvolution -> frame.
     * J. Oh, X. Guo, H. Lee, R. Lewis, S. Singh, "Action-Conditional Video Prediction using
       Deep Networks in Atari Games", NeurIPS 2015, arXiv:1507.08750 -- the recurrent
@@ -13,7 +13,7 @@ Sources:
       Convolutional Generative Adversarial Networks", ICLR 2016, arXiv:1511.06434 -- the
       4x4 stride-2 (de)convolution blocks.
 
-Differences to seed 002: the seed encodes only the preconditioning frames into the initial RNN
+Differences to that thesis baseline: it encodes only the preconditioning frames into the initial RNN
 state and then runs the RNN on the actions alone; here every step re-encodes its input frame
 (the true frame during the context warm-up, afterwards the model's own prediction or, under
 teacher forcing, the true frame), as required by :class:`~visfore_models.base.ForwardModel`.

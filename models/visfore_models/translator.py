@@ -1,5 +1,5 @@
-"""Frame translator: RGB frames -> joint angles and key-point positions (seed 001's
-"translation/understanding" module).
+"""Frame translator: RGB frames -> joint angles and key-point positions (the
+"translation/understanding" step from what the camera sees to the robot's state).
 
 :class:`FrameTranslator` maps the last frame (or the last ``memory`` frames) of a robot to
 its joint configuration ``q`` (radians) and its key points ``k`` (metres, the env's
