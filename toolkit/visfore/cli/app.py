@@ -70,7 +70,7 @@ def setup_logging(verbose: bool = False) -> None:
     handler = RichHandler(
         console=Console(stderr=True), show_time=False, show_path=False, markup=False, rich_tracebacks=False
     )
-    handler._visfore = True  # type: ignore[attr-defined]
+    handler._visfore = True  # type: ignore[attr-defined]  # our marker attribute (see the loop above)
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)

@@ -8,28 +8,29 @@ from __future__ import annotations
 
 import functools
 import sys
-from typing import Any, Callable, TypeVar
+from typing import Callable, NoReturn, ParamSpec, TypeVar
 
 import typer
 
 from visfore.core.errors import EXIT_BAD_INPUT, VisforeError
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 __all__ = ["fail", "handle_errors"]
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     """Print ``error: message`` to stderr and exit with :data:`EXIT_BAD_INPUT`."""
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(EXIT_BAD_INPUT)
 
 
-def handle_errors(func: F) -> F:
+def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
     """Decorate a Typer command so :class:`VisforeError` becomes one line and exit 2."""
 
     @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
         except VisforeError as exc:
@@ -38,4 +39,4 @@ def handle_errors(func: F) -> F:
             typer.secho("interrupted", fg=typer.colors.YELLOW, err=True)
             sys.exit(130)
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper

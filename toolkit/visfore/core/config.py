@@ -27,7 +27,19 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import MISSING, dataclass
-from typing import Any, Callable, ClassVar, Literal, Mapping, Sequence, TypeVar, Union, get_args, get_origin
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    ClassVar,
+    Literal,
+    Mapping,
+    Sequence,
+    TypeVar,
+    Union,
+    get_args,
+    get_origin,
+)
 
 try:  # Python >= 3.11
     from typing import dataclass_transform
@@ -149,6 +161,11 @@ class ConfigBase:
     #: The command these options belong to (``"train-model"``), for error messages.
     command: ClassVar[str] = ""
 
+    if TYPE_CHECKING:
+        # set by dataclass() in __init_subclass__; declared so that type checkers see every
+        # config as a dataclass instance (dataclasses.fields / asdict / replace)
+        __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
+
     def __init_subclass__(cls, *, command: str = "", **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if command:
@@ -171,7 +188,7 @@ class ConfigBase:
             VisforeError: a value outside its choices, naming the option and the choices.
         """
         types = self.field_types()
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+        for f in dataclasses.fields(self):
             choices = literal_choices(types[f.name])
             value = getattr(self, f.name)
             if choices is not None and value is not None and value not in choices:
@@ -188,7 +205,7 @@ class ConfigBase:
                 return {k: plain(x) for k, x in v.items()}
             return v
 
-        return {k: plain(v) for k, v in dataclasses.asdict(self).items()}  # type: ignore[call-overload]
+        return {k: plain(v) for k, v in dataclasses.asdict(self).items()}
 
     @classmethod
     def from_dict(cls: type[C], mapping: Mapping[str, Any]) -> C:
@@ -200,7 +217,7 @@ class ConfigBase:
         Raises:
             VisforeError: an unknown key (listing the valid ones), or a bad value.
         """
-        known = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        known = {f.name: f for f in dataclasses.fields(cls)}
         values = {str(k).replace("-", "_"): v for k, v in mapping.items()}
         unknown = sorted(set(values) - set(known))
         if unknown:
@@ -218,7 +235,7 @@ class ConfigBase:
 
     def replace(self: C, **changes: Any) -> C:
         """A copy with some fields changed (validated like a new config)."""
-        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+        return dataclasses.replace(self, **changes)
 
 
 def _type_text(tp: Any) -> str:

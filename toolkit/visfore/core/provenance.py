@@ -122,7 +122,7 @@ def command_line(
     skip, override = set(exclude), dict(text or {})
     positional: list[str] = []
     options: list[str] = []
-    for f in dataclasses.fields(config):  # type: ignore[arg-type]
+    for f in dataclasses.fields(config):
         spec = option_spec(f)
         if not spec.cli or f.name in skip:
             continue

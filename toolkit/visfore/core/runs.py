@@ -29,9 +29,12 @@ import datetime as _dt
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, TypeVar
 
 from visfore.core.errors import VisforeError
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 #: Sub-directories created in every run directory.
 RUN_SUBDIRS = ("checkpoints", "logs", "images")
@@ -43,7 +46,7 @@ BEST_CHECKPOINT = "best.pt"
 #: Default parent directory of run directories (relative to the working directory).
 DEFAULT_RUNS_ROOT = Path("runs")
 
-C = TypeVar("C")
+C = TypeVar("C", bound="DataclassInstance")
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -281,7 +284,7 @@ def merge_resumed_options(
         per ignored option, ``"--lr 0.01 (the run uses 0.001)"``.
     """
     cls = type(given)
-    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    fields = dataclasses.fields(cls)
     known = {f.name for f in fields}
     values = {k: v for k, v in saved_options.items() if str(k).replace("-", "_") in known}
     from_dict = getattr(cls, "from_dict", None)
@@ -294,7 +297,7 @@ def merge_resumed_options(
         mine, theirs = getattr(given, f.name), getattr(merged, f.name)
         if mine != theirs and mine != _field_default(f):
             ignored.append(f"--{f.name.replace('_', '-')} {mine} (the run uses {theirs})")
-    merged = dataclasses.replace(merged, **{k: getattr(given, k) for k in keep if k in known})  # type: ignore[type-var]
+    merged = dataclasses.replace(merged, **{k: getattr(given, k) for k in keep if k in known})
     return merged, ignored
 
 

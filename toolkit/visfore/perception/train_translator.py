@@ -781,7 +781,8 @@ class _PartialEpochCheckpointer(Checkpointer):
     improved), as after a whole epoch."""
 
     def on_stop_mid_epoch(self, trainer: Trainer, state: TrainState) -> None:
-        task: TranslatorTask = trainer.task  # type: ignore[assignment]
+        task = trainer.task
+        assert isinstance(task, TranslatorTask)  # the only task this checkpointer is given
         record = {
             "epoch": state.epoch + 1,
             "global_step": state.global_step,

@@ -1164,7 +1164,9 @@ class _ValidatingCheckpointer(Checkpointer):
         task.save_checkpoint(paths, state, record)
 
     def on_stop_mid_epoch(self, trainer: Trainer, state: TrainState) -> None:
-        self.save_validated(trainer.task, state)  # type: ignore[arg-type]
+        task = trainer.task
+        assert isinstance(task, ThroughModelTask)  # the only task this checkpointer is given
+        self.save_validated(task, state)
 
 
 class _IterationBar(Callback):
