@@ -144,13 +144,14 @@ def evaluate_long(run_dir: Path, horizon: int, *, max_clips: int, seed: int, dev
         foreground_threshold=FOREGROUND_THRESHOLD,
         seed=seed,
     )
-    out = {
+    parts = {
         part: _means(result.get(part))
         for part in ("model", "copy_last_frame", "mean_frame", "shuffled_actions", "best_of_n")
     }
-    m, s = out["model"], out["shuffled_actions"]
+    model_psnr, shuffled_psnr = parts["model"].get("psnr"), parts["shuffled_actions"].get("psnr")
+    out: dict[str, Any] = dict(parts)
     out["action_sensitivity_db"] = (
-        (m["psnr"] - s["psnr"]) if m.get("psnr") is not None and s.get("psnr") is not None else None
+        model_psnr - shuffled_psnr if model_psnr is not None and shuffled_psnr is not None else None
     )
     out["num_clips"] = int(result["num_clips"])
     out["horizon"] = horizon
@@ -164,7 +165,7 @@ def short_from_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
         value = ((metrics.get(part) or {}).get("mean") or {}).get(key)
         return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
-    out = {
+    out: dict[str, Any] = {
         part: {k: mean(part, k) for k in ("psnr", "ssim", "mse", "foreground_psnr")}
         for part in ("model", "copy_last_frame", "mean_frame", "best_of_n")
     }
