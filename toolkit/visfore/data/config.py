@@ -39,16 +39,16 @@ class CollectConfig(ConfigBase, command="collect"):
         help="Dataset directory to create or continue (NAME.zarr), or a URL (s3://bucket/name.zarr).",
         flags=("--out", "-o"),
     )
-    env: str = option("reacher", help="Short name (reacher, reacher3d) or registered Gymnasium id.")
-    episodes: int = option(200, help="Episodes the dataset should hold (E).")
-    steps: int = option(50, help="Actions per episode (T); T+1 frames each.")
-    size: int = option(64, help="Frame height and width in pixels (a multiple of 4 in [8, 1024]).")
-    seed: int = option(0, help="Run seed (>= 0); episode i is seeded from (seed, i) alone.")
+    env: str = option(default="reacher", help="Short name (reacher, reacher3d) or registered Gymnasium id.")
+    episodes: int = option(default=200, help="Episodes the dataset should hold (E).")
+    steps: int = option(default=50, help="Actions per episode (T); T+1 frames each.")
+    size: int = option(default=64, help="Frame height and width in pixels (a multiple of 4 in [8, 1024]).")
+    seed: int = option(default=0, help="Run seed (>= 0); episode i is seeded from (seed, i) alone.")
     policy: Literal["random", "smooth"] = option(
-        "smooth", help="Collection policy: random (uniform) or smooth (OU process)."
+        default="smooth", help="Collection policy: random (uniform) or smooth (OU process)."
     )
     workers: Optional[int] = option(
-        None,
+        default=None,
         help="Env processes running in parallel (default 1); with --ray, Ray workers (default: one per CPU of the cluster).",
     )
     env_kwargs: dict[str, Any] = option(
@@ -65,9 +65,9 @@ class CollectConfig(ConfigBase, command="collect"):
         repeatable=True,
         flags=("--policy-kwargs",),
     )
-    ray: Optional[str] = option(None, help=RAY_HELP, flags=("--ray",), metavar="ADDRESS")
+    ray: Optional[str] = option(default=None, help=RAY_HELP, flags=("--ray",), metavar="ADDRESS")
     progress: bool = option(
-        True,
+        default=True,
         help="Show the progress bar (episodes, frames/s) and notes (--quiet: neither).",
         flags=("--progress/--quiet", " /-q"),
     )
@@ -78,4 +78,4 @@ class DatasetInfoConfig(ConfigBase, command="dataset info"):
     compression, env and provenance of a dataset."""
 
     path: str = option(help="Dataset directory (NAME.zarr) or URL (s3://bucket/name.zarr).", argument=True)
-    as_json: bool = option(False, help="Print JSON instead of a table.", flags=("--json",))
+    as_json: bool = option(default=False, help="Print JSON instead of a table.", flags=("--json",))

@@ -84,40 +84,41 @@ class PolicyTrainConfig(ConfigBase, command="train-policy"):
     """
 
     env: Optional[str] = option(
-        None,
+        default=None,
         help="Env id: PerturbHopper-v0, PerturbWalker2d-v0, PerturbAnt-v0, PerturbHalfCheetah-v0, a short name of visfore.data.envs, or any registered Gymnasium id (e.g. Hopper-v5, Pendulum-v1).",
     )
-    algo: Optional[Literal["td3", "ppo"]] = option(None, help="td3 or ppo.", parse=_lower)
+    algo: Optional[Literal["td3", "ppo"]] = option(default=None, help="td3 or ppo.", parse=_lower)
     timesteps: Optional[int] = option(
-        None,
+        default=None,
         help="Total environment steps (replaces the zoo's n_timesteps; required for a new run; on --resume it may raise the total).",
     )
     seed: int = option(
-        0, help="Seeds the model, the training envs (seed + rank) and the evaluation env (seed + 10000)."
+        default=0, help="Seeds the model, the training envs (seed + rank) and the evaluation env (seed + 10000)."
     )
     backend: Optional[Literal["mujoco", "pybullet"]] = option(
-        None, help="Physics of the visfore locomotion envs: mujoco or pybullet (default: the env's)."
+        default=None, help="Physics of the visfore locomotion envs: mujoco or pybullet (default: the env's)."
     )
     randomize: Union[str, tuple[float, float], None] = option(
-        None,
+        default=None,
         help="Randomise the body in training: default, random, extreme, or a scale range LOW-HIGH applied to every body-part length and width (e.g. 0.8-1.2). Evaluation is always nominal.",
         parse=parse_randomize,
         metavar="PRESET|LOW-HIGH",
     )
     obs_mode: Literal["state", "pixels", "state+pixels"] = option(
-        "state", help="state, pixels or state+pixels (pixels: visfore envs only)."
+        default="state", help="state, pixels or state+pixels (pixels: visfore envs only)."
     )
-    size: int = option(64, help="Frame width and height in pixels (pixel observation modes).")
-    n_envs: Optional[int] = option(None, help="Parallel training envs (default: the zoo's n_envs, else 1).")
+    size: int = option(default=64, help="Frame width and height in pixels (pixel observation modes).")
+    n_envs: Optional[int] = option(default=None, help="Parallel training envs (default: the zoo's n_envs, else 1).")
     hp: list[str] = option(
         help="Hyperparameter override key=value (YAML value), repeatable: --hp learning_rate=1e-3 --hp batch_size=64.",
         default_factory=list,
         repeatable=True,
     )
-    eval_freq: int = option(10_000, help="Evaluate every this many env steps (0: only the final evaluation).")
-    eval_episodes: int = option(5, help="Deterministic episodes per evaluation (periodic and final).")
+    eval_freq: int = option(default=10_000, help="Evaluate every this many env steps (0: only the final evaluation).")
+    eval_episodes: int = option(default=5, help="Deterministic episodes per evaluation (periodic and final).")
     save_freq: Optional[int] = option(
-        None, help="Save last_model.zip every this many env steps (default: --eval-freq, or 10000 when that is 0)."
+        default=None,
+        help="Save last_model.zip every this many env steps (default: --eval-freq, or 10000 when that is 0).",
     )
     env_kwargs: dict[str, Any] = option(
         help="Extra env options of the training and evaluation envs: JSON or key=value[,key=value], repeatable, e.g. --env-kwargs potential_shaping=true; applied before the options above.",
@@ -127,23 +128,23 @@ class PolicyTrainConfig(ConfigBase, command="train-policy"):
         flags=("--env-kwargs",),
     )
     out: Optional[str] = option(
-        None, help="Run directory (default RUNS_ROOT/train-policy-<--name or UTC time>).", flags=("--out", "-o")
+        default=None, help="Run directory (default RUNS_ROOT/train-policy-<--name or UTC time>).", flags=("--out", "-o")
     )
-    name: Optional[str] = option(None, help="Run name: RUNS_ROOT/train-policy-NAME.")
+    name: Optional[str] = option(default=None, help="Run name: RUNS_ROOT/train-policy-NAME.")
     runs_root: str = option(
-        "runs",
+        default="runs",
         help="Parent directory of the run directories named by --name or the time.",
         flags=("--runs-root",),
         deprecated=("--out-dir",),
     )
     resume: bool = option(
-        False,
+        default=False,
         help="Continue the run in --out from checkpoints/last_model.zip (its options come from its config.yaml). The old form --resume RUN_DIR still works.",
         flags=("--resume",),
     )
-    device: str = option("auto", help="auto (CUDA when available), cpu, cuda or cuda:N.")
+    device: str = option(default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N.")
     progress: bool = option(
-        True,
+        default=True,
         help="Show the progress bar and the summary (--quiet: neither).",
         flags=("--progress/--quiet", " /-q"),
         deprecated=(" /--no-progress",),
@@ -267,37 +268,40 @@ class EvaluateConfig(ConfigBase, command="evaluate"):
 
     run_dir: str = option(help="Policy run directory (visfore train-policy).", argument=True, metavar="RUN")
     perturb: Optional[tuple[float, float]] = option(
-        None, help="Range of scale factors LO-HI, e.g. 0.5-1.5 (sweeps).", parse=parse_range, metavar="LO-HI"
+        default=None, help="Range of scale factors LO-HI, e.g. 0.5-1.5 (sweeps).", parse=parse_range, metavar="LO-HI"
     )
     points: int = option(
-        11, help="Scale factors per parameter, evenly spaced over the range; nominal (1.0) is always evaluated too."
+        default=11,
+        help="Scale factors per parameter, evenly spaced over the range; nominal (1.0) is always evaluated too.",
     )
     params: Optional[list[str]] = option(
-        None,
+        default=None,
         help="Comma-separated keys (thigh.length,torso.mass), or 'all'. Default: every <part>.length and <part>.width.",
         parse=parse_keys,
         metavar="KEYS",
     )
     grid: Optional[list[str]] = option(
-        None, help="A,B: 2-D sweep of two parameters over points x points.", parse=parse_keys, metavar="A,B"
+        default=None, help="A,B: 2-D sweep of two parameters over points x points.", parse=parse_keys, metavar="A,B"
     )
-    episodes: int = option(10, help="Episodes per seed in every cell.")
+    episodes: int = option(default=10, help="Episodes per seed in every cell.")
     seeds: tuple[int, ...] = option(
-        (0, 1, 2),
+        default=(0, 1, 2),
         help="Comma-separated evaluation seeds; episode k of seed s is reset from (s, k) in every cell.",
         parse=parse_seeds,
         metavar="SEEDS",
     )
     workers: Optional[int] = option(
-        None,
+        default=None,
         help="Processes running (cell, seed) tasks (default 1; with --ray, Ray workers, default one per CPU of the cluster); results do not depend on it.",
     )
     backend: Optional[Literal["mujoco", "pybullet"]] = option(
-        None, help="Physics backend: mujoco or pybullet (default: the run's)."
+        default=None, help="Physics backend: mujoco or pybullet (default: the run's)."
     )
-    checkpoint: Literal["best", "last"] = option("best", help="Policy checkpoint: best or last.")
+    checkpoint: Literal["best", "last"] = option(default="best", help="Policy checkpoint: best or last.")
     out: Optional[str] = option(
-        None, help="Report directory (default RUN/eval-<UTC time>); must not exist or be empty.", flags=("--out", "-o")
+        default=None,
+        help="Report directory (default RUN/eval-<UTC time>); must not exist or be empty.",
+        flags=("--out", "-o"),
     )
     fixed: dict[str, float] = option(
         help="Fixed perturbation key=value (repeatable, or comma-separated) instead of a sweep.",
@@ -306,9 +310,9 @@ class EvaluateConfig(ConfigBase, command="evaluate"):
         repeatable=True,
         flags=("--set",),
     )
-    ray: Optional[str] = option(None, help=RAY_HELP, flags=("--ray",), metavar="ADDRESS")
+    ray: Optional[str] = option(default=None, help=RAY_HELP, flags=("--ray",), metavar="ADDRESS")
     progress: bool = option(
-        True, help="Show the progress bar and notes (--quiet: neither).", flags=("--progress/--quiet", " /-q")
+        default=True, help="Show the progress bar and notes (--quiet: neither).", flags=("--progress/--quiet", " /-q")
     )
 
 
@@ -327,24 +331,28 @@ class MimicConfig(ConfigBase, command="mimic"):
     )
     translator: str = option(help="visfore train-translator run on that env's frames.")
     env: Literal["MimicReacher-v0", "MimicHumanoid-v0"] = option(
-        "MimicReacher-v0", help="Mimic env: MimicReacher-v0 or MimicHumanoid-v0."
+        default="MimicReacher-v0", help="Mimic env: MimicReacher-v0 or MimicHumanoid-v0."
     )
-    episodes: int = option(20, help="Episodes per mode (translated, true-pose, random); same seeds in every mode.")
-    seed: int = option(0, help="Episode i resets with seed + i; the random policy's generator seed.")
+    episodes: int = option(
+        default=20, help="Episodes per mode (translated, true-pose, random); same seeds in every mode."
+    )
+    seed: int = option(default=0, help="Episode i resets with seed + i; the random policy's generator seed.")
     leader: Literal["hold", "trajectory"] = option(
-        "hold", help="Leader process: hold (random held poses) or trajectory (smooth random motion)."
+        default="hold", help="Leader process: hold (random held poses) or trajectory (smooth random motion)."
     )
     hold_steps: Optional[int] = option(
-        None, help="--leader hold: steps per held pose (default: the env's, 25 = 0.5 s for the reacher)."
+        default=None, help="--leader hold: steps per held pose (default: the env's, 25 = 0.5 s for the reacher)."
     )
     image: Optional[str] = option(
-        None, help="Execute the (mirrored) pose shown in this image instead (the translator's frame size)."
+        default=None, help="Execute the (mirrored) pose shown in this image instead (the translator's frame size)."
     )
-    checkpoint: Literal["best", "last"] = option("best", help="Policy checkpoint: best or last.")
-    device: str = option("cpu", help="Translator device: cpu, cuda or auto.")
+    checkpoint: Literal["best", "last"] = option(default="best", help="Policy checkpoint: best or last.")
+    device: str = option(default="cpu", help="Translator device: cpu, cuda or auto.")
     out: Optional[str] = option(
-        None,
+        default=None,
         help="Write the comparison to this .json, .csv or .md file (--image: .json; the PNG image | result goes next to it as <stem>-mimic.png).",
         flags=("--out", "-o"),
     )
-    progress: bool = option(True, help="Show the progress bar (--quiet: no bar).", flags=("--progress/--quiet", " /-q"))
+    progress: bool = option(
+        default=True, help="Show the progress bar (--quiet: no bar).", flags=("--progress/--quiet", " /-q")
+    )
