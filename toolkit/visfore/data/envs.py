@@ -104,7 +104,9 @@ def _parse_value(text: str) -> Any:
 
 def _split_pairs(text: str) -> list[str]:
     """Split ``a=1,b=[1,2]`` at the commas that are not inside brackets or quotes."""
-    parts, depth, quote, current = [], 0, "", []
+    parts: list[str] = []
+    current: list[str] = []
+    depth, quote = 0, ""
     for char in text:
         if quote:
             if char == quote:
@@ -147,12 +149,12 @@ def parse_kwargs(
     """
     if values is None:
         return {}
+    result: dict[str, Any] = {}
     if isinstance(values, Mapping):
-        result = dict(values)
+        result.update(values)
     else:
         if isinstance(values, str):
             values = [values]
-        result: dict[str, Any] = {}
         for value in values:
             text = value.strip()
             if not text:
@@ -207,11 +209,26 @@ def make_env(
     try:
         return gym.make(env_id, max_episode_steps=max_episode_steps, **kwargs)
     except (TypeError, ValueError, gym.error.Error) as exc:
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        message = message.split(" was raised from the environment creator")[0]
-        raise VisforeError(
-            f"cannot create {env_id} with env kwargs {json.dumps(dict(env_kwargs or {}))}: {message}"
-        ) from None
+        raise env_creation_error(env_id, env_kwargs or {}, exc, label="env kwargs ") from None
+
+
+def env_creation_error(env_id: str, kwargs: Mapping[str, Any], exc: BaseException, *, label: str = "") -> VisforeError:
+    """The one-line error of an env that ``gym.make`` could not create.
+
+    Args:
+        env_id: the env id.
+        kwargs: the keyword arguments it was given (shown as JSON).
+        exc: what ``gym.make`` raised; the first line of its message is kept, without
+            Gymnasium's "was raised from the environment creator" suffix.
+        label: text before the JSON (e.g. ``"env kwargs "``).
+
+    Returns:
+        ``VisforeError("cannot create ENV with {label}{kwargs}: MESSAGE")``, to raise
+        ``from None``.
+    """
+    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    message = message.split(" was raised from the environment creator")[0]
+    return VisforeError(f"cannot create {env_id} with {label}{json.dumps(dict(kwargs))}: {message}")
 
 
 def pixel_source(env_id: str) -> str:

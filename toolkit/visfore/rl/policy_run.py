@@ -21,6 +21,7 @@ directories you trust.
 
 from __future__ import annotations
 
+import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,7 +100,8 @@ class PolicyRun:
         """
         import gymnasium as gym
 
-        from visfore.rl.train_policy import _env_error, make_single_env
+        from visfore.data.envs import env_creation_error
+        from visfore.rl.train_policy import make_single_env
 
         kwargs = {k: v for k, v in self.env_kwargs.items() if k not in ("randomize", "perturbation")}
         if perturbation is not None:
@@ -120,7 +122,7 @@ class PolicyRun:
         try:
             env = make_single_env(self.env_id, **kwargs)
         except (TypeError, ValueError, KeyError, ImportError, gym.error.Error) as exc:
-            raise _env_error(self.env_id, kwargs, exc) from None
+            raise env_creation_error(self.env_id, kwargs, exc) from None
         if not _spaces_compatible(env.observation_space, self.model.observation_space):
             env.close()
             raise VisforeError(
@@ -163,7 +165,7 @@ def _describe(space: Any) -> str:
     from gymnasium import spaces
 
     if isinstance(space, spaces.Dict):
-        return "{" + ", ".join(f"{k}: {tuple(v.shape)}" for k, v in space.spaces.items()) + "}"
+        return "{" + ", ".join(f"{k}: {v.shape}" for k, v in space.spaces.items()) + "}"
     return str(tuple(space.shape))
 
 
@@ -195,7 +197,7 @@ def _load_vecnormalize(path: Path) -> Any:
         raise VisforeError(f"cannot read {path} ({type(exc).__name__})") from None
 
 
-def load_policy_run(run_dir: str | Path, checkpoint: str = "best", *, device: str = "cpu") -> PolicyRun:
+def load_policy_run(run_dir: str | os.PathLike[str], checkpoint: str = "best", *, device: str = "cpu") -> PolicyRun:
     """Load a train-policy run for evaluation.
 
     Args:
@@ -216,6 +218,7 @@ def load_policy_run(run_dir: str | Path, checkpoint: str = "best", *, device: st
     import torch
 
     from visfore.rl import train_policy as tp
+    from visfore.rl.zoo import algo_class
 
     if checkpoint not in CHECKPOINTS:
         raise VisforeError(f"unknown checkpoint {checkpoint!r}; valid: {', '.join(CHECKPOINTS)}")
@@ -251,7 +254,7 @@ def load_policy_run(run_dir: str | Path, checkpoint: str = "best", *, device: st
     if algo in tp.OFF_POLICY_ALGOS:
         custom_objects["buffer_size"] = 1  # no replay buffer memory for evaluation
     try:
-        model = tp._algo_class(algo).load(model_path, device=device, custom_objects=custom_objects)
+        model = algo_class(algo).load(model_path, device=device, custom_objects=custom_objects)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise VisforeError(f"cannot load {model_path}: {text}") from None

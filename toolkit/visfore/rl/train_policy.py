@@ -74,6 +74,18 @@ from typing import Any, Mapping
 import gymnasium as gym
 import numpy as np
 import torch
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
 from visfore.core import runs
 from visfore.core.console import stdout_console
@@ -81,13 +93,14 @@ from visfore.core.device import parse_device_spec, select_device
 from visfore.core.errors import VisforeError
 from visfore.core.interrupt import StopFlag
 from visfore.core.provenance import command_line, package_versions
+from visfore.data.envs import env_creation_error
 from visfore.rl.config import RANDOMIZE_PRESETS, PolicyTrainConfig, parse_randomize
 from visfore.rl.zoo import (
     ALGOS,
     OFF_POLICY_ALGOS,
     ZOO_SOURCE,
     Hyperparameters,
-    _algo_class,
+    algo_class,
     build_algo_kwargs,
     parse_hp_overrides,
     resolve_hyperparameters,
@@ -95,8 +108,13 @@ from visfore.rl.zoo import (
 )
 
 __all__ = [
+    "AfterEvalCallback",
     "PolicyTrainConfig",
     "RANDOMIZE_PRESETS",
+    "RichProgressCallback",
+    "SaveBestCallback",
+    "SaveLastCallback",
+    "StopOnFlagCallback",
     "parse_randomize",
     "print_metrics",
     "train_policy",
@@ -218,12 +236,6 @@ def eval_kwargs_for(env_kwargs: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in env_kwargs.items() if k not in ("randomize", "perturbation")}
 
 
-def _env_error(env_id: str, kwargs: Mapping[str, Any], exc: BaseException) -> VisforeError:
-    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    message = message.split(" was raised from the environment creator")[0]
-    return VisforeError(f"cannot create {env_id} with {json.dumps(dict(kwargs))}: {message}")
-
-
 def _check_env(env_id: str, kwargs: Mapping[str, Any]) -> tuple[Any, Any, int | None]:
     """Create one env to validate the kwargs; returns (observation_space, action_space,
     max_episode_steps).
@@ -234,7 +246,7 @@ def _check_env(env_id: str, kwargs: Mapping[str, Any]) -> tuple[Any, Any, int | 
     try:
         env = make_single_env(env_id, **kwargs)
     except (TypeError, ValueError, KeyError, ImportError, gym.error.Error) as exc:
-        raise _env_error(env_id, kwargs, exc) from None
+        raise env_creation_error(env_id, kwargs, exc) from None
     try:
         obs_space, act_space = env.observation_space, env.action_space
         max_steps = env.spec.max_episode_steps if env.spec is not None else None
@@ -249,7 +261,8 @@ def _make_venv(env_id: str, kwargs: Mapping[str, Any], n_envs: int, seed: int, *
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-    vec_cls, vec_kwargs = DummyVecEnv, None
+    vec_cls: type[DummyVecEnv | SubprocVecEnv] = DummyVecEnv
+    vec_kwargs: dict[str, Any] | None = None
     if subproc and n_envs > 1:
         vec_cls, vec_kwargs = SubprocVecEnv, {"start_method": "spawn"}
     return make_vec_env(
@@ -284,7 +297,7 @@ def _transpose_images(venv: Any) -> Any:
 
     space = venv.observation_space
     subspaces = list(space.spaces.values()) if isinstance(space, spaces.Dict) else [space]
-    if any(is_image_space(s) and not is_image_space_channels_first(s) for s in subspaces):
+    if any(isinstance(s, spaces.Box) and is_image_space(s) and not is_image_space_channels_first(s) for s in subspaces):
         return VecTransposeImage(venv)
     return venv
 
@@ -323,94 +336,121 @@ def _save_best(model: Any, run_dir: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------
-# callbacks (classes built on first use: stable-baselines3 is imported lazily)
+# callbacks of ``model.learn``
 # ---------------------------------------------------------------------------------------
-@functools.cache
-def _callback_classes() -> dict[str, type]:
-    from stable_baselines3.common.callbacks import BaseCallback
+def _eval_parent(callback: BaseCallback) -> EvalCallback:
+    """The :class:`EvalCallback` that runs ``callback`` (its ``callback_on_new_best`` or
+    ``callback_after_eval``)."""
+    parent = callback.parent
+    if not isinstance(parent, EvalCallback):
+        raise TypeError(f"{type(callback).__name__} must be a child callback of an EvalCallback")
+    return parent
 
-    class SaveBest(BaseCallback):
-        """``callback_on_new_best`` of the EvalCallback: atomic best_model.zip + stats."""
 
-        def __init__(self, run_dir: Path, state: dict[str, Any]) -> None:
-            super().__init__()
-            self.run_dir, self.state = run_dir, state
+class SaveBestCallback(BaseCallback):
+    """``callback_on_new_best`` of the :class:`EvalCallback`: saves
+    ``checkpoints/best_model.zip`` and its VecNormalize statistics atomically and records
+    the new best mean return and its timestep in ``state``.
 
-        def _on_step(self) -> bool:
-            _save_best(self.model, self.run_dir)
-            self.state["best_mean_reward"] = float(self.parent.best_mean_reward)
-            self.state["best_timesteps"] = int(self.model.num_timesteps)
-            return True
+    Args:
+        run_dir: the run directory.
+        state: the progress shared with the other callbacks (``best_mean_reward``,
+            ``best_timesteps`` are set here).
+    """
 
-    class AfterEval(BaseCallback):
-        """``callback_after_eval``: shows the latest evaluation in the progress bar."""
+    def __init__(self, run_dir: Path, state: dict[str, Any]) -> None:
+        super().__init__()
+        self.run_dir, self.state = run_dir, state
 
-        def __init__(self, state: dict[str, Any]) -> None:
-            super().__init__()
-            self.state = state
+    def _on_step(self) -> bool:
+        _save_best(self.model, self.run_dir)
+        self.state["best_mean_reward"] = float(_eval_parent(self).best_mean_reward)
+        self.state["best_timesteps"] = int(self.model.num_timesteps)
+        return True
 
-        def _on_step(self) -> bool:
-            self.state["last_mean_reward"] = float(self.parent.last_mean_reward)
-            self.state["last_eval_timesteps"] = int(self.model.num_timesteps)
-            return True
 
-    class SaveLast(BaseCallback):
-        """Saves last_model.zip (+ VecNormalize, replay buffer) every ``save_freq`` calls."""
+class AfterEvalCallback(BaseCallback):
+    """``callback_after_eval`` of the :class:`EvalCallback`: records the latest evaluation
+    (``last_mean_reward``, ``last_eval_timesteps`` in ``state``) for the progress bar."""
 
-        def __init__(self, run_dir: Path, algo: str, save_freq: int) -> None:
-            super().__init__()
-            self.run_dir, self.algo, self.save_freq = run_dir, algo, save_freq
+    def __init__(self, state: dict[str, Any]) -> None:
+        super().__init__()
+        self.state = state
 
-        def _on_step(self) -> bool:
-            if self.n_calls % self.save_freq == 0:
-                _save_last(self.model, self.run_dir, self.algo)
-            return True
+    def _on_step(self) -> bool:
+        self.state["last_mean_reward"] = float(_eval_parent(self).last_mean_reward)
+        self.state["last_eval_timesteps"] = int(self.model.num_timesteps)
+        return True
 
-    class StopOnFlag(BaseCallback):
-        """Stops ``learn`` after the current step once the Ctrl-C flag is set."""
 
-        def __init__(self, stop: Any) -> None:
-            super().__init__()
-            self.stop = stop
+class SaveLastCallback(BaseCallback):
+    """Saves ``checkpoints/last_model.zip`` (with the VecNormalize statistics and, for an
+    off-policy algorithm, the replay buffer) every ``save_freq`` calls, i.e. every
+    ``save_freq * n_envs`` env steps.
 
-        def _on_step(self) -> bool:
-            return not self.stop.requested
+    Args:
+        run_dir: the run directory.
+        algo: ``td3`` or ``ppo`` (whether there is a replay buffer to save).
+        save_freq: calls of ``_on_step`` between saves (>= 1).
+    """
 
-    class RichProgress(BaseCallback):
-        """A rich progress bar over the run's total timesteps (steps/s, last eval return)."""
+    def __init__(self, run_dir: Path, algo: str, save_freq: int) -> None:
+        super().__init__()
+        self.run_dir, self.algo, self.save_freq = run_dir, algo, save_freq
 
-        def __init__(self, console: Any, total: int, state: dict[str, Any]) -> None:
-            super().__init__()
-            self.console, self.total, self.state = console, total, state
-            self.bar: Any = None
-            self.task: Any = None
+    def _on_step(self) -> bool:
+        if self.n_calls % self.save_freq == 0:
+            _save_last(self.model, self.run_dir, self.algo)
+        return True
 
-        def _on_training_start(self) -> None:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
 
-            self.t0, self.n0 = time.monotonic(), self.model.num_timesteps
-            self.bar = Progress(
-                TextColumn("steps"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[sps]:.0f} steps/s"),
-                TextColumn("eval {task.fields[ev]}"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                console=self.console,
-            )
-            self.bar.start()
-            self.task = self.bar.add_task("train", total=self.total, completed=self.n0, sps=0.0, ev="-")
+class StopOnFlagCallback(BaseCallback):
+    """Stops ``learn`` after the current step once ``stop.requested`` is set (the first
+    Ctrl-C, :class:`~visfore.core.interrupt.StopFlag`)."""
 
-        def _on_step(self) -> bool:
-            if self.bar is not None and (self.n_calls % 16 == 0 or self.model.num_timesteps >= self.total):
+    def __init__(self, stop: StopFlag) -> None:
+        super().__init__()
+        self.stop = stop
+
+    def _on_step(self) -> bool:
+        return not self.stop.requested
+
+
+class RichProgressCallback(BaseCallback):
+    """A rich progress bar over the run's total timesteps: steps done, steps/s and the
+    latest evaluation return (from ``state``, see :class:`AfterEvalCallback`).
+
+    Args:
+        console: the rich console to draw on.
+        total: the run's total timesteps (a resumed run starts part-way).
+        state: the progress shared with the evaluation callbacks.
+    """
+
+    def __init__(self, console: Console, total: int, state: dict[str, Any]) -> None:
+        super().__init__()
+        self.console, self.total, self.state = console, total, state
+        self.bar: Progress | None = None
+        self.task: TaskID | None = None
+        self.t0, self.n0 = 0.0, 0
+
+    def _on_training_start(self) -> None:
+        self.t0, self.n0 = time.monotonic(), self.model.num_timesteps
+        self.bar = Progress(
+            TextColumn("steps"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[sps]:.0f} steps/s"),
+            TextColumn("eval {task.fields[ev]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+        )
+        self.bar.start()
+        self.task = self.bar.add_task("train", total=self.total, completed=self.n0, sps=0.0, ev="-")
+
+    def _on_step(self) -> bool:
+        if self.bar is not None and self.task is not None:
+            if self.n_calls % 16 == 0 or self.model.num_timesteps >= self.total:
                 dt = max(time.monotonic() - self.t0, 1e-9)
                 ev = self.state.get("last_mean_reward")
                 self.bar.update(
@@ -419,24 +459,18 @@ def _callback_classes() -> dict[str, type]:
                     sps=(self.model.num_timesteps - self.n0) / dt,
                     ev="-" if ev is None else f"{ev:.1f}",
                 )
-            return True
+        return True
 
-        def _on_training_end(self) -> None:
-            self.close()
+    def _on_training_end(self) -> None:
+        self.close()
 
-        def close(self) -> None:
-            if self.bar is not None:
+    def close(self) -> None:
+        """Stop the bar at the timesteps done (idempotent)."""
+        if self.bar is not None:
+            if self.task is not None:
                 self.bar.update(self.task, completed=min(self.model.num_timesteps, self.total))
-                self.bar.stop()
-                self.bar = None
-
-    return {
-        "SaveBest": SaveBest,
-        "AfterEval": AfterEval,
-        "SaveLast": SaveLast,
-        "StopOnFlag": StopOnFlag,
-        "RichProgress": RichProgress,
-    }
+            self.bar.stop()
+            self.bar = None
 
 
 # ---------------------------------------------------------------------------------------
@@ -482,6 +516,7 @@ class _Plan:
     """Everything a run needs, resolved and validated before anything is written."""
 
     config: PolicyTrainConfig
+    algo: str  #: ``config.algo``, checked
     run_dir: Path
     saved: dict[str, Any] | None  #: the config.yaml of a resumed run, None for a new one
     ignored: list[str]  #: options a resumed run ignores (warned about)
@@ -555,6 +590,7 @@ def _plan(config: PolicyTrainConfig) -> _Plan:
         policy = "MultiInputPolicy"
     return _Plan(
         config=config,
+        algo=config.algo,
         run_dir=run_dir,
         saved=saved,
         ignored=ignored,
@@ -585,7 +621,7 @@ def _new_model(plan: _Plan) -> tuple[Any, Any]:
     raw = _transpose_images(_make_venv(plan.env_id, plan.env_kwargs, plan.n_envs, c.seed, subproc=plan.subproc))
     train_env = VecNormalize(raw, **plan.vn_options)
     try:
-        model = _algo_class(c.algo)(
+        model = algo_class(plan.algo)(
             plan.policy,
             train_env,
             seed=c.seed,
@@ -608,7 +644,7 @@ def _resumed_model(plan: _Plan) -> tuple[Any, Any]:
 
     c, ckpt_dir = plan.config, plan.run_dir / CHECKPOINT_DIR
     try:
-        model = _algo_class(c.algo).load(
+        model = algo_class(plan.algo).load(
             ckpt_dir / LAST_MODEL, device=plan.device, tensorboard_log=str(plan.run_dir / LOGS_DIR)
         )
     except (OSError, ValueError, KeyError, RuntimeError, pickle.UnpicklingError) as exc:
@@ -624,8 +660,10 @@ def _resumed_model(plan: _Plan) -> tuple[Any, Any]:
     train_env.training = True
     model.set_env(train_env)
     model.set_random_seed(c.seed + offset)
-    if c.algo in OFF_POLICY_ALGOS and (ckpt_dir / REPLAY_BUFFER).is_file():
+    if plan.algo in OFF_POLICY_ALGOS and (ckpt_dir / REPLAY_BUFFER).is_file():
+        assert isinstance(model, OffPolicyAlgorithm)  # td3
         model.load_replay_buffer(ckpt_dir / REPLAY_BUFFER)
+        assert model.replay_buffer is not None  # just loaded
         model.replay_buffer.device = model.device
     return model, train_env
 
@@ -734,7 +772,7 @@ def _summary(values: list[float]) -> dict[str, float]:
     }
 
 
-def _restore_eval_history(eval_cb: Any, log_dir: Path) -> tuple[float, int | None]:
+def _restore_eval_history(eval_cb: EvalCallback, log_dir: Path) -> tuple[float, int | None]:
     """Reload ``evaluations.npz`` into the EvalCallback (so a resumed run appends to it and
     keeps the best so far); returns the best mean return (-inf if none) and its timestep."""
     path = log_dir / "evaluations.npz"
@@ -806,26 +844,26 @@ class _Progress:
     """What the callbacks report during ``learn`` (best and latest evaluation)."""
 
     state: dict[str, Any] = field(default_factory=dict)
-    eval_cb: Any = None
+    eval_cb: EvalCallback | None = None
     best: float = -math.inf
     best_at: int | None = None
 
 
-def _callbacks(plan: _Plan, eval_env: Any, stop: StopFlag, console: Any) -> tuple[list[Any], _Progress, Any]:
+def _callbacks(
+    plan: _Plan, eval_env: Any, stop: StopFlag, console: Console
+) -> tuple[list[BaseCallback], _Progress, RichProgressCallback | None]:
     """Step 4a: the callbacks of ``learn``: periodic evaluation (best model), periodic
     last-model saves, Ctrl-C, the progress bar. A resumed run restores its evaluation
     history and best-so-far."""
-    from stable_baselines3.common.callbacks import EvalCallback
-
-    c, run_dir, classes = plan.config, plan.run_dir, _callback_classes()
+    c, run_dir = plan.config, plan.run_dir
     progress = _Progress()
     log_dir = run_dir / LOGS_DIR
-    callbacks: list[Any] = []
+    callbacks: list[BaseCallback] = []
     if c.eval_freq > 0:
-        progress.eval_cb = EvalCallback(
+        eval_cb = EvalCallback(
             eval_env,
-            callback_on_new_best=classes["SaveBest"](run_dir, progress.state),
-            callback_after_eval=classes["AfterEval"](progress.state),
+            callback_on_new_best=SaveBestCallback(run_dir, progress.state),
+            callback_after_eval=AfterEvalCallback(progress.state),
             n_eval_episodes=c.eval_episodes,
             eval_freq=max(c.eval_freq // plan.n_envs, 1),
             log_path=str(log_dir),
@@ -834,9 +872,10 @@ def _callbacks(plan: _Plan, eval_env: Any, stop: StopFlag, console: Any) -> tupl
             verbose=0,
         )
         if plan.resumed:
-            progress.best, progress.best_at = _restore_eval_history(progress.eval_cb, log_dir)
-            progress.eval_cb.best_mean_reward = progress.best
-        callbacks.append(progress.eval_cb)
+            progress.best, progress.best_at = _restore_eval_history(eval_cb, log_dir)
+            eval_cb.best_mean_reward = progress.best
+        progress.eval_cb = eval_cb
+        callbacks.append(eval_cb)
     if plan.resumed:
         prior, prior_at = _best_from_metrics(run_dir)
         if prior > progress.best:  # e.g. the final evaluation of the previous session
@@ -844,16 +883,16 @@ def _callbacks(plan: _Plan, eval_env: Any, stop: StopFlag, console: Any) -> tupl
         if math.isfinite(progress.best):
             progress.state["best_mean_reward"], progress.state["best_timesteps"] = progress.best, progress.best_at
     save_every = c.save_freq or c.eval_freq or 10_000
-    callbacks.append(classes["SaveLast"](run_dir, c.algo, max(save_every // plan.n_envs, 1)))
-    callbacks.append(classes["StopOnFlag"](stop))
+    callbacks.append(SaveLastCallback(run_dir, plan.algo, max(save_every // plan.n_envs, 1)))
+    callbacks.append(StopOnFlagCallback(stop))
     bar = None
     if c.progress:
-        bar = classes["RichProgress"](console, int(c.timesteps or 0), progress.state)
+        bar = RichProgressCallback(console, int(c.timesteps or 0), progress.state)
         callbacks.append(bar)
     return callbacks, progress, bar
 
 
-def _learn(plan: _Plan, model: Any, eval_env: Any, console: Any) -> tuple[float, _Progress]:
+def _learn(plan: _Plan, model: Any, eval_env: Any, console: Console) -> tuple[float, _Progress]:
     """Step 4b: ``model.learn`` up to the run's total; saves last_model.zip at the end.
     Returns the training seconds and the callbacks' progress.
 
@@ -891,7 +930,7 @@ def _learn(plan: _Plan, model: Any, eval_env: Any, console: Any) -> tuple[float,
     finally:
         if bar is not None:
             bar.close()
-    _save_last(model, run_dir, c.algo)
+    _save_last(model, run_dir, plan.algo)
     if stop.requested:
         log.warning(
             "interrupted at %d/%d timesteps; saved %s/%s; continue with --resume --out %s",
@@ -917,10 +956,12 @@ def _final_evaluation(
     c = plan.config
     sync_envs_normalization(model.get_env(), eval_env)
     eval_env.seed(c.seed + EVAL_SEED_OFFSET)
-    returns, lengths = evaluate_policy(
+    episode_returns, episode_lengths = evaluate_policy(
         model, eval_env, n_eval_episodes=c.eval_episodes, deterministic=True, return_episode_rewards=True, warn=False
     )
-    returns, lengths = [float(r) for r in returns], [int(n) for n in lengths]
+    # return_episode_rewards=True: per-episode lists, not the (mean, std) floats
+    assert isinstance(episode_returns, list) and isinstance(episode_lengths, list)
+    returns, lengths = [float(r) for r in episode_returns], [int(n) for n in episode_lengths]
     final_mean = float(np.mean(returns))
     best = progress.best
     if progress.eval_cb is not None:
@@ -987,12 +1028,12 @@ def _best_from_metrics(run_dir: Path) -> tuple[float, int | None]:
 # ---------------------------------------------------------------------------------------
 # console output
 # ---------------------------------------------------------------------------------------
-def _console(enabled: bool) -> Any:
+def _console(enabled: bool) -> Console:
     """The stdout console of the run (silent when not ``enabled``)."""
     return stdout_console(quiet=not enabled, highlight=False)
 
 
-def print_metrics(metrics: Mapping[str, Any], console: Any = None) -> None:
+def print_metrics(metrics: Mapping[str, Any], console: Console | None = None) -> None:
     """Print the final evaluation as a rich table (return and episode length)."""
     from rich.table import Table
 

@@ -18,11 +18,14 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
 from visfore.core.errors import VisforeError
+
+if TYPE_CHECKING:
+    from stable_baselines3.common.base_class import BaseAlgorithm
 
 #: Algorithms of ``--algo`` and their stable-baselines3 class names.
 ALGOS: dict[str, str] = {"td3": "TD3", "ppo": "PPO"}
@@ -316,7 +319,8 @@ def resolve_hyperparameters(
     return Hyperparameters(key, zoo, dict(overrides), resolved, n_envs)
 
 
-def _algo_class(algo: str) -> Any:
+def algo_class(algo: str) -> type[BaseAlgorithm]:
+    """The stable-baselines3 class of ``--algo`` (``td3`` -> :class:`~stable_baselines3.TD3`)."""
     import stable_baselines3
 
     return getattr(stable_baselines3, ALGOS[algo])
@@ -346,7 +350,7 @@ def build_algo_kwargs(
 
     params = dict(resolved)
     valid = [
-        p for p in inspect.signature(_algo_class(algo).__init__).parameters if p not in ("self", *RESERVED_ALGO_KWARGS)
+        p for p in inspect.signature(algo_class(algo).__init__).parameters if p not in ("self", *RESERVED_ALGO_KWARGS)
     ]
     special = ("normalize", "noise_type", "noise_std")
     unknown = sorted(k for k in params if k not in valid and k not in special)
