@@ -121,18 +121,22 @@ class EpisodeRunner:
             obs_space = self.env.observation_space
             if self.source == "obs":
                 if not (
-                    isinstance(obs_space, spaces.Dict) and "state" in obs_space.spaces and "pixels" in obs_space.spaces
+                    isinstance(obs_space, spaces.Dict)
+                    and isinstance(obs_space.spaces.get("state"), spaces.Box)
+                    and isinstance(obs_space.spaces.get("pixels"), spaces.Box)
                 ):
                     raise VisforeError(
                         f"{env_id} with obs_mode='state+pixels' does not return "
                         f"{{'state', 'pixels'}} observations: {obs_space}"
                     )
-                pixels_shape = tuple(obs_space["pixels"].shape)
+                pixels_space, state_space = obs_space["pixels"], obs_space["state"]
+                assert isinstance(pixels_space, spaces.Box) and isinstance(state_space, spaces.Box)  # checked above
+                pixels_shape = tuple(pixels_space.shape)
                 if pixels_shape != (self.size, self.size, 3):
                     raise VisforeError(
                         f"{env_id} renders frames of shape {pixels_shape}, expected {(self.size, self.size, 3)}"
                     )
-                self.state_dim = int(np.prod(obs_space["state"].shape))
+                self.state_dim = int(np.prod(state_space.shape))
             else:
                 if not isinstance(obs_space, spaces.Box):
                     raise VisforeError(

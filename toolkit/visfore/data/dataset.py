@@ -1,6 +1,6 @@
 """The visfore dataset format: episodes of frames, states and actions in a Zarr v3 group.
 
-Layout (``../shared/DESIGN.md``)::
+Layout::
 
     NAME.zarr/
       attrs                  format, format_version, env_id, env_kwargs, obs/reward mode,
@@ -51,7 +51,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 import numpy as np
 
@@ -227,7 +227,7 @@ def _committed_ends(group: Any) -> np.ndarray:
     return ends[: bad[0]] if len(bad) else ends
 
 
-def _open_group(path: Path | str, mode: str) -> Any:
+def _open_group(path: Path | str, mode: Literal["r", "r+"]) -> Any:
     """Open the Zarr group at a normalized location (:func:`visfore.data.storage.normalize`) and
     check that it is a visfore dataset. Storage errors of URLs are left to the caller's
     :func:`visfore.data.storage.storage_errors` block."""
@@ -465,7 +465,7 @@ class DatasetWriter:
         def pad(x: np.ndarray, fill: Any) -> np.ndarray:
             return np.concatenate([x, np.full((1, *x.shape[1:]), fill, dtype=x.dtype)])
 
-        values = {
+        values: dict[str, np.ndarray] = {
             "pixels": np.asarray(pixels, dtype=np.uint8),
             "state": np.asarray(state, dtype=np.float32),
             "action": pad(np.asarray(action, dtype=np.float32), np.nan),

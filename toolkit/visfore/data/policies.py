@@ -19,7 +19,7 @@ depend only on its seed (never on which worker ran it or what ran before).
   25-30 rad/s under full-range correlated torques, 15 px or more per 64x64 frame, too
   fast for a forward model to follow from two context frames. With these defaults,
   over 30-step ReacherPlane-v0 episodes, the median joint speed is about 2 rad/s and
-  the 90th percentile about 7 rad/s (measured in the foundation issue's session).
+  the 90th percentile about 7 rad/s (measured on a dataset collected with these defaults).
 
   ``min_scale`` (optional) draws each episode's amplitude log-uniformly from
   ``[min_scale, scale]`` instead: a dataset then also holds slow, nearly resting arms,

@@ -235,12 +235,12 @@ def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
 
 def _stack_steps(series: Sequence[Sequence[float | None] | None]) -> np.ndarray | None:
     """(n, K_max) float array of per-step series (NaN where missing), or None."""
-    series = [s for s in series if s]
-    if not series:
+    present = [s for s in series if s]
+    if not present:
         return None
-    k = max(len(s) for s in series)
-    out = np.full((len(series), k), np.nan)
-    for i, s in enumerate(series):
+    k = max(len(s) for s in present)
+    out = np.full((len(present), k), np.nan)
+    for i, s in enumerate(present):
         out[i, : len(s)] = [np.nan if v is None else v for v in s]
     return out
 
@@ -617,13 +617,13 @@ def write_comparison(
     files: dict[str, Any] = dict(write_rows(out, meta, rows))
     groups = aggregate(rows)
     name = str(meta.get("name", ""))
-    plots = [
+    drawn = [
         plot_per_step(groups, "psnr", out / "psnr_per_step.png", f"{name}: open-loop PSNR per step"),
         plot_per_step(groups, "ssim", out / "ssim_per_step.png", f"{name}: open-loop SSIM per step"),
         plot_action_sensitivity(groups, out / "action_sensitivity.png", f"{name}: action sensitivity", rows),
         plot_params_vs_psnr(groups, out / "params_vs_psnr.png", f"{name}: size vs PSNR"),
     ]
-    plots = [p for p in plots if p is not None]
+    plots = [p for p in drawn if p is not None]
     for p in plots:
         files[p.name] = p
     files["comparison.md"] = runs.atomic_write_text(out / "comparison.md", render_markdown(meta, rows, groups, plots))

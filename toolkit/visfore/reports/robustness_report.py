@@ -336,8 +336,8 @@ def plot_heatmap(
         return _heatmap(values, [f"{x:g}" for x in a_scales], [f"{y:g}" for y in b_scales],
                         path, title, normalized, f"{b} scale", f"{a} scale")  # fmt: skip
     scales = sorted({float(r["scale"]) for r in summary if r["kind"] == "sweep"})
-    index = {(r["param"], float(r["scale"])): r for r in summary if r["kind"] == "sweep"}
-    values = np.array([[_heat_value(index.get((p, s)), normalized) for s in scales] for p in params])
+    by_param = {(r["param"], float(r["scale"])): r for r in summary if r["kind"] == "sweep"}
+    values = np.array([[_heat_value(by_param.get((p, s)), normalized) for s in scales] for p in params])
     return _heatmap(values, list(params), [f"{s:g}" for s in scales], path, title, normalized,
                     "scale", "parameter")  # fmt: skip
 
@@ -376,11 +376,12 @@ def _table_cells(row: Mapping[str, Any], first: str) -> list[str]:
 
 
 def report_sections(
-    summary: Sequence[Mapping[str, Any]], mode: str, params: Sequence[str]
+    summary: Sequence[Mapping[str, Any]], mode: str | None, params: Sequence[str]
 ) -> list[tuple[str, list[str], list[list[str]]]]:
     """Tables of the report: (title, header, rows), one per swept parameter (nominal row
-    first, marked), one per scale of the first parameter for a 2-D grid, or a single
-    table of every cell for a fixed evaluation."""
+    first, marked) for ``mode == "sweep"``, one per scale of the first parameter for a
+    2-D grid (``"grid"``), or a single table of every cell for a fixed evaluation
+    (``"fixed"``, or no mode)."""
     nominal = nominal_row(summary)
     nominal_cells = [_table_cells(nominal, "nominal (1)")] if nominal else []
     sections = []

@@ -237,15 +237,14 @@ def resolve_keys(env_id: str, names: Iterable[str], option: str) -> tuple[str, .
     keys: list[str] = []
     for name in names:
         name = name.strip()
-        if name in valid:
-            key = name
-        else:
+        key: str | None = name
+        if name not in valid:
             try:
                 key = _resolve_key(env_id, name)
             except (ValueError, KeyError):
                 key = None
-            if key not in valid:
-                raise VisforeError(f"unknown {option} parameter {name!r} for {env_id}; valid: {', '.join(valid)}")
+        if key is None or key not in valid:
+            raise VisforeError(f"unknown {option} parameter {name!r} for {env_id}; valid: {', '.join(valid)}")
         if key not in keys:
             keys.append(key)
     return tuple(keys)
@@ -491,6 +490,8 @@ def run_cells(
     ]
     perturbations = {cell.index: cell.perturbation for cell in cells}
     if ray is not None:
+        if run_dir is None:
+            raise TypeError("run_cells(ray=...) needs run_dir (each Ray actor loads the run)")
         if tasks:
             _run_ray(tasks, perturbations, episodes, results, backend, min(workers, len(tasks)),
                      loader, str(Path(run_dir).resolve()), checkpoint, on_episodes)  # fmt: skip
@@ -685,6 +686,7 @@ def _run(ev: _Evaluation) -> tuple[dict[tuple[int, int], list[dict[str, Any]]], 
 
         ray_session = ray_backend.connect(c.ray, num_cpus=ev.workers)
         ev.workers = ray_backend.resolve_workers(ray_session, ev.workers)
+    assert ev.workers is not None  # 1 by default (_check_options); with --ray, the cluster's CPUs
     ray_record = ray_session.record() if ray_session is not None else None
     t0 = time.perf_counter()
     bar = _progress_bar(c.progress)
@@ -729,7 +731,7 @@ def _meta(
     sweep = eval_grid.mode != "fixed"
     perturb = parse_range(c.perturb) if sweep else None
     text: dict[str, str | None] = {"run_dir": str(ev.run_dir), "out": str(ev.report_dir), "workers": str(ev.workers)}
-    if sweep:
+    if perturb is not None:  # a sweep
         text.update(perturb=f"{perturb[0]:g}-{perturb[1]:g}", fixed=None)
         text["grid" if eval_grid.mode == "grid" else "params"] = ",".join(eval_grid.params)
         text["params" if eval_grid.mode == "grid" else "grid"] = None
