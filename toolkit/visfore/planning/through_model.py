@@ -62,7 +62,7 @@ they load and resume alike)::
 Closed-loop imagination needs the model one step at a time; the public interface
 ``model(context, actions)`` takes all actions up front. :class:`Imagination` therefore
 uses the model's own step function where it has one -- ``step(x, a, state)`` of the
-ConvLSTM and of every :class:`visfore_models._common.StepwiseForwardModel` (cdna, dna,
+ConvLSTM and of every :class:`visfore_models.StepwiseForwardModel` (cdna, dna,
 rnn_deconv), ``step(history, a, state)`` of framestack -- carrying the recurrent state
 exactly as ``model.forward`` does (mode ``recurrent``; the predictions equal
 ``model(context, actions_taken)``), and otherwise (svg_lp, unknown models) re-runs the
@@ -375,7 +375,7 @@ def imagination_mode(model: Any) -> str:
     ConvLSTM and StepwiseForwardModel subclasses), ``framestack`` (``model.step(history, a,
     state)``) or ``window`` (``model(last C frames, C actions)`` with K = 1; anything else)."""
     from visfore_models import ConvLSTMForwardModel, FrameStackForwardModel
-    from visfore_models._common import StepwiseForwardModel
+    from visfore_models import StepwiseForwardModel
 
     if isinstance(model, (ConvLSTMForwardModel, StepwiseForwardModel)):
         return "recurrent"
