@@ -83,8 +83,8 @@ class OptionSpec:
 
 
 def option(
-    default: Any = MISSING,
     *,
+    default: Any = MISSING,
     help: str,
     flags: Sequence[str] = (),
     parse: Callable[[Any], Any] | None = None,
@@ -98,7 +98,8 @@ def option(
     """Declare a config field: its default and everything the CLI and docs need.
 
     Args:
-        default: the default value (omit for a required option).
+        default: the default value (omit for a required option); a keyword, as type
+            checkers read field specifiers (PEP 681) by keyword only.
         help: the help text (``--help`` and the API docs).
         flags, parse, cli, metavar, argument, repeatable, deprecated: see
             :class:`OptionSpec`.
@@ -155,7 +156,7 @@ class ConfigBase:
     Subclass with the command's name, for error messages::
 
         class TrainConfig(ConfigBase, command="train-model"):
-            epochs: int = option(10, help="Total training epochs.")
+            epochs: int = option(default=10, help="Total training epochs.")
     """
 
     #: The command these options belong to (``"train-model"``), for error messages.

@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 import multiprocessing
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -37,7 +37,7 @@ def imap_processes(
     initargs: tuple = (),
     ordered: bool = True,
     lost: str = "",
-) -> Iterator[tuple[Any, Any]]:
+) -> Generator[tuple[Any, Any], None, None]:
     """Run ``fn(item)`` for every item on ``workers`` spawned processes; yield
     ``(item, result)``.
 

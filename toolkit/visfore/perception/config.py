@@ -40,55 +40,57 @@ class TranslatorConfig(ConfigBase, command="train-translator"):
     """
 
     data: Optional[str] = option(
-        None,
+        default=None,
         help="Visfore Zarr dataset from `visfore collect` of a key-point env (ReacherPlane-v0, Reacher3D-v0, TargetHumanoid-v0): a directory or a URL (s3://bucket/name.zarr).",
     )
     memory: int = option(
-        1,
+        default=1,
         help=f"Frames the translator sees: 1 = the last frame (plain CNN), M > 1 = ConvLSTM over the last M frames of the episode (M <= {MAX_MEMORY}).",
     )
-    epochs: int = option(20, help="Training epochs (each sees every training frame once).")
+    epochs: int = option(default=20, help="Training epochs (each sees every training frame once).")
     time_budget: Optional[float] = option(
-        None, help="Stop training after this many minutes (checkpointed), then evaluate."
+        default=None, help="Stop training after this many minutes (checkpointed), then evaluate."
     )
-    batch_size: int = option(64, help="Frames per optimisation step.")
-    lr: float = option(1e-3, help="Adam learning rate (peak; cosine decay to 10%).")
-    weight_decay: float = option(0.0, help="Adam weight decay.")
+    batch_size: int = option(default=64, help="Frames per optimisation step.")
+    lr: float = option(default=1e-3, help="Adam learning rate (peak; cosine decay to 10%).")
+    weight_decay: float = option(default=0.0, help="Adam weight decay.")
     keypoint_weight: float = option(
-        1.0, help="Weight of the normalised key-point MSE next to the (cos, sin) angle MSE."
+        default=1.0, help="Weight of the normalised key-point MSE next to the (cos, sin) angle MSE."
     )
     val_fraction: float = option(
-        0.1,
+        default=0.1,
         help="Fraction of episodes held out for the report (seeded split by episode; ceil, at least one), in (0, 1).",
     )
-    seed: int = option(0, help="Seed of the split, the initialisation, the batch order and the augmentation.")
+    seed: int = option(default=0, help="Seed of the split, the initialisation, the batch order and the augmentation.")
     augment: bool = option(
-        False,
+        default=False,
         help="Photometric augmentation (brightness, contrast, channel gain, pixel noise; no shifts: the targets are absolute positions).",
     )
     channels: tuple[int, ...] = option(
-        (32, 64, 64, 128),
+        default=(32, 64, 64, 128),
         help="Encoder widths, comma-separated; each conv halves the frame (frame size must be divisible by 2^levels).",
         parse=parse_channels,
         metavar="C1,C2,...",
     )
-    hidden: int = option(256, help="Width of the fully connected layer before the heads.")
-    lstm_channels: int = option(64, help="ConvLSTM hidden channels (with --memory > 1).")
+    hidden: int = option(default=256, help="Width of the fully connected layer before the heads.")
+    lstm_channels: int = option(default=64, help="ConvLSTM hidden channels (with --memory > 1).")
     out: Optional[str] = option(
-        None, help="Run directory (default runs/train-translator-<UTC time>).", flags=("--out", "-o")
+        default=None, help="Run directory (default runs/train-translator-<UTC time>).", flags=("--out", "-o")
     )
-    name: Optional[str] = option(None, help="Run name: runs/train-translator-NAME.")
-    device: str = option("auto", help="auto, cpu, cuda or cuda:N.")
-    num_threads: Optional[int] = option(None, help="Torch CPU threads (default: the physical cores available).")
-    eval_batch_size: int = option(256, help="Frames per forward pass in evaluation.")
+    name: Optional[str] = option(default=None, help="Run name: runs/train-translator-NAME.")
+    device: str = option(default="auto", help="auto, cpu, cuda or cuda:N.")
+    num_threads: Optional[int] = option(default=None, help="Torch CPU threads (default: the physical cores available).")
+    eval_batch_size: int = option(default=256, help="Frames per forward pass in evaluation.")
     progress: bool = option(
-        True, help="Show the progress bar and the table (--quiet: neither).", flags=("--progress/--quiet", " /-q")
+        default=True,
+        help="Show the progress bar and the table (--quiet: neither).",
+        flags=("--progress/--quiet", " /-q"),
     )
     on_predictions: Optional[str] = option(
-        None,
+        default=None,
         help="A train-model run: train on its open-loop predictions of the dataset's clips (real context frames, then predicted frames labelled with the true state), the reader `visfore plan --cost keypoints` needs. Use a dataset the model was not trained on.",
     )
     prediction_horizon: Optional[int] = option(
-        None,
+        default=None,
         help="Frames predicted per clip with --on-predictions (default: the run's training horizon; match the planner's horizon).",
     )

@@ -124,97 +124,109 @@ class PlanConfig(ConfigBase, command="plan"):
     (:func:`resolve_blocks`) and then reads None; the horizon is :attr:`horizon`.
     """
 
-    model: Optional[str] = option(None, help="Forward-model run (visfore train-model) for the learned controller.")
+    model: Optional[str] = option(
+        default=None, help="Forward-model run (visfore train-model) for the learned controller."
+    )
     env: Optional[str] = option(
-        None,
+        default=None,
         help="Env short name or id (default: the one the model's dataset was collected in; required without --model).",
     )
-    size: Optional[int] = option(None, help="Frame size without --model (default 64).")
+    size: Optional[int] = option(default=None, help="Frame size without --model (default 64).")
     episodes: int = option(
-        20, help="Episodes per controller (the same initial states and targets for every controller)."
+        default=20, help="Episodes per controller (the same initial states and targets for every controller)."
     )
     steps: Optional[int] = option(
-        None, help="Actions per episode (default: the env's time limit, 50 for ReacherPlane-v0)."
+        default=None, help="Actions per episode (default: the env's time limit, 50 for ReacherPlane-v0)."
     )
-    seed: int = option(0, help="Seed: episode k is reset from (seed, k).")
+    seed: int = option(default=0, help="Seed: episode k is reset from (seed, k).")
     goal: Optional[str] = option(
-        None, help="Goal image file (resized to the model's frames); default: the env's target pose rendered."
+        default=None, help="Goal image file (resized to the model's frames); default: the env's target pose rendered."
     )
     controllers: tuple[str, ...] = option(
-        ("learned", "oracle", "random"),
+        default=("learned", "oracle", "random"),
         help=f"Comma-separated: {', '.join(CONTROLLER_LABELS)}.",
         parse=parse_controllers,
         metavar="NAME,...",
     )
     policy: Optional[str] = option(
-        None, help="Through-model policy run (visfore train-through-model); adds the through-model controller."
+        default=None, help="Through-model policy run (visfore train-through-model); adds the through-model controller."
     )
-    iterations: int = option(3, help="CEM iterations per plan.")
-    samples: int = option(200, help="CEM candidate sequences per iteration (one batched forward pass).")
-    elites: int = option(10, help="CEM elites the Gaussian is refit to.")
-    blocks: Optional[int] = option(None, help="Free action blocks per sequence (default 5, or --horizon / --repeat).")
-    repeat: int = option(3, help="Steps each block's action is held; horizon = blocks x repeat.")
+    iterations: int = option(default=3, help="CEM iterations per plan.")
+    samples: int = option(default=200, help="CEM candidate sequences per iteration (one batched forward pass).")
+    elites: int = option(default=10, help="CEM elites the Gaussian is refit to.")
+    blocks: Optional[int] = option(
+        default=None, help="Free action blocks per sequence (default 5, or --horizon / --repeat)."
+    )
+    repeat: int = option(default=3, help="Steps each block's action is held; horizon = blocks x repeat.")
     horizon_steps: Optional[int] = option(
-        None,
+        default=None,
         help="Planning horizon in steps (a multiple of --repeat); default blocks x repeat = 15.",
         flags=("--horizon",),
     )
-    replan_every: int = option(1, help="Steps executed between plans (1 = replan every step).")
+    replan_every: int = option(default=1, help="Steps executed between plans (1 = replan every step).")
     shrink_horizon: bool = option(
-        True,
+        default=True,
         help="Near the episode's end, score only the steps left, so the cost is taken at the last step, where success is measured (shrinking-horizon MPC; needs the env's time limit). --fixed-horizon always scores T steps.",
         flags=("--shrink-horizon/--fixed-horizon",),
     )
-    init_std: float = option(0.5, help="Initial CEM std, in action half-ranges.")
-    min_std: float = option(0.05, help="Floor of the CEM std, in action half-ranges.")
-    alpha: float = option(0.0, help="Smoothing of the CEM refit (PETS), in [0, 1).")
+    init_std: float = option(default=0.5, help="Initial CEM std, in action half-ranges.")
+    min_std: float = option(default=0.05, help="Floor of the CEM std, in action half-ranges.")
+    alpha: float = option(default=0.0, help="Smoothing of the CEM refit (PETS), in [0, 1).")
     execute: Literal["best", "mean"] = option(
-        "best",
+        default="best",
         help="Sequence executed after each plan: best (lowest-cost sample seen) or mean (final elite mean, PETS; averages out a learned model's cost errors).",
     )
-    action_scale: float = option(1.0, help="Fraction of the env's action range every controller may use, (0, 1].")
-    cost: Cost = option("pixels", help="pixels, keypoints or pixels+keypoints (key points need --translator).")
-    cost_frames: CostFrames = option("final", help="final (the last predicted frame) or all (mean over the horizon).")
-    pixel_weight: float = option(1.0, help="Weight of the pixel MSE term.")
-    keypoint_weight: float = option(1.0, help="Weight of the key-point distance term (per metre).")
+    action_scale: float = option(
+        default=1.0, help="Fraction of the env's action range every controller may use, (0, 1]."
+    )
+    cost: Cost = option(default="pixels", help="pixels, keypoints or pixels+keypoints (key points need --translator).")
+    cost_frames: CostFrames = option(
+        default="final", help="final (the last predicted frame) or all (mean over the horizon)."
+    )
+    pixel_weight: float = option(default=1.0, help="Weight of the pixel MSE term.")
+    keypoint_weight: float = option(default=1.0, help="Weight of the key-point distance term (per metre).")
     pixel_blur: float = option(
-        0.0,
+        default=0.0,
         help="Gaussian blur (sigma, pixels) of predicted and goal frames before the pixel MSE; widens the cost's basin (0 = none).",
     )
     translator: Optional[str] = option(
-        None, help="Key-point translator run (visfore train-translator) for --cost keypoints / pixels+keypoints."
+        default=None,
+        help="Key-point translator run (visfore train-translator) for --cost keypoints / pixels+keypoints.",
     )
     oracle_cost: OracleCost = option(
-        "same",
+        default="same",
         help="Cost of the oracle: same (as --cost, on rendered frames), pixels, keypoints (true key points) or pixels+keypoints.",
     )
     success_threshold: Optional[float] = option(
-        None, help="Success: final key-point distance below this (metres; default the env's, 0.02 for ReacherPlane-v0)."
+        default=None,
+        help="Success: final key-point distance below this (metres; default the env's, 0.02 for ReacherPlane-v0).",
     )
     extra_thresholds: tuple[float, ...] = option(
-        DEFAULT_EXTRA_THRESHOLDS,
+        default=DEFAULT_EXTRA_THRESHOLDS,
         help="Looser thresholds also reported (comma-separated metres).",
         parse=parse_thresholds,
         metavar="M,...",
     )
-    checkpoint: Checkpoint = option("best", help="Model checkpoint: best or last.")
-    device: str = option("auto", help="auto (CUDA when present), cpu, cuda or cuda:N.")
+    checkpoint: Checkpoint = option(default="best", help="Model checkpoint: best or last.")
+    device: str = option(default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N.")
     batch_chunk: int = option(
-        0, help="Candidates per model forward pass (0 = all in one pass; lower only to save memory)."
+        default=0, help="Candidates per model forward pass (0 = all in one pass; lower only to save memory)."
     )
     amp: bool = option(
-        False,
+        default=False,
         help="Run the model under autocast: bfloat16 on CPU (about 1.7x faster for cdna here, predictions within 5e-6 MSE of float32), float16 on CUDA.",
         flags=("--amp/--no-amp",),
     )
     num_threads: Optional[int] = option(
-        None, help="Torch CPU threads (default: torch's; on a busy CPU 1 is often much faster)."
+        default=None, help="Torch CPU threads (default: torch's; on a busy CPU 1 is often much faster)."
     )
-    gifs: bool = option(True, help="A GIF per episode and controller.")
-    out: Optional[str] = option(None, help="Report directory (default runs/plan-<UTC time>).", flags=("--out", "-o"))
-    name: Optional[str] = option(None, help="Report name: runs/plan-NAME.")
+    gifs: bool = option(default=True, help="A GIF per episode and controller.")
+    out: Optional[str] = option(
+        default=None, help="Report directory (default runs/plan-<UTC time>).", flags=("--out", "-o")
+    )
+    name: Optional[str] = option(default=None, help="Report name: runs/plan-NAME.")
     progress: bool = option(
-        True,
+        default=True,
         help="Show the progress bar and the table (--quiet: no progress bar).",
         flags=("--progress/--quiet", " /-q"),
     )
@@ -255,71 +267,78 @@ class ThroughModelConfig(ConfigBase, command="train-through-model"):
     """
 
     model: Optional[str] = option(
-        None, help="The forward-model run directory (visfore train-model) to train through (required unless --resume)."
+        default=None,
+        help="The forward-model run directory (visfore train-model) to train through (required unless --resume).",
     )
     env: Optional[str] = option(
-        None,
+        default=None,
         help="The real env for evaluation: a short name (reacher) or id (default: the model dataset's env; given, it must be that env).",
     )
-    model_checkpoint: Checkpoint = option("best", help="best or last checkpoint of the forward model.")
+    model_checkpoint: Checkpoint = option(default="best", help="best or last checkpoint of the forward model.")
     data: Optional[str] = option(
-        None, help="Dataset of start clips and goal frames (default: the model's training dataset)."
+        default=None, help="Dataset of start clips and goal frames (default: the model's training dataset)."
     )
     policy_net: Literal["cnn", "mlp"] = option(
-        "cnn", help="cnn (strided convolutions) or mlp (on frames average-pooled to --mlp-size)."
+        default="cnn", help="cnn (strided convolutions) or mlp (on frames average-pooled to --mlp-size)."
     )
-    policy_frames: int = option(1, help="F, the last F frames the policy sees (1 = the current frame only).")
-    prev_action: bool = option(True, help="Feed the previous action (scaled to [-1, 1]) to the policy.")
+    policy_frames: int = option(default=1, help="F, the last F frames the policy sees (1 = the current frame only).")
+    prev_action: bool = option(default=True, help="Feed the previous action (scaled to [-1, 1]) to the policy.")
     action_scale: float = option(
-        1.0,
+        default=1.0,
         help="Fraction of the env's action half-range the policy may use, in (0, 1], like visfore plan --action-scale (keep the policy inside the actions the model was trained on).",
     )
-    hidden: int = option(256, help="Width of the policy's hidden fully connected layer(s).")
-    mlp_size: int = option(16, help="The mlp policy sees frames average-pooled to this size x this size.")
-    horizon: int = option(8, help="K, imagined steps per training rollout (>= 1).")
+    hidden: int = option(default=256, help="Width of the policy's hidden fully connected layer(s).")
+    mlp_size: int = option(default=16, help="The mlp policy sees frames average-pooled to this size x this size.")
+    horizon: int = option(default=8, help="K, imagined steps per training rollout (>= 1).")
     iterations: Optional[int] = option(
-        None, help="Adam steps in total (default 1000, or unbounded with --time-budget)."
+        default=None, help="Adam steps in total (default 1000, or unbounded with --time-budget)."
     )
     time_budget: Optional[float] = option(
-        None, help="Minutes of training in this session (checkpointed; --resume continues)."
+        default=None, help="Minutes of training in this session (checkpointed; --resume continues)."
     )
-    batch_size: int = option(16, help="Start clips per iteration.")
-    lr: float = option(1e-3, help="Adam learning rate.")
-    action_penalty: float = option(1e-3, help="Weight of the mean squared action scaled to [-1, 1].")
+    batch_size: int = option(default=16, help="Start clips per iteration.")
+    lr: float = option(default=1e-3, help="Adam learning rate.")
+    action_penalty: float = option(default=1e-3, help="Weight of the mean squared action scaled to [-1, 1].")
     loss_steps: Literal["final", "all"] = option(
-        "final", help="final (last imagined frame) or all (every frame, weights k / sum k)."
+        default="final", help="final (last imagined frame) or all (every frame, weights k / sum k)."
     )
-    loss_scales: int = option(3, help="Levels of the 2x average-pool pyramid the pixel MSE averages (>= 1).")
-    grad_clip: float = option(1.0, help="Gradient-norm clip (> 0).")
-    val_every: int = option(50, help="Iterations between validations and checkpoints (>= 1).")
-    val_batch: int = option(32, help="Start clips of the fixed validation batch.")
-    eval_episodes: int = option(DEFAULT_EVAL_EPISODES, help="Real goal-reaching episodes after training (0 = none).")
-    eval_steps: Optional[int] = option(None, help="Actions per evaluation episode (default: the env's time limit).")
+    loss_scales: int = option(default=3, help="Levels of the 2x average-pool pyramid the pixel MSE averages (>= 1).")
+    grad_clip: float = option(default=1.0, help="Gradient-norm clip (> 0).")
+    val_every: int = option(default=50, help="Iterations between validations and checkpoints (>= 1).")
+    val_batch: int = option(default=32, help="Start clips of the fixed validation batch.")
+    eval_episodes: int = option(
+        default=DEFAULT_EVAL_EPISODES, help="Real goal-reaching episodes after training (0 = none)."
+    )
+    eval_steps: Optional[int] = option(
+        default=None, help="Actions per evaluation episode (default: the env's time limit)."
+    )
     eval_seed: Optional[int] = option(
-        None,
+        default=None,
         help="Seed of the evaluation episodes (default --seed; use visfore plan's --seed for common random numbers).",
     )
     success_threshold: Optional[float] = option(
-        None, help="Success threshold in metres (default: the env's, 0.02 for ReacherPlane-v0)."
+        default=None, help="Success threshold in metres (default: the env's, 0.02 for ReacherPlane-v0)."
     )
-    gifs: bool = option(False, help="One GIF per evaluation episode in eval/gifs.")
-    seed: int = option(0, help="Seed of the policy's initialisation, the batches and the evaluation episodes.")
-    device: str = option("auto", help="auto (CUDA when available), cpu, cuda or cuda:N.")
-    num_threads: Optional[int] = option(None, help="Torch CPU threads (default: torch's).")
+    gifs: bool = option(default=False, help="One GIF per evaluation episode in eval/gifs.")
+    seed: int = option(default=0, help="Seed of the policy's initialisation, the batches and the evaluation episodes.")
+    device: str = option(default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N.")
+    num_threads: Optional[int] = option(default=None, help="Torch CPU threads (default: torch's).")
     out: Optional[str] = option(
-        None,
+        default=None,
         help="Run directory (default OUT_DIR/train-policy-through-model-<name or UTC time>).",
         flags=("--out", "-o"),
     )
-    name: Optional[str] = option(None, help="Run name: OUT_DIR/train-policy-through-model-NAME (default: UTC time).")
-    out_dir: str = option(str(DEFAULT_RUNS_ROOT), help="Parent directory of run directories (with --name).")
+    name: Optional[str] = option(
+        default=None, help="Run name: OUT_DIR/train-policy-through-model-NAME (default: UTC time)."
+    )
+    out_dir: str = option(default=str(DEFAULT_RUNS_ROOT), help="Parent directory of run directories (with --name).")
     resume: bool = option(
-        False,
+        default=False,
         help="Continue the run in --out (or --name) from checkpoints/last.pt (its options come from its config.yaml). The old form --resume RUN_DIR still works.",
         flags=("--resume",),
     )
     progress: bool = option(
-        True,
+        default=True,
         help="Show the progress bar and the summary (--quiet: neither).",
         flags=("--progress/--quiet", " /-q"),
         deprecated=(" /--no-progress",),
