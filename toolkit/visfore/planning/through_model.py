@@ -374,8 +374,7 @@ def imagination_mode(model: Any) -> str:
     """How :class:`Imagination` steps ``model``: ``recurrent`` (``model.step(x, a, state)``:
     ConvLSTM and StepwiseForwardModel subclasses), ``framestack`` (``model.step(history, a,
     state)``) or ``window`` (``model(last C frames, C actions)`` with K = 1; anything else)."""
-    from visfore_models import ConvLSTMForwardModel, FrameStackForwardModel
-    from visfore_models import StepwiseForwardModel
+    from visfore_models import ConvLSTMForwardModel, FrameStackForwardModel, StepwiseForwardModel
 
     if isinstance(model, (ConvLSTMForwardModel, StepwiseForwardModel)):
         return "recurrent"

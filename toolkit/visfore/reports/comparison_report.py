@@ -1,7 +1,7 @@
 """Comparison reports of forward-model runs (``visfore train-eval-all``, benchmarks).
 
 Input: one *row* per run (:func:`run_row`), read defensively from the run's
-``metrics.json`` (written by :mod:`visfore.worldmodels.train_model`): a key the trainer does not
+``metrics.json`` (written by :mod:`visfore.worldmodels.training`): a key the trainer does not
 produce is None, shown as ``-``. Output, in a report directory::
 
     OUT_DIR/
