@@ -31,7 +31,7 @@ def select_device(spec: str) -> torch.device:
     Raises:
         VisforeError: CUDA requested but not available.
     """
-    import torch
+    import torch  # lazy: the CLI imports this module at start-up (no torch for --help)
 
     spec = parse_device_spec(spec)
     if spec == "auto":

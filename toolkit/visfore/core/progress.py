@@ -7,13 +7,21 @@
 - :class:`NoProgress`: the part of ``rich.progress.Progress``'s interface the pipelines
   use (``add_task``, ``update``, ``advance``, ``start``, ``stop``, context manager), doing
   nothing, so a pipeline has no ``if progress:`` around every update.
-
-rich is imported inside the functions (``visfore --help`` stays fast).
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 __all__ = ["NoProgress", "episode_progress", "progress_bar"]
 
@@ -58,7 +66,7 @@ def progress_bar(*columns: Any, enabled: bool = True, console: Any = None, unit:
     Args:
         columns: rich columns or format strings; default: description, bar, done/total,
             ``unit``, elapsed and remaining time.
-        enabled: False gives a :class:`NoProgress` (nothing drawn, nothing imported).
+        enabled: False gives a :class:`NoProgress` (nothing drawn).
         console: a ``rich.console.Console``.
         unit: a rich format string after done/total (may name task fields, e.g.
             ``"episodes {task.fields[fps]:>6.0f} frames/s"``); only with the default
@@ -66,16 +74,6 @@ def progress_bar(*columns: Any, enabled: bool = True, console: Any = None, unit:
     """
     if not enabled:
         return NoProgress(console)
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
     if not columns:
         columns = (
             TextColumn("[bold]{task.description}"),

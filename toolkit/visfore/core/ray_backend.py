@@ -96,7 +96,7 @@ def require_ray() -> Any:
         VisforeError: Ray is not installed (:data:`RAY_MISSING`).
     """
     try:
-        import ray
+        import ray  # lazy: an optional extra
     except ImportError:
         raise VisforeError(RAY_MISSING) from None
     return ray

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as _dt
+import json
 import os
 import re
 from pathlib import Path
@@ -196,7 +197,7 @@ def write_config(run_dir: str | os.PathLike[str], config: Mapping[str, Any]) -> 
     Values must be YAML-representable plain types (str, int, float, bool, None, lists,
     dicts).
     """
-    import yaml
+    import yaml  # lazy: the CLI imports this module at start-up
 
     text = yaml.safe_dump(dict(config), sort_keys=False, default_flow_style=None, width=100)
     return atomic_write_text(Path(run_dir) / CONFIG_NAME, text)
@@ -208,7 +209,7 @@ def read_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     Raises:
         VisforeError: the file is missing or is not a YAML mapping.
     """
-    import yaml
+    import yaml  # lazy: the CLI imports this module at start-up
 
     path = Path(run_dir) / CONFIG_NAME
     try:
@@ -303,8 +304,6 @@ def merge_resumed_options(
 
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:
     """Atomically write ``data`` as indented JSON (NaN/inf are rejected)."""
-    import json
-
     return atomic_write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
 
 
@@ -319,7 +318,7 @@ def save_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any]) -> P
         Whatever ``torch.save`` or the file system raises; the previous file at ``path``
         is then intact.
     """
-    import torch
+    import torch  # lazy: the CLI imports this module at start-up (no torch for --help)
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -336,7 +335,7 @@ def load_checkpoint(path: str | os.PathLike[str], *, map_location: Any = "cpu") 
     Raises:
         VisforeError: the file is missing or cannot be unpickled.
     """
-    import torch
+    import torch  # lazy: the CLI imports this module at start-up (no torch for --help)
 
     path = Path(path)
     if not path.is_file():
