@@ -40,13 +40,19 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import numpy as np
+from gymnasium import spaces
 
+from visfore.core import ray_backend
 from visfore.core.errors import VisforeError
+from visfore.core.progress import episode_progress
 from visfore.core.provenance import command_line, package_versions
 from visfore.core.seeding import SEEDING_SCHEME, episode_seeds
 from visfore.core.workers import imap_processes
+from visfore.data import storage
 from visfore.data.config import CollectConfig, parse_policy_kwargs
-from visfore.data.envs import parse_env_kwargs
+from visfore.data.dataset import DatasetWriter, open_dataset
+from visfore.data.envs import make_env, parse_env_kwargs, pixel_source, resolve_env_id
+from visfore.data.policies import make_policy
 
 __all__ = ["EpisodeRunner", "ROW_CONVENTION", "SEEDING_SCHEME", "collect", "episode_seeds", "flush_rows"]
 
@@ -105,11 +111,6 @@ class EpisodeRunner:
         policy_params: Mapping[str, Any] | None,
         seed: int,
     ) -> None:
-        from gymnasium import spaces
-
-        from visfore.data.envs import make_env, pixel_source
-        from visfore.data.policies import make_policy
-
         self.env_id = env_id
         self.size = int(size)
         self.steps = int(steps)
@@ -309,8 +310,6 @@ def _check_resume(path: Path | str, attrs: Mapping[str, Any], expected: Mapping[
 
 
 def _progress_bar(enabled: bool):
-    from visfore.core.progress import episode_progress
-
     return episode_progress(enabled, "episodes {task.fields[fps]:>6.0f} frames/s")
 
 
@@ -347,11 +346,6 @@ class _Collection:
 def _prepare(config: CollectConfig) -> _Collection:
     """Step 1: check every option, resolve the env, open the dataset to continue, build
     the episode runner (which validates the env and its spaces). Nothing is written."""
-    from visfore.core import ray_backend
-    from visfore.data import storage
-    from visfore.data.dataset import open_dataset
-    from visfore.data.envs import resolve_env_id
-
     t_start = time.perf_counter()
     c = config
     workers = c.workers
@@ -405,8 +399,6 @@ def _prepare(config: CollectConfig) -> _Collection:
 
 
 def _summary(col: _Collection) -> dict[str, Any]:
-    from visfore.data import storage
-
     return {
         "path": storage.display_name(col.out),
         "env_id": col.env_id,
@@ -425,8 +417,6 @@ def _summary(col: _Collection) -> dict[str, Any]:
 def _run_record(col: _Collection, versions: Mapping[str, Any], ray_session: Any) -> dict[str, Any]:
     """This call's entry of the dataset's ``collect_runs``: when, how many, the command
     line that reproduces it, the versions (and the Ray cluster)."""
-    from visfore.data import storage
-
     c = col.config
     cmd = command_line(
         "collect",
@@ -449,8 +439,6 @@ def _run_record(col: _Collection, versions: Mapping[str, Any], ray_session: Any)
 
 def _continue_writer(col: _Collection, record: dict[str, Any]) -> Any:
     """Step 3 (continue): a writer on the existing dataset, its ``collect_runs`` extended."""
-    from visfore.data.dataset import DatasetWriter
-
     assert col.existing_attrs is not None
     old = col.existing_attrs.get("versions") or {}
     versions = record["versions"]
@@ -472,8 +460,6 @@ def _continue_writer(col: _Collection, record: dict[str, Any]) -> Any:
 
 def _create_writer(col: _Collection, record: dict[str, Any]) -> Any:
     """Step 3 (new): create the dataset with its attrs (the first write)."""
-    from visfore.data.dataset import DatasetWriter
-
     runner, c = col.runner, col.config
     attrs = {
         **col.expected,
@@ -608,8 +594,6 @@ def collect(config: CollectConfig | None = None, /, **options: Any) -> dict[str,
     ray_session = None
     try:
         if col.config.ray is not None and not (col.existing_attrs is not None and col.done >= config.episodes):
-            from visfore.core import ray_backend
-
             if col.existing_attrs is not None:
                 _check_resume(col.out, col.existing_attrs, col.expected)  # before starting Ray
             ray_session = ray_backend.connect(col.config.ray, num_cpus=col.workers)
@@ -709,9 +693,7 @@ def _run_ray(config: dict[str, Any], todo: range, workers: int, write: Any) -> N
         VisforeError: a worker was lost more often than it was retried, or could not
             build its env (finished episodes are kept).
     """
-    from visfore.core.ray_backend import WorkerPool
-
     lost = "; finished episodes are kept, run the same command again to continue"
-    with WorkerPool(_ray_runner, _ray_episode, workers, (config,), lost=lost) as pool:
+    with ray_backend.WorkerPool(_ray_runner, _ray_episode, workers, (config,), lost=lost) as pool:
         for _, result in pool.imap(todo):
             write(result)

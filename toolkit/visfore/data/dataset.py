@@ -54,6 +54,8 @@ from pathlib import Path
 from typing import Any, Literal, Mapping
 
 import numpy as np
+import zarr
+from zarr.codecs import ZstdCodec
 
 from visfore.core.errors import VisforeError
 from visfore.data import storage
@@ -76,8 +78,6 @@ _SMALL_CHUNK_ROWS = 8192
 
 
 def _zstd(level: int = 3):
-    from zarr.codecs import ZstdCodec
-
     return ZstdCodec(level=level)
 
 
@@ -231,8 +231,6 @@ def _open_group(path: Path | str, mode: Literal["r", "r+"]) -> Any:
     """Open the Zarr group at a normalized location (:func:`visfore.data.storage.normalize`) and
     check that it is a visfore dataset. Storage errors of URLs are left to the caller's
     :func:`visfore.data.storage.storage_errors` block."""
-    import zarr
-
     if not (path.exists() if isinstance(path, Path) else storage.exists(path)):
         storage.check_bucket(path)
         raise VisforeError(f"dataset not found: {storage.display_name(path)}")
@@ -364,8 +362,6 @@ class DatasetWriter:
         chunk_frames: int,
         compression_level: int,
     ) -> DatasetWriter:
-        import zarr
-
         h, w, _ = frame_shape
         store = storage.zarr_store(path, read_only=False) if storage.is_url(path) else str(path)
         group = zarr.open_group(store, mode="w-", zarr_format=3)

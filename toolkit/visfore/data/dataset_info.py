@@ -12,8 +12,10 @@ import os
 from typing import Any
 
 import numpy as np
+from rich.table import Table
 
 from visfore.core.console import stdout_console
+from visfore.data.dataset import DATA_KEYS, open_dataset
 from visfore.data.storage import display_name
 
 
@@ -60,8 +62,6 @@ def dataset_info(path: str | os.PathLike[str]) -> dict[str, Any]:
         VisforeError: the path is missing or not a visfore dataset, or (URLs) the storage
             cannot be reached (see :func:`visfore.data.dataset.open_dataset`).
     """
-    from visfore.data.dataset import DATA_KEYS, open_dataset
-
     ds = open_dataset(path)
     rows = ds.num_rows
     arrays = {key: _array_info(ds.array(key), rows) for key in DATA_KEYS}
@@ -123,8 +123,6 @@ def _num(x: float | None, digits: int = 2) -> str:
 
 
 def render_info(info: dict[str, Any]) -> None:
-    from rich.table import Table
-
     table = Table(title=f"visfore dataset {info['path']}", show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value")

@@ -15,6 +15,9 @@ from typing import Any, Iterable, Mapping
 
 from visfore.core.errors import VisforeError
 
+# The data and rl configs import this module at CLI start-up (parse_env_kwargs), so it
+# stays light: gymnasium and visfore_envs are imported inside the functions that use them.
+
 #: Short names accepted by ``--env`` and the visfore ids they stand for.
 SHORT_NAMES: dict[str, str] = {
     "reacher": "ReacherPlane-v0",
@@ -31,7 +34,7 @@ RESERVED_ENV_KWARGS = ("obs_mode", "width", "height", "render_mode", "max_episod
 
 def _import_visfore_envs() -> bool:
     """Import :mod:`visfore_envs` (registers its ids); False when it is not installed."""
-    try:
+    try:  # lazy: may be missing (False), and it picks the GL backend when first imported
         import visfore_envs  # noqa: F401
     except ImportError:
         return False
@@ -42,7 +45,7 @@ def visfore_env_ids() -> list[str]:
     """Sorted ids registered by :mod:`visfore_envs` (empty when it is not installed)."""
     if not _import_visfore_envs():
         return []
-    import gymnasium as gym
+    import gymnasium as gym  # lazy: see the note at the top
 
     ids = []
     for env_id, spec in gym.registry.items():
@@ -72,7 +75,7 @@ def resolve_env_id(name: str) -> str:
         VisforeError: the name is neither a short name nor a registered id; the message
             lists the valid short names and visfore ids.
     """
-    import gymnasium as gym
+    import gymnasium as gym  # lazy: see the note at the top
 
     have_envs = _import_visfore_envs()
     key = name.strip()
@@ -199,7 +202,7 @@ def make_env(
     Raises:
         VisforeError: the env rejects the keyword arguments (the env's own message).
     """
-    import gymnasium as gym
+    import gymnasium as gym  # lazy: see the note at the top
 
     kwargs = dict(env_kwargs or {})
     if is_visfore_env(env_id):

@@ -32,6 +32,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from gymnasium import spaces
 
 from visfore.core.errors import VisforeError
 
@@ -174,8 +175,6 @@ def make_policy(name: str, action_space: Any, **params: Any) -> Policy:
     Raises:
         VisforeError: unknown name, unsupported action space or bad parameters.
     """
-    from gymnasium import spaces
-
     if name not in POLICY_NAMES:
         raise VisforeError(f"unknown policy {name!r}; valid: {', '.join(POLICY_NAMES)}")
     if not isinstance(action_space, spaces.Box) or len(action_space.shape) != 1:

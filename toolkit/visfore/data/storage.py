@@ -171,7 +171,7 @@ def storage_options(location: str | os.PathLike[str]) -> dict[str, Any]:
 
 def _check_protocol(location: str) -> None:
     """Raise VisforeError when fsspec does not know the protocol or its package is missing."""
-    import fsspec
+    import fsspec  # lazy: fsspec is needed only for URLs (with the optional visfore[s3] extra)
 
     protocol = protocol_of(location)
     assert protocol is not None
@@ -207,7 +207,7 @@ def filesystem(location: str | os.PathLike[str]) -> tuple[Any, str]:
     if isinstance(loc, Path):
         raise VisforeError(f"{loc} is a local path, not a URL")
     _check_protocol(loc)
-    import fsspec
+    import fsspec  # lazy: as in _check_protocol
 
     with storage_errors(loc, "open"):
         fs, path = fsspec.url_to_fs(loc, **storage_options(loc))
@@ -228,7 +228,7 @@ def zarr_store(location: str | os.PathLike[str], *, read_only: bool) -> Any:
     if isinstance(loc, Path):
         raise VisforeError(f"{loc} is a local path, not a URL")
     _check_protocol(loc)
-    from zarr.storage import FsspecStore
+    from zarr.storage import FsspecStore  # lazy: the fsspec backend, only for URLs
 
     with storage_errors(loc, "open"):
         store = FsspecStore.from_url(loc, storage_options=storage_options(loc), read_only=read_only)
