@@ -29,6 +29,9 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
+from rich import box
+from rich.table import Table
 
 from visfore.core import runs
 from visfore.core.console import stdout_console
@@ -393,8 +396,6 @@ def plot_per_step(groups: Sequence[Mapping[str, Any]], metric: str, path: Path, 
     if copy:
         yc = _arr(copy)
         ax.plot(np.arange(1, len(yc) + 1), yc, "--", color="black", lw=1.5, label="copy-last-frame")
-    from matplotlib.ticker import MaxNLocator
-
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("horizon step (predicted frame)")
     ax.set_ylabel("PSNR (dB)" if metric == "psnr" else "SSIM")
@@ -643,9 +644,6 @@ CONSOLE_COLUMNS = (
 def print_comparison(groups: Sequence[Mapping[str, Any]], console: Any = None, title: str | None = None) -> None:
     """Print the aggregated table with rich: per group, mean over seeds with ``± std``
     under it; PSNR columns in dB (``copy-last`` / ``mean-frame``: the baselines' PSNR)."""
-    from rich import box
-    from rich.table import Table
-
     console = console or stdout_console()
     columns = [c for c in CONSOLE_COLUMNS if any(g.get(f"{c[1]}_mean") is not None for g in groups)]
     table = Table(

@@ -2,8 +2,8 @@
 :mod:`visfore.reports.comparison_report`): JSON-safe values, number formatting, CSV, Markdown and
 self-contained HTML tables, matplotlib PNGs.
 
-Every file is written atomically (:mod:`visfore.core.runs`); matplotlib runs with the Agg
-backend and is imported only when a plot is drawn. HTML pages are self-contained: inline
+Every file is written atomically (:mod:`visfore.core.runs`); matplotlib is switched to
+the Agg backend when a plot is drawn (:func:`pyplot`), not when this module is imported. HTML pages are self-contained: inline
 CSS, every image embedded as a base64 ``data:image/png`` URI, no external resource.
 """
 
@@ -18,6 +18,8 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 
 from visfore.core import runs
@@ -110,11 +112,9 @@ def read_csv(path: str | Path) -> list[dict[str, str]]:
 # -- plots -------------------------------------------------------------------------------
 def pyplot():
     """``matplotlib.pyplot`` on the Agg backend (no display needed)."""
-    import matplotlib
-
+    # Agg when a plot is drawn, not at import: importing a report module leaves the
+    # process's backend alone (importing pyplot picks no backend yet).
     matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
     return plt
 
 

@@ -21,8 +21,8 @@ a ratio means nothing); ``mean_length`` (steps); ``terminated_fraction``; ``seed
 (seed -> mean return over that seed's episodes) and their ``seed_mean_min`` /
 ``seed_mean_max``, the band drawn in the plots.
 
-Every file is written atomically (:mod:`visfore.core.runs`); matplotlib runs with the Agg
-backend and is imported only when plots are drawn.
+Every file is written atomically (:mod:`visfore.core.runs`); matplotlib is switched to
+the Agg backend when plots are drawn.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
+from matplotlib.colors import TwoSlopeNorm
 
 from visfore.core import runs
 from visfore.reports.report_html import BASE_CSS, fmt, jsonable, read_csv  # noqa: F401  (moved; public here too)
@@ -290,8 +291,6 @@ def _heatmap(
     values: np.ndarray, row_labels: Sequence[str], col_labels: Sequence[str], path: Path,
     title: str, normalized: bool, xlabel: str, ylabel: str,
 ) -> Path:  # fmt: skip
-    from matplotlib.colors import TwoSlopeNorm
-
     plt = _pyplot()
     finite = values[np.isfinite(values)]
     fig, ax = plt.subplots(figsize=(max(4.0, 0.7 * len(col_labels) + 2.5), max(2.2, 0.45 * len(row_labels) + 1.6)))
