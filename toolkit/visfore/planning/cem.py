@@ -32,6 +32,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import torch
+
 from visfore.core.errors import VisforeError
 
 #: What the controller executes: the best sample seen, or the final elite mean.
@@ -148,8 +150,6 @@ def shift_mean(mean: Any, steps: int, repeat: int, fill: Any) -> Any:
     Raises:
         VisforeError: ``steps < 0``.
     """
-    import torch
-
     if steps < 0:
         raise VisforeError(f"cannot shift a plan by {steps} steps")
     B = mean.shape[0]
@@ -194,8 +194,6 @@ def cem(
         VisforeError: a bad config, bounds, initial mean/std shape, or a cost of the
             wrong shape or with NaN.
     """
-    import torch
-
     config.validate()
     low = torch.as_tensor(low)
     high = torch.as_tensor(high, device=low.device, dtype=low.dtype)

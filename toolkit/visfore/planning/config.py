@@ -243,7 +243,7 @@ class PlanConfig(ConfigBase, command="plan"):
     @property
     def cem_config(self) -> Any:
         """The :class:`~visfore.planning.cem.CEMConfig` of the planners."""
-        from visfore.planning.cem import CEMConfig
+        from visfore.planning.cem import CEMConfig  # lazy: cem imports torch; config modules stay light
 
         return CEMConfig(
             iterations=self.iterations, samples=self.samples, elites=self.elites,

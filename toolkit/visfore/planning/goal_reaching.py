@@ -33,9 +33,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
+import gymnasium as gym
 import numpy as np
+from PIL import Image
 
 from visfore.core.errors import VisforeError
+from visfore.data.envs import resolve_env_id
+from visfore.worldmodels.predict import save_animation
 
 __all__ = [
     "SEEDING_SCHEME",
@@ -126,10 +130,6 @@ def make_goal_env(
         VisforeError: unknown env id, bad kwargs (the env's own message), a reserved key
             in ``overrides``, a bad size, or an env that is not a key-point goal env.
     """
-    import gymnasium as gym
-
-    from visfore.data.envs import resolve_env_id
-
     if isinstance(size, (int, np.integer)):
         H = W = int(size)
     else:
@@ -262,8 +262,6 @@ def goal_panel(
     for i, p in enumerate(panels):
         p = np.asarray(p, dtype=np.uint8)
         if p.shape[:2] != (H, W):
-            from PIL import Image
-
             p = np.asarray(Image.fromarray(p).resize((W, H), Image.Resampling.NEAREST))
         if i:
             out.append(np.full((H * scale, gap, 3), 255, np.uint8))
@@ -399,8 +397,6 @@ def run_goal_episodes(
                 distances=distances,
             )
             if gif_dir is not None:
-                from visfore.worldmodels.predict import save_animation
-
                 Path(gif_dir).mkdir(parents=True, exist_ok=True)
                 save_animation(Path(gif_dir) / f"{name}-ep{k:03d}.gif", _gif_panels(frames, goal), GIF_FPS)
             results.append(result)
