@@ -67,22 +67,35 @@ balanced finished episodes and writes the report of them (exit 130).
 
 from __future__ import annotations
 
+import base64
 import functools
+import html as _html
+import json
 import logging
 import math
 import time
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
+import mujoco
+import mujoco.rollout
 import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+from rich.table import Table
 
-from visfore.core import provenance
+from visfore.core import provenance, runs
 from visfore.core.console import stdout_console
-from visfore.core.device import parse_device_spec
+from visfore.core.device import parse_device_spec, select_device
 from visfore.core.errors import VisforeError
-from visfore.planning.cem import CEMConfig, CEMResult
+from visfore.core.progress import episode_progress
+from visfore.core.runs import resolve_run_dir
+from visfore.data.envs import resolve_env_id
+from visfore.perception.translator_run import load_translator_run
+from visfore.planning.cem import CEMConfig, CEMResult, cem, shift_mean
 from visfore.planning.config import (  # noqa: F401 (re-exported: the plan API)
     CONTROLLER_LABELS,
     DEFAULT_EXTRA_THRESHOLDS,
@@ -91,10 +104,29 @@ from visfore.planning.config import (  # noqa: F401 (re-exported: the plan API)
     parse_thresholds,
     resolve_blocks,
 )
-from visfore.planning.goal_reaching import check_action_scale, evaluation_env_kwargs, scale_action_box
-
-if TYPE_CHECKING:
-    import torch
+from visfore.planning.goal_reaching import (
+    SEEDING_SCHEME,
+    GoalEpisode,
+    check_action_scale,
+    evaluation_env_kwargs,
+    make_goal_env,
+    run_goal_episodes,
+    scale_action_box,
+    summarize_goal_episodes,
+)
+from visfore.planning.through_model import load_through_model_policy
+from visfore.reports.report_html import (
+    fmt,
+    html_page,
+    html_table,
+    jsonable,
+    md_table,
+    png_data_uri,
+    pyplot,
+    save_figure,
+    write_csv,
+)
+from visfore.worldmodels.model_run import frames_to_model, load_model_run, model_to_frames, sample_seed
 
 log = logging.getLogger(__name__)
 
@@ -180,8 +212,6 @@ def load_goal_image(path: str | Path, size: tuple[int, int]) -> np.ndarray:
     Raises:
         VisforeError: missing file, a directory, or not a readable image.
     """
-    from PIL import Image, UnidentifiedImageError
-
     p = Path(path)
     if not p.exists():
         raise VisforeError(f"--goal {p} does not exist")
@@ -226,9 +256,6 @@ class RunTranslator:
     def __call__(self, frames: Any) -> Any:
         """``(B, 3, H, W)`` float in [0, 1] -> ``(B, G)`` key points (metres), float32,
         on the device of ``frames``."""
-        import torch
-        import torch.nn.functional as F
-
         x = frames.float()
         if tuple(x.shape[-2:]) != self.frame_size:
             x = F.interpolate(x, size=self.frame_size, mode="bilinear", align_corners=False)
@@ -249,9 +276,6 @@ def load_translator(run: str | Path, device: Any = "cpu", env_id: str | None = N
         VisforeError: not a translator run (:func:`visfore.perception.translator_run.load_translator_run`),
             or one trained on another env.
     """
-    from visfore.data.envs import resolve_env_id
-    from visfore.perception.translator_run import load_translator_run
-
     tr = load_translator_run(run, device)
     if env_id is not None and tr.env_id and resolve_env_id(str(tr.env_id)) != env_id:
         raise VisforeError(f"--translator {run} was trained on {tr.env_id} frames, not {env_id}")
@@ -265,9 +289,6 @@ def gaussian_blur(images: Any, sigma: float) -> Any:
     Blurring widens the basin of a pixel cost: a thin arm a few pixels away from the goal
     pose still overlaps it after blurring (the role of the coarse levels of an image
     pyramid), while the minimum stays at the goal."""
-    import torch
-    import torch.nn.functional as F
-
     if sigma <= 0:
         return images
     r = max(1, int(math.ceil(3 * sigma)))
@@ -370,8 +391,6 @@ class CEMController:
         warm_start: bool = True,
         shrink_horizon: bool = True,
     ) -> None:
-        import torch
-
         self.cem_config = cem_config.validate()
         self.replan_every = int(replan_every)
         self.shrink_horizon = bool(shrink_horizon)
@@ -384,8 +403,6 @@ class CEMController:
 
     # -- protocol ---------------------------------------------------------------------
     def reset(self, env: Any, obs: dict, goal_frame: np.ndarray, rng: np.random.Generator) -> None:
-        import torch
-
         low, high = action_bounds(env, self.action_scale)
         self._low = torch.from_numpy(low).to(self.device)
         self._high = torch.from_numpy(high).to(self.device)
@@ -404,8 +421,6 @@ class CEMController:
         self._begin(env, obs, goal_frame)
 
     def act(self, obs: dict, info: dict) -> np.ndarray:
-        from visfore.planning.cem import cem, shift_mean
-
         if self._last_action is not None:
             self._observe(obs, self._last_action)
         if self._plan is None or self._since >= self.replan_every:
@@ -491,10 +506,6 @@ class LearnedCEMController(CEMController):
         self.forward_seconds = 0.0
 
     def _begin(self, env: Any, obs: dict, goal_frame: np.ndarray) -> None:
-        import torch
-
-        from visfore.worldmodels.model_run import frames_to_model
-
         mr = self.model_run
         H, W = mr.image_size
         frame = np.asarray(obs["pixels"], np.uint8)
@@ -511,10 +522,6 @@ class LearnedCEMController(CEMController):
                 self._goal_kp = self.translator(self._goal[None])[0]
 
     def _observe(self, obs: dict, action: np.ndarray) -> None:
-        import torch
-
-        from visfore.worldmodels.model_run import frames_to_model
-
         new = frames_to_model(np.asarray(obs["pixels"], np.uint8), self.device)
         self._frames = torch.cat([self._frames[1:], new[None]], dim=0)
         if self._actions.shape[0] > 0:
@@ -523,10 +530,6 @@ class LearnedCEMController(CEMController):
 
     def _predict(self, actions: Any) -> Any:
         """``(n, T, A)`` -> ``(n, T, 3, H, W)`` predicted frames from the current context."""
-        import torch
-
-        from visfore.worldmodels.model_run import sample_seed
-
         n = actions.shape[0]
         C = self._frames.shape[0]
         ctx = self._frames[None].expand(n, *self._frames.shape)
@@ -541,8 +544,6 @@ class LearnedCEMController(CEMController):
             return self.model_run.model(ctx, seq).float()
 
     def _score(self, frames: Any) -> Any:
-        import torch
-
         total = torch.zeros(frames.shape[0], device=frames.device)
         if "pixels" in self.cost:
             total = total + self.pixel_weight * pixel_cost(
@@ -558,8 +559,6 @@ class LearnedCEMController(CEMController):
         return total
 
     def _cost(self, actions: Any) -> Any:
-        import torch
-
         t0 = time.perf_counter()
         n = actions.shape[0]
         chunk = self.batch_chunk or n
@@ -568,8 +567,6 @@ class LearnedCEMController(CEMController):
         return out
 
     def _imagine(self, actions: Any) -> np.ndarray:
-        from visfore.worldmodels.model_run import model_to_frames
-
         return model_to_frames(self._predict(actions[None])[0])
 
 
@@ -605,8 +602,6 @@ class OracleCEMController(CEMController):
         self.rollout_seconds = 0.0
 
     def _begin(self, env: Any, obs: dict, goal_frame: np.ndarray) -> None:
-        import mujoco
-
         base = env.unwrapped
         for attr in ("model", "data", "scene_model", "scene_data", "frame_skip", "keypoint_sites"):
             if not hasattr(base, attr):
@@ -634,17 +629,12 @@ class OracleCEMController(CEMController):
         self._scene.mocap_pos[:] = base.scene_data.mocap_pos
         self._scene.mocap_quat[:] = base.scene_data.mocap_quat
         self._target_kp = np.asarray(base.target_keypoints, np.float64)
-        from visfore.worldmodels.model_run import frames_to_model
-
         self._goal = gaussian_blur(frames_to_model(np.asarray(goal_frame, np.uint8)), self.pixel_blur)
         self._H, self._W = np.asarray(goal_frame).shape[:2]
 
     def rollout_qpos(self, actions: np.ndarray) -> np.ndarray:
         """``(N, T, A)`` actions -> ``(N, T, nq)`` joint positions after each env step,
         rolled out from the env's current state (float64)."""
-        import mujoco
-        import mujoco.rollout
-
         m, fs = self._model, int(self._base.frame_skip)
         mujoco.mj_getState(m, self._base.data, self._state, self._spec)
         control = np.repeat(np.asarray(actions, np.float64), fs, axis=1)
@@ -656,8 +646,6 @@ class OracleCEMController(CEMController):
 
     def render(self, qpos: np.ndarray) -> np.ndarray:
         """``(M, nq)`` joint positions -> ``(M, H, W, 3)`` uint8 frames (the env's view)."""
-        import mujoco
-
         sm, sd = self._base.scene_model, self._scene
         out = np.empty((len(qpos), self._H, self._W, 3), np.uint8)
         t0 = time.perf_counter()
@@ -671,8 +659,6 @@ class OracleCEMController(CEMController):
 
     def keypoints(self, qpos: np.ndarray) -> np.ndarray:
         """``(M, nq)`` -> ``(M, G)`` key points (metres), the env's layout."""
-        import mujoco
-
         m, d = self._model, self._kin_data
         out = np.empty((len(qpos), len(self._site_ids) * len(self._axes)))
         for i, q in enumerate(qpos):
@@ -682,16 +668,12 @@ class OracleCEMController(CEMController):
         return out
 
     def _cost(self, actions: Any) -> Any:
-        import torch
-
         acts = actions.detach().cpu().numpy()
         qpos = self.rollout_qpos(acts)  # (N, T, nq)
         N, T = qpos.shape[:2]
         sel = qpos[:, -1:] if self.cost_frames == "final" else qpos
         k = sel.shape[1]
         flat = sel.reshape(N * k, -1)
-        from visfore.worldmodels.model_run import frames_to_model
-
         total = torch.zeros(N, dtype=torch.float64)
         if "pixels" in self.cost:
             frames = frames_to_model(self.render(flat)).reshape(N, k, 3, self._H, self._W)
@@ -710,18 +692,11 @@ class OracleCEMController(CEMController):
 
 def load_through_model_controller(run: str | Path, device: Any = None) -> Any:
     """The through-model policy of ``run`` as a :class:`~visfore.planning.goal_reaching.GoalController`
-    (:func:`visfore.planning.through_model.load_through_model_policy`, imported lazily).
+    (:func:`visfore.planning.through_model.load_through_model_policy`).
 
     Raises:
-        VisforeError: the module or function is not available, or the run cannot be loaded.
+        VisforeError: the run cannot be loaded.
     """
-    try:
-        from visfore.planning.through_model import load_through_model_policy
-    except ImportError:
-        raise VisforeError(
-            "--policy needs visfore.planning.through_model.load_through_model_policy "
-            "(`visfore train-through-model`), which is not available"
-        ) from None
     controller = load_through_model_policy(run, device=device)
     if not getattr(controller, "name", None):
         controller.name = "through-model"
@@ -737,8 +712,6 @@ def command_line(config: PlanConfig, out: Path) -> str:
 
 
 def _default_out() -> Path:
-    from visfore.core.runs import resolve_run_dir
-
     base = resolve_run_dir(COMMAND)
     out, n = base, 1
     while out.exists():
@@ -754,8 +727,6 @@ def _resolve_env(config: PlanConfig, model_run: Any) -> tuple[str, dict, tuple[i
         VisforeError: ``--env`` names another env than the model was trained on, or
             ``--size`` differs from the model's frame size.
     """
-    from visfore.data.envs import resolve_env_id
-
     env_id = resolve_env_id(config.env) if config.env else None
     env_kwargs: dict = {}
     size = (config.size, config.size) if config.size else (64, 64)
@@ -789,8 +760,6 @@ def _fmt_list(values: Any) -> str:
 
 
 def _summary_rows(summary: Mapping[str, dict], thresholds: Sequence[float]) -> tuple[list[str], list[list[str]]]:
-    from visfore.reports.report_html import fmt
-
     header = ["controller", "episodes", "success"]
     header += [f"success @{t:g} m" for t in thresholds]
     header += ["final dist. mean ± std (m)", "median (m)", "min dist. mean (m)",
@@ -810,8 +779,6 @@ def _summary_rows(summary: Mapping[str, dict], thresholds: Sequence[float]) -> t
 
 
 def _distance_plot(episodes: Sequence[Any], path: Path, threshold: float) -> Path | None:
-    from visfore.reports.report_html import pyplot, save_figure
-
     groups: dict[str, list[list[float]]] = {}
     for e in episodes:
         if e.distances:
@@ -841,12 +808,6 @@ def _distance_plot(episodes: Sequence[Any], path: Path, threshold: float) -> Pat
 def write_report(out: Path, meta: Mapping[str, Any], episodes: Sequence[Any]) -> dict[str, Any]:
     """Write ``episodes.csv/.json``, ``summary.json``, ``report.md``, ``report.html`` and
     ``distance.png`` into ``out`` (atomically). Returns ``{"summary", "files"}``."""
-    import html as _html
-
-    from visfore.core import runs
-    from visfore.planning.goal_reaching import GoalEpisode, summarize_goal_episodes
-    from visfore.reports.report_html import html_page, html_table, jsonable, md_table, png_data_uri, write_csv
-
     thresholds = tuple(meta.get("extra_thresholds") or ())
     summary = summarize_goal_episodes(episodes, thresholds)
     files: dict[str, Path] = {}
@@ -941,8 +902,6 @@ def write_report(out: Path, meta: Mapping[str, Any], episodes: Sequence[Any]) ->
     if plot is not None:
         body.append(f'<img alt="distance" src="{png_data_uri(plot)}">')
     if gifs:
-        import base64
-
         body.append("<h2>First episode of each controller (real | imagined | goal)</h2>")
         shown = set()
         for g in gifs:
@@ -1015,12 +974,6 @@ def _prepare(config: PlanConfig) -> _PlanSetup:
     Raises:
         VisforeError: the first problem, one line.
     """
-    import torch
-
-    from visfore.core.device import select_device
-    from visfore.planning.goal_reaching import make_goal_env
-    from visfore.worldmodels.model_run import load_model_run
-
     config = validate_config(config)
     device = select_device(config.device)
     if config.num_threads:
@@ -1069,8 +1022,6 @@ def _output_dir(config: PlanConfig) -> Path:
     Raises:
         VisforeError: it exists and is not empty.
     """
-    from visfore.core import runs
-
     out = (
         Path(config.out)
         if config.out
@@ -1100,10 +1051,6 @@ def _model_budget(model_run: Any) -> str | None:
 def _meta(setup: _PlanSetup, out: Path) -> dict[str, Any]:
     """The report's ``meta`` record: model, env, goal, controllers, CEM budget, costs,
     thresholds, seeding, the command line and the package versions."""
-    import torch
-
-    from visfore.planning.goal_reaching import SEEDING_SCHEME
-
     config, model_run = setup.config, setup.model_run
     return {
         "command_name": COMMAND,
@@ -1164,9 +1111,6 @@ class _EpisodeLog:
         self.episodes: list[Any] = []
 
     def add(self, episode: Any) -> None:
-        from visfore.core import runs
-        from visfore.reports.report_html import jsonable
-
         self.episodes.append(episode)
         runs.write_json(self.path, jsonable([e.to_dict() for e in self.episodes]))
 
@@ -1174,9 +1118,6 @@ class _EpisodeLog:
 def _run_episodes(setup: _PlanSetup, out: Path, episodes: _EpisodeLog) -> bool:
     """Episode k of every controller, then k + 1 (so an interruption keeps balanced
     episodes); returns True when Ctrl-C ended the loop."""
-    from visfore.core.progress import episode_progress
-    from visfore.planning.goal_reaching import run_goal_episodes
-
     config = setup.config
     gif_dir = out / "gifs" if config.gifs else None
     bar = episode_progress(config.progress, "episodes")
@@ -1208,8 +1149,6 @@ def plan(config: PlanConfig) -> dict[str, Any]:
         VisforeError: bad input, before anything is written.
         KeyboardInterrupt: after writing the report of the finished episodes.
     """
-    from visfore.core import runs
-
     setup = _prepare(config)
     config = setup.config
     out = _output_dir(config)
@@ -1234,21 +1173,15 @@ def plan(config: PlanConfig) -> dict[str, Any]:
 
 
 def _json_text(value: Any) -> str:
-    import json
-
     return json.dumps(value, sort_keys=True, default=str)
 
 
 def _plain(value: Any) -> Any:
-    from visfore.reports.report_html import jsonable
-
     return jsonable(value)
 
 
 def print_summary(result: Mapping[str, Any], console: Any = None) -> None:
     """Print the per-controller results as a rich table and the report path."""
-    from rich.table import Table
-
     console = console or stdout_console()
     meta = result["meta"]
     header, rows = _summary_rows(result["summary"], meta.get("extra_thresholds") or ())
