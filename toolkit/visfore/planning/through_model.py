@@ -83,13 +83,17 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.tensorboard import SummaryWriter
 
 from visfore.core import provenance, runs
+from visfore.core.console import stdout_console
 from visfore.core.device import parse_device_spec, select_device
 from visfore.core.errors import VisforeError
-from visfore.core.progress import NoProgress
+from visfore.core.progress import NoProgress, episode_progress
 from visfore.core.trainer import (
     Callback,
     Checkpointer,
@@ -101,8 +105,19 @@ from visfore.core.trainer import (
     TrainState,
     TrainTask,
 )
+from visfore.data.clips import load_clip_source
+from visfore.data.envs import resolve_env_id
 from visfore.planning.config import ThroughModelConfig
-from visfore.planning.goal_reaching import check_action_scale, evaluation_env_kwargs, scale_action_box
+from visfore.planning.goal_reaching import (
+    check_action_scale,
+    evaluation_env_kwargs,
+    make_goal_env,
+    run_goal_episodes,
+    scale_action_box,
+    summarize_goal_episodes,
+)
+from visfore.worldmodels.model_run import load_model_run, sample_seed
+from visfore_models import ConvLSTMForwardModel, FrameStackForwardModel, StepwiseForwardModel
 
 log = logging.getLogger(__name__)
 
@@ -374,8 +389,6 @@ def imagination_mode(model: Any) -> str:
     """How :class:`Imagination` steps ``model``: ``recurrent`` (``model.step(x, a, state)``:
     ConvLSTM and StepwiseForwardModel subclasses), ``framestack`` (``model.step(history, a,
     state)``) or ``window`` (``model(last C frames, C actions)`` with K = 1; anything else)."""
-    from visfore_models import ConvLSTMForwardModel, FrameStackForwardModel, StepwiseForwardModel
-
     if isinstance(model, (ConvLSTMForwardModel, StepwiseForwardModel)):
         return "recurrent"
     if isinstance(model, FrameStackForwardModel):
@@ -763,9 +776,6 @@ def evaluate_in_env(
     Raises:
         VisforeError: the env cannot be made, frames of another size than the policy's.
     """
-    from visfore.core.progress import episode_progress
-    from visfore.planning.goal_reaching import make_goal_env, run_goal_episodes, summarize_goal_episodes
-
     with episode_progress(progress, "episodes") as bar:
         task = bar.add_task(f"eval {policy.name}", total=episodes)
         eps = run_goal_episodes(
@@ -804,8 +814,6 @@ def _resolve_env(config: ThroughModelConfig, attrs: Mapping[str, Any]) -> tuple[
         VisforeError: ``--env`` names another env than the dataset's, or no env is known
             while an evaluation is asked for.
     """
-    from visfore.data.envs import resolve_env_id
-
     data_env = attrs.get("env_id") if isinstance(attrs.get("env_id"), str) else None
     kwargs = evaluation_env_kwargs(attrs.get("env_kwargs")) if isinstance(attrs.get("env_kwargs"), dict) else {}
     if config.env is not None:
@@ -878,9 +886,6 @@ def _prepare(config: ThroughModelConfig) -> _Setup:
     Raises:
         VisforeError: the first problem, one line.
     """
-    from visfore.data.clips import load_clip_source
-    from visfore.worldmodels.model_run import load_model_run
-
     if config.model is not None and config.resume:
         raise VisforeError("give --model RUN for a new run or --resume --out RUN_DIR to continue one, not both")
     saved: dict[str, Any] | None = None
@@ -937,8 +942,6 @@ def _check_env_actions(env_id: str, env_kwargs: Mapping[str, Any], size: tuple[i
     Raises:
         VisforeError: it cannot be made, or its action shape differs.
     """
-    from visfore.planning.goal_reaching import make_goal_env
-
     env = make_goal_env(env_id, env_kwargs, size)
     try:
         shape = tuple(env.action_space.shape)
@@ -1102,8 +1105,6 @@ class ThroughModelTask(TrainTask):
         """Imagine the fixed validation batch (no gradients) at ``state.global_step``;
         appends to ``state.extra["validation"]`` and returns ``val_goal_mse`` (full-resolution
         MSE of the final imagined frame to the goal) and ``val_loss``."""
-        from visfore.worldmodels.model_run import sample_seed
-
         self.net.eval()
         with torch.no_grad(), sample_seed(self.config.seed if self.setup.mr.stochastic else None, self.setup.device):
             loss, parts = self._loss(*self.val_batch)
@@ -1178,8 +1179,6 @@ class _IterationBar(Callback):
 
     def context(self) -> Any:
         if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
             self.bar = Progress(
                 TextColumn("iterations"),
                 BarColumn(),
@@ -1370,10 +1369,6 @@ def train_through_model(config: ThroughModelConfig) -> dict[str, Any]:
 
 def _train(config: ThroughModelConfig) -> dict[str, Any]:
     """The pipeline: prepare (no writes) -> run directory -> train -> evaluate -> metrics."""
-    from torch.utils.tensorboard import SummaryWriter
-
-    from visfore.core.console import stdout_console
-
     t_begin = time.monotonic()
     setup = _prepare(config)
     config = setup.config
@@ -1423,10 +1418,6 @@ def _train(config: ThroughModelConfig) -> dict[str, Any]:
 
 def print_summary(metrics: Mapping[str, Any], console: Any = None) -> None:
     """Print the training result and the real-env evaluation as a rich table."""
-    from rich.table import Table
-
-    from visfore.core.console import stdout_console
-
     console = console or stdout_console()
     spi = metrics.get("seconds_per_iteration")
     console.print(
