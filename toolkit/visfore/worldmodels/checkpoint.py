@@ -24,6 +24,8 @@ import random
 from pathlib import Path
 from typing import Any, Mapping
 
+import torch
+
 from visfore.core.errors import VisforeError
 from visfore.core.trainer import TrainState
 
@@ -43,8 +45,6 @@ CHECKPOINT_VERSION = 2
 
 def rng_state() -> dict[str, Any]:
     """This process's torch, Python and (when present) CUDA RNG states."""
-    import torch
-
     state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -53,8 +53,6 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: Mapping[str, Any]) -> None:
     """Inverse of :func:`rng_state` (CUDA states only when the device count matches)."""
-    import torch
-
     torch.set_rng_state(state["torch"].cpu())
     random.setstate(tuple(state["python"]) if not isinstance(state["python"], tuple) else state["python"])
     cuda = state.get("cuda")

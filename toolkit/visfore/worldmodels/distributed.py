@@ -13,15 +13,14 @@ import datetime as _dt
 import hashlib
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
+import torch
+import torch.distributed as tdist
 
 from visfore.core.device import parse_device_spec
 from visfore.core.errors import VisforeError
-
-if TYPE_CHECKING:  # pragma: no cover
-    import torch
 
 __all__ = [
     "Dist",
@@ -73,9 +72,6 @@ def setup_distributed(device_spec: str) -> Dist:
     world = env_int("WORLD_SIZE", 1)
     if world <= 1:
         return Dist()
-    import torch
-    import torch.distributed as tdist
-
     if not tdist.is_available():
         raise VisforeError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
     spec = parse_device_spec(device_spec)
@@ -108,8 +104,6 @@ def setup_distributed(device_spec: str) -> Dist:
 
 def teardown(dist: Dist) -> None:
     if dist.owns_group:
-        import torch.distributed as tdist
-
         if tdist.is_initialized():
             tdist.destroy_process_group()
 
@@ -117,8 +111,6 @@ def teardown(dist: Dist) -> None:
 def all_gather_object(dist: Dist, obj: Any) -> list[Any]:
     if not dist.enabled:
         return [obj]
-    import torch.distributed as tdist
-
     out: list[Any] = [None] * dist.world_size
     tdist.all_gather_object(out, obj)
     return out
@@ -128,8 +120,6 @@ def broadcast_object(dist: Dist, obj: Any) -> Any:
     """Rank 0's ``obj`` on every rank."""
     if not dist.enabled:
         return obj
-    import torch.distributed as tdist
-
     box = [obj]
     tdist.broadcast_object_list(box, src=0)
     return box[0]
@@ -152,9 +142,6 @@ def agree_on_errors(dist: Dist, exc: BaseException | None) -> None:
 
 
 def sum_across_ranks(dist: Dist, values: list[float], device: torch.device) -> list[float]:
-    import torch
-    import torch.distributed as tdist
-
     t = torch.tensor(values, dtype=torch.float64, device=device if dist.backend == "nccl" else "cpu")
     tdist.all_reduce(t)
     return [float(x) for x in t.cpu()]
@@ -173,8 +160,6 @@ def shard(order: np.ndarray, rank: int, world: int) -> np.ndarray:
 
 def weights_digest(model: Any) -> str:
     """SHA-256 of a module's state dict (names, dtypes, shapes and bytes, in order)."""
-    import torch
-
     h = hashlib.sha256()
     for name, tensor in model.state_dict().items():
         t = tensor.detach().cpu().contiguous()
