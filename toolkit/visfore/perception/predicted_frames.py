@@ -26,14 +26,13 @@ episode of ``L`` frames gives ``L // (C + K)`` clips; a shorter one gives none.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
 from visfore.core.errors import VisforeError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from visfore.worldmodels.model_run import ModelRun
+from visfore.data.clips import clip_starts
+from visfore.worldmodels.model_run import ModelRun, frames_to_model, model_to_frames, sample_seed
 
 __all__ = ["PredictedClips", "clip_layout", "predict_clips"]
 
@@ -74,8 +73,6 @@ def clip_layout(episode_ends: np.ndarray, clip_length: int) -> tuple[np.ndarray,
         ``(starts, episodes)``: (n,) int64 each, the first dataset row of each clip and its
         episode, in dataset order (empty when no episode holds a clip).
     """
-    from visfore.data.clips import clip_starts
-
     ends = np.asarray(episode_ends, dtype=np.int64)
     begins = np.concatenate([[0], ends[:-1]]).astype(np.int64)
     return clip_starts(begins, ends - begins, np.arange(len(ends)), clip_length, stride=clip_length)
@@ -112,10 +109,6 @@ def predict_clips(
         VisforeError: a horizon below 1, frames or actions of another size than the
             model's, or no episode long enough for one clip of ``C + K`` frames.
     """
-    import torch
-
-    from visfore.worldmodels.model_run import frames_to_model, model_to_frames, sample_seed
-
     if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
         raise VisforeError(f"the prediction horizon must be an integer >= 1, got {horizon!r}")
     C, K = int(model_run.context), int(horizon)

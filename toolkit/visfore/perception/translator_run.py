@@ -23,15 +23,15 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import torch
 
 from visfore.core import runs
+from visfore.core.device import select_device
 from visfore.core.errors import VisforeError
-
-if TYPE_CHECKING:  # pragma: no cover
-    import torch
+from visfore_models.translator import load_translator
 
 __all__ = ["CHECKPOINTS", "TranslatorRun", "load_translator_run"]
 
@@ -104,8 +104,6 @@ class TranslatorRun:
             VisforeError: not uint8, or a shape other than the above with this run's
                 ``frame_size``.
         """
-        import torch
-
         x = np.asarray(frames)
         H, W = self.frame_size
         if x.dtype != np.uint8:
@@ -154,10 +152,6 @@ def load_translator_run(
         VisforeError: not a directory, not a train-translator run, a bad ``checkpoint``
             name, a missing or unreadable checkpoint, an unavailable device.
     """
-    import torch
-
-    from visfore_models.translator import load_translator
-
     run_dir = Path(run_dir)
     if checkpoint not in CHECKPOINTS:
         raise VisforeError(f"checkpoint must be one of {', '.join(CHECKPOINTS)}, got {checkpoint!r}")
@@ -177,8 +171,6 @@ def load_translator_run(
     elif isinstance(device, torch.device):
         dev = device
     else:
-        from visfore.core.device import select_device
-
         dev = select_device(str(device))
     try:
         model = load_translator(state["translator"], device=dev)
