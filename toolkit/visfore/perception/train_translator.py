@@ -49,7 +49,6 @@ Python API::
     metrics = train_translator({"data": "data/translator-reacher.zarr", "epochs": 10})
 
 There is no ``--resume`` (runs are minutes long); a stopped run keeps its checkpoints.
-Torch, zarr and the models are imported inside functions so ``visfore --help`` is fast.
 """
 
 from __future__ import annotations
@@ -62,9 +61,15 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, Union, cast
+from typing import Any, Callable, Optional, Protocol, Union, cast
 
+import gymnasium as gym
+import mujoco
 import numpy as np
+import torch
+from gymnasium.envs.registration import load_env_creator
+from rich.table import Table
+from torch.utils.tensorboard import SummaryWriter
 
 from visfore.core import runs
 from visfore.core.console import stdout_console
@@ -82,12 +87,15 @@ from visfore.core.trainer import (
     TrainTask,
 )
 from visfore.data import storage
+from visfore.data.clips import split_episodes
+from visfore.data.dataset import open_dataset
+from visfore.data.envs import visfore_env_ids
 from visfore.perception.config import MAX_MEMORY, TranslatorConfig
+from visfore.perception.predicted_frames import predict_clips
+from visfore.worldmodels.model_run import load_model_run
+from visfore_models.translator import FrameTranslator, translator_loss, translator_state
 
 log = logging.getLogger(__name__)
-
-if TYPE_CHECKING:  # pragma: no cover
-    import torch
 
 __all__ = [
     "COMMAND",
@@ -207,11 +215,6 @@ def env_class_for(env_id: str) -> DecodableEnvClass:
         VisforeError: the id is not registered, its entry point cannot be imported, or the
             class has no ``decode_state`` (the message lists the ids that have one).
     """
-    import gymnasium as gym
-    from gymnasium.envs.registration import load_env_creator
-
-    from visfore.data.envs import visfore_env_ids
-
     visfore_env_ids()  # imports visfore_envs, which registers its ids
     try:
         spec = gym.spec(env_id)
@@ -233,11 +236,6 @@ def env_class_for(env_id: str) -> DecodableEnvClass:
 
 
 def _decodable_ids() -> list[str]:
-    import gymnasium as gym
-    from gymnasium.envs.registration import load_env_creator
-
-    from visfore.data.envs import visfore_env_ids
-
     ids = []
     for env_id in visfore_env_ids():
         entry = gym.spec(env_id).entry_point
@@ -305,8 +303,6 @@ def joint_names_for(env_cls: DecodableEnvClass, nq: int) -> list[str]:
     it has ``nq`` single-coordinate joints; else ``q0, q1, ...``."""
     model_path = getattr(env_cls, "model_path", None)  # optional (see DecodableEnvClass)
     try:
-        import mujoco
-
         if not callable(model_path):
             raise AttributeError("model_path")
         model = mujoco.MjModel.from_xml_path(str(model_path()))
@@ -345,8 +341,6 @@ def augment_frames(frames: torch.Tensor, generator: torch.Generator) -> torch.Te
     the targets are absolute positions, so moving the image would move the labels.
     ``generator`` is a CPU ``torch.Generator`` (reproducible draws).
     """
-    import torch
-
     B = frames.shape[0]
 
     def u(lo: float, hi: float, *shape: int) -> torch.Tensor:
@@ -431,9 +425,6 @@ class _Data:
 
 
 def _load_data(config: TranslatorConfig) -> _Data:
-    from visfore.data.clips import split_episodes
-    from visfore.data.dataset import open_dataset
-
     assert config.data is not None  # validate_config: --data is required
     ds = open_dataset(config.data)
     name = storage.display_name(ds.path)
@@ -516,9 +507,6 @@ def _predicted_clips(config: TranslatorConfig, ds: Any, pixels: np.ndarray) -> t
     """``(clips, run)``: the open-loop predictions of ``ds``'s clips
     (:class:`visfore.perception.predicted_frames.PredictedClips`) by the ``--on-predictions`` run
     (:class:`visfore.worldmodels.model_run.ModelRun`, also returned)."""
-    from visfore.perception.predicted_frames import predict_clips
-    from visfore.worldmodels.model_run import load_model_run
-
     assert config.on_predictions is not None  # the caller's condition
     run = load_model_run(config.on_predictions, device=config.device)
     run.check_dataset(ds)
@@ -531,8 +519,6 @@ def _predicted_clips(config: TranslatorConfig, ds: Any, pixels: np.ndarray) -> t
 
 def _batch_frames(data: _Data, rows: np.ndarray, device: torch.device) -> torch.Tensor:
     """(B, M, 3, H, W) float32 in [0, 1] on ``device`` for dataset rows ``rows``."""
-    import torch
-
     frames = torch.from_numpy(data.pixels[data.windows[rows]])  # (B, M, H, W, 3) uint8
     return frames.to(device).permute(0, 1, 4, 2, 3).float().div_(255.0)
 
@@ -540,8 +526,6 @@ def _batch_frames(data: _Data, rows: np.ndarray, device: torch.device) -> torch.
 def _predict_rows(
     model: Any, data: _Data, rows: np.ndarray, device: torch.device, batch: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    import torch
-
     qs, ks = [], []
     model.eval()
     with torch.no_grad():
@@ -553,10 +537,6 @@ def _predict_rows(
 
 
 def _val_loss(model: Any, data: _Data, device: torch.device, config: TranslatorConfig) -> dict[str, float]:
-    import torch
-
-    from visfore_models.translator import translator_loss
-
     sums = {"total": 0.0, "angle": 0.0, "keypoint": 0.0}
     rows = data.val_rows
     model.eval()
@@ -596,8 +576,6 @@ def train_translator(config: Union[TranslatorConfig, Mapping[str, Any]]) -> dict
         VisforeError: bad options or dataset (before anything is written), an existing
             run directory, a diverged training (non-finite loss).
     """
-    import torch
-
     if isinstance(config, Mapping):
         config = TranslatorConfig.from_dict(config)
     elif not isinstance(config, TranslatorConfig):
@@ -628,10 +606,6 @@ def warmup_cosine(warmup: int, total_steps: int) -> Callable[[int], float]:
 def _build_model(config: TranslatorConfig, data: _Data, device: torch.device) -> tuple[Any, Any, Any]:
     """``(model, optimizer, scheduler)``: the seeded :class:`FrameTranslator` (key-point
     statistics of the training frames set), Adam, and the per-step warm-up + cosine schedule."""
-    import torch
-
-    from visfore_models.translator import FrameTranslator
-
     torch.manual_seed(config.seed)
     model = FrameTranslator(
         num_joints=data.qpos.shape[1],
@@ -668,8 +642,6 @@ def _run_record(data: _Data) -> dict[str, Any]:
 
 def _write_run_config(run_dir: Path, config: TranslatorConfig, data: _Data, model: Any, device: Any) -> None:
     """Create the run directory and write ``config.yaml``."""
-    import torch
-
     runs.create_run_dir(run_dir)
     runs.write_config(
         run_dir,
@@ -713,18 +685,12 @@ class TranslatorTask(TrainTask):
         self.generator: Any = None
 
     def epoch_batches(self, state: TrainState) -> Sequence[np.ndarray]:
-        import torch
-
         order = np.random.default_rng([self.config.seed, state.epoch]).permutation(self.data.train_rows)
         self.generator = torch.Generator().manual_seed(self.config.seed * 100_003 + state.epoch)
         self.model.train()
         return [order[i : i + self.config.batch_size] for i in range(0, len(order), self.config.batch_size)]
 
     def train_step(self, batch: np.ndarray, state: TrainState) -> StepResult:
-        import torch
-
-        from visfore_models.translator import translator_loss
-
         frames = _batch_frames(self.data, batch, self.device)
         if self.config.augment:
             frames = augment_frames(frames, self.generator)
@@ -757,8 +723,6 @@ class TranslatorTask(TrainTask):
         return {**self.validate(state), "complete": True}
 
     def save_checkpoint(self, paths: Sequence[Path], state: TrainState, record: Mapping[str, Any]) -> None:
-        from visfore_models.translator import translator_state
-
         checkpoint = {
             "format": CHECKPOINT_FORMAT,
             "version": CHECKPOINT_VERSION,
@@ -880,9 +844,6 @@ def _best_epoch(history: Sequence[Mapping[str, Any]]) -> int | None:
 
 def _train(config: TranslatorConfig) -> dict[str, Any]:
     """The pipeline: data and model (no writes) -> run directory -> train -> evaluate."""
-    import torch
-    from torch.utils.tensorboard import SummaryWriter
-
     t_begin = time.perf_counter()
     device = select_device(config.device)
     run_dir = runs.resolve_run_dir(COMMAND, out=config.out, name=config.name)
@@ -943,8 +904,6 @@ def _ratio(a: float, b: float) -> float | None:
 def print_translator_table(metrics: Mapping[str, Any], console: Any = None) -> None:
     """Print per-joint errors (degrees) and per-key-point errors (cm) of the model next to
     the mean predictor, as a rich table, and a one-line verdict."""
-    from rich.table import Table
-
     console = console or stdout_console(highlight=False)
     table = Table(
         title=f"visfore train-translator: {metrics['env_id']}, {metrics['num_val_frames']} held-out frames "
