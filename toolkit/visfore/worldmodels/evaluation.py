@@ -18,16 +18,16 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 import numpy as np
+import torch
+from PIL import Image, ImageDraw
 
 from visfore.core import runs
-
-if TYPE_CHECKING:  # pragma: no cover
-    import torch
-
-    from visfore.data.clips import ClipDataset
+from visfore.data.clips import ClipDataset, frames_to_float, split_clip
+from visfore_models import metrics as vm
+from visfore_models.metrics import derangement, step_sum_count
 
 __all__ = [
     "FOREGROUND_THRESHOLD",
@@ -56,8 +56,6 @@ def shuffled_partners(n: int, seed: int) -> np.ndarray | None:
     """A derangement of ``range(n)``: clip ``i`` gets the actions of clip ``partner[i] != i``
     (random cycle through a seeded permutation; :func:`visfore_models.metrics.derangement`).
     None when ``n < 2``."""
-    from visfore_models.metrics import derangement
-
     if n < 2:
         return None
     return derangement(n, seed)
@@ -70,8 +68,6 @@ class _StepSums:
         self.sums: dict[str, dict[str, list[Any]]] = {}
 
     def add_values(self, part: str, values: dict[str, torch.Tensor], mask: torch.Tensor) -> None:
-        from visfore_models.metrics import step_sum_count
-
         acc = self.sums.setdefault(part, {})
         for key, v in values.items():
             if key == "foreground_pixels":
@@ -143,8 +139,6 @@ class _Scorer:
     times and score predictions (and baselines) into per-step sums."""
 
     def __init__(self, model: Any, device: torch.device, opts: EvalOptions, n_samples: int) -> None:
-        from visfore_models import metrics as vm
-
         self.vm, self.model, self.device, self.opts, self.n_samples = vm, model, device, opts, n_samples
         self.acc = _StepSums()
         self.use_lpips, self.lpips_note = False, None
@@ -154,8 +148,6 @@ class _Scorer:
         self.infer_seconds, self.infer_frames = 0.0, 0
 
     def rollout(self, context: torch.Tensor, actions: torch.Tensor) -> list[torch.Tensor]:
-        import torch
-
         ctx = (
             torch.autocast(device_type=self.device.type, dtype=self.opts.amp_dtype)
             if self.opts.amp_dtype is not None
@@ -165,8 +157,6 @@ class _Scorer:
             return [self.model(context, actions).float() for _ in range(self.n_samples)]
 
     def timed_rollout(self, context: torch.Tensor, actions: torch.Tensor) -> list[torch.Tensor]:
-        import torch
-
         sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
         sync()
         t0 = time.perf_counter()
@@ -180,8 +170,6 @@ class _Scorer:
         self, preds: list[torch.Tensor], targets: torch.Tensor, context: torch.Tensor, mask: torch.Tensor
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
         """Per-sample values (mean over the N samples) and, for N > 1, best-of-N values."""
-        import torch
-
         vm, threshold = self.vm, self.opts.foreground_threshold
         best = None
         if len(preds) == 1:
@@ -207,8 +195,6 @@ class _Scorer:
             self.acc.add_values("best_of_n", best, mask)
 
     def baselines(self, context: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> None:
-        import torch
-
         K = targets.shape[1]
         self.add("copy_last_frame", [self.vm.copy_last_frame_baseline(context, K)], targets, context, mask)
         if self.opts.mean_frame is not None:
@@ -249,10 +235,6 @@ def evaluate_open_loop(
         N samples of each per-frame value, and ``"best_of_n"`` the best sample per clip
         (:func:`visfore_models.metrics.best_of_n_metrics`).
     """
-    import torch
-
-    from visfore.data.clips import frames_to_float, split_clip
-
     opts = dataclasses.replace(options or EvalOptions(), **overrides)
     idx = np.arange(len(clips)) if opts.indices is None else np.asarray(opts.indices, dtype=np.int64)
     n = int(idx.shape[0])
@@ -300,8 +282,6 @@ def _eval_result(
     device: torch.device,
     examples: dict[str, list[Any]],
 ) -> dict[str, Any]:
-    import torch
-
     n = int(idx.shape[0])
     result: dict[str, Any] = scorer.acc.means()
     result["num_clips"] = n
@@ -365,8 +345,6 @@ def prediction_grid(
     Returns:
         (rows, cols, 3) uint8 image.
     """
-    from PIL import Image, ImageDraw
-
     B, C = context.shape[:2]
     K = targets.shape[1]
     H, W = context.shape[-2:]
@@ -406,6 +384,4 @@ def prediction_grid(
 
 
 def save_png(path: Path, image: np.ndarray) -> None:
-    from PIL import Image
-
     runs.atomic_write(path, lambda f: Image.fromarray(image).save(f, format="PNG"))

@@ -7,6 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
+
+import visfore
 from visfore.core import runs
 from visfore.core.trainer import TrainState
 from visfore.data import storage
@@ -22,10 +25,6 @@ COMMAND = "train-model"
 def config_record(
     config: TrainConfig, run_dir: Path, ds: Any, data: TrainingData, model: Any, device: Any, num_threads: int | None
 ) -> dict[str, Any]:
-    import torch
-
-    import visfore
-
     options = json.loads(json.dumps(config.to_dict()))
     options["data"] = storage.resolve(config.data) if config.data else None  # abs path or URL
     options["out"] = str(run_dir)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.table import Table
+
 from visfore.core.console import stdout_console
 from visfore.worldmodels.evaluation import FOREGROUND_THRESHOLD
 
@@ -19,8 +21,6 @@ def print_metrics_table(metrics: dict[str, Any], console: Any = None) -> None:
     mean-frame / shuffled actions: mean PSNR, foreground PSNR, SSIM, MSE (and LPIPS) over
     the K-step horizon, PSNR at steps 1 and K) and a line saying whether the model beats
     copy-last-frame on both PSNR and SSIM."""
-    from rich.table import Table
-
     console = console or stdout_console()
     K = metrics["horizon"]
     with_lpips = bool(metrics.get("lpips", {}).get("computed"))

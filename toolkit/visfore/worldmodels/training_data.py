@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from visfore.core.errors import VisforeError
+from visfore.data.clips import ClipDataset, load_clip_source, split_episodes
+from visfore.data.dataset import open_dataset
 from visfore.worldmodels.config import TrainConfig
-
-if TYPE_CHECKING:  # pragma: no cover
-    from visfore.data.clips import ClipDataset
 
 __all__ = [
     "TrainingData",
@@ -39,8 +38,6 @@ class TrainingData:
 
 
 def open_and_check_dataset(config: TrainConfig) -> Any:
-    from visfore.data.dataset import open_dataset
-
     if config.data is None:
         raise VisforeError("--data is required (path of a visfore dataset)")
     ds = open_dataset(config.data)
@@ -68,8 +65,6 @@ def min_episode_frames(config: TrainConfig) -> int:
 
 
 def split_usable_episodes(config: TrainConfig, ds: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    from visfore.data.clips import split_episodes
-
     lengths = ds.episode_lengths
     need = min_episode_frames(config)
     usable = np.flatnonzero(lengths >= need)
@@ -81,8 +76,6 @@ def split_usable_episodes(config: TrainConfig, ds: Any) -> tuple[np.ndarray, np.
 def prepare_data(
     config: TrainConfig, ds: Any, train_eps: np.ndarray, val_eps: np.ndarray, excluded: np.ndarray
 ) -> TrainingData:
-    from visfore.data.clips import ClipDataset, load_clip_source
-
     source = load_clip_source(ds)
     train = ClipDataset(
         source,
