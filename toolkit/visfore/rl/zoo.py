@@ -14,18 +14,23 @@ from __future__ import annotations
 
 import ast
 import functools
+import importlib.resources
+import inspect
 import json
 import math
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 import numpy as np
+import stable_baselines3
+import torch
+import yaml
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.noise import NormalActionNoise, OrnsteinUhlenbeckActionNoise
+from stable_baselines3.common.utils import LinearSchedule
 
 from visfore.core.errors import VisforeError
-
-if TYPE_CHECKING:
-    from stable_baselines3.common.base_class import BaseAlgorithm
 
 #: Algorithms of ``--algo`` and their stable-baselines3 class names.
 ALGOS: dict[str, str] = {"td3": "TD3", "ppo": "PPO"}
@@ -63,8 +68,6 @@ _FLOAT_RE = re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$|^[-+]?(?:in
 
 def _parse_hp_value(text: str) -> Any:
     """A ``--hp`` value: YAML, with YAML-1.1 corner cases fixed (``1e-3`` is a float)."""
-    import yaml
-
     raw = text.strip()
     if _FLOAT_RE.match(raw) and not re.fullmatch(r"[-+]?\d+", raw):
         return float(raw)
@@ -108,8 +111,6 @@ _OPTIMIZERS = ("Adam", "AdamW", "RMSprop", "SGD")
 
 def _resolve_dotted(parts: list[str], text: str) -> Any:
     """``nn.ReLU``, ``th.nn.ReLU``, ``torch.nn.ReLU``, ``th.optim.Adam``... (allowlisted)."""
-    import torch
-
     if len(parts) >= 2 and parts[-2] == "nn" and parts[:-2] in ([], ["th"], ["torch"]):
         if parts[-1] in _ACTIVATIONS:
             return getattr(torch.nn, parts[-1])
@@ -197,8 +198,6 @@ def make_schedule(key: str, value: Any) -> Any:
     Raises:
         VisforeError: a string that is not ``lin_<number>``, or a non-number.
     """
-    from stable_baselines3.common.utils import LinearSchedule
-
     if isinstance(value, str):
         match = re.fullmatch(r"lin_(.+)", value.strip())
         if match and _FLOAT_RE.match(match.group(1)):
@@ -246,10 +245,6 @@ def parse_normalize(value: Any, gamma: Any = None) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------
 @functools.cache
 def _zoo_file(algo: str) -> dict[str, dict[str, Any]]:
-    import importlib.resources
-
-    import yaml
-
     text = importlib.resources.files("visfore.rl").joinpath("hyperparams", f"{algo}.yml").read_text(encoding="utf-8")
     data = yaml.safe_load(text) or {}
     return {str(k): dict(v) for k, v in data.items()}
@@ -321,8 +316,6 @@ def resolve_hyperparameters(
 
 def algo_class(algo: str) -> type[BaseAlgorithm]:
     """The stable-baselines3 class of ``--algo`` (``td3`` -> :class:`~stable_baselines3.TD3`)."""
-    import stable_baselines3
-
     return getattr(stable_baselines3, ALGOS[algo])
 
 
@@ -344,10 +337,6 @@ def build_algo_kwargs(
         VisforeError: an unknown hyperparameter (with the valid names), a bad schedule,
             noise or policy_kwargs value, or action noise for an on-policy algorithm.
     """
-    import inspect
-
-    from stable_baselines3.common.noise import NormalActionNoise, OrnsteinUhlenbeckActionNoise
-
     params = dict(resolved)
     valid = [
         p for p in inspect.signature(algo_class(algo).__init__).parameters if p not in ("self", *RESERVED_ALGO_KWARGS)
