@@ -27,10 +27,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+import gymnasium as gym
 import numpy as np
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.vec_env import VecNormalize  # noqa: F401  (class for pickle)
 
 from visfore.core import runs
 from visfore.core.errors import VisforeError
+from visfore.data.envs import env_creation_error
+from visfore.rl import train_policy as tp
+from visfore.rl.zoo import algo_class
 
 #: ``checkpoint`` values of :func:`load_policy_run`.
 CHECKPOINTS = ("best", "last")
@@ -98,11 +105,6 @@ class PolicyRun:
             VisforeError: a perturbation or backend for a non-visfore env, or the env
                 rejects the kwargs (its message, one line).
         """
-        import gymnasium as gym
-
-        from visfore.data.envs import env_creation_error
-        from visfore.rl.train_policy import make_single_env
-
         kwargs = {k: v for k, v in self.env_kwargs.items() if k not in ("randomize", "perturbation")}
         if perturbation is not None:
             if not self.is_visfore_env:
@@ -120,7 +122,7 @@ class PolicyRun:
         if render_mode is not None:
             kwargs["render_mode"] = render_mode
         try:
-            env = make_single_env(self.env_id, **kwargs)
+            env = tp.make_single_env(self.env_id, **kwargs)
         except (TypeError, ValueError, KeyError, ImportError, gym.error.Error) as exc:
             raise env_creation_error(self.env_id, kwargs, exc) from None
         if not _spaces_compatible(env.observation_space, self.model.observation_space):
@@ -162,8 +164,6 @@ class PolicyRun:
 
 
 def _describe(space: Any) -> str:
-    from gymnasium import spaces
-
     if isinstance(space, spaces.Dict):
         return "{" + ", ".join(f"{k}: {v.shape}" for k, v in space.spaces.items()) + "}"
     return str(tuple(space.shape))
@@ -172,8 +172,6 @@ def _describe(space: Any) -> str:
 def _spaces_compatible(env_space: Any, policy_space: Any) -> bool:
     """Whether the env's observations fit the policy: same shapes, image spaces also in
     the policy's channel-first layout (stable-baselines3 transposes them itself)."""
-    from gymnasium import spaces
-
     if isinstance(env_space, spaces.Dict) or isinstance(policy_space, spaces.Dict):
         return (
             isinstance(env_space, spaces.Dict)
@@ -188,8 +186,6 @@ def _spaces_compatible(env_space: Any, policy_space: Any) -> bool:
 def _load_vecnormalize(path: Path) -> Any:
     """Unpickle a VecNormalize saved by train-policy (as ``VecNormalize.load`` does, without
     attaching an env)."""
-    from stable_baselines3.common.vec_env import VecNormalize  # noqa: F401  (class for pickle)
-
     try:
         with open(path, "rb") as f:
             return pickle.load(f)
@@ -215,11 +211,6 @@ def load_policy_run(run_dir: str | os.PathLike[str], checkpoint: str = "best", *
         VisforeError: ``run_dir`` is not a train-policy run directory, has no model, or a
             file cannot be read; an unknown ``checkpoint``.
     """
-    import torch
-
-    from visfore.rl import train_policy as tp
-    from visfore.rl.zoo import algo_class
-
     if checkpoint not in CHECKPOINTS:
         raise VisforeError(f"unknown checkpoint {checkpoint!r}; valid: {', '.join(CHECKPOINTS)}")
     run_dir = Path(run_dir)

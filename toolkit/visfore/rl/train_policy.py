@@ -74,6 +74,7 @@ from typing import Any, Mapping
 import gymnasium as gym
 import numpy as np
 import torch
+from gymnasium import spaces
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -84,16 +85,28 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
+from rich.table import Table
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
+from stable_baselines3.common.vec_env import (
+    DummyVecEnv,
+    SubprocVecEnv,
+    VecNormalize,
+    VecTransposeImage,
+    sync_envs_normalization,
+)
 
+import visfore_envs  # noqa: F401  (registers its ids, in spawned env workers too)
 from visfore.core import runs
 from visfore.core.console import stdout_console
 from visfore.core.device import parse_device_spec, select_device
 from visfore.core.errors import VisforeError
 from visfore.core.interrupt import StopFlag
 from visfore.core.provenance import command_line, package_versions
-from visfore.data.envs import env_creation_error
+from visfore.data.envs import env_creation_error, is_visfore_env, parse_env_kwargs, resolve_env_id
 from visfore.rl.config import RANDOMIZE_PRESETS, PolicyTrainConfig, parse_randomize
 from visfore.rl.zoo import (
     ALGOS,
@@ -192,10 +205,6 @@ def validate_options(config: PolicyTrainConfig) -> None:
 def make_single_env(env_id: str, **kwargs: Any) -> Any:
     """``gym.make(env_id, **kwargs)`` after importing :mod:`visfore_envs` (so its ids exist
     in spawned worker processes too); a 2-list ``randomize`` becomes a tuple."""
-    try:
-        import visfore_envs  # noqa: F401  (registers the ids)
-    except ImportError:  # pragma: no cover - the toolkit depends on it
-        pass
     kwargs = dict(kwargs)
     if isinstance(kwargs.get("randomize"), list):
         kwargs["randomize"] = tuple(kwargs["randomize"])
@@ -211,8 +220,6 @@ def env_kwargs_for(config: PolicyTrainConfig, *, visfore: bool) -> dict[str, Any
         VisforeError: ``--backend``, ``--randomize`` or pixel observations for a
             non-visfore env.
     """
-    from visfore.data.envs import parse_env_kwargs
-
     kwargs: dict[str, Any] = parse_env_kwargs(dict(config.env_kwargs or {}))
     randomize = parse_randomize(config.randomize)
     if not visfore:
@@ -258,9 +265,6 @@ def _check_env(env_id: str, kwargs: Mapping[str, Any]) -> tuple[Any, Any, int | 
 
 
 def _make_venv(env_id: str, kwargs: Mapping[str, Any], n_envs: int, seed: int, *, subproc: bool) -> Any:
-    from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
-
     vec_cls: type[DummyVecEnv | SubprocVecEnv] = DummyVecEnv
     vec_kwargs: dict[str, Any] | None = None
     if subproc and n_envs > 1:
@@ -291,10 +295,6 @@ def _transpose_images(venv: Any) -> Any:
     ``VecNormalize.get_original_obs()``, which off-policy algorithms store in the replay
     buffer, has the policy's channel-first layout, and training and evaluation envs have
     the same wrapper chain for ``sync_envs_normalization``."""
-    from gymnasium import spaces
-    from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
-    from stable_baselines3.common.vec_env import VecTransposeImage
-
     space = venv.observation_space
     subspaces = list(space.spaces.values()) if isinstance(space, spaces.Dict) else [space]
     if any(isinstance(s, spaces.Box) and is_image_space(s) and not is_image_space_channels_first(s) for s in subspaces):
@@ -565,8 +565,6 @@ def _plan(config: PolicyTrainConfig) -> _Plan:
         config, saved, ignored = _resolve_resume(config)
     validate_options(config)
     assert config.algo is not None and config.env is not None and config.timesteps is not None
-    from visfore.data.envs import is_visfore_env, resolve_env_id
-
     run_dir = _run_dir_of(config)
     if saved is not None:
         env_id, visfore = str(saved["env"]["id"]), bool(saved["env"]["visfore"])
@@ -611,8 +609,6 @@ def _plan(config: PolicyTrainConfig) -> _Plan:
 
 def _new_model(plan: _Plan) -> tuple[Any, Any]:
     """Step 2 (new run): the training env (VecNormalize over the vector env) and the model."""
-    from stable_baselines3.common.vec_env import VecNormalize
-
     c = plan.config
     if plan.hyper.zoo_key is None:
         log.warning(
@@ -640,8 +636,6 @@ def _new_model(plan: _Plan) -> tuple[Any, Any]:
 def _resumed_model(plan: _Plan) -> tuple[Any, Any]:
     """Step 2 (``--resume``): last_model.zip with its VecNormalize statistics and replay
     buffer; the training envs are reseeded with ``seed + timesteps done``."""
-    from stable_baselines3.common.vec_env import VecNormalize
-
     c, ckpt_dir = plan.config, plan.run_dir / CHECKPOINT_DIR
     try:
         model = algo_class(plan.algo).load(
@@ -671,8 +665,6 @@ def _resumed_model(plan: _Plan) -> tuple[Any, Any]:
 def _make_eval_env(plan: _Plan, train_env: Any) -> Any:
     """The evaluation env: one env at the nominal body, seeded ``seed + 10000``, with the
     training env's observation statistics and unnormalised rewards."""
-    from stable_baselines3.common.vec_env import VecNormalize
-
     raw = _transpose_images(
         _make_venv(plan.env_id, eval_kwargs_for(plan.env_kwargs), 1, plan.config.seed + EVAL_SEED_OFFSET, subproc=False)
     )
@@ -899,8 +891,6 @@ def _learn(plan: _Plan, model: Any, eval_env: Any, console: Console) -> tuple[fl
     Raises:
         KeyboardInterrupt: after Ctrl-C, once last_model.zip is saved.
     """
-    from stable_baselines3.common.callbacks import CallbackList
-
     c, run_dir = plan.config, plan.run_dir
     total, start_steps = int(c.timesteps or 0), int(model.num_timesteps)
     stop = StopFlag()
@@ -950,9 +940,6 @@ def _final_evaluation(
     """Step 5a: ``eval_episodes`` deterministic episodes of the last model on the nominal
     env (seed + 10000); keeps it as best_model.zip when it beats the best so far (or
     none exists). Returns (returns, lengths, best mean return)."""
-    from stable_baselines3.common.evaluation import evaluate_policy
-    from stable_baselines3.common.vec_env import sync_envs_normalization
-
     c = plan.config
     sync_envs_normalization(model.get_env(), eval_env)
     eval_env.seed(c.seed + EVAL_SEED_OFFSET)
@@ -1035,8 +1022,6 @@ def _console(enabled: bool) -> Console:
 
 def print_metrics(metrics: Mapping[str, Any], console: Console | None = None) -> None:
     """Print the final evaluation as a rich table (return and episode length)."""
-    from rich.table import Table
-
     console = console or stdout_console()
     table = Table(
         title=f"{metrics['algo']} on {metrics['env_id']}: {metrics['episodes']} deterministic episodes, nominal body"
