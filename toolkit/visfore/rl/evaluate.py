@@ -47,12 +47,19 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
+from rich.table import Table
 
+import visfore_envs
+from visfore.core import ray_backend
 from visfore.core.console import stdout_console
 from visfore.core.errors import VisforeError
+from visfore.core.progress import episode_progress
 from visfore.core.provenance import command_line, package_versions
+from visfore.core.runs import utc_timestamp
 from visfore.core.seeding import episode_reset_seed
 from visfore.core.workers import imap_processes
+from visfore.reports.robustness_report import cell_label, damage_text, fmt, fmt_scale, perturbation_of, write_report
+from visfore.rl import policy_run
 from visfore.rl.config import EvaluateConfig, parse_keys, parse_range, parse_seeds
 from visfore.rl.config import positive_scale as _positive_scale
 
@@ -204,10 +211,6 @@ def _perturbation_keys(env_id: str) -> tuple[str, ...]:
     Raises:
         VisforeError: visfore_envs is missing or has no perturbations for ``env_id``.
     """
-    try:
-        import visfore_envs
-    except ImportError:
-        raise VisforeError("visfore-envs is not installed: pip install ./envs_pkg") from None
     fn = getattr(visfore_envs, "perturbation_keys", None)
     if fn is None:
         raise VisforeError("this visfore-envs has no perturbable envs (perturbation_keys missing)")
@@ -222,8 +225,6 @@ def _perturbation_keys(env_id: str) -> tuple[str, ...]:
 
 def _resolve_key(env_id: str, key: str) -> str:
     """Canonical key of ``key`` (aliases such as ``Ltorso`` allowed); ValueError if unknown."""
-    import visfore_envs
-
     return visfore_envs.resolve_perturbation_key(env_id, key)
 
 
@@ -316,11 +317,7 @@ def build_grid(
 def load_run(run_dir: str | os.PathLike[str], checkpoint: str) -> Any:
     """Default run loader: :func:`visfore.rl.policy_run.load_policy_run` (VisforeError if
     ``run_dir`` is not a policy run)."""
-    try:
-        from visfore.rl.policy_run import load_policy_run
-    except ImportError as exc:
-        raise VisforeError(f"policy runs cannot be loaded: {exc}") from None
-    return load_policy_run(run_dir, checkpoint=checkpoint)
+    return policy_run.load_policy_run(run_dir, checkpoint=checkpoint)
 
 
 def run_episodes(
@@ -560,11 +557,9 @@ def _run_ray(
 ) -> None:
     """Run ``tasks`` on ``workers`` Ray actors, at most ``2 * workers`` in flight;
     ``results`` filled in task order (Ctrl-C keeps the finished ones)."""
-    from visfore.core.ray_backend import WorkerPool
-
     items = (((cell, seed), perturbations[cell], episodes, backend) for cell, seed in tasks)
     setup_args = (loader, run_dir, checkpoint)
-    with WorkerPool(_ray_setup, _ray_task, workers, setup_args) as pool:
+    with ray_backend.WorkerPool(_ray_setup, _ray_task, workers, setup_args) as pool:
         for item, records in pool.imap(items):
             results[item[0]] = records
             if on_episodes is not None:
@@ -600,14 +595,10 @@ def cell_episodes(
 
 
 def _progress_bar(enabled: bool):
-    from visfore.core.progress import episode_progress
-
     return episode_progress(enabled, "episodes")
 
 
 def _default_out(run_dir: Path) -> Path:
-    from visfore.core.runs import utc_timestamp
-
     base = run_dir / f"eval-{utc_timestamp()}"
     out, n = base, 1
     while out.exists():
@@ -634,8 +625,6 @@ def _check_options(c: EvaluateConfig) -> EvaluateConfig:
     """Option values that need no run (``ray`` normalised). Raises VisforeError."""
     _check_int("--episodes", c.episodes, 1)
     if c.ray is not None:
-        from visfore.core import ray_backend
-
         ray_backend.require_ray()  # one line, exit 2, before anything is loaded
         c = c.replace(ray=ray_backend.parse_address(c.ray))
         if c.workers is not None:
@@ -682,8 +671,6 @@ def _run(ev: _Evaluation) -> tuple[dict[tuple[int, int], list[dict[str, Any]]], 
     interrupted = False
     ray_session = None
     if c.ray is not None:
-        from visfore.core import ray_backend
-
         ray_session = ray_backend.connect(c.ray, num_cpus=ev.workers)
         ev.workers = ray_backend.resolve_workers(ray_session, ev.workers)
     assert ev.workers is not None  # 1 by default (_check_options); with --ray, the cluster's CPUs
@@ -815,8 +802,6 @@ def evaluate(
             a bad address or no cluster there), or a worker died.
         KeyboardInterrupt: after writing the report of the finished cells (if any).
     """
-    from visfore.reports.robustness_report import write_report
-
     if config is not None and not isinstance(config, EvaluateConfig):
         options["run_dir"], config = config, None
     if config is None:
@@ -860,10 +845,6 @@ def evaluate(
 def print_summary(result: Mapping[str, Any], console: Any = None) -> None:
     """Print the summary as a rich table (param, scale, mean, median, std, min, max,
     normalised) and the report path."""
-    from rich.table import Table
-
-    from visfore.reports.robustness_report import cell_label, damage_text, fmt, fmt_scale, perturbation_of
-
     console = console or stdout_console()
     meta = result["meta"]
     table = Table(title=f"visfore evaluate: {meta['run_name']} on {meta['env_id']}")
