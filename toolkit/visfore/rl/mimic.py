@@ -32,16 +32,27 @@ follower execute it in the single-robot env (:func:`execute_image`).
 
 from __future__ import annotations
 
+import csv
+import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+import gymnasium as gym
+import imageio.v3 as iio
 import numpy as np
+from rich.table import Table
 
 from visfore.core import runs
 from visfore.core.errors import VisforeError
+from visfore.core.progress import episode_progress
+from visfore.perception.translator_run import load_translator_run
+from visfore.rl import policy_run
 from visfore.rl.config import MIMIC_OUT_FORMATS
+from visfore.rl.train_policy import make_single_env
+from visfore_envs.core.rewards import wrap_hinge_differences
+from visfore_envs.mimic import MimicHumanoidEnv, MimicReacherEnv
 
 __all__ = [
     "MIMIC_SINGLE_ENV",
@@ -76,8 +87,6 @@ def joint_difference(env: Any, target_qpos: Any) -> np.ndarray:
         env: a key-point env (wrapped or not); ``q`` is its current configuration.
         target_qpos: (nq,) target configuration (rad).
     """
-    from visfore_envs.core.rewards import wrap_hinge_differences
-
     base = env.unwrapped
     diff = np.asarray(target_qpos, dtype=np.float64) - base.data.qpos
     return wrap_hinge_differences(diff, base.angle_mask)
@@ -155,16 +164,13 @@ def leader_keypoints_to_target(env: Any, leader_local: Any) -> np.ndarray:
 # loading and checks
 # ---------------------------------------------------------------------------------------
 def _load(policy_dir: Path, translator_dir: Path, env_id: str, device: str, checkpoint: str):
-    from visfore.perception.translator_run import load_translator_run
-    from visfore.rl.policy_run import load_policy_run
-
     if env_id not in MIMIC_SINGLE_ENV:
         raise VisforeError(f"unknown mimic env {env_id!r}; valid: {', '.join(MIMIC_SINGLE_ENV)}")
     single = MIMIC_SINGLE_ENV[env_id]
     for flag, path in (("--policy", policy_dir), ("--translator", translator_dir)):
         if not Path(path).is_dir():
             raise VisforeError(f"{flag} {path} is not a directory")
-    policy = load_policy_run(policy_dir, checkpoint, device="cpu" if device == "auto" else device)
+    policy = policy_run.load_policy_run(policy_dir, checkpoint, device="cpu" if device == "auto" else device)
     if policy.env_id != single:
         raise VisforeError(
             f"--policy {policy_dir} was trained on {policy.env_id}; {env_id} needs a policy trained "
@@ -185,10 +191,6 @@ def _load(policy_dir: Path, translator_dir: Path, env_id: str, device: str, chec
 
 
 def _make_mimic_env(env_id: str, leader: str, frame_size: tuple[int, int], hold_steps: int | None = None) -> Any:
-    import gymnasium as gym
-
-    from visfore.rl.train_policy import make_single_env
-
     if leader not in LEADERS:
         raise VisforeError(f"--leader {leader!r} is not one of {', '.join(LEADERS)}")
     h, w = frame_size
@@ -202,8 +204,6 @@ def _make_mimic_env(env_id: str, leader: str, frame_size: tuple[int, int], hold_
     if leader == "hold":
         # End every episode on the last step of a held pose (not on the first step of a
         # new move): MimicReacher-v0's 100 steps become 99 = 4 x 25 - 1.
-        from visfore_envs.mimic import MimicHumanoidEnv, MimicReacherEnv
-
         spec = gym.spec(env_id)
         hold = (
             hold_steps
@@ -389,8 +389,6 @@ def run_mimic(
             )
         threshold = float(env.unwrapped.success_threshold)
         results: list[MimicEpisode] = []
-        from visfore.core.progress import episode_progress
-
         with episode_progress(progress) as bar:
             task = bar.add_task("mimic", total=len(modes) * int(episodes))
             for mode in modes:
@@ -420,8 +418,6 @@ def run_mimic(
 # one image
 # ---------------------------------------------------------------------------------------
 def _read_image(path: Path, frame_size: tuple[int, int]) -> np.ndarray:
-    import imageio.v3 as iio
-
     if not path.is_file():
         raise VisforeError(f"--image {path} not found")
     try:
@@ -465,10 +461,6 @@ def execute_image(
     Raises:
         VisforeError: missing/unreadable image, a frame of another size, a wrong run.
     """
-    import imageio.v3 as iio
-
-    from visfore.rl.train_policy import make_single_env
-
     policy, translator = _load(Path(policy_dir), Path(translator_dir), env_id, device, checkpoint)
     img = _read_image(Path(image), translator.frame_size)
     pred = translator.predict(img)
@@ -569,9 +561,6 @@ def write_report(result: Mapping[str, Any], out: str | Path) -> Path:
     Raises:
         VisforeError: another suffix.
     """
-    import csv
-    import io
-
     out = Path(out)
     suffix = out.suffix.lower()
     if suffix not in OUT_FORMATS:
@@ -598,8 +587,6 @@ def write_report(result: Mapping[str, Any], out: str | Path) -> Path:
 
 def print_summary(result: Mapping[str, Any], console: Any) -> None:
     """Print the comparison as a rich table."""
-    from rich.table import Table
-
     table = Table(
         title=f"mimic {result['env_id']} - leader {result['leader']}, {result['episodes']} episodes, "
         f"success < {result['success_threshold'] * 100:.1f} cm"
