@@ -182,7 +182,7 @@ def parse_seeds(seeds: Any) -> tuple[int, ...]:
     Raises:
         VisforeError: empty, not non-negative integers, or repeated.
     """
-    import numpy as np
+    import numpy as np  # lazy: the CLI imports this config at start-up
 
     if isinstance(seeds, str):
         parts = [p.strip() for p in seeds.split(",") if p.strip()]
