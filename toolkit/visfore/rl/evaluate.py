@@ -209,7 +209,7 @@ def _perturbation_keys(env_id: str) -> tuple[str, ...]:
     """The perturbation keys of ``env_id`` (:func:`visfore_envs.perturbation_keys`).
 
     Raises:
-        VisforeError: visfore_envs is missing or has no perturbations for ``env_id``.
+        VisforeError: visfore_envs has no perturbations for ``env_id``.
     """
     fn = getattr(visfore_envs, "perturbation_keys", None)
     if fn is None:
