@@ -129,6 +129,7 @@ class LearnedSimEnv(gym.Env):
         render_mode: str | None = None,
         episodes: str | Sequence[int] = "all",
     ) -> None:
+        # lazy: gymnasium's plugin entry point imports this module; no torch until an env is made
         from visfore.worldmodels.model_run import load_model_run
 
         super().__init__()
@@ -187,7 +188,7 @@ class LearnedSimEnv(gym.Env):
         return chosen
 
     def _to_uint8(self, x: Any) -> np.ndarray:
-        from visfore.worldmodels.model_run import model_to_frames
+        from visfore.worldmodels.model_run import model_to_frames  # lazy: see __init__
 
         return model_to_frames(x)
 
@@ -205,7 +206,7 @@ class LearnedSimEnv(gym.Env):
         Returns:
             ``(frame (H, W, 3) uint8, info)``.
         """
-        import torch
+        import torch  # lazy: see __init__
 
         from visfore.worldmodels.model_run import frames_to_model
 
@@ -254,7 +255,7 @@ class LearnedSimEnv(gym.Env):
             ValueError: an action of another size or with non-finite entries.
             gymnasium.error.ResetNeeded: ``step`` before ``reset``.
         """
-        import torch
+        import torch  # lazy: see __init__
 
         from visfore.worldmodels.model_run import frames_to_model
         from visfore.worldmodels.model_run import sample_seed as seeded

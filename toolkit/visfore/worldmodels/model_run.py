@@ -28,20 +28,23 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
+import torch
 
 from visfore.core import runs
+from visfore.core.device import select_device
 from visfore.core.errors import VisforeError
 from visfore.data import storage
+from visfore.data.dataset import Dataset, open_dataset
 
-if TYPE_CHECKING:  # pragma: no cover
-    import torch
-
-    from visfore.data.dataset import Dataset
+with warnings.catch_warnings():  # torchmetrics' deprecation notices on import
+    warnings.simplefilter("ignore", FutureWarning)
+    from visfore_models import load_model
 
 __all__ = [
     "CHECKPOINTS",
@@ -141,8 +144,6 @@ class ModelRun:
             VisforeError: no dataset given and the run records none, the dataset cannot be
                 opened, or it does not fit the model.
         """
-        from visfore.data.dataset import open_dataset
-
         if data is None:
             if self.data_path is None:
                 raise VisforeError(f"{self.run_dir / runs.CONFIG_NAME} records no dataset; pass --data")
@@ -212,10 +213,6 @@ def load_model_run(run_dir: str | os.PathLike[str], checkpoint: str = "best", *,
             unreadable or not a train-model checkpoint, an unknown ``checkpoint``, or the
             device is unavailable. One line each.
     """
-    import torch
-
-    from visfore.core.device import select_device
-
     if checkpoint not in CHECKPOINTS:
         raise VisforeError(f"unknown checkpoint {checkpoint!r}; valid: {', '.join(CHECKPOINTS)}")
     run_dir = Path(run_dir)
@@ -243,11 +240,6 @@ def load_model_run(run_dir: str | os.PathLike[str], checkpoint: str = "best", *,
     state = runs.load_checkpoint(path, map_location=dev)
     if state.get("format", _CHECKPOINT_FORMAT) != _CHECKPOINT_FORMAT or "model" not in state:
         raise VisforeError(f"{path} is not a train-model checkpoint")
-    import warnings
-
-    with warnings.catch_warnings():  # torchmetrics' deprecation notices on import
-        warnings.simplefilter("ignore", FutureWarning)
-        from visfore_models import load_model
     try:
         model = load_model(state["model"], device=dev)
     except (ValueError, KeyError, TypeError, RuntimeError) as exc:
@@ -293,8 +285,6 @@ def frames_to_model(frames: np.ndarray, device: Any = "cpu") -> torch.Tensor:
     """``(..., H, W, 3)`` uint8 frames -> ``(..., 3, H, W)`` float32 in ``[0, 1]`` on
     ``device`` (value / 255, as in training), C-contiguous (the layout of the training
     batches: convolutions on other memory layouts can differ in the last bits)."""
-    import torch
-
     x = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.uint8)).to(device)
     return x.movedim(-1, -3).contiguous().to(torch.float32).div_(255.0)
 
@@ -302,8 +292,6 @@ def frames_to_model(frames: np.ndarray, device: Any = "cpu") -> torch.Tensor:
 def model_to_frames(x: torch.Tensor) -> np.ndarray:
     """``(..., 3, H, W)`` float in ``[0, 1]`` -> ``(..., H, W, 3)`` uint8 numpy
     (clamped to [0, 1], times 255, rounded to nearest)."""
-    import torch
-
     u8 = x.detach().clamp(0.0, 1.0).mul(255.0).round_().to(torch.uint8)
     return np.ascontiguousarray(u8.movedim(-3, -1).cpu().numpy())
 
@@ -319,8 +307,6 @@ def sample_seed(seed: int | None, device: Any = "cpu") -> Iterator[None]:
     if seed is None:
         yield
         return
-    import torch
-
     dev = torch.device(device)
     devices = [dev] if dev.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):

@@ -48,10 +48,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+import gymnasium as gym
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
+from gymnasium import spaces
 
 from visfore.core.errors import VisforeError
+from visfore.worldmodels import learned_sim  # noqa: F401  (registers LearnedSim-v0)
 from visfore.worldmodels.config import PlayModelConfig
+from visfore.worldmodels.predict import check_animation_path, compose_panels, save_animation
 
 __all__ = [
     "KEY_BINDINGS",
@@ -129,8 +135,6 @@ class PlayResult:
 
 
 def _caption_frame(obs: np.ndarray, text: str, scale: int) -> np.ndarray:
-    from visfore.worldmodels.predict import compose_panels
-
     return compose_panels([obs], [text], scale)
 
 
@@ -161,8 +165,6 @@ def _policy_fn(
 
 def _check_policy_spaces(pr: Any, env: Any, path: Path) -> None:
     """One-line errors when the policy's action or observation space does not fit."""
-    from gymnasium import spaces
-
     mine, theirs = env.action_space, pr.action_space
     if (
         not isinstance(theirs, spaces.Box)
@@ -218,11 +220,6 @@ def play_model(
             f"play_model takes a PlayModelConfig, e.g. play_model(PlayModelConfig(run=...)); "
             f"got {type(config).__name__}"
         )
-    import gymnasium as gym
-
-    from visfore.worldmodels import learned_sim  # noqa: F401  (registers LearnedSim-v0)
-    from visfore.worldmodels.predict import check_animation_path, save_animation
-
     run, data, policy, steps, seed = config.run, config.data, config.policy, config.steps, config.seed
     fps, scale, headless = config.fps, config.scale, config.headless
     say = echo or (lambda _msg: None)
@@ -292,9 +289,6 @@ def _play_headless(
 def _play_window(
     env: Any, *, steps: int, seed: int, fps: float, scale: int, say: Callable[[str], None]
 ) -> tuple[list[np.ndarray], int, int]:  # pragma: no cover - needs a display
-    import matplotlib
-    import matplotlib.pyplot as plt
-
     if matplotlib.get_backend().lower() in ("agg", "pdf", "svg", "ps", "cairo", "template"):
         for backend in ("MacOSX", "QtAgg", "TkAgg", "GTK4Agg", "GTK3Agg", "WXAgg"):
             try:

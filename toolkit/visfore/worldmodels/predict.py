@@ -35,20 +35,24 @@ nothing written.
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
+import torch
+from PIL import Image, ImageDraw
 
 from visfore.core import runs
 from visfore.core.errors import VisforeError
+from visfore.data.dataset import Dataset
 from visfore.worldmodels.config import PredictConfig
-
-if TYPE_CHECKING:  # pragma: no cover
-    from visfore.data.dataset import Dataset
-    from visfore.worldmodels.model_run import ModelRun
+from visfore.worldmodels.model_run import ModelRun, frames_to_model, load_model_run, model_to_frames
+from visfore.worldmodels.model_run import sample_seed as seeded
+from visfore_models import metrics as vm_metrics
 
 __all__ = [
     "ANIMATION_SUFFIXES",
@@ -77,8 +81,6 @@ _SEPARATOR = 255
 def mp4_backend() -> str | None:
     """The imageio plugin that can write MP4 here: ``"FFMPEG"`` (needs ``imageio-ffmpeg``),
     ``"pyav"`` (needs ``av``), or None."""
-    import importlib.util
-
     if importlib.util.find_spec("imageio_ffmpeg") is not None:
         return "FFMPEG"
     if importlib.util.find_spec("av") is not None:
@@ -128,8 +130,6 @@ def save_animation(out: str | os.PathLike[str], frames: Sequence[np.ndarray], fp
         raise VisforeError(f"--fps must be > 0, got {fps}")
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".gif":
-        from PIL import Image
-
         images = [Image.fromarray(np.ascontiguousarray(f, dtype=np.uint8)) for f in frames]
         duration = max(10, int(round(1000.0 / fps)))
 
@@ -141,8 +141,6 @@ def save_animation(out: str | os.PathLike[str], frames: Sequence[np.ndarray], fp
 
 
 def _save_mp4(out: Path, frames: Sequence[np.ndarray], fps: float) -> Path:
-    import contextlib
-
     backend = mp4_backend()
     h, w = frames[0].shape[:2]
     H, W = h + h % 2, w + w % 2
@@ -152,7 +150,7 @@ def _save_mp4(out: Path, frames: Sequence[np.ndarray], fps: float) -> Path:
     tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}.mp4")
     try:
         if backend == "FFMPEG":
-            import imageio.v2 as iio2
+            import imageio.v2 as iio2  # lazy: only for MP4, which needs an optional backend
 
             writer = iio2.get_writer(
                 tmp,
@@ -167,7 +165,7 @@ def _save_mp4(out: Path, frames: Sequence[np.ndarray], fps: float) -> Path:
                 for f in padded:
                     writer.append_data(f)
         else:
-            import imageio.v3 as iio3
+            import imageio.v3 as iio3  # lazy: only for MP4 (the optional av backend)
 
             iio3.imwrite(tmp, padded, plugin="pyav", codec="h264", fps=fps, out_pixel_format="yuv420p")
         os.replace(tmp, out)
@@ -195,8 +193,6 @@ def upscale(frame: np.ndarray, scale: int) -> np.ndarray:
 def _caption(text: str, width: int) -> np.ndarray:
     """A ``(CAPTION_HEIGHT, width, 3)`` uint8 strip with ``text`` (Pillow's default bitmap
     font; clipped to ``width``)."""
-    from PIL import Image, ImageDraw
-
     img = Image.new("RGB", (max(1, width), CAPTION_HEIGHT), _CAPTION_BG)
     ImageDraw.Draw(img).text((2, 0), text, fill=_CAPTION_FG)
     return np.asarray(img)
@@ -316,12 +312,6 @@ class _Rollout:
 def _rollout(mr: ModelRun, truth: np.ndarray, actions: np.ndarray, sample_seed: int | None) -> _Rollout:
     """Roll the model out open-loop from the first ``C`` frames of ``truth`` with the
     true ``actions``, through the public stepping API, and score it."""
-    import torch
-
-    from visfore.worldmodels.model_run import frames_to_model, model_to_frames
-    from visfore.worldmodels.model_run import sample_seed as seeded
-    from visfore_models import metrics as vm_metrics
-
     C = mr.context
     K = len(truth) - C
     frames = frames_to_model(truth, mr.device)  # (C+K, 3, H, W) in [0, 1]
@@ -377,8 +367,6 @@ def predict(config: PredictConfig, *, echo: Callable[[str], None] | None = print
             f"predict takes a PredictConfig, e.g. predict(PredictConfig(run=..., episode=0, out=...)); "
             f"got {type(config).__name__}"
         )
-    from visfore.worldmodels.model_run import load_model_run
-
     out = _check_options(config)
     mr = load_model_run(config.run, config.checkpoint, device=config.device)
     ds = mr.open_dataset(config.data)
