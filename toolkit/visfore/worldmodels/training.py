@@ -74,8 +74,11 @@ from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.tensorboard import SummaryWriter
 
 from visfore.core import runs
+from visfore.core.console import stdout_console
 from visfore.core.device import parse_device_spec, physical_cpu_cores, select_device
 from visfore.core.errors import VisforeError
 from visfore.core.trainer import (
@@ -90,6 +93,7 @@ from visfore.core.trainer import (
     TrainTask,
 )
 from visfore.data import storage
+from visfore.data.clips import dataset_mean_frame, frames_to_float
 from visfore.worldmodels import checkpoint as ckpt_io
 from visfore.worldmodels import distributed as ddp
 from visfore.worldmodels.config import RUNTIME_OPTIONS, TrainConfig, validate_config
@@ -111,6 +115,12 @@ from visfore.worldmodels.training_data import (
     prepare_data,
     split_usable_episodes,
 )
+
+with warnings.catch_warnings():  # torchmetrics' deprecation notices on import
+    warnings.simplefilter("ignore", FutureWarning)
+    import visfore_models
+    from visfore_models import build_model, load_model, model_state
+    from visfore_models.metrics import METRIC_DEFINITIONS
 
 __all__ = ["ForwardModelTask", "Precision", "reconstruction_loss", "resolve_resume", "train_model"]
 
@@ -235,8 +245,6 @@ def _device(config: TrainConfig, dist: ddp.Dist) -> torch.device:
 
 
 def _build_model(config: TrainConfig, ds: Any, dist: ddp.Dist) -> Any:
-    from visfore_models import build_model
-
     H, W, _ = ds.frame_shape
     torch.manual_seed(config.seed)
     random.seed(config.seed)
@@ -257,11 +265,6 @@ def prepare(config: TrainConfig, dist: ddp.Dist, run_dir: Path) -> Prep:
     if config.resume:
         config, ignored = resolve_resume(config, run_dir)
     validate_config(config)
-    with warnings.catch_warnings():  # torchmetrics' deprecation notices on import
-        warnings.simplefilter("ignore", FutureWarning)
-        import visfore_models
-    from visfore_models.metrics import METRIC_DEFINITIONS
-
     if config.model not in visfore_models.MODELS:
         raise VisforeError(f"unknown model {config.model!r}; valid: {', '.join(sorted(visfore_models.MODELS))}")
     device = _device(config, dist)
@@ -366,8 +369,6 @@ class ForwardModelTask(TrainTask):
         self.world_size = dist.world_size
         self.net: Any = model
         if dist.enabled:
-            from torch.nn.parallel import DistributedDataParallel
-
             self.net = DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
@@ -383,8 +384,6 @@ class ForwardModelTask(TrainTask):
 
     def restore(self, ckpt: Mapping[str, Any]) -> TrainState:
         """Load model, optimiser, schedules and this rank's RNG state; return the counters."""
-        from visfore_models import load_model
-
         self.model.load_state_dict(load_model(ckpt["model"], device=self.device).state_dict())
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
@@ -413,8 +412,6 @@ class ForwardModelTask(TrainTask):
         )
 
     def train_step(self, batch: Any, state: TrainState) -> StepResult:
-        from visfore.data.clips import frames_to_float
-
         device, C = self.device, self.config.context
         frames = frames_to_float(batch["frames"].to(device, non_blocking=True))
         actions = batch["actions"].to(device, non_blocking=True)
@@ -524,8 +521,6 @@ class ForwardModelTask(TrainTask):
 
     def save_checkpoint(self, paths: Sequence[Path], state: TrainState, record: Mapping[str, Any]) -> None:
         """Collective (every rank gathers its RNG state); rank 0 writes ``paths``."""
-        from visfore_models import model_state
-
         rngs = ddp.all_gather_object(self.dist, ckpt_io.rng_state())
         if not self.dist.is_main:
             return
@@ -640,8 +635,6 @@ def _run(prep: Prep, dist: ddp.Dist, t_begin: float) -> dict[str, Any]:
                 total_steps,
             )
     if main:
-        from torch.utils.tensorboard import SummaryWriter
-
         writer = SummaryWriter(log_dir=str(run_dir / "logs"), purge_step=state.global_step if prep.start_ckpt else None)
     task.writer = writer if writer is not None else _NullWriter()
     callbacks = [
@@ -665,8 +658,6 @@ def _run(prep: Prep, dist: ddp.Dist, t_begin: float) -> dict[str, Any]:
 
 
 def _console(enabled: bool) -> Any:
-    from visfore.core.console import stdout_console
-
     return stdout_console(quiet=not enabled, highlight=False)
 
 
@@ -690,8 +681,6 @@ def _finish(
     prep: Prep, dist: ddp.Dist, task: ForwardModelTask, state: TrainState, training: dict[str, Any], t_begin: float
 ) -> dict[str, Any]:
     """Check the ranks agree, evaluate the final model (rank 0), write ``metrics.json``."""
-    from visfore.data.clips import dataset_mean_frame
-
     config, model = prep.config, prep.model
     digest = ddp.weights_digest(model)
     digests = ddp.all_gather_object(dist, digest)
