@@ -52,6 +52,7 @@ after a sweep: 0 all finished, 1 some configuration failed, 130 interrupted.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -63,13 +64,26 @@ import shutil
 import sys
 import time
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
-from visfore.core import runs
+import yaml
+from rich.console import Console
+from rich.markup import escape
+
+from visfore.core import ray_backend, runs
 from visfore.core.errors import VisforeError
 from visfore.data import storage
+from visfore.data.dataset import open_dataset
+from visfore.reports import comparison_report as cr
+from visfore.worldmodels import training
+from visfore.worldmodels.config import TrainConfig, validate_config
+
+with warnings.catch_warnings():  # torchmetrics' deprecation notices on import
+    warnings.simplefilter("ignore", FutureWarning)
+    from visfore_models import MODELS, build_model
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +149,6 @@ class Sweep:
 def _train_fields() -> dict[str, Any]:
     """TrainConfig field name -> its type (``Optional[X]`` unwrapped to ``X``), from the
     config's resolved annotations (:meth:`~visfore.core.config.ConfigBase.field_types`)."""
-    from visfore.worldmodels.config import TrainConfig
-
     out: dict[str, Any] = {}
     for name, tp in TrainConfig.field_types().items():
         args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -193,12 +205,6 @@ def _options(mapping: Any, where: str, fields: dict[str, Any]) -> dict[str, Any]
 
 
 def _model_entries(value: Any, fields: dict[str, Any]) -> list[ModelEntry]:
-    import warnings
-
-    with warnings.catch_warnings():  # torchmetrics' deprecation notices on import
-        warnings.simplefilter("ignore", FutureWarning)
-        from visfore_models import MODELS
-
     valid = ", ".join(sorted(MODELS))
     if not isinstance(value, list) or not value:
         raise VisforeError(f"models: must be a non-empty list of model names (valid: {valid})")
@@ -365,8 +371,6 @@ def load_sweep(path: str | Path, *, data: str | Path | None = None) -> Sweep:
         VisforeError: unreadable or invalid YAML, unknown keys, options or models, bad
             values (checked with :func:`visfore.worldmodels.config.validate_config`).
     """
-    import yaml
-
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -421,8 +425,6 @@ def load_sweep(path: str | Path, *, data: str | Path | None = None) -> Sweep:
 
 
 def _validate_spec(spec: RunSpec) -> None:
-    from visfore.worldmodels.config import TrainConfig, validate_config
-
     try:
         config = TrainConfig.from_dict(spec.options)
         validate_config(config)
@@ -439,10 +441,6 @@ def check_sweep(sweep: Sweep) -> None:
     Raises:
         VisforeError: naming the dataset or the configuration.
     """
-    import warnings
-
-    from visfore.data.dataset import open_dataset
-
     if not storage.exists(sweep.data):
         raise VisforeError(
             f"dataset {storage.display_name(sweep.data)} does not exist (create it with `visfore collect`)"
@@ -452,9 +450,6 @@ def check_sweep(sweep: Sweep) -> None:
         raise VisforeError(f"{sweep.data} has no complete episode")
     longest = int(ds.episode_lengths.max())
     H, W, _ = ds.frame_shape
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        from visfore_models import build_model
     built: set[str] = set()
     for spec in sweep.runs:
         context = int(spec.options.get("context", 2))
@@ -482,7 +477,7 @@ def check_sweep(sweep: Sweep) -> None:
 def import_wandb() -> Any:
     """The ``wandb`` module, or a :class:`VisforeError` saying how to install it."""
     try:
-        import wandb  # noqa: F401
+        import wandb  # noqa: F401  (lazy: an optional extra)
     except ImportError:
         raise VisforeError(WANDB_MISSING) from None
     return sys.modules["wandb"]
@@ -584,8 +579,6 @@ def run_state(run_dir: Path) -> str:
 
 def _print_plan(sweep: Sweep, sweep_dir: Path, console: Any) -> None:
     """The expanded configurations, one line each (``--dry-run``)."""
-    from rich.markup import escape
-
     console.print(f"{len(sweep.runs)} configurations of {sweep.path} -> {sweep_dir}", soft_wrap=True)
     shared = ", ".join(f"{k}={v}" for k, v in sweep.shared.items()) or "(train-model defaults)"
     console.print(escape(f"data: {sweep.data}; shared options: {shared}"), soft_wrap=True)
@@ -681,11 +674,7 @@ def train_eval_all(
             installed, a bad address, no cluster there, or a ``cuda`` configuration on a
             cluster without GPUs).
     """
-    from rich.console import Console
-
     if ray is not None:
-        from visfore.core import ray_backend
-
         ray_backend.require_ray()  # one line, exit 2, before anything is read or written
         ray = ray_backend.parse_address(ray)
 
@@ -718,9 +707,7 @@ def train_eval_all(
         }
 
     if train_fn is None:
-        from visfore.worldmodels.training import train_model
-
-        train_fn = train_model
+        train_fn = training.train_model  # looked up at call time (tests patch it)
 
     ray_session = None
     if ray is not None:
@@ -732,8 +719,6 @@ def train_eval_all(
             ray_session.close()
             raise
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    import yaml
-
     record = _sweep_record(sweep, sweep_dir, sweep_name)
     runs.atomic_write_text(
         sweep_dir / SWEEP_FILE, yaml.safe_dump(json.loads(json.dumps(record, default=str)), sort_keys=False, width=100)
@@ -788,16 +773,12 @@ class _SweepRecorder:
         self.t0 = time.monotonic()
 
     def write_rows(self) -> None:
-        from visfore.reports import comparison_report as cr
-
         self.rows.sort(key=lambda r: self.order.get(r["run"], self.n))  # spec order, also on Ray
         self.meta["seconds"] = time.monotonic() - self.t0
         cr.write_rows(self.sweep_dir, self.meta, self.rows)
 
     def begin(self, spec: RunSpec) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """The row fields of ``spec`` and its train-model options (None: finished earlier)."""
-        from visfore.reports import comparison_report as cr
-
         run_dir = self.sweep_dir / spec.name
         state = run_state(run_dir)
         common: dict[str, Any] = {
@@ -818,8 +799,6 @@ class _SweepRecorder:
 
     def finish(self, spec: RunSpec, common: dict[str, Any], outcome: Any, seconds: float) -> None:
         """Record a finished configuration: ``outcome`` its metrics or its exception."""
-        from visfore.reports import comparison_report as cr
-
         if isinstance(outcome, BaseException):
             message = _one_line(outcome)
             log.error("%s failed: %s", spec.name, message)
@@ -844,14 +823,10 @@ class _SweepRecorder:
         self.write_rows()
 
     def interrupted_run(self, common: dict[str, Any]) -> None:
-        from visfore.reports import comparison_report as cr
-
         self.rows.append(cr.run_row(None, status="interrupted", error="interrupted (Ctrl-C)", **common))
 
     def report(self, interrupted: bool) -> dict[str, Any]:
         """Write the comparison (CSV, JSON, Markdown, HTML, plots), print its table."""
-        from visfore.reports import comparison_report as cr
-
         rows, n, sweep_dir, console = self.rows, self.n, self.sweep_dir, self.console
         rows.sort(key=lambda r: self.order.get(r["run"], n))
         self.meta["seconds"] = time.monotonic() - self.t0
@@ -970,11 +945,6 @@ def _run_on_ray(
         on Ctrl-C), runs that finished anyway are recorded from their ``metrics.json``,
         the others as interrupted.
     """
-    import contextlib
-
-    from visfore.core import ray_backend
-    from visfore.reports import comparison_report as cr
-
     ray = ray_backend.require_ray()
     task = ray_backend.remote(_ray_train, max_retries=ray_backend.DEFAULT_RETRIES)
     todo = []
