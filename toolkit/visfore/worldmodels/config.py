@@ -184,6 +184,7 @@ def validate_config(config: TrainConfig) -> None:
         raise VisforeError(f"--time-budget must be > 0 minutes, got {config.time_budget}")
     if not isinstance(config.model_kwargs, dict):
         raise VisforeError("--model-kwargs must be a JSON object")
+    # lazy: the CLI imports this config module at start-up; it stays as light as it is
     from visfore.worldmodels.schedules import SAMPLING_MODES, teacher_forcing_schedule
 
     if config.sampling not in SAMPLING_MODES:
