@@ -12,12 +12,10 @@ Pure Python (no torch).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from visfore.core.errors import VisforeError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from visfore.worldmodels.config import TrainConfig
+from visfore.worldmodels.config import TrainConfig
 
 __all__ = [
     "PAPER_SAMPLING_K",
