@@ -31,6 +31,7 @@ import contextlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import mujoco
 import numpy as np
@@ -90,6 +91,15 @@ class CameraSpec:
     lookat: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 
+def _egl_module(gl: Any) -> Any:
+    """MuJoCo's EGL module when ``gl`` is its EGL context (else None)."""
+    if type(gl).__module__ == "mujoco.egl" and getattr(gl, "_context", None):
+        import mujoco.egl
+
+        return mujoco.egl
+    return None
+
+
 class FastRenderer:
     """Offscreen RGB renderer for one model, created lazily, reusing its read buffer.
 
@@ -134,7 +144,7 @@ class FastRenderer:
         self.camera = camera
         self._geom_groups = tuple(int(g) for g in geom_groups)
         self._max_geom = int(max_geom) if max_geom is not None else model.ngeom + model.nsite + 64
-        self._gl = None
+        self._gl: Any = None  # the MuJoCo GL context (egl, osmesa or glfw), made lazily
         self._con = None
         self._pid: int | None = None
 
@@ -169,14 +179,27 @@ class FastRenderer:
         self._catmask = int(mujoco.mjtCatBit.mjCAT_ALL)
         self._pid = os.getpid()
 
-    def _current(self):
-        """Context manager: this renderer's GL context is current inside, and the context
-        that was current before (another renderer's, gymnasium's, or none) is current again
-        after."""
-        as_current = getattr(self._gl, "as_current", None)
+    def _current(self) -> contextlib.AbstractContextManager[Any]:
+        """Context manager: this renderer's GL context is current inside.
+
+        When another context was current (another renderer's, gymnasium's), it is current
+        again after, so renderers that expect their context to stay current keep working.
+        When none was, ours stays current: switching back to no context costs a context
+        switch (and a flush) on every frame, and nobody expects a context there.
+        """
+        gl = self._gl
+        egl = _egl_module(gl)
+        if egl is not None:
+            prev = egl.EGL.eglGetCurrentContext()
+            if not prev:
+                gl.make_current()
+                return contextlib.nullcontext()
+            if prev.address == gl._context.address:
+                return contextlib.nullcontext()
+        as_current = getattr(gl, "as_current", None)
         if as_current is not None:
             return as_current()
-        self._gl.make_current()  # a context class without as_current (old MuJoCo)
+        gl.make_current()  # a context class without as_current (old MuJoCo)
         return contextlib.nullcontext()
 
     @property
