@@ -355,6 +355,18 @@ def test_resume_continues_to_larger_total(ppo_run: Path, tmp_path: Path):
     assert json.loads((run_dir / "metrics.json").read_text())["num_timesteps"] == 384
 
 
+def test_resume_with_name_finds_the_run_under_runs_root(ppo_run: Path, tmp_path: Path):
+    """``--resume --name NAME`` (as train-model and train-through-model): the run
+    ``RUNS_ROOT/train-policy-NAME``, not an error asking for --out."""
+    runs_root = tmp_path / "runs"
+    shutil.copytree(ppo_run, runs_root / "train-policy-again")
+    result = _cli("--name", "again", "--resume", "--out-dir", str(runs_root), "--timesteps", "384", "--no-progress")
+    assert result.exit_code == 0, result.output
+    m = json.loads((runs_root / "train-policy-again" / "metrics.json").read_text())
+    assert m["num_timesteps"] == 384 and m["resumed"]
+    assert "needs the run directory" in _one_error_line(_cli("--resume", "--no-progress"))
+
+
 def test_td3_resume_restores_replay_buffer(td3_run: Path, tmp_path: Path):
     run_dir = tmp_path / "train-policy-td3"
     shutil.copytree(td3_run, run_dir)

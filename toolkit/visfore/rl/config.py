@@ -139,7 +139,7 @@ class PolicyTrainConfig(ConfigBase, command="train-policy"):
     )
     resume: bool = option(
         default=False,
-        help="Continue the run in --out from checkpoints/last_model.zip (its options come from its config.yaml). The old form --resume RUN_DIR still works.",
+        help="Continue the run in --out (or --name) from checkpoints/last_model.zip (its options come from its config.yaml). The old form --resume RUN_DIR still works.",
         flags=("--resume",),
     )
     device: str = option(default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N.")

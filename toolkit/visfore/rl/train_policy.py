@@ -489,9 +489,9 @@ def _run_dir_of(config: PolicyTrainConfig) -> Path:
 def _resolve_resume(config: PolicyTrainConfig) -> tuple[PolicyTrainConfig, dict[str, Any], list[str]]:
     """The options of a resumed run (saved ones + runtime options of ``config``), the saved
     config.yaml, and the CLI options that were ignored because the run fixes them."""
-    if config.out is None:
+    if config.out is None and config.name is None:
         raise VisforeError("--resume needs the run directory: --resume --out RUN_DIR (or --resume RUN_DIR)")
-    run_dir = Path(config.out)
+    run_dir = _run_dir_of(config)  # --out, or --name under --runs-root (as train-model)
     saved = _read_run_config(run_dir)
     if not (run_dir / CHECKPOINT_DIR / LAST_MODEL).is_file():
         raise VisforeError(f"cannot resume: {run_dir} has no {CHECKPOINT_DIR}/{LAST_MODEL}; start a new run instead")
