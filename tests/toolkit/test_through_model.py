@@ -405,6 +405,25 @@ def test_cli_resume_is_a_switch_with_out_and_the_old_form_still_works(model_run_
     assert config["options"]["resume"] is False and "--resume" not in config["command_line"]
 
 
+def test_old_train_policy_resume_of_a_through_model_run_still_works(model_run_dir: Path, tmp_path: Path):
+    """``visfore train-policy --resume RUN_DIR`` (the old way to continue a through-model
+    run: --through-model with --resume was refused) is forwarded to train-through-model."""
+    out_dir = tmp_path / "runs"
+    common = ["--iterations", 1, "--val-every", 1, "--batch-size", 2, "--horizon", 1, "--eval-episodes", 0]
+    result = _cli(
+        "train-through-model", "--model", model_run_dir, *common, "--device", "cpu", "--out-dir", out_dir,
+        "--name", "old", "--quiet",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    run = out_dir / f"{COMMAND}-old"
+    for i, resume in enumerate((["--resume", run], ["--resume", "--out", run])):
+        result = _cli("train-policy", *resume, "--iterations", i + 2, "--eval-episodes", 0, "--no-progress")
+        assert result.exit_code == 0, (resume, result.output)
+        assert int(torch.load(run / "checkpoints" / "last.pt", weights_only=True)["iteration"]) == i + 2
+    # a train-policy run, or no run at all, is still train-policy's
+    assert "not a directory" in _one_error_line(_cli("train-policy", "--resume", tmp_path / "nope"))
+
+
 def test_old_train_policy_through_model_command_lines_still_work(model_run_dir: Path, tmp_path: Path):
     """``visfore train-policy --through-model RUN ...`` (README's spelling, with today's
     option names: --out-dir, --no-progress) is forwarded to train-through-model --model RUN."""

@@ -28,19 +28,48 @@ from visfore.cli.train_model import train_model_command
 from visfore.cli.train_policy import train_policy_command
 from visfore.cli.train_through_model import train_through_model_command
 from visfore.cli.train_translator import train_translator_command
+from visfore.core.errors import VisforeError
 
 log = logging.getLogger("visfore")
 
 #: Deprecated command lines rewritten before parsing: ``train-policy --through-model RUN``
 #: is now ``train-through-model --model RUN`` (its own command with its own options).
 _THROUGH_MODEL_FLAG = "--through-model"
+#: ``command`` of a through-model run's config.yaml (visfore.planning.through_model.COMMAND,
+#: not imported here: that module loads torch).
+_THROUGH_MODEL_COMMAND = "train-policy-through-model"
+
+
+def _resumes_a_through_model_run(args: list[str]) -> bool:
+    """``train-policy --resume RUN_DIR`` (or ``--resume --out RUN_DIR``) of a through-model
+    run: the old way to continue one, which train-policy forwarded to the through-model path."""
+    if not any(a == "--resume" or a.startswith("--resume=") for a in args):
+        return False
+    candidates = [a.split("=", 1)[1] for a in args if a.startswith(("--resume=", "--out="))]
+    candidates += [b for a, b in zip(args, args[1:]) if a in ("--resume", "--out", "-o")]
+    from visfore.core import runs
+
+    for candidate in candidates:
+        try:
+            if runs.read_config(candidate).get("command") == _THROUGH_MODEL_COMMAND:
+                return True
+        except (VisforeError, OSError):
+            continue
+    return False
 
 
 class VisforeGroup(TyperGroup):
     """The top-level group: keeps deprecated spellings of whole commands working."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        if (
+        if args and args[0] == "train-policy" and _resumes_a_through_model_run(args[1:]):
+            args = ["train-through-model", *args[1:]]
+            setup_logging()
+            log.warning(
+                "`visfore train-policy --resume RUN_DIR` of a through-model run is deprecated; "
+                "use `visfore train-through-model --resume --out RUN_DIR`"
+            )
+        elif (
             args
             and args[0] == "train-policy"
             and any(a == _THROUGH_MODEL_FLAG or a.startswith(_THROUGH_MODEL_FLAG + "=") for a in args)
