@@ -256,6 +256,16 @@ def _cli(*args: str):
     return CliRunner().invoke(app, ["train-model", *args])
 
 
+def test_epochs_help_says_resume_keeps_the_runs_target():
+    """--resume ignores a new --epochs (the lr schedule spans the run's epochs; see the CLI
+    test below); the help must not promise that --epochs sets the target of a resumed run."""
+    result = CliRunner().invoke(app, ["train-model", "--help"], env={"COLUMNS": "300"})
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    assert "Total training epochs (--resume keeps the run's own)." in text
+    assert "also the target on --resume" not in text
+
+
 def test_cli_end_to_end_on_reacher(small_reacher_dataset: Path, tmp_path: Path):
     out = tmp_path / "reacher-run"
     result = _cli(

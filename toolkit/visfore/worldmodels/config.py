@@ -56,7 +56,9 @@ class TrainConfig(ConfigBase, command="train-model"):
     and evaluate it open-loop on held-out episodes.
 
     ``--resume`` reads the other options from the run's ``config.yaml``; only the runtime
-    options (:data:`RUNTIME_OPTIONS`) and ``epochs`` (the target) may change.
+    options (:data:`RUNTIME_OPTIONS`) may change. ``epochs`` is not one of them: the
+    learning-rate schedule spans the run's epochs, so a resumed run keeps its target (a
+    different ``--epochs`` is reported as ignored).
     """
 
     data: Optional[str] = option(
@@ -72,7 +74,7 @@ class TrainConfig(ConfigBase, command="train-model"):
     )
     context: int = option(default=2, help="C context frames given to the model.")
     horizon: int = option(default=10, help="K frames predicted open-loop.")
-    epochs: int = option(default=10, help="Total training epochs (also the target on --resume).")
+    epochs: int = option(default=10, help="Total training epochs (--resume keeps the run's own).")
     batch_size: int = option(default=16, help="Clips per optimisation step (per process under torchrun).")
     lr: float = option(default=1e-3, help="Adam learning rate.")
     lr_schedule: Literal["cosine", "constant"] = option(
