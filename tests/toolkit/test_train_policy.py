@@ -459,6 +459,8 @@ def test_existing_run_dir_is_left_untouched(ppo_run: Path):
         (["--hp", "policy_kwargs=dict(a=os.system)"], "policy_kwargs"),
         (["--hp", "noise_type=normal"], "off-policy"),
         (["--obs-mode", "depth"], "--obs-mode must be one of"),
+        (["--obs-mode", "pixels", "--size", "32"], "--size 32 is too small for --obs-mode pixels"),
+        (["--obs-mode", "state+pixels", "--size", "16"], "at least 36x36 pixels"),
         (["--env", "NoSuchEnv-v0"], "PerturbHopper-v0"),
         (["--env", "Pendulum-v1", "--randomize", "default"], "need a visfore env"),
         (["--device", "tpu"], "--device"),

@@ -146,6 +146,9 @@ POLICY_FOR_OBS_MODE: dict[str, str] = {
     "pixels": "CnnPolicy",
     "state+pixels": "MultiInputPolicy",
 }
+#: Smallest frame side NatureCNN (the CnnPolicy / MultiInputPolicy image extractor: 8x8
+#: stride 4, 4x4 stride 2, 3x3 stride 1) accepts.
+MIN_CNN_SIZE = 36
 BACKENDS = ("mujoco", "pybullet")
 CHECKPOINT_DIR = "checkpoints"
 LAST_MODEL = "last_model.zip"
@@ -190,6 +193,15 @@ def validate_options(config: PolicyTrainConfig) -> None:
     _at_least("timesteps", config.timesteps, 1)
     _at_least("seed", config.seed, 0)
     _at_least("size", config.size, 1)
+    if (
+        config.obs_mode != "state"
+        and config.size < MIN_CNN_SIZE
+        and "policy_kwargs" not in parse_hp_overrides(config.hp)
+    ):
+        raise VisforeError(
+            f"--size {config.size} is too small for --obs-mode {config.obs_mode}: the policy's CNN "
+            f"(stable-baselines3 NatureCNN) needs frames of at least {MIN_CNN_SIZE}x{MIN_CNN_SIZE} pixels"
+        )
     _at_least("n-envs", config.n_envs, 1, allow_none=True)
     _at_least("eval-freq", config.eval_freq, 0)
     _at_least("eval-episodes", config.eval_episodes, 1)
