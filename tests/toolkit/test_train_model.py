@@ -256,6 +256,21 @@ def _cli(*args: str):
     return CliRunner().invoke(app, ["train-model", *args])
 
 
+def test_cli_quiet_prints_only_the_final_summary(small_reacher_dataset: Path, tmp_path: Path):
+    """--quiet: no progress bar and no table, but the result line (its help: 'only the
+    final summary'); it printed nothing at all."""
+    out = tmp_path / "quiet-run"
+    result = _cli(
+        "--data", str(small_reacher_dataset), "--horizon", "2", "--epochs", "1", "--batch-size", "4",
+        "--clips-per-epoch", "4", "--max-val-clips", "4", "--epoch-val-clips", "2", "--image-clips", "1",
+        "--model-kwargs", TINY_JSON, "--device", "cpu", "--num-threads", "1", "--out", str(out), "--quiet",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("trained 1/1 epochs") and lines[0].endswith(f"run: {out}")
+    assert "copy-last-frame" not in result.output  # no table
+
+
 def test_epochs_help_says_resume_keeps_the_runs_target():
     """--resume ignores a new --epochs (the lr schedule spans the run's epochs; see the CLI
     test below); the help must not promise that --epochs sets the target of a resumed run."""

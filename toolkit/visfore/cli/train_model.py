@@ -19,9 +19,13 @@ def train_model_command(config: TrainConfig) -> None:
     Runs under `torchrun --nproc-per-node N` as well (DistributedDataParallel; rank 0 writes the run).
     """
     from visfore.core.console import stdout_console
-    from visfore.worldmodels.report import print_metrics_table
+    from visfore.worldmodels.report import print_metrics_table, summary_line
     from visfore.worldmodels.training import train_model
 
     metrics = train_model(config)
-    if config.progress and "model" in metrics:  # rank 0 of a torchrun job
+    if "model" not in metrics:  # not rank 0 of a torchrun job
+        return
+    if config.progress:
         print_metrics_table(metrics, stdout_console(highlight=False))
+    else:  # --quiet: only the final summary (as its help says)
+        stdout_console(highlight=False).print(summary_line(metrics), markup=False, soft_wrap=True)

@@ -9,7 +9,7 @@ from rich.table import Table
 from visfore.core.console import stdout_console
 from visfore.worldmodels.evaluation import FOREGROUND_THRESHOLD
 
-__all__ = ["print_metrics_table"]
+__all__ = ["print_metrics_table", "summary_line"]
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -73,9 +73,15 @@ def print_metrics_table(metrics: dict[str, Any], console: Any = None) -> None:
         )
     if not with_lpips and metrics.get("lpips"):
         console.print(metrics["lpips"]["note"])
+    console.print(summary_line(metrics))
+
+
+def summary_line(metrics: dict[str, Any]) -> str:
+    """The run's one-line result (epochs, steps, speed, run directory): the table's last
+    line, and all that ``train-model --quiet`` prints."""
     sps = metrics.get("samples_per_second")
     fps = metrics.get("inference_frames_per_second")
-    console.print(
+    return (
         f"trained {metrics['epochs_completed']}/{metrics['epochs']} epochs ({metrics['global_step']} steps) "
         f"in {metrics['train_seconds']:.0f} s"
         + (f" ({sps:.1f} clips/s)" if sps else "")
