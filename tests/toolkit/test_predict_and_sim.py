@@ -369,6 +369,17 @@ def test_play_model_headless_random_writes_gif(model_run_dir: Path, tmp_path: Pa
     assert out.read_bytes() == again.read_bytes()
 
 
+def test_play_model_quiet_prints_only_the_result_line(model_run_dir: Path, tmp_path: Path, headless):
+    """--quiet: 'No messages (the result line only)': the keyboard fallback note goes, the
+    'wrote ... to OUT' line stays (it printed nothing)."""
+    out = tmp_path / "quiet.gif"
+    result = _cli("play-model", model_run_dir, "--policy", "keyboard", "--steps", 3, "--scale", 1, "--out", out, "-q")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert text.startswith("wrote 3 frames (3 steps, 1 episode(s), policy random) to ") and text.endswith("quiet.gif")
+    assert "keyboard policy needs a window" not in text and out.is_file()
+
+
 def test_play_model_keyboard_without_display_plays_random_into_run_dir(model_run_dir: Path, headless):
     from visfore.worldmodels.config import PlayModelConfig
     from visfore.worldmodels.play_model import play_model

@@ -17,6 +17,8 @@ def play_model_command(config: PlayModelConfig) -> None:
     """Play a trained forward model as an environment (LearnedSim-v0): live with the keyboard
     when there is a display, else headless into a GIF."""
     from visfore.rl.policy_run import load_policy_run
-    from visfore.worldmodels.play_model import play_model
+    from visfore.worldmodels.play_model import play_model, result_line
 
-    play_model(config, echo=None if config.quiet else typer.echo, load_policy=load_policy_run)
+    result = play_model(config, echo=None if config.quiet else typer.echo, load_policy=load_policy_run)
+    if config.quiet and result.out is not None:  # --quiet: no messages, but the result line
+        typer.echo(result_line(result))

@@ -65,6 +65,7 @@ __all__ = [
     "has_display",
     "keyboard_action",
     "play_model",
+    "result_line",
 ]
 
 #: (decrease key, increase key) of action components 0, 1, ... (matplotlib key names).
@@ -258,14 +259,24 @@ def play_model(
         env.close()
     if out is not None and frames:
         save_animation(out, frames, fps)
-        say(f"wrote {len(frames)} frames ({taken} steps, {n_episodes} episode(s), policy {label}) to {out}")
-    return PlayResult(
+    played = PlayResult(
         out=Path(out) if out is not None and frames else None,
         steps=taken,
         frames=len(frames),
         episodes=n_episodes,
         policy=label,
         window=window,
+    )
+    if played.out is not None:
+        say(result_line(played))
+    return played
+
+
+def result_line(result: PlayResult) -> str:
+    """``wrote N frames (...) to OUT``: the line ``play-model`` prints (``--quiet`` too)."""
+    return (
+        f"wrote {result.frames} frames ({result.steps} steps, {result.episodes} episode(s), "
+        f"policy {result.policy}) to {result.out}"
     )
 
 
