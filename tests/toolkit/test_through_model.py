@@ -326,8 +326,11 @@ def test_action_scale_narrows_the_policy_bounds(model_run_dir: Path, tmp_path: P
 def test_load_errors(tmp_path: Path, model_run_dir: Path):
     with pytest.raises(VisforeError, match="not a directory"):
         load_through_model_policy(tmp_path / "missing")
-    with pytest.raises(VisforeError, match="not a train-policy --through-model run"):
+    # the command's name, not the deprecated `train-policy --through-model` spelling
+    with pytest.raises(VisforeError, match=r"is not a train-through-model run \(config.yaml is from train-model\)"):
         load_through_model_policy(model_run_dir)
+    with pytest.raises(VisforeError, match=r"not a directory \(expected a train-through-model run\)"):
+        load_through_model_policy(tmp_path / "missing")
     with pytest.raises(VisforeError, match="unknown checkpoint"):
         load_through_model_policy(model_run_dir, checkpoint="newest")
 

@@ -682,8 +682,8 @@ class ThroughModelPolicy:
 
 
 def _read_run_config(run_dir: Path) -> dict[str, Any]:
-    """config.yaml of a train-policy --through-model run (see :func:`visfore.core.runs.read_run_config`)."""
-    return runs.read_run_config(run_dir, COMMAND, "train-policy --through-model run")
+    """config.yaml of a train-through-model run (see :func:`visfore.core.runs.read_run_config`)."""
+    return runs.read_run_config(run_dir, COMMAND, "train-through-model run")
 
 
 def _net_from_state(state: Mapping[str, Any], path: Path, device: Any) -> GoalPolicyNet:
@@ -699,7 +699,7 @@ def _net_from_state(state: Mapping[str, Any], path: Path, device: Any) -> GoalPo
 
 
 def load_through_model_policy(run_dir: str | Path, device: Any = None, checkpoint: str = "best") -> ThroughModelPolicy:
-    """Load the policy of a ``visfore train-policy --through-model`` run.
+    """Load the policy of a ``visfore train-through-model`` run.
 
     Args:
         run_dir: the run directory (``runs/train-policy-through-model-...``).
