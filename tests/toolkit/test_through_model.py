@@ -232,6 +232,22 @@ def test_seeded_runs_are_identical_and_resume_continues_exactly(model_run_dir: P
     assert all(torch.equal(wa[k], wr[k]) for k in wa)
 
 
+def test_resume_keeps_the_runs_evaluation_options_unless_given(model_run_dir: Path, tmp_path: Path):
+    """A resumed run evaluates as it was configured (--eval-episodes 1 --eval-steps 2), not
+    with the defaults (20 episodes of the env's time limit); options given now still win."""
+    first = train_through_model(
+        _config(model_run_dir, tmp_path, iterations=1, val_every=1, eval_episodes=1, eval_steps=2, name="ev")
+    )
+    run = Path(first["run_dir"])
+    resumed = train_through_model(ThroughModelConfig(resume=True, out=str(run), iterations=2, progress=False))
+    assert resumed["iterations"] == 2
+    assert (resumed["eval"]["episodes"], resumed["eval"]["steps"]) == (1, 2)
+    again = train_through_model(
+        ThroughModelConfig(resume=True, out=str(run), iterations=3, eval_steps=3, progress=False)
+    )
+    assert (again["eval"]["episodes"], again["eval"]["steps"]) == (1, 3)
+
+
 # -- the CLI run, its files and the policy ----------------------------------------------------
 def test_cli_run_writes_config_checkpoints_metrics_and_eval(cli_run: Path, model_run_dir: Path):
     config = yaml.safe_load((cli_run / "config.yaml").read_text())

@@ -77,7 +77,7 @@ import io
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -166,6 +166,9 @@ RUNTIME_OPTIONS = (
 )
 #: Options that only locate the run directory (neither merged nor reported on resume).
 LOCATION_OPTIONS = ("out", "name", "out_dir")
+#: Runtime options of the final evaluation: a resumed run keeps its saved values unless
+#: this call sets them (to other than the default).
+EVAL_OPTIONS = ("eval_episodes", "eval_steps", "eval_seed", "success_threshold", "gifs")
 
 
 # ---------------------------------------------------------------------------------------
@@ -849,7 +852,13 @@ def _resolve_resume(config: ThroughModelConfig) -> tuple[ThroughModelConfig, dic
     options = {k: v for k, v in (saved.get("options") or {}).items() if k not in ("resume", *LOCATION_OPTIONS)}
     if "through_model" in options and "model" not in options:  # runs of `train-policy --through-model`
         options["model"] = options.pop("through_model")
-    runtime = [k for k in RUNTIME_OPTIONS if not (k in ("iterations", "time_budget") and getattr(config, k) is None)]
+    eval_defaults = {f.name: f.default for f in fields(ThroughModelConfig) if f.name in EVAL_OPTIONS}
+    runtime = [
+        k
+        for k in RUNTIME_OPTIONS
+        if not (k in ("iterations", "time_budget") and getattr(config, k) is None)
+        and not (k in eval_defaults and getattr(config, k) == eval_defaults[k])
+    ]
     merged, ignored = runs.merge_resumed_options(
         options, config, runtime=runtime, skip=(*LOCATION_OPTIONS, "iterations", "time_budget")
     )
