@@ -1,6 +1,6 @@
 """``visfore train-through-model`` (formerly ``train-policy --through-model``): a policy
 trained by backpropagating the goal cost through a frozen forward model
-(visfore.planning.through_model).
+(visfore.planning.through_model and its modules).
 
 A tiny ConvLSTM is trained for one epoch on the shared 32x32 reacher dataset by the real
 ``visfore train-model`` CLI, once per module; every policy run here is a few iterations of
@@ -22,17 +22,15 @@ from visfore_cli_testutils import invoke as _cli
 from visfore_cli_testutils import one_error_line as _one_error_line
 
 from visfore.core.errors import VisforeError
+from visfore.planning.config import ThroughModelConfig
 from visfore.planning.goal_reaching import episode_reset_seed, make_goal_env, run_goal_episodes
-from visfore.planning.through_model import (
+from visfore.planning.imagination import Imagination, goal_loss, imagination_mode
+from visfore.planning.through_model import train_through_model
+from visfore.planning.through_model_policy import (
     COMMAND,
     GoalPolicyNet,
-    Imagination,
-    ThroughModelConfig,
     ThroughModelPolicy,
-    goal_loss,
-    imagination_mode,
     load_through_model_policy,
-    train_through_model,
 )
 from visfore_models import MODELS, build_model
 

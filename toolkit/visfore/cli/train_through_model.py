@@ -24,7 +24,8 @@ def train_through_model_command(config: ThroughModelConfig) -> None:
     """Train a goal-reaching policy through the forward model of a train-model run (--model RUN)
     and evaluate it in the real env (success rate, final distance, time per step)."""
     from visfore.core.console import stdout_console
-    from visfore.planning.through_model import print_summary, train_through_model
+    from visfore.planning.through_model import train_through_model
+    from visfore.planning.through_model_evaluation import print_summary
 
     metrics = train_through_model(config)
     if config.progress:

@@ -1,0 +1,329 @@
+"""The policy of ``visfore train-through-model`` and its loading: :class:`GoalPolicyNet`,
+the goal-conditioned network on frames that the training backpropagates into;
+:class:`ThroughModelPolicy`, a trained net as a
+:class:`visfore.planning.goal_reaching.GoalController` for real episodes (``visfore plan
+--policy RUN``); and :func:`load_through_model_policy`, which reads it back from a run
+directory (``checkpoints/best.pt`` or ``last.pt``; the run is trained by
+:mod:`visfore.planning.through_model`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from visfore.core import runs
+from visfore.core.device import select_device
+from visfore.core.errors import VisforeError
+
+__all__ = [
+    "COMMAND",
+    "GoalPolicyNet",
+    "ThroughModelPolicy",
+    "load_through_model_policy",
+]
+
+#: Run directory prefix and ``config.yaml`` ``command``.
+COMMAND = "train-policy-through-model"
+CHECKPOINT_FORMAT = "visfore-through-model-policy-checkpoint"
+CHECKPOINT_VERSION = 1
+POLICY_NETS = ("cnn", "mlp")
+
+
+class GoalPolicyNet(nn.Module):
+    """Goal-conditioned deterministic policy on frames.
+
+    Inputs (all on the net's device):
+
+    * ``frames``: ``(B, F, 3, H, W)`` float in ``[0, 1]``, the last ``F`` frames, oldest
+      first (the current frame last);
+    * ``goal``: ``(B, 3, H, W)`` float in ``[0, 1]``, the goal frame;
+    * ``prev_action``: ``(B, A)`` float, the previous action in the env's units (ignored
+      unless ``prev_action=True``; zeros at an episode's start).
+
+    Output: ``(B, A)`` actions ``low + (tanh(z) + 1) / 2 * (high - low)``, strictly inside
+    the action bounds.
+
+    Networks:
+
+    * ``cnn``: the ``F + 1`` frames stacked on channels ``(B, 3(F+1), H, W)`` minus 0.5 ->
+      4 convolutions 4x4 stride 2 (32, 64, 64, 64 channels, ReLU; H/16 x W/16) -> flatten,
+      concatenated with the scaled previous action -> Linear(hidden) -> ReLU -> Linear(A)
+      (the encoder of Mnih et al.'s DQN family, strided instead of pooled).
+    * ``mlp``: every frame average-pooled to ``mlp_size x mlp_size`` -> flatten (with the
+      previous action) -> Linear(hidden) -> ReLU -> Linear(hidden) -> ReLU -> Linear(A).
+
+    The last layer starts at weights ``U(-3e-3, 3e-3)`` and bias 0 (DDPG's actor
+    initialisation, Lillicrap et al. 2016), so initial actions are near the bounds' middle.
+
+    Args:
+        net: ``cnn`` or ``mlp``.
+        image_size: ``(H, W)``; the cnn needs both >= 16.
+        action_dim: A.
+        action_low, action_high: ``(A,)`` bounds, ``low < high``.
+        frames: F >= 1.
+        prev_action: use the previous action.
+        hidden: hidden width.
+        mlp_size: pooled frame size of the mlp (<= H and W).
+
+    Raises:
+        ValueError: bad sizes or bounds (one line).
+    """
+
+    CNN_CHANNELS = (32, 64, 64, 64)
+
+    action_low: torch.Tensor  # (A,) buffer
+    action_high: torch.Tensor  # (A,) buffer
+
+    def __init__(
+        self,
+        *,
+        net: str = "cnn",
+        image_size: Sequence[int] = (64, 64),
+        action_dim: int = 2,
+        action_low: Sequence[float] | np.ndarray | None = None,
+        action_high: Sequence[float] | np.ndarray | None = None,
+        frames: int = 1,
+        prev_action: bool = True,
+        hidden: int = 256,
+        mlp_size: int = 16,
+    ) -> None:
+        super().__init__()
+        if net not in POLICY_NETS:
+            raise ValueError(f"policy net must be one of {', '.join(POLICY_NETS)}, got {net!r}")
+        H, W = (int(image_size[0]), int(image_size[1]))
+        A = int(action_dim)
+        low = np.asarray([-1.0] * A if action_low is None else action_low, dtype=np.float32).reshape(-1)
+        high = np.asarray([1.0] * A if action_high is None else action_high, dtype=np.float32).reshape(-1)
+        if low.shape != (A,) or high.shape != (A,) or not np.all(low < high):
+            raise ValueError(f"action bounds must be two ({A},) arrays with low < high, got {low} and {high}")
+        self.net, self.image_size, self.action_dim = net, (H, W), A
+        self.frames, self.use_prev_action, self.hidden, self.mlp_size = (
+            int(frames),
+            bool(prev_action),
+            int(hidden),
+            int(mlp_size),
+        )
+        self.register_buffer("action_low", torch.from_numpy(low))
+        self.register_buffer("action_high", torch.from_numpy(high))
+        in_ch = 3 * (self.frames + 1)
+        extra = A if self.use_prev_action else 0
+        if net == "cnn":
+            n = len(self.CNN_CHANNELS)
+            if H < 2**n or W < 2**n:
+                raise ValueError(f"the cnn policy needs frames of at least {2**n}x{2**n}, got {H}x{W}")
+            layers: list[nn.Module] = []
+            c = in_ch
+            for out in self.CNN_CHANNELS:
+                layers += [nn.Conv2d(c, out, 4, stride=2, padding=1), nn.ReLU()]
+                c = out
+            self.encoder = nn.Sequential(*layers, nn.Flatten())
+            flat = c * (H >> n) * (W >> n)
+            self.head = nn.Sequential(nn.Linear(flat + extra, self.hidden), nn.ReLU(), nn.Linear(self.hidden, A))
+        else:
+            s = self.mlp_size
+            if s > H or s > W:
+                raise ValueError(f"mlp_size {s} exceeds the frame size {H}x{W}")
+            self.encoder = nn.Sequential(nn.AdaptiveAvgPool2d((s, s)), nn.Flatten())
+            self.head = nn.Sequential(
+                nn.Linear(in_ch * s * s + extra, self.hidden),
+                nn.ReLU(),
+                nn.Linear(self.hidden, self.hidden),
+                nn.ReLU(),
+                nn.Linear(self.hidden, A),
+            )
+        last = self.head[-1]
+        assert isinstance(last, nn.Linear)
+        nn.init.uniform_(last.weight, -3e-3, 3e-3)
+        nn.init.zeros_(last.bias)
+
+    def config(self) -> dict[str, Any]:
+        """Keyword arguments that rebuild this net (YAML/JSON-plain)."""
+        return {
+            "net": self.net,
+            "image_size": list(self.image_size),
+            "action_dim": self.action_dim,
+            "action_low": [float(x) for x in self.action_low.cpu()],
+            "action_high": [float(x) for x in self.action_high.cpu()],
+            "frames": self.frames,
+            "prev_action": self.use_prev_action,
+            "hidden": self.hidden,
+            "mlp_size": self.mlp_size,
+        }
+
+    def scale_action(self, action: torch.Tensor) -> torch.Tensor:
+        """``(..., A)`` actions in the bounds -> ``[-1, 1]``."""
+        mid = (self.action_high + self.action_low) / 2
+        half = (self.action_high - self.action_low) / 2
+        return (action - mid) / half
+
+    def forward(
+        self, frames: torch.Tensor, goal: torch.Tensor, prev_action: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Actions ``(B, A)`` for ``frames (B, F, 3, H, W)``, ``goal (B, 3, H, W)``,
+        ``prev_action (B, A)`` (see the class docstring)."""
+        B = frames.shape[0]
+        x = torch.cat([frames.reshape(B, -1, *frames.shape[-2:]), goal], dim=1)
+        if self.net == "cnn":
+            x = x - 0.5
+        z = self.encoder(x)
+        if self.use_prev_action:
+            prev = prev_action if prev_action is not None else z.new_zeros(B, self.action_dim)
+            z = torch.cat([z, self.scale_action(prev.to(z.dtype))], dim=1)
+        u = torch.tanh(self.head(z))
+        return self.action_low + (u + 1.0) * 0.5 * (self.action_high - self.action_low)
+
+
+def _last_frames(history: Sequence[torch.Tensor], n: int) -> torch.Tensor:
+    """``(B, n, 3, H, W)``: the last ``n`` of ``history`` (each ``(B, 3, H, W)``), oldest
+    first, the earliest repeated where fewer exist."""
+    frames = list(history[-n:])
+    frames = [frames[0]] * (n - len(frames)) + frames
+    return torch.stack(frames, dim=1)
+
+
+def _to_float(x: np.ndarray, device: Any) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x)).to(device).to(torch.float32).div_(255.0)
+
+
+class ThroughModelPolicy:
+    """A trained :class:`GoalPolicyNet` as a :class:`visfore.planning.goal_reaching.GoalController`.
+
+    Attributes:
+        name: ``"through-model"``.
+        net: the :class:`GoalPolicyNet` (eval mode).
+        device: its ``torch.device``.
+        image_size: (H, W) of the frames it takes.
+        env_id, env_kwargs: the env of the training frames (from the model's dataset).
+        run_dir: the run directory it was loaded from (None when built in memory).
+        imagined: always None (the policy imagines nothing at run time).
+
+    ``act`` keeps the last F real frames (the first one repeated at reset) and the previous
+    action (zeros at reset) and returns ``(A,)`` float32 inside the action bounds, no
+    randomness.
+    """
+
+    name = "through-model"
+    imagined: np.ndarray | None = None
+
+    def __init__(
+        self,
+        net: GoalPolicyNet,
+        *,
+        device: Any = "cpu",
+        env_id: str | None = None,
+        env_kwargs: Mapping[str, Any] | None = None,
+        run_dir: Path | None = None,
+        name: str = "through-model",
+    ) -> None:
+        self.net = net.eval()
+        self.device = torch.device(device)
+        self.env_id, self.env_kwargs, self.run_dir = env_id, dict(env_kwargs or {}), run_dir
+        self.name = name
+        self.image_size = tuple(net.image_size)
+        self._history: list[torch.Tensor] = []
+        self._goal: torch.Tensor | None = None
+        self._prev: torch.Tensor | None = None
+        self._fresh = True
+
+    @property
+    def action_low(self) -> np.ndarray:
+        return self.net.action_low.cpu().numpy()
+
+    @property
+    def action_high(self) -> np.ndarray:
+        return self.net.action_high.cpu().numpy()
+
+    def _frame(self, frame: Any, what: str) -> torch.Tensor:
+        frame = np.asarray(frame)
+        H, W = self.image_size
+        if frame.shape != (H, W, 3) or frame.dtype != np.uint8:
+            raise VisforeError(
+                f"the through-model policy takes ({H}, {W}, 3) uint8 frames; the {what} is {frame.dtype} {frame.shape}"
+            )
+        return _to_float(frame, self.device).permute(2, 0, 1).contiguous()
+
+    def reset(self, env: Any, obs: dict, goal_frame: np.ndarray, rng: np.random.Generator) -> None:
+        """Start an episode at ``obs["pixels"]`` toward ``goal_frame`` ((H, W, 3) uint8);
+        ``env`` and ``rng`` are not used (the policy is deterministic)."""
+        self._goal = self._frame(goal_frame, "goal frame")[None]
+        self._history = [self._frame(obs["pixels"], "observation")[None]]
+        self._prev = torch.zeros(1, self.net.action_dim, device=self.device)
+        self._fresh = True
+
+    @torch.no_grad()
+    def act(self, obs: dict, info: dict) -> np.ndarray:
+        """The action ``(A,)`` float32 for the current ``obs["pixels"]``.
+
+        Raises:
+            VisforeError: called before :meth:`reset`, or a frame of another size.
+        """
+        if self._goal is None or self._prev is None:
+            raise VisforeError("ThroughModelPolicy.act called before reset")
+        if not self._fresh:  # the first act sees the reset observation, already held
+            self._history.append(self._frame(obs["pixels"], "observation")[None])
+            del self._history[: -self.net.frames]
+        self._fresh = False
+        a = self.net(_last_frames(self._history, self.net.frames), self._goal, self._prev)
+        self._prev = a
+        return a[0].cpu().numpy().astype(np.float32)
+
+    def __repr__(self) -> str:
+        return f"ThroughModelPolicy(net={self.net.net!r}, run_dir={self.run_dir})"
+
+
+def _read_run_config(run_dir: Path) -> dict[str, Any]:
+    """config.yaml of a train-through-model run (see :func:`visfore.core.runs.read_run_config`)."""
+    return runs.read_run_config(run_dir, COMMAND, "train-through-model run")
+
+
+def _net_from_state(state: Mapping[str, Any], path: Path, device: Any) -> GoalPolicyNet:
+    if state.get("format") != CHECKPOINT_FORMAT or not isinstance(state.get("policy"), dict):
+        raise VisforeError(f"{path} is not a through-model policy checkpoint")
+    try:
+        net = GoalPolicyNet(**state["policy"]["config"])
+        net.load_state_dict(state["policy"]["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise VisforeError(f"cannot rebuild the policy of {path}: {text}") from None
+    return net.to(device).eval()
+
+
+def load_through_model_policy(run_dir: str | Path, device: Any = None, checkpoint: str = "best") -> ThroughModelPolicy:
+    """Load the policy of a ``visfore train-through-model`` run.
+
+    Args:
+        run_dir: the run directory (``runs/train-policy-through-model-...``).
+        device: None or ``"cpu"`` (CPU), ``"auto"``, ``"cuda"``, ``"cuda:N"`` or a
+            ``torch.device``.
+        checkpoint: ``best`` (lowest validation goal MSE in imagination; falls back to
+            ``last`` when missing) or ``last``.
+
+    Returns:
+        A :class:`ThroughModelPolicy` (eval mode) with the env id / kwargs of the training
+        frames.
+
+    Raises:
+        VisforeError: not such a run, no or unreadable checkpoint, unknown ``checkpoint``,
+            unavailable device (one line each).
+    """
+    if checkpoint not in ("best", "last"):
+        raise VisforeError(f"unknown checkpoint {checkpoint!r}; valid: best, last")
+    run_dir = Path(run_dir)
+    saved = _read_run_config(run_dir)
+    path = runs.best_checkpoint_path(run_dir) if checkpoint == "best" else runs.last_checkpoint_path(run_dir)
+    if checkpoint == "best" and not path.is_file():
+        path = runs.last_checkpoint_path(run_dir)
+    if not path.is_file():
+        raise VisforeError(f"{run_dir} has no trained policy ({runs.CHECKPOINT_DIR}/{path.name} is missing)")
+    dev = device if isinstance(device, torch.device) else select_device(str(device or "cpu"))
+    net = _net_from_state(runs.load_checkpoint(path, map_location=dev), path, dev)
+    saved_env = saved.get("env")
+    env: dict[str, Any] = saved_env if isinstance(saved_env, dict) else {}
+    return ThroughModelPolicy(
+        net, device=dev, env_id=env.get("id"), env_kwargs=env.get("kwargs") or {}, run_dir=run_dir
+    )
