@@ -1,5 +1,6 @@
 """``visfore plan``: the CEM optimiser (visfore.planning.cem), goal-reaching episodes
-(visfore.planning.goal_reaching) and the planners and command (visfore.planning.plan).
+(visfore.planning.goal_reaching), the costs (visfore.planning.costs), the controllers
+(visfore.planning.controllers) and the command (visfore.planning.plan).
 
 One tiny ConvLSTM is trained for one epoch on the shared 32x32 reacher dataset by the real
 ``visfore train-model`` CLI (once per module); the oracle test is a real physics check on
@@ -22,6 +23,9 @@ from visfore_cli_testutils import one_error_line as _one_error_line
 
 from visfore.core.errors import VisforeError
 from visfore.planning.cem import CEMConfig, cem, expand_blocks, shift_mean
+from visfore.planning.config import resolve_blocks
+from visfore.planning.controllers import LearnedCEMController, OracleCEMController, RandomController
+from visfore.planning.costs import gaussian_blur, load_goal_image, pixel_cost
 from visfore.planning.goal_reaching import (
     GoalEpisode,
     episode_reset_seed,
@@ -29,15 +33,6 @@ from visfore.planning.goal_reaching import (
     make_goal_env,
     run_goal_episodes,
     summarize_goal_episodes,
-)
-from visfore.planning.plan import (
-    LearnedCEMController,
-    OracleCEMController,
-    RandomController,
-    gaussian_blur,
-    load_goal_image,
-    pixel_cost,
-    resolve_blocks,
 )
 from visfore.worldmodels.model_run import load_model_run
 
@@ -439,7 +434,7 @@ def test_ctrl_c_keeps_finished_episodes(tmp_path, monkeypatch):
     from visfore.planning import plan as plan_mod
 
     calls = {"n": 0}
-    original = plan_mod.RandomController.act
+    original = RandomController.act
 
     def act(self, obs, info):
         calls["n"] += 1
@@ -447,7 +442,7 @@ def test_ctrl_c_keeps_finished_episodes(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return original(self, obs, info)
 
-    monkeypatch.setattr(plan_mod.RandomController, "act", act)
+    monkeypatch.setattr(RandomController, "act", act)
     out = tmp_path / "plan"
     config = plan_mod.PlanConfig(env="reacher", size=SIZE, controllers=("random",), episodes=3,
                                  steps=3, gifs=False, out=str(out), progress=False)  # fmt: skip
@@ -462,7 +457,7 @@ def test_ctrl_c_keeps_finished_episodes(tmp_path, monkeypatch):
 
 def test_plan_with_a_translator_keypoint_cost(model_run_dir, small_reacher_dataset, tmp_path):
     """--cost pixels+keypoints through a (tiny, one-epoch) visfore train-translator run."""
-    from visfore.planning.plan import load_translator
+    from visfore.planning.costs import load_translator
 
     tr_dir = tmp_path / "translator"
     result = _cli("train-translator", "--data", small_reacher_dataset, "--out", tr_dir, "--epochs", 1,

@@ -17,6 +17,7 @@ from visfore.planning.config import PlanConfig
 def plan_command(config: PlanConfig) -> None:
     """Visual MPC: CEM over action sequences on a learned forward model, against CEM on the
     true simulator and a random policy; writes a report with success rates and GIFs."""
-    from visfore.planning.plan import plan, print_summary
+    from visfore.planning.plan import plan
+    from visfore.planning.plan_report import print_summary
 
     print_summary(plan(config))
