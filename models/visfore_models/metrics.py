@@ -47,12 +47,16 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Callable, overload
 
 import numpy as np
 import torch
-from torchmetrics.functional.image import structural_similarity_index_measure
+
+with warnings.catch_warnings():  # torchmetrics' deprecation notices on import are not our users'
+    warnings.simplefilter("ignore", FutureWarning)
+    from torchmetrics.functional.image import structural_similarity_index_measure
 
 __all__ = [
     "FOREGROUND_THRESHOLD",

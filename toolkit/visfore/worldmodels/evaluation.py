@@ -16,7 +16,6 @@ import contextlib
 import dataclasses
 import math
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -27,11 +26,8 @@ from PIL import Image, ImageDraw
 
 from visfore.core import runs
 from visfore.data.clips import ClipDataset, frames_to_float, split_clip
-
-with warnings.catch_warnings():  # torchmetrics' deprecation notices on import
-    warnings.simplefilter("ignore", FutureWarning)
-    from visfore_models import metrics as vm
-    from visfore_models.metrics import derangement, step_sum_count
+from visfore_models import metrics as vm
+from visfore_models.metrics import derangement, step_sum_count
 
 __all__ = [
     "FOREGROUND_THRESHOLD",

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -41,10 +40,7 @@ from visfore.core.device import select_device
 from visfore.core.errors import VisforeError
 from visfore.data import storage
 from visfore.data.dataset import Dataset, open_dataset
-
-with warnings.catch_warnings():  # torchmetrics' deprecation notices on import
-    warnings.simplefilter("ignore", FutureWarning)
-    from visfore_models import load_model
+from visfore_models import load_model
 
 __all__ = [
     "CHECKPOINTS",

@@ -64,7 +64,6 @@ import shutil
 import sys
 import time
 import typing
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
@@ -80,10 +79,7 @@ from visfore.data.dataset import open_dataset
 from visfore.reports import comparison_report as cr
 from visfore.worldmodels import training
 from visfore.worldmodels.config import TrainConfig, validate_config
-
-with warnings.catch_warnings():  # torchmetrics' deprecation notices on import
-    warnings.simplefilter("ignore", FutureWarning)
-    from visfore_models import MODELS, build_model
+from visfore_models import MODELS, build_model
 
 log = logging.getLogger(__name__)
 

@@ -77,6 +77,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 
+import visfore_models
 from visfore.core import runs
 from visfore.core.console import stdout_console
 from visfore.core.device import parse_device_spec, physical_cpu_cores, select_device
@@ -115,12 +116,8 @@ from visfore.worldmodels.training_data import (
     prepare_data,
     split_usable_episodes,
 )
-
-with warnings.catch_warnings():  # torchmetrics' deprecation notices on import
-    warnings.simplefilter("ignore", FutureWarning)
-    import visfore_models
-    from visfore_models import build_model, load_model, model_state
-    from visfore_models.metrics import METRIC_DEFINITIONS
+from visfore_models import build_model, load_model, model_state
+from visfore_models.metrics import METRIC_DEFINITIONS
 
 __all__ = ["ForwardModelTask", "Precision", "reconstruction_loss", "resolve_resume", "train_model"]
 
