@@ -331,16 +331,20 @@ class _Collection:
     @property
     def runner_config(self) -> dict[str, Any]:
         """The :class:`EpisodeRunner` arguments (sent to every worker)."""
-        c = self.config
-        return dict(
-            env_id=self.env_id,
-            size=c.size,
-            steps=c.steps,
-            env_kwargs=c.env_kwargs,
-            policy=c.policy,
-            policy_params=c.policy_kwargs,
-            seed=c.seed,
-        )
+        return _runner_config(self.config, self.env_id)
+
+
+def _runner_config(c: CollectConfig, env_id: str) -> dict[str, Any]:
+    """The :class:`EpisodeRunner` arguments of a collection (the driver's and every worker's)."""
+    return dict(
+        env_id=env_id,
+        size=c.size,
+        steps=c.steps,
+        env_kwargs=c.env_kwargs,
+        policy=c.policy,
+        policy_params=c.policy_kwargs,
+        seed=c.seed,
+    )
 
 
 def _prepare(config: CollectConfig) -> _Collection:
@@ -366,15 +370,7 @@ def _prepare(config: CollectConfig) -> _Collection:
         existing_attrs, done = dataset.attrs, dataset.num_episodes
     else:
         storage.check_bucket(out)  # a missing bucket fails before the env is built
-    runner = EpisodeRunner(
-        env_id=env_id,
-        size=c.size,
-        steps=c.steps,
-        env_kwargs=c.env_kwargs,
-        policy=c.policy,
-        policy_params=c.policy_kwargs,
-        seed=c.seed,
-    )
+    runner = EpisodeRunner(**_runner_config(c, env_id))
     expected = {
         "env_id": env_id,
         "env_kwargs": c.env_kwargs,
