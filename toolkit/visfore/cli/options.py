@@ -12,39 +12,39 @@ import dataclasses
 import functools
 import inspect
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence, Union, get_args, get_origin
+from typing import Any, Callable, Sequence, Union, get_args, get_origin
 
 import typer
 from typer.core import TyperCommand
 
 from visfore.core.config import ConfigBase, literal_choices, option_spec
-from visfore.core.errors import VisforeError
 
 __all__ = ["ResumePathCommand", "config_parameters", "typer_command"]
 
 _SCALARS = (int, float, str, bool, Path)
 
 
-def _cli_annotation(tp: Any, has_parse: bool, repeatable: bool) -> tuple[Any, Any]:
-    """(annotation for Typer, click type or None) of a field type."""
+def _cli_annotation(tp: Any, has_parse: bool, repeatable: bool) -> tuple[Any, str | None]:
+    """(annotation for Typer, metavar listing the choices of a ``Literal`` or None) of a
+    field type."""
     optional = False
     if get_origin(tp) is Union:
         args = [a for a in get_args(tp) if a is not type(None)]
         optional = len(args) < len(get_args(tp))
         tp = args[0] if len(args) == 1 else str
     choices = literal_choices(tp)
-    click_type = None
+    metavar = None
     if repeatable:
         base: Any = list[str]
     elif choices is not None:
         # Checked by the config (one-line error), not by click; --help shows them.
         base = str
-        click_type = "[" + "|".join(str(c) for c in choices) + "]"
+        metavar = "[" + "|".join(str(c) for c in choices) + "]"
     elif has_parse or tp not in _SCALARS:
         base = str
     else:
         base = tp
-    return (Union[base, None] if optional or has_parse or repeatable else base), click_type
+    return (Union[base, None] if optional or has_parse or repeatable else base), metavar
 
 
 def _flags(name: str, tp: Any, declared: tuple[str, ...], deprecated: tuple[str, ...]) -> tuple[str, ...]:
@@ -69,7 +69,7 @@ def config_parameters(config_cls: type[ConfigBase], exclude: Sequence[str] = ())
         if not spec.cli or f.name in exclude:
             continue
         tp = types[f.name]
-        annotation, click_type = _cli_annotation(tp, spec.parse is not None, spec.repeatable)
+        annotation, choices_metavar = _cli_annotation(tp, spec.parse is not None, spec.repeatable)
         if f.default is not dataclasses.MISSING:
             default = f.default
         elif f.default_factory is not dataclasses.MISSING:
@@ -79,10 +79,9 @@ def config_parameters(config_cls: type[ConfigBase], exclude: Sequence[str] = ())
         if spec.parse is not None and default is not None and default is not ...:
             default = _cli_text(default)
         kwargs: dict[str, Any] = {"help": spec.help, "show_default": default not in (None, ...)}
-        if click_type is not None:
-            kwargs["metavar"] = click_type
-        if spec.metavar:
-            kwargs["metavar"] = spec.metavar
+        metavar = spec.metavar or choices_metavar
+        if metavar:
+            kwargs["metavar"] = metavar
         if spec.argument:
             info = typer.Argument(default, **kwargs)
         else:
@@ -142,13 +141,6 @@ def typer_command(
         return command
 
     return decorate
-
-
-def literal_values(tp: Any) -> tuple[Any, ...]:
-    """The values of a ``Literal`` type (for help texts that list them)."""
-    if get_origin(tp) is not Literal:
-        raise VisforeError(f"{tp!r} is not a Literal type")
-    return get_args(tp)
 
 
 class ResumePathCommand(TyperCommand):
