@@ -161,6 +161,8 @@ class ConfigBase:
 
     #: The command these options belong to (``"train-model"``), for error messages.
     command: ClassVar[str] = ""
+    #: Field name -> resolved type, computed once per class (checked on every construction).
+    _field_types: ClassVar[dict[str, Any]] = {}
 
     if TYPE_CHECKING:
         # set by dataclass() in __init_subclass__; declared so that type checkers see every
@@ -172,15 +174,16 @@ class ConfigBase:
         if command:
             cls.command = command
         dataclass(cls)
-        cls.__doc__ = (cls.__doc__ or cls.__name__).rstrip() + _options_doc(cls)
+        cls._field_types = typing.get_type_hints(cls)
+        cls.__doc__ = (cls.__doc__ or cls.__name__).rstrip() + _options_doc(cls, cls._field_types)
 
     def __post_init__(self) -> None:
         self.check_choices()
 
     @classmethod
     def field_types(cls) -> dict[str, Any]:
-        """Field name -> resolved type annotation."""
-        return typing.get_type_hints(cls)
+        """Field name -> resolved type annotation (a copy)."""
+        return dict(cls._field_types)
 
     def check_choices(self) -> None:
         """Check every ``Literal``-typed field.
@@ -188,7 +191,7 @@ class ConfigBase:
         Raises:
             VisforeError: a value outside its choices, naming the option and the choices.
         """
-        types = self.field_types()
+        types = self._field_types
         for f in dataclasses.fields(self):
             choices = literal_choices(types[f.name])
             value = getattr(self, f.name)
@@ -224,7 +227,7 @@ class ConfigBase:
         if unknown:
             what = f"{cls.command} option" if cls.command else "option"
             raise VisforeError(f"unknown {what}(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
-        types = cls.field_types()
+        types = cls._field_types
         for name, value in values.items():
             spec = option_spec(known[name])
             inner, _ = _unwrap_optional(types[name])
@@ -245,9 +248,8 @@ def _type_text(tp: Any) -> str:
     return str(tp).replace("typing.", "")
 
 
-def _options_doc(cls: type) -> str:
+def _options_doc(cls: type, types: Mapping[str, Any]) -> str:
     lines = ["", "", "Options (command-line flag = field name with dashes):", ""]
-    types = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         spec = option_spec(f)
         if f.default is not MISSING:
