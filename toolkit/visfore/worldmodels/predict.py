@@ -17,7 +17,8 @@ the truth and prediction panels alike, difference zero), then the K predicted st
 Each frame is ``(12 + H * s, 3 * W * s + 2)`` pixels (height, width) for frames of
 ``H x W`` and ``--scale s``: a 12-pixel caption row (panel name, frame index ``t``, the
 step's PSNR) above three panels, each upscaled by nearest neighbour, separated by 1-pixel
-white columns. The difference panel is ``|truth - prediction|`` per channel in uint8 (not
+white columns (:func:`visfore.reports.panels.compose_panels`, the layout ``plan`` and
+``mimic --image`` use too). The difference panel is ``|truth - prediction|`` per channel in uint8 (not
 amplified). ``--out`` ending in ``.gif`` is written with Pillow (palette per frame),
 ``.mp4`` with imageio's FFMPEG (imageio-ffmpeg) or PyAV backend (H.264, yuv420p; frames
 padded to even sizes with black); with neither installed, ``.mp4`` is refused with a
@@ -44,16 +45,18 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from visfore.core import runs
 from visfore.core.errors import VisforeError
 from visfore.data.dataset import Dataset
+from visfore.reports.panels import CAPTION_HEIGHT, compose_panels, upscale
 from visfore.worldmodels.config import PredictConfig
 from visfore.worldmodels.model_run import ModelRun, frames_to_model, load_model_run, model_to_frames
 from visfore.worldmodels.model_run import sample_seed as seeded
 from visfore_models import metrics as vm_metrics
 
+# CAPTION_HEIGHT, compose_panels and upscale are visfore.reports.panels', re-exported here.
 __all__ = [
     "ANIMATION_SUFFIXES",
     "CAPTION_HEIGHT",
@@ -68,11 +71,6 @@ __all__ = [
 
 #: Output extensions of animations.
 ANIMATION_SUFFIXES = (".gif", ".mp4")
-#: Height in pixels of the caption row above the panels.
-CAPTION_HEIGHT = 12
-_CAPTION_BG = (24, 24, 24)
-_CAPTION_FG = (235, 235, 235)
-_SEPARATOR = 255
 
 
 # ---------------------------------------------------------------------------------------
@@ -178,42 +176,6 @@ def _save_mp4(out: Path, frames: Sequence[np.ndarray], fps: float) -> Path:
             f"use --out {out.with_suffix('.gif').name} instead"
         ) from None
     return out
-
-
-# ---------------------------------------------------------------------------------------
-# frame composition
-# ---------------------------------------------------------------------------------------
-def upscale(frame: np.ndarray, scale: int) -> np.ndarray:
-    """Nearest-neighbour upscaling of an ``(H, W, 3)`` uint8 frame by an integer ``scale``."""
-    if scale == 1:
-        return np.ascontiguousarray(frame)
-    return frame.repeat(scale, axis=0).repeat(scale, axis=1)
-
-
-def _caption(text: str, width: int) -> np.ndarray:
-    """A ``(CAPTION_HEIGHT, width, 3)`` uint8 strip with ``text`` (Pillow's default bitmap
-    font; clipped to ``width``)."""
-    img = Image.new("RGB", (max(1, width), CAPTION_HEIGHT), _CAPTION_BG)
-    ImageDraw.Draw(img).text((2, 0), text, fill=_CAPTION_FG)
-    return np.asarray(img)
-
-
-def compose_panels(panels: Sequence[np.ndarray], captions: Sequence[str], scale: int) -> np.ndarray:
-    """Lay ``panels`` (each ``(H, W, 3)`` uint8) side by side.
-
-    Each panel is upscaled by ``scale`` (nearest neighbour) under its caption
-    (``CAPTION_HEIGHT`` pixels); panels are separated by 1-pixel white columns.
-
-    Returns:
-        ``(CAPTION_HEIGHT + H * scale, n * W * scale + n - 1, 3)`` uint8.
-    """
-    columns = []
-    for i, (panel, text) in enumerate(zip(panels, captions)):
-        big = upscale(panel, scale)
-        columns.append(np.concatenate([_caption(text, big.shape[1]), big], axis=0))
-        if i < len(panels) - 1:
-            columns.append(np.full((big.shape[0] + CAPTION_HEIGHT, 1, 3), _SEPARATOR, np.uint8))
-    return np.ascontiguousarray(np.concatenate(columns, axis=1))
 
 
 # ---------------------------------------------------------------------------------------
