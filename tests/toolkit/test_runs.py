@@ -30,7 +30,7 @@ def test_check_and_create_run_dir(tmp_path: Path):
     with pytest.raises(VisforeError, match="does not exist"):
         runs.check_run_dir(run, resume=True)
     runs.create_run_dir(run)
-    assert all((run / sub).is_dir() for sub in ("checkpoints", "logs", "images"))
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "logs"]  # no empty images/
     with pytest.raises(VisforeError, match="already exists; pass --resume"):
         runs.check_run_dir(run, resume=False)
     with pytest.raises(VisforeError, match="no checkpoint"):
@@ -40,6 +40,8 @@ def test_check_and_create_run_dir(tmp_path: Path):
     runs.write_config(run, {"a": 1})
     runs.save_checkpoint(runs.last_checkpoint_path(run), {"epoch": 1})
     runs.check_run_dir(run, resume=True)
+    runs.ensure_run_subdirs(run)  # --resume recreates what is missing, and no images/ either
+    assert not (run / "images").exists()
 
 
 def test_config_roundtrip(tmp_path: Path):

@@ -7,7 +7,8 @@ Layout of a run directory::
       checkpoints/last.pt    latest training state (model, optimizer, scheduler, epoch,
       checkpoints/best.pt    step, RNG states, metrics); best = lowest validation loss
       logs/                  TensorBoard event files
-      images/                prediction grids
+      images/                prediction grids (``train-model`` only: created by the
+                             first image written there, so no run has an empty one)
       metrics.json           final evaluation (written atomically)
 
 Durability: every file here is written to a temporary file in the *same* directory,
@@ -37,8 +38,10 @@ from visfore.core.errors import VisforeError
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
-#: Sub-directories created in every run directory.
-RUN_SUBDIRS = ("checkpoints", "logs", "images")
+#: Sub-directories created in every run directory. ``images/`` is not one of them: the
+#: commands that write images create it with the first one (an empty ``images/`` in a
+#: policy run was a surprise).
+RUN_SUBDIRS = ("checkpoints", "logs")
 CONFIG_NAME = "config.yaml"
 METRICS_NAME = "metrics.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -120,7 +123,8 @@ def check_run_dir(run_dir: str | os.PathLike[str], *, resume: bool) -> None:
 
 
 def create_run_dir(run_dir: str | os.PathLike[str]) -> Path:
-    """Create ``run_dir`` and its sub-directories (``checkpoints``, ``logs``, ``images``).
+    """Create ``run_dir`` and its sub-directories :data:`RUN_SUBDIRS` (``checkpoints``,
+    ``logs``).
 
     The top directory must not exist (``mkdir`` without ``exist_ok``, so two processes
     cannot share a run); its parents are created as needed.

@@ -384,4 +384,5 @@ def prediction_grid(
 
 
 def save_png(path: Path, image: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)  # e.g. RUN/images/, created by its first image
     runs.atomic_write(path, lambda f: Image.fromarray(image).save(f, format="PNG"))
