@@ -30,10 +30,13 @@ from visfore.planning.goal_reaching import (
     GoalEpisode,
     episode_reset_seed,
     evaluation_env_kwargs,
+    gif_scale,
+    goal_panel,
     make_goal_env,
     run_goal_episodes,
     summarize_goal_episodes,
 )
+from visfore.reports.panels import CAPTION_BG, CAPTION_HEIGHT, panel_columns
 from visfore.worldmodels.model_run import load_model_run
 
 SIZE = 32
@@ -190,11 +193,39 @@ def test_run_goal_episodes_common_random_numbers_and_gifs(tmp_path):
     with Image.open(tmp_path / "random-ep000.gif") as im:
         frames = [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(im)]
     assert len(frames) == 6  # reset + 5 steps
-    assert frames[0].shape == (3 * SIZE, 2 * 3 * SIZE + 2, 3)  # [real | goal], 3x
+    # [observation | goal], labelled, each 32 px frame upscaled 4x to 128 px
+    assert frames[0].shape == (CAPTION_HEIGHT + 4 * SIZE, 2 * 4 * SIZE + 1, 3)
+    (o0, o1), (g0, g1) = panel_columns([SIZE, SIZE], 4)
+    # the caption band holds text: its pixels are not all the background, and the
+    # observation's caption (with a step counter) differs from frame to frame
+    band = frames[0][:CAPTION_HEIGHT]
+    assert np.any(band[:, o0:o1] != CAPTION_BG) and np.any(band[:, g0:g1] != CAPTION_BG)
+    assert not np.array_equal(frames[1][:CAPTION_HEIGHT, o0:o1], band[:, o0:o1])
     s = summarize_goal_episodes(rand + zero, thresholds=[0.5])
     assert list(s) == ["random", "zero"] and s["random"]["n"] == 2
     assert s["zero"]["final_distance"]["mean"] == pytest.approx(np.mean([e.final_distance for e in zero]))
     assert 0.0 <= s["random"]["success_rate@0.5"] <= 1.0
+
+
+def test_goal_panel_labels_and_upscales_every_panel():
+    rng = np.random.default_rng(0)
+    real, imagined, goal = (rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8) for _ in range(3))
+    assert [gif_scale(s, s) for s in (32, 64, 128)] == [4, 3, 3]  # >= 128 px, >= 3x
+    frame = goal_panel(real, goal, imagined, step=7)
+    assert frame.shape == (CAPTION_HEIGHT + 4 * SIZE, 3 * 4 * SIZE + 2, 3)
+    columns = panel_columns([SIZE] * 3, 4)
+    for (x0, x1), image in zip(columns, (real, imagined, goal)):
+        np.testing.assert_array_equal(frame[CAPTION_HEIGHT:, x0:x1][::4, ::4], image)
+    captions = [frame[:CAPTION_HEIGHT, x0:x1] for x0, x1 in columns]
+    assert all(np.any(c != CAPTION_BG) for c in captions)
+    # the same panels with another step: only the observation's caption changes
+    other = goal_panel(real, goal, imagined, step=8)
+    x0, x1 = columns[0]
+    assert not np.array_equal(other[:CAPTION_HEIGHT, x0:x1], captions[0])
+    np.testing.assert_array_equal(other[:, x1:], frame[:, x1:])
+    # a goal image of another size is resized to the frame's; no imagined panel
+    two = goal_panel(real, np.zeros((50, 70, 3), np.uint8), scale=2)
+    assert two.shape == (CAPTION_HEIGHT + 2 * SIZE, 2 * 2 * SIZE + 1, 3)
 
 
 def test_evaluation_env_drops_collection_only_kwargs(model_run_dir):
@@ -345,8 +376,8 @@ def test_plan_cli_end_to_end(model_run_dir, tmp_path):
     labels = ["learned-cem", "oracle-cem", "random"]
     gifs = sorted(p.name for p in (out / "gifs").iterdir())
     assert gifs == sorted(f"{c}-ep{k:03d}.gif" for c in labels for k in range(2))
-    with Image.open(out / "gifs" / "learned-cem-ep000.gif") as im:  # real | imagined | goal
-        assert im.size == (3 * 3 * SIZE + 2 * 2, 3 * SIZE) and im.n_frames == 5
+    with Image.open(out / "gifs" / "learned-cem-ep000.gif") as im:  # observation | imagined | goal
+        assert im.size == (3 * 4 * SIZE + 2, CAPTION_HEIGHT + 4 * SIZE) and im.n_frames == 5
     episodes = json.loads((out / "episodes.json").read_text())
     assert len(episodes) == 6 and {e["controller"] for e in episodes} == set(labels)
     # every controller saw the same initial states
@@ -362,7 +393,11 @@ def test_plan_cli_end_to_end(model_run_dir, tmp_path):
     assert summary["meta"]["success_threshold"] == 0.02
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["command"] == "plan" and config["options"]["samples"] == 8
-    assert "learned-cem" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "learned-cem" in report
+    # the fixture's model: one epoch, no --time-budget
+    assert "convlstm, context 2, trained 1 epoch (no time budget, device cpu) on " in report
+    assert "2 of 2 per controller, 4 steps, seed 0" in report
     assert "learned-cem" in result.output  # the rich table
     rows = (out / "episodes.csv").read_text().splitlines()
     assert len(rows) == 7 and rows[0].startswith("controller,episode,reset_seed")
@@ -477,3 +512,101 @@ def test_plan_with_a_translator_keypoint_cost(model_run_dir, small_reacher_datas
     assert summary["meta"]["translator"] == str(tr_dir)
     assert summary["meta"]["oracle_cost_resolved"] == "pixels+keypoints on final frame(s)"
     assert set(summary["controllers"]) == {"learned-cem", "oracle-cem"}
+
+
+# -- progress and report text --------------------------------------------------------------
+class _RecordingProgress:
+    """A progress bar that records what the pipeline tells it (rich's interface)."""
+
+    def __init__(self):
+        self.total = None
+        self.advanced = 0
+        self.descriptions = []  # (description, steps advanced when it was set)
+        self.completed = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+    def add_task(self, description, total=None, **fields):
+        self.total = total
+        self.descriptions.append((description, self.advanced))
+        return 0
+
+    def update(self, task, *, description=None, completed=None, advance=None, **fields):
+        if description is not None:
+            self.descriptions.append((description, self.advanced))
+        if completed is not None:
+            self.completed.append(completed)
+        self.advanced += advance or 0
+
+    def advance(self, task, advance=1):
+        self.advanced += advance
+
+
+def test_plan_progress_counts_control_steps(tmp_path, monkeypatch):
+    """One bar over every control step of every episode (episodes x controllers x
+    steps), advanced after each env step, its description naming the episode."""
+    from visfore.planning import plan as plan_mod
+
+    bars = []
+    monkeypatch.setattr(plan_mod, "step_progress", lambda enabled: bars.append(_RecordingProgress()) or bars[-1])
+    config = plan_mod.PlanConfig(env="reacher", size=SIZE, controllers=("random",), episodes=2, steps=3,
+                                 gifs=False, out=str(tmp_path / "plan"), progress=True)  # fmt: skip
+    plan_mod.plan(config)
+    (bar,) = bars
+    assert bar.total == 2 * 3 and bar.advanced == 6
+    assert bar.descriptions == [
+        ("plan ReacherPlane-v0", 0),
+        ("plan random episode 1/2", 0),
+        ("plan random episode 2/2", 3),  # episode 1 advanced the bar once per step
+    ]
+    assert bar.completed == [3, 6]
+
+
+def test_step_progress_is_a_rich_bar_or_nothing():
+    from rich.progress import Progress
+
+    from visfore.core.progress import NoProgress, step_progress
+
+    assert isinstance(step_progress(False), NoProgress)
+    bar = step_progress(True)
+    assert isinstance(bar, Progress)
+    task = bar.add_task("plan random episode 1/2", total=6)
+    bar.advance(task)
+    assert bar.tasks[0].completed == 1 and bar.tasks[0].total == 6
+
+
+def test_model_budget_text_plural_and_no_time_budget():
+    from types import SimpleNamespace
+
+    from visfore.planning.plan import _model_budget
+
+    def run(epoch, budget):
+        dataset = {"num_episodes": 1, "num_rows": 13, "attrs": {"steps_per_episode": 12, "policy": "smooth"}}
+        config = {"options": {"time_budget": budget, "device": "cpu"}, "dataset": dataset}
+        return SimpleNamespace(model_name="cdna", context=2, epoch=epoch, config=config)
+
+    assert _model_budget(run(1, None)) == (
+        "cdna, context 2, trained 1 epoch (no time budget, device cpu) on 1 episode x 12 steps "
+        '(13 frames, policy "smooth")'
+    )
+    assert "trained 40 epochs (time budget 55 min, device cpu)" in _model_budget(run(40, 55.0))
+    assert "time budget 2.5 min" in _model_budget(run(2, 2.5))
+    assert _model_budget(None) is None
+
+
+def test_summary_rows_omit_the_std_of_one_episode():
+    from visfore.planning.plan_report import _summary_rows
+
+    def episode(k, d):
+        return GoalEpisode("random", k, k, 3, d, d, False, -1.0, 0.01, initial_distance=0.2, success_threshold=0.02)
+
+    one = summarize_goal_episodes([episode(0, 0.1234)])
+    _, rows = _summary_rows(one, ())
+    assert rows[0][1] == "1" and rows[0][3] == "0.123"  # no "± 0.000"
+    two = summarize_goal_episodes([episode(0, 0.1), episode(1, 0.3)])
+    _, rows = _summary_rows(two, ())
+    assert rows[0][3] == "0.200 ± 0.141"  # sample std (ddof 1)

@@ -3,7 +3,9 @@
 - :func:`progress_bar`: a ``rich.progress.Progress`` on stderr (description, bar,
   done/total, a unit text, elapsed and remaining time), or a :class:`NoProgress` when
   disabled (``--quiet``);
-- :func:`episode_progress`: the same for the episode pipelines (collect, evaluate, plan);
+- :func:`episode_progress`: the same for the episode pipelines (collect, evaluate, mimic);
+- :func:`step_progress`: the same counting control steps (``plan``: episodes x steps,
+  so the remaining time is known while an episode runs);
 - :class:`NoProgress`: the part of ``rich.progress.Progress``'s interface the pipelines
   use (``add_task``, ``update``, ``advance``, ``start``, ``stop``, context manager), doing
   nothing, so a pipeline has no ``if progress:`` around every update.
@@ -23,7 +25,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-__all__ = ["NoProgress", "episode_progress", "progress_bar"]
+__all__ = ["NoProgress", "episode_progress", "progress_bar", "step_progress"]
 
 
 class NoProgress:
@@ -89,4 +91,12 @@ def progress_bar(*columns: Any, enabled: bool = True, console: Any = None, unit:
 def episode_progress(enabled: bool, unit: str = "episodes") -> Any:
     """The episode pipelines' bar (see :func:`progress_bar`): a ``rich.progress.Progress``
     on stderr, or a :class:`NoProgress` when not ``enabled``."""
+    return progress_bar(enabled=enabled, unit=unit)
+
+
+def step_progress(enabled: bool, unit: str = "steps") -> Any:
+    """A bar counting control steps (see :func:`progress_bar`): the task's total is every
+    step of every episode, its description names the current episode (the caller updates
+    it), and the remaining time is estimated per step; a :class:`NoProgress` when not
+    ``enabled``."""
     return progress_bar(enabled=enabled, unit=unit)

@@ -39,6 +39,7 @@ from PIL import Image
 
 from visfore.core.errors import VisforeError
 from visfore.data.envs import resolve_env_id
+from visfore.reports.panels import compose_panels, readable_scale
 from visfore.worldmodels.predict import save_animation
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "evaluation_env_kwargs",
     "check_action_scale",
     "scale_action_box",
+    "gif_scale",
     "goal_panel",
     "make_goal_env",
     "run_goal_episodes",
@@ -63,7 +65,8 @@ SEEDING_SCHEME = (
 )
 #: An episode longer than this without ``terminated``/``truncated`` is an error.
 MAX_EPISODE_STEPS = 100_000
-#: Integer upscaling of the GIF panels (64 px frames are small on a screen).
+#: Smallest integer upscaling of the GIF panels (64 px frames are small on a screen);
+#: smaller frames get more (:func:`gif_scale`).
 GIF_SCALE = 3
 #: GIF frame rate (frames per second).
 GIF_FPS = 10.0
@@ -243,30 +246,54 @@ def controller_rng(seed: int, episode: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed), int(episode)]).spawn(1)[0])
 
 
-def _upscale(frame: np.ndarray, scale: int) -> np.ndarray:
-    if scale == 1:
-        return frame
-    return np.repeat(np.repeat(frame, scale, axis=0), scale, axis=1)
+def gif_scale(height: int, width: int) -> int:
+    """The upscaling of a GIF panel for ``height x width`` frames (pixels): at least
+    :data:`GIF_SCALE`, and enough for :data:`~visfore.reports.panels.MIN_PANEL_PX` pixels on
+    the short side (32 px frames -> 4, 64 px -> 3)."""
+    return max(GIF_SCALE, readable_scale(height, width))
 
 
 def goal_panel(
-    real: np.ndarray, goal: np.ndarray, imagined: np.ndarray | None = None, *, scale: int = GIF_SCALE, gap: int = 2
+    real: np.ndarray,
+    goal: np.ndarray,
+    imagined: np.ndarray | None = None,
+    *,
+    step: int | None = None,
+    scale: int | None = None,
+    imagined_caption: str = "imagined (plan end)",
 ) -> np.ndarray:
-    """One GIF frame: ``[real | imagined | goal]`` side by side (``imagined`` left out when
-    None), each ``(H, W, 3)`` uint8 upscaled ``scale`` times (nearest), white gaps of
-    ``gap`` pixels. Returns ``(scale*H, n*scale*W + (n-1)*gap, 3)`` uint8."""
-    panels = [real] if imagined is None else [real, imagined]
-    panels.append(goal)
+    """One GIF frame: ``[observation | imagined | goal]`` side by side, labelled
+    (:func:`visfore.reports.panels.compose_panels`).
+
+    Args:
+        real: ``(H, W, 3)`` uint8, the env's frame (captioned ``observation t=<step>``, or
+            ``observation`` when ``step`` is None).
+        goal: the goal frame (uint8, resized to ``H x W`` by nearest neighbour if needed).
+        imagined: None (panel left out) or the last frame of the controller's imagined
+            best rollout, captioned ``imagined_caption``.
+        step: actions taken before ``real`` (0 = the reset frame).
+        scale: integer upscaling; None: :func:`gif_scale` of ``H x W``.
+
+    Returns:
+        ``(CAPTION_HEIGHT + s * H, n * s * W + n - 1, 3)`` uint8 for ``n`` panels (2 or 3)
+        and scale ``s``, 1-pixel white columns between panels.
+    """
+    real = np.asarray(real, dtype=np.uint8)
     H, W = real.shape[:2]
-    out = []
-    for i, p in enumerate(panels):
+    panels = [real]
+    captions = ["observation" if step is None else f"observation t={int(step)}"]
+    if imagined is not None:
+        panels.append(imagined)
+        captions.append(imagined_caption)
+    panels.append(goal)
+    captions.append("goal")
+    fitted = []
+    for p in panels:
         p = np.asarray(p, dtype=np.uint8)
         if p.shape[:2] != (H, W):
             p = np.asarray(Image.fromarray(p).resize((W, H), Image.Resampling.NEAREST))
-        if i:
-            out.append(np.full((H * scale, gap, 3), 255, np.uint8))
-        out.append(_upscale(p, scale))
-    return np.concatenate(out, axis=1)
+        fitted.append(p)
+    return compose_panels(fitted, captions, gif_scale(H, W) if scale is None else int(scale))
 
 
 def _imagined_frame(controller: Any) -> np.ndarray | None:
@@ -280,15 +307,17 @@ def _imagined_frame(controller: Any) -> np.ndarray | None:
 
 
 def _gif_panels(frames: Sequence[tuple[np.ndarray, np.ndarray | None]], goal: np.ndarray) -> list[np.ndarray]:
-    """GIF frames of one episode: an imagined panel in every frame when any step has one
-    (mid-grey before the first plan), none otherwise."""
+    """GIF frames of one episode (frame ``t`` after ``t`` actions): an imagined panel in
+    every frame when any step has one (mid-grey, captioned ``no plan yet``, before the
+    first plan), none otherwise."""
     any_imagined = any(im is not None for _, im in frames)
     blank = np.full_like(np.asarray(goal, np.uint8), 128)
     out = []
-    for real, im in frames:
+    for t, (real, im) in enumerate(frames):
         if any_imagined and im is None:
-            im = blank
-        out.append(goal_panel(real, goal, im))
+            out.append(goal_panel(real, goal, blank, step=t, imagined_caption="imagined: no plan yet"))
+        else:
+            out.append(goal_panel(real, goal, im, step=t))
     return out
 
 
@@ -304,6 +333,7 @@ def run_goal_episodes(
     progress: Callable[[GoalEpisode], None] | None = None,
     goal_frame: np.ndarray | None = None,
     first_episode: int = 0,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> list[GoalEpisode]:
     """Run ``episodes`` episodes of ``controller`` in one env made by ``make_env()``.
 
@@ -319,13 +349,18 @@ def run_goal_episodes(
         success_threshold: metres (> 0); None: the env's ``success_threshold``.
         gif_dir: when given, ``gif_dir/<controller>-ep<k>.gif``: one frame per step,
             ``[real frame | imagined best rollout, last frame (if the controller has one)
-            | goal]`` (:func:`goal_panel`); the first frame shows the reset observation.
+            | goal]``, labelled and upscaled (:func:`goal_panel`); the first frame shows the
+            reset observation.
         progress: called with each finished :class:`GoalEpisode` (e.g. to save results as
             they come, so Ctrl-C keeps finished episodes).
         goal_frame: ``(H, W, 3)`` uint8 to plan toward instead of the env's rendered
             target pose (``--goal image.png``); the distance to the env's own target is
             still what is scored.
         first_episode: index of the first episode (to continue an interrupted run).
+        on_step: called as ``on_step(k, t)`` after each control step (``env.step``) of
+            episode ``k``, ``t`` the actions taken so far in it (1, 2, ...), e.g. to
+            advance a progress bar per step; its time is not counted in
+            ``seconds_per_step``.
 
     Returns:
         One :class:`GoalEpisode` per episode, in order.
@@ -374,6 +409,8 @@ def run_goal_episodes(
                 t += 1
                 ret += float(reward)
                 distances.append(float(info.get("distance", math.nan)))
+                if on_step is not None:
+                    on_step(k, t)
                 if gif_dir is not None:
                     frames.append((obs["pixels"], _imagined_frame(controller)))
                 if terminated or truncated:

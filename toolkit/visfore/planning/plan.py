@@ -60,7 +60,10 @@ model's frame size); the distances then still refer to the env's own random targ
 Output (``runs/plan-<UTC time>/`` or ``--out``): ``config.yaml``, ``episodes.csv`` /
 ``episodes.json`` (rewritten after every episode, atomically), ``summary.json``,
 ``report.md``, ``report.html`` (self-contained), ``distance.png``, and
-``gifs/<controller>-epNNN.gif`` (real frame | imagined best rollout, last frame | goal).
+``gifs/<controller>-epNNN.gif`` (observation | imagined best rollout, last frame | goal;
+labelled panels upscaled to at least 128 pixels,
+:func:`visfore.planning.goal_reaching.goal_panel`). The progress bar counts control steps
+(episodes x controllers x steps) with the time remaining.
 Episodes run interleaved (episode k of every controller, then k + 1), so Ctrl-C keeps
 balanced finished episodes and writes the report of them (exit 130).
 
@@ -87,7 +90,7 @@ import torch
 from visfore.core import provenance, runs
 from visfore.core.device import parse_device_spec, select_device
 from visfore.core.errors import VisforeError
-from visfore.core.progress import episode_progress
+from visfore.core.progress import step_progress
 from visfore.core.runs import resolve_run_dir
 from visfore.data.envs import resolve_env_id
 from visfore.planning.config import (  # noqa: F401 (re-exported: the plan API)
@@ -366,18 +369,29 @@ def _output_dir(config: PlanConfig) -> Path:
     return out
 
 
+def _plural(count: Any, word: str) -> str:
+    """``"1 epoch"``, ``"3 epochs"``; a missing count (None) is ``"? epochs"``."""
+    if count is None:
+        return f"? {word}s"
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
 def _model_budget(model_run: Any) -> str | None:
-    """One line on what the forward model was trained on and for how long."""
+    """One line on what the forward model was trained on and for how long, e.g.
+    ``"convlstm, context 2, trained 1 epoch (no time budget, device cpu) on 12 episodes x
+    12 steps (156 frames, policy ...)"``; None without a model."""
     if model_run is None:
         return None
     ds = model_run.config.get("dataset") or {}
     attrs = ds.get("attrs") or {}
     opts = model_run.config.get("options") or {}
+    budget = opts.get("time_budget")
+    budget_text = "no time budget" if budget is None else f"time budget {float(budget):g} min"
     return (
-        f"{model_run.model_name}, context {model_run.context}, trained {model_run.epoch} epochs "
-        f"(time budget {opts.get('time_budget')} min, device {opts.get('device')}) on "
-        f"{ds.get('num_episodes')} episodes x {attrs.get('steps_per_episode')} steps "
-        f"({ds.get('num_rows')} frames, policy {_json_text(attrs.get('policy'))})"
+        f"{model_run.model_name}, context {model_run.context}, trained {_plural(model_run.epoch, 'epoch')} "
+        f"({budget_text}, device {opts.get('device')}) on "
+        f"{_plural(ds.get('num_episodes'), 'episode')} x {_plural(attrs.get('steps_per_episode'), 'step')} "
+        f"({_plural(ds.get('num_rows'), 'frame')}, policy {_json_text(attrs.get('policy'))})"
     )
 
 
@@ -450,22 +464,36 @@ class _EpisodeLog:
 
 def _run_episodes(setup: _PlanSetup, out: Path, episodes: _EpisodeLog) -> bool:
     """Episode k of every controller, then k + 1 (so an interruption keeps balanced
-    episodes); returns True when Ctrl-C ended the loop."""
+    episodes); returns True when Ctrl-C ended the loop.
+
+    The progress bar (:func:`~visfore.core.progress.step_progress`) counts control steps:
+    its total is episodes x controllers x steps per episode (unknown, so no total, when
+    the env has no time limit), it advances after every ``env.step``, and its
+    description names the controller and the episode (``episode 2/20``). An episode that
+    ends early counts its remaining steps as done.
+    """
     config = setup.config
     gif_dir = out / "gifs" if config.gifs else None
-    bar = episode_progress(config.progress, "episodes")
+    steps = int(setup.steps) if setup.steps else None
+    n = config.episodes
+    bar = step_progress(config.progress)
     try:
         with bar:
-            task = bar.add_task(f"plan {setup.env_id}", total=config.episodes * len(setup.controllers))
-            for k in range(config.episodes):
+            total = n * len(setup.controllers) * steps if steps else None
+            task = bar.add_task(f"plan {setup.env_id}", total=total)
+            done = 0
+            for k in range(n):
                 for ctrl in setup.controllers:
-                    bar.update(task, description=f"plan {getattr(ctrl, 'name', '?')} ep {k}")
+                    bar.update(task, description=f"plan {getattr(ctrl, 'name', '?')} episode {k + 1}/{n}")
                     run_goal_episodes(
                         setup.make_env, ctrl, episodes=1, first_episode=k, seed=config.seed,
                         steps=config.steps, success_threshold=setup.threshold, gif_dir=gif_dir,
                         goal_frame=setup.goal_frame, progress=episodes.add,
+                        on_step=lambda _k, _t: bar.advance(task),
                     )  # fmt: skip
-                    bar.update(task, advance=1)
+                    if steps:
+                        done += steps
+                        bar.update(task, completed=done)
     except KeyboardInterrupt:
         return True
     return False

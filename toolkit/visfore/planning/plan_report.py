@@ -36,6 +36,18 @@ def _fmt_list(values: Any) -> str:
     return "[" + ", ".join(f"{float(v):.4g}" for v in (values or [])) + "]"
 
 
+def _mean_std(stats: Mapping[str, float], n: int, digits: int = 3) -> str:
+    """``"0.123 ± 0.045"``; the mean alone for fewer than two episodes (the sample std of
+    one value is undefined)."""
+    if n < 2:
+        return fmt(stats["mean"], digits)
+    return f"{fmt(stats['mean'], digits)} ± {fmt(stats['std'], digits)}"
+
+
+def _plural(count: Any, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
 def _summary_rows(summary: Mapping[str, dict], thresholds: Sequence[float]) -> tuple[list[str], list[list[str]]]:
     header = ["controller", "episodes", "success"]
     header += [f"success @{t:g} m" for t in thresholds]
@@ -47,7 +59,7 @@ def _summary_rows(summary: Mapping[str, dict], thresholds: Sequence[float]) -> t
         row = [name, str(s["n"]), f"{100 * s['success_rate']:.0f}%"]
         row += [f"{100 * s.get(f'success_rate@{t:g}', math.nan):.0f}%" for t in thresholds]
         row += [
-            f"{fmt(fd['mean'], 3)} ± {fmt(fd['std'], 3)}", fmt(fd["median"], 3),
+            _mean_std(fd, int(s["n"])), fmt(fd["median"], 3),
             fmt(s["min_distance_mean"], 3), fmt(s["initial_distance_mean"], 3),
             fmt(s["seconds_per_step_mean"], 3),
         ]  # fmt: skip
@@ -134,7 +146,7 @@ def write_report(out: Path, meta: Mapping[str, Any], episodes: Sequence[Any]) ->
         (
             "episodes",
             f"{meta.get('episodes_done')} of {meta.get('episodes')} per controller, "
-            f"{meta.get('steps_per_episode')} steps, seed {meta.get('seed')}"
+            f"{_plural(meta.get('steps_per_episode'), 'step')}, seed {meta.get('seed')}"
             + (" (interrupted)" if meta.get("interrupted") else ""),
         ),
         ("success", f"final key-point distance < {threshold:g} m"),
@@ -155,7 +167,8 @@ def write_report(out: Path, meta: Mapping[str, Any], episodes: Sequence[Any]) ->
         "## Definitions", "",
         "- **success:** final key-point distance ||k - k*|| (elbow and fingertip vs the target "
         "pose, metres) below the threshold after the last step",
-        "- **final dist.:** that distance after the last step (mean ± sample std over episodes); "
+        "- **final dist.:** that distance after the last step (mean ± sample std over episodes, "
+        "the mean alone for one episode); "
         "**min dist.:** the smallest distance during the episode",
         "- **s/step:** wall time the controller spent choosing actions, per step (planning "
         "time amortised over the steps between replans)",
@@ -167,7 +180,7 @@ def write_report(out: Path, meta: Mapping[str, Any], episodes: Sequence[Any]) ->
     if plot is not None:
         md += ["![distance](distance.png)", ""]
     if gifs:
-        md += ["## GIFs (real | imagined best rollout, last frame | goal)", ""]
+        md += ["## GIFs (observation | imagined best rollout, last frame | goal)", ""]
         md += [f"- [{g.name}](gifs/{g.name})" for g in gifs]
         md.append("")
     files["report.md"] = runs.atomic_write_text(out / "report.md", "\n".join(md))
@@ -179,7 +192,7 @@ def write_report(out: Path, meta: Mapping[str, Any], episodes: Sequence[Any]) ->
     if plot is not None:
         body.append(f'<img alt="distance" src="{png_data_uri(plot)}">')
     if gifs:
-        body.append("<h2>First episode of each controller (real | imagined | goal)</h2>")
+        body.append("<h2>First episode of each controller (observation | imagined | goal)</h2>")
         shown = set()
         for g in gifs:
             ctrl = g.name.rsplit("-ep", 1)[0]
