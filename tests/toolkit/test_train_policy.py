@@ -7,6 +7,7 @@ with the zoo's Hopper hyperparameters shrunk by ``--hp`` so each run takes a few
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -249,6 +250,8 @@ def test_ppo_run_directory(ppo_run: Path):
     assert m["best_eval_mean_return"] is not None and m["steps_per_second"] > 0
     evals = np.load(ppo_run / "logs" / "evaluations.npz")
     assert list(evals["timesteps"]) == [128, 256] and evals["results"].shape == (2, 2)
+    # a policy run writes no images: no empty images/ either
+    assert sorted(p.name for p in ppo_run.iterdir()) == ["checkpoints", "config.yaml", "logs", "metrics.json"]
 
 
 def test_td3_run_directory(td3_run: Path):
@@ -265,6 +268,69 @@ def test_td3_run_directory(td3_run: Path):
     assert buffer.buffer_size == 2000 and buffer.pos == 200
     m = json.loads((td3_run / "metrics.json").read_text())
     assert m["num_timesteps"] == 200 and m["algo"] == "td3"
+
+
+def test_evaluations_npz_ends_with_the_final_evaluation(tmp_path: Path):
+    """``logs/evaluations.npz`` exists at the end of every finished run and ends at its
+    final timestep: with ``--eval-freq`` above ``--timesteps`` it holds only the final
+    evaluation (the one in metrics.json), ``--resume`` appends to it, and a last periodic
+    evaluation before the final timestep is followed by the final one."""
+    base = dict(
+        env=ENV,
+        algo="ppo",
+        seed=0,
+        eval_episodes=2,
+        hp=["n_steps=64", "batch_size=32", "n_epochs=1", "policy_kwargs=dict(net_arch=[16])"],
+        runs_root=str(tmp_path),
+        device="cpu",
+        progress=False,
+    )
+    metrics = tp.train_policy(tp.PolicyTrainConfig(timesteps=128, eval_freq=1000, name="once", **base))
+    run_dir = tmp_path / "train-policy-once"
+    with np.load(run_dir / "logs" / "evaluations.npz") as evals:
+        assert list(evals["timesteps"]) == [128]
+        assert list(evals["results"][-1]) == metrics["returns"] and list(evals["ep_lengths"][-1]) == metrics["lengths"]
+    assert (run_dir / "checkpoints" / "best_model.zip").is_file()
+    assert metrics["best_eval_mean_return"] == pytest.approx(np.mean(metrics["returns"]))
+
+    resumed = tp.train_policy(
+        tp.PolicyTrainConfig(resume=True, out=str(run_dir), timesteps=192, device="cpu", progress=False)
+    )
+    with np.load(run_dir / "logs" / "evaluations.npz") as evals:
+        assert list(evals["timesteps"]) == [128, 192] and list(evals["results"][-1]) == resumed["returns"]
+
+    tp.train_policy(tp.PolicyTrainConfig(timesteps=128, eval_freq=100, name="odd", **base))
+    with np.load(tmp_path / "train-policy-odd" / "logs" / "evaluations.npz") as evals:
+        assert list(evals["timesteps"]) == [100, 128]
+
+
+def test_print_metrics_single_episode_std_is_na():
+    """One evaluation episode: its std is undefined, the table says n/a (not 0.0)."""
+    from rich.console import Console
+
+    one = {"mean": 12.5, "std": 0.0, "min": 12.5, "median": 12.5, "max": 12.5}
+    metrics = {
+        "algo": "td3",
+        "env_id": ENV,
+        "episodes": 1,
+        "return": one,
+        "length": {**one, "mean": 40.0, "min": 40.0, "median": 40.0, "max": 40.0},
+        "best_eval_mean_return": 12.5,
+        "steps_per_second": None,
+        "num_timesteps": 200,
+        "total_timesteps": 200,
+        "timesteps_this_session": 200,
+        "train_seconds": 1.0,
+        "run_dir": "run",
+    }
+    console = Console(record=True, width=120, file=io.StringIO())
+    tp.print_metrics(metrics, console)
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in console.export_text().splitlines()]
+    stds = {row[0]: row[2] for row in rows if row and row[0] in ("return", "length")}  # columns: "", mean, std, ...
+    assert stds == {"return": "n/a", "length": "n/a"}, rows
+    console = Console(record=True, width=120, file=io.StringIO())
+    tp.print_metrics({**metrics, "episodes": 2}, console)
+    assert "n/a" not in console.export_text()
 
 
 @pytest.mark.parametrize("which", ["ppo", "td3"])
@@ -409,6 +475,9 @@ def test_interrupt_saves_last_model_and_resume_finishes(tmp_path: Path, monkeypa
     metrics = tp.train_policy(tp.PolicyTrainConfig(resume=True, out=str(run_dir), device="cpu", progress=False))
     assert metrics["num_timesteps"] >= 128 and metrics["resumed"]
     assert metrics["timesteps_this_session"] == metrics["num_timesteps"] - stopped_at
+    # --eval-freq 0: the final evaluation alone is in evaluations.npz (none after the interruption)
+    with np.load(run_dir / "logs" / "evaluations.npz") as evals:
+        assert list(evals["timesteps"]) == [metrics["num_timesteps"]]
 
 
 def test_seeded_runs_are_identical(tmp_path: Path):

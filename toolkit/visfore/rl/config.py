@@ -114,7 +114,10 @@ class PolicyTrainConfig(ConfigBase, command="train-policy"):
         default_factory=list,
         repeatable=True,
     )
-    eval_freq: int = option(default=10_000, help="Evaluate every this many env steps (0: only the final evaluation).")
+    eval_freq: int = option(
+        default=10_000,
+        help="Evaluate every this many env steps, and at the end (0: only at the end); every evaluation goes to logs/evaluations.npz.",
+    )
     eval_episodes: int = option(default=5, help="Deterministic episodes per evaluation (periodic and final).")
     save_freq: Optional[int] = option(
         default=None,

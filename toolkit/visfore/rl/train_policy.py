@@ -13,7 +13,11 @@ Pipeline (:func:`train_policy`):
    env, rewards not normalised) and keeps ``checkpoints/best_model.zip``;
    ``checkpoints/last_model.zip`` is saved every ``--save-freq`` steps and at the end.
 4. Evaluate the final policy deterministically on the nominal env and write
-   ``metrics.json``.
+   ``metrics.json``. When the last periodic evaluation was not at the final timestep
+   (``--eval-freq`` 0, or not a divisor of the steps done, or ``--eval-freq >=
+   --timesteps``), this final evaluation runs through the same ``EvalCallback``
+   (:meth:`FinalEvalCallback.evaluate_now`), so ``logs/evaluations.npz`` always exists at
+   the end of a finished run and its last row is the evaluation of ``metrics.json``.
 
 **Hyperparameters** (:mod:`visfore.rl.zoo`) come from the RL Baselines3 Zoo (``visfore/hyperparams/{td3,ppo}.yml``,
 copied verbatim from rl-baselines3-zoo 2.9.2): the lookup key is the robot name derived from
@@ -38,6 +42,7 @@ schedule from ``x`` to 0, ``policy_kwargs`` strings such as
     checkpoints/best_model.zip        highest mean evaluation return so far
     checkpoints/best_vecnormalize.pkl VecNormalize statistics saved with best_model.zip
     logs/                             TensorBoard (tb_1/) and EvalCallback's evaluations.npz
+                                      (every evaluation, the final one included)
     metrics.json                      final deterministic evaluation on the nominal env
 
 Every checkpoint file is written to a temporary file and renamed (:mod:`visfore.core.runs`), so an
@@ -89,6 +94,7 @@ from rich.table import Table
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
 from stable_baselines3.common.vec_env import (
@@ -122,6 +128,7 @@ from visfore.rl.zoo import (
 
 __all__ = [
     "AfterEvalCallback",
+    "FinalEvalCallback",
     "PolicyTrainConfig",
     "RANDOMIZE_PRESETS",
     "RichProgressCallback",
@@ -393,6 +400,41 @@ class AfterEvalCallback(BaseCallback):
         self.state["last_mean_reward"] = float(_eval_parent(self).last_mean_reward)
         self.state["last_eval_timesteps"] = int(self.model.num_timesteps)
         return True
+
+
+class FinalEvalCallback(EvalCallback):
+    """stable-baselines3's :class:`EvalCallback` that can also evaluate on demand
+    (:meth:`evaluate_now`): the final evaluation of a run, when the last periodic one was
+    not at the final timestep, goes through the same machinery (VecNormalize sync,
+    ``evaluate_policy``, ``evaluations.npz``, ``callback_on_new_best``,
+    ``callback_after_eval``, the logger), so it is appended to the same file."""
+
+    def last_evaluated_at(self) -> int | None:
+        """The timestep of the latest evaluation in ``evaluations.npz`` (None: none yet)."""
+        return self.evaluations_timesteps[-1] if self.evaluations_timesteps else None
+
+    def evaluate_now(self, model: Any) -> tuple[list[float], list[int]]:
+        """Evaluate ``model`` now, at ``model.num_timesteps``, as a periodic evaluation would.
+
+        Initialises the callback with ``model`` when ``learn`` did not (``--eval-freq 0``,
+        or a resumed run that has nothing left to train); a loaded model that never
+        trained gets a logger without outputs.
+
+        Returns:
+            ``(returns, lengths)``: per-episode undiscounted returns (float) and lengths
+            (int, steps) of the ``n_eval_episodes`` episodes.
+        """
+        if not hasattr(model, "logger"):  # loaded by ALGO.load and never trained: no logger yet
+            model.set_logger(Logger(folder=None, output_formats=[]))
+        if getattr(self, "model", None) is not model:
+            self.init_callback(model)
+        self.num_timesteps = int(model.num_timesteps)
+        freq, self.eval_freq = self.eval_freq, 1  # EvalCallback evaluates when n_calls % eval_freq == 0
+        try:
+            self._on_step()
+        finally:
+            self.eval_freq = freq
+        return [float(r) for r in self.evaluations_results[-1]], [int(n) for n in self.evaluations_length[-1]]
 
 
 class SaveLastCallback(BaseCallback):
@@ -848,7 +890,7 @@ class _Progress:
     """What the callbacks report during ``learn`` (best and latest evaluation)."""
 
     state: dict[str, Any] = field(default_factory=dict)
-    eval_cb: EvalCallback | None = None
+    eval_cb: FinalEvalCallback | None = None
     best: float = -math.inf
     best_at: int | None = None
 
@@ -858,32 +900,33 @@ def _callbacks(
 ) -> tuple[list[BaseCallback], _Progress, RichProgressCallback | None]:
     """Step 4a: the callbacks of ``learn``: periodic evaluation (best model), periodic
     last-model saves, Ctrl-C, the progress bar. A resumed run restores its evaluation
-    history and best-so-far."""
+    history and best-so-far. The evaluation callback exists even with ``--eval-freq 0``
+    (then outside ``learn``): the final evaluation may run through it."""
     c, run_dir = plan.config, plan.run_dir
     progress = _Progress()
     log_dir = run_dir / LOGS_DIR
     callbacks: list[BaseCallback] = []
+    eval_cb = FinalEvalCallback(
+        eval_env,
+        callback_on_new_best=SaveBestCallback(run_dir, progress.state),
+        callback_after_eval=AfterEvalCallback(progress.state),
+        n_eval_episodes=c.eval_episodes,
+        eval_freq=max(c.eval_freq // plan.n_envs, 1) if c.eval_freq > 0 else 0,
+        log_path=str(log_dir),
+        best_model_save_path=None,
+        deterministic=True,
+        verbose=0,
+    )
+    if plan.resumed:
+        progress.best, progress.best_at = _restore_eval_history(eval_cb, log_dir)
+    progress.eval_cb = eval_cb
     if c.eval_freq > 0:
-        eval_cb = EvalCallback(
-            eval_env,
-            callback_on_new_best=SaveBestCallback(run_dir, progress.state),
-            callback_after_eval=AfterEvalCallback(progress.state),
-            n_eval_episodes=c.eval_episodes,
-            eval_freq=max(c.eval_freq // plan.n_envs, 1),
-            log_path=str(log_dir),
-            best_model_save_path=None,
-            deterministic=True,
-            verbose=0,
-        )
-        if plan.resumed:
-            progress.best, progress.best_at = _restore_eval_history(eval_cb, log_dir)
-            eval_cb.best_mean_reward = progress.best
-        progress.eval_cb = eval_cb
         callbacks.append(eval_cb)
     if plan.resumed:
         prior, prior_at = _best_from_metrics(run_dir)
-        if prior > progress.best:  # e.g. the final evaluation of the previous session
+        if prior > progress.best:  # e.g. the final evaluation of a session before evaluations.npz held it
             progress.best, progress.best_at = prior, prior_at
+        eval_cb.best_mean_reward = progress.best  # a new best must beat best_model.zip, wherever it came from
         if math.isfinite(progress.best):
             progress.state["best_mean_reward"], progress.state["best_timesteps"] = progress.best, progress.best_at
     save_every = c.save_freq or c.eval_freq or 10_000
@@ -951,16 +994,31 @@ def _final_evaluation(
 ) -> tuple[list[float], list[int], float]:
     """Step 5a: ``eval_episodes`` deterministic episodes of the last model on the nominal
     env (seed + 10000); keeps it as best_model.zip when it beats the best so far (or
-    none exists). Returns (returns, lengths, best mean return)."""
+    none exists). Returns (returns, lengths, best mean return).
+
+    When ``evaluations.npz`` has no evaluation at the final timestep, this one runs
+    through the evaluation callback (:meth:`FinalEvalCallback.evaluate_now`) and is
+    appended to it; else (the last periodic evaluation was at the final timestep) it is
+    :func:`~stable_baselines3.common.evaluation.evaluate_policy` alone. Both evaluate the
+    same episodes (the env is reseeded first)."""
     c = plan.config
     sync_envs_normalization(model.get_env(), eval_env)
     eval_env.seed(c.seed + EVAL_SEED_OFFSET)
-    episode_returns, episode_lengths = evaluate_policy(
-        model, eval_env, n_eval_episodes=c.eval_episodes, deterministic=True, return_episode_rewards=True, warn=False
-    )
-    # return_episode_rewards=True: per-episode lists, not the (mean, std) floats
-    assert isinstance(episode_returns, list) and isinstance(episode_lengths, list)
-    returns, lengths = [float(r) for r in episode_returns], [int(n) for n in episode_lengths]
+    eval_cb = progress.eval_cb
+    if eval_cb is not None and eval_cb.last_evaluated_at() != int(model.num_timesteps):
+        returns, lengths = eval_cb.evaluate_now(model)
+    else:
+        episode_returns, episode_lengths = evaluate_policy(
+            model,
+            eval_env,
+            n_eval_episodes=c.eval_episodes,
+            deterministic=True,
+            return_episode_rewards=True,
+            warn=False,
+        )
+        # return_episode_rewards=True: per-episode lists, not the (mean, std) floats
+        assert isinstance(episode_returns, list) and isinstance(episode_lengths, list)
+        returns, lengths = [float(r) for r in episode_returns], [int(n) for n in episode_lengths]
     final_mean = float(np.mean(returns))
     best = progress.best
     if progress.eval_cb is not None:
@@ -1033,7 +1091,8 @@ def _console(enabled: bool) -> Console:
 
 
 def print_metrics(metrics: Mapping[str, Any], console: Console | None = None) -> None:
-    """Print the final evaluation as a rich table (return and episode length)."""
+    """Print the final evaluation as a rich table (return and episode length); the std of
+    a single episode is undefined and shows as ``n/a``."""
     console = console or stdout_console()
     table = Table(
         title=f"{metrics['algo']} on {metrics['env_id']}: {metrics['episodes']} deterministic episodes, nominal body"
@@ -1043,7 +1102,13 @@ def print_metrics(metrics: Mapping[str, Any], console: Console | None = None) ->
         table.add_column(col, justify="right")
     for key in ("return", "length"):
         r = metrics[key]
-        table.add_row(key, *(f"{r[c]:.1f}" for c in ("mean", "std", "min", "median", "max")))
+        table.add_row(
+            key,
+            *(
+                "n/a" if c == "std" and metrics["episodes"] < 2 else f"{r[c]:.1f}"
+                for c in ("mean", "std", "min", "median", "max")
+            ),
+        )
     console.print(table)
     best = metrics["best_eval_mean_return"]
     sps = metrics["steps_per_second"]
