@@ -445,6 +445,31 @@ def test_evaluate_pipeline_fake_run(tmp_path, fake_keys):
                     progress=False, loader=fake_loader, out=tmp_path / "again")  # fmt: skip
 
 
+def test_print_summary_std_of_one_episode_is_na(tmp_path, fake_keys):
+    """A cell of one episode has no std (it is undefined for one sample): the table says
+    n/a, not 0.0; with two episodes it is a number."""
+    import io
+
+    from rich.console import Console
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+
+    def std_column(episodes: int) -> list[str]:
+        result = ev.evaluate(run_dir, perturb="0.5-1.5", points=2, params="gravity", episodes=episodes,
+                             seeds="0", progress=False, loader=fake_loader, out=tmp_path / f"n{episodes}")  # fmt: skip
+        console = Console(record=True, width=150, file=io.StringIO())
+        ev.print_summary(result, console)
+        lines = console.export_text().splitlines()
+        header = next(i for i, line in enumerate(lines) if "median" in line)
+        col = [c.strip() for c in lines[header].split("┃")].index("std")
+        return [line.split("│")[col].strip() for line in lines[header + 2 :] if line.startswith("│")]
+
+    assert std_column(1) == ["n/a"] * 3
+    stds = std_column(2)
+    assert len(stds) == 3 and all(re.fullmatch(r"\d+\.\d", s) for s in stds) and stds != ["0.0"] * 3, stds
+
+
 def test_interrupt_writes_report_of_finished_cells(tmp_path, fake_keys, capsys, caplog):
     run_dir = tmp_path / "run"
     run_dir.mkdir()

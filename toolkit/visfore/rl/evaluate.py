@@ -844,7 +844,8 @@ def evaluate(
 
 def print_summary(result: Mapping[str, Any], console: Any = None) -> None:
     """Print the summary as a rich table (param, scale, mean, median, std, min, max,
-    normalised) and the report path."""
+    normalised) and the report path. The std of a cell with one episode is undefined and
+    shows as ``n/a``."""
     console = console or stdout_console()
     meta = result["meta"]
     table = Table(title=f"visfore evaluate: {meta['run_name']} on {meta['env_id']}")
@@ -863,7 +864,7 @@ def print_summary(result: Mapping[str, Any], console: Any = None) -> None:
             ids = [r["param"], fmt_scale(r["scale"])]
         style = "italic" if r["kind"] == "nominal" else None
         table.add_row(
-            *ids, fmt(r["mean"]), fmt(r["median"]), fmt(r["std"]), fmt(r["min"]),
+            *ids, fmt(r["mean"]), fmt(r["median"]), "n/a" if r.get("n") == 1 else fmt(r["std"]), fmt(r["min"]),
             fmt(r["max"]), fmt(r["normalized_mean"], 3), style=style,
         )  # fmt: skip
     console.print(table)
