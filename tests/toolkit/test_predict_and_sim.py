@@ -367,6 +367,11 @@ def test_play_model_headless_random_writes_gif(model_run_dir: Path, tmp_path: Pa
         == 0
     )
     assert out.read_bytes() == again.read_bytes()
+    # an existing --out is never overwritten: one line, exit 2, the file as it was
+    before = out.read_bytes()
+    line = _one_error_line(_cli("play-model", model_run_dir, "--policy", "random", "--steps", 3, "--out", out))
+    assert "already exists" in line and str(out) in line
+    assert out.read_bytes() == before
 
 
 def test_play_model_quiet_prints_only_the_result_line(model_run_dir: Path, tmp_path: Path, headless):
@@ -380,20 +385,35 @@ def test_play_model_quiet_prints_only_the_result_line(model_run_dir: Path, tmp_p
     assert "keyboard policy needs a window" not in text and out.is_file()
 
 
-def test_play_model_keyboard_without_display_plays_random_into_run_dir(model_run_dir: Path, headless):
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_play_model_keyboard_without_display_plays_random_into_the_current_directory(
+    model_run_dir: Path, tmp_path: Path, headless, monkeypatch
+):
+    """No --out, no window: play-<run name>.gif in the current directory, never in the run
+    directory (the model's record); a second play takes the next numbered name."""
     from visfore.worldmodels.config import PlayModelConfig
     from visfore.worldmodels.play_model import play_model
 
-    default = model_run_dir / "play.gif"
+    monkeypatch.chdir(tmp_path)
+    run_before = _tree(model_run_dir)
+    default = tmp_path / f"play-{model_run_dir.name}.gif"
     messages: list[str] = []
-    try:
-        res = play_model(PlayModelConfig(run=str(model_run_dir), steps=55), echo=messages.append)  # keyboard: default
-        assert res.out == default and not res.window and res.policy == "random"
-        assert res.frames == 55 and res.episodes == 2  # the 50-step TimeLimit started a new episode
-        assert len(_gif_frames(default)) == 55
-        assert any("no display" in m for m in messages) and any(str(default) in m for m in messages)
-    finally:
-        default.unlink(missing_ok=True)
+    res = play_model(PlayModelConfig(run=str(model_run_dir), steps=55), echo=messages.append)  # keyboard: default
+    assert res.out == default and not res.window and res.policy == "random"
+    assert res.frames == 55 and res.episodes == 2  # the 50-step TimeLimit started a new episode
+    assert len(_gif_frames(default)) == 55
+    assert any("no display" in m for m in messages) and any(str(default) in m for m in messages)
+    first = default.read_bytes()
+
+    result = _cli("play-model", model_run_dir, "--policy", "random", "--steps", 3, "--scale", 1)
+    assert result.exit_code == 0, result.output
+    second = tmp_path / f"play-{model_run_dir.name}-1.gif"
+    assert str(second) in " ".join(result.output.split()) and len(_gif_frames(second)) == 3
+    assert default.read_bytes() == first  # not overwritten
+    assert _tree(model_run_dir) == run_before  # nothing written into the run directory
 
 
 def test_keyboard_action_mapping():

@@ -250,7 +250,9 @@ class PlayModelConfig(ConfigBase, command="play-model"):
     )
     steps: int = option(default=200, help="Env steps to play.")
     out: Optional[str] = option(
-        default=None, help="GIF/MP4 of the frames (default without a display: RUN/play.gif).", flags=("--out", "-o")
+        default=None,
+        help="GIF/MP4 of the frames; never overwritten (an existing file is an error). Default when no window opens: play-RUNNAME.gif in the current directory, or play-RUNNAME-1.gif, -2, ... when taken.",
+        flags=("--out", "-o"),
     )
     seed: int = option(default=0, help="Seed of the first reset and of the random policy.")
     checkpoint: Literal["best", "last"] = option(default="best", help="Checkpoint of the run to load.")

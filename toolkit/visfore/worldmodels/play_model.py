@@ -31,7 +31,11 @@ Policies (``--policy``):
 Display: ``DISPLAY`` or ``WAYLAND_DISPLAY`` set (non-empty), macOS or Windows. With a
 display and the keyboard policy a window opens (``--out`` is then optional and written
 when the window closes). Otherwise (headless, or ``--headless``, or another policy) the
-frames go to the GIF/MP4 ``--out`` (default ``play.gif`` in the run directory).
+frames go to the GIF/MP4 ``--out``, by default ``play-<run name>.gif`` in the current
+directory (:func:`default_out`; ``play-<run name>-1.gif``, ``-2``, ... when that name is
+taken). Nothing is written into the run directory (the model's record) unless ``--out``
+says so, and nothing is overwritten: an existing ``--out`` is an error before anything
+runs.
 
 The animation holds one frame per step: frame ``i`` is the observation the policy acted
 on at step ``i`` (so it starts with the reset frame), upscaled by ``--scale`` (nearest
@@ -62,6 +66,7 @@ from visfore.worldmodels.predict import check_animation_path, compose_panels, sa
 __all__ = [
     "KEY_BINDINGS",
     "PlayResult",
+    "default_out",
     "has_display",
     "keyboard_action",
     "play_model",
@@ -92,6 +97,28 @@ def has_display() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
+def default_out(run: str | os.PathLike[str], directory: str | os.PathLike[str] | None = None) -> Path:
+    """Where ``play-model`` writes without ``--out``: ``play-<run name>.gif`` in
+    ``directory`` (default: the current directory), or the first free
+    ``play-<run name>-N.gif`` (N = 1, 2, ...) when that exists, so no earlier animation is
+    overwritten.
+
+    Args:
+        run: the train-model run directory; its (resolved) name names the file.
+        directory: where the file goes (default: :func:`pathlib.Path.cwd`).
+
+    Returns:
+        An absolute path that does not exist (yet).
+    """
+    name = Path(run).resolve().name or "model"
+    folder = Path.cwd() if directory is None else Path(directory).absolute()
+    path, n = folder / f"play-{name}.gif", 0
+    while path.exists() or path.is_symlink():
+        n += 1
+        path = folder / f"play-{name}-{n}.gif"
+    return path
+
+
 def keyboard_action(keys: Iterable[str], low: np.ndarray, high: np.ndarray) -> np.ndarray:
     """The action for the keys held (see :data:`KEY_BINDINGS`).
 
@@ -120,7 +147,8 @@ class PlayResult:
     """What :func:`play_model` did.
 
     Attributes:
-        out: the animation written, or None (a window session without ``--out``).
+        out: the animation written (``--out``, else :func:`default_out`), or None (a window
+            session without ``--out``).
         steps: env steps taken; frames: frames in the animation (= steps).
         episodes: episodes started (resets).
         policy: ``keyboard``, ``random`` or the policy run directory.
@@ -201,7 +229,9 @@ def play_model(
     Args:
         config: the options (:class:`~visfore.worldmodels.config.PlayModelConfig`: the
             run, ``data``, ``policy`` (``keyboard``, ``random`` or a train-policy run
-            directory), ``steps``, ``out`` (default ``RUN/play.gif`` without a window),
+            directory), ``steps``, ``out`` (without a window, default :func:`default_out`:
+            ``play-<run name>.gif`` in the current directory, numbered when taken; an
+            existing file is never overwritten),
             ``seed``, ``checkpoint``, ``fps``, ``scale``, ``device``, ``headless``: a
             window opens only with a display, the keyboard policy and no ``headless``).
         echo: where messages go (None: silent; ``config.quiet`` is the command line's way
@@ -213,7 +243,8 @@ def play_model(
         A :class:`PlayResult`.
 
     Raises:
-        VisforeError: bad input (one line), before anything is written.
+        VisforeError: bad input (one line), before anything is written; an existing
+            ``--out`` is bad input.
         TypeError: ``config`` is not a :class:`PlayModelConfig`.
     """
     if not isinstance(config, PlayModelConfig):
@@ -231,6 +262,11 @@ def play_model(
     if not fps > 0:
         raise VisforeError(f"--fps must be > 0, got {fps}")
     out = None if config.out is None else check_animation_path(config.out)
+    if out is not None and (out.exists() or out.is_symlink()):
+        raise VisforeError(
+            f"--out {out} already exists and play-model does not overwrite; choose another --out, "
+            "or leave it out for a new numbered play-<run name>.gif in the current directory"
+        )
     window = policy == "keyboard" and not headless and has_display()
 
     env = gym.make(
@@ -252,9 +288,9 @@ def play_model(
             label = "keyboard"
         else:
             label, act = _policy_fn(policy, env, seed, say, load_policy)
-            if out is None:
-                out = check_animation_path(Path(run) / "play.gif")
             frames, n_episodes, taken = _play_headless(env, act, steps=steps, seed=seed, scale=scale)
+            if out is None:
+                out = default_out(run)  # chosen once the frames exist: the first free name then
     finally:
         env.close()
     if out is not None and frames:
