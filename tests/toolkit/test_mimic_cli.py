@@ -16,7 +16,15 @@ from typer.testing import CliRunner
 import visfore_envs  # noqa: F401  (registers the ids)
 from visfore.cli.app import app
 from visfore.core.errors import VisforeError
-from visfore.rl.mimic import MODES, joint_difference, leader_keypoints_to_target, policy_observation, run_mimic
+from visfore.reports.panels import CAPTION_BG, CAPTION_HEIGHT, compose_panels, panel_columns
+from visfore.rl.mimic import (
+    MODES,
+    image_panels,
+    joint_difference,
+    leader_keypoints_to_target,
+    policy_observation,
+    run_mimic,
+)
 
 runner = CliRunner()
 
@@ -308,9 +316,30 @@ def test_image_executes_the_translated_pose(tiny_runs, tmp_path):
     result = json.loads(out.read_text())
     assert len(result["translated_qpos"]) == 2 and len(result["target_keypoints"]) == 4
     assert result["steps"] == 50 and result["final_distance"] >= 0
+    # leader (image) | translated pose | follower: labelled, 32 px frames upscaled 4x to 128 px
     shown = iio.imread(result["show"])
-    assert shown.shape == (32, 66, 3)
-    np.testing.assert_array_equal(shown[:, :32], iio.imread(image))
+    assert shown.shape == (CAPTION_HEIGHT + 128, 3 * 128 + 2, 3)
+    (l0, l1), (t0, t1), (f0, f1) = panel_columns([32, 32, 32], 4)
+    np.testing.assert_array_equal(shown[CAPTION_HEIGHT:, l0:l1][::4, ::4], iio.imread(image))
+    mimic = gym.make("MimicReacher-v0")
+    target_qpos = mimic.unwrapped.mirror_pose(np.array(result["translated_qpos"]))
+    mimic.close()
+    single = gym.make("ReacherPlane-v0", width=32, height=32, render_mode="rgb_array")
+    single.reset(seed=0, options={"target_qpos": target_qpos})
+    np.testing.assert_array_equal(shown[CAPTION_HEIGHT:, t0:t1][::4, ::4], single.unwrapped.render_goal())
+    single.close()
+    assert all(np.any(shown[:CAPTION_HEIGHT, a:b] != CAPTION_BG) for a, b in ((l0, l1), (t0, t1), (f0, f1)))
+    assert "leader | translated pose | follower" in res.output
+
+
+def test_image_panels_captions_the_three_frames():
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(3)]
+    picture = image_panels(*frames, steps=50)
+    np.testing.assert_array_equal(
+        picture, compose_panels(frames, ["leader (image)", "translated pose", "follower t=50"], 4)
+    )
+    assert image_panels(*(f.repeat(4, 0).repeat(4, 1) for f in frames), steps=1).shape == (CAPTION_HEIGHT + 128, 386, 3)
 
 
 def _error(args):

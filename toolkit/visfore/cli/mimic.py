@@ -45,7 +45,7 @@ def _execute_image(config: MimicConfig, out: Path | None) -> None:
     console.print(
         f"final key-point distance to the mirrored pose: {result['final_distance'] * 100:.2f} cm "
         f"({'success' if result['success'] else 'no success'}, threshold "
-        f"{result['success_threshold'] * 100:.1f} cm); image | result: {result['show']}"
+        f"{result['success_threshold'] * 100:.1f} cm); leader | translated pose | follower: {result['show']}"
     )
     if out is not None:
         runs.write_json(out, result)

@@ -27,7 +27,8 @@ translated mode also the translator's key-point error against the true mirrored 
 
 ``--image pose.png`` reads one image of the robot (framed as the single-robot env's
 default view, the translator's frame size), mirrors the pose it shows, and lets the
-follower execute it in the single-robot env (:func:`execute_image`).
+follower execute it in the single-robot env (:func:`execute_image`); the picture it
+writes is :func:`image_panels` (leader image | translated pose | follower, labelled).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from visfore.core import runs
 from visfore.core.errors import VisforeError
 from visfore.core.progress import episode_progress
 from visfore.perception.translator_run import load_translator_run
+from visfore.reports.panels import compose_panels, readable_scale
 from visfore.rl import policy_run
 from visfore.rl.config import MIMIC_OUT_FORMATS
 from visfore.rl.train_policy import make_single_env
@@ -59,6 +61,7 @@ __all__ = [
     "MODES",
     "MimicEpisode",
     "execute_image",
+    "image_panels",
     "leader_keypoints_to_target",
     "policy_observation",
     "run_mimic",
@@ -434,6 +437,30 @@ def _read_image(path: Path, frame_size: tuple[int, int]) -> np.ndarray:
     return img
 
 
+def image_panels(leader: np.ndarray, translated: np.ndarray, follower: np.ndarray, steps: int) -> np.ndarray:
+    """The ``--image`` picture: three labelled panels
+    (:func:`visfore.reports.panels.compose_panels`), each upscaled by nearest neighbour
+    to at least :data:`~visfore.reports.panels.MIN_PANEL_PX` pixels
+    (:func:`~visfore.reports.panels.readable_scale`; 32 px frames 4x):
+
+    * ``leader (image)``: the input image, the pose to copy;
+    * ``translated pose``: the single-robot env's robot drawn at the pose the translator
+      read, mirrored (the follower's target, ``render_goal()``);
+    * ``follower t=<steps>``: the follower after ``steps`` actions toward it (its target
+      ghost drawn at that pose).
+
+    Args:
+        leader, translated, follower: ``(H, W, 3)`` uint8 frames of one size (pixels).
+        steps: actions the follower took.
+
+    Returns:
+        ``(CAPTION_HEIGHT + H * s, 3 * W * s + 2, 3)`` uint8 for the scale ``s``.
+    """
+    h, w = leader.shape[:2]
+    captions = ["leader (image)", "translated pose", f"follower t={int(steps)}"]
+    return compose_panels([leader, translated, follower], captions, readable_scale(h, w))
+
+
 def execute_image(
     policy_dir: str | Path,
     translator_dir: str | Path,
@@ -452,6 +479,9 @@ def execute_image(
     are mirrored as those of a leader (:func:`leader_keypoints_to_target`), and the policy
     drives the follower in the single-robot env for one episode (reset with ``seed``)
     toward them, its target ghost drawn at the mirrored translated joint configuration.
+
+    With ``show``, a PNG of :func:`image_panels` (leader image | translated pose |
+    follower) is written there (atomically, its directory created).
 
     Returns:
         ``{"image", "translated_qpos" (nq,) rad, "target_keypoints" (G,) m,
@@ -494,11 +524,10 @@ def execute_image(
         final = float(np.linalg.norm(k - target))
         shown = None
         if show is not None:
-            frame = env.render()
             shown = Path(show)
             shown.parent.mkdir(parents=True, exist_ok=True)
-            side = np.concatenate([img, np.full((h, 2, 3), 255, np.uint8), frame], axis=1)
-            runs.atomic_write(shown, lambda f: f.write(iio.imwrite("<bytes>", side, extension=".png")))
+            picture = image_panels(img, base.render_goal(), env.render(), steps)
+            runs.atomic_write(shown, lambda f: f.write(iio.imwrite("<bytes>", picture, extension=".png")))
         threshold = float(base.success_threshold)
     finally:
         env.close()
