@@ -17,6 +17,7 @@ from typer.core import TyperGroup
 from visfore.cli.collect import collect_command
 from visfore.cli.dataset import dataset_info_command
 from visfore.cli.evaluate import evaluate_command
+from visfore.cli.help import VisforeTyper
 from visfore.cli.mimic import mimic_command
 from visfore.cli.options import ResumePathCommand
 from visfore.cli.plan import plan_command
@@ -106,7 +107,8 @@ def setup_logging(verbose: bool = False) -> None:
     logger.propagate = False
 
 
-app = typer.Typer(
+# VisforeTyper: every command's and group's --help laid out for any width (visfore.cli.help).
+app = VisforeTyper(
     cls=VisforeGroup,
     name="visfore",
     help="Visual foresight toolkit: collect reacher datasets and train video-prediction forward models.",
@@ -125,7 +127,7 @@ def _root(
     setup_logging(verbose)
 
 
-dataset_app = typer.Typer(help="Inspect visfore Zarr datasets.", no_args_is_help=True)
+dataset_app = VisforeTyper(help="Inspect visfore Zarr datasets.", no_args_is_help=True)
 
 # RayCommand: a bare `--ray` (no address) means `--ray local` (Click has no optional-value options).
 app.command("collect", cls=RayCommand)(collect_command)

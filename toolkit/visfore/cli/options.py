@@ -17,33 +17,45 @@ from typing import Any, Callable, Sequence, Union, get_args, get_origin
 import typer
 from typer.core import TyperCommand
 
+from visfore.cli.help import HIDDEN_FLAGS_ATTR
 from visfore.core.config import ConfigBase, literal_choices, option_spec
 
-__all__ = ["ResumePathCommand", "config_parameters", "typer_command"]
+__all__ = ["REPEATABLE_METAVAR", "ResumePathCommand", "config_parameters", "deprecated_flags", "typer_command"]
 
 _SCALARS = (int, float, str, bool, Path)
 
 
+#: The metavar of an option by its field type, where its declaration gives none: one
+#: upper-case word (``--episodes N``), never Typer's ``<int>`` or ``<list[str]>``.
+_TYPE_METAVARS: dict[Any, str] = {int: "N", float: "FLOAT", str: "TEXT", Path: "PATH"}
+#: The metavar of a repeatable option (``--hp``, ``--set``, ``--env-kwargs``).
+REPEATABLE_METAVAR = "KEY=VALUE"
+
+
 def _cli_annotation(tp: Any, has_parse: bool, repeatable: bool) -> tuple[Any, str | None]:
-    """(annotation for Typer, metavar listing the choices of a ``Literal`` or None) of a
-    field type."""
+    """(annotation for Typer, default metavar) of a field type: the choices of a
+    ``Literal`` as ``[a|b|c]``, ``KEY=VALUE`` for a repeatable option, else one word by
+    type (:data:`_TYPE_METAVARS`, ``TEXT`` for parsed strings); None for a bool flag."""
     optional = False
     if get_origin(tp) is Union:
         args = [a for a in get_args(tp) if a is not type(None)]
         optional = len(args) < len(get_args(tp))
         tp = args[0] if len(args) == 1 else str
     choices = literal_choices(tp)
-    metavar = None
+    metavar: str | None
     if repeatable:
         base: Any = list[str]
+        metavar = REPEATABLE_METAVAR
     elif choices is not None:
         # Checked by the config (one-line error), not by click; --help shows them.
         base = str
         metavar = "[" + "|".join(str(c) for c in choices) + "]"
     elif has_parse or tp not in _SCALARS:
         base = str
+        metavar = "TEXT"
     else:
         base = tp
+        metavar = None if tp is bool else _TYPE_METAVARS[tp]
     return (Union[base, None] if optional or has_parse or repeatable else base), metavar
 
 
@@ -69,7 +81,7 @@ def config_parameters(config_cls: type[ConfigBase], exclude: Sequence[str] = ())
         if not spec.cli or f.name in exclude:
             continue
         tp = types[f.name]
-        annotation, choices_metavar = _cli_annotation(tp, spec.parse is not None, spec.repeatable)
+        annotation, default_metavar = _cli_annotation(tp, spec.parse is not None, spec.repeatable)
         if f.default is not dataclasses.MISSING:
             default = f.default
         elif f.default_factory is not dataclasses.MISSING:
@@ -79,7 +91,8 @@ def config_parameters(config_cls: type[ConfigBase], exclude: Sequence[str] = ())
         if spec.parse is not None and default is not None and default is not ...:
             default = _cli_text(default)
         kwargs: dict[str, Any] = {"help": spec.help, "show_default": default not in (None, ...)}
-        metavar = spec.metavar or choices_metavar
+        # an argument is named by its field (RUN, PATH), as in the usage line
+        metavar = spec.metavar or (f.name.upper() if spec.argument else default_metavar)
         if metavar:
             kwargs["metavar"] = metavar
         if spec.argument:
@@ -91,6 +104,17 @@ def config_parameters(config_cls: type[ConfigBase], exclude: Sequence[str] = ())
         params.append(inspect.Parameter(f.name, kind, default=info, annotation=annotation))
     params.sort(key=lambda p: not isinstance(p.default, typer.models.ArgumentInfo))
     return params
+
+
+def deprecated_flags(config_cls: type[ConfigBase], exclude: Sequence[str] = ()) -> frozenset[str]:
+    """Every deprecated flag spelling of ``config_cls``'s CLI fields (``--out-dir``, and
+    ``--no-progress`` of a declaration ``" /--no-progress"``)."""
+    flags: set[str] = set()
+    for f in dataclasses.fields(config_cls):  # type: ignore[arg-type]
+        spec = option_spec(f)
+        if spec.cli and f.name not in exclude:
+            flags.update(part.strip() for decl in spec.deprecated for part in decl.split("/") if part.strip())
+    return frozenset(flags)
 
 
 def _cli_text(value: Any) -> Any:
@@ -138,6 +162,8 @@ def typer_command(
 
         command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
         command.__annotations__ = {}
+        # --help leaves the deprecated spellings out (visfore.cli.help reads this)
+        setattr(command, HIDDEN_FLAGS_ATTR, deprecated_flags(config_cls, exclude))
         return command
 
     return decorate
