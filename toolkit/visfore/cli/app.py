@@ -15,7 +15,7 @@ import typer
 from typer.core import TyperGroup
 
 from visfore.cli.collect import collect_command
-from visfore.cli.dataset import dataset_info_command
+from visfore.cli.dataset import dataset_info_command, dataset_verify_command
 from visfore.cli.evaluate import evaluate_command
 from visfore.cli.help import VisforeTyper
 from visfore.cli.mimic import mimic_command
@@ -142,6 +142,7 @@ app.command("play-model")(play_model_command)
 app.command("plan")(plan_command)
 app.command("mimic")(mimic_command)
 dataset_app.command("info")(dataset_info_command)
+dataset_app.command("verify")(dataset_verify_command)
 app.add_typer(dataset_app, name="dataset")
 
 

@@ -1,9 +1,9 @@
-"""The options of the data commands (``collect``, ``dataset info``), each declared once
-(:mod:`visfore.core.config`).
+"""The options of the data commands (``collect``, ``dataset info``, ``dataset verify``),
+each declared once (:mod:`visfore.core.config`).
 
 Imported by the CLI at start-up: nothing here imports gymnasium, mujoco or zarr. The
-pipelines are :func:`visfore.data.collect.collect` and
-:func:`visfore.data.dataset_info.dataset_info`.
+pipelines are :func:`visfore.data.collect.collect`,
+:func:`visfore.data.dataset_info.dataset_info` and :func:`visfore.data.verify.verify_dataset`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from visfore.core.config import ConfigBase, option
 from visfore.core.ray_backend import RAY_HELP
 from visfore.data.envs import parse_env_kwargs, parse_kwargs
 
-__all__ = ["CollectConfig", "DatasetInfoConfig", "parse_policy_kwargs"]
+__all__ = ["CollectConfig", "DatasetInfoConfig", "DatasetVerifyConfig", "parse_policy_kwargs"]
 
 
 def parse_policy_kwargs(values: Any) -> dict[str, Any]:
@@ -79,3 +79,17 @@ class DatasetInfoConfig(ConfigBase, command="dataset info"):
 
     path: str = option(help="Dataset directory (NAME.zarr) or URL (s3://bucket/name.zarr).", argument=True)
     as_json: bool = option(default=False, help="Print JSON instead of a table.", flags=("--json",))
+
+
+class DatasetVerifyConfig(ConfigBase, command="dataset verify"):
+    """Every option of ``visfore dataset verify``: check that every chunk of a dataset is
+    stored and decodes and that every episode matches the checksums recorded when it was
+    collected; one line per problem, then a summary line (exit code 1 when damaged)."""
+
+    path: str = option(help="Dataset directory (NAME.zarr) or URL (s3://bucket/name.zarr).", argument=True)
+    as_json: bool = option(default=False, help="Print the report as JSON instead of lines.", flags=("--json",))
+    progress: bool = option(
+        default=True,
+        help="Show the progress bar (episodes) on stderr (--quiet: none).",
+        flags=("--progress/--quiet", " /-q"),
+    )
