@@ -168,3 +168,48 @@ def test_finished_run_does_not_step():
     task = FakeTask()
     state = _fit(task, TrainState(epoch=3), epochs=3)
     assert task.seen == [] and state.global_step == 0
+
+
+def test_nothing_to_train_runs_no_callback():
+    """A finished run resumed (state.epoch >= epochs): fit returns at once, so no progress
+    bar (it showed 'loss nan 0.0 clips/s'), no signal handler, no checkpoint."""
+
+    class Spy(Callback):
+        def __init__(self) -> None:
+            self.calls: list[str] = []
+
+        def context(self):
+            self.calls.append("context")
+            return super().context()
+
+        def on_train_start(self, trainer, state):
+            self.calls.append("start")
+
+        def on_train_end(self, trainer, state):
+            self.calls.append("end")
+
+    spy, task = Spy(), FakeTask()
+    state = _fit(task, TrainState(epoch=2, global_step=6, stopped_early=True), 2, spy)
+    assert spy.calls == [] and task.saved == {} and task.seen == []
+    assert not state.stopped_early and state.global_step == 6
+    # a larger target trains on from there (the resumed run's new --epochs)
+    state = _fit(task, state, 3, spy)
+    assert task.seen == [(2, 0), (2, 1), (2, 2)] and state.epoch == 3 and spy.calls == ["context", "start", "end"]
+
+
+@pytest.mark.parametrize("at_step", [2, 3], ids=["mid-epoch", "end-of-epoch"])
+def test_ctrl_c_says_what_was_saved_in_the_exception_not_in_the_log(at_step, caplog):
+    """The KeyboardInterrupt carries 'saved LAST; HINT' (the CLI prints it on its one
+    'interrupted' line); the checkpointer logs no 'interrupted' warning of its own."""
+    flag = StopFlag()
+
+    class CtrlC(Callback):
+        def on_step_end(self, trainer, state, result):
+            if state.global_step == at_step:
+                flag.requested = True
+
+    cbs = [CtrlC(), StopOnInterrupt(flag), Checkpointer(Path("run/last"), monitor="val", resume_hint="go on")]
+    with pytest.raises(KeyboardInterrupt) as info:
+        Trainer(FakeTask(), epochs=3, callbacks=cbs).fit(TrainState())
+    assert str(info.value) == f"saved {Path('run/last')}; go on"
+    assert "interrupted" not in caplog.text

@@ -30,6 +30,13 @@ API history (keep it stable; say here what changes):
   :class:`StopOnInterrupt` wraps a :class:`visfore.core.interrupt.StopFlag` (pass one to
   test the interrupt path); :meth:`Trainer.fit` resets ``state.stopped_early``;
   :class:`Checkpointer` marks an improved epoch record with ``"improved": True``.
+- ``--epochs`` as the target on resume: :meth:`Trainer.fit` with nothing left to train
+  (``state.epoch >= epochs``) returns at once, without entering any callback (no progress
+  bar showing ``loss nan``, no signal handler).
+- one line per Ctrl-C: :class:`Checkpointer` no longer logs "interrupted"; it leaves
+  :attr:`Trainer.interrupt_note` (``saved PATH`` plus its ``resume_hint``), which the
+  :class:`KeyboardInterrupt` the loop raises carries as its message (the CLI prints
+  ``interrupted; <note>`` once: ``visfore.cli.errors.handle_errors``).
 
 Example (the shape of every task)::
 
@@ -227,6 +234,8 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.any_rank = any_rank
         self.interrupted = False
+        #: What the KeyboardInterrupt raised after a Ctrl-C says (set by the Checkpointer).
+        self.interrupt_note: str | None = None
         self.steps_in_epoch = 0
 
     def _stop_requested(self, state: TrainState) -> bool:
@@ -237,13 +246,20 @@ class Trainer:
     def fit(self, state: TrainState) -> TrainState:
         """Train until ``epochs`` are completed or a callback asks to stop.
 
+        With nothing left to train (``state.epoch >= epochs``, e.g. a finished run
+        resumed) it returns ``state`` unchanged and runs no callback at all.
+
         Returns:
             ``state``, updated in place.
 
         Raises:
-            KeyboardInterrupt: after Ctrl-C, once the position is checkpointed.
+            KeyboardInterrupt: after Ctrl-C, once the position is checkpointed; its
+                message is :attr:`interrupt_note` (``saved PATH; ...``) when a
+                :class:`Checkpointer` wrote one.
         """
         state.stopped_early = False  # an outcome of this call (a resumed state may carry True)
+        if state.epoch >= self.epochs:
+            return state
         with contextlib.ExitStack() as stack:
             for cb in self.callbacks:
                 stack.enter_context(cb.context())
@@ -302,7 +318,7 @@ class Trainer:
 
     def _raise_if_interrupted(self) -> None:
         if self.any_rank(self.interrupted):
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt(*([self.interrupt_note] if self.interrupt_note else []))
 
 
 class TimeBudget(Callback):
@@ -371,17 +387,34 @@ class Checkpointer(Callback):
     when the loop stops mid-epoch, ``best`` too when ``monitor`` improved (lower is
     better; ``monitor=None`` never writes ``best``).
 
+    After a Ctrl-C it logs nothing: it sets :attr:`Trainer.interrupt_note` to
+    ``saved LAST`` (and ``; RESUME_HINT``), the message of the :class:`KeyboardInterrupt`
+    the loop then raises, so the command says "interrupted" once.
+
     Args:
         last, best: the two checkpoint paths.
         monitor: the key of the epoch record to minimise (``"val_mse"``).
         is_writer: False on processes other than rank 0 (they still call the task, which
             may need collective operations, with an empty path list).
+        resume_hint: how to continue after a Ctrl-C (``"continue with --resume --out
+            RUN"``), appended to the note; None: nothing appended.
     """
 
     def __init__(
-        self, last: Path, best: Path | None = None, *, monitor: str | None = None, is_writer: bool = True
+        self,
+        last: Path,
+        best: Path | None = None,
+        *,
+        monitor: str | None = None,
+        is_writer: bool = True,
+        resume_hint: str | None = None,
     ) -> None:
         self.last, self.best, self.monitor, self.is_writer = Path(last), best, monitor, is_writer
+        self.resume_hint = resume_hint
+
+    def _note_interrupt(self, trainer: Trainer) -> None:
+        if trainer.interrupted and self.is_writer:
+            trainer.interrupt_note = f"saved {self.last}" + (f"; {self.resume_hint}" if self.resume_hint else "")
 
     def on_epoch_end(self, trainer: Trainer, state: TrainState, record: dict[str, Any]) -> None:
         paths = [self.last]
@@ -392,12 +425,12 @@ class Checkpointer(Callback):
             if self.best is not None:
                 paths.append(Path(self.best))
         trainer.task.save_checkpoint(paths if self.is_writer else [], state, record)
+        self._note_interrupt(trainer)
 
     def on_stop_mid_epoch(self, trainer: Trainer, state: TrainState) -> None:
         record = {"partial_epoch_train_loss": state.epoch_loss}
         trainer.task.save_checkpoint([self.last] if self.is_writer else [], state, record)
-        if trainer.interrupted and self.is_writer:
-            log.warning("interrupted; saved %s (resume with --resume)", self.last)
+        self._note_interrupt(trainer)
 
 
 class TensorBoardLogger(Callback):
