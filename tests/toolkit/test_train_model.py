@@ -249,6 +249,108 @@ def test_resume_of_a_finished_run_only_reevaluates(square_dataset: Path, tmp_pat
     first = train_model(_config(square_dataset, tmp_path / "r", epochs=1, clips_per_epoch=8))
     again = train_model(TrainConfig(out=str(tmp_path / "r"), resume=True, device="cpu", progress=False, num_threads=1))
     assert again["global_step"] == first["global_step"] and again["model"] == first["model"]
+    assert again["session"]["evaluate_only"] and not first["session"]["resumed"]
+
+
+def _resume(out: Path, **overrides):
+    return train_model(TrainConfig(out=str(out), resume=True, device="cpu", progress=False, num_threads=1, **overrides))
+
+
+def test_resume_with_a_larger_epochs_target_trains_on(square_dataset: Path, tmp_path: Path):
+    """issue 19.3: --resume --epochs 2 of a finished 1-epoch run trains a second epoch:
+    checkpoint at epoch 2, the history appended, metrics.json and config.yaml for 2."""
+    out = tmp_path / "r"
+    first = train_model(_config(square_dataset, out, epochs=1, clips_per_epoch=16))
+    assert first["epochs"] == 1 and first["global_step"] == 2
+    more = _resume(out, epochs=2)
+    assert more["epochs"] == 2 and more["epochs_completed"] == 2 and more["global_step"] == 4
+    assert more["session"] == {
+        "resumed": True,
+        "evaluate_only": False,
+        "epochs_trained": 1,
+        "steps": 2,
+        "train_seconds": pytest.approx(more["train_seconds"] - first["train_seconds"]),
+    }
+    assert [h["epoch"] for h in more["history"]] == [1, 2]
+    assert more["history"][0] == first["history"][0]  # appended, the first epoch kept
+    assert more["model"] != first["model"]  # the weights moved: it trained
+    ckpt = runs.load_checkpoint(out / "checkpoints" / "last.pt")
+    assert (ckpt["epoch"], ckpt["global_step"], ckpt["epochs"]) == (2, 4, 2)
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 2
+    assert (out / "images" / "epoch_002.png").is_file()
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["options"]["epochs"] == 2 and cfg["training"]["total_steps"] == 4
+    assert cfg["training"]["targets"][0] | {"at": None} == {
+        "epochs": 2, "previous_epochs": 1, "from_epoch": 1, "from_step": 2, "at": None,
+    }  # fmt: skip
+    # without --epochs the run keeps its (new) target: nothing left, evaluate only
+    again = _resume(out)
+    assert again["session"]["evaluate_only"] and again["epochs"] == 2 and again["global_step"] == 4
+
+
+def test_resume_with_a_new_target_continues_the_learning_rate(square_dataset: Path, tmp_path: Path):
+    """A new target continues the cosine from the multiplier reached (no jump) and ends at
+    0.1 at the new total; the teacher-forcing schedule keeps its first span."""
+    out = tmp_path / "lr"
+    kwargs = dict(clips_per_epoch=16, lr_schedule="cosine", warmup_steps=0, teacher_forcing="linear:1:0")
+    stopped = train_model(_config(square_dataset, out, epochs=2, time_budget=1e-9, **kwargs))
+    assert stopped["global_step"] == 1 and stopped["epochs_completed"] == 0  # of 4 steps
+    lr_at_stop = runs.load_checkpoint(out / "checkpoints" / "last.pt")["optimizer"]["param_groups"][0]["lr"]
+    assert lr_at_stop == pytest.approx(3e-3 * (0.1 + 0.45 * (1 + math.cos(math.pi / 4))))
+    resumed = _resume(out, epochs=3)
+    assert resumed["global_step"] == 6 and resumed["epochs_completed"] == 3
+    assert resumed["lr_schedule"] == {
+        "schedule": "cosine", "warmup_steps": 0, "total_steps": 6, "from_step": 1,
+        "from_factor": pytest.approx(lr_at_stop / 3e-3),
+    }  # fmt: skip
+    ckpt = runs.load_checkpoint(out / "checkpoints" / "last.pt")
+    assert ckpt["optimizer"]["param_groups"][0]["lr"] == pytest.approx(3e-4)  # 0.1 x lr at the end
+    assert ckpt["sampling"]["total_steps"] == 4 and resumed["sampling"]["total_steps"] == 4
+
+
+def test_resume_with_epochs_at_or_below_the_done_ones_only_evaluates(square_dataset: Path, tmp_path: Path):
+    """--epochs not above the epochs already trained: one line saying so, nothing trained,
+    the checkpoint and the run's target untouched, the summary says it only evaluated."""
+    out = tmp_path / "r2"
+    train_model(_config(square_dataset, out, epochs=2, clips_per_epoch=8))
+    before = runs.load_checkpoint(out / "checkpoints" / "last.pt")
+    result = _cli("--out", str(out), "--resume", "--epochs", "1", "--device", "cpu", "--num-threads", "1")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert text.count("nothing to train") == 2  # the warning and the summary line
+    assert "--epochs 1: " in text and "has already trained 2 epoch(s); nothing to train, evaluating only" in text
+    assert "nothing to train: 2/2 epochs (2 steps) already trained in" in text and "evaluated only in" in text
+    assert "loss nan" not in text and "clips/s" not in text  # no empty progress bar
+    after = runs.load_checkpoint(out / "checkpoints" / "last.pt")
+    assert (after["epoch"], after["global_step"], after["epochs"]) == (2, 2, 2)
+    a, b = after["model"]["state_dict"], before["model"]["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert yaml.safe_load((out / "config.yaml").read_text())["options"]["epochs"] == 2
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs"] == 2 and metrics["session"]["evaluate_only"] and metrics["session"]["steps"] == 0
+
+
+def test_shuffled_action_cost_never_prints_minus_zero(short_run):
+    """A drop that rounds to zero prints as 0.00 (it printed '-0.00 dB'); real values keep
+    their sign."""
+    from rich.console import Console
+
+    from visfore.worldmodels.report import print_metrics_table
+
+    _, metrics = short_run
+
+    def printed(drop: float, ssim: float, gain: float) -> str:
+        m = json.loads(json.dumps(metrics))
+        m["action_sensitivity"].update(psnr_drop_db=drop, ssim_drop=ssim)
+        m["beats_copy_last_frame"].update(psnr_gain_db=gain)
+        console = Console(record=True, width=200)
+        print_metrics_table(m, console)
+        return console.export_text()
+
+    text = printed(-0.001, -0.00001, -0.004)
+    assert "shuffled actions cost 0.00 dB PSNR and 0.0000 SSIM" in text
+    assert "(PSNR +0.00 dB" in text and "-0.00" not in text
+    assert "shuffled actions cost -0.50 dB PSNR and 0.1234 SSIM" in printed(-0.5, 0.1234, 1.0)
 
 
 # -- CLI ----------------------------------------------------------------------------------
@@ -271,14 +373,14 @@ def test_cli_quiet_prints_only_the_final_summary(small_reacher_dataset: Path, tm
     assert "copy-last-frame" not in result.output  # no table
 
 
-def test_epochs_help_says_resume_keeps_the_runs_target():
-    """--resume ignores a new --epochs (the lr schedule spans the run's epochs; see the CLI
-    test below); the help must not promise that --epochs sets the target of a resumed run."""
+def test_epochs_help_says_it_is_the_target_on_resume():
+    """issue 19.3: --epochs is the run's total, also on --resume (a larger one trains on;
+    see test_resume_with_a_larger_epochs_target_trains_on); it is no longer ignored."""
     result = CliRunner().invoke(app, ["train-model", "--help"], env={"COLUMNS": "300"})
     assert result.exit_code == 0
     text = " ".join(result.output.split())
-    assert "Total training epochs (--resume keeps the run's own)." in text
-    assert "also the target on --resume" not in text
+    assert "Total training epochs (default 10). With --resume: the new total" in text
+    assert "keeps the run's own)." not in text
 
 
 def test_cli_end_to_end_on_reacher(small_reacher_dataset: Path, tmp_path: Path):
@@ -320,10 +422,11 @@ def test_cli_end_to_end_on_reacher(small_reacher_dataset: Path, tmp_path: Path):
     assert cfg["dataset"]["frame_shape"] == [32, 32, 3]
     # --resume of a finished run: options from config.yaml, same epoch target, re-evaluates
     resumed = _cli(
-        "--out", str(out), "--resume", "--epochs", "3", "--device", "cpu", "--num-threads", "1"
+        "--out", str(out), "--resume", "--lr", "0.5", "--device", "cpu", "--num-threads", "1"
     )  # same threads: same float summation order
     assert resumed.exit_code == 0, resumed.output
-    assert "ignored --epochs 3 (run uses 1)" in resumed.output and "evaluating only" in resumed.output
+    assert "ignored --lr 0.5 (run uses 0.001)" in resumed.output and "evaluating only" in resumed.output
+    assert "loss nan" not in resumed.output and "nothing to train: 1/1 epochs" in resumed.output
     assert json.loads((out / "metrics.json").read_text())["model"] == metrics["model"]
     # existing run without --resume: exit 2, one line, nothing touched
     before = _tree_digest(out)
@@ -331,6 +434,38 @@ def test_cli_end_to_end_on_reacher(small_reacher_dataset: Path, tmp_path: Path):
     assert again.exit_code == 2 and "already exists" in again.output and "--resume" in again.output
     assert len(again.output.strip().splitlines()) == 1
     assert _tree_digest(out) == before
+
+
+def test_cli_ctrl_c_prints_interrupted_once(square_dataset: Path, tmp_path: Path, monkeypatch):
+    """A real SIGINT during the first step: the step ends, last.pt is saved, and the
+    command prints one line, 'interrupted; saved ...; continue with --resume --out RUN'
+    (the checkpointer's own 'interrupted' warning made it two); exit 130."""
+    import signal
+
+    from visfore.worldmodels import training
+
+    original = training.ForwardModelTask.train_step
+
+    def step_then_ctrl_c(self, batch, state):
+        result = original(self, batch, state)
+        if state.global_step == 0:
+            signal.raise_signal(signal.SIGINT)  # the handler of StopOnInterrupt takes it
+        return result
+
+    monkeypatch.setattr(training.ForwardModelTask, "train_step", step_then_ctrl_c)
+    out = tmp_path / "ctrl-c"
+    result = _cli(
+        "--data", str(square_dataset), "--horizon", "3", "--epochs", "2", "--batch-size", "8",
+        "--clips-per-epoch", "16", "--max-val-clips", "8", "--epoch-val-clips", "4",
+        "--model-kwargs", TINY_JSON, "--device", "cpu", "--num-threads", "1", "--out", str(out), "--quiet",
+    )  # fmt: skip
+    assert result.exit_code == 130, result.output
+    assert result.output.count("interrupted") == 1, result.output
+    line = next(line for line in result.output.splitlines() if "interrupted" in line)
+    last = out / "checkpoints" / "last.pt"
+    assert line == f"interrupted; saved {last}; continue with --resume --out {out}"
+    ckpt = runs.load_checkpoint(last)
+    assert (ckpt["epoch"], ckpt["epoch_step"]) == (0, 1)
 
 
 def test_cli_existing_directory_untouched(square_dataset: Path, tmp_path: Path):

@@ -19,6 +19,7 @@ from visfore.core.device import parse_device_spec
 from visfore.core.errors import VisforeError
 
 __all__ = [
+    "DEFAULT_EPOCHS",
     "RUNTIME_OPTIONS",
     "PlayModelConfig",
     "PredictConfig",
@@ -30,6 +31,8 @@ __all__ = [
 
 #: Options that may change on ``--resume`` (they do not change the result).
 RUNTIME_OPTIONS = ("resume", "device", "num_workers", "time_budget", "num_threads", "progress")
+#: ``--epochs`` of a new run that does not give it (on ``--resume``: the run's own target).
+DEFAULT_EPOCHS = 10
 
 
 def parse_json_object(text: str | dict[str, Any]) -> dict[str, Any]:
@@ -56,9 +59,13 @@ class TrainConfig(ConfigBase, command="train-model"):
     and evaluate it open-loop on held-out episodes.
 
     ``--resume`` reads the other options from the run's ``config.yaml``; only the runtime
-    options (:data:`RUNTIME_OPTIONS`) may change. ``epochs`` is not one of them: the
-    learning-rate schedule spans the run's epochs, so a resumed run keeps its target (a
-    different ``--epochs`` is reported as ignored).
+    options (:data:`RUNTIME_OPTIONS`) and ``epochs`` may change. ``epochs`` (None: the
+    default, :data:`DEFAULT_EPOCHS`, for a new run; the run's own target on resume) is the
+    run's total: on resume a target above the epochs already completed trains on to it
+    (the history and ``metrics.json`` go on; the learning rate continues from its current
+    value and decays to the schedule's end at the new total; the teacher-forcing schedule
+    keeps its original span), and one at or below them trains nothing: the run is only
+    evaluated again, after one line saying so.
     """
 
     data: Optional[str] = option(
@@ -74,7 +81,10 @@ class TrainConfig(ConfigBase, command="train-model"):
     )
     context: int = option(default=2, help="C context frames given to the model.")
     horizon: int = option(default=10, help="K frames predicted open-loop.")
-    epochs: int = option(default=10, help="Total training epochs (--resume keeps the run's own).")
+    epochs: Optional[int] = option(
+        default=None,
+        help="Total training epochs (default 10). With --resume: the new total (more than the run has done trains on; default: the run's own).",
+    )
     batch_size: int = option(default=16, help="Clips per optimisation step (per process under torchrun).")
     lr: float = option(default=1e-3, help="Adam learning rate.")
     lr_schedule: Literal["cosine", "constant"] = option(
@@ -161,7 +171,7 @@ def validate_config(config: TrainConfig) -> None:
     """
     _positive("context", config.context)
     _positive("horizon", config.horizon)
-    _positive("epochs", config.epochs)
+    _positive("epochs", config.epochs, allow_none=True)
     _positive("batch-size", config.batch_size)
     _positive("clip-stride", config.clip_stride)
     _positive("eval-batch-size", config.eval_batch_size)

@@ -13,7 +13,17 @@ __all__ = ["print_metrics_table", "summary_line"]
 
 
 def _fmt(value: Any, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+    """``value`` formatted with ``spec``; ``-`` for None. A value that rounds to zero
+    prints without a minus sign (``0.00``, ``+0.00``; never ``-0.00``)."""
+    if value is None:
+        return "-"
+    text = format(value, spec)
+    try:
+        if float(text) == 0.0:
+            return format(0.0, spec)
+    except ValueError:  # not a plain number (e.g. inf, nan)
+        pass
+    return text
 
 
 def print_metrics_table(metrics: dict[str, Any], console: Any = None) -> None:
@@ -78,14 +88,19 @@ def print_metrics_table(metrics: dict[str, Any], console: Any = None) -> None:
 
 def summary_line(metrics: dict[str, Any]) -> str:
     """The run's one-line result (epochs, steps, speed, run directory): the table's last
-    line, and all that ``train-model --quiet`` prints."""
+    line, and all that ``train-model --quiet`` prints. A resumed run that trained nothing
+    this time (``metrics["session"]["evaluate_only"]``) says it only evaluated."""
     sps = metrics.get("samples_per_second")
     fps = metrics.get("inference_frames_per_second")
+    done = f"{metrics['epochs_completed']}/{metrics['epochs']} epochs ({metrics['global_step']} steps)"
+    seconds = f"{metrics['train_seconds']:.0f} s"
+    if (metrics.get("session") or {}).get("evaluate_only"):
+        head = f"nothing to train: {done} already trained in {seconds}; evaluated only"
+    else:
+        head = f"trained {done} in {seconds}" + (f" ({sps:.1f} clips/s)" if sps else "") + ", evaluated"
     return (
-        f"trained {metrics['epochs_completed']}/{metrics['epochs']} epochs ({metrics['global_step']} steps) "
-        f"in {metrics['train_seconds']:.0f} s"
-        + (f" ({sps:.1f} clips/s)" if sps else "")
-        + f", evaluated in {metrics['eval_seconds']:.0f} s"
+        head
+        + f" in {metrics['eval_seconds']:.0f} s"
         + (f" ({fps:.0f} predicted frames/s)" if fps else "")
         + f"; run: {metrics['run_dir']}"
     )

@@ -4,7 +4,9 @@ scheduled sampling) and the learning rate per step.
 * :func:`teacher_forcing_schedule`, :func:`inverse_sigmoid`, :func:`auto_sampling_k`,
   :func:`resolve_sampling`: ``step -> p``, the probability of feeding the true frame;
 * :func:`lr_lambda`: the learning-rate multiplier per step (warm-up, cosine or constant),
-  for ``torch.optim.lr_scheduler.LambdaLR`` (also used by ``train-translator``).
+  for ``torch.optim.lr_scheduler.LambdaLR`` (also used by ``train-translator``);
+  :func:`extend_lr_schedule`: that schedule continued to a new ``--epochs`` target on
+  ``--resume``.
 
 Pure Python (no torch).
 """
@@ -21,6 +23,7 @@ __all__ = [
     "PAPER_SAMPLING_K",
     "SAMPLING_MODES",
     "auto_sampling_k",
+    "extend_lr_schedule",
     "inverse_sigmoid",
     "lr_lambda",
     "resolve_sampling",
@@ -153,20 +156,59 @@ def resolve_sampling(
 
 
 # select_device, parse_device_spec and physical_cpu_cores live in visfore.core.device.
-def lr_lambda(schedule: str, warmup: int, total_steps: int) -> Callable[[int], float]:
+def lr_lambda(
+    schedule: str,
+    warmup: int,
+    total_steps: int,
+    *,
+    from_step: int | None = None,
+    from_factor: float | None = None,
+) -> Callable[[int], float]:
     """LR multiplier per step: linear warm-up over ``warmup`` steps, then constant or a
-    cosine decay to 0.1 at ``total_steps`` (Loshchilov & Hutter, SGDR, ICLR 2017)."""
+    cosine decay to 0.1 at ``total_steps`` (Loshchilov & Hutter, SGDR, ICLR 2017).
+
+    ``from_step``/``from_factor`` (a run resumed with a new ``--epochs`` target after its
+    warm-up): from step ``from_step`` on, the cosine starts at ``from_factor`` (the
+    multiplier the run had reached there) and decays to 0.1 at ``total_steps``, so the
+    learning rate goes on without a jump (a finished run, at 0.1, stays at 0.1). Steps
+    before ``from_step`` follow the plain schedule (a resumed run never goes back there).
+    """
 
     def factor(step: int) -> float:
         if warmup > 0 and step < warmup:
             return (step + 1) / warmup
         if schedule == "constant":
             return 1.0
+        if from_step is not None and from_factor is not None and step >= from_step:
+            progress = min(1.0, (step - from_step) / max(1, total_steps - from_step))
+            return 0.1 + (from_factor - 0.1) * 0.5 * (1.0 + math.cos(math.pi * progress))
         span = max(1, total_steps - warmup)
         progress = min(1.0, (step - warmup) / span)
         return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return factor
+
+
+def extend_lr_schedule(record: dict[str, Any], step: int, total_steps: int) -> dict[str, Any]:
+    """The LR schedule of a run resumed at optimisation step ``step`` with a new target
+    of ``total_steps``: ``record`` (``{"schedule", "warmup_steps", "total_steps",
+    "from_step", "from_factor"}``, the keyword arguments of :func:`lr_lambda`) unchanged
+    when the target is the same; else one that continues from the multiplier reached at
+    ``step`` and ends at ``total_steps`` (a plain schedule over the new total while still
+    in the warm-up, which does not depend on the total)."""
+    if int(record["total_steps"]) == int(total_steps):
+        return dict(record)
+    new = dict(record, total_steps=int(total_steps), from_step=None, from_factor=None)
+    if record["schedule"] != "constant" and step >= int(record["warmup_steps"]):
+        current = lr_lambda(
+            record["schedule"],
+            int(record["warmup_steps"]),
+            int(record["total_steps"]),
+            from_step=record.get("from_step"),
+            from_factor=record.get("from_factor"),
+        )(step)
+        new.update(from_step=int(step), from_factor=float(current))
+    return new
 
 
 # ---------------------------------------------------------------------------------------

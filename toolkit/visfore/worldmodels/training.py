@@ -97,7 +97,7 @@ from visfore.data import storage
 from visfore.data.clips import dataset_mean_frame, frames_to_float
 from visfore.worldmodels import checkpoint as ckpt_io
 from visfore.worldmodels import distributed as ddp
-from visfore.worldmodels.config import RUNTIME_OPTIONS, TrainConfig, validate_config
+from visfore.worldmodels.config import DEFAULT_EPOCHS, RUNTIME_OPTIONS, TrainConfig, validate_config
 from visfore.worldmodels.evaluation import (
     FOREGROUND_THRESHOLD,
     EvalOptions,
@@ -108,7 +108,7 @@ from visfore.worldmodels.evaluation import (
     save_png,
 )
 from visfore.worldmodels.records import COMMAND, config_record, metrics_record
-from visfore.worldmodels.schedules import lr_lambda, resolve_sampling
+from visfore.worldmodels.schedules import extend_lr_schedule, lr_lambda, resolve_sampling
 from visfore.worldmodels.training_data import (
     TrainingData,
     min_episode_frames,
@@ -189,8 +189,10 @@ def _train_model(config: TrainConfig, dist: ddp.Dist) -> dict[str, Any]:
 
 
 def resolve_resume(config: TrainConfig, run_dir: Path) -> tuple[TrainConfig, list[str]]:
-    """Options of a resumed run: the saved ones, with the runtime options of ``config``;
-    and the options given now that the run ignores (``--lr 0.1 (run uses 0.001)``)."""
+    """Options of a resumed run: the saved ones, with the runtime options of ``config``
+    and its ``epochs`` when given (not None: the new target; :func:`prepare` checks it
+    against the epochs done); and the options given now that the run ignores
+    (``--lr 0.1 (run uses 0.001)``)."""
     saved = runs.read_config(run_dir)
     options = saved.get("options")
     if not isinstance(options, dict):
@@ -206,13 +208,17 @@ def resolve_resume(config: TrainConfig, run_dir: Path) -> tuple[TrainConfig, lis
     defaults = TrainConfig()
     ignored = []
     for f in dataclasses.fields(TrainConfig):
-        if f.name in RUNTIME_OPTIONS or f.name in ("data", "out", "name"):
+        if f.name in RUNTIME_OPTIONS or f.name in ("data", "out", "name", "epochs"):
             continue
         mine, theirs = getattr(config, f.name), getattr(merged, f.name)
         if mine != theirs and mine != getattr(defaults, f.name):
             ignored.append(f"--{f.name.replace('_', '-')} {mine} (run uses {theirs})")
     for key in RUNTIME_OPTIONS:
         setattr(merged, key, getattr(config, key))
+    if merged.epochs is None:  # not recorded (cannot happen for runs of this version)
+        merged.epochs = DEFAULT_EPOCHS
+    if config.epochs is not None:
+        merged.epochs = config.epochs
     merged.out, merged.name = str(run_dir), None
     return merged, ignored
 
@@ -231,6 +237,10 @@ class Prep:
     num_threads: Optional[int]
     start_ckpt: Optional[dict[str, Any]]
     definitions: dict[str, str]
+    #: On resume: the run's saved target (``epochs`` of config.yaml) and whether this
+    #: session only evaluates (the target is not above the epochs done).
+    saved_epochs: Optional[int] = None
+    evaluate_only: bool = False
 
 
 def _device(config: TrainConfig, dist: ddp.Dist) -> torch.device:
@@ -259,8 +269,13 @@ def prepare(config: TrainConfig, dist: ddp.Dist, run_dir: Path) -> Prep:
     """Validate, open the dataset, build the model, read the checkpoint: no writes."""
     runs.check_run_dir(run_dir, resume=config.resume)
     ignored: list[str] = []
+    saved_epochs: int | None = None
     if config.resume:
+        requested = config.epochs
         config, ignored = resolve_resume(config, run_dir)
+        saved_epochs = int(runs.read_config(run_dir)["options"].get("epochs") or DEFAULT_EPOCHS)
+    elif config.epochs is None:
+        config = dataclasses.replace(config, epochs=DEFAULT_EPOCHS)
     validate_config(config)
     if config.model not in visfore_models.MODELS:
         raise VisforeError(f"unknown model {config.model!r}; valid: {', '.join(sorted(visfore_models.MODELS))}")
@@ -275,13 +290,53 @@ def prepare(config: TrainConfig, dist: ddp.Dist, run_dir: Path) -> Prep:
     else:
         torch.backends.cudnn.benchmark = True
     start_ckpt: dict[str, Any] | None = None
+    evaluate_only = False
     if config.resume:
         path = runs.last_checkpoint_path(run_dir)
         start_ckpt = runs.load_checkpoint(path)
         ckpt_io.check_checkpoint(start_ckpt, path, dist.world_size, run_dir)
+        assert saved_epochs is not None
+        config, evaluate_only = _resume_target(config, requested, saved_epochs, int(start_ckpt["epoch"]), run_dir)
     data = prepare_data(config, ds, train_eps, val_eps, excluded)
     model.to(device)
-    return Prep(config, run_dir, ignored, device, ds, data, model, num_threads, start_ckpt, dict(METRIC_DEFINITIONS))
+    return Prep(
+        config,
+        run_dir,
+        ignored,
+        device,
+        ds,
+        data,
+        model,
+        num_threads,
+        start_ckpt,
+        dict(METRIC_DEFINITIONS),
+        saved_epochs=saved_epochs,
+        evaluate_only=bool(config.resume and evaluate_only),
+    )
+
+
+def _resume_target(
+    config: TrainConfig, requested: int | None, saved_epochs: int, done: int, run_dir: Path
+) -> tuple[TrainConfig, bool]:
+    """The epoch target of a resumed run that has completed ``done`` epochs, and whether
+    there is nothing to train (evaluate only). ``requested`` (``--epochs`` given now, or
+    None) above ``done`` is the new target; at or below it nothing is trained and the
+    run keeps its own target (``saved_epochs``); one line says so (a warning when
+    ``--epochs`` asked for it, a note for a finished run resumed without it)."""
+    if config.epochs is not None and config.epochs > done:
+        return config, False
+    if requested is not None and requested != saved_epochs:
+        log.warning(
+            "--epochs %d: %s has already trained %d epoch(s); nothing to train, evaluating only "
+            "(pass --epochs above %d to train on)",
+            requested,
+            run_dir,
+            done,
+            done,
+        )
+    else:
+        log.info("%s already finished %d/%d epochs; evaluating only", run_dir, done, saved_epochs)
+    return dataclasses.replace(config, epochs=saved_epochs), True
 
 
 # ---------------------------------------------------------------------------------------
@@ -347,7 +402,11 @@ class ForwardModelTask(TrainTask):
     """The :class:`~visfore.core.trainer.TrainTask` of ``train-model``.
 
     ``state.extra`` holds ``sampling_step`` (the scheduled-sampling position) and
-    ``mse_sum`` (the unfinished epoch's reconstruction-MSE sum).
+    ``mse_sum`` (the unfinished epoch's reconstruction-MSE sum). ``lr_schedule`` is the
+    keyword arguments of :func:`~visfore.worldmodels.schedules.lr_lambda` (``schedule``,
+    ``warmup_steps``, ``total_steps``, ``from_step``, ``from_factor``);
+    ``sampling_steps`` the span of the teacher-forcing schedule (the run's first target:
+    a new ``--epochs`` on resume does not move it).
     """
 
     def __init__(
@@ -356,7 +415,8 @@ class ForwardModelTask(TrainTask):
         dist: ddp.Dist,
         *,
         precision: Precision,
-        total_steps: int,
+        lr_schedule: Mapping[str, Any],
+        sampling_steps: int,
         sampling_k: float | None,
         writer: Any,
     ) -> None:
@@ -370,11 +430,20 @@ class ForwardModelTask(TrainTask):
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
         self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        #: The LR schedule (keyword arguments of lr_lambda; saved in every checkpoint).
+        self.lr_schedule = dict(lr_schedule)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lr_lambda(config.lr_schedule, config.warmup_steps, total_steps)
+            self.optimizer,
+            lr_lambda(
+                str(lr_schedule["schedule"]),
+                int(lr_schedule["warmup_steps"]),
+                int(lr_schedule["total_steps"]),
+                from_step=lr_schedule.get("from_step"),
+                from_factor=lr_schedule.get("from_factor"),
+            ),
         )
-        self.sampling_record, self.tf_prob = resolve_sampling(config, total_steps=total_steps, k=sampling_k)
-        self.sampling_record["total_steps"] = total_steps
+        self.sampling_record, self.tf_prob = resolve_sampling(config, total_steps=sampling_steps, k=sampling_k)
+        self.sampling_record["total_steps"] = sampling_steps
         self.val_subset = np.sort(
             np.random.default_rng([config.seed, 0x5A1]).permutation(len(self.data.val))[: config.epoch_val_clips]
         )
@@ -530,7 +599,13 @@ class ForwardModelTask(TrainTask):
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.precision.scaler.state_dict() if self.precision.scaler is not None else None,
             **ckpt_io.counters(state),
-            "sampling": {"mode": sampling["mode"], "k": sampling.get("k"), "step": state.extra["sampling_step"]},
+            "sampling": {
+                "mode": sampling["mode"],
+                "k": sampling.get("k"),
+                "step": state.extra["sampling_step"],
+                "total_steps": sampling["total_steps"],
+            },
+            "lr_schedule": dict(self.lr_schedule),
             "epochs": self.config.epochs,
             "metrics": dict(record),
             "rng": rngs[0],
@@ -569,17 +644,50 @@ def _training_record(prep: Prep, task: ForwardModelTask, dist: ddp.Dist, steps_p
             "global_batch_size": config.batch_size * dist.world_size,
         },
         "steps_per_epoch": steps_per_epoch,
-        "total_steps": steps_per_epoch * config.epochs,
+        "total_steps": steps_per_epoch * _target(config),
+        "lr_schedule": dict(task.lr_schedule),
     }
 
 
-def _start_run_dir(prep: Prep, training: dict[str, Any]) -> None:
-    """The first write (rank 0): a new run directory with ``config.yaml``, or the resumed one."""
+def _target(config: TrainConfig) -> int:
+    """The epoch target (set by :func:`prepare`: never None past it)."""
+    assert config.epochs is not None
+    return int(config.epochs)
+
+
+def _start_run_dir(prep: Prep, training: dict[str, Any], state: TrainState) -> None:
+    """The first write (rank 0): a new run directory with ``config.yaml``, or the resumed
+    one (its ``config.yaml`` rewritten, atomically, when ``--epochs`` set a new target:
+    ``options.epochs``, ``training.total_steps`` / ``lr_schedule`` follow, and
+    ``training.targets`` keeps every change)."""
     config, run_dir = prep.config, prep.run_dir
     if config.resume:
         runs.ensure_run_subdirs(run_dir)
         for line in prep.ignored:
             log.warning("--resume: ignored %s", line)
+        if not prep.evaluate_only and prep.saved_epochs is not None and _target(config) != prep.saved_epochs:
+            record = runs.read_config(run_dir)
+            record["options"]["epochs"] = _target(config)
+            section = record.setdefault("training", {})
+            section.setdefault("targets", []).append(
+                {
+                    "epochs": _target(config),
+                    "previous_epochs": prep.saved_epochs,
+                    "from_epoch": state.epoch,
+                    "from_step": state.global_step,
+                    "at": runs.utc_timestamp(),
+                }
+            )
+            section["total_steps"] = training["total_steps"]
+            section["lr_schedule"] = training["lr_schedule"]
+            runs.write_config(run_dir, record)
+            log.info(
+                "%s: new target %d epochs (was %d); training on from epoch %d",
+                run_dir,
+                _target(config),
+                prep.saved_epochs,
+                state.epoch,
+            )
         return
     runs.create_run_dir(run_dir)
     record = config_record(config, run_dir, prep.ds, prep.data, prep.model, prep.device, prep.num_threads)
@@ -599,38 +707,74 @@ def _describe_epoch(epochs: int) -> Callable[[dict[str, Any]], str]:
     return describe
 
 
+def _schedules(
+    config: TrainConfig, ckpt: Mapping[str, Any] | None, steps_per_epoch: int
+) -> tuple[dict[str, Any], int, float | None]:
+    """The LR schedule (keyword arguments of :func:`lr_lambda`), the teacher-forcing span
+    (steps) and the scheduled-sampling ``k`` of this session: a new run's from its
+    options; a resumed run's from its checkpoint (runs of earlier versions: its saved
+    ``epochs``), the LR schedule continued to a new target
+    (:func:`~visfore.worldmodels.schedules.extend_lr_schedule`)."""
+    total_steps = _target(config) * steps_per_epoch
+    if ckpt is None:
+        plain = {
+            "schedule": config.lr_schedule,
+            "warmup_steps": config.warmup_steps,
+            "total_steps": total_steps,
+            "from_step": None,
+            "from_factor": None,
+        }
+        return plain, total_steps, None
+    saved_total = int(ckpt.get("epochs") or _target(config)) * steps_per_epoch
+    saved_lr = ckpt.get("lr_schedule") or {
+        "schedule": config.lr_schedule,
+        "warmup_steps": config.warmup_steps,
+        "total_steps": saved_total,
+        "from_step": None,
+        "from_factor": None,
+    }
+    sampling = ckpt.get("sampling") or {}
+    k = sampling.get("k")
+    return (
+        extend_lr_schedule(dict(saved_lr), int(ckpt["global_step"]), total_steps),
+        int(sampling.get("total_steps") or saved_total),
+        float(k) if k is not None else None,
+    )
+
+
 def _run(prep: Prep, dist: ddp.Dist, t_begin: float) -> dict[str, Any]:
     config, run_dir, device = prep.config, prep.run_dir, prep.device
+    epochs = _target(config)
     main = dist.is_main
     steps_per_epoch = _steps_per_epoch(config, len(prep.data.train), dist.world_size)
-    total_steps = config.epochs * steps_per_epoch
-    saved_k = ((prep.start_ckpt or {}).get("sampling") or {}).get("k")
+    total_steps = epochs * steps_per_epoch
+    lr_schedule, sampling_steps, saved_k = _schedules(config, prep.start_ckpt, steps_per_epoch)
     writer: Any = None
     task = ForwardModelTask(
         prep,
         dist,
         precision=Precision.for_device(config.amp, device),
-        total_steps=total_steps,
-        sampling_k=float(saved_k) if saved_k is not None else None,
+        lr_schedule=lr_schedule,
+        sampling_steps=sampling_steps,
+        sampling_k=saved_k,
         writer=None,
     )
     training = _training_record(prep, task, dist, steps_per_epoch)
-    if main:
-        _start_run_dir(prep, training)
     state = TrainState(extra={"sampling_step": 0, "mse_sum": 0.0})
     if prep.start_ckpt is not None:
         state = task.restore(prep.start_ckpt)
-        if state.epoch >= config.epochs:
-            log.info("%s already finished %d/%d epochs; evaluating only", run_dir, state.epoch, config.epochs)
-        else:
-            log.info(
-                "resuming %s after epoch %d/%d, step %d/%d",
-                run_dir,
-                state.epoch,
-                config.epochs,
-                state.global_step,
-                total_steps,
-            )
+    if main:
+        _start_run_dir(prep, training, state)
+    session_start = (state.epoch, state.global_step, state.train_seconds)
+    if prep.start_ckpt is not None and not prep.evaluate_only:
+        log.info(
+            "resuming %s after epoch %d/%d, step %d/%d",
+            run_dir,
+            state.epoch,
+            epochs,
+            state.global_step,
+            total_steps,
+        )
     if main:
         writer = SummaryWriter(log_dir=str(run_dir / "logs"), purge_step=state.global_step if prep.start_ckpt else None)
     task.writer = writer if writer is not None else _NullWriter()
@@ -639,19 +783,30 @@ def _run(prep: Prep, dist: ddp.Dist, t_begin: float) -> dict[str, Any]:
         TimeBudget(config.time_budget),
         TensorBoardLogger(writer),
         Checkpointer(
-            runs.last_checkpoint_path(run_dir), runs.best_checkpoint_path(run_dir), monitor="val_mse", is_writer=main
+            runs.last_checkpoint_path(run_dir),
+            runs.best_checkpoint_path(run_dir),
+            monitor="val_mse",
+            is_writer=main,
+            resume_hint=f"continue with --resume --out {run_dir}",
         ),
         RichProgress(
             total_steps,
             enabled=config.progress and main,
-            describe=_describe_epoch(config.epochs),
+            describe=_describe_epoch(epochs),
             console=_console(config.progress and main),
         ),
     ]
-    trainer = Trainer(task, epochs=config.epochs, callbacks=callbacks, any_rank=ddp.any_rank(dist, device))
+    trainer = Trainer(task, epochs=epochs, callbacks=callbacks, any_rank=ddp.any_rank(dist, device))
     with contextlib.closing(task.writer):
         trainer.fit(state)
-        return _finish(prep, dist, task, state, training, t_begin)
+        session = {
+            "resumed": prep.start_ckpt is not None,
+            "evaluate_only": prep.evaluate_only,
+            "epochs_trained": state.epoch - session_start[0],
+            "steps": state.global_step - session_start[1],
+            "train_seconds": state.train_seconds - session_start[2],
+        }
+        return _finish(prep, dist, task, state, training, t_begin, session)
 
 
 def _console(enabled: bool) -> Any:
@@ -675,7 +830,13 @@ class _NullWriter:
 
 
 def _finish(
-    prep: Prep, dist: ddp.Dist, task: ForwardModelTask, state: TrainState, training: dict[str, Any], t_begin: float
+    prep: Prep,
+    dist: ddp.Dist,
+    task: ForwardModelTask,
+    state: TrainState,
+    training: dict[str, Any],
+    t_begin: float,
+    session: dict[str, Any],
 ) -> dict[str, Any]:
     """Check the ranks agree, evaluate the final model (rank 0), write ``metrics.json``."""
     config, model = prep.config, prep.model
@@ -735,6 +896,8 @@ def _finish(
                 else "one deterministic prediction per clip",
                 **({"best_of_n_part": "best sample per clip (METRIC_DEFINITIONS['best_of_n'])"} if stochastic else {}),
             },
+            "lr_schedule": dict(task.lr_schedule),
+            "session": session,
             "wall_seconds": time.monotonic() - t_begin,
         }
     )
