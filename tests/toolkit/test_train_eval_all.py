@@ -163,10 +163,18 @@ def test_continue_skips_finished_runs(sweep, monkeypatch):
 
     monkeypatch.setattr(visfore.worldmodels.training, "train_model", never)
     before = (sweep_dir / "convlstm-seed0" / "metrics.json").read_bytes()
+    first = json.loads((sweep_dir / "comparison.json").read_text())["meta"]
+    assert first["seconds"] > 1 and first["sessions"] == 1
     result = invoke("--config", str(config), "--out-dir", str(sweep_dir.parent), "--continue", "--quiet")
     assert result.exit_code == 0, result.output
     assert result.output.count("finished earlier, skipped") == 6
     assert (sweep_dir / "convlstm-seed0" / "metrics.json").read_bytes() == before
+    # issue 19.6: the report keeps the total time of both sessions (it said 'time: 0 s')
+    meta = json.loads((sweep_dir / "comparison.json").read_text())["meta"]
+    assert meta["sessions"] == 2 and meta["created"] == first["created"]
+    assert meta["seconds"] == pytest.approx(first["seconds"] + meta["session_seconds"])
+    assert meta["session_seconds"] < first["seconds"]
+    assert f"**time:** {meta['seconds']:.0f} s" in (sweep_dir / "comparison.md").read_text()
     rows = cr.read_csv(sweep_dir / "comparison.csv")
     assert len(rows) == 6 and {r["reused"] for r in rows} == {"True"} and {r["status"] for r in rows} == {"ok"}
 

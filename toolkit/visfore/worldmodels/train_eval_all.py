@@ -42,7 +42,9 @@ fails is recorded with its one-line error and the sweep goes on. ``comparison.cs
 ``--continue`` reuses the sweep directory: a configuration whose run has ``metrics.json``
 is skipped (its metrics go into the report), one with ``checkpoints/last.pt`` is resumed
 (``train-model --resume``), and one that failed before its first checkpoint is deleted
-and started again.
+and started again. The report's time (``meta.seconds`` of ``comparison.json``) is the
+total over every session (``sessions`` counts them, ``session_seconds`` is the last one's;
+``created`` stays the first session's), not only the last one's.
 
 Bad input (invalid YAML, an unknown model or option, a bad value, a missing dataset, a
 context + horizon longer than its episodes, an existing sweep directory without
@@ -561,6 +563,24 @@ def _read_metrics(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def _seconds(value: Any) -> float:
+    """A recorded duration in seconds, or 0.0 when it is missing or not a finite number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        return 0.0
+    return float(value)
+
+
+def previous_meta(sweep_dir: Path) -> dict[str, Any]:
+    """The ``meta`` of the sweep's ``comparison.json`` written by an earlier session
+    (``{}`` when there is none or it cannot be read)."""
+    path = sweep_dir / "comparison.json"
+    try:
+        meta = json.loads(path.read_text()).get("meta")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return dict(meta) if isinstance(meta, dict) else {}
+
+
 def run_state(run_dir: Path) -> str:
     """``new`` (no directory), ``done`` (metrics.json), ``resume`` (a checkpoint to continue)
     or ``restart`` (a run that failed before its first checkpoint)."""
@@ -719,20 +739,26 @@ def train_eval_all(
     runs.atomic_write_text(
         sweep_dir / SWEEP_FILE, yaml.safe_dump(json.loads(json.dumps(record, default=str)), sort_keys=False, width=100)
     )
+    previous = previous_meta(sweep_dir) if resume else {}
+    earlier_seconds = _seconds(previous.get("seconds"))
     meta: dict[str, Any] = {
         "name": sweep_name,
         "config": str(sweep.path),
         "data": sweep.data,
         "shared": sweep.shared,
         "configurations": len(sweep.runs),
-        "created": runs.utc_timestamp(),
+        "created": str(previous.get("created") or runs.utc_timestamp()),
         "command": command or f"visfore {COMMAND} --config {shlex.quote(str(config))}",
         "interrupted": False,
-        "seconds": 0.0,
+        "seconds": earlier_seconds,
+        "session_seconds": 0.0,
+        "sessions": (int(previous.get("sessions") or 1) if previous else 0) + 1,
     }
+    if previous:
+        meta["resumed"] = runs.utc_timestamp()
     if ray_session is not None:
         meta["ray"] = ray_session.record()
-    rec = _SweepRecorder(sweep, sweep_dir, sweep_name, meta, console, progress, wandb_module)
+    rec = _SweepRecorder(sweep, sweep_dir, sweep_name, meta, console, progress, wandb_module, earlier_seconds)
     interrupted = False
     try:
         if ray_session is not None:
@@ -760,8 +786,11 @@ class _SweepRecorder:
         console: Any,
         progress: bool,
         wandb_module: Any,
+        earlier_seconds: float = 0.0,
     ) -> None:
         self.sweep, self.sweep_dir, self.sweep_name, self.meta = sweep, sweep_dir, sweep_name, meta
+        #: Seconds of the earlier sessions of a sweep continued with --resume.
+        self.earlier_seconds = earlier_seconds
         self.console, self.progress, self.wandb_module = console, progress, wandb_module
         self.rows: list[dict[str, Any]] = []
         self.order = {spec.name: spec.index for spec in sweep.runs}
@@ -770,8 +799,13 @@ class _SweepRecorder:
 
     def write_rows(self) -> None:
         self.rows.sort(key=lambda r: self.order.get(r["run"], self.n))  # spec order, also on Ray
-        self.meta["seconds"] = time.monotonic() - self.t0
+        self._update_time()
         cr.write_rows(self.sweep_dir, self.meta, self.rows)
+
+    def _update_time(self) -> None:
+        """``meta["seconds"]``: this session's time plus the earlier sessions'."""
+        self.meta["session_seconds"] = time.monotonic() - self.t0
+        self.meta["seconds"] = self.earlier_seconds + self.meta["session_seconds"]
 
     def begin(self, spec: RunSpec) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """The row fields of ``spec`` and its train-model options (None: finished earlier)."""
@@ -825,7 +859,7 @@ class _SweepRecorder:
         """Write the comparison (CSV, JSON, Markdown, HTML, plots), print its table."""
         rows, n, sweep_dir, console = self.rows, self.n, self.sweep_dir, self.console
         rows.sort(key=lambda r: self.order.get(r["run"], n))
-        self.meta["seconds"] = time.monotonic() - self.t0
+        self._update_time()
         self.meta["interrupted"] = interrupted
         report = cr.write_comparison(sweep_dir, self.meta, rows)
         failed = sum(1 for r in rows if r["status"] == "failed")
