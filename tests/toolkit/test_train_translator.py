@@ -285,3 +285,29 @@ def test_too_few_episodes_bad_sizes_and_bad_options(tmp_path, small_reacher_data
         train_translator({"data": str(small_reacher_dataset), "epoch": 3})
     with pytest.raises(VisforeError, match="not a train-translator run|config.yaml not found"):
         load_translator_run(tmp_path)
+
+
+def test_cli_ctrl_c_prints_interrupted_once(small_reacher_dataset, tmp_path, monkeypatch):
+    """A real SIGINT during the first step: the partial epoch is validated and saved, and
+    the command prints one line 'interrupted; saved RUN/checkpoints/last.pt' (it printed a
+    warning of its own as well); exit 130."""
+    import signal
+
+    from visfore.perception import train_translator as tt
+
+    original = tt.TranslatorTask.train_step
+
+    def step_then_ctrl_c(self, batch, state):
+        result = original(self, batch, state)
+        if state.global_step == 0:
+            signal.raise_signal(signal.SIGINT)  # StopOnInterrupt's handler takes it
+        return result
+
+    monkeypatch.setattr(tt.TranslatorTask, "train_step", step_then_ctrl_c)
+    out = tmp_path / "ctrl-c"
+    args = ["train-translator", "--data", str(small_reacher_dataset), "--out", str(out), "--epochs", "2", *TINY_CLI]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 130, res.output
+    assert res.output.count("interrupted") == 1, res.output
+    assert f"interrupted; saved {out / 'checkpoints' / 'last.pt'}" in res.output.splitlines()
+    assert (out / "checkpoints" / "last.pt").is_file()

@@ -742,7 +742,8 @@ class _PartialEpochCheckpointer(Checkpointer):
     """:class:`~visfore.core.trainer.Checkpointer` that, where the loop stops inside an
     epoch (time budget, Ctrl-C), measures the held-out loss of the partial epoch, records
     it in the history (``complete: False``) and saves ``last`` (and ``best`` when it
-    improved), as after a whole epoch."""
+    improved), as after a whole epoch. After Ctrl-C the loop's KeyboardInterrupt says
+    ``saved checkpoints/last.pt`` (the command prints it on its one "interrupted" line)."""
 
     def on_stop_mid_epoch(self, trainer: Trainer, state: TrainState) -> None:
         task = trainer.task
@@ -755,9 +756,7 @@ class _PartialEpochCheckpointer(Checkpointer):
             "complete": False,
         }
         state.history.append(record)
-        self.on_epoch_end(trainer, state, record)
-        if trainer.interrupted:
-            log.warning("interrupted; saved %s", self.last)
+        self.on_epoch_end(trainer, state, record)  # after Ctrl-C: the note "saved LAST"
 
 
 def _fit(config: TranslatorConfig, task: TranslatorTask, run_dir: Path, console: Any) -> TrainState:
