@@ -21,7 +21,7 @@ from visfore.data.collect import (
     collect,
     episode_seeds,
 )
-from visfore.data.dataset import DATA_KEYS, open_dataset
+from visfore.data.dataset import CHECKSUMS_KEY, DATA_KEYS, open_dataset
 from visfore.data.policies import RandomPolicy, SmoothPolicy, make_policy
 
 runner = CliRunner()
@@ -57,6 +57,8 @@ def assert_same_dataset(a: Path, b: Path) -> None:
         x, y = da.read(key), db.read(key)
         assert x.dtype == y.dtype and x.shape == y.shape, key
         assert np.array_equal(x, y, equal_nan=x.dtype.kind == "f"), key
+    # the per-episode checksums too (a resumed collection writes the same ones)
+    np.testing.assert_array_equal(da.group[CHECKSUMS_KEY][:], db.group[CHECKSUMS_KEY][:])
 
 
 def snapshot(path: Path) -> dict[str, tuple[int, str]]:
@@ -316,6 +318,9 @@ def test_resume_cuts_uncommitted_rows(small_reacher_dataset, tmp_path):
         rows = array.shape[0]
         array.resize((rows + 6, *array.shape[1:]))
         array[rows:] = np.ones((6, *array.shape[1:]), dtype=array.dtype)
+    sums = group[CHECKSUMS_KEY]  # and its checksums, written just before the commit
+    sums.resize((5, *sums.shape[1:]))
+    sums[4] = np.ones(sums.shape[1:], np.uint8)
     collect(out=out, progress=False, **SMALL_REACHER)
     assert_same_dataset(out, small_reacher_dataset)
 

@@ -229,3 +229,4 @@ def test_flush_twice_with_same_buffer_commits_once(tmp_path):
     writer._num_rows, writer._num_episodes = 0, 0
     writer.flush()
     np.testing.assert_array_equal(open_dataset(path).episode_ends, [3])
+    assert open_dataset(path).group["meta/episode_checksums"].shape == (1, 6, 32)

@@ -196,6 +196,30 @@ def test_resume_on_s3_continues_to_exactly_four_episodes(s3, bucket, local_refer
     assert done.exit_code == 0 and "already holds 4 episodes" in done.stdout
 
 
+def test_verify_on_s3_names_a_deleted_and_a_truncated_chunk_and_collect_refuses(s3, bucket):
+    url = f"s3://{bucket}/damaged.zarr"
+    assert runner.invoke(_app(), _args(url)).exit_code == 0
+    healthy = runner.invoke(_app(), ["dataset", "verify", url, "--quiet"])
+    assert healthy.exit_code == 0 and healthy.stdout.strip() == "ok: 3 episodes, 8 arrays, 10 chunks, checksums match"
+
+    s3.delete_object(Bucket=bucket, Key="damaged.zarr/data/pixels/c.1.0.0.0")
+    key = "damaged.zarr/data/pixels/c.2.0.0.0"
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    s3.put_object(Bucket=bucket, Key=key, Body=body[: len(body) // 2])
+    result = runner.invoke(_app(), ["dataset", "verify", url, "--quiet"])
+    assert result.exit_code == 1, result.output
+    lines = result.stdout.strip().splitlines()
+    assert lines[0] == "chunk 1 of data/pixels (rows 6-11, episode 1) is missing"
+    assert lines[1].startswith("chunk 2 of data/pixels (rows 12-17, episode 2) cannot be decoded (RuntimeError")
+    assert lines[2].startswith("damaged: 2 problems (1 missing chunk, 1 undecodable chunk) in 3 episodes")
+
+    before = _objects(s3, bucket, "damaged.zarr/")
+    again = runner.invoke(_app(), _args(url, episodes=4))
+    assert again.exit_code == 2
+    assert f"{url} is damaged: chunk 1 of data/pixels (rows 6-11, episode 1) is missing" in again.output
+    assert _objects(s3, bucket, "damaged.zarr/") == before
+
+
 # -- train-model ---------------------------------------------------------------------------
 def _train_args(data: str, out: Path) -> list[str]:
     return [

@@ -24,6 +24,13 @@ Interruption: Ctrl-C or a crash keeps every finished episode (the writer's buffe
 written on the way out; Ctrl-C is held back while a write is under way so it never cuts
 one in half); episodes in flight are dropped. Running the same command again checks
 that the dataset was made with the same options and continues to the requested count.
+
+Integrity: every episode's sha256 checksums are written with it
+(:func:`visfore.data.dataset.episode_digests`). Before continuing a dataset, collect
+checks that every chunk is stored and that the last episode's chunks (every array's
+last chunk, the one the next write rewrites) decode and match their checksums
+(:func:`visfore.data.verify.verify_tail`); a damaged dataset is refused in one line,
+untouched, pointing to ``visfore dataset verify``.
 """
 
 from __future__ import annotations
@@ -53,6 +60,7 @@ from visfore.data.config import CollectConfig, parse_policy_kwargs
 from visfore.data.dataset import DatasetWriter, open_dataset
 from visfore.data.envs import make_env, parse_env_kwargs, pixel_source, resolve_env_id
 from visfore.data.policies import make_policy
+from visfore.data.verify import verify_tail
 
 __all__ = ["EpisodeRunner", "ROW_CONVENTION", "SEEDING_SCHEME", "collect", "episode_seeds", "flush_rows"]
 
@@ -366,8 +374,11 @@ def _prepare(config: CollectConfig) -> _Collection:
     existing_attrs: dict[str, Any] | None = None
     done = 0
     if storage.exists(out):
-        dataset = open_dataset(out)  # raises VisforeError for a non-visfore path
+        # VisforeError for a non-visfore path; DatasetDamaged for a missing chunk
+        dataset = open_dataset(out)
         existing_attrs, done = dataset.attrs, dataset.num_episodes
+        if done < c.episodes:
+            verify_tail(dataset)  # the chunks the next write rewrites, and their checksums
     else:
         storage.check_bucket(out)  # a missing bucket fails before the env is built
     runner = EpisodeRunner(**_runner_config(c, env_id))
@@ -570,7 +581,9 @@ def collect(config: CollectConfig | None = None, /, **options: Any) -> dict[str,
 
     Raises:
         VisforeError: bad option values, unknown env, env kwargs the env rejects, ``out``
-            exists but is not a visfore dataset or was collected with different options
+            exists but is not a visfore dataset, was collected with different options or
+            is damaged (a missing chunk anywhere, or its last episode undecodable or not
+            matching its checksums: :class:`~visfore.data.dataset.DatasetDamaged`)
             (nothing on disk is created or changed in all these cases); a worker process
             died (finished episodes are kept); ``ray`` without Ray installed, a bad
             address or no cluster there (nothing is written).

@@ -132,7 +132,8 @@ def episode_digests(values: Mapping[str, np.ndarray]) -> np.ndarray:
     out = np.empty((len(DATA_KEYS), DIGEST_SIZE), dtype=np.uint8)
     for i, key in enumerate(DATA_KEYS):
         rows = np.ascontiguousarray(values[key], dtype=np.dtype(_DTYPES[key]).newbyteorder("<"))
-        out[i] = np.frombuffer(hashlib.new(CHECKSUM_ALGORITHM, rows.reshape(-1).view(np.uint8)).digest(), np.uint8)
+        digest = hashlib.new(CHECKSUM_ALGORITHM, rows.reshape(-1).view(np.uint8).data).digest()
+        out[i] = np.frombuffer(digest, np.uint8)
     return out
 
 

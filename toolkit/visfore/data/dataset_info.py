@@ -2,6 +2,11 @@
 
 ``PATH`` is a local directory or an fsspec URL (``s3://bucket/name.zarr``; see
 :mod:`visfore.data.storage`); "size on disk" is then the total size of the dataset's objects.
+
+A damaged dataset is still summarised: the chunks that are not stored are listed (one
+listing of the store, nothing decoded) under ``integrity`` and the table says
+"damaged", pointing to ``visfore dataset verify`` (:mod:`visfore.data.verify`), which also
+decodes every chunk and checks the checksums.
 """
 
 from __future__ import annotations
@@ -12,10 +17,11 @@ import os
 from typing import Any
 
 import numpy as np
+from rich.markup import escape
 from rich.table import Table
 
 from visfore.core.console import stdout_console
-from visfore.data.dataset import DATA_KEYS, open_dataset
+from visfore.data.dataset import CHECKSUMS_KEY, DATA_KEYS, ChunkProblem, Dataset, DatasetDamaged, open_dataset
 from visfore.data.storage import display_name
 
 
@@ -45,6 +51,21 @@ def episode_returns(rewards: np.ndarray, episode_ends: np.ndarray) -> np.ndarray
     return np.add.reduceat(filled, starts) if len(filled) else np.zeros(len(episode_ends))
 
 
+def _checksums_info(ds: Dataset) -> dict[str, Any] | None:
+    """``{"algorithm", "episodes"}`` (episodes with a recorded checksum), None without
+    ``meta/episode_checksums``; ``episodes`` is None when the array cannot be read."""
+    if not ds.has_checksums:
+        return None
+    array = ds.group[CHECKSUMS_KEY]
+    n = ds.committed_length(CHECKSUMS_KEY)
+    try:
+        rows = ds._read(CHECKSUMS_KEY, array, slice(0, n))
+        recorded: int | None = int(np.asarray(rows).reshape(n, -1).any(axis=1).sum()) if n else 0
+    except DatasetDamaged:
+        recorded = None
+    return {"algorithm": array.attrs.get("algorithm", "sha256"), "episodes": recorded}
+
+
 def dataset_info(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Summarise the dataset at ``path`` (a local path or an fsspec URL).
 
@@ -55,21 +76,35 @@ def dataset_info(path: str | os.PathLike[str]) -> dict[str, Any]:
         ``size_on_disk`` (bytes of its files, or of its objects on object storage),
         ``compression_ratio`` (uncompressed / on disk),
         ``mean_episode_return`` and ``std_episode_return`` (NaN padding rows skipped;
-        None without episodes), ``env_id``, ``env_kwargs``, ``obs_mode``, ``reward_mode``,
-        ``policy``, ``seed``, ``created``, ``versions``, ``command``.
+        None without episodes, or when the rewards are damaged), ``env_id``,
+        ``env_kwargs``, ``obs_mode``, ``reward_mode``, ``policy``, ``seed``, ``created``,
+        ``versions``, ``command``; ``damaged`` (bool), ``integrity`` {``chunks``
+        (stored chunks expected), ``problems`` (one line each: missing chunks, an
+        undecodable reward chunk), ``decoded``: False (run ``visfore dataset verify``)};
+        ``checksums`` ({``algorithm``, ``episodes`` with one recorded}, or None for a
+        dataset collected before checksums).
 
     Raises:
-        VisforeError: the path is missing or not a visfore dataset, or (URLs) the storage
-            cannot be reached (see :func:`visfore.data.dataset.open_dataset`).
+        VisforeError: the path is missing or not a visfore dataset, a ``zarr.json`` is
+            malformed or the episode boundaries are damaged, or (URLs) the storage cannot
+            be reached (see :func:`visfore.data.dataset.open_dataset`).
     """
-    ds = open_dataset(path)
+    ds = open_dataset(path, check_chunks=False)
+    problems: list[ChunkProblem] = ds.missing_chunks()
     rows = ds.num_rows
     arrays = {key: _array_info(ds.array(key), rows) for key in DATA_KEYS}
     arrays["episode_ends"] = _array_info(ds.group["meta/episode_ends"], ds.num_episodes)
+    if ds.has_checksums:
+        arrays["episode_checksums"] = _array_info(ds.group[CHECKSUMS_KEY], ds.committed_length(CHECKSUMS_KEY))
     uncompressed = sum(a["nbytes"] for a in arrays.values())
     on_disk = ds.size_on_disk()
     steps = ds.episode_lengths - 1
-    returns = episode_returns(ds.read("reward"), ds.episode_ends)
+    returns: np.ndarray = np.zeros(0)
+    if not any(p.array == "data/reward" for p in problems):  # a missing chunk reads as NaN
+        try:
+            returns = episode_returns(ds.read("reward"), ds.episode_ends)
+        except DatasetDamaged as exc:
+            problems += exc.problems
     attrs = ds.attrs
 
     def stat(values: np.ndarray, fn: Any) -> float | None:
@@ -102,6 +137,13 @@ def dataset_info(path: str | os.PathLike[str]) -> dict[str, Any]:
         "versions": attrs.get("versions"),
         "command": attrs.get("command"),
         "format": f"{attrs.get('format')} v{attrs.get('format_version')}",
+        "damaged": bool(problems),
+        "integrity": {
+            "chunks": ds.chunk_count(),
+            "problems": [p.describe() for p in problems],
+            "decoded": False,
+        },
+        "checksums": _checksums_info(ds),
     }
 
 
@@ -152,4 +194,26 @@ def render_info(info: dict[str, Any]) -> None:
     versions = info["versions"] or {}
     table.add_row("versions", ", ".join(f"{k} {v}" for k, v in versions.items()))
     table.add_row("format", info["format"])
+    checksums = info.get("checksums")
+    table.add_row(
+        "checksums",
+        "none (collected before visfore recorded them)"
+        if checksums is None
+        else f"{checksums['algorithm']} per episode and array, "
+        + (
+            "unreadable" if checksums["episodes"] is None else f"{checksums['episodes']} of {info['episodes']} episodes"
+        ),
+    )
+    integrity = info.get("integrity") or {}
+    problems = integrity.get("problems") or []
+    verify = f"visfore dataset verify {info['path']}"
+    if problems:
+        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+        table.add_row("integrity", f"[bold red]DAMAGED[/]: {escape(problems[0])}{more}; run {escape(verify)}")
+    else:
+        table.add_row(
+            "integrity",
+            f"all {integrity.get('chunks', 0):,} chunks stored (not decoded: {escape(verify)} "
+            "decodes them and checks the checksums)",
+        )
     stdout_console().print(table)

@@ -93,8 +93,16 @@ class VerifyReport:
             return "checksums not checked"
         if self.checksums_absent == 0 and self.checksums_matched == self.episodes:
             return "checksums match"
+        differ = len({p.episodes for p in self.problems if p.kind == "checksum"})
+        unchecked = self.episodes - self.checksums_matched - self.checksums_absent - differ
+        notes = [
+            f"{differ:,} differ" if differ else "",
+            f"{unchecked:,} not checked: damaged chunks" if unchecked > 0 else "",
+            f"{self.checksums_absent:,} have none recorded" if self.checksums_absent else "",
+        ]
         text = f"checksums match for {self.checksums_matched:,} of {self.episodes:,} episodes"
-        return text + (f" ({self.checksums_absent:,} have none recorded)" if self.checksums_absent else "")
+        notes = [n for n in notes if n]
+        return text + (f" ({'; '.join(notes)})" if notes else "")
 
     def summary_line(self) -> str:
         """One line: ``ok: 240 episodes, 8 arrays, 1,234 chunks, checksums match`` or
