@@ -6,12 +6,23 @@ Gymnasium id. visfore envs are created with ``obs_mode="state+pixels"`` and retu
 frame in the observation; other Gymnasium envs are created with
 ``render_mode="rgb_array"`` and their frame comes from ``env.render()`` (MuJoCo envs
 accept ``width``/``height``; envs that do not are rejected with a clear error).
+
+``--env-kwargs`` (and ``--policy-kwargs``, :mod:`visfore.data.policies`) are checked
+against the constructor's signature (:func:`keyword_parameters`): a value of the wrong
+type for its annotation is refused before the env is built, naming key, value and type;
+an unknown key that the env refuses is reported with the valid keys, their types and
+defaults (:func:`env_creation_error`).
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
-from typing import Any, Iterable, Mapping
+import numbers
+import re
+import typing
+from typing import Any, Iterable, Literal, Mapping, Union, get_args, get_origin
 
 from visfore.core.errors import VisforeError
 
@@ -185,6 +196,215 @@ def parse_kwargs(
         raise VisforeError(f"{flag} {result!r} is not JSON-serialisable") from None
 
 
+# -- keyword arguments checked against a constructor's signature --------------------------
+
+
+#: The default of a key whose default cannot be told (shown without one).
+_NO_DEFAULT_INFO: Any = object()
+
+
+def keyword_parameters(target: Any, skip: Iterable[str] = ()) -> tuple[dict[str, inspect.Parameter], bool]:
+    """The keyword arguments that calling ``target`` (a class or a function) accepts.
+
+    A class's are those of every ``__init__`` along its MRO that passes ``**kwargs`` on
+    (the rule of ``visfore_envs``' ``option_names``), in signature order, less the
+    required positional parameters of the base classes (the subclass passes those
+    itself); a class with an ``option_names()`` classmethod (the visfore envs) gives the
+    names itself, and its ``v5_defaults`` the defaults of names no signature has.
+    Annotations are resolved where they can be (``"float | None"`` -> ``Optional[float]``).
+
+    Args:
+        target: the class or function.
+        skip: names the caller sets itself (left out).
+
+    Returns:
+        ``(name -> inspect.Parameter, open)``; ``open`` is True when ``target`` is a
+        function that takes ``**kwargs`` (or has no signature), so that any other key may
+        be valid too.
+    """
+    skipped = set(skip) | {"self"}
+    found: dict[str, inspect.Parameter] = {}
+    keyword = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    is_class = inspect.isclass(target)
+    if is_class:
+        functions = [k.__dict__["__init__"] for k in target.__mro__ if k is not object and "__init__" in k.__dict__]
+    else:
+        functions = [target]
+    is_open = False
+    for depth, function in enumerate(functions):
+        try:
+            signature = inspect.signature(function)
+        except (TypeError, ValueError):  # a builtin without a signature
+            return found, True
+        try:
+            hints = typing.get_type_hints(function)
+        except Exception:  # noqa: BLE001 - an annotation that does not resolve: keep its text
+            hints = {}
+        passes_on = False
+        for p in signature.parameters.values():
+            if p.kind is inspect.Parameter.VAR_KEYWORD:
+                passes_on = True
+            elif p.kind in keyword and p.name not in skipped and p.name not in found:
+                supplied_by_subclass = (
+                    depth > 0 and p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and p.default is p.empty
+                )
+                if not supplied_by_subclass:
+                    found[p.name] = p.replace(annotation=hints.get(p.name, p.annotation))
+        if not passes_on:
+            break
+        is_open = not is_class
+    names = getattr(target, "option_names", None) if is_class else None
+    if callable(names):
+        try:
+            valid = [n for n in names() if n not in skipped]
+        except Exception:  # noqa: BLE001 - not the classmethod we know: keep the signatures
+            return found, is_open
+        defaults = getattr(target, "v5_defaults", None)
+        defaults = defaults if isinstance(defaults, Mapping) else {}
+        params: dict[str, inspect.Parameter] = {}
+        for n in valid:
+            if n in defaults:  # the class's own default wins (the hopper's frame_skip is 4, not 2)
+                value = defaults[n]
+                plain = type(value) if type(value) in (bool, int, float, str) else inspect.Parameter.empty
+                params[n] = inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=value, annotation=plain)
+            else:
+                params[n] = found.get(n) or inspect.Parameter(
+                    n, inspect.Parameter.KEYWORD_ONLY, default=_NO_DEFAULT_INFO
+                )
+        found = params
+    return found, is_open
+
+
+def _type_text(tp: Any) -> str:
+    if tp is inspect.Parameter.empty:
+        return ""
+    if tp is type(None):
+        return "None"
+    if isinstance(tp, str):
+        return tp
+    if get_origin(tp) is Union or type(tp).__name__ == "UnionType":
+        return " | ".join(_type_text(a) for a in get_args(tp))
+    if get_origin(tp) is Literal:
+        return " | ".join(repr(a) for a in get_args(tp))
+    if isinstance(tp, type) and not get_args(tp):
+        return tp.__name__
+    return str(tp).replace("typing.", "").replace("collections.abc.", "")
+
+
+def describe_parameters(params: Mapping[str, inspect.Parameter]) -> str:
+    """``"theta (float, default 0.3), run (str, required)"``: each key with its type and
+    default, for error messages; ``"none"`` when there are none."""
+    items = []
+    for name, p in params.items():
+        parts = [t for t in (_type_text(p.annotation),) if t]
+        if p.default is inspect.Parameter.empty:
+            parts.append("required")
+        elif p.default is not _NO_DEFAULT_INFO:
+            parts.append(f"default {p.default!r}")
+        items.append(f"{name} ({', '.join(parts)})" if parts else name)
+    return ", ".join(items) or "none"
+
+
+def _value_matches(value: Any, tp: Any) -> bool | None:
+    """Whether ``value`` fits the annotation ``tp``: True/False for the plain types (bool,
+    int, float, str, None, Literal and unions of them), None when it cannot be told."""
+    if tp is Any or tp is inspect.Parameter.empty or isinstance(tp, str):
+        return None
+    if tp is type(None):
+        return value is None
+    if get_origin(tp) is Union or type(tp).__name__ == "UnionType":
+        results = [_value_matches(value, a) for a in get_args(tp)]
+        if any(results):
+            return True
+        return None if None in results else False
+    if get_origin(tp) is Literal:
+        return value in get_args(tp)
+    is_bool = isinstance(value, bool) or type(value).__name__ == "bool_"
+    if tp is bool:
+        return is_bool
+    if tp is int:
+        return isinstance(value, numbers.Integral) and not is_bool
+    if tp is float:
+        return isinstance(value, numbers.Real) and not is_bool
+    if tp is str:
+        return isinstance(value, str)
+    return None
+
+
+def check_keyword_values(kwargs: Mapping[str, Any], params: Mapping[str, inspect.Parameter]) -> None:
+    """Check each value of ``kwargs`` whose key is in ``params`` against its annotation
+    (plain types only, see :func:`_value_matches`; ints are accepted for floats).
+
+    Raises:
+        VisforeError: ``"theta='abc': expected float, got str"`` for the first bad value.
+    """
+    for key, value in kwargs.items():
+        p = params.get(key)
+        if p is not None and _value_matches(value, p.annotation) is False:
+            raise VisforeError(f"{key}={value!r}: expected {_type_text(p.annotation)}, got {type(value).__name__}")
+
+
+def unknown_keys_error(kwargs: Mapping[str, Any], params: Mapping[str, inspect.Parameter]) -> str | None:
+    """``"unknown key 'foo'; valid keys: a (int, default 1), ..."`` when ``kwargs`` has keys
+    that are not in ``params``, else None."""
+    unknown = [k for k in kwargs if k not in params]
+    if not unknown:
+        return None
+    plural = "s" if len(unknown) > 1 else ""
+    return f"unknown key{plural} {', '.join(map(repr, unknown))}; valid keys: {describe_parameters(params)}"
+
+
+def env_parameters(
+    env_id: str, env_kwargs: Mapping[str, Any] | None = None
+) -> tuple[dict[str, inspect.Parameter], bool]:
+    """The keyword arguments of registered ``env_id``'s constructor, less those the
+    toolkit sets (:data:`RESERVED_ENV_KWARGS`): :func:`keyword_parameters` of the registry
+    entry point, or for a factory function that passes ``**kwargs`` on (the visfore
+    locomotion ids) of the class of the env it makes (built once per process, with the
+    factory's own arguments of ``env_kwargs``, e.g. ``backend``).
+
+    Returns:
+        ``(name -> inspect.Parameter, open)`` as :func:`keyword_parameters`; ``({}, True)``
+        when ``env_id`` has no usable entry point.
+    """
+    import gymnasium as gym  # lazy: see the note at the top
+    from gymnasium.envs.registration import load_env_creator
+
+    _import_visfore_envs()
+    try:
+        spec = gym.spec(env_id)
+        creator: Any = load_env_creator(spec.entry_point) if isinstance(spec.entry_point, str) else spec.entry_point
+    except Exception:  # noqa: BLE001 - no usable entry point
+        return {}, True
+    params, is_open = keyword_parameters(creator, RESERVED_ENV_KWARGS)
+    if not is_open or inspect.isclass(creator):
+        return params, is_open
+    own = {k: v for k, v in (env_kwargs or {}).items() if k in params}
+    try:
+        made, is_open = _made_class_parameters(env_id, json.dumps(own, sort_keys=True, default=repr))
+    except Exception:  # noqa: BLE001 - its defaults do not build: keep what we know
+        return params, True
+    # the class's keys, with what the factory's own signature tells of its keys (backend)
+    merged = {**params, **made}
+    return {n: params[n] if n in params and p.default is _NO_DEFAULT_INFO else p for n, p in merged.items()}, is_open
+
+
+@functools.lru_cache(maxsize=32)
+def _made_class_parameters(env_id: str, own_json: str) -> tuple[dict[str, inspect.Parameter], bool]:
+    """:func:`keyword_parameters` of the class of the env that ``env_id``'s factory makes
+    with its own arguments ``own_json`` (the env is built once, then closed)."""
+    import gymnasium as gym  # lazy: see the note at the top
+    from gymnasium.envs.registration import load_env_creator
+
+    spec = gym.spec(env_id)
+    creator: Any = load_env_creator(spec.entry_point) if isinstance(spec.entry_point, str) else spec.entry_point
+    env = creator(**{**spec.kwargs, **json.loads(own_json)})
+    try:
+        return keyword_parameters(type(getattr(env, "unwrapped", env)), RESERVED_ENV_KWARGS)
+    finally:
+        env.close()
+
+
 def make_env(
     env_id: str,
     *,
@@ -200,10 +420,18 @@ def make_env(
     ``max_episode_steps`` actions.
 
     Raises:
-        VisforeError: the env rejects the keyword arguments (the env's own message).
+        VisforeError: a value of the wrong type for the constructor's annotation (key,
+            value and expected type), an unknown key (listing the valid keys with their
+            types and defaults), or the env rejects the keyword arguments (its message).
     """
     import gymnasium as gym  # lazy: see the note at the top
 
+    if env_kwargs:
+        params, _ = env_parameters(env_id, env_kwargs)
+        try:
+            check_keyword_values(env_kwargs, params)
+        except VisforeError as exc:
+            raise VisforeError(f"--env-kwargs for {env_id}: {exc}") from None
     kwargs = dict(env_kwargs or {})
     if is_visfore_env(env_id):
         kwargs.update(obs_mode="state+pixels", width=size, height=size)
@@ -227,10 +455,27 @@ def env_creation_error(env_id: str, kwargs: Mapping[str, Any], exc: BaseExceptio
 
     Returns:
         ``VisforeError("cannot create ENV with {label}{kwargs}: MESSAGE")``, to raise
-        ``from None``.
+        ``from None``. When the env refused keys it does not know (a ``TypeError`` or an
+        "unknown option" error), MESSAGE names them and lists the valid keys with their
+        types and defaults (:func:`env_parameters`).
     """
     message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     message = message.split(" was raised from the environment creator")[0]
+    if isinstance(exc, TypeError) or "unknown option" in message:
+        params, is_open = env_parameters(env_id, kwargs)
+        given = {k: v for k, v in kwargs.items() if k not in RESERVED_ENV_KWARGS}
+        unknown = None if is_open else unknown_keys_error(given, params)
+        refused = re.search(r"unexpected keyword argument '(\w+)'", message)
+        if unknown is not None:
+            message = unknown
+        elif refused and refused.group(1) in RESERVED_ENV_KWARGS:
+            key = refused.group(1)
+            why = (
+                " (frames of a chosen size need an env that takes width and height)"
+                if key in ("width", "height")
+                else ""
+            )
+            message = f"it takes no {key!r} argument, which visfore passes{why}"
     return VisforeError(f"cannot create {env_id} with {label}{json.dumps(dict(kwargs))}: {message}")
 
 

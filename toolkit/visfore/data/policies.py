@@ -29,12 +29,14 @@ depend only on its seed (never on which worker ran it or what ran before).
 
 from __future__ import annotations
 
-from typing import Any
+import inspect
+from typing import Any, Mapping
 
 import numpy as np
 from gymnasium import spaces
 
 from visfore.core.errors import VisforeError
+from visfore.data.envs import check_keyword_values, keyword_parameters, unknown_keys_error
 
 #: Policy names accepted by ``--policy``.
 POLICY_NAMES = ("random", "smooth")
@@ -173,14 +175,44 @@ def make_policy(name: str, action_space: Any, **params: Any) -> Policy:
             ``smooth``).
 
     Raises:
-        VisforeError: unknown name, unsupported action space or bad parameters.
+        VisforeError: unknown name, unsupported action space or bad parameters: an
+            unknown key (``"bad parameters for policy 'smooth': unknown key 'wobble';
+            valid keys: theta (float, default 0.3), ..."``), a value of the wrong type
+            (``"... theta='abc': expected float, got str"``) or out of range.
     """
     if name not in POLICY_NAMES:
         raise VisforeError(f"unknown policy {name!r}; valid: {', '.join(POLICY_NAMES)}")
     if not isinstance(action_space, spaces.Box) or len(action_space.shape) != 1:
         raise VisforeError(f"policies need a 1-D Box action space, got {action_space}")
-    cls = {"random": RandomPolicy, "smooth": SmoothPolicy}[name]
+    cls = POLICY_CLASSES[name]
     try:
-        return cls(action_space.low, action_space.high, action_space.dtype, **params)
-    except TypeError as exc:
+        check_policy_params(name, params)
+    except VisforeError as exc:
         raise VisforeError(f"bad parameters for policy {name!r}: {exc}") from None
+    return cls(action_space.low, action_space.high, action_space.dtype, **params)
+
+
+#: The policy class of each name of :data:`POLICY_NAMES`.
+POLICY_CLASSES: dict[str, type[Policy]] = {"random": RandomPolicy, "smooth": SmoothPolicy}
+
+
+def policy_parameters(name: str) -> dict[str, inspect.Parameter]:
+    """The parameters of policy ``name`` (``--policy-kwargs`` keys) from its constructor's
+    signature: name -> :class:`inspect.Parameter` (resolved annotation, default); the
+    action bounds and dtype, which :func:`make_policy` passes, are left out."""
+    params, _ = keyword_parameters(POLICY_CLASSES[name], skip=("low", "high", "dtype"))
+    return params
+
+
+def check_policy_params(name: str, params: Mapping[str, Any]) -> None:
+    """Check the keys and value types of ``params`` for policy ``name``.
+
+    Raises:
+        VisforeError: ``"unknown key 'wobble'; valid keys: theta (float, default 0.3), ..."``
+            or ``"theta='abc': expected float, got str"``.
+    """
+    valid = policy_parameters(name)
+    unknown = unknown_keys_error(params, valid)
+    if unknown is not None:
+        raise VisforeError(unknown)
+    check_keyword_values(params, valid)
