@@ -34,6 +34,27 @@ imagined) and the ``C - 1`` actions between them (``C`` = the context length giv
 call equals ``forward(context_frames, cat(context_actions, actions))`` exactly; a later call
 re-reads the window (a recurrent model's hidden state is not carried between calls, as in
 ``LearnedSim-v0`` and receding-horizon planning).
+
+Latent models (``model.latent``; ``rssm``, ``jepa``; :class:`visfore_models.latent.LatentForwardModel`)
+keep a :class:`LatentState` instead: ``deter (B, D)`` and ``stoch (B, S)``, the latent
+after observing ``o_0..o_t`` and ``a_0..a_{t-1}`` (time index ``t``, the same convention:
+the state at ``t`` has seen the frame ``o_t`` but not yet the action ``a_t``). Their
+one-step predictor consumes the state at ``t`` and ``a_t`` and gives the state at ``t + 1``,
+never looking at ``o_{t+1}`` (a prediction); only an inference network (RSSM's posterior,
+in training mode with ``targets``) looks at ``o_{t+1}`` to form the state at ``t + 1`` (a
+reconstruction, not a prediction). ``init_state`` filters the context frames (state at
+``t = C - 1``), ``imagine`` runs the predictor in latent space and carries the state
+between calls, and ``decode`` maps a state to a frame with the model's decoder.
+
+Every model, pixel or latent, also measures states in one feature space (for planners)::
+
+    feats = model.features(state)                              # (B, F)
+    goal = model.encode_goal(goal_frames (B, 3, H, W))          # (B, F), the same space
+    feats, state = model.imagine(state, actions (B, [N,] K, A), decode=False)  # (B, [N,] K, F)
+
+``F = model.feature_dim``. A pixel model's features are its flattened latest frame
+(``F = 3 * H * W``); a latent model's are a small vector computed without any convolution,
+so ``imagine(..., decode=False)`` never decodes a frame.
 """
 
 from __future__ import annotations
@@ -45,7 +66,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-__all__ = ["ForwardModel", "ModelState", "normalize_image_size"]
+__all__ = ["ForwardModel", "LatentState", "ModelState", "State", "normalize_image_size"]
 
 
 @dataclass(frozen=True)
@@ -70,6 +91,45 @@ class ModelState:
     def context(self) -> int:
         """C, the frames in the window."""
         return int(self.frames.shape[1])
+
+    def repeat_interleave(self, n: int) -> ModelState:
+        """The state of batch ``B * n``: candidate ``k`` of state ``b`` at ``b * n + k``
+        (the layout of :meth:`ForwardModel.imagine` with ``(B, N, K, A)`` actions)."""
+        return ModelState(
+            frames=self.frames.repeat_interleave(n, dim=0), actions=self.actions.repeat_interleave(n, dim=0)
+        )
+
+
+@dataclass(frozen=True)
+class LatentState:
+    """The state of a latent model (:attr:`ForwardModel.latent`): its latent after
+    observing ``o_0..o_t`` and ``a_0..a_{t-1}``.
+
+    Attributes:
+        deter: ``(B, D)`` floating tensor: the deterministic (recurrent) part, e.g. RSSM's
+            GRU state ``h_t`` or JEPA's predictor GRU state.
+        stoch: ``(B, S)`` floating tensor: the per-step latent, e.g. RSSM's flattened
+            one-hot categorical sample ``z_t`` or JEPA's frame embedding ``z_t`` (not
+            random for JEPA; the name follows the RSSM literature).
+
+    Both share the batch dimension; candidate ``n`` of state ``b`` is at ``b * N + n``
+    after :meth:`repeat_interleave` (as for :class:`ModelState`).
+    """
+
+    deter: torch.Tensor
+    stoch: torch.Tensor
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.deter.shape[0])
+
+    def repeat_interleave(self, n: int) -> LatentState:
+        """The state of batch ``B * n``: candidate ``k`` of state ``b`` at ``b * n + k``."""
+        return LatentState(deter=self.deter.repeat_interleave(n, dim=0), stoch=self.stoch.repeat_interleave(n, dim=0))
+
+
+#: what :meth:`ForwardModel.init_state` returns and :meth:`ForwardModel.imagine` consumes
+State = ModelState | LatentState
 
 
 def normalize_image_size(image_size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
@@ -105,12 +165,16 @@ class ForwardModel(nn.Module, abc.ABC):
             ``"svg_lp"``): each call draws new latent samples from torch's global RNG (so
             ``torch.manual_seed`` makes them reproducible), and an evaluation can report the
             mean and the best of N samples. ``False`` (default): same inputs, same output.
+        latent: ``True`` for latent models (``"rssm"``, ``"jepa"``): their state is a
+            :class:`LatentState` and their features are a latent vector; ``False``
+            (default): pixel models, whose state is a :class:`ModelState` of frames.
         action_dim: ``A``, the size of one action vector.
         image_size: ``(H, W)`` of the frames the model was built for.
     """
 
     name: ClassVar[str] = ""
     stochastic: ClassVar[bool] = False
+    latent: ClassVar[bool] = False
 
     def __init__(self, *, action_dim: int, image_size: int | tuple[int, int]) -> None:
         super().__init__()
@@ -169,14 +233,33 @@ class ForwardModel(nn.Module, abc.ABC):
         """
         return {}
 
+    def after_optimizer_step(self) -> None:
+        """Hook for a trainer to call after every optimizer step (after ``optimizer.step()``).
+
+        Models that keep parameters outside the optimizer update them here, e.g. JEPA's
+        EMA target encoder (BYOL, Grill et al. 2020, arXiv:2006.07733). The default does
+        nothing. It must not be called inside a forward/backward pass.
+        """
+
     # ------------------------------------------------------------------ stepping API
-    def init_state(self, context_frames: torch.Tensor, context_actions: torch.Tensor | None = None) -> ModelState:
-        """The state after observing real frames.
+    def init_state(self, context_frames: torch.Tensor, context_actions: torch.Tensor | None = None) -> State:
+        """The state after observing real frames (a :class:`ModelState` for pixel models, a
+        :class:`LatentState` for latent models).
 
         Args:
             context_frames: ``(B, C, 3, H, W)`` floating tensor in ``[0, 1]``, ``o_0..o_{C-1}``.
             context_actions: ``(B, C - 1, A)`` floating tensor, ``a_0..a_{C-2}`` (may be
                 omitted when ``C == 1``).
+
+        Raises:
+            ValueError: a shape, dtype or size mismatch (one line).
+        """
+        context_actions = self.check_context(context_frames, context_actions)
+        return ModelState(frames=context_frames, actions=context_actions)
+
+    def check_context(self, context_frames: torch.Tensor, context_actions: torch.Tensor | None) -> torch.Tensor:
+        """Validate the arguments of :meth:`init_state` and return the context actions
+        ``(B, C - 1, A)`` (an empty ``(B, 0, A)`` tensor when they are omitted with ``C == 1``).
 
         Raises:
             ValueError: a shape, dtype or size mismatch (one line).
@@ -198,27 +281,35 @@ class ForwardModel(nn.Module, abc.ABC):
             raise ValueError(f"context_actions must hold C - 1 = {C - 1} actions, got {context_actions.shape[1]}")
         next_action = context_actions.new_zeros((context_actions.shape[0], 1, context_actions.shape[2]))
         self.check_inputs(context_frames, torch.cat([context_actions, next_action], dim=1))
-        return ModelState(frames=context_frames, actions=context_actions)
+        return context_actions
 
-    def imagine(self, state: ModelState, actions: torch.Tensor) -> tuple[torch.Tensor, ModelState]:
+    def imagine(self, state: State, actions: torch.Tensor, decode: bool = True) -> tuple[torch.Tensor, State]:
         """Roll out open-loop from ``state`` under a batch of action sequences.
 
         Args:
             state: from :meth:`init_state` or a previous :meth:`imagine`.
             actions: ``(B, K, A)`` (one sequence per state) or ``(B, N, K, A)`` (N candidate
                 sequences per state, e.g. a planner's samples), any ``K >= 1``.
+            decode: ``True`` (default): return frames; ``False``: return the features of
+                every imagined state (:meth:`features`), which a latent model computes
+                without decoding.
 
         Returns:
-            ``(frames, new_state)``: ``frames`` ``(B, K, 3, H, W)`` (or ``(B, N, K, 3, H, W)``)
-            in ``[0, 1]``, the predictions of the ``K`` frames after ``state``; ``new_state``
-            the window after them (batch ``B``, or ``B * N`` with candidate ``n`` of state
-            ``b`` at ``b * N + n``). Runs in the model's current mode and with gradients
-            unless the caller uses ``torch.no_grad()``; a stochastic model draws from
-            torch's global RNG.
+            ``(out, new_state)``: with ``decode=True`` ``out`` is ``(B, K, 3, H, W)`` (or
+            ``(B, N, K, 3, H, W)``) in ``[0, 1]``, the predictions of the ``K`` frames after
+            ``state``; with ``decode=False`` it is ``(B, K, F)`` (or ``(B, N, K, F)``), the
+            features of the ``K`` states after ``state`` (``F`` = :attr:`feature_dim`; for a
+            pixel model the flattened predicted frames). ``new_state`` is the state after
+            them (batch ``B``, or ``B * N`` with candidate ``n`` of state ``b`` at
+            ``b * N + n``); for a pixel model the window of its last frames. Runs in the
+            model's current mode and with gradients unless the caller uses
+            ``torch.no_grad()``; a stochastic model draws from torch's global RNG.
 
         Raises:
-            ValueError: a shape mismatch (one line).
+            ValueError: a shape mismatch or a state of the wrong kind (one line).
         """
+        if not isinstance(state, ModelState):
+            raise ValueError(f"{self.name or type(self).__name__} needs a ModelState, got {type(state).__name__}")
         frames, past = state.frames, state.actions
         candidates = None
         if isinstance(actions, torch.Tensor) and actions.dim() == 4:
@@ -241,14 +332,68 @@ class ForwardModel(nn.Module, abc.ABC):
         )
         if candidates is not None:
             pred = pred.reshape(-1, candidates, *pred.shape[1:])
+        if not decode:
+            return pred.flatten(-3), new_state
         return pred, new_state
 
-    def decode(self, state: ModelState) -> torch.Tensor:
+    def decode(self, state: State) -> torch.Tensor:
         """The latest frame of ``state``: ``(B, 3, H, W)`` in ``[0, 1]`` (for a pixel model
-        the state holds frames; a latent model would decode its latent here)."""
+        the state holds frames; a latent model decodes its latent).
+
+        Raises:
+            ValueError: a state of the wrong kind (one line).
+        """
+        if not isinstance(state, ModelState):
+            raise ValueError(f"{self.name or type(self).__name__} needs a ModelState, got {type(state).__name__}")
         return state.frames[:, -1]
 
+    @property
+    def feature_dim(self) -> int:
+        """``F``, the size of :meth:`features` and :meth:`encode_goal` vectors (pixel
+        models: ``3 * H * W``)."""
+        H, W = self.image_size
+        return 3 * H * W
+
+    def features(self, state: State) -> torch.Tensor:
+        """The vector a planner measures distances in: ``(B, F)`` float tensor
+        (``F`` = :attr:`feature_dim`). For a pixel model, the flattened latest frame of
+        ``state`` (``decode(state).flatten(1)``, values in ``[0, 1]``).
+
+        Raises:
+            ValueError: a state of the wrong kind (one line).
+        """
+        return self.decode(state).flatten(1)
+
+    def encode_goal(self, frames: torch.Tensor) -> torch.Tensor:
+        """A goal image in the space of :meth:`features`.
+
+        Args:
+            frames: ``(B, 3, H, W)`` floating tensor in ``[0, 1]`` (the model's ``H, W``).
+
+        Returns:
+            ``(B, F)`` float tensor; for a pixel model the flattened frames (the same values).
+
+        Raises:
+            ValueError: if ``frames`` is not a floating ``(B, 3, H, W)`` tensor of the
+                model's image size (one line).
+        """
+        self.check_goal(frames)
+        return frames.flatten(1)
+
     # ------------------------------------------------------------------ helpers
+    def check_goal(self, frames: torch.Tensor) -> None:
+        """Validate the argument of :meth:`encode_goal`: a floating ``(B, 3, H, W)`` tensor
+        of the model's image size.
+
+        Raises:
+            ValueError: one line naming ``frames`` and the expected shape.
+        """
+        H, W = self.image_size
+        if not isinstance(frames, torch.Tensor) or frames.dim() != 4 or tuple(frames.shape[1:]) != (3, H, W):
+            raise ValueError(f"frames must be a (B, 3, {H}, {W}) tensor, got shape {_shape(frames)}")
+        if not frames.is_floating_point():
+            raise ValueError(f"frames must be a floating tensor in [0, 1], got {frames.dtype}")
+
     def num_parameters(self, trainable_only: bool = True) -> int:
         """Number of (trainable) scalar parameters."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
