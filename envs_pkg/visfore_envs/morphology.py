@@ -203,19 +203,29 @@ def resolve_key(morph: RobotMorphology, key: str) -> str:
             alias = f"{key[1:].lower()}.{factor}"
             if alias in valid:
                 return alias
-    raise ValueError(
-        f"unknown perturbation key {key!r} for {morph.name}; valid keys: {', '.join(valid)} "
-        "(aliases: L<part>, W<part>, M<part>)"
-    )
+    raise ValueError(f"unknown perturbation key {key!r} for {morph.name}; {_valid_keys_text(morph)}")
 
 
-def _check_scale(key: str, value) -> float:
+def _valid_keys_text(morph: RobotMorphology) -> str:
+    return f"valid keys: {', '.join(morph.keys())} (aliases: L<part>, W<part>, M<part>)"
+
+
+def _check_scale(morph: RobotMorphology, key: str, value) -> float:
+    """``value`` as a factor of ``key``.
+
+    Raises:
+        ValueError: not a number, or not finite and > 0; naming the key and value and
+            listing the valid keys (as for an unknown key).
+    """
     try:
         scale = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"perturbation {key}={value!r} is not a number") from None
+        raise ValueError(f"perturbation {key}={value!r} is not a number; {_valid_keys_text(morph)}") from None
     if not math.isfinite(scale) or scale <= 0:
-        raise ValueError(f"perturbation {key}={value!r} must be a finite number > 0")
+        raise ValueError(
+            f"perturbation {key}={value!r} must be a finite number > 0 (a factor of the nominal "
+            f"{morph.name}, 1.0 = unchanged); {_valid_keys_text(morph)}"
+        )
     return scale
 
 
@@ -227,8 +237,8 @@ def parse_perturbation(morph: RobotMorphology, spec: Mapping[str, float] | None)
         spec: ``{key or alias: factor}`` or None (nominal).
 
     Raises:
-        ValueError: on an unknown key (listing the valid ones), a non-positive or
-            non-finite factor, a key given twice (e.g. ``Lthigh`` and ``thigh.length``),
+        ValueError: on an unknown key or a non-positive or non-finite factor (both
+            listing the valid keys), a key given twice (e.g. ``Lthigh`` and ``thigh.length``),
             or a spec that is not a mapping.
     """
     scales = morph.nominal()
@@ -242,7 +252,7 @@ def parse_perturbation(morph: RobotMorphology, spec: Mapping[str, float] | None)
         if canonical in seen:
             raise ValueError(f"perturbation key {canonical!r} is given twice")
         seen.add(canonical)
-        scales[canonical] = _check_scale(canonical, value)
+        scales[canonical] = _check_scale(morph, canonical, value)
     return scales
 
 
