@@ -95,6 +95,13 @@ def load_clip_source(dataset: Dataset) -> ClipSource:
     so a dataset on object storage (``s3://...``) costs one request per chunk, issued
     concurrently by Zarr, and none while training (3.1k frames of 64x64 in 100 chunks:
     0.6 s from a loopback moto S3 server, 0.15 s from local disk).
+
+    Raises:
+        DatasetDamaged: (a VisforeError, one line) a chunk cannot be decoded; the message
+            names the array, the chunk and its episodes
+            (:class:`visfore.data.dataset.DatasetDamaged`). Missing chunks were refused
+            when the dataset was opened (:func:`visfore.data.dataset.open_dataset`).
+        VisforeError: the storage of a URL cannot be read.
     """
     pixels = np.ascontiguousarray(dataset.read("pixels").transpose(0, 3, 1, 2))
     actions = np.asarray(dataset.read("action"), dtype=np.float32)

@@ -24,10 +24,10 @@ So a model given o_0..o_t and a_0..a_t predicts o_{t+1}, the next row of the sam
 episode. Clips must never cross ``episode_ends``.
 
 Durability. :class:`DatasetWriter` writes whole episodes, a few at a time (Zarr pays
-milliseconds per write, whatever its size), data arrays first and ``meta/episode_ends``
-last, so ``episode_ends`` is the commit record: rows past ``episode_ends[-1]`` belong to
-episodes that were being written when the process died, and :meth:`DatasetWriter.open`
-cuts them off. Buffered episodes are flushed on close, on Ctrl-C and on exceptions (use
+milliseconds per write, whatever its size), data arrays first, then their checksums,
+``meta/episode_ends`` last, so ``episode_ends`` is the commit record: rows past
+``episode_ends[-1]`` belong to episodes that were being written when the process died,
+and :meth:`DatasetWriter.open` cuts them off. Buffered episodes are flushed on close, on Ctrl-C and on exceptions (use
 the writer as a context manager); a hard kill (SIGKILL, power loss) loses at most the
 buffer, ``flush_rows`` rows or ``flush_seconds`` of collection.
 
@@ -182,7 +182,9 @@ class ChunkProblem:
         return f"{head} cannot be decoded" + (f" ({self.detail})" if self.detail else "")
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form (``line`` is :meth:`describe`)."""
+        """JSON-serialisable form: the attributes (``rows`` as ``[start, stop]``, stop
+        exclusive; ``episodes`` as ``[first, last]``, inclusive) and ``line``
+        (:meth:`describe`)."""
         return {
             "kind": self.kind,
             "array": self.array,
@@ -229,16 +231,19 @@ class DatasetDamaged(VisforeError):
         self.problems = list(problems)
 
 
-def _damaged(path: Path | str, problems: Sequence[ChunkProblem], what: str = "") -> DatasetDamaged:
+def _damaged(path: Path | str, problems: Sequence[ChunkProblem]) -> DatasetDamaged:
+    """The one-line error for ``problems`` (at least one) of the dataset at ``path``."""
     name = storage.display_name(path)
     more = f" ({len(problems)} damaged chunks in all)" if len(problems) > 1 else ""
-    first = problems[0].describe() if problems else what
+    first = problems[0].describe()
     return DatasetDamaged(
         f"{name} is damaged: {first}{more}; run `visfore dataset verify {name}` for a full report", problems
     )
 
 
-def _first_line(exc: BaseException) -> str:
+def error_summary(exc: BaseException) -> str:
+    """``"RuntimeError: Zstd decompression error: invalid input data"``: the exception's
+    type and the first line of its message."""
     text = str(exc).strip()
     line = text.splitlines()[0] if text else ""
     return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
@@ -247,7 +252,9 @@ def _first_line(exc: BaseException) -> str:
 def stored_keys(group: Any, prefix: str = "") -> set[str]:
     """Keys of every object stored under ``prefix`` of the group's store (relative to the
     store root: ``"data/pixels/c.7.0.0.0"``), from one listing of the store
-    (``Store.list_prefix``; an fsspec ``find`` on object storage, a directory walk locally)."""
+    (``Store.list_prefix``; an fsspec ``find`` on object storage, a directory walk locally),
+    run on Zarr's own event loop (``zarr.core.sync.sync``, as Zarr's synchronous API does:
+    an fsspec store's async filesystem is bound to that loop)."""
     store = group.store_path.store
     base = "/".join(p for p in (group.store_path.path, prefix) if p)
 
@@ -491,7 +498,7 @@ class Dataset:
             except Exception as exc:
                 coords = (c, *([0] * (array.ndim - 1)))
                 span, episodes = self.chunk_span(name, coords)
-                return ChunkProblem("undecodable", name, coords, span, episodes, _first_line(exc))
+                return ChunkProblem("undecodable", name, coords, span, episodes, error_summary(exc))
         return None
 
     # -- reading -----------------------------------------------------------------------
@@ -601,7 +608,7 @@ def _committed_ends(group: Any, path: Path | str | None = None) -> np.ndarray:
                 array[c * rows : (c + 1) * rows]
             except Exception as chunk_exc:
                 problem = ChunkProblem(
-                    "undecodable", ENDS_KEY, (c,), *_entries_span(array, (c,)), _first_line(chunk_exc)
+                    "undecodable", ENDS_KEY, (c,), *_entries_span(array, (c,)), error_summary(chunk_exc)
                 )
                 raise _damaged(path, [problem]) from None
         raise
@@ -655,7 +662,7 @@ def _metadata_error(path: Path | str, key: str, exc: BaseException) -> VisforeEr
     if bad is not None:
         return DatasetDamaged(f"{name}/{bad.describe()}; restore that file or collect the dataset again", [bad])
     node = f"{name}/{key}/zarr.json" if key else f"{name}/zarr.json"
-    return VisforeError(f"cannot read {node}: {_first_line(exc)}")
+    return VisforeError(f"cannot read {node}: {error_summary(exc)}")
 
 
 def _open_group(path: Path | str, mode: Literal["r", "r+"]) -> Any:

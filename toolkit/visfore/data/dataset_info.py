@@ -21,7 +21,15 @@ from rich.markup import escape
 from rich.table import Table
 
 from visfore.core.console import stdout_console
-from visfore.data.dataset import CHECKSUMS_KEY, DATA_KEYS, ChunkProblem, Dataset, DatasetDamaged, open_dataset
+from visfore.data.dataset import (
+    CHECKSUMS_KEY,
+    DATA_KEYS,
+    ChunkProblem,
+    Dataset,
+    DatasetArray,
+    DatasetDamaged,
+    open_dataset,
+)
 from visfore.data.storage import display_name
 
 
@@ -59,7 +67,7 @@ def _checksums_info(ds: Dataset) -> dict[str, Any] | None:
     array = ds.group[CHECKSUMS_KEY]
     n = ds.committed_length(CHECKSUMS_KEY)
     try:
-        rows = ds._read(CHECKSUMS_KEY, array, slice(0, n))
+        rows = DatasetArray(ds, CHECKSUMS_KEY, array)[:n]
         recorded: int | None = int(np.asarray(rows).reshape(n, -1).any(axis=1).sum()) if n else 0
     except DatasetDamaged:
         recorded = None

@@ -39,6 +39,7 @@ from visfore.data.dataset import (
     Dataset,
     DatasetDamaged,
     episode_digests,
+    error_summary,
     malformed_metadata,
     open_dataset,
     stored_keys,
@@ -181,9 +182,8 @@ class _ChunkCursor:
                 except Exception as exc:
                     coords = (c, *([0] * (self.array.ndim - 1)))
                     rows, episodes = self.dataset.chunk_span(self.name, coords)
-                    detail = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
                     self.problems.append(
-                        ChunkProblem("undecodable", self.name, coords, rows, episodes, detail.rstrip(": "))
+                        ChunkProblem("undecodable", self.name, coords, rows, episodes, error_summary(exc))
                     )
                     self.bad.add((self.name, c))
         return self.data
@@ -289,10 +289,16 @@ def verify_dataset(path: str | os.PathLike[str], *, progress: bool = False) -> V
     return report
 
 
-def verify_tail(dataset: Dataset, episodes: int = 1) -> None:
+def verify_tail(dataset: Dataset, episodes: int = 1, *, check_chunks: bool = True) -> None:
     """Check the last ``episodes`` episodes of ``dataset`` before more are appended: the
     chunks holding their rows (which include every array's last chunk, the one the next
     write rewrites) are stored and decode, and their checksums match.
+
+    Args:
+        dataset: the dataset to continue.
+        episodes: how many of its last episodes to check (>= 1).
+        check_chunks: also check that every chunk of the dataset is stored (one listing
+            of the store); False when :func:`~visfore.data.dataset.open_dataset` just did.
 
     Raises:
         DatasetDamaged: one line naming the first problem (array, chunk, episodes) and
@@ -302,7 +308,7 @@ def verify_tail(dataset: Dataset, episodes: int = 1) -> None:
     total = dataset.num_episodes
     if total == 0:
         return
-    missing = dataset.missing_chunks()
+    missing = dataset.missing_chunks() if check_chunks else []
     problems = list(missing)
     bad = {(p.array, p.chunk[0]) for p in missing}
     _check_episodes(dataset, range(max(0, total - episodes), total), bad, problems)
