@@ -96,6 +96,8 @@ def _format_params(cmd, ctx, formatter) -> None:
             continue
         name, help_text = record
         kind = "Options" if getattr(param, "param_type_name", "") == "option" else "Arguments"
+        if kind == "Arguments" and getattr(param, "metavar", None):
+            name = param.metavar  # RUN, as `--help` shows it (Typer's record adds "<str>")
         records[kind].append((name, help_text or ""))
     for title, rows in records.items():
         if rows:

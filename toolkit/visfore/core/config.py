@@ -66,7 +66,10 @@ class OptionSpec:
         parse: turns the command-line string (or a string in a YAML file) into the field's
             typed value, raising :class:`~visfore.core.errors.VisforeError` on bad text.
         cli: False for fields that only the Python API or a resume sets.
-        metavar: the placeholder shown by ``--help`` (default: from the type).
+        metavar: the placeholder shown by ``--help``; default: the choices of a ``Literal``
+            (``[a|b]``), ``KEY=VALUE`` for a repeatable option, the field name in capitals
+            for an argument (``RUN``), else by type (``N``, ``FLOAT``, ``TEXT``, ``PATH``);
+            none for a bool flag. Give one upper-case word or pattern (``LO-HI``).
         argument: a positional argument instead of an option.
         repeatable: the option may be given several times (a list of strings).
         deprecated: old flag spellings still accepted (``--help`` hides them).
