@@ -59,7 +59,6 @@ from __future__ import annotations
 import inspect
 import math
 import os
-import sys
 import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
@@ -68,12 +67,10 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import pybullet
-import pybullet_data
 from gymnasium import spaces
 from gymnasium.utils import EzPickle
-from pybullet_utils import bullet_client
 
+from visfore_envs.bullet.quiet_import import quiet_c_output
 from visfore_envs.bullet.robots import BULLET_ROBOTS, BulletRobot
 from visfore_envs.core.options import check_choice, check_int
 from visfore_envs.locomotion import (
@@ -90,6 +87,14 @@ from visfore_envs.morphology import (
     sample_perturbation,
     scale_mjcf,
 )
+
+# pybullet's C code prints "pybullet build time: ..." on import (to fd 1 or 2, past
+# sys.stdout): imported with both descriptors pointed at os.devnull, so a command's output
+# stays its own
+with quiet_c_output():
+    import pybullet
+    import pybullet_data
+    from pybullet_utils import bullet_client
 
 __all__ = [
     "BULLET_ASSETS_DIR",
@@ -129,22 +134,12 @@ _LOAD_FLAGS = (
 
 
 def _connect() -> bullet_client.BulletClient:
-    """A new DIRECT client, without the ``argv[0]=`` line PyBullet prints on stdout."""
-    try:
-        sys.stdout.flush()
-        saved = os.dup(1)
-    except (AttributeError, OSError, ValueError):  # no usable stdout: connect as is
+    """A new DIRECT client, without the ``argv[0]=`` line PyBullet prints on stdout
+    (:func:`~visfore_envs.bullet.quiet_import.quiet_c_output`, which also flushes C's
+    buffered stdout before restoring it: a bare ``dup2`` let the line out at exit when
+    stdout was a pipe)."""
+    with quiet_c_output():
         return bullet_client.BulletClient(connection_mode=pybullet.DIRECT)
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        try:
-            os.dup2(devnull, 1)
-            return bullet_client.BulletClient(connection_mode=pybullet.DIRECT)
-        finally:
-            os.dup2(saved, 1)
-            os.close(devnull)
-    finally:
-        os.close(saved)
 
 
 def _worldbody(root: ET.Element) -> ET.Element:
