@@ -246,6 +246,61 @@ def test_resume_keeps_the_runs_evaluation_options_unless_given(model_run_dir: Pa
     assert (again["eval"]["episodes"], again["eval"]["steps"]) == (1, 3)
 
 
+def test_resume_iterations_is_the_new_target(model_run_dir: Path, tmp_path: Path):
+    """--resume --iterations N is the run's total (as train-model's --epochs): a larger one
+    trains on and config.yaml keeps it; one at or below the iterations done trains nothing
+    (one line says so) and the run is only evaluated again."""
+    first = train_through_model(_config(model_run_dir, tmp_path, iterations=1, val_every=1, name="target"))
+    run = Path(first["run_dir"])
+
+    def resume(**kw):
+        return train_through_model(ThroughModelConfig(resume=True, out=str(run), device="cpu", progress=False, **kw))
+
+    more = resume(iterations=2)
+    assert more["iterations"] == 2 and more["session"]["iterations"] == 1
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert cfg["options"]["iterations"] == 2 and cfg["targets"][0]["previous_iterations"] == 1
+    before = (run / "checkpoints" / "last.pt").read_bytes()
+    again = resume()  # keeps the new target: nothing left
+    assert again["iterations"] == 2 and again["session"]["iterations"] == 0
+    result = _cli("train-through-model", "--resume", "--out", run, "--iterations", 1, "--device", "cpu", "--quiet")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "--iterations 1: " in text and "has already done 2 iterations; nothing to train, evaluating only" in text
+    assert "(pass --iterations above 2 to train on)" in text and "loss nan" not in text
+    assert (run / "checkpoints" / "last.pt").read_bytes() == before  # nothing trained, nothing saved
+    assert yaml.safe_load((run / "config.yaml").read_text())["options"]["iterations"] == 2
+
+
+def test_cli_ctrl_c_prints_interrupted_once(model_run_dir: Path, tmp_path: Path, monkeypatch):
+    """A real SIGINT during the first iteration: it ends, is validated and saved, and the
+    command prints one line 'interrupted; at iteration 1; saved ...; continue with
+    --resume --out RUN' (a warning of its own made it two); exit 130."""
+    import signal
+
+    from visfore.planning import through_model_training as tmt
+
+    original = tmt.ThroughModelTask.train_step
+
+    def step_then_ctrl_c(self, batch, state):
+        result = original(self, batch, state)
+        if state.global_step == 0:
+            signal.raise_signal(signal.SIGINT)  # StopOnInterrupt's handler takes it
+        return result
+
+    monkeypatch.setattr(tmt.ThroughModelTask, "train_step", step_then_ctrl_c)
+    result = _cli(
+        "train-through-model", "--model", model_run_dir, "--iterations", 4, "--val-every", 2, "--batch-size", 2,
+        "--horizon", 2, "--eval-episodes", 0, "--device", "cpu", "--out-dir", tmp_path, "--name", "ctrl-c", "--quiet",
+    )  # fmt: skip
+    assert result.exit_code == 130, result.output
+    assert result.output.count("interrupted") == 1, result.output
+    run = tmp_path / f"{COMMAND}-ctrl-c"
+    last = run / "checkpoints" / "last.pt"
+    assert f"interrupted; at iteration 1; saved {last}; continue with --resume --out {run}" in result.output
+    assert torch.load(last, weights_only=False)["iteration"] == 1
+
+
 # -- the CLI run, its files and the policy ----------------------------------------------------
 def test_cli_run_writes_config_checkpoints_metrics_and_eval(cli_run: Path, model_run_dir: Path):
     config = yaml.safe_load((cli_run / "config.yaml").read_text())

@@ -263,7 +263,10 @@ class ThroughModelConfig(ConfigBase, command="train-through-model"):
 
     ``--resume`` continues the run in ``--out`` (or ``--name``): the other options come
     from the run's ``config.yaml``; only the runtime options (:data:`visfore.planning.through_model.RUNTIME_OPTIONS`) may change
-    (``iterations`` and ``time_budget`` only when given).
+    (``iterations`` and ``time_budget`` only when given). ``iterations`` is the run's
+    total, also on resume: above the iterations done it trains on to it (and
+    ``config.yaml`` keeps the new target); at or below them nothing is trained and the run
+    is only evaluated again, after one line saying so.
     """
 
     model: Optional[str] = option(
@@ -291,7 +294,8 @@ class ThroughModelConfig(ConfigBase, command="train-through-model"):
     mlp_size: int = option(default=16, help="The mlp policy sees frames average-pooled to this size x this size.")
     horizon: int = option(default=8, help="K, imagined steps per training rollout (>= 1).")
     iterations: Optional[int] = option(
-        default=None, help="Adam steps in total (default 1000, or unbounded with --time-budget)."
+        default=None,
+        help="Adam steps in total (default 1000, or unbounded with --time-budget). With --resume: the new total (more than the run has done trains on; default: the run's own).",
     )
     time_budget: Optional[float] = option(
         default=None, help="Minutes of training in this session (checkpointed; --resume continues)."

@@ -369,17 +369,70 @@ def _initial_state(setup: _Setup, net: GoalPolicyNet, optimizer: torch.optim.Opt
     )
 
 
+def _resume_target(setup: _Setup, task: ThroughModelTask, state: TrainState) -> None:
+    """On ``--resume``: one line when the iteration target is not above the iterations
+    done (nothing to train; the run is only evaluated again), else, when ``--iterations``
+    set a new target, ``config.yaml`` rewritten (atomically) with it in
+    ``options.iterations`` and the change appended to ``targets``, so a later
+    ``--resume`` without ``--iterations`` keeps it."""
+    if setup.saved is None:
+        return
+    done = state.global_step
+    options = setup.saved.get("options")
+    saved = options.get("iterations") if isinstance(options, dict) else None
+    if task.blocks_left(done) == 0:
+        if setup.config.iterations != saved:
+            log.warning(
+                "--iterations %s: %s has already done %d iterations; nothing to train, evaluating only "
+                "(pass --iterations above %d to train on)",
+                setup.config.iterations,
+                setup.run_dir,
+                done,
+                done,
+            )
+        else:
+            log.info(
+                "%s already finished %d/%s iterations; nothing to train, evaluating only "
+                "(pass --iterations above %d to train on)",
+                setup.run_dir,
+                done,
+                task.total,
+                done,
+            )
+        return
+    if not isinstance(options, dict) or saved == setup.config.iterations:
+        return
+    record = dict(setup.saved)
+    record["options"] = dict(options, iterations=setup.config.iterations)
+    record["targets"] = [
+        *(setup.saved.get("targets") or []),
+        {
+            "iterations": setup.config.iterations,
+            "previous_iterations": saved,
+            "from_iteration": done,
+            "at": runs.utc_timestamp(),
+        },
+    ]
+    runs.write_config(setup.run_dir, record)
+    log.info("%s: new target %s iterations (was %s)", setup.run_dir, setup.config.iterations, saved)
+
+
 def _fit(setup: _Setup, task: ThroughModelTask, state: TrainState, writer: Any, console: Any) -> TrainState:
     """Validate the starting point (iteration 0, or a resumed run without validations),
-    then train to the iteration target or the time budget (:class:`Trainer`).
+    then train to the iteration target or the time budget (:class:`Trainer`). On
+    ``--resume`` the target is ``--iterations`` when given (a larger one trains on; one
+    not above the iterations done trains nothing, :func:`_resume_target`).
 
     Raises:
-        KeyboardInterrupt: after Ctrl-C, once ``checkpoints/last.pt`` holds the position.
+        KeyboardInterrupt: after Ctrl-C, once ``checkpoints/last.pt`` holds the position;
+            its message says where and how to continue (the CLI prints it on its one
+            ``interrupted`` line).
     """
     config = setup.config
     checkpointer = _ValidatingCheckpointer(
         runs.last_checkpoint_path(setup.run_dir), runs.best_checkpoint_path(setup.run_dir), monitor="val_goal_mse"
     )
+    _resume_target(setup, task, state)
     if not state.extra["validation"]["iteration"]:
         checkpointer.save_validated(task, state)  # the untrained baseline
     callbacks = [
@@ -392,15 +445,11 @@ def _fit(setup: _Setup, task: ThroughModelTask, state: TrainState, writer: Any, 
     trainer = Trainer(task, epochs=state.epoch + task.blocks_left(state.global_step), callbacks=callbacks)
     try:
         trainer.fit(state)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if state.extra["validation"]["iteration"][-1] != state.global_step:  # a second Ctrl-C inside a step
             checkpointer.save_validated(task, state)
-        log.warning(
-            "interrupted at iteration %d; saved %s/%s; continue with --resume --out %s",
-            state.global_step,
-            runs.CHECKPOINT_DIR,
-            runs.LAST_CHECKPOINT,
-            setup.run_dir,
-        )
-        raise
+        raise KeyboardInterrupt(
+            f"at iteration {state.global_step}; saved {runs.last_checkpoint_path(setup.run_dir)}; "
+            f"continue with --resume --out {setup.run_dir}"
+        ) from exc
     return state
