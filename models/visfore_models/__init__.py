@@ -18,12 +18,21 @@ Models (registry name: class, module):
   decoder (Oh et al. 2015's frame stack; a bouncing-block model-based RL model).
 * ``"svg_lp"``: :class:`SVGLPForwardModel` -- Denton & Fergus 2018, stochastic
   (``stochastic = True``; :meth:`ForwardModel.auxiliary_losses` gives its ``beta * KL``).
+* ``"rssm"``: :class:`RSSMForwardModel` -- a latent world model (``latent = True``): the
+  recurrent state-space model of PlaNet with DreamerV3's discrete latents, KL balancing and
+  free bits (Hafner et al. 2019, 2023); stochastic.
+* ``"jepa"``: :class:`JEPAForwardModel` -- a latent world model: conv encoder and an
+  action-conditioned predictor trained in embedding space against an EMA target encoder
+  with VICReg's regulariser (I-JEPA, BYOL, VICReg, PLDM); a decoder on detached latents
+  for pictures only.
 
 Building blocks, public for models and tools built on the zoo:
 
 * :class:`StepwiseForwardModel` -- a :class:`ForwardModel` given by one recurrent
   ``step(x, a, state) -> (prediction, state)``; its :meth:`~StepwiseForwardModel.forward`
   rolls the step out (``rnn_deconv``, ``cdna`` and ``dna`` are built on it).
+* :class:`LatentForwardModel` (:mod:`visfore_models.latent`) -- a :class:`ForwardModel`
+  whose state is a :class:`LatentState` (``rssm`` and ``jepa`` are built on it).
 * :func:`cdna_transform` and :func:`dna_transform` -- the image transformations of CDNA
   (each frame convolved with N per-sample kernels) and DNA (per-pixel kernels), Finn,
   Goodfellow & Levine 2016, arXiv:1605.07157.
@@ -31,11 +40,16 @@ Building blocks, public for models and tools built on the zoo:
 Not a forward model: :class:`FrameTranslator` (:mod:`visfore_models.translator`) maps
 frames to joint angles and key points (``translator_state`` / ``load_translator``).
 
-Stepping API (every model; :class:`ModelState` is its recent frames)::
+Stepping API (every model; a pixel model's :class:`ModelState` is its recent frames, a
+latent model's :class:`LatentState` its latent)::
 
     state = model.init_state(context (B, C, 3, H, W), context_actions (B, C - 1, A))
     frames, state = model.imagine(state, actions (B, K, A) or (B, N, K, A))
+    feats, state = model.imagine(state, actions, decode=False)   # (B, [N,] K, F), no decoding
     frame = model.decode(state)        # (B, 3, H, W)
+    feats = model.features(state)      # (B, F), F = model.feature_dim
+    goal = model.encode_goal(goal_frames (B, 3, H, W))   # (B, F), the same space
+    model.after_optimizer_step()       # a trainer's hook after each optimizer step (JEPA's EMA)
 
 Registry and (de)serialisation::
 
@@ -53,12 +67,15 @@ import torch
 
 from . import metrics
 from ._common import StepwiseForwardModel, cdna_transform, dna_transform
-from .base import ForwardModel, ModelState
+from .base import ForwardModel, LatentState, ModelState, State
 from .cdna import CDNAForwardModel
 from .convlstm import ConvLSTMCell, ConvLSTMForwardModel
 from .dna import DNAForwardModel
 from .framestack import FrameStackForwardModel
+from .jepa import JEPAForwardModel
+from .latent import LatentForwardModel
 from .rnn_deconv import RNNDeconvForwardModel
+from .rssm import RSSMForwardModel
 from .svg_lp import SVGLPForwardModel
 from .translator import FrameTranslator, load_translator, translator_state
 
@@ -69,7 +86,12 @@ __all__ = [
     "ConvLSTMForwardModel",
     "DNAForwardModel",
     "ForwardModel",
+    "JEPAForwardModel",
+    "LatentForwardModel",
+    "LatentState",
     "ModelState",
+    "RSSMForwardModel",
+    "State",
     "FrameStackForwardModel",
     "FrameTranslator",
     "RNNDeconvForwardModel",
@@ -95,6 +117,8 @@ MODELS: dict[str, type[ForwardModel]] = {
         DNAForwardModel,
         FrameStackForwardModel,
         SVGLPForwardModel,
+        RSSMForwardModel,
+        JEPAForwardModel,
     )
 }
 

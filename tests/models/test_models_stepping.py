@@ -1,15 +1,19 @@
 """The public stepping API of every forward model (ForwardModel.init_state / imagine /
-decode): shapes, any horizon, batches of candidate sequences, determinism, and equality
-with forward()."""
+decode / features / encode_goal): shapes, any horizon, batches of candidate sequences,
+determinism, and equality with forward(). Pixel models keep a window of frames
+(ModelState); latent models (rssm, jepa) a LatentState, whose own tests are also in
+test_latent_models.py."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from visfore_models import MODELS, ModelState, build_model
+from visfore_models import MODELS, LatentState, ModelState, build_model
 
 A, H, B, C = 2, 32, 3, 2
+PIXEL = sorted(n for n, cls in MODELS.items() if not cls.latent)
+LATENT = sorted(n for n, cls in MODELS.items() if cls.latent)
 
 
 def _model(name: str) -> torch.nn.Module:
@@ -31,7 +35,7 @@ def _run(fn, *args):
         return fn(*args)
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", PIXEL)
 @pytest.mark.parametrize("K", [1, 4, 7])
 def test_imagine_equals_forward_any_horizon(name: str, K: int) -> None:
     model = _model(name)
@@ -49,7 +53,75 @@ def test_imagine_equals_forward_any_horizon(name: str, K: int) -> None:
     assert torch.equal(model.decode(new), pred[:, -1])
 
 
+@pytest.mark.parametrize("name", LATENT)
+@pytest.mark.parametrize("K", [1, 4, 7])
+def test_latent_imagine_equals_forward_any_horizon(name: str, K: int) -> None:
+    """A latent model's first imagine after init_state is forward() exactly, under one seed
+    for both (init_state may draw from the RNG too: RSSM samples its posterior)."""
+    model = _model(name)
+    frames, past, actions = _inputs(K)
+    torch.manual_seed(123)
+    with torch.no_grad():
+        state = model.init_state(frames, past)
+        pred, new = model.imagine(state, actions)
+    assert isinstance(state, LatentState) and state.batch_size == B
+    assert state.deter.dim() == 2 and state.stoch.dim() == 2
+    expected = _run(model, frames, torch.cat([past, actions], dim=1))
+    assert pred.shape == (B, K, 3, H, H) and pred.dtype == torch.float32
+    assert torch.equal(pred, expected)
+    assert float(pred.min()) >= 0.0 and float(pred.max()) <= 1.0
+    assert isinstance(new, LatentState) and new.batch_size == B
+    torch.testing.assert_close(model.decode(new), pred[:, -1], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", LATENT)
+def test_chained_latent_imagine_continues_the_rollout(name: str) -> None:
+    """A latent state carries the rollout: imagine(3) then imagine(2) == imagine(5) under one
+    seed (the RNG draws per step are the same)."""
+    model = _model(name)
+    frames, past, actions = _inputs(5)
+    state = _run(model.init_state, frames, past)
+    torch.manual_seed(9)
+    with torch.no_grad():
+        first, mid = model.imagine(state, actions[:, :3])
+        second, end = model.imagine(mid, actions[:, 3:])
+    torch.manual_seed(9)
+    with torch.no_grad():
+        full, end_full = model.imagine(state, actions)
+    torch.testing.assert_close(torch.cat([first, second], dim=1), full, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(end.deter, end_full.deter, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("name", sorted(MODELS))
+def test_features_and_goal_share_one_space(name: str) -> None:
+    """imagine(decode=False) gives (B, [N,] K, F) features, F = feature_dim, equal to
+    features() of the states stepped one at a time; encode_goal gives (B, F); a pixel
+    model's features are its flattened frames."""
+    model = _model(name)
+    frames, past, actions = _inputs(3)
+    state = _run(model.init_state, frames, past)
+    F = model.feature_dim
+    feats, new = _run(model.imagine, state, actions, False)
+    assert feats.shape == (B, 3, F) and feats.dtype == torch.float32
+    assert model.features(new).shape == (B, F)
+    torch.testing.assert_close(model.features(new), feats[:, -1], rtol=1e-5, atol=1e-5)
+    goal = model.encode_goal(frames[:, -1])
+    assert goal.shape == (B, F) and goal.dtype == torch.float32
+    N = 4
+    cand = torch.rand(B, N, 3, A, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    feats_n, new_n = _run(model.imagine, state, cand, False)
+    assert feats_n.shape == (B, N, 3, F) and new_n.batch_size == B * N
+    if not model.latent:
+        frames_out, _ = _run(model.imagine, state, actions)
+        assert torch.equal(feats, frames_out.flatten(-3))
+        assert torch.equal(goal, frames[:, -1].flatten(1))
+        assert torch.equal(model.features(state), frames[:, -1].flatten(1))
+    with pytest.raises(ValueError, match="frames must be a"):
+        model.encode_goal(frames)
+    model.after_optimizer_step()  # a no-op for every model but jepa, callable at any time
+
+
+@pytest.mark.parametrize("name", PIXEL)
 def test_chained_imagine_continues_from_the_window(name: str) -> None:
     model = _model(name)
     frames, past, actions = _inputs(5)
