@@ -8,13 +8,18 @@ A checkpoint is a dict (``torch.save``-d atomically by :func:`visfore.core.runs.
     epoch, epoch_step, global_step, train_seconds, train_clips, best_val_mse, history
                              the loop's counters (visfore.core.trainer.TrainState)
     partial_loss             [loss sum, clip count, reconstruction-MSE sum] of the unfinished epoch
-    sampling                 {"mode", "k", "step"}: the scheduled-sampling position
+    sampling                 {"mode", "k", "step", "total_steps"}: the scheduled-sampling
+                             position and the schedule's span (the first target's steps)
+    lr_schedule              {"schedule", "warmup_steps", "total_steps", "from_step",
+                             "from_factor"}: the LR schedule (visfore.worldmodels.schedules.lr_lambda;
+                             continued to a new --epochs target on resume)
     epochs, metrics, config, world_size
     rng, rng_per_rank        torch / python / CUDA RNG states (of rank 0; of every rank under DDP)
 
 The layout is the one of version 2 (before the port onto :mod:`visfore.core.trainer`), so
 runs started before it resume unchanged; :func:`train_state` maps it onto a
-:class:`~visfore.core.trainer.TrainState`.
+:class:`~visfore.core.trainer.TrainState`. ``sampling.total_steps`` and ``lr_schedule``
+were added later (still version 2): without them the schedules span ``epochs``.
 """
 
 from __future__ import annotations
