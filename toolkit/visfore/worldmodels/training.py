@@ -37,7 +37,10 @@ every RNG state (of every rank) from the checkpoint. The order of training clips
 ``e`` is a pure function of ``(seed, e)``, so a run stopped mid-epoch (``--time-budget``,
 Ctrl-C) resumes at the very batch where it stopped and ends with the same weights as an
 uninterrupted run (same device, CPU threads and processes, up to the nondeterminism of
-some CUDA kernels).
+some CUDA kernels). ``--epochs`` given with ``--resume`` is the run's new total: above the
+epochs done training goes on to it (the LR schedule continued from where it is,
+:func:`~visfore.worldmodels.schedules.extend_lr_schedule`); at or below them nothing is
+trained and the run is only evaluated again (``metrics["session"]["evaluate_only"]``).
 
 **Multi-process (DDP).** Under ``torchrun --nproc-per-node N visfore train-model ...``
 every process trains a ``DistributedDataParallel`` replica (:mod:`visfore.worldmodels.distributed`).
