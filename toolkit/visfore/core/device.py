@@ -10,7 +10,13 @@ from visfore.core.errors import VisforeError
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["parse_device_spec", "physical_cpu_cores", "select_device"]
+__all__ = ["NUM_THREADS_HELP", "parse_device_spec", "physical_cpu_cores", "select_device"]
+
+#: Help of every ``--num-threads`` option (the default is :mod:`visfore.core.threads`').
+NUM_THREADS_HELP = (
+    "Torch CPU threads (default: the cores other processes leave free, re-measured while it runs;"
+    " torch's own default slows to half speed when another job holds a core)."
+)
 
 
 def parse_device_spec(spec: str) -> str:

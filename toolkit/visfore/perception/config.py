@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence
 
 from visfore.core.config import ConfigBase, option
+from visfore.core.device import NUM_THREADS_HELP
 from visfore.core.errors import VisforeError
 
 __all__ = ["MAX_MEMORY", "TranslatorConfig", "parse_channels"]
@@ -79,7 +80,7 @@ class TranslatorConfig(ConfigBase, command="train-translator"):
     )
     name: Optional[str] = option(default=None, help="Run name: runs/train-translator-NAME.")
     device: str = option(default="auto", help="auto, cpu, cuda or cuda:N.")
-    num_threads: Optional[int] = option(default=None, help="Torch CPU threads (default: the physical cores available).")
+    num_threads: Optional[int] = option(default=None, help=NUM_THREADS_HELP)
     eval_batch_size: int = option(default=256, help="Frames per forward pass in evaluation.")
     progress: bool = option(
         default=True,

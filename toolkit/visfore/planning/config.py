@@ -12,6 +12,7 @@ import math
 from typing import Any, Literal, Optional, Sequence
 
 from visfore.core.config import ConfigBase, option
+from visfore.core.device import NUM_THREADS_HELP
 from visfore.core.errors import VisforeError
 from visfore.core.runs import DEFAULT_RUNS_ROOT
 
@@ -217,9 +218,7 @@ class PlanConfig(ConfigBase, command="plan"):
         help="Run the model under autocast: bfloat16 on CPU (about 1.7x faster for cdna here, predictions within 5e-6 MSE of float32), float16 on CUDA.",
         flags=("--amp/--no-amp",),
     )
-    num_threads: Optional[int] = option(
-        default=None, help="Torch CPU threads (default: torch's; on a busy CPU 1 is often much faster)."
-    )
+    num_threads: Optional[int] = option(default=None, help=NUM_THREADS_HELP)
     gifs: bool = option(default=True, help="A GIF per episode and controller.")
     out: Optional[str] = option(
         default=None, help="Report directory (default runs/plan-<UTC time>).", flags=("--out", "-o")
@@ -326,7 +325,7 @@ class ThroughModelConfig(ConfigBase, command="train-through-model"):
     gifs: bool = option(default=False, help="One GIF per evaluation episode in eval/gifs.")
     seed: int = option(default=0, help="Seed of the policy's initialisation, the batches and the evaluation episodes.")
     device: str = option(default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N.")
-    num_threads: Optional[int] = option(default=None, help="Torch CPU threads (default: torch's).")
+    num_threads: Optional[int] = option(default=None, help=NUM_THREADS_HELP)
     out: Optional[str] = option(
         default=None,
         help="Run directory (default OUT_DIR/train-policy-through-model-<name or UTC time>).",

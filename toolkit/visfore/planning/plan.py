@@ -92,6 +92,7 @@ from visfore.core.device import parse_device_spec, select_device
 from visfore.core.errors import VisforeError
 from visfore.core.progress import step_progress
 from visfore.core.runs import resolve_run_dir
+from visfore.core.threads import AdaptiveThreads, configure_torch_threads
 from visfore.data.envs import resolve_env_id
 from visfore.planning.config import (  # noqa: F401 (re-exported: the plan API)
     CONTROLLER_LABELS,
@@ -312,8 +313,7 @@ def _prepare(config: PlanConfig) -> _PlanSetup:
     """
     config = validate_config(config)
     device = select_device(config.device)
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
+    configure_torch_threads(config.num_threads)
     model_run = load_model_run(config.model, config.checkpoint, device=device) if config.model else None
     env_id, env_kwargs, size = _resolve_env(config, model_run)
     translator = load_translator(config.translator, device, env_id) if config.translator else None
@@ -477,6 +477,14 @@ def _run_episodes(setup: _PlanSetup, out: Path, episodes: _EpisodeLog) -> bool:
     steps = int(setup.steps) if setup.steps else None
     n = config.episodes
     bar = step_progress(config.progress)
+    # Without --num-threads, follow the load of other processes while planning runs.
+    adaptive = AdaptiveThreads() if config.num_threads is None else None
+
+    def on_step(_k: int, _t: int) -> None:
+        bar.advance(task)
+        if adaptive is not None:
+            adaptive.maybe_adjust()
+
     try:
         with bar:
             total = n * len(setup.controllers) * steps if steps else None
@@ -489,7 +497,7 @@ def _run_episodes(setup: _PlanSetup, out: Path, episodes: _EpisodeLog) -> bool:
                         setup.make_env, ctrl, episodes=1, first_episode=k, seed=config.seed,
                         steps=config.steps, success_threshold=setup.threshold, gif_dir=gif_dir,
                         goal_frame=setup.goal_frame, progress=episodes.add,
-                        on_step=lambda _k, _t: bar.advance(task),
+                        on_step=on_step,
                     )  # fmt: skip
                     if steps:
                         done += steps
@@ -510,6 +518,14 @@ def plan(config: PlanConfig) -> dict[str, Any]:
         VisforeError: bad input, before anything is written.
         KeyboardInterrupt: after writing the report of the finished episodes.
     """
+    threads = torch.get_num_threads()
+    try:
+        return _plan(config)
+    finally:
+        torch.set_num_threads(threads)  # the API must not leave the process changed
+
+
+def _plan(config: PlanConfig) -> dict[str, Any]:
     setup = _prepare(config)
     config = setup.config
     out = _output_dir(config)

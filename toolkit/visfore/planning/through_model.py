@@ -82,6 +82,7 @@ from visfore.core import provenance, runs
 from visfore.core.console import stdout_console
 from visfore.core.device import parse_device_spec, select_device
 from visfore.core.errors import VisforeError
+from visfore.core.threads import configure_torch_threads
 from visfore.core.trainer import (
     TrainState,
 )
@@ -266,8 +267,7 @@ def _prepare(config: ThroughModelConfig) -> _Setup:
     validate_config(config)
     assert config.model is not None
     device = select_device(config.device)
-    if config.num_threads:
-        torch.set_num_threads(int(config.num_threads))
+    configure_torch_threads(config.num_threads)
     mr = load_model_run(config.model, config.model_checkpoint, device=device)
     ds = mr.open_dataset(config.data)
     env_id, env_kwargs = _resolve_env(config, ds.attrs)

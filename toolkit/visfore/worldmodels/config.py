@@ -15,7 +15,7 @@ import math
 from typing import Any, Literal, Optional
 
 from visfore.core.config import ConfigBase, option
-from visfore.core.device import parse_device_spec
+from visfore.core.device import NUM_THREADS_HELP, parse_device_spec
 from visfore.core.errors import VisforeError
 
 __all__ = [
@@ -143,9 +143,7 @@ class TrainConfig(ConfigBase, command="train-model"):
         default="auto", help="auto, cpu, cuda or cuda:N (under torchrun: auto or cuda, one GPU per LOCAL_RANK)."
     )
     num_workers: int = option(default=0, help="DataLoader worker processes.")
-    num_threads: Optional[int] = option(
-        default=None, help="Torch CPU threads (default: physical cores, divided among torchrun processes)."
-    )
+    num_threads: Optional[int] = option(default=None, help=NUM_THREADS_HELP)
     time_budget: Optional[float] = option(
         default=None, help="Stop training after this many minutes (checkpointed), then evaluate."
     )
