@@ -18,9 +18,10 @@ Sources:
       (the clip applies to the KL summed over all latent variables, per sample and step,
       before averaging), LayerNorm + SiLU MLPs, a learned initial state ``h_0 =
       tanh(w)``, conv encoder/decoder down to 4x4 (:mod:`visfore_models.latent`).
-      Smaller than every DreamerV3 size (CPU planning budget): GRU 128 (DreamerV3 "S": 512),
-      16 latents x 16 classes (DreamerV3: 32 x 32), MLP width 128; a plain
-      ``nn.GRUCell`` (Cho et al. 2014, arXiv:1406.1078) instead of DreamerV3's block GRU.
+      Smaller than DreamerV3's smallest size, XS (GRU 256, MLP 256, CNN depth 24, 32
+      latents x 32 classes), for the CPU planning budget: GRU 128, MLP 128, depth 16, 16 x
+      16; a plain ``nn.GRUCell`` (Cho et al. 2014, arXiv:1406.1078) instead of DreamerV3's
+      block GRU.
 
 One time step (``e_t = LN(Linear(ConvEncoder(o_t)))``, the embedding)::
 
@@ -43,7 +44,8 @@ from the posterior when ``o_t`` was observed. ``forward``:
   ``kl_scale / (3 H W)`` (DreamerV3 sums the image log-likelihood over pixels while the
   trainer *averages* its MSE over them; dividing by the ``3 H W`` pixel values keeps
   DreamerV3's ratio of reconstruction to KL), and the MSE of the feature head against the
-  detached embedding.
+  detached embedding of ``o_C..o_{C+K-1}``. ``teacher_forcing_prob`` has no effect here
+  (every frame is observed).
 * **eval mode, or no targets**: the posterior over the context ``o_0..o_{C-1}``, then the
   prior open-loop: the prediction of ``o_{t+1}`` is ``decode(h_{t+1}, z_{t+1} ~ prior)``,
   which depends on ``o_0..o_t`` and ``a_0..a_t`` only. Teacher forcing (``targets`` and
@@ -55,7 +57,11 @@ Features (the planner's space): ``features_t = MLP([h_t, z_t])``, a head trained
 detached states) to regress the encoder's embedding ``e_t`` of the frame, and
 ``encode_goal(g) = e(g)``; a goal image has no history, so a distance to it in ``(h, z)``
 itself would mostly measure the history in ``h``. Imagining features costs a GRU step, two
-small MLPs and a categorical sample per step: no convolution.
+small MLPs and a categorical sample per step: no convolution. Without gradients (planning
+under ``torch.no_grad()``), a linear layer's product with the one-hot ``z`` is computed as
+the sum of the ``S`` weight columns of the sampled classes (``embedding_bag``): the same
+value up to float rounding at 1/K of the work; with gradients it is the plain product (so
+the straight-through gradient flows).
 
 RNG (torch's global generator; ``torch.manual_seed`` reproduces samples): one ``(B, S)``
 uniform draw for ``z_0``'s posterior, then one ``(B, 2, S)`` draw per step (the prior of the
@@ -64,9 +70,9 @@ training mode alike, so ``imagine(init_state(c, a0), a)`` after one ``manual_see
 ``forward(c, cat(a0, a))`` after the same seed, and chained ``imagine`` calls continue one
 rollout.
 
-Defaults (``depth=16, deter=128, hidden=128, stoch=16, classes=16, embed_dim=128``): 0.41 M
-parameters at 32x32, 0.78 M at 64x64 (the encoder's projection and the decoder's first
-layer grow with the 4x4 grid's channels).
+Defaults (``depth=16, deter=128, hidden=128, stoch=16, classes=16, embed_dim=128``): 0.63 M
+parameters at 32x32, 0.66 M at 64x64 (0.2 M of them in the decoder's first layer, from the
+384 latent values to the 32 x 4 x 4 grid).
 """
 
 from __future__ import annotations
@@ -197,13 +203,15 @@ class RSSMForwardModel(LatentForwardModel):
         Z = self.stoch * self.classes
         self.encoder = ConvEncoder(self.image_size, self.depth)
         self.embed = nn.Sequential(nn.Linear(self.encoder.out_dim, self.embed_dim), nn.LayerNorm(self.embed_dim))
-        self.img_in = nn.Sequential(nn.Linear(Z + action_dim, self.hidden), nn.LayerNorm(self.hidden), nn.SiLU())
+        self.img_in = nn.Linear(Z + action_dim, self.hidden)
+        self.img_norm = nn.LayerNorm(self.hidden)
         self.gru = nn.GRUCell(self.hidden, self.deter)
         self.prior = mlp((self.deter, self.hidden, Z))
         self.posterior = mlp((self.deter + self.embed_dim, self.hidden, Z))
         self.initial = nn.Parameter(torch.zeros(self.deter))
         self.decoder = ConvDecoder(self.deter + Z, self.image_size, self.depth)
-        self.feature_head = mlp((self.deter + Z, self.hidden, self.embed_dim))
+        self.feature_in = nn.Linear(self.deter + Z, self.hidden)
+        self.feature_out = nn.Sequential(nn.LayerNorm(self.hidden), nn.SiLU(), nn.Linear(self.hidden, self.embed_dim))
         self._build_probe(probe_dim, self.hidden)
         self._aux: dict[str, torch.Tensor] | None = None
 
@@ -262,9 +270,32 @@ class RSSMForwardModel(LatentForwardModel):
         probs = self._probs(self.posterior, torch.cat([h, e.to(h.dtype)], dim=1))
         return straight_through_sample(probs, u).flatten(1), probs
 
+    def _onehot_linear(self, linear: nn.Linear, other: torch.Tensor, z: torch.Tensor, z_first: bool) -> torch.Tensor:
+        """``linear(cat([z, other]))`` (or ``cat([other, z])``) for a one-hot ``z`` ``(B, S*K)``.
+
+        Without gradients the ``z`` part is a sum of ``S`` weight columns picked by the
+        sampled classes (``embedding_bag``) instead of a ``(B, S*K)`` matrix product: the
+        same value up to rounding, about 1/K of the work. With gradients (training, or a
+        planner differentiating through the model) it is the plain product, so the
+        straight-through gradient reaches the probabilities.
+        """
+        if torch.is_grad_enabled():
+            parts = [z, other.to(z.dtype)] if z_first else [other, z.to(other.dtype)]
+            return linear(torch.cat(parts, dim=1))
+        Z = self.stoch * self.classes
+        n_other = other.shape[1]
+        w = linear.weight
+        w_z, w_o = (w[:, :Z], w[:, Z:]) if z_first else (w[:, n_other:], w[:, :n_other])
+        # the class of each one-hot latent (exact: a sum of one 1.0 times k), offset to its column
+        classes = torch.arange(self.classes, device=z.device, dtype=z.dtype)
+        idx = (z.view(-1, self.stoch, self.classes) @ classes).long()
+        idx = idx + torch.arange(self.stoch, device=idx.device) * self.classes
+        out = F.linear(other, w_o, linear.bias)
+        return out + F.embedding_bag(idx, w_z.t().contiguous(), mode="sum").to(out.dtype)
+
     def _transition(self, h: torch.Tensor, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """``h_{t+1} = GRU(h_t, in([z_t, a_t]))``."""
-        x = self.img_in(torch.cat([z, a.to(z.dtype)], dim=1))
+        x = F.silu(self.img_norm(self._onehot_linear(self.img_in, a, z, z_first=True)))
         return self.gru(x, h)
 
     def _imagine_z(self, h: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -298,7 +329,7 @@ class RSSMForwardModel(LatentForwardModel):
         return LatentState(deter=h, stoch=z)
 
     def _features(self, deter: torch.Tensor, stoch: torch.Tensor) -> torch.Tensor:
-        return self.feature_head(torch.cat([deter, stoch.to(deter.dtype)], dim=1)).float()
+        return self.feature_out(self._onehot_linear(self.feature_in, deter, stoch, z_first=False)).float()
 
     def _decode(self, deter: torch.Tensor, stoch: torch.Tensor) -> torch.Tensor:
         return self.decoder(torch.cat([deter, stoch.to(deter.dtype)], dim=1))
