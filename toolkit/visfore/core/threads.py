@@ -17,11 +17,19 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from visfore.core.device import physical_cpu_cores
 from visfore.core.trainer import Callback, StepResult, Trainer, TrainState
 
-__all__ = ["AdaptiveThreads", "CpuSample", "auto_num_threads", "configure_torch_threads", "free_cores"]
+__all__ = [
+    "AdaptiveThreads",
+    "CpuSample",
+    "adaptive_threads",
+    "auto_num_threads",
+    "configure_torch_threads",
+    "free_cores",
+]
 
 #: Seconds of CPU accounting sampled at start-up to decide the first thread count.
 STARTUP_SAMPLE_S = 0.25
@@ -159,3 +167,10 @@ class AdaptiveThreads(Callback):
         torch.set_num_threads(threads)
         self.changes.append((round(now.wall - self._start, 1), threads))
         return threads
+
+
+def adaptive_threads(requested: int | None, device: Any = None, *, divide_by: int = 1) -> list[AdaptiveThreads]:
+    """The trainer callbacks for ``--num-threads``: ``[AdaptiveThreads()]`` when it was not
+    given and training runs on the CPU (``device`` ``None`` or of type ``cpu``), else ``[]``."""
+    on_cpu = device is None or getattr(device, "type", str(device)) == "cpu"
+    return [AdaptiveThreads(divide_by=divide_by)] if requested is None and on_cpu else []

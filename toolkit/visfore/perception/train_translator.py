@@ -73,8 +73,9 @@ from torch.utils.tensorboard import SummaryWriter
 
 from visfore.core import runs
 from visfore.core.console import stdout_console
-from visfore.core.device import parse_device_spec, physical_cpu_cores, select_device
+from visfore.core.device import parse_device_spec, select_device
 from visfore.core.errors import VisforeError
+from visfore.core.threads import adaptive_threads, configure_torch_threads
 from visfore.core.trainer import (
     Checkpointer,
     RichProgress,
@@ -769,6 +770,7 @@ def _fit(config: TranslatorConfig, task: TranslatorTask, run_dir: Path, console:
     steps_per_epoch = math.ceil(len(task.data.train_rows) / config.batch_size)
     callbacks = [
         StopOnInterrupt(),
+        *adaptive_threads(config.num_threads, task.device),
         TimeBudget(config.time_budget),
         TensorBoardLogger(task.writer),
         _PartialEpochCheckpointer(
@@ -847,7 +849,7 @@ def _train(config: TranslatorConfig) -> dict[str, Any]:
     device = select_device(config.device)
     run_dir = runs.resolve_run_dir(COMMAND, out=config.out, name=config.name)
     runs.check_run_dir(run_dir, resume=False)
-    torch.set_num_threads(config.num_threads or physical_cpu_cores())
+    configure_torch_threads(config.num_threads)
     data = _load_data(config)
     model, optimizer, scheduler = _build_model(config, data, device)
     _write_run_config(run_dir, config, data, model, device)

@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from visfore.core import runs
 from visfore.core.errors import VisforeError
 from visfore.core.progress import NoProgress
+from visfore.core.threads import adaptive_threads
 from visfore.core.trainer import (
     Callback,
     Checkpointer,
@@ -437,6 +438,7 @@ def _fit(setup: _Setup, task: ThroughModelTask, state: TrainState, writer: Any, 
         checkpointer.save_validated(task, state)  # the untrained baseline
     callbacks = [
         StopOnInterrupt(),
+        *adaptive_threads(config.num_threads, setup.device),
         TimeBudget(config.time_budget),
         TensorBoardLogger(writer),
         checkpointer,

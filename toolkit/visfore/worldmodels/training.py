@@ -83,8 +83,9 @@ from torch.utils.tensorboard import SummaryWriter
 import visfore_models
 from visfore.core import runs
 from visfore.core.console import stdout_console
-from visfore.core.device import parse_device_spec, physical_cpu_cores, select_device
+from visfore.core.device import parse_device_spec, select_device
 from visfore.core.errors import VisforeError
+from visfore.core.threads import adaptive_threads, configure_torch_threads
 from visfore.core.trainer import (
     Checkpointer,
     RichProgress,
@@ -288,8 +289,7 @@ def prepare(config: TrainConfig, dist: ddp.Dist, run_dir: Path) -> Prep:
     model = _build_model(config, ds, dist)
     num_threads = None
     if device.type == "cpu":
-        num_threads = config.num_threads or max(1, physical_cpu_cores() // dist.world_size)
-        torch.set_num_threads(num_threads)
+        num_threads = configure_torch_threads(config.num_threads, divide_by=dist.world_size)
     else:
         torch.backends.cudnn.benchmark = True
     start_ckpt: dict[str, Any] | None = None
@@ -783,6 +783,7 @@ def _run(prep: Prep, dist: ddp.Dist, t_begin: float) -> dict[str, Any]:
     task.writer = writer if writer is not None else _NullWriter()
     callbacks = [
         StopOnInterrupt(),
+        *adaptive_threads(config.num_threads, prep.device, divide_by=dist.world_size),
         TimeBudget(config.time_budget),
         TensorBoardLogger(writer),
         Checkpointer(
