@@ -43,6 +43,8 @@ TINY: dict[str, dict] = {
     "dna": {"lstm_channels": [4, 4, 8, 8, 8, 8, 4]},
     "framestack": {"channels": [8, 8, 8], "bottleneck_channels": 4, "latent_dim": 16, "hidden_size": 16},
     "svg_lp": {"channels": [8, 8, 8], "bottleneck_channels": 4, "g_dim": 16, "z_dim": 4, "rnn_size": 16},
+    "rssm": {"depth": 4, "deter": 16, "hidden": 16, "stoch": 16, "classes": 4, "embed_dim": 8},
+    "jepa": {"depth": 4, "embed_dim": 8, "deter": 16, "hidden": 16},
 }
 SIZE = 32  # frame size of the shared dataset
 
