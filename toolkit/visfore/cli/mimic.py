@@ -59,6 +59,14 @@ def mimic_command(config: MimicConfig) -> None:
     out = Path(config.out) if config.out is not None else None
     if out is not None and out.suffix.lower() not in MIMIC_OUT_FORMATS:
         raise VisforeError(f"--out {out}: the suffix must be one of {', '.join(MIMIC_OUT_FORMATS)}")
+    from visfore.core.threads import torch_threads
+
+    # One policy step and one translator frame at a time: one thread is fastest (as evaluate).
+    with torch_threads(1):
+        _mimic(config, out)
+
+
+def _mimic(config: MimicConfig, out: Path | None) -> None:
     if config.image is not None:
         _execute_image(config, out)
         return

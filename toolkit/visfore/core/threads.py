@@ -14,10 +14,11 @@ An explicit ``--num-threads N`` is always used as given.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 from visfore.core.device import physical_cpu_cores
 from visfore.core.trainer import Callback, StepResult, Trainer, TrainState
@@ -29,6 +30,7 @@ __all__ = [
     "auto_num_threads",
     "configure_torch_threads",
     "free_cores",
+    "torch_threads",
 ]
 
 #: Seconds of CPU accounting sampled at start-up to decide the first thread count.
@@ -174,3 +176,20 @@ def adaptive_threads(requested: int | None, device: Any = None, *, divide_by: in
     given and training runs on the CPU (``device`` ``None`` or of type ``cpu``), else ``[]``."""
     on_cpu = device is None or getattr(device, "type", str(device)) == "cpu"
     return [AdaptiveThreads(divide_by=divide_by)] if requested is None and on_cpu else []
+
+
+@contextlib.contextmanager
+def torch_threads(requested: int | None) -> Iterator[int]:
+    """Within the block, torch uses ``requested`` threads (``None``: :func:`auto_num_threads`);
+    the previous count is restored after it (an API call must not leave the process changed).
+
+    Yields:
+        The thread count set.
+    """
+    import torch
+
+    previous = torch.get_num_threads()
+    try:
+        yield configure_torch_threads(requested)
+    finally:
+        torch.set_num_threads(previous)

@@ -112,6 +112,7 @@ from visfore.core.device import parse_device_spec, select_device
 from visfore.core.errors import VisforeError
 from visfore.core.interrupt import StopFlag
 from visfore.core.provenance import command_line, package_versions
+from visfore.core.threads import configure_torch_threads
 from visfore.data.envs import env_creation_error, is_visfore_env, parse_env_kwargs, resolve_env_id
 from visfore.rl.config import RANDOMIZE_PRESETS, PolicyTrainConfig, parse_randomize
 from visfore.rl.zoo import (
@@ -870,8 +871,10 @@ def train_policy(config: PolicyTrainConfig | Mapping[str, Any]) -> dict[str, Any
 
 def _train_policy(config: PolicyTrainConfig) -> dict[str, Any]:
     plan = _plan(config)
-    if plan.device.type == "cpu" and plan.policy == "MlpPolicy":
-        torch.set_num_threads(1)
+    if plan.device.type == "cpu":
+        # A small MLP runs fastest on one thread (SB3's advice for CPU PPO); a CNN policy
+        # gets the cores other processes leave free (visfore.core.threads).
+        configure_torch_threads(1 if plan.policy == "MlpPolicy" else None)
     plan.threads = torch.get_num_threads()
     train_env = eval_env = None
     try:

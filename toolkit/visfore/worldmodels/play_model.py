@@ -59,6 +59,7 @@ import numpy as np
 from gymnasium import spaces
 
 from visfore.core.errors import VisforeError
+from visfore.core.threads import torch_threads
 from visfore.worldmodels import learned_sim  # noqa: F401  (registers LearnedSim-v0)
 from visfore.worldmodels.config import PlayModelConfig
 from visfore.worldmodels.predict import check_animation_path, compose_panels, save_animation
@@ -269,30 +270,31 @@ def play_model(
         )
     window = policy == "keyboard" and not headless and has_display()
 
-    env = gym.make(
-        ENV_ID,
-        run=str(run),
-        data=None if data is None else str(data),
-        checkpoint=config.checkpoint,
-        device=config.device,
-        render_mode="rgb_array",
-    )
-    try:
-        if policy == "keyboard" and not window:
-            why = "--headless given" if headless else "no display (DISPLAY and WAYLAND_DISPLAY unset)"
-            say(f"{why}: the keyboard policy needs a window, so the random policy plays instead")
-            policy = "random"
-        if window:
-            result = _play_window(env, steps=steps, seed=seed, fps=fps, scale=scale, say=say)
-            frames, n_episodes, taken = result
-            label = "keyboard"
-        else:
-            label, act = _policy_fn(policy, env, seed, say, load_policy)
-            frames, n_episodes, taken = _play_headless(env, act, steps=steps, seed=seed, scale=scale)
-            if out is None:
-                out = default_out(run)  # chosen once the frames exist: the first free name then
-    finally:
-        env.close()
+    with torch_threads(None):  # LearnedSim steps the model: use the cores others leave free
+        env = gym.make(
+            ENV_ID,
+            run=str(run),
+            data=None if data is None else str(data),
+            checkpoint=config.checkpoint,
+            device=config.device,
+            render_mode="rgb_array",
+        )
+        try:
+            if policy == "keyboard" and not window:
+                why = "--headless given" if headless else "no display (DISPLAY and WAYLAND_DISPLAY unset)"
+                say(f"{why}: the keyboard policy needs a window, so the random policy plays instead")
+                policy = "random"
+            if window:
+                result = _play_window(env, steps=steps, seed=seed, fps=fps, scale=scale, say=say)
+                frames, n_episodes, taken = result
+                label = "keyboard"
+            else:
+                label, act = _policy_fn(policy, env, seed, say, load_policy)
+                frames, n_episodes, taken = _play_headless(env, act, steps=steps, seed=seed, scale=scale)
+                if out is None:
+                    out = default_out(run)  # chosen once the frames exist: the first free name then
+        finally:
+            env.close()
     if out is not None and frames:
         save_animation(out, frames, fps)
     played = PlayResult(

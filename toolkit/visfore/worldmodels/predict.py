@@ -49,6 +49,7 @@ from PIL import Image
 
 from visfore.core import runs
 from visfore.core.errors import VisforeError
+from visfore.core.threads import torch_threads
 from visfore.data.dataset import Dataset
 from visfore.reports.panels import CAPTION_HEIGHT, compose_panels, upscale
 from visfore.worldmodels.config import PredictConfig
@@ -335,7 +336,8 @@ def predict(config: PredictConfig, *, echo: Callable[[str], None] | None = print
     C = mr.context
     first, K = _episode_window(config, ds.episode_rows(int(config.episode)), C)
     truth, actions = _read_clip(ds, config.episode, first, C, K)
-    rollout = _rollout(mr, truth, actions, config.sample_seed)
+    with torch_threads(None):
+        rollout = _rollout(mr, truth, actions, config.sample_seed)
     images = _animation_frames(truth, rollout, config.start, C, config.scale)
     save_animation(out, images, config.fps)
 
