@@ -178,6 +178,9 @@ def test_interrupted_then_resumed_equals_straight_run(app, small_reacher_dataset
     monkeypatch.setattr(EpisodeRunner, "run", interrupt_at_5)
     result = runner.invoke(app, small_args(out))
     assert result.exit_code == 130
+    # One line says it all: what was kept and how to continue.
+    assert [line for line in result.stderr.splitlines() if line.startswith("interrupted")] == [result.stderr.strip()]
+    assert f"interrupted; kept 5 of 12 episodes in {out}; run the same command again" in result.stderr
     assert open_dataset(out).num_episodes == 5  # finished episodes were kept
     monkeypatch.undo()
 

@@ -481,8 +481,9 @@ def test_ctrl_c_keeps_finished_episodes(tmp_path, monkeypatch):
     out = tmp_path / "plan"
     config = plan_mod.PlanConfig(env="reacher", size=SIZE, controllers=("random",), episodes=3,
                                  steps=3, gifs=False, out=str(out), progress=False)  # fmt: skip
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt) as excinfo:
         plan_mod.plan(config)
+    assert str(excinfo.value) == f"wrote the report of 1 finished episodes to {out}"  # the CLI's one line
     episodes = json.loads((out / "episodes.json").read_text())
     assert [e["episode"] for e in episodes] == [0]
     summary = json.loads((out / "summary.json").read_text())

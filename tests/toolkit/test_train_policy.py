@@ -11,6 +11,7 @@ import io
 import json
 import os
 import pickle
+import re
 import shutil
 from pathlib import Path
 
@@ -462,9 +463,15 @@ def test_interrupt_saves_last_model_and_resume_finishes(tmp_path: Path, monkeypa
     )
     with monkeypatch.context() as m:
         m.setattr(tp, "StopFlag", Interrupted)
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(KeyboardInterrupt) as excinfo:
             tp.train_policy(config)
     run_dir = tmp_path / "train-policy-int"
+    # The note for the CLI's one "interrupted" line: where it stopped and how to continue.
+    assert re.fullmatch(
+        rf"at \d+/128 timesteps; saved {re.escape(str(run_dir))}/checkpoints/last_model.zip; "
+        rf"continue with --resume --out {re.escape(str(run_dir))}",
+        str(excinfo.value),
+    ), str(excinfo.value)
     assert (run_dir / "checkpoints" / "last_model.zip").is_file()
     assert (run_dir / "checkpoints" / "vecnormalize.pkl").is_file()
     assert not (run_dir / "metrics.json").exists()

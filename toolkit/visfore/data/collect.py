@@ -621,13 +621,11 @@ def collect(config: CollectConfig | None = None, /, **options: Any) -> dict[str,
         try:
             sink = _write_episodes(col, writer, ray_session)
         except KeyboardInterrupt:
-            log.warning(
-                "interrupted: kept %d of %d episodes in %s; run the same command again to continue",
-                writer.num_episodes,
-                config.episodes,
-                col.out,
-            )
-            raise
+            # The CLI prints this note on its one "interrupted" line.
+            raise KeyboardInterrupt(
+                f"kept {writer.num_episodes} of {config.episodes} episodes in {col.out}; "
+                "run the same command again to continue"
+            ) from None
     finally:
         col.runner.close()
         if ray_session is not None:

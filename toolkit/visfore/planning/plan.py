@@ -544,8 +544,8 @@ def _plan(config: PlanConfig) -> dict[str, Any]:
     meta["episodes_done"] = min(done.values()) if done else 0
     report = write_report(out, meta, episodes)
     if interrupted:
-        log.warning("interrupted: wrote the report of %d finished episodes to %s", len(episodes), out)
-        raise KeyboardInterrupt
+        # The CLI prints this note on its one "interrupted" line.
+        raise KeyboardInterrupt(f"wrote the report of {len(episodes)} finished episodes to {out}")
     return {"out": out, "summary": report["summary"], "episodes": episodes, "files": report["files"], "meta": meta}
 
 

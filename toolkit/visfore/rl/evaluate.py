@@ -816,19 +816,15 @@ def evaluate(
     cells = ev.grid.cells
     episode_records, finished = cell_episodes(cells, ev.config.seeds, results)
     if interrupted and not finished:
-        log.warning("interrupted before any cell finished; no report written")
-        raise KeyboardInterrupt
+        raise KeyboardInterrupt("before any cell finished; no report written")
     ran = [r for records in results.values() for r in records]
     meta = _meta(ev, finished, ran, seconds, interrupted, ray_record)
     report = write_report(ev.report_dir, meta, [c.row() for c in cells], episode_records)
     if interrupted:
-        log.warning(
-            "interrupted: wrote the report of the %d finished of %d cells to %s",
-            len(finished),
-            len(cells),
-            ev.report_dir,
+        # The CLI prints this note on its one "interrupted" line.
+        raise KeyboardInterrupt(
+            f"wrote the report of the {len(finished)} finished of {len(cells)} cells to {ev.report_dir}"
         )
-        raise KeyboardInterrupt
     return {
         "report_dir": ev.report_dir,
         "files": report["files"],

@@ -980,15 +980,11 @@ def _learn(plan: _Plan, model: Any, eval_env: Any, console: Console) -> tuple[fl
             bar.close()
     _save_last(model, run_dir, plan.algo)
     if stop.requested:
-        log.warning(
-            "interrupted at %d/%d timesteps; saved %s/%s; continue with --resume --out %s",
-            model.num_timesteps,
-            total,
-            CHECKPOINT_DIR,
-            LAST_MODEL,
-            run_dir,
+        # The CLI prints this note on its one "interrupted" line.
+        raise KeyboardInterrupt(
+            f"at {model.num_timesteps}/{total} timesteps; saved {run_dir}/{CHECKPOINT_DIR}/{LAST_MODEL}; "
+            f"continue with --resume --out {run_dir}"
         )
-        raise KeyboardInterrupt
     return time.monotonic() - t_train, progress
 
 
