@@ -460,6 +460,11 @@ def test_print_summary_std_of_one_episode_is_na(tmp_path, fake_keys):
                              seeds="0", progress=False, loader=fake_loader, out=tmp_path / f"n{episodes}")  # fmt: skip
         console = Console(record=True, width=150, file=io.StringIO())
         ev.print_summary(result, console)
+        # report.md's table and its nominal line say the same as the terminal
+        report = (tmp_path / f"n{episodes}" / "report.md").read_text()
+        assert ("std n/a" in report) == (episodes == 1), report
+        table = [line for line in report.splitlines() if line.startswith("| ") and not line.startswith("| scale")]
+        assert table and all(("| n/a |" in line) == (episodes == 1) for line in table), table
         lines = console.export_text().splitlines()
         header = next(i for i, line in enumerate(lines) if "median" in line)
         col = [c.strip() for c in lines[header].split("┃")].index("std")

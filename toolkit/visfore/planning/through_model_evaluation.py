@@ -121,7 +121,7 @@ def print_summary(metrics: Mapping[str, Any], console: Any = None) -> None:
         f(s["success_rate"], ".0%"),
         f(s.get("success_rate@0.05"), ".0%"),
         f(fd["mean"], ".3f"),
-        f(fd["std"], ".3f"),
+        "n/a" if s["n"] == 1 else f(fd["std"], ".3f"),  # the spread of one episode is undefined
         f(fd["median"], ".3f"),
         f(s["min_distance_mean"], ".3f"),
         f(s["initial_distance_mean"], ".3f"),

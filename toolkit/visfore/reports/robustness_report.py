@@ -366,9 +366,15 @@ _TABLE_HEADER = ("scale", "n", "mean", "median", "std", "min", "max", "mean / no
                  "min / nominal", "mean length")  # fmt: skip
 
 
+def std_text(row: Mapping[str, Any]) -> str:
+    """The std of a summary row as printed: ``n/a`` for a single episode (the spread of one
+    sample is undefined; ``summary.json`` keeps the population std, 0.0)."""
+    return "n/a" if row.get("n") == 1 else fmt(row["std"])
+
+
 def _table_cells(row: Mapping[str, Any], first: str) -> list[str]:
     return [
-        first, str(row["n"]), fmt(row["mean"]), fmt(row["median"]), fmt(row["std"]),
+        first, str(row["n"]), fmt(row["mean"]), fmt(row["median"]), std_text(row),
         fmt(row["min"]), fmt(row["max"]), fmt(row["normalized_mean"], 3),
         fmt(row["normalized_min"], 3), fmt(row["mean_length"]),
     ]  # fmt: skip
@@ -440,7 +446,7 @@ def overview(meta: Mapping[str, Any], summary: Sequence[Mapping[str, Any]]) -> l
         items.append((
             "nominal return",
             f"mean {fmt(nominal['mean'])}, median {fmt(nominal['median'])}, std "
-            f"{fmt(nominal['std'])}, min {fmt(nominal['min'])}, max {fmt(nominal['max'])} "
+            f"{std_text(nominal)}, min {fmt(nominal['min'])}, max {fmt(nominal['max'])} "
             f"(n = {nominal['n']})",
         ))  # fmt: skip
         if nominal["mean"] <= 0:
@@ -472,7 +478,7 @@ def render_markdown(meta: Mapping[str, Any], summary: Sequence[Mapping[str, Any]
     out += [f"- **{k}:** {v}" for k, v in overview(meta, summary)]
     out += ["", "## Most damaging perturbation", "", damage_text(summary), ""]
     out += [
-        "Statistics over every episode of every seed; std is the population std (ddof 0); "
+        "Statistics over every episode of every seed; std is the population std (ddof 0), n/a for one episode; "
         "`/ nominal` divides by the nominal mean return. Cells at scale 1 are the nominal "
         "model and repeat the nominal cell's episodes.",
         "",

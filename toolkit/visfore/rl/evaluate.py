@@ -58,7 +58,15 @@ from visfore.core.provenance import command_line, package_versions
 from visfore.core.runs import utc_timestamp
 from visfore.core.seeding import episode_reset_seed
 from visfore.core.workers import imap_processes
-from visfore.reports.robustness_report import cell_label, damage_text, fmt, fmt_scale, perturbation_of, write_report
+from visfore.reports.robustness_report import (
+    cell_label,
+    damage_text,
+    fmt,
+    fmt_scale,
+    perturbation_of,
+    std_text,
+    write_report,
+)
 from visfore.rl import policy_run
 from visfore.rl.config import EvaluateConfig, parse_keys, parse_range, parse_seeds
 from visfore.rl.config import positive_scale as _positive_scale
@@ -860,7 +868,7 @@ def print_summary(result: Mapping[str, Any], console: Any = None) -> None:
             ids = [r["param"], fmt_scale(r["scale"])]
         style = "italic" if r["kind"] == "nominal" else None
         table.add_row(
-            *ids, fmt(r["mean"]), fmt(r["median"]), "n/a" if r.get("n") == 1 else fmt(r["std"]), fmt(r["min"]),
+            *ids, fmt(r["mean"]), fmt(r["median"]), std_text(r), fmt(r["min"]),
             fmt(r["max"]), fmt(r["normalized_mean"], 3), style=style,
         )  # fmt: skip
     console.print(table)
