@@ -10,8 +10,8 @@ Pipeline (:func:`train_translator`; :func:`train_translator_command` is a thin w
 1. Validate every option and open the dataset before anything is written. The training
    targets come from the dataset's ``data/state`` through the env class's
    ``decode_state`` classmethod (:meth:`visfore_envs.core.KeypointTargetEnv.decode_state`;
-   the class is found through the env id's registered entry point), so a new robot
-   brings its own decoding. A dataset whose env has no ``decode_state`` is a one-line
+   the class is found through the env id's registered entry point; :mod:`visfore.data.labels`,
+   shared with ``train-model --probe keypoints``), so a new robot brings its own decoding. A dataset whose env has no ``decode_state`` is a one-line
    :class:`~visfore.core.errors.VisforeError`.
 2. Split the episodes into training and held-out episodes (seeded,
    :func:`visfore.data.clips.split_episodes`; at least one of each). Every row of an episode
@@ -61,13 +61,10 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Protocol, Union, cast
+from typing import Any, Callable, Optional, Union
 
-import gymnasium as gym
-import mujoco
 import numpy as np
 import torch
-from gymnasium.envs.registration import load_env_creator
 from rich.table import Table
 from torch.utils.tensorboard import SummaryWriter
 
@@ -90,7 +87,13 @@ from visfore.core.trainer import (
 from visfore.data import storage
 from visfore.data.clips import split_episodes
 from visfore.data.dataset import open_dataset
-from visfore.data.envs import visfore_env_ids
+from visfore.data.labels import (  # moved to the data layer (train-model --probe uses them too)
+    DecodableEnvClass,
+    decode_dataset_states,
+    env_class_for,
+    joint_names_for,
+    keypoint_names_for,
+)
 from visfore.perception.config import MAX_MEMORY, TranslatorConfig
 from visfore.perception.predicted_frames import predict_clips
 from visfore.worldmodels.model_run import load_model_run
@@ -190,129 +193,6 @@ def validate_config(config: TranslatorConfig) -> None:
         raise VisforeError(f"--channels must be positive integers, got {config.channels!r}")
     config.channels = channels
     parse_device_spec(config.device)
-
-
-# ---------------------------------------------------------------------------------------
-# env classes: decoding the dataset's states
-# ---------------------------------------------------------------------------------------
-class DecodableEnvClass(Protocol):
-    """An env class with a ``decode_state`` classmethod (what :func:`env_class_for` returns;
-    ``keypoint_sites``, ``keypoint_axes`` and ``model_path()`` are optional, read with
-    ``getattr``)."""
-
-    __name__: str
-
-    def decode_state(self, state: np.ndarray) -> Mapping[str, Any]: ...
-
-
-def env_class_for(env_id: str) -> DecodableEnvClass:
-    """The env class registered for ``env_id`` that has a ``decode_state`` classmethod.
-
-    The class comes from the id's registered entry point
-    (``gymnasium.envs.registration.load_env_creator``), so any registered robot class
-    that defines ``decode_state(state) -> {"qpos", "keypoints"}`` works.
-
-    Raises:
-        VisforeError: the id is not registered, its entry point cannot be imported, or the
-            class has no ``decode_state`` (the message lists the ids that have one).
-    """
-    visfore_env_ids()  # imports visfore_envs, which registers its ids
-    try:
-        spec = gym.spec(env_id)
-    except Exception:  # gymnasium raises NameNotFound / VersionNotFound / Error subclasses
-        raise VisforeError(f"the dataset's env {env_id!r} is not a registered Gymnasium id") from None
-    entry = spec.entry_point
-    try:
-        creator = load_env_creator(entry) if isinstance(entry, str) else entry
-    except Exception as exc:
-        raise VisforeError(
-            f"cannot import the entry point {entry!r} of env {env_id} ({type(exc).__name__}: {exc})".splitlines()[0]
-        ) from None
-    if not (isinstance(creator, type) and callable(getattr(creator, "decode_state", None))):
-        raise VisforeError(
-            f"env {env_id} ({entry}) has no decode_state classmethod, so its joint angles and key "
-            f"points cannot be read from the dataset's states; decodable ids: {', '.join(_decodable_ids()) or 'none'}"
-        )
-    return cast(DecodableEnvClass, creator)  # checked above: a class with a callable decode_state
-
-
-def _decodable_ids() -> list[str]:
-    ids = []
-    for env_id in visfore_env_ids():
-        entry = gym.spec(env_id).entry_point
-        if not isinstance(entry, str) or not entry.startswith("visfore_envs"):
-            continue
-        try:
-            creator = load_env_creator(entry)
-        except Exception:
-            continue
-        if isinstance(creator, type) and callable(getattr(creator, "decode_state", None)):
-            ids.append(env_id)
-    return ids
-
-
-def decode_dataset_states(
-    env_cls: DecodableEnvClass, state: np.ndarray, *, env_id: str = ""
-) -> tuple[np.ndarray, np.ndarray]:
-    """Joint angles and key points of every row: ``env_cls.decode_state(state)``.
-
-    Args:
-        env_cls: the env class (:func:`env_class_for`); state: (N, S) float32.
-
-    Returns:
-        ``(qpos (N, nq) float32 rad, keypoints (N, G) float32 m)``.
-
-    Raises:
-        VisforeError: the class cannot decode states of this width (its ValueError or
-            NotImplementedError, one line), or the result is not finite / of bad shape.
-    """
-    try:
-        decoded = env_cls.decode_state(state)
-    except (ValueError, NotImplementedError) as exc:
-        raise VisforeError(
-            f"cannot decode the states of env {env_id or env_cls.__name__}: {exc}".splitlines()[0]
-        ) from None
-    qpos = np.asarray(decoded.get("qpos"), dtype=np.float32)
-    kp = np.asarray(decoded.get("keypoints"), dtype=np.float32)
-    n = state.shape[0]
-    if qpos.ndim != 2 or kp.ndim != 2 or qpos.shape[0] != n or kp.shape[0] != n or 0 in qpos.shape + kp.shape:
-        raise VisforeError(
-            f"{env_cls.__name__}.decode_state returned qpos {qpos.shape} and keypoints {kp.shape}; "
-            f"expected ({n}, nq) and ({n}, G)"
-        )
-    if not (np.isfinite(qpos).all() and np.isfinite(kp).all()):
-        raise VisforeError(f"the dataset's states decode to non-finite joint angles or key points ({env_cls.__name__})")
-    return qpos, kp
-
-
-def keypoint_names_for(env_cls: DecodableEnvClass, goal_dim: int) -> tuple[list[str], int]:
-    """Key-point names and the axes per key point: ``(names, D)`` with ``G = len(names) * D``.
-
-    Uses the class's ``keypoint_sites`` / ``keypoint_axes`` when they fit ``goal_dim``,
-    otherwise ``kp0, kp1, ...`` with D = 3 (or 1 when G is not a multiple of 3).
-    """
-    sites = tuple(getattr(env_cls, "keypoint_sites", ()) or ())
-    axes = tuple(getattr(env_cls, "keypoint_axes", ()) or ())
-    if sites and axes and len(sites) * len(axes) == goal_dim:
-        return list(sites), len(axes)
-    d = 3 if goal_dim % 3 == 0 else 1
-    return [f"kp{i}" for i in range(goal_dim // d)], d
-
-
-def joint_names_for(env_cls: DecodableEnvClass, nq: int) -> list[str]:
-    """Joint names in ``qpos`` order from the class's MJCF model (``model_path()``), when
-    it has ``nq`` single-coordinate joints; else ``q0, q1, ...``."""
-    model_path = getattr(env_cls, "model_path", None)  # optional (see DecodableEnvClass)
-    try:
-        if not callable(model_path):
-            raise AttributeError("model_path")
-        model = mujoco.MjModel.from_xml_path(str(model_path()))
-        if model.nq == nq and model.njnt == nq:
-            order = np.argsort(model.jnt_qposadr)
-            return [mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_JOINT, int(j)) or f"q{j}" for j in order]
-    except Exception:  # no model_path, not MuJoCo, unreadable: fall back to numbers
-        pass
-    return [f"q{i}" for i in range(nq)]
 
 
 # ---------------------------------------------------------------------------------------
