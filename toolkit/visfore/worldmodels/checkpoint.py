@@ -8,6 +8,8 @@ A checkpoint is a dict (``torch.save``-d atomically by :func:`visfore.core.runs.
     epoch, epoch_step, global_step, train_seconds, train_clips, best_val_mse, history
                              the loop's counters (visfore.core.trainer.TrainState)
     partial_loss             [loss sum, clip count, reconstruction-MSE sum] of the unfinished epoch
+    partial_aux              {auxiliary-loss key (or "probe"): sum over clips} of the unfinished
+                             epoch (absent in checkpoints written before it: empty)
     sampling                 {"mode", "k", "step", "total_steps"}: the scheduled-sampling
                              position and the schedule's span (the first target's steps)
     lr_schedule              {"schedule", "warmup_steps", "total_steps", "from_step",
@@ -95,6 +97,7 @@ def counters(state: TrainState) -> dict[str, Any]:
         if state.epoch_step
         else [0.0, 0, 0.0]
     )
+    aux = {str(k): float(v) for k, v in (state.extra.get("aux_sums") or {}).items()} if state.epoch_step else {}
     return {
         "epoch": state.epoch,
         "epoch_step": state.epoch_step,
@@ -102,13 +105,15 @@ def counters(state: TrainState) -> dict[str, Any]:
         "train_seconds": state.train_seconds,
         "train_clips": state.train_samples,
         "partial_loss": partial,
+        "partial_aux": aux,
         "best_val_mse": state.best,
         "history": state.history,
     }
 
 
 def train_state(ckpt: Mapping[str, Any]) -> TrainState:
-    """The loop's counters saved in ``ckpt`` (``extra``: ``sampling_step``, ``mse_sum``)."""
+    """The loop's counters saved in ``ckpt`` (``extra``: ``sampling_step``, ``mse_sum``,
+    ``aux_sums``)."""
     partial = list(ckpt.get("partial_loss", (0.0, 0)))
     global_step = int(ckpt["global_step"])
     return TrainState(
@@ -124,5 +129,6 @@ def train_state(ckpt: Mapping[str, Any]) -> TrainState:
         extra={
             "sampling_step": int((ckpt.get("sampling") or {}).get("step", global_step)),
             "mse_sum": float(partial[2]) if len(partial) > 2 else float(partial[0]),
+            "aux_sums": {str(k): float(v) for k, v in (ckpt.get("partial_aux") or {}).items()},
         },
     )

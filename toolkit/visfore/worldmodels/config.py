@@ -79,6 +79,10 @@ class TrainConfig(ConfigBase, command="train-model"):
         parse=parse_json_object,
         metavar="JSON",
     )
+    probe: Literal["none", "keypoints"] = option(
+        default="none",
+        help="keypoints: also train a read-out probe from a latent model's features (rssm, jepa) to the robot's key points and joint angles, from the dataset's states on detached features; the run is labelled state-supervised.",
+    )
     context: int = option(default=2, help="C context frames given to the model.")
     horizon: int = option(default=10, help="K frames predicted open-loop.")
     epochs: Optional[int] = option(
@@ -194,6 +198,13 @@ def validate_config(config: TrainConfig) -> None:
         raise VisforeError(f"--time-budget must be > 0 minutes, got {config.time_budget}")
     if not isinstance(config.model_kwargs, dict):
         raise VisforeError("--model-kwargs must be a JSON object")
+    if config.probe not in ("none", "keypoints"):
+        raise VisforeError(f"--probe must be none or keypoints, got {config.probe!r}")
+    if "probe_dim" in config.model_kwargs:
+        raise VisforeError(
+            f"--model-kwargs probe_dim={config.model_kwargs['probe_dim']!r}: the probe is set by --probe keypoints "
+            "(its size comes from the dataset's states); remove probe_dim"
+        )
     # lazy: the CLI imports this config module at start-up; it stays as light as it is
     from visfore.worldmodels.schedules import SAMPLING_MODES, teacher_forcing_schedule
 

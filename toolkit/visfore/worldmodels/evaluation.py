@@ -2,7 +2,11 @@
 
 * :func:`evaluate_open_loop` (options: :class:`EvalOptions`): per-horizon-step MSE, PSNR,
   SSIM, foreground PSNR (and LPIPS) of a model on clips, next to the copy-last-frame and
-  mean-frame baselines and the same model fed shuffled actions;
+  mean-frame baselines and the same model fed shuffled actions; for latent models
+  (``model.latent``) also in latent space (:class:`_LatentScorer`): the action
+  sensitivity of the imagined features and, with a probe (``train-model --probe
+  keypoints``), the probe's key-point error (cm) and joint-angle error (degrees) per
+  horizon step (definitions: :data:`LATENT_DEFINITIONS`);
 * :func:`summary`: per-step lists and their means, JSON-plain (``metrics.json``);
 * :func:`prediction_grid`: context / truth / prediction tiles as one RGB image;
   :func:`save_png` writes it atomically.
@@ -31,7 +35,10 @@ from visfore_models.metrics import derangement, step_sum_count
 
 __all__ = [
     "FOREGROUND_THRESHOLD",
+    "LATENT_DEFINITIONS",
     "EvalOptions",
+    "ProbeTargets",
+    "probe_errors",
     "evaluate_open_loop",
     "json_float",
     "nanmean",
@@ -43,6 +50,71 @@ __all__ = [
 
 #: Foreground threshold of the foreground PSNR in metrics.json (max abs channel diff on [0, 1]).
 FOREGROUND_THRESHOLD = 0.02
+
+#: What the latent-space numbers of metrics.json mean (``definitions``, latent models only).
+LATENT_DEFINITIONS: dict[str, str] = {
+    "latent_rollout": "latent models: init_state on the C context frames (and their C - 1 actions), then "
+    "imagine(K actions, decode=False): the features (model.features, the planner's space) of the K "
+    "imagined states, open loop, no frame decoded",
+    "latent_action_sensitivity": "per horizon step, the mean Euclidean distance between the imagined "
+    "features of a clip under its own actions and under the whole action sequence of another clip (the "
+    "shuffled-actions derangement of the decoded metrics), divided by the feature scale; 0 = the actions "
+    "change nothing",
+    "feature_scale": "per horizon step, the RMS distance of the imagined features (own actions) from their "
+    "mean over the evaluated clips: sqrt(E||f - E f||^2), the spread of features between clips",
+    "resample_distance": "stochastic models: the same distance between two rollouts of a clip under its own "
+    "actions (different latent samples), the sampling noise the action effect must exceed",
+    "probe": "state-supervised: a read-out head from the latent features to the key points (m) and joint "
+    "angles (rad) of the dataset's states, trained on detached features of observed frames "
+    "(train-model --probe keypoints); it never shapes the latent",
+    "probe_keypoint_error_cm": "per horizon step, the mean over the valid clips of the mean over key points "
+    "of ||probe(features of the imagined state) - true key point|| over the key point's axes, in cm",
+    "probe_joint_error_deg": "per horizon step, the mean over the valid clips and joints of "
+    "|wrap(probe angle - true angle)| in degrees, wrap into [-180, 180)",
+    "probe_copy_last_state": "the key points and joint angles of the last context frame o_{C-1} taken as the "
+    "prediction of every step (the robot does not move): the copy-last-frame baseline of the probe",
+    "probe_observed": "the probe read off the filtered state of the real context frames (init_state, no "
+    "imagination) against o_{C-1}'s labels: the probe's own read-out error, the floor of the open-loop one",
+}
+
+
+@dataclass(frozen=True)
+class ProbeTargets:
+    """The probe's true values for :func:`evaluate_open_loop`.
+
+    Attributes:
+        labels: ``(N, P)`` float32, one row per row of the clips' :class:`ClipSource`
+            (key points in metres, then joint angles in radians;
+            :class:`visfore.data.labels.StateLabels`).
+        layout: the :class:`visfore.data.labels.ProbeLayout` of the columns.
+    """
+
+    labels: np.ndarray
+    layout: Any
+
+
+def probe_errors(pred: torch.Tensor, true: torch.Tensor, layout: Any) -> dict[str, torch.Tensor]:
+    """Key-point and joint-angle errors of probe outputs.
+
+    Args:
+        pred, true: ``(..., P)`` probe outputs and labels (layout: ``layout``, a
+            :class:`visfore.data.labels.ProbeLayout`): key points in metres, then joint
+            angles in radians.
+
+    Returns:
+        ``{"keypoint_error_cm": (...,), "joint_error_deg": (...,)}`` float64: the mean over
+        key points of the Euclidean error over their axes, in centimetres, and the mean
+        over joints of the wrapped absolute angle error, in degrees (absent when the
+        layout has no joints).
+    """
+    pred, true = pred.double(), true.double().to(pred.device)
+    G, D = layout.keypoint_coords, layout.axes_per_keypoint
+    dk = (pred[..., :G] - true[..., :G]).reshape(*pred.shape[:-1], G // D, D)
+    out = {"keypoint_error_cm": 100.0 * torch.linalg.vector_norm(dk, dim=-1).mean(dim=-1)}
+    if layout.num_joints:
+        dq = torch.remainder(pred[..., G:] - true[..., G:] + math.pi, 2 * math.pi) - math.pi
+        out["joint_error_deg"] = torch.rad2deg(dq.abs()).mean(dim=-1)
+    return out
 
 
 def nanmean(values: np.ndarray) -> float:
@@ -119,6 +191,12 @@ class EvalOptions:
         amp_dtype: run the model under ``torch.autocast`` with this dtype (None: off).
         seed: torch seed of the evaluation (stochastic models); the caller's RNG state is
             restored afterwards.
+        latent: for a latent model (``model.latent``), also score it in latent space
+            (the action sensitivity of its features; the probe with ``probe``). These
+            rollouts draw from their own seeded RNG (one per batch), so the decoded
+            metrics are the same with and without them. Ignored for pixel models.
+        probe: score the model's probe (``model.probe_dim > 0``) against these labels,
+            per horizon step (:data:`LATENT_DEFINITIONS`).
     """
 
     batch_size: int = 32
@@ -132,6 +210,12 @@ class EvalOptions:
     lpips: bool = False
     amp_dtype: Any = None
     seed: int = 0
+    latent: bool = True
+    probe: Optional[ProbeTargets] = None
+
+
+def _autocast(device: torch.device, dtype: Any) -> contextlib.AbstractContextManager[Any]:
+    return torch.autocast(device_type=device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
 class _Scorer:
@@ -148,12 +232,7 @@ class _Scorer:
         self.infer_seconds, self.infer_frames = 0.0, 0
 
     def rollout(self, context: torch.Tensor, actions: torch.Tensor) -> list[torch.Tensor]:
-        ctx = (
-            torch.autocast(device_type=self.device.type, dtype=self.opts.amp_dtype)
-            if self.opts.amp_dtype is not None
-            else contextlib.nullcontext()
-        )
-        with ctx:
+        with _autocast(self.device, self.opts.amp_dtype):
             return [self.model(context, actions).float() for _ in range(self.n_samples)]
 
     def timed_rollout(self, context: torch.Tensor, actions: torch.Tensor) -> list[torch.Tensor]:
@@ -202,6 +281,118 @@ class _Scorer:
             self.add("mean_frame", [mf], targets, context, mask)
 
 
+class _LatentScorer:
+    """The latent-space part of :func:`evaluate_open_loop` (latent models): per batch, the
+    features of ``init_state`` + ``imagine(decode=False)`` under the clips' own actions,
+    under shuffled actions and (stochastic models) once more under their own; the probe's
+    errors on the first. Accumulates per-step sums over batches."""
+
+    def __init__(self, model: Any, device: torch.device, opts: EvalOptions, clips: ClipDataset) -> None:
+        self.model, self.device, self.opts, self.clips = model, device, opts, clips
+        self.acc = _StepSums()
+        K = clips.horizon
+        self.f_sum: torch.Tensor | None = None  # (K, F) float64
+        self.sq_sum = torch.zeros(K, dtype=torch.float64)
+        self.count = torch.zeros(K, dtype=torch.int64)
+        probe = opts.probe if int(getattr(model, "probe_dim", 0) or 0) > 0 else None
+        self.probe = probe
+        self.labels = torch.from_numpy(np.ascontiguousarray(probe.labels, dtype=np.float32)) if probe else None
+        self.observed: dict[str, list[float]] = {}
+
+    def features(self, context: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(features of the filtered state (B, F), imagined features (B, K, F))``, float32."""
+        C = context.shape[1]
+        with _autocast(self.device, self.opts.amp_dtype):
+            state = self.model.init_state(context, actions[:, : C - 1])
+            feats, _ = self.model.imagine(state, actions[:, C - 1 :], decode=False)
+            return self.model.features(state).float(), feats.float()
+
+    def _labels(self, index: np.ndarray, offsets: np.ndarray) -> torch.Tensor:
+        """Labels ``(B, len(offsets), P)`` of clip rows ``start + offsets`` (clamped to the
+        episode's last row, as the padded frames are)."""
+        assert self.labels is not None
+        rows = self.clips.starts[index][:, None] + offsets[None, :]
+        rows = np.minimum(rows, self.clips.ends[index][:, None] - 1)
+        return self.labels[torch.from_numpy(rows)].to(self.device)
+
+    def add(
+        self,
+        context: torch.Tensor,
+        actions: torch.Tensor,
+        other: torch.Tensor | None,
+        index: np.ndarray,
+        mask: torch.Tensor,
+    ) -> None:
+        C, K = self.clips.context, self.clips.horizon
+        observed, feats = self.features(context, actions)
+        values: dict[str, torch.Tensor] = {}
+        if other is not None:
+            _, shuffled = self.features(context, other)
+            values["feature_distance"] = torch.linalg.vector_norm(feats.double() - shuffled.double(), dim=-1)
+            self.acc.add_values("latent_shuffled", values, mask)
+        if bool(getattr(self.model, "stochastic", False)):
+            _, again = self.features(context, actions)
+            dist = torch.linalg.vector_norm(feats.double() - again.double(), dim=-1)
+            self.acc.add_values("latent_resample", {"feature_distance": dist}, mask)
+        f = feats.double().cpu()
+        m = mask.cpu()
+        if self.f_sum is None:
+            self.f_sum = torch.zeros(K, f.shape[-1], dtype=torch.float64)
+        self.f_sum += torch.where(m[..., None], f, 0.0).sum(dim=0)
+        self.sq_sum += torch.where(m, f.pow(2).sum(dim=-1), 0.0).sum(dim=0)
+        self.count += m.sum(dim=0)
+        if self.probe is not None:
+            layout = self.probe.layout
+            true = self._labels(index, np.arange(C, C + K))  # (B, K, P): o_C .. o_{C+K-1}
+            last = self._labels(index, np.array([C - 1]))  # (B, 1, P): o_{C-1}
+            self.acc.add_values("probe_model", probe_errors(self.model.probe(feats).float(), true, layout), mask)
+            self.acc.add_values("probe_copy_last_state", probe_errors(last.expand_as(true), true, layout), mask)
+            for key, v in probe_errors(self.model.probe(observed).float(), last[:, 0], layout).items():
+                acc = self.observed.setdefault(key, [0.0, 0])
+                acc[0] += float(v.sum())
+                acc[1] += int(v.shape[0])
+
+    def result(self) -> dict[str, Any]:
+        """``{"latent": {...}, ["probe": {...}]}`` (float64 numpy per-step arrays)."""
+        means = self.acc.means()
+        K = self.clips.horizon
+        n = self.count.double().clamp(min=1)
+        if self.f_sum is not None:
+            var = self.sq_sum / n - (self.f_sum / n[:, None]).pow(2).sum(dim=-1)
+            scale = torch.where(self.count > 0, var.clamp(min=0).sqrt(), float("nan")).numpy()
+            pooled = float(np.sqrt(np.nanmean(scale**2))) if np.isfinite(scale).any() else float("nan")
+        else:
+            scale, pooled = np.full(K, np.nan), float("nan")
+        latent: dict[str, Any] = {
+            "feature_dim": int(self.model.feature_dim),
+            "feature_scale": scale.astype(np.float64),
+            "feature_scale_pooled": pooled,
+        }
+        with np.errstate(invalid="ignore", divide="ignore"):
+            if "latent_shuffled" in means:
+                d = means["latent_shuffled"]["feature_distance"]
+                latent["feature_distance_shuffled"] = d
+                latent["relative_shuffled"] = d / scale
+            if "latent_resample" in means:
+                d = means["latent_resample"]["feature_distance"]
+                latent["feature_distance_resample"] = d
+                latent["relative_resample"] = d / scale
+        out: dict[str, Any] = {"latent": latent}
+        if self.probe is not None:
+            out["probe"] = {
+                "model": means.get("probe_model", {}),
+                "copy_last_state": means.get("probe_copy_last_state", {}),
+                "observed": {k: s / c if c else float("nan") for k, (s, c) in self.observed.items()},
+                "layout": self.probe.layout,
+            }
+        return out
+
+
+def _batch_seed(seed: int, lo: int) -> int:
+    """The seed of the latent rollouts of the batch starting at position ``lo``."""
+    return (int(seed) * 1_000_003 + 7919 * int(lo) + 0x1A7E) % (2**63)
+
+
 def evaluate_open_loop(
     model: Any, clips: ClipDataset, *, device: torch.device, options: EvalOptions | None = None, **overrides: Any
 ) -> dict[str, Any]:
@@ -230,7 +421,13 @@ def evaluate_open_loop(
         "num_episodes": m, "num_padded_clips": p, "valid_clips_per_step": (K,),
         "samples": N, "stochastic": bool, "inference": {"frames", "seconds",
         "frames_per_second"}, ["lpips_note": str], ["examples": ...]}`` with float64 numpy
-        arrays (NaN where a step has no valid clip); keys of skipped parts are absent. For
+        arrays (NaN where a step has no valid clip); keys of skipped parts are absent.
+        Latent models add ``"latent": {"feature_dim", "feature_scale": (K,),
+        "feature_scale_pooled", ["feature_distance_shuffled": (K,), "relative_shuffled":
+        (K,)], ["feature_distance_resample": (K,), "relative_resample": (K,)]}`` and, with
+        ``options.probe`` and a model with a probe, ``"probe": {"model": {"keypoint_error_cm":
+        (K,), "joint_error_deg": (K,)}, "copy_last_state": {...}, "observed": {... floats},
+        "layout": ProbeLayout}`` (:data:`LATENT_DEFINITIONS`). For
         a stochastic model ``"model"`` (and ``"shuffled_actions"``) hold the mean over the
         N samples of each per-frame value, and ``"best_of_n"`` the best sample per clip
         (:func:`visfore_models.metrics.best_of_n_metrics`).
@@ -242,12 +439,14 @@ def evaluate_open_loop(
     n_samples = max(1, int(opts.samples)) if stochastic else 1
     partner = shuffled_partners(n, opts.shuffle_seed) if opts.shuffle_seed is not None else None
     scorer = _Scorer(model, device, opts, n_samples)
+    latent = _LatentScorer(model, device, opts, clips) if opts.latent and getattr(model, "latent", False) else None
+    rng_devices = [device] if device.type == "cuda" else []
     examples: dict[str, list[Any]] = {"context": [], "targets": [], "prediction": []}
     kept = 0
     was_training = model.training
     model.eval()
     try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
+        with torch.random.fork_rng(devices=rng_devices), torch.no_grad():
             torch.manual_seed(opts.seed)
             for lo in range(0, n, opts.batch_size):
                 pos = np.arange(lo, min(n, lo + opts.batch_size))
@@ -259,9 +458,13 @@ def evaluate_open_loop(
                 scorer.add("model", preds, targets, context, mask)
                 if opts.baseline:
                     scorer.baselines(context, targets, mask)
-                if partner is not None:
-                    other = clips.actions_for(idx[partner[pos]]).to(device)
+                other = clips.actions_for(idx[partner[pos]]).to(device) if partner is not None else None
+                if other is not None:
                     scorer.add("shuffled_actions", scorer.rollout(context, other), targets, context, mask)
+                if latent is not None:
+                    with torch.random.fork_rng(devices=rng_devices):
+                        torch.manual_seed(_batch_seed(opts.seed, lo))
+                        latent.add(context, batch["actions"].to(device), other, idx[pos], mask)
                 if kept < opts.keep_first:
                     take = min(opts.keep_first - kept, len(pos))
                     for key, value in (("context", context), ("targets", targets), ("prediction", preds[0])):
@@ -269,7 +472,10 @@ def evaluate_open_loop(
                     kept += take
     finally:
         model.train(was_training)
-    return _eval_result(scorer, clips, idx, opts, n_samples, stochastic, device, examples)
+    result = _eval_result(scorer, clips, idx, opts, n_samples, stochastic, device, examples)
+    if latent is not None:
+        result.update(latent.result())
+    return result
 
 
 def _eval_result(

@@ -12,7 +12,12 @@
   string for a dataset on object storage, see :mod:`visfore.data.storage`), and the
   train / validation episode split;
 * ``action_low`` / ``action_high``: the action bounds of that dataset (its attrs
-  ``action_low`` / ``action_high``, else ``[-1, 1]``).
+  ``action_low`` / ``action_high``, else ``[-1, 1]``);
+* ``supervision``: ``"self-supervised"`` or ``"state-supervised (probe: keypoints)"`` (a
+  run trained with ``--probe keypoints``; label everything built on it so), and
+  ``probe``: the :class:`visfore.data.labels.ProbeLayout` of the model's probe (what each
+  output of ``model.probe(model.features(state))`` is: key points in metres, then joint
+  angles in radians), None without one.
 
 Frames cross the model boundary as in :mod:`visfore_models.base`: ``(B, C, 3, H, W)``
 float32 in ``[0, 1]`` (uint8 / 255, exactly the training conversion of
@@ -40,6 +45,7 @@ from visfore.core.device import select_device
 from visfore.core.errors import VisforeError
 from visfore.data import storage
 from visfore.data.dataset import Dataset, open_dataset
+from visfore.data.labels import ProbeLayout
 from visfore_models import load_model
 
 __all__ = [
@@ -78,6 +84,10 @@ class ModelRun:
         action_low, action_high: (A,) float32 bounds of the training dataset's actions
             (its attrs ``action_low`` / ``action_high``; ``[-1, 1]`` when absent).
         epoch: epochs completed when the checkpoint was written.
+        probe: the layout of the model's probe (``--probe keypoints``;
+            ``model.probe(features)`` gives ``(..., probe.dim)``: ``probe.keypoint_slice``
+            in metres, ``probe.joint_slice`` in radians), or None.
+        supervision: ``"self-supervised"`` or ``"state-supervised (probe: keypoints)"``.
     """
 
     run_dir: Path
@@ -94,6 +104,13 @@ class ModelRun:
     train_episodes: list[int] = field(default_factory=list, repr=False)
     val_episodes: list[int] = field(default_factory=list, repr=False)
     epoch: int = 0
+    probe: ProbeLayout | None = field(default=None, repr=False)
+    supervision: str = "self-supervised"
+
+    @property
+    def state_supervised(self) -> bool:
+        """Whether the run used privileged state labels (a probe)."""
+        return self.probe is not None
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -252,6 +269,7 @@ def load_model_run(run_dir: str | os.PathLike[str], checkpoint: str = "best", *,
     data = dataset.get("path") or options.get("data")
     data_path = storage.normalize(data) if data else None  # Path, or URL string
     split = _section(config, "split")
+    probe = _probe_layout(config, model, config_path)
     bounds = _bounds_from_attrs(dataset.get("attrs"), int(model.action_dim))
     if bounds is None:
         A = int(model.action_dim)
@@ -271,7 +289,35 @@ def load_model_run(run_dir: str | os.PathLike[str], checkpoint: str = "best", *,
         action_low=bounds[0],
         action_high=bounds[1],
         epoch=int(state.get("epoch", 0) or 0),
+        probe=probe,
+        supervision=f"state-supervised (probe: {probe.kind})" if probe is not None else "self-supervised",
     )
+
+
+def _probe_layout(config: Mapping[str, Any], model: Any, config_path: Path) -> ProbeLayout | None:
+    """The probe layout of ``config.yaml`` (its ``probe`` section), checked against the
+    model's ``probe_dim``; None for a run without a probe.
+
+    Raises:
+        VisforeError: a malformed section, or one that does not match the model (one line).
+    """
+    section = config.get("probe")
+    probe_dim = int(getattr(model, "probe_dim", 0) or 0)
+    if section is None:
+        if probe_dim:
+            raise VisforeError(f"{config_path} has no 'probe' section but its model has a {probe_dim}-output probe")
+        return None
+    if not isinstance(section, dict):
+        raise VisforeError(f"{config_path}: 'probe' must be a mapping, got {type(section).__name__}")
+    try:
+        layout = ProbeLayout.from_dict(section)
+    except VisforeError as exc:
+        raise VisforeError(f"{config_path}: {exc}") from None
+    if layout.dim != probe_dim:
+        raise VisforeError(
+            f"{config_path}: the probe layout has {layout.dim} outputs but the model's probe {probe_dim}"
+        )
+    return layout
 
 
 # ---------------------------------------------------------------------------------------

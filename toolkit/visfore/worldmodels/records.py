@@ -1,5 +1,12 @@
 """The records of a ``train-model`` run: ``config.yaml`` (:func:`config_record`) and
-the core of ``metrics.json`` (:func:`metrics_record`)."""
+the core of ``metrics.json`` (:func:`metrics_record`).
+
+Both say how the run was supervised (:func:`supervision_label`), under the key
+``supervision``: ``"self-supervised"`` (frames and actions only) or ``"state-supervised
+(probe: keypoints)"`` (``--probe keypoints``: a read-out probe trained on the dataset's
+states, the only privileged information; every downstream report should carry the label).
+With a probe, ``config.yaml`` also has the probe's layout (``probe``:
+:meth:`visfore.data.labels.ProbeLayout.to_dict`)."""
 
 from __future__ import annotations
 
@@ -14,25 +21,43 @@ from visfore.core import runs
 from visfore.core.trainer import TrainState
 from visfore.data import storage
 from visfore.worldmodels.config import TrainConfig
-from visfore.worldmodels.evaluation import FOREGROUND_THRESHOLD, summary
+from visfore.worldmodels.evaluation import FOREGROUND_THRESHOLD, LATENT_DEFINITIONS, json_float, summary
 from visfore.worldmodels.training_data import TrainingData, attrs_summary
 
-__all__ = ["COMMAND", "config_record", "metrics_record"]
+__all__ = ["COMMAND", "SELF_SUPERVISED", "config_record", "metrics_record", "supervision_label"]
 
 COMMAND = "train-model"
+#: The label of a run without a probe.
+SELF_SUPERVISED = "self-supervised"
+
+
+def supervision_label(probe: str | None) -> str:
+    """``"self-supervised"`` for ``--probe none`` (or None), else ``"state-supervised (probe:
+    <kind>)"``: the words every report of the run carries."""
+    return SELF_SUPERVISED if probe in (None, "none") else f"state-supervised (probe: {probe})"
 
 
 def config_record(
-    config: TrainConfig, run_dir: Path, ds: Any, data: TrainingData, model: Any, device: Any, num_threads: int | None
+    config: TrainConfig,
+    run_dir: Path,
+    ds: Any,
+    data: TrainingData,
+    model: Any,
+    device: Any,
+    num_threads: int | None,
+    probe_layout: Any = None,
 ) -> dict[str, Any]:
+    """``config.yaml`` of a new run; ``probe_layout`` (a
+    :class:`visfore.data.labels.ProbeLayout`, with ``--probe``) becomes its ``probe``."""
     options = json.loads(json.dumps(config.to_dict()))
     options["data"] = storage.resolve(config.data) if config.data else None  # abs path or URL
     options["out"] = str(run_dir)
     lengths = ds.episode_lengths
-    return {
+    record: dict[str, Any] = {
         "command": COMMAND,
         "created": runs.utc_timestamp(),
         "run_dir": str(run_dir.resolve()),
+        "supervision": supervision_label(config.probe),
         "options": options,
         "dataset": {
             "path": options["data"],
@@ -60,6 +85,7 @@ def config_record(
             "config": json.loads(json.dumps(model.config())),
             "num_parameters": int(model.num_parameters()),
             "stochastic": bool(getattr(model, "stochastic", False)),
+            "latent": bool(getattr(model, "latent", False)),
         },
         "runtime": {
             "device": str(device),
@@ -68,6 +94,9 @@ def config_record(
             "visfore_version": visfore.__version__,
         },
     }
+    if probe_layout is not None:
+        record["probe"] = probe_layout.to_dict()
+    return record
 
 
 def metrics_record(
@@ -82,8 +111,11 @@ def metrics_record(
     run_dir: Path,
 ) -> dict[str, Any]:
     """The core of ``metrics.json``: the summaries of the final evaluation ``final``, the
-    comparisons with the baselines and shuffled actions, counts and the loop's counters."""
+    comparisons with the baselines and shuffled actions, counts and the loop's counters;
+    ``supervision``; for latent models ``latent_action_sensitivity`` and, with a probe,
+    ``probe`` (:func:`latent_records`)."""
     out: dict[str, Any] = {
+        "supervision": supervision_label(config.probe),
         "evaluation": "open-loop on held-out validation episodes (the model feeds back its own "
         "predictions; no teacher forcing); per horizon step k = 1..K; padded steps of short "
         "episodes excluded",
@@ -100,6 +132,9 @@ def metrics_record(
     _baseline_comparisons(out)
     note = final.get("lpips_note") or "LPIPS skipped: not requested"
     out["lpips"] = {"computed": "lpips" in final.get("model", {}), "note": note}
+    out.update(latent_records(final, config.probe))
+    if "latent" in final:
+        definitions = {**definitions, **LATENT_DEFINITIONS}
     out["definitions"] = dict(definitions)
     out["metric_definitions"] = dict(definitions)  # the earlier name, kept for readers of v1
     out.update(
@@ -123,6 +158,72 @@ def metrics_record(
             "history": state.history,
         }
     )
+    return out
+
+
+def _steps(values: Any) -> list[float | None]:
+    return [json_float(v) for v in values]
+
+
+def _step_mean(values: Any) -> float | None:
+    finite = [v for v in _steps(values) if v is not None]
+    return sum(finite) / len(finite) if finite else None
+
+
+def latent_records(final: dict[str, Any], probe: str | None) -> dict[str, Any]:
+    """The latent-space entries of ``metrics.json`` from an evaluation of a latent model
+    (``{}`` for a pixel model):
+
+    * ``latent_action_sensitivity``: ``relative`` (the mean over steps of
+      ``relative_per_step``: feature distance between rollouts under the clips' own and
+      shuffled actions over the feature scale), ``feature_distance_per_step``,
+      ``feature_scale_per_step``, ``feature_scale``, ``feature_dim``, and for stochastic
+      models ``resample_relative`` (the same for a second sample under the same actions:
+      the noise floor) with its per-step lists;
+    * ``probe`` (with ``--probe``): ``label`` (state-supervised), ``kind``, ``layout``
+      (:meth:`~visfore.data.labels.ProbeLayout.to_dict`), ``model`` and
+      ``copy_last_state`` (per-step ``keypoint_error_cm`` and ``joint_error_deg`` with
+      their means, :func:`~visfore.worldmodels.evaluation.summary`), ``observed`` (the
+      read-out error on real frames), ``beats_copy_last_state`` (mean key-point error lower).
+    """
+    out: dict[str, Any] = {}
+    latent = final.get("latent")
+    if latent is None:
+        return out
+    sens: dict[str, Any] = {
+        "feature_dim": latent["feature_dim"],
+        "feature_scale": json_float(latent["feature_scale_pooled"]),
+        "feature_scale_per_step": _steps(latent["feature_scale"]),
+    }
+    if "relative_shuffled" in latent:
+        sens["relative"] = _step_mean(latent["relative_shuffled"])
+        sens["relative_per_step"] = _steps(latent["relative_shuffled"])
+        sens["feature_distance_per_step"] = _steps(latent["feature_distance_shuffled"])
+    if "relative_resample" in latent:
+        sens["resample_relative"] = _step_mean(latent["relative_resample"])
+        sens["resample_relative_per_step"] = _steps(latent["relative_resample"])
+        sens["resample_distance_per_step"] = _steps(latent["feature_distance_resample"])
+    sens["note"] = (
+        "latent space: imagined features (model.features) under each clip's own actions vs the whole action "
+        "sequence of another clip (the shuffled-actions derangement), mean distance / feature scale per step; "
+        "0 = the actions change nothing"
+    )
+    out["latent_action_sensitivity"] = sens
+    if "probe" in final:
+        p = final["probe"]
+        model_part, base = summary(p["model"]), summary(p["copy_last_state"])
+        mine, theirs = model_part["mean"].get("keypoint_error_cm"), base["mean"].get("keypoint_error_cm")
+        out["probe"] = {
+            "label": supervision_label(probe),
+            "kind": probe,
+            "layout": p["layout"].to_dict(),
+            "model": model_part,
+            "copy_last_state": base,
+            "observed": {k: json_float(v) for k, v in p["observed"].items()},
+            "beats_copy_last_state": mine is not None and theirs is not None and mine < theirs,
+            "note": "open loop: the probe read off the features of the imagined states at steps 1..K against "
+            "the true key points (cm) and joint angles (degrees) of those frames",
+        }
     return out
 
 

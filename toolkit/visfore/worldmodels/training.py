@@ -15,7 +15,21 @@ the command is :mod:`visfore.cli.train_model`):
    the loss and every metric ignore the padded steps.
 3. Train (:class:`ForwardModelTask` on the shared loop :class:`visfore.core.trainer.Trainer`)
    with Adam on the MSE of the ``K`` predicted frames (pixels in ``[0, 1]``, masked) plus
-   the model's ``auxiliary_losses()`` (e.g. SVG-LP's ``beta * KL``; logged separately).
+   the model's ``auxiliary_losses()`` (e.g. SVG-LP's ``beta * KL``, RSSM's ``kl`` and
+   ``embed``, JEPA's ``prediction``, ``variance``, ``covariance``; each logged per step as
+   ``train/aux/<key>`` and per epoch as ``train_aux_<key>``). After every optimizer step
+   the trainer calls the model's ``after_optimizer_step()`` (JEPA's EMA target update).
+   For latent models (``rssm``, ``jepa``) the returned frames in training are what the
+   model trains its decoder on: RSSM's reconstructions (its posterior sees every frame),
+   JEPA's decoding of detached predicted embeddings.
+   ``--probe keypoints`` (latent models only; :mod:`visfore.data.labels`): the model gets
+   a read-out head (``probe_dim`` = key-point coordinates + joint angles of the dataset's
+   env), trained with ``probe_loss(observe(frames, actions), labels)`` on every real frame
+   of each clip: the features of the filtered states come without gradient (and from
+   their own seeded RNG draws), the head's gradient is clipped apart from the model's, so
+   every other weight ends exactly as without the probe. The run is labelled
+   ``state-supervised (probe: keypoints)`` (``self-supervised`` otherwise) in
+   ``config.yaml``, ``metrics.json`` and the printed table.
    Inputs fed back during the rollout follow ``--sampling`` (:mod:`visfore.worldmodels.schedules`):
    ``open-loop`` (default, like the evaluation), ``teacher`` (always the true frame) or
    ``scheduled`` (Finn et al. 2016's inverse-sigmoid scheduled sampling). Mixed precision
@@ -27,7 +41,9 @@ the command is :mod:`visfore.cli.train_model`):
 4. Evaluate the final model (the weights of ``checkpoints/last.pt``) open-loop on the
    held-out validation episodes (:func:`visfore.worldmodels.evaluation.evaluate_open_loop`),
    per horizon step, next to the copy-last-frame and mean-frame baselines and the same
-   model fed shuffled actions; write ``metrics.json``. (The command prints the table,
+   model fed shuffled actions (latent models also in latent space: the action
+   sensitivity of the imagined features and the probe's key-point error per step, in cm);
+   write ``metrics.json``. (The command prints the table,
    :func:`visfore.worldmodels.report.print_metrics_table`.)
 
 ``--resume`` continues a run from ``checkpoints/last.pt`` exactly: the options come from
@@ -99,12 +115,15 @@ from visfore.core.trainer import (
 )
 from visfore.data import storage
 from visfore.data.clips import dataset_mean_frame, frames_to_float
+from visfore.data.envs import check_keyword_values, keyword_parameters, unknown_keys_error
+from visfore.data.labels import StateLabels, dataset_state_labels
 from visfore.worldmodels import checkpoint as ckpt_io
 from visfore.worldmodels import distributed as ddp
 from visfore.worldmodels.config import DEFAULT_EPOCHS, RUNTIME_OPTIONS, TrainConfig, validate_config
 from visfore.worldmodels.evaluation import (
     FOREGROUND_THRESHOLD,
     EvalOptions,
+    ProbeTargets,
     evaluate_open_loop,
     json_float,
     nanmean,
@@ -148,7 +167,9 @@ def train_model(config: Union[TrainConfig, Mapping[str, Any]]) -> dict[str, Any]
         ``distributed``; counts and times (``num_val_clips``, ``num_train_clips``,
         ``num_parameters``, ``train_seconds``, ``samples_per_second``,
         ``inference_frames_per_second``, ``eval_seconds``, ``wall_seconds``,
-        ``epochs_completed``, ``global_step``, ``history``, ``run_dir``).
+        ``epochs_completed``, ``global_step``, ``history``, ``run_dir``); ``supervision``;
+        latent models: ``latent_action_sensitivity`` and, with ``--probe``, ``probe``
+        (:func:`visfore.worldmodels.records.latent_records`).
         On a torchrun rank other than 0: ``{"rank", "world_size", "run_dir", "weights_sha256"}``.
 
     Raises:
@@ -245,6 +266,13 @@ class Prep:
     #: session only evaluates (the target is not above the epochs done).
     saved_epochs: Optional[int] = None
     evaluate_only: bool = False
+    #: ``--probe keypoints``: every dataset row's labels (key points m, joint angles rad)
+    labels: Optional[StateLabels] = None
+
+    @property
+    def probe(self) -> Optional[ProbeTargets]:
+        """The probe's targets for :class:`EvalOptions` (None without ``--probe``)."""
+        return None if self.labels is None else ProbeTargets(self.labels.values, self.labels.layout)
 
 
 def _device(config: TrainConfig, dist: ddp.Dist) -> torch.device:
@@ -255,17 +283,46 @@ def _device(config: TrainConfig, dist: ddp.Dist) -> torch.device:
     return select_device(config.device)
 
 
-def _build_model(config: TrainConfig, ds: Any, dist: ddp.Dist) -> Any:
+def check_model_kwargs(config: TrainConfig) -> None:
+    """Check ``--model-kwargs`` against the model class's constructor: an unknown key is one
+    line listing the valid keys with types and defaults (``action_dim``, ``image_size``
+    and ``probe_dim`` are set by train-model itself), a value of the wrong plain type one
+    line naming key, value and type.
+
+    Raises:
+        VisforeError: as above.
+    """
+    cls = visfore_models.MODELS[config.model]
+    params, is_open = keyword_parameters(cls, skip=("action_dim", "image_size", "probe_dim"))
+    try:
+        if not is_open:
+            problem = unknown_keys_error(config.model_kwargs, params)
+            if problem is not None:
+                raise VisforeError(problem)
+        check_keyword_values(config.model_kwargs, params)
+    except VisforeError as exc:
+        raise VisforeError(f"--model-kwargs of {config.model}: {exc}") from None
+
+
+def _build_model(config: TrainConfig, ds: Any, dist: ddp.Dist, probe_dim: int = 0) -> Any:
     H, W, _ = ds.frame_shape
     torch.manual_seed(config.seed)
     random.seed(config.seed)
+    kwargs = dict(config.model_kwargs)
+    if probe_dim:
+        kwargs["probe_dim"] = probe_dim
     try:
-        model = build_model(config.model, action_dim=ds.action_dim, image_size=(H, W), **config.model_kwargs)
+        model = build_model(config.model, action_dim=ds.action_dim, image_size=(H, W), **kwargs)
     except (TypeError, ValueError) as exc:
         raise VisforeError(f"cannot build model {config.model!r}: {exc}".splitlines()[0]) from None
     if dist.rank > 0:  # own teacher-forcing / latent draws per rank (rank 0 keeps the 1-process stream)
         torch.manual_seed(config.seed * 1_000_003 + dist.rank)
         random.seed(config.seed * 1_000_003 + dist.rank)
+    elif getattr(model, "latent", False):
+        # latent models: the training draws (RSSM's samples) start from their own seed, so
+        # the probe head, initialised last, does not shift them (--probe leaves the world
+        # model as it is without one); pixel models keep the stream after their init
+        torch.manual_seed(config.seed * 1_000_003)
     return model
 
 
@@ -283,10 +340,13 @@ def prepare(config: TrainConfig, dist: ddp.Dist, run_dir: Path) -> Prep:
     validate_config(config)
     if config.model not in visfore_models.MODELS:
         raise VisforeError(f"unknown model {config.model!r}; valid: {', '.join(sorted(visfore_models.MODELS))}")
+    check_probe_model(config)
+    check_model_kwargs(config)
     device = _device(config, dist)
     ds = open_and_check_dataset(config)
     train_eps, val_eps, excluded = split_usable_episodes(config, ds)
-    model = _build_model(config, ds, dist)
+    labels = dataset_state_labels(ds, config.probe) if config.probe != "none" else None
+    model = _build_model(config, ds, dist, probe_dim=labels.layout.dim if labels is not None else 0)
     num_threads = None
     if device.type == "cpu":
         num_threads = configure_torch_threads(config.num_threads, divide_by=dist.world_size)
@@ -315,7 +375,27 @@ def prepare(config: TrainConfig, dist: ddp.Dist, run_dir: Path) -> Prep:
         dict(METRIC_DEFINITIONS),
         saved_epochs=saved_epochs,
         evaluate_only=bool(config.resume and evaluate_only),
+        labels=labels,
     )
+
+
+def latent_model_names() -> list[str]:
+    """The registered latent models (``latent = True``: ``rssm``, ``jepa``), sorted."""
+    return sorted(name for name, cls in visfore_models.MODELS.items() if getattr(cls, "latent", False))
+
+
+def check_probe_model(config: TrainConfig) -> None:
+    """``--probe`` needs a latent model (a probe reads a latent state; a pixel model's
+    state is its frames).
+
+    Raises:
+        VisforeError: one line naming the model and the latent ones.
+    """
+    if config.probe != "none" and not getattr(visfore_models.MODELS[config.model], "latent", False):
+        raise VisforeError(
+            f"--probe {config.probe} needs a latent model ({', '.join(latent_model_names())}); "
+            f"{config.model} is a pixel model"
+        )
 
 
 def _resume_target(
@@ -394,6 +474,12 @@ def _aux_losses(model: Any) -> dict[str, Any]:
     return dict(losses) if losses else {}
 
 
+def _probe_seed(seed: int, step: int, rank: int) -> int:
+    """The torch seed of the probe's filtering pass at optimisation step ``step`` (a pure
+    function of the run's seed, the step and the rank, so a resumed run draws the same)."""
+    return (int(seed) * 1_000_003 + int(step) * 7919 + int(rank) * 104_729 + 0x9B0E) % 2**63
+
+
 def _epoch_order(n: int, clips_per_epoch: int | None, seed: int, epoch: int) -> np.ndarray:
     """Training clip order of epoch ``epoch``: a permutation of ``range(n)`` (first
     ``clips_per_epoch`` of it), a pure function of ``(n, seed, epoch)``."""
@@ -404,8 +490,11 @@ def _epoch_order(n: int, clips_per_epoch: int | None, seed: int, epoch: int) -> 
 class ForwardModelTask(TrainTask):
     """The :class:`~visfore.core.trainer.TrainTask` of ``train-model``.
 
-    ``state.extra`` holds ``sampling_step`` (the scheduled-sampling position) and
-    ``mse_sum`` (the unfinished epoch's reconstruction-MSE sum). ``lr_schedule`` is the
+    ``state.extra`` holds ``sampling_step`` (the scheduled-sampling position),
+    ``mse_sum`` (the unfinished epoch's reconstruction-MSE sum) and ``aux_sums`` (per
+    auxiliary-loss key, and ``probe`` for the probe loss, the unfinished epoch's sum over
+    clips; the epoch record has their means as ``train_aux_<key>`` and
+    ``train_probe_loss``). ``lr_schedule`` is the
     keyword arguments of :func:`~visfore.worldmodels.schedules.lr_lambda` (``schedule``,
     ``warmup_steps``, ``total_steps``, ``from_step``, ``from_factor``);
     ``sampling_steps`` the span of the teacher-forcing schedule (the run's first target:
@@ -450,6 +539,21 @@ class ForwardModelTask(TrainTask):
         self.val_subset = np.sort(
             np.random.default_rng([config.seed, 0x5A1]).permutation(len(self.data.val))[: config.epoch_val_clips]
         )
+        #: ``--probe``: (N, P) float32 labels of every dataset row, on the CPU
+        self.labels = None if prep.labels is None else torch.from_numpy(prep.labels.values)
+        head = getattr(model, "probe_head", None)
+        probe_ids = {id(p) for p in head.parameters()} if head is not None else set()
+        #: the probe head's parameters and the others: clipped apart, so the probe's
+        #: gradient never rescales the world model's step (it trains on detached features)
+        self.probe_params = [p for p in model.parameters() if id(p) in probe_ids]
+        self.model_params = [p for p in model.parameters() if id(p) not in probe_ids]
+        if hasattr(model, "_hook_called"):
+            # This trainer calls after_optimizer_step() after every step from the first
+            # one on, so the model must not do its own EMA update in forward (JEPA's
+            # fallback for trainers without the hook). Set here rather than learnt from
+            # the first call, so a resumed run (a freshly built model) updates exactly as
+            # an uninterrupted one. (visfore_models has no public switch for it yet.)
+            model._hook_called = True
 
     def restore(self, ckpt: Mapping[str, Any]) -> TrainState:
         """Load model, optimiser, schedules and this rank's RNG state; return the counters."""
@@ -492,52 +596,96 @@ class ForwardModelTask(TrainTask):
             # with p = 0 they never feed a deterministic model
             pred = self.net(context, actions, targets=targets, teacher_forcing_prob=p)
             aux = _aux_losses(self.model)
+            probe = self._probe_loss(frames, actions, batch, state.global_step) if self.labels is not None else None
         recon = reconstruction_loss(pred, targets, mask)
         loss = recon
         for term in aux.values():
             loss = loss + term.float()
-        self._optimise(loss)
+        self._optimise(loss if probe is None else loss + probe)
         value = float(loss.detach())
         mse_value = float(recon.detach()) if aux else value
         aux_values = {k: float(v.detach()) for k, v in sorted(aux.items())}
+        if probe is not None:
+            aux_values["probe"] = float(probe.detach())
         if self.dist.enabled:
             reduced = ddp.sum_across_ranks(self.dist, [value, mse_value, *aux_values.values()], device)
             value, mse_value = reduced[0] / self.world_size, reduced[1] / self.world_size
             aux_values = {k: v / self.world_size for k, v in zip(aux_values, reduced[2:])}
-        if not math.isfinite(value):
+        if not (math.isfinite(value) and math.isfinite(aux_values.get("probe", 0.0))):
             raise VisforeError(
-                f"training diverged: loss is {value} at step {state.global_step}; try a lower --lr"
-                + (" or --no-amp" if self.precision.enabled else "")
+                f"training diverged: loss is {value} (probe loss {aux_values.get('probe')}) at step "
+                f"{state.global_step}; try a lower --lr" + (" or --no-amp" if self.precision.enabled else "")
             )
         state.extra["sampling_step"] += 1
         n = len(batch["start"])
         state.extra["mse_sum"] += mse_value * n
+        sums = state.extra.setdefault("aux_sums", {})
+        for key, v in aux_values.items():
+            sums[key] = sums.get(key, 0.0) + v * n
         return StepResult(loss=value, samples=n, scalars=self._step_scalars(p, mse_value, aux_values))
 
+    def _probe_loss(
+        self, frames: torch.Tensor, actions: torch.Tensor, batch: Mapping[str, Any], step: int
+    ) -> torch.Tensor:
+        """``model.probe_loss`` of the filtered features of every real frame of the clips
+        (``observe`` over ``o_0..o_{C+K-1}``, without gradient: the probe trains on detached
+        features) against their rows' labels; padded frames of short-episode clips are
+        left out. A float32 scalar whose gradient reaches the probe head only."""
+        C = self.config.context
+        model, labels_all = self.model, self.labels
+        assert labels_all is not None  # the caller's condition
+        devices = [frames.device] if frames.device.type == "cuda" else []
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):
+            # its own seeded draws (RSSM samples its posterior): the training stream, and
+            # so the world model, is the same with and without the probe
+            torch.manual_seed(_probe_seed(self.config.seed, step, self.dist.rank))
+            feats = model.observe(frames, actions[:, : frames.shape[1] - 1])  # (B, C + K, F)
+        starts = batch["start"].cpu()
+        ends = torch.from_numpy(self.data.train.source.episode_starts + self.data.train.source.episode_lengths)[
+            batch["episode"].cpu()
+        ]
+        rows = starts[:, None] + torch.arange(frames.shape[1])
+        valid = rows < ends[:, None]  # context frames always; targets where the mask is True
+        labels = labels_all[torch.minimum(rows, ends[:, None] - 1)].to(feats.device)
+        valid = valid.to(feats.device)
+        assert bool(valid[:, :C].all())
+        return model.probe_loss(feats[valid], labels[valid])
+
     def _optimise(self, loss: torch.Tensor) -> None:
-        clip, params, scaler = self.config.grad_clip, self.model.parameters(), self.precision.scaler
+        clip, scaler = self.config.grad_clip, self.precision.scaler
         self.optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
             if clip > 0:
                 scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(params, clip)
+                self._clip_gradients(clip)
             scaler.step(self.optimizer)
             scaler.update()
         else:
             loss.backward()
             if clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, clip)
+                self._clip_gradients(clip)
             self.optimizer.step()
+        # parameters outside the optimizer (JEPA's EMA target encoder) follow the step
+        self.model.after_optimizer_step()
         with warnings.catch_warnings():  # GradScaler may skip a step (inf grads)
             warnings.simplefilter("ignore", UserWarning)
             self.scheduler.step()
+
+    def _clip_gradients(self, clip: float) -> None:
+        """Clip the global gradient norm of the world model to ``clip`` and, apart from it,
+        that of the probe head (a model without a probe: all parameters, as always)."""
+        torch.nn.utils.clip_grad_norm_(self.model_params, clip)
+        if self.probe_params:
+            torch.nn.utils.clip_grad_norm_(self.probe_params, clip)
 
     def _step_scalars(self, p: float, mse_value: float, aux_values: dict[str, float]) -> dict[str, float]:
         scalars = {"train/lr": float(self.scheduler.get_last_lr()[0])}
         if aux_values:
             scalars["train/reconstruction_mse"] = mse_value
-            scalars.update({f"train/aux/{k}": v for k, v in aux_values.items()})
+            scalars.update({f"train/aux/{k}": v for k, v in aux_values.items() if k != "probe"})
+        if "probe" in aux_values:
+            scalars["train/probe_loss"] = aux_values["probe"]
         if p > 0 or self.sampling_record["mode"] == "scheduled":
             scalars["train/teacher_forcing_prob"] = p
         if self.precision.scaler is not None:
@@ -548,6 +696,7 @@ class ForwardModelTask(TrainTask):
         """Validation on the fixed subset and the prediction grid (rank 0 only)."""
         train_mse = state.extra["mse_sum"] / max(state.loss_count, 1)
         state.extra["mse_sum"] = 0.0
+        aux_means = {k: v / max(state.loss_count, 1) for k, v in sorted(state.extra.pop("aux_sums", {}).items())}
         if not self.dist.is_main:
             return {}
         config = self.config
@@ -565,10 +714,12 @@ class ForwardModelTask(TrainTask):
                 foreground_threshold=None,
                 amp_dtype=self.precision.dtype,
                 seed=config.seed,
+                probe=self.prep.probe,
             ),
         )
         record = {
             "train_mse": train_mse,
+            **{("train_probe_loss" if k == "probe" else f"train_aux_{k}"): v for k, v in aux_means.items()},
             "val_mse": nanmean(val["model"]["mse"]),
             "val_psnr": nanmean(val["model"]["psnr"]),
             "val_ssim": nanmean(val["model"]["ssim"]),
@@ -577,6 +728,8 @@ class ForwardModelTask(TrainTask):
             "teacher_forcing_prob": self.tf_prob(max(0, state.extra["sampling_step"] - 1)),
             "train_seconds": state.train_seconds,
         }
+        if "probe" in val:
+            record["val_probe_keypoint_error_cm"] = nanmean(val["probe"]["model"]["keypoint_error_cm"])
         examples = val.get("examples", {})
         if config.image_clips and examples.get("context") is not None:
             grid = prediction_grid(
@@ -693,7 +846,16 @@ def _start_run_dir(prep: Prep, training: dict[str, Any], state: TrainState) -> N
             )
         return
     runs.create_run_dir(run_dir)
-    record = config_record(config, run_dir, prep.ds, prep.data, prep.model, prep.device, prep.num_threads)
+    record = config_record(
+        config,
+        run_dir,
+        prep.ds,
+        prep.data,
+        prep.model,
+        prep.device,
+        prep.num_threads,
+        probe_layout=prep.labels.layout if prep.labels is not None else None,
+    )
     record["training"] = training
     runs.write_config(run_dir, record)
 
@@ -704,7 +866,13 @@ def _describe_epoch(epochs: int) -> Callable[[dict[str, Any]], str]:
             f"epoch {record['epoch']}/{epochs}: train loss {record['train_loss']:.5f}, "
             f"val PSNR {record['val_psnr']:.2f} dB / SSIM {record['val_ssim']:.4f} "
             f"(copy-last-frame {record['val_copy_last_frame_psnr']:.2f} / "
-            f"{record['val_copy_last_frame_ssim']:.4f})" + (" *best*" if record.get("improved") else "")
+            f"{record['val_copy_last_frame_ssim']:.4f})"
+            + (
+                f", probe key points {record['val_probe_keypoint_error_cm']:.2f} cm"
+                if "val_probe_keypoint_error_cm" in record
+                else ""
+            )
+            + (" *best*" if record.get("improved") else "")
         )
 
     return describe
@@ -870,6 +1038,7 @@ def _finish(
             lpips=True,
             amp_dtype=task.precision.dtype,
             seed=config.seed,
+            probe=prep.probe,
         ),
     )
     metrics = metrics_record(
