@@ -1,0 +1,181 @@
+"""The feature-space costs of ``visfore plan``: ``--cost latent`` and ``--cost keypoints``
+through a latent model's probe, and the weighted sum of cost terms.
+
+A latent world model (``rssm``, ``jepa``; :mod:`visfore_models.latent`) imagines the
+features of every candidate without decoding a frame
+(``model.imagine(state, actions (1, N, T, A), decode=False) -> (1, N, T, F)``) and maps a
+goal image into the same space (``model.encode_goal(goal (1, 3, H, W)) -> (1, F)``). The
+planner scores candidates there (the latent-space planning of PlaNet, Hafner et al. 2019,
+arXiv:1811.04551, with a goal embedding in place of a reward model, as in goal-conditioned
+latent planning with JEPA-style world models, e.g. DINO-WM, Zhou et al. 2024,
+arXiv:2411.04983, which takes the squared L2 distance between the imagined and the goal
+embedding at the final step):
+
+* :func:`latent_cost`: ``||f_t - g||_2^2`` (sum over the ``F`` features) at the final
+  step, or its mean over every step of the horizon;
+* :func:`keypoint_cost`: ``||k_t - k*||_2`` in metres, final or mean over steps, for key
+  points read by the model's probe (:func:`probe_keypoints`) or by a translator from
+  frames (:class:`visfore.planning.costs.Translator`);
+* :func:`weighted_sum`: ``sum_i w_i c_i`` over the terms of ``--cost``.
+
+The probe (``train-model --probe keypoints``) is a read-out trained on the dataset's
+*states* (privileged labels, :mod:`visfore.data.labels`); a plan that uses it is
+state-supervised, and ``visfore plan`` labels it so. Its outputs are ``P = G + nq`` values,
+the ``G`` key-point coordinates first (the env's layout ``[p0_x, p0_y(, p0_z), p1_x,
+...]``, metres), then the joint angles; :func:`probe_keypoint_coords` finds ``G``.
+
+Pixel models implement the same methods (features = flattened frames), so these costs
+work on them too (``latent`` is then the summed squared pixel error).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from visfore.core.errors import VisforeError
+
+__all__ = [
+    "keypoint_cost",
+    "latent_cost",
+    "probe_keypoint_coords",
+    "probe_keypoints",
+    "select_steps",
+    "weighted_sum",
+]
+
+
+def select_steps(values: Any, cost_steps: str) -> Any:
+    """``(N, T, ...)`` -> ``(N, 1, ...)`` (the final step, ``"final"``) or all T (``"all"``).
+
+    Raises:
+        VisforeError: ``cost_steps`` not final or all.
+    """
+    if cost_steps == "final":
+        return values[:, -1:]
+    if cost_steps == "all":
+        return values
+    raise VisforeError(f"--cost-steps must be one of final, all, got {cost_steps!r}")
+
+
+def latent_cost(features: Any, goal: Any, cost_steps: str = "final") -> Any:
+    """Squared L2 distance of imagined features to the goal's.
+
+    Args:
+        features: ``(N, T, F)`` float tensor, the features of the ``T`` imagined states of
+            each of ``N`` candidates (``model.imagine(..., decode=False)``).
+        goal: ``(F,)`` float tensor, ``model.encode_goal(goal_frame[None])[0]``.
+        cost_steps: ``"final"`` (step T only) or ``"all"`` (mean over the T steps).
+
+    Returns:
+        ``(N,)`` float32: ``sum_f (features[n, t, f] - goal[f])^2`` at ``t = T``, or its
+        mean over ``t``. Zero for a candidate whose (final, or every) feature equals the
+        goal exactly.
+
+    Raises:
+        VisforeError: shapes that do not match (one line).
+    """
+    if features.dim() != 3 or goal.shape != features.shape[-1:]:
+        raise VisforeError(
+            f"latent cost needs features (N, T, F) and a goal (F,), got {tuple(features.shape)} and {tuple(goal.shape)}"
+        )
+    sel = select_steps(features.float(), cost_steps)
+    return (sel - goal.float()).square().sum(dim=-1).mean(dim=1)
+
+
+def keypoint_cost(keypoints: Any, goal: Any, cost_steps: str = "final") -> Any:
+    """Euclidean distance of key points to the goal's key points.
+
+    Args:
+        keypoints: ``(N, T, G)`` float tensor, metres (the env's layout).
+        goal: ``(G,)`` float tensor, metres.
+        cost_steps: ``"final"`` or ``"all"`` (mean over the T steps).
+
+    Returns:
+        ``(N,)`` float32 ``||k_t - k*||_2`` (metres, over all ``G`` coordinates, as the env's
+        ``info["distance"]``) at the final step or averaged over the steps.
+
+    Raises:
+        VisforeError: shapes that do not match (one line).
+    """
+    if keypoints.dim() != 3 or goal.shape != keypoints.shape[-1:]:
+        raise VisforeError(
+            f"key-point cost needs key points (N, T, G) and a goal (G,), got {tuple(keypoints.shape)} "
+            f"and {tuple(goal.shape)}"
+        )
+    sel = select_steps(keypoints.float(), cost_steps)
+    return (sel - goal.float()).norm(dim=-1).mean(dim=1)
+
+
+def probe_keypoints(model: Any, features: Any, coords: int) -> Any:
+    """The key points a model's probe reads from features: its first ``coords`` outputs.
+
+    Args:
+        model: a latent model with a probe (``model.probe_dim >= coords``).
+        features: ``(..., F)`` float tensor.
+        coords: ``G``, the key-point coordinates (:func:`probe_keypoint_coords`).
+
+    Returns:
+        ``(..., G)`` float32, metres.
+    """
+    return model.probe(features)[..., :coords].float()
+
+
+def probe_keypoint_coords(model: Any, env: Any, layout: Any = None) -> int:
+    """``G``, how many of a probe's outputs are key-point coordinates.
+
+    Taken from the run's probe layout when it has one (a
+    :class:`visfore.data.labels.ProbeLayout`, ``ModelRun.probe``: its ``keypoint_coords``;
+    or ``config.yaml``'s ``probe`` mapping: ``keypoint_names`` x ``axis_names``), else from
+    the env: ``len(keypoint_sites) * len(keypoint_axes)`` of ``env.unwrapped``
+    (:class:`visfore_envs.core.KeypointTargetEnv`), the layout the probe's labels come from.
+
+    Raises:
+        VisforeError: the model has no probe (``probe_dim == 0``), ``G`` is unknown, or the
+            probe has fewer outputs than ``G`` (one line each).
+    """
+    probe_dim = int(getattr(model, "probe_dim", 0) or 0)
+    name = getattr(model, "name", type(model).__name__)
+    if probe_dim < 1:
+        raise VisforeError(f"the {name} model has no probe")
+    G = 0
+    if isinstance(getattr(layout, "keypoint_coords", None), int):
+        G = int(layout.keypoint_coords)
+    elif isinstance(layout, Mapping) and layout.get("keypoint_names") and layout.get("axis_names"):
+        G = len(layout["keypoint_names"]) * len(layout["axis_names"])
+    else:
+        base = getattr(env, "unwrapped", env)
+        sites = tuple(getattr(base, "keypoint_sites", ()) or ())
+        axes = tuple(getattr(base, "keypoint_axes", (0, 1, 2)) or ())
+        G = len(sites) * len(axes)
+    if G < 1:
+        raise VisforeError(f"cannot tell which probe outputs of the {name} model are key points")
+    if probe_dim < G:
+        raise VisforeError(
+            f"the {name} model's probe has {probe_dim} outputs, fewer than the env's {G} key-point coordinates"
+        )
+    return G
+
+
+def weighted_sum(terms: Mapping[str, Any], weights: Mapping[str, float]) -> Any:
+    """``sum_i weights[i] * terms[i]`` over the names in ``weights``.
+
+    Args:
+        terms: name -> ``(N,)`` cost tensor (``pixels``, ``latent``, ``keypoints``).
+        weights: name -> weight (>= 0); every name must be in ``terms``.
+
+    Returns:
+        ``(N,)`` float32.
+
+    Raises:
+        VisforeError: a weighted term missing from ``terms``, or no terms.
+    """
+    if not weights:
+        raise VisforeError("the cost has no terms")
+    total = None
+    for name, w in weights.items():
+        if name not in terms:
+            raise VisforeError(f"cost term {name!r} was not computed")
+        part = float(w) * terms[name].float()
+        total = part if total is None else total + part
+    assert total is not None
+    return total
