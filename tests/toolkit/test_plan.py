@@ -512,7 +512,10 @@ def test_plan_with_a_translator_keypoint_cost(model_run_dir, small_reacher_datas
     summary = json.loads((out / "summary.json").read_text())
     assert summary["meta"]["translator"] == str(tr_dir)
     assert summary["meta"]["oracle_cost_resolved"] == "pixels+keypoints on final frame(s)"
-    assert set(summary["controllers"]) == {"learned-cem", "oracle-cem"}
+    # a translator is trained on the dataset's states: the learned label says so
+    assert set(summary["controllers"]) == {"learned-pixels+keypoints-cem-state-supervised", "oracle-cem"}
+    assert summary["meta"]["state_supervised"] is True and summary["meta"]["keypoint_source"] == "translator"
+    assert "(state-supervised)" in (out / "report.md").read_text()
 
 
 # -- progress and report text --------------------------------------------------------------

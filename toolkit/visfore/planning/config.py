@@ -8,6 +8,7 @@ scales as fractions of the action half-range, times in minutes.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Literal, Optional, Sequence
 
@@ -18,30 +19,63 @@ from visfore.core.runs import DEFAULT_RUNS_ROOT
 
 __all__ = [
     "CONTROLLER_LABELS",
+    "COST_TERMS",
     "DEFAULT_EXTRA_THRESHOLDS",
+    "LATENT_BUDGET",
+    "PIXEL_BUDGET",
+    "STATE_SUPERVISED",
     "PlanConfig",
     "ThroughModelConfig",
+    "controller_label",
+    "cost_weights",
     "parse_controllers",
+    "parse_cost",
     "parse_thresholds",
     "resolve_blocks",
+    "resolve_plan_defaults",
 ]
 
-#: ``--controllers`` names and the report label of each.
+#: ``--controllers`` names and the report label of each with the default pixel cost and
+#: CEM (:func:`controller_label` gives the label of other costs and optimizers).
 CONTROLLER_LABELS: dict[str, str] = {
     "learned": "learned-cem",
     "oracle": "oracle-cem",
     "random": "random",
     "through-model": "through-model",
 }
+#: The terms of ``--cost``, in the order labels and reports name them.
+COST_TERMS = ("pixels", "latent", "keypoints")
+#: Suffix of the label of a controller whose cost reads key points (a probe or a
+#: translator trained on the dataset's states: privileged labels, not pixels alone).
+STATE_SUPERVISED = "state-supervised"
+#: Default budget of a pixel model's planner: Ebert et al. 2018's 3 iterations x 200
+#: samples with 10 elites (cdna: ~1.9 s per control step on one CPU thread at 32x32).
+PIXEL_BUDGET = {"iterations": 3, "samples": 200, "elites": 10}
+#: Default budget of a latent model's planner (rssm, jepa): 3 iterations x 256 samples x
+#: the 15-step horizon, 32 elites (TD-MPC2's elite fraction 64/512), chosen so that a
+#: control step of the default-size rssm takes <= 0.1 s on one CPU thread at 32x32
+#: (measured by benchmarks/planning.py; jepa is about twice as fast). TD-MPC2's own
+#: budget (6 x 512, horizon 3 plus a value function) does not fit with a 15-step horizon.
+LATENT_BUDGET = {"iterations": 3, "samples": 256, "elites": 32}
+#: MPPI's update settings (TD-MPC2, Hansen et al. 2024, tdmpc2/config.yaml).
+MPPI_TEMPERATURE = 0.5
+MPPI_MAX_STD = 2.0
+#: Initial std (action half-ranges) of each optimizer: CEM 0.5 (as before), MPPI
+#: TD-MPC2's max_std 2.
+INIT_STD = {"cem": 0.5, "mppi": 2.0}
+#: What each optimizer executes by default: CEM the best sample (Finn & Levine 2017),
+#: MPPI the weighted mean (Williams et al. 2017).
+EXECUTE_DEFAULT = {"cem": "best", "mppi": "mean"}
 #: Default looser success threshold reported next to the env's (metres).
 DEFAULT_EXTRA_THRESHOLDS = (0.05,)
 #: Default real-env evaluation episodes of ``train-through-model``.
 DEFAULT_EVAL_EPISODES = 20
 
-Cost = Literal["pixels", "keypoints", "pixels+keypoints"]
 OracleCost = Literal["same", "pixels", "keypoints", "pixels+keypoints"]
 CostFrames = Literal["final", "all"]
 Checkpoint = Literal["best", "last"]
+Optimizer = Literal["cem", "mppi"]
+Execute = Literal["best", "mean"]
 
 
 def parse_controllers(text: str | Sequence[str]) -> tuple[str, ...]:
@@ -89,6 +123,84 @@ def parse_thresholds(text: str | Sequence[float] | None) -> tuple[float, ...]:
     return tuple(out)
 
 
+def parse_cost(text: str | None) -> dict[str, float | None]:
+    """``--cost`` text -> ``{term: weight or None}`` in the order given.
+
+    Terms are :data:`COST_TERMS`, separated by ``,`` or ``+``, each ``TERM`` or
+    ``TERM=WEIGHT`` (``"latent=1,keypoints=0.5"``, ``"pixels+keypoints"``); a term without
+    a weight gets its default later (:func:`cost_weights`).
+
+    Raises:
+        VisforeError: no term, an unknown or repeated term, or a weight that is not a
+            finite number >= 0 (one line naming it and what is allowed).
+    """
+    allowed = f"valid: {', '.join(COST_TERMS)}, as TERM or TERM=WEIGHT separated by commas"
+    if text is None or not str(text).strip():
+        raise VisforeError(f"--cost names no term; {allowed}")
+    out: dict[str, float | None] = {}
+    for item in str(text).replace("+", ",").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, sep, value = item.partition("=")
+        name = name.strip().lower()
+        if name not in COST_TERMS:
+            raise VisforeError(f"--cost {text}: unknown term {name!r}; {allowed}")
+        if name in out:
+            raise VisforeError(f"--cost {text}: {name} is given twice")
+        weight: float | None = None
+        if sep:
+            try:
+                weight = float(value)
+            except ValueError:
+                weight = math.nan
+            if not (math.isfinite(weight) and weight >= 0):
+                raise VisforeError(f"--cost {text}: the weight of {name} must be a number >= 0, got {value.strip()!r}")
+        out[name] = weight
+    if not out:
+        raise VisforeError(f"--cost names no term; {allowed}")
+    return out
+
+
+def cost_weights(text: str | None, pixel_weight: float = 1.0, keypoint_weight: float = 1.0) -> dict[str, float]:
+    """The weight of every term of ``--cost`` (:func:`parse_cost`): the one given with
+    ``TERM=WEIGHT``, else ``--pixel-weight`` for pixels, ``--keypoint-weight`` for key points
+    and 1 for latent. Terms come in the order of :data:`COST_TERMS`.
+
+    Raises:
+        VisforeError: bad ``--cost`` text, or every weight zero.
+    """
+    parsed = parse_cost(text)
+    defaults = {"pixels": float(pixel_weight), "latent": 1.0, "keypoints": float(keypoint_weight)}
+    weights: dict[str, float] = {}
+    for t in COST_TERMS:
+        if t in parsed:
+            given = parsed[t]
+            weights[t] = float(given) if given is not None else defaults[t]
+    if not any(w > 0 for w in weights.values()):
+        raise VisforeError(f"--cost {text}: every weight is zero; give at least one term a weight > 0")
+    return weights
+
+
+def controller_label(kind: str, terms: Sequence[str] = ("pixels",), optimizer: str = "cem") -> str:
+    """The report label of a planning controller.
+
+    ``kind`` is ``"learned"`` or ``"oracle"``. A learned controller's label names its cost
+    terms unless the cost is pixels alone (the historical ``learned-cem``), then the
+    optimizer, then ``-state-supervised`` when a term reads key points
+    (``learned-latent-mppi``, ``learned-latent+keypoints-cem-state-supervised``,
+    ``learned-mppi``). The oracle's is ``oracle-<optimizer>`` (it plans on the true
+    simulator).
+    """
+    if kind == "oracle":
+        return f"oracle-{optimizer}"
+    ordered = [t for t in COST_TERMS if t in terms]
+    label = "learned" + ("" if ordered == ["pixels"] else "-" + "+".join(ordered)) + f"-{optimizer}"
+    if "keypoints" in ordered:
+        label += f"-{STATE_SUPERVISED}"
+    return label
+
+
 def resolve_blocks(blocks: int | None, repeat: int, horizon: int | None) -> int:
     """The number of action blocks from ``--blocks``, ``--repeat`` and ``--horizon``.
 
@@ -116,13 +228,16 @@ def resolve_blocks(blocks: int | None, repeat: int, horizon: int | None) -> int:
 
 
 class PlanConfig(ConfigBase, command="plan"):
-    """Every option of ``visfore plan``: visual MPC with CEM on a learned forward model,
-    against CEM on the true simulator and a random policy.
+    """Every option of ``visfore plan``: visual MPC with CEM or MPPI on a learned forward
+    model (pixel or latent), against the same optimizer on the true simulator and a random
+    policy.
 
     Units: ``success_threshold`` / ``extra_thresholds`` metres; ``action_scale`` a fraction
-    of the action half-range; ``init_std`` / ``min_std`` in half-ranges. ``horizon_steps``
-    (``--horizon``) is resolved into ``blocks`` when the config is built
-    (:func:`resolve_blocks`) and then reads None; the horizon is :attr:`horizon`.
+    of the action half-range; ``init_std`` / ``min_std`` / ``max_std`` in half-ranges.
+    ``horizon_steps`` (``--horizon``) is resolved into ``blocks`` when the config is built
+    (:func:`resolve_blocks`) and then reads None; the horizon is :attr:`horizon`. Options
+    whose default depends on the model (``iterations``, ``samples``, ``elites``, ``cost``,
+    ``init_std``, ``execute``) are None until :func:`resolve_plan_defaults`.
     """
 
     model: Optional[str] = option(
@@ -152,9 +267,22 @@ class PlanConfig(ConfigBase, command="plan"):
     policy: Optional[str] = option(
         default=None, help="Through-model policy run (visfore train-through-model); adds the through-model controller."
     )
-    iterations: int = option(default=3, help="CEM iterations per plan.")
-    samples: int = option(default=200, help="CEM candidate sequences per iteration (one batched forward pass).")
-    elites: int = option(default=10, help="CEM elites the Gaussian is refit to.")
+    optimizer: Optimizer = option(
+        default="cem",
+        help="cem (cross-entropy method, refit to the elites) or mppi (Williams et al. 2017 with TD-MPC2's update: weights exp(-temperature x normalised cost) over the elites).",
+    )
+    iterations: Optional[int] = option(
+        default=None,
+        help="Optimizer iterations per plan (default 3). Default budget: pixel models 3 x 200 samples, latent models 3 x 256, with the 15-step horizon.",
+    )
+    samples: Optional[int] = option(
+        default=None,
+        help="Candidate sequences per iteration, scored in one batched model call (default 200 for pixel models, 256 for latent models: <= 0.1 s per step on one thread).",
+    )
+    elites: Optional[int] = option(
+        default=None,
+        help="Elites the distribution is refit to (default 10 for pixel models, samples / 8 for latent models, as TD-MPC2's 64 of 512).",
+    )
     blocks: Optional[int] = option(
         default=None, help="Free action blocks per sequence (default 5, or --horizon / --repeat)."
     )
@@ -170,33 +298,46 @@ class PlanConfig(ConfigBase, command="plan"):
         help="Near the episode's end, score only the steps left, so the cost is taken at the last step, where success is measured (shrinking-horizon MPC; needs the env's time limit). --fixed-horizon always scores T steps.",
         flags=("--shrink-horizon/--fixed-horizon",),
     )
-    init_std: float = option(default=0.5, help="Initial CEM std, in action half-ranges.")
-    min_std: float = option(default=0.05, help="Floor of the CEM std, in action half-ranges.")
+    init_std: Optional[float] = option(
+        default=None, help="Initial std, in action half-ranges (default: cem 0.5, mppi 2 as TD-MPC2)."
+    )
+    min_std: float = option(default=0.05, help="Floor of the std, in action half-ranges.")
+    max_std: float = option(default=MPPI_MAX_STD, help="MPPI: ceiling of the std, in action half-ranges (TD-MPC2: 2).")
+    temperature: float = option(
+        default=MPPI_TEMPERATURE,
+        help="MPPI: weights exp(-temperature x (cost - best) / std of the elites' costs) (TD-MPC2: 0.5).",
+    )
     alpha: float = option(default=0.0, help="Smoothing of the CEM refit (PETS), in [0, 1).")
-    execute: Literal["best", "mean"] = option(
-        default="best",
-        help="Sequence executed after each plan: best (lowest-cost sample seen) or mean (final elite mean, PETS; averages out a learned model's cost errors).",
+    execute: Optional[Execute] = option(
+        default=None,
+        help="Sequence executed after each plan: best (lowest-cost sample seen; cem's default) or mean (the final elite or weighted mean; mppi's default, PETS; averages out a learned model's cost errors).",
     )
     action_scale: float = option(
         default=1.0, help="Fraction of the env's action range every controller may use, (0, 1]."
     )
-    cost: Cost = option(default="pixels", help="pixels, keypoints or pixels+keypoints (key points need --translator).")
-    cost_frames: CostFrames = option(
-        default="final", help="final (the last predicted frame) or all (mean over the horizon)."
+    cost: Optional[str] = option(
+        default=None,
+        help="Cost terms with weights, e.g. latent=1,keypoints=0.5: pixels (decoded frames vs the goal image, MSE), latent (imagined features vs the goal image's, squared L2; no decoding), keypoints (the model's probe or --translator; state-supervised). Default: pixels for pixel models, latent for latent models.",
+        metavar="TERM[=W],...",
     )
-    pixel_weight: float = option(default=1.0, help="Weight of the pixel MSE term.")
-    keypoint_weight: float = option(default=1.0, help="Weight of the key-point distance term (per metre).")
+    cost_frames: CostFrames = option(
+        default="final",
+        help="final (the last imagined step) or all (the mean over every step of the horizon).",
+        flags=("--cost-steps", "--cost-frames"),
+    )
+    pixel_weight: float = option(default=1.0, help="Weight of a pixels term given without =W.")
+    keypoint_weight: float = option(default=1.0, help="Weight of a keypoints term given without =W (per metre).")
     pixel_blur: float = option(
         default=0.0,
         help="Gaussian blur (sigma, pixels) of predicted and goal frames before the pixel MSE; widens the cost's basin (0 = none).",
     )
     translator: Optional[str] = option(
         default=None,
-        help="Key-point translator run (visfore train-translator) for --cost keypoints / pixels+keypoints.",
+        help="Key-point translator run (visfore train-translator) for a keypoints cost term, read from decoded frames (without it: the latent model's probe).",
     )
     oracle_cost: OracleCost = option(
         default="same",
-        help="Cost of the oracle: same (as --cost, on rendered frames), pixels, keypoints (true key points) or pixels+keypoints.",
+        help="Cost of the oracle: same (as --cost, on rendered frames: latent encodes them with the model, keypoints are the true ones), pixels, keypoints (true key points) or pixels+keypoints.",
     )
     success_threshold: Optional[float] = option(
         default=None,
@@ -240,20 +381,65 @@ class PlanConfig(ConfigBase, command="plan"):
         self.horizon_steps = None
 
     @property
-    def cem_config(self) -> Any:
-        """The :class:`~visfore.planning.cem.CEMConfig` of the planners."""
-        from visfore.planning.cem import CEMConfig  # lazy: cem imports torch; config modules stay light
+    def optimizer_config(self) -> Any:
+        """The optimizer's config: a :class:`~visfore.planning.cem.CEMConfig` (``--optimizer
+        cem``) or :class:`~visfore.planning.mppi.MPPIConfig` (``mppi``), with the pixel
+        model's defaults for budget options still None (:func:`resolve_plan_defaults`
+        resolves them per model first)."""
+        # lazy: cem and mppi import torch; config modules stay light
+        from visfore.planning.cem import CEMConfig
+        from visfore.planning.mppi import MPPIConfig
 
-        return CEMConfig(
-            iterations=self.iterations, samples=self.samples, elites=self.elites,
-            blocks=int(self.blocks or 0), repeat=self.repeat, init_std=self.init_std,
-            min_std=self.min_std, alpha=self.alpha, execute=self.execute,
-        )  # fmt: skip
+        c = resolve_plan_defaults(self, latent=False)
+        shared: dict[str, Any] = {
+            "iterations": c.iterations, "samples": c.samples, "elites": c.elites,
+            "blocks": int(c.blocks or 0), "repeat": c.repeat, "init_std": c.init_std,
+            "min_std": c.min_std, "execute": c.execute,
+        }  # fmt: skip
+        if c.optimizer == "mppi":
+            return MPPIConfig(temperature=c.temperature, max_std=c.max_std, **shared)
+        return CEMConfig(alpha=c.alpha, **shared)
+
+    @property
+    def cem_config(self) -> Any:
+        """The optimizer's config (:attr:`optimizer_config`; the name of the CEM-only days)."""
+        return self.optimizer_config
 
     @property
     def horizon(self) -> int:
         """Planning horizon T = blocks * repeat (steps)."""
         return int(self.blocks or 0) * self.repeat
+
+
+def resolve_plan_defaults(config: PlanConfig, latent: bool) -> PlanConfig:
+    """``config`` with every option left None set for the model it plans with.
+
+    ``latent``: the model of ``--model`` is a latent model (``rssm``, ``jepa``). Budget
+    (``iterations``, ``samples``, ``elites``): :data:`LATENT_BUDGET` for latent models,
+    :data:`PIXEL_BUDGET` otherwise (without ``--samples``/``--elites`` the elites are
+    ``min(10, samples)`` for pixel models, ``max(2, samples // 8)`` for latent models).
+    ``cost``: ``latent`` for latent models, ``pixels`` otherwise. ``init_std`` and
+    ``execute``: per optimizer (:data:`INIT_STD`, :data:`EXECUTE_DEFAULT`). Options given
+    are kept.
+    """
+    budget = LATENT_BUDGET if latent else PIXEL_BUDGET
+    samples = config.samples if config.samples is not None else budget["samples"]
+    if config.elites is not None:
+        elites = config.elites
+    elif isinstance(samples, int) and not isinstance(samples, bool):
+        elites = max(2, samples // 8) if latent else min(budget["elites"], samples)
+    else:
+        elites = budget["elites"]
+    optimizer = config.optimizer if config.optimizer in INIT_STD else "cem"
+    return dataclasses.replace(
+        config,
+        iterations=config.iterations if config.iterations is not None else budget["iterations"],
+        samples=samples,
+        elites=elites,
+        cost=config.cost if config.cost is not None else ("latent" if latent else "pixels"),
+        init_std=config.init_std if config.init_std is not None else INIT_STD[optimizer],
+        execute=config.execute if config.execute is not None else EXECUTE_DEFAULT[optimizer],  # type: ignore[arg-type]
+    )
 
 
 class ThroughModelConfig(ConfigBase, command="train-through-model"):

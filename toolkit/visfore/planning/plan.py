@@ -1,55 +1,80 @@
-"""``visfore plan``: visual model-predictive control with CEM on a learned forward model,
-measured against CEM on the true simulator and a random policy.
+"""``visfore plan``: visual model-predictive control with CEM or MPPI on a learned forward
+model (pixel or latent), measured against the same optimizer on the true simulator and a
+random policy.
 
 Controllers (``--controllers``, :mod:`visfore.planning.controllers`; all share the action
 bounds, the episodes and the seeds, :mod:`visfore.planning.goal_reaching`):
 
-* ``learned`` (``learned-cem``): CEM (:mod:`visfore.planning.cem`) over action sequences scored on
-  the frames the forward model of ``--model RUN`` imagines (Finn & Levine 2017; Ebert et
-  al. 2018). The model's context is the last C real frames and the C - 1 actions taken
-  between them (at the start of an episode the reset frame repeated, with zero actions);
-  all N candidate sequences are appended and predicted in one batched forward pass
-  (``--batch-chunk`` splits it only to bound memory)::
+* ``learned`` (``learned-cem``, ``learned-latent-mppi``, ...; the label names the cost
+  terms unless the cost is pixels alone, then the optimizer, then ``state-supervised``
+  when a term reads key points, :func:`~visfore.planning.config.controller_label`): the
+  optimizer over action sequences scored on what the model of ``--model RUN`` imagines
+  (Finn & Levine 2017; Ebert et al. 2018). The model's context is the last C real frames
+  and the C - 1 actions taken between them (at the start of an episode the reset frame
+  repeated, with zero actions); all N candidate sequences of an iteration are imagined in
+  one batched call (``--batch-chunk`` splits it only to bound memory)::
 
-      model(context (N, C, 3, H, W), actions (N, C - 1 + T, A)) -> (N, T, 3, H, W)
+      pixel model:  model(context (N, C, 3, H, W), actions (N, C - 1 + T, A)) -> (N, T, 3, H, W)
+      latent model: model.imagine(init_state(context), actions (1, N, T, A), decode=False) -> (1, N, T, F)
 
-* ``oracle`` (``oracle-cem``): the same CEM and budget (iterations x samples x horizon x
-  repeat), but each candidate is rolled out in the true MuJoCo model from the current
-  state (``mujoco.rollout`` from ``mj_getState(..., mjSTATE_FULLPHYSICS)``, one C call for
-  all N candidates, ``frame_skip`` physics steps per env step, exactly ``env.step``'s
-  integration) and scored on frames rendered by the env's own renderer (pixel costs) or
-  on the true key points (``--oracle-cost``). The gap between ``learned`` and ``oracle``
-  is what the learned model costs.
+  (a latent model filters the context once per plan; frames are decoded only for a
+  ``pixels`` term or a translator).
+* ``oracle`` (``oracle-cem`` / ``oracle-mppi``): the same optimizer and budget
+  (iterations x samples x horizon x repeat), but each candidate is rolled out in the true
+  MuJoCo model from the current state (``mujoco.rollout`` from ``mj_getState(...,
+  mjSTATE_FULLPHYSICS)``, one C call for all N candidates, ``frame_skip`` physics steps
+  per env step, exactly ``env.step``'s integration) and scored on frames rendered by the
+  env's own renderer (pixel costs; a latent cost encodes them with the model) or on the
+  true key points (``--oracle-cost``). The gap between ``learned`` and ``oracle`` is what
+  the learned model costs.
 * ``random``: independent uniform actions in the bounds (the floor to beat).
 * ``through-model``: a policy trained by backpropagating through the model (``--policy
   RUN``, :func:`visfore.planning.through_model_policy.load_through_model_policy`).
 
-Costs (``--cost``, :mod:`visfore.planning.costs`; lower is better, per candidate):
+Optimizers (``--optimizer``): ``cem`` (:mod:`visfore.planning.cem`: refit to the elites,
+the best sample executed) and ``mppi`` (:mod:`visfore.planning.mppi`: Williams et al. 2017
+with TD-MPC2's update, weights ``exp(-temperature * normalised cost)`` over the elites, std
+clamped to ``[--min-std, --max-std]``, the weighted mean executed). Both search the same
+block sequences with the same budget and warm start.
 
-* ``pixels``: MSE between predicted frames and the goal frame on [0, 1] intensities (mean
-  over H, W, 3), of the final predicted frame (``--cost-frames final``) or the mean over
-  every predicted frame (``all``), times ``--pixel-weight``;
-* ``keypoints``: ``||kp(frame) - kp(goal)||_2`` (metres) through a key-point
-  :class:`~visfore.planning.costs.Translator` (``--translator RUN``, a ``visfore
-  train-translator`` run of the same env, :class:`~visfore.planning.costs.RunTranslator`),
-  on the final frame or averaged over every frame, times ``--keypoint-weight``;
-* ``pixels+keypoints``: the weighted sum.
+Costs (``--cost TERM[=W],...``, weights add; :mod:`visfore.planning.costs`,
+:mod:`visfore.planning.latent_costs`; lower is better, per candidate), each of the final
+imagined step (``--cost-steps final``, alias ``--cost-frames``) or the mean over every step
+(``all``):
+
+* ``pixels`` (default for pixel models): MSE between predicted (decoded) frames and the
+  goal frame on [0, 1] intensities (mean over H, W, 3), weight ``--pixel-weight`` unless
+  given;
+* ``latent`` (default for latent models): ``||f - encode_goal(goal)||^2``, the squared L2
+  distance of the imagined features to the goal image's, without decoding, weight 1
+  unless given;
+* ``keypoints``: ``||kp - kp(goal)||_2`` (metres) of the key points read by a translator
+  from frames (``--translator RUN``, a ``visfore train-translator`` run of the same env,
+  :class:`~visfore.planning.costs.RunTranslator`) or, without one, by the latent model's
+  probe from its features (``train-model --probe keypoints``); weight
+  ``--keypoint-weight`` unless given. Both are trained on the dataset's states, so the
+  controller is labelled ``state-supervised``. Refused in one line when there is neither.
 
 ``--pixel-blur SIGMA`` blurs predicted and goal frames with a Gaussian of SIGMA pixels before
 the MSE (:func:`~visfore.planning.costs.gaussian_blur`): a thin arm a few pixels off the goal
 pose then still overlaps it, which widens the basin of the pixel cost (0, the default, is the plain MSE).
 
 The oracle scores with ``--oracle-cost``: ``same`` (default: the learned controller's
-pixel cost on rendered frames, so the learned/oracle gap isolates the model), ``pixels``,
-``keypoints`` (true key points vs the env's target, metres: the best a planner can do with
-this budget) or ``pixels+keypoints``.
+terms on rendered frames, so the learned/oracle gap isolates the model; its key points are
+the true ones), ``pixels``, ``keypoints`` (true key points vs the env's target, metres:
+the best a planner can do with this budget) or ``pixels+keypoints``.
 
-MPC loop (receding horizon): plan T = ``blocks * repeat`` steps, execute the best sequence
-for ``--replan-every`` steps, replan from the new frame, warm-starting from the previous
-mean shifted by the executed steps (PETS; :func:`visfore.planning.cem.shift_mean`). With
-``--shrink-horizon``, a plan made fewer than T steps before the env's time limit scores only
-the steps left, so its cost is taken at the episode's last step, where success is measured
-(shrinking-horizon MPC, the default); ``--fixed-horizon`` always scores step T.
+Budgets (``--iterations``, ``--samples``, ``--elites``; :func:`~visfore.planning.config.resolve_plan_defaults`):
+pixel models 3 x 200 with 10 elites; latent models 3 x 256 with 32 elites, which keeps a
+control step of the default-size rssm or jepa under 0.1 s on one CPU thread at 32x32
+(``benchmarks/planning.py``). The horizon is 15 steps (5 blocks x 3) for both.
+
+MPC loop (receding horizon): plan T = ``blocks * repeat`` steps, execute the chosen
+sequence for ``--replan-every`` steps, replan from the new frame, warm-starting from the
+previous mean shifted by the executed steps (PETS; :func:`visfore.planning.cem.shift_mean`).
+With ``--shrink-horizon``, a plan made fewer than T steps before the env's time limit
+scores only the steps left, so its cost is taken at the episode's last step, where success
+is measured (shrinking-horizon MPC, the default); ``--fixed-horizon`` always scores step T.
 
 Goals: without ``--goal``, the env's target pose rendered as an image
 (``env.unwrapped.render_goal()``: the robot at the target configuration), so success can
@@ -58,10 +83,10 @@ ReacherPlane-v0). ``--goal image.png`` plans toward an image file instead (resiz
 model's frame size); the distances then still refer to the env's own random targets.
 
 Output (``runs/plan-<UTC time>/`` or ``--out``): ``config.yaml``, ``episodes.csv`` /
-``episodes.json`` (rewritten after every episode, atomically), ``summary.json``,
-``report.md``, ``report.html`` (self-contained), ``distance.png``, and
-``gifs/<controller>-epNNN.gif`` (observation | imagined best rollout, last frame | goal;
-labelled panels upscaled to at least 128 pixels,
+``episodes.json`` (rewritten after every episode, atomically; ``seconds_per_step`` is the
+controller's time per control step), ``summary.json``, ``report.md``, ``report.html``
+(self-contained), ``distance.png``, and ``gifs/<controller>-epNNN.gif`` (observation |
+imagined best rollout, last frame | goal; labelled panels upscaled to at least 128 pixels,
 :func:`visfore.planning.goal_reaching.goal_panel`). The progress bar counts control steps
 (episodes x controllers x steps) with the time remaining.
 Episodes run interleaved (episode k of every controller, then k + 1), so Ctrl-C keeps
@@ -69,7 +94,7 @@ balanced finished episodes and writes the report of them (exit 130).
 
 This module is the pipeline (:func:`plan`: options, set-up, episodes); the controllers are
 :mod:`visfore.planning.controllers`, the costs and goal images :mod:`visfore.planning.costs`
-and the report :mod:`visfore.planning.plan_report`.
+and :mod:`visfore.planning.latent_costs`, and the report :mod:`visfore.planning.plan_report`.
 """
 
 from __future__ import annotations
@@ -97,10 +122,14 @@ from visfore.data.envs import resolve_env_id
 from visfore.planning.config import (  # noqa: F401 (re-exported: the plan API)
     CONTROLLER_LABELS,
     DEFAULT_EXTRA_THRESHOLDS,
+    STATE_SUPERVISED,
     PlanConfig,
+    controller_label,
+    cost_weights,
     parse_controllers,
     parse_thresholds,
     resolve_blocks,
+    resolve_plan_defaults,
 )
 from visfore.planning.controllers import (
     LearnedCEMController,
@@ -127,8 +156,10 @@ COMMAND = "plan"
 MAX_EPISODES = 10_000
 
 
-def validate_config(config: PlanConfig) -> PlanConfig:
-    """Check every option that needs no file; returns a normalised copy.
+def validate_config(config: PlanConfig, latent: bool = False) -> PlanConfig:
+    """Check every option that needs no file; returns a normalised copy with the
+    model-dependent defaults resolved (:func:`~visfore.planning.config.resolve_plan_defaults`;
+    ``latent``: the model is a latent one).
 
     Raises:
         VisforeError: one line naming the bad value and what is allowed.
@@ -154,18 +185,22 @@ def validate_config(config: PlanConfig) -> PlanConfig:
         controllers=parse_controllers(config.controllers),
         extra_thresholds=parse_thresholds(config.extra_thresholds),
     )
+    c = resolve_plan_defaults(c, latent)
     integer("episodes", c.episodes, 1, MAX_EPISODES)
     if c.steps is not None:
         integer("steps", c.steps, 1)
     integer("seed", c.seed, 0)
-    c.cem_config.validate()
+    c.check_choices()  # optimizer, cost_frames, oracle_cost, checkpoint, execute (Literal choices)
+    positive("temperature", c.temperature)
+    positive("max-std", c.max_std)
+    c.optimizer_config.validate()
     integer("replan-every", c.replan_every, 1)
     if c.replan_every > c.horizon:
         raise VisforeError(f"--replan-every {c.replan_every} must be <= the horizon blocks x repeat = {c.horizon}")
     check_action_scale(c.action_scale)
-    c.check_choices()  # cost, cost_frames, oracle_cost, checkpoint, execute (Literal choices)
     positive("pixel-weight", c.pixel_weight, strict=False)
     positive("keypoint-weight", c.keypoint_weight, strict=False)
+    terms = cost_weights(c.cost, c.pixel_weight, c.keypoint_weight)
     positive("pixel-blur", c.pixel_blur, strict=False)
     if c.success_threshold is not None:
         positive("success-threshold", c.success_threshold)
@@ -181,8 +216,9 @@ def validate_config(config: PlanConfig) -> PlanConfig:
         raise VisforeError("the through-model controller needs --policy RUN")
     if c.policy and "through-model" not in c.controllers:
         c = replace(c, controllers=(*c.controllers, "through-model"))
-    if "keypoints" in c.cost and "learned" in c.controllers and not c.translator:
-        raise VisforeError(f"--cost {c.cost} needs --translator RUN (a key-point translator)")
+    if "latent" in terms and not c.model and ("learned" in c.controllers or (
+            "oracle" in c.controllers and c.oracle_cost == "same")):  # fmt: skip
+        raise VisforeError(f"--cost {c.cost} needs --model RUN (a model whose features it compares)")
     if c.model is None and c.env is None:
         raise VisforeError("give --env (or --model RUN, whose dataset names the env)")
     return c
@@ -253,13 +289,22 @@ def _resolve_env(config: PlanConfig, model_run: Any) -> tuple[str, dict, tuple[i
 
 
 def _make_controllers(config: PlanConfig, model_run: Any, translator: Any, device: Any) -> list[Any]:
-    cem_cfg = config.cem_config
+    """The controllers of ``--controllers``, in order (the learned one refuses key points
+    without a translator or a probe, in one line)."""
+    cem_cfg = config.optimizer_config
     out: list[Any] = []
+    goal_encoder = None
+    if model_run is not None:
+        model, dev = model_run.model, model_run.device
+
+        def goal_encoder(frames: Any) -> Any:  # rendered frames (M, 3, H, W) -> (M, F) features
+            return model.encode_goal(frames.to(dev))
+
     for name in config.controllers:
         if name == "learned":
             out.append(LearnedCEMController(
                 model_run, cem_cfg, replan_every=config.replan_every,
-                action_scale=config.action_scale, cost=config.cost, cost_frames=config.cost_frames,
+                action_scale=config.action_scale, cost=config.cost or "pixels", cost_frames=config.cost_frames,
                 pixel_weight=config.pixel_weight, keypoint_weight=config.keypoint_weight,
                 translator=translator, batch_chunk=config.batch_chunk, pixel_blur=config.pixel_blur,
                 amp=config.amp, shrink_horizon=config.shrink_horizon,
@@ -270,6 +315,7 @@ def _make_controllers(config: PlanConfig, model_run: Any, translator: Any, devic
                 cost=oracle_cost(config), cost_frames=config.cost_frames,
                 pixel_weight=config.pixel_weight, keypoint_weight=config.keypoint_weight,
                 pixel_blur=config.pixel_blur, shrink_horizon=config.shrink_horizon,
+                goal_encoder=goal_encoder,
             ))  # fmt: skip
         elif name == "random":
             out.append(RandomController(config.action_scale))
@@ -281,8 +327,15 @@ def _make_controllers(config: PlanConfig, model_run: Any, translator: Any, devic
 
 def oracle_cost(config: PlanConfig) -> str:
     """The oracle's cost: ``--oracle-cost``, with ``same`` resolved to ``--cost`` (the
-    oracle's key points are the true ones, no translator needed)."""
-    return config.cost if config.oracle_cost == "same" else config.oracle_cost
+    oracle's key points are the true ones, no translator needed; a latent term encodes the
+    rendered frames with the model)."""
+    cost = config.cost if config.cost is not None else "pixels"
+    return cost if config.oracle_cost == "same" else config.oracle_cost
+
+
+def _terms_text(cost: str, config: PlanConfig) -> str:
+    """``"latent+keypoints"``: the terms of a cost, in :data:`~visfore.planning.config.COST_TERMS` order."""
+    return "+".join(cost_weights(cost, config.pixel_weight, config.keypoint_weight))
 
 
 @dataclass
@@ -311,10 +364,12 @@ def _prepare(config: PlanConfig) -> _PlanSetup:
     Raises:
         VisforeError: the first problem, one line.
     """
-    config = validate_config(config)
+    validate_config(config)  # every option as given, before anything is read
     device = select_device(config.device)
     configure_torch_threads(config.num_threads)
     model_run = load_model_run(config.model, config.checkpoint, device=device) if config.model else None
+    latent = bool(getattr(model_run.model, "latent", False)) if model_run is not None else False
+    config = validate_config(config, latent=latent)  # the defaults of this model
     env_id, env_kwargs, size = _resolve_env(config, model_run)
     translator = load_translator(config.translator, device, env_id) if config.translator else None
     goal_frame = load_goal_image(config.goal, size) if config.goal else None
@@ -399,18 +454,25 @@ def _meta(setup: _PlanSetup, out: Path) -> dict[str, Any]:
     """The report's ``meta`` record: model, env, goal, controllers, CEM budget, costs,
     thresholds, seeding, the command line and the package versions."""
     config, model_run = setup.config, setup.model_run
+    learned = next((c for c in setup.controllers if hasattr(c, "weights") and hasattr(c, "model_run")), None)
+    weights = cost_weights(config.cost, config.pixel_weight, config.keypoint_weight)
     return {
         "command_name": COMMAND,
         "model": str(model_run.run_dir) if model_run is not None else None,
         "model_name": model_run.model_name if model_run is not None else None,
         "checkpoint": model_run.checkpoint if model_run is not None else None,
         "model_budget": _model_budget(model_run),
+        "model_supervision": getattr(model_run, "supervision", None) if model_run is not None else None,
         "env_id": setup.env_id,
         "env_kwargs": setup.env_kwargs,
         "frame_size": list(setup.size),
         "goal": str(config.goal) if config.goal else "the env's target pose rendered (render_goal)",
         "controllers": [getattr(c, "name", "?") for c in setup.controllers],
+        "model_latent": bool(getattr(model_run.model, "latent", False)) if model_run is not None else None,
+        "probe_dim": int(getattr(model_run.model, "probe_dim", 0) or 0) if model_run is not None else None,
+        "optimizer": config.optimizer,
         "budget": {
+            "optimizer": config.optimizer,
             "iterations": config.iterations,
             "samples": config.samples,
             "elites": config.elites,
@@ -423,18 +485,24 @@ def _meta(setup: _PlanSetup, out: Path) -> dict[str, Any]:
             "min_std": config.min_std,
             "alpha": config.alpha,
             "execute": config.execute,
+            "temperature": config.temperature if config.optimizer == "mppi" else None,
+            "max_std": config.max_std if config.optimizer == "mppi" else None,
         },  # fmt: skip
         "action_scale": config.action_scale,
         "action_low": setup.low.tolist(),
         "action_high": setup.high.tolist(),
-        "cost": config.cost,
+        "cost": "+".join(weights),
+        "cost_weights": weights,
+        "cost_option": config.cost,
+        "keypoint_source": getattr(learned, "keypoint_source", None),
+        "state_supervised": "keypoints" in weights and "learned" in config.controllers,
         "cost_frames": config.cost_frames,
         "pixel_weight": config.pixel_weight,
         "keypoint_weight": config.keypoint_weight,
         "pixel_blur": config.pixel_blur,
         "translator": str(config.translator) if config.translator else None,
         "oracle_cost": config.oracle_cost,
-        "oracle_cost_resolved": f"{oracle_cost(config)} on {config.cost_frames} frame(s)",
+        "oracle_cost_resolved": f"{_terms_text(oracle_cost(config), config)} on {config.cost_frames} frame(s)",
         "success_threshold": setup.threshold,
         "extra_thresholds": list(config.extra_thresholds),
         "episodes": config.episodes,

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from visfore.core import runs
 from visfore.core.console import stdout_console
+from visfore.planning.config import STATE_SUPERVISED
 from visfore.planning.goal_reaching import GoalEpisode, summarize_goal_episodes
 from visfore.reports.report_html import (
     fmt,
@@ -46,6 +47,53 @@ def _mean_std(stats: Mapping[str, float], n: int, digits: int = 3) -> str:
 
 def _plural(count: Any, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+#: What the state-supervised label means, in the report's definitions.
+STATE_SUPERVISED_NOTE = (
+    "the learned controller's cost reads key points through a probe (train-model --probe "
+    "keypoints) or a translator (train-translator), both trained on the dataset's states "
+    "(privileged labels), so it does not plan from pixels alone"
+)
+
+
+def _optimizer_text(budget: Mapping[str, Any]) -> str:
+    """One line on the optimizer and its budget (``budget`` is ``meta["budget"]``)."""
+    opt = str(budget.get("optimizer") or "cem")
+    head = (
+        f"MPPI (temperature {budget.get('temperature')} on costs normalised by the elites' std, "
+        f"std clamped to [{budget.get('min_std')}, {budget.get('max_std')}] half-ranges)"
+        if opt == "mppi"
+        else f"CEM (min std {budget.get('min_std')} half-ranges, alpha {budget.get('alpha')})"
+    )
+    executes = "final elite mean" if opt == "cem" else "final weighted mean"
+    return (
+        f"{head}: {budget.get('iterations')} iterations x {budget.get('samples')} samples, "
+        f"{budget.get('elites')} elites, horizon {budget.get('horizon')} steps "
+        f"({budget.get('blocks')} blocks x {budget.get('repeat')} repeat), replan every "
+        f"{budget.get('replan_every')} step(s)"
+        f"{' (horizon shrinks to the episode end)' if budget.get('shrink_horizon') else ''}, init std "
+        f"{budget.get('init_std')} half-ranges, executes the "
+        f"{executes if budget.get('execute') == 'mean' else 'best sample'}"
+    )
+
+
+def _cost_text(meta: Mapping[str, Any]) -> str:
+    """One line on the learned controller's cost: weighted terms, steps, key-point source."""
+    weights = meta.get("cost_weights") or {}
+    terms = " + ".join(f"{float(w):g} x {t}" for t, w in weights.items()) or str(meta.get("cost"))
+    text = f"{terms} on {meta.get('cost_frames')} step(s)"
+    if "pixels" in weights:
+        text += f", Gaussian blur sigma {meta.get('pixel_blur')} px"
+    if "latent" in weights:
+        text += ", latent: squared L2 of imagined features to the goal image's (no decoding)"
+    if meta.get("translator"):
+        text += f", translator {meta.get('translator')}"
+    if meta.get("keypoint_source") == "probe":
+        text += ", key points from the model's probe"
+    if meta.get("state_supervised"):
+        text += f" ({STATE_SUPERVISED})"
+    return text
 
 
 def _summary_rows(summary: Mapping[str, dict], thresholds: Sequence[float]) -> tuple[list[str], list[list[str]]]:
@@ -119,29 +167,16 @@ def write_report(out: Path, meta: Mapping[str, Any], episodes: Sequence[Any]) ->
         ("frames", f"{meta['frame_size'][0]}x{meta['frame_size'][1]}"),
         ("model", meta.get("model") or "-"),
         ("model budget", meta.get("model_budget") or "-"),
+        *([("model supervision", str(meta["model_supervision"]))] if meta.get("model_supervision") else []),
         ("goal", meta.get("goal")),
-        (
-            "CEM",
-            f"{budget.get('iterations')} iterations x {budget.get('samples')} samples, "
-            f"{budget.get('elites')} elites, horizon {budget.get('horizon')} steps "
-            f"({budget.get('blocks')} blocks x {budget.get('repeat')} repeat), replan every "
-            f"{budget.get('replan_every')} step(s)"
-            f"{' (horizon shrinks to the episode end)' if budget.get('shrink_horizon') else ''}, init std {budget.get('init_std')} / min std "
-            f"{budget.get('min_std')} half-ranges, alpha {budget.get('alpha')}, executes the "
-            f"{'final elite mean' if budget.get('execute') == 'mean' else 'best sample'}",
-        ),
+        ("optimizer", _optimizer_text(budget)),
         (
             "action bounds",
             f"{_fmt_list(meta.get('action_low'))} .. {_fmt_list(meta.get('action_high'))} (action scale "
             f"{meta.get('action_scale')}; CEM and random; a through-model policy "
             "keeps its own bounds)",
         ),
-        (
-            "cost (learned)",
-            f"{meta.get('cost')} on {meta.get('cost_frames')} frame(s), "
-            f"Gaussian blur sigma {meta.get('pixel_blur')} px"
-            + (f", translator {meta.get('translator')}" if meta.get("translator") else ""),
-        ),
+        ("cost (learned)", _cost_text(meta)),
         ("cost (oracle)", str(meta.get("oracle_cost_resolved"))),
         (
             "episodes",
@@ -172,11 +207,14 @@ def write_report(out: Path, meta: Mapping[str, Any], episodes: Sequence[Any]) ->
         "**min dist.:** the smallest distance during the episode",
         "- **s/step:** wall time the controller spent choosing actions, per step (planning "
         "time amortised over the steps between replans)",
-        "- **oracle-cem:** the same CEM budget on the true simulator (cloned MuJoCo state); "
+        "- **oracle-cem / oracle-mppi:** the same optimizer and budget on the true simulator "
+        "(cloned MuJoCo state); "
         "**random:** uniform actions in the bounds; every controller sees the same initial "
         "states and targets (common random numbers)",
-        "",
     ]  # fmt: skip
+    if meta.get("state_supervised"):
+        md.append(f"- **{STATE_SUPERVISED}:** {STATE_SUPERVISED_NOTE}")
+    md.append("")
     if plot is not None:
         md += ["![distance](distance.png)", ""]
     if gifs:
