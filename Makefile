@@ -12,7 +12,7 @@ export MUJOCO_GL ?= egl
 
 DEMO_DATA := data/demo-reacher.zarr
 
-.PHONY: install demo data sweep sweep-smoke test lint bench bench-models clean
+.PHONY: install demo data sweep sweep-smoke test lint bench bench-models bench-threads bench-planning clean
 
 $(VENV)/.installed: pyproject.toml envs_pkg/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,14 @@ sweep-smoke: $(DEMO_DATA)
 
 bench-models: $(DEMO_DATA)
 	$(PY) benchmarks/forward_models.py --data $(DEMO_DATA)
+
+# --num-threads 1, 2 and the default, idle and beside a busy core (~15 min on 2 cores).
+bench-threads: install
+	$(PY) benchmarks/threads.py
+
+# Seconds per control step of latent (jepa, rssm) and pixel (cdna) planning at one budget.
+bench-planning: install
+	$(PY) benchmarks/planning.py
 
 # The documentation (Sphinx + MyST + furo) into docs/_build/html; warnings are errors.
 .PHONY: docs
