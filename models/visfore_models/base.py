@@ -241,6 +241,14 @@ class ForwardModel(nn.Module, abc.ABC):
         nothing. It must not be called inside a forward/backward pass.
         """
 
+    def expect_after_optimizer_step(self) -> None:
+        """A trainer that will call :meth:`after_optimizer_step` after every optimizer step
+        says so here, before its first step. A model with a fallback for trainers that
+        don't (JEPA updates its EMA target inside training-mode ``forward`` until the hook
+        is first called) turns the fallback off, so a resumed run, whose model is freshly
+        built, updates exactly as an uninterrupted one. The default does nothing.
+        """
+
     # ------------------------------------------------------------------ stepping API
     def init_state(self, context_frames: torch.Tensor, context_actions: torch.Tensor | None = None) -> State:
         """The state after observing real frames (a :class:`ModelState` for pixel models, a

@@ -226,6 +226,10 @@ class JEPAForwardModel(LatentForwardModel):
         self._hook_called = True
         self.update_target()
 
+    def expect_after_optimizer_step(self) -> None:
+        """Turn off the in-``forward`` EMA fallback: the trainer calls the hook."""
+        self._hook_called = True
+
     def target_encode(self, frames: torch.Tensor) -> torch.Tensor:
         """The EMA target encoder: ``(N, 3, H, W)`` -> ``(N, embed_dim)``, without gradient."""
         with torch.no_grad():

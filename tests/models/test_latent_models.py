@@ -323,6 +323,25 @@ def test_jepa_ema_target_update_and_hook() -> None:
     assert not torch.allclose(model.encode_goal(goal), model.encoder(goal))
 
 
+def test_expect_after_optimizer_step_turns_the_forward_fallback_off() -> None:
+    """A trainer that says it will call the hook: forward never updates the target, not
+    even before the first call (so a resumed run matches an uninterrupted one)."""
+    model = make("jepa", momentum=0.9).train()
+    context, actions, targets = inputs(2, 2, 2)
+    name = "conv.net.0.weight"
+    with torch.no_grad():
+        dict(model.encoder.named_parameters())[name].add_(1.0)
+    before = model._target_params()[name].clone()
+    model.expect_after_optimizer_step()
+    model(context, actions, targets)
+    assert torch.equal(model._target_params()[name], before)
+    # every model accepts the call (a no-op for those without a fallback)
+    pixel = build_model("convlstm", action_dim=A, image_size=H)
+    reference = {k: v.clone() for k, v in pixel.state_dict().items()}
+    pixel.expect_after_optimizer_step()
+    assert all(torch.equal(v, reference[k]) for k, v in pixel.state_dict().items())
+
+
 def test_vicreg_terms() -> None:
     g = torch.Generator().manual_seed(0)
     z = torch.randn(4096, 8, generator=g) * 2.0  # std 2 > gamma: no variance penalty

@@ -547,13 +547,9 @@ class ForwardModelTask(TrainTask):
         #: gradient never rescales the world model's step (it trains on detached features)
         self.probe_params = [p for p in model.parameters() if id(p) in probe_ids]
         self.model_params = [p for p in model.parameters() if id(p) not in probe_ids]
-        if hasattr(model, "_hook_called"):
-            # This trainer calls after_optimizer_step() after every step from the first
-            # one on, so the model must not do its own EMA update in forward (JEPA's
-            # fallback for trainers without the hook). Set here rather than learnt from
-            # the first call, so a resumed run (a freshly built model) updates exactly as
-            # an uninterrupted one. (visfore_models has no public switch for it yet.)
-            model._hook_called = True
+        # This trainer calls after_optimizer_step() after every step from the first one on:
+        # said before the first step, so a resumed run updates exactly as an uninterrupted one.
+        model.expect_after_optimizer_step()
 
     def restore(self, ckpt: Mapping[str, Any]) -> TrainState:
         """Load model, optimiser, schedules and this rank's RNG state; return the counters."""
