@@ -39,7 +39,39 @@ from visfore.core.errors import VisforeError
 #: What the controller executes: the best sample seen, or the final elite mean.
 EXECUTE = ("best", "mean")
 
-__all__ = ["EXECUTE", "CEMConfig", "CEMResult", "cem", "expand_blocks", "shift_mean"]
+__all__ = ["EXECUTE", "CEMConfig", "CEMResult", "cem", "check_budget", "check_positive", "expand_blocks", "shift_mean"]
+
+
+def check_positive(name: str, value: Any, strict: bool = True) -> None:
+    """Raise :class:`VisforeError` (``--name must be > 0, got ...``) unless ``value`` is a
+    finite real number ``> 0`` (``>= 0`` when not ``strict``)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or not (value > 0 if strict else value >= 0):
+        raise VisforeError(f"--{name} must be {'>' if strict else '>='} 0, got {value!r}")
+
+
+def check_budget(config: Any) -> None:
+    """Check the sampling budget shared by the CEM and MPPI configs: ``iterations >= 1``,
+    ``2 <= elites <= samples``, ``blocks >= 1``, ``repeat >= 1`` (integers) and ``execute``
+    in :data:`EXECUTE`.
+
+    Raises:
+        VisforeError: one line naming the bad value and the allowed range.
+    """
+
+    def integer(name: str, value: Any, low: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise VisforeError(f"--{name} must be an integer >= {low}, got {value!r}")
+
+    integer("iterations", config.iterations, 1)
+    integer("samples", config.samples, 2)
+    integer("elites", config.elites, 2)
+    integer("blocks", config.blocks, 1)
+    integer("repeat", config.repeat, 1)
+    if config.elites > config.samples:
+        raise VisforeError(f"--elites {config.elites} must be <= --samples {config.samples}")
+    if config.execute not in EXECUTE:
+        raise VisforeError(f"--execute must be one of {', '.join(EXECUTE)}, got {config.execute!r}")
 
 
 @dataclass(frozen=True)
@@ -87,25 +119,11 @@ class CEMConfig:
             VisforeError: one line naming the bad value and the allowed range.
         """
 
-        def integer(name: str, value: Any, low: int) -> None:
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise VisforeError(f"--{name} must be an integer >= {low}, got {value!r}")
-
-        integer("iterations", self.iterations, 1)
-        integer("samples", self.samples, 2)
-        integer("elites", self.elites, 2)
-        integer("blocks", self.blocks, 1)
-        integer("repeat", self.repeat, 1)
-        if self.elites > self.samples:
-            raise VisforeError(f"--elites {self.elites} must be <= --samples {self.samples}")
-        if not (math.isfinite(self.init_std) and self.init_std > 0):
-            raise VisforeError(f"--init-std must be > 0, got {self.init_std!r}")
-        if not (math.isfinite(self.min_std) and self.min_std >= 0):
-            raise VisforeError(f"--min-std must be >= 0, got {self.min_std!r}")
+        check_budget(self)
+        check_positive("init-std", self.init_std)
+        check_positive("min-std", self.min_std, strict=False)
         if not (0.0 <= self.alpha < 1.0):
             raise VisforeError(f"--alpha must be in [0, 1), got {self.alpha!r}")
-        if self.execute not in EXECUTE:
-            raise VisforeError(f"--execute must be one of {', '.join(EXECUTE)}, got {self.execute!r}")
         return self
 
 

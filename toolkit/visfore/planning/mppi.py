@@ -49,7 +49,7 @@ from typing import Any, Callable
 import torch
 
 from visfore.core.errors import VisforeError
-from visfore.planning.cem import EXECUTE, CEMResult, expand_blocks
+from visfore.planning.cem import CEMResult, check_budget, check_positive, expand_blocks
 
 __all__ = ["MPPIConfig", "mppi", "mppi_weights"]
 
@@ -100,30 +100,13 @@ class MPPIConfig:
             VisforeError: one line naming the bad value and the allowed range.
         """
 
-        def integer(name: str, value: Any, low: int) -> None:
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise VisforeError(f"--{name} must be an integer >= {low}, got {value!r}")
-
-        def real(name: str, value: Any, strict: bool) -> None:
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-            if not ok or not (value > 0 if strict else value >= 0):
-                raise VisforeError(f"--{name} must be {'>' if strict else '>='} 0, got {value!r}")
-
-        integer("iterations", self.iterations, 1)
-        integer("samples", self.samples, 2)
-        integer("elites", self.elites, 2)
-        integer("blocks", self.blocks, 1)
-        integer("repeat", self.repeat, 1)
-        if self.elites > self.samples:
-            raise VisforeError(f"--elites {self.elites} must be <= --samples {self.samples}")
-        real("temperature", self.temperature, strict=True)
-        real("init-std", self.init_std, strict=True)
-        real("min-std", self.min_std, strict=False)
-        real("max-std", self.max_std, strict=True)
+        check_budget(self)
+        check_positive("temperature", self.temperature)
+        check_positive("init-std", self.init_std)
+        check_positive("min-std", self.min_std, strict=False)
+        check_positive("max-std", self.max_std)
         if self.min_std > self.max_std:
             raise VisforeError(f"--min-std {self.min_std} must be <= --max-std {self.max_std}")
-        if self.execute not in EXECUTE:
-            raise VisforeError(f"--execute must be one of {', '.join(EXECUTE)}, got {self.execute!r}")
         return self
 
 
