@@ -11,7 +11,15 @@ import torch
 
 from visfore.core import threads
 from visfore.core.device import physical_cpu_cores
-from visfore.core.threads import AdaptiveThreads, CpuSample, auto_num_threads, configure_torch_threads, free_cores
+from visfore.core.threads import (
+    AdaptiveThreads,
+    CpuSample,
+    auto_num_threads,
+    configure_torch_threads,
+    free_cores,
+    restoring_torch_threads,
+    torch_threads,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -94,3 +102,14 @@ def test_a_spinning_process_is_seen_as_load():
     finally:
         spinner.kill()
         spinner.wait()
+
+
+def test_thread_count_is_restored_after_the_block_even_on_error():
+    torch.set_num_threads(2)
+    with pytest.raises(RuntimeError), restoring_torch_threads():
+        torch.set_num_threads(1)
+        raise RuntimeError("boom")
+    assert torch.get_num_threads() == 2
+    with torch_threads(1) as n:
+        assert n == 1 and torch.get_num_threads() == 1
+    assert torch.get_num_threads() == 2

@@ -30,6 +30,7 @@ __all__ = [
     "auto_num_threads",
     "configure_torch_threads",
     "free_cores",
+    "restoring_torch_threads",
     "torch_threads",
 ]
 
@@ -179,6 +180,19 @@ def adaptive_threads(requested: int | None, device: Any = None, *, divide_by: in
 
 
 @contextlib.contextmanager
+def restoring_torch_threads() -> Iterator[None]:
+    """Restore torch's thread count after the block, however it ends: an API function that
+    sets threads for its work must not leave the process changed."""
+    import torch
+
+    previous = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@contextlib.contextmanager
 def torch_threads(requested: int | None) -> Iterator[int]:
     """Within the block, torch uses ``requested`` threads (``None``: :func:`auto_num_threads`);
     the previous count is restored after it (an API call must not leave the process changed).
@@ -186,10 +200,5 @@ def torch_threads(requested: int | None) -> Iterator[int]:
     Yields:
         The thread count set.
     """
-    import torch
-
-    previous = torch.get_num_threads()
-    try:
+    with restoring_torch_threads():
         yield configure_torch_threads(requested)
-    finally:
-        torch.set_num_threads(previous)

@@ -72,7 +72,7 @@ from visfore.core import runs
 from visfore.core.console import stdout_console
 from visfore.core.device import parse_device_spec, select_device
 from visfore.core.errors import VisforeError
-from visfore.core.threads import adaptive_threads, configure_torch_threads
+from visfore.core.threads import adaptive_threads, configure_torch_threads, restoring_torch_threads
 from visfore.core.trainer import (
     Checkpointer,
     RichProgress,
@@ -463,11 +463,8 @@ def train_translator(config: Union[TranslatorConfig, Mapping[str, Any]]) -> dict
         raise VisforeError(f"train_translator needs a TranslatorConfig or a mapping, got {type(config).__name__}")
     config = dataclasses.replace(config)
     validate_config(config)
-    threads = torch.get_num_threads()
-    try:
+    with restoring_torch_threads():  # the API must not leave the process changed
         return _train(config)
-    finally:
-        torch.set_num_threads(threads)  # the API must not leave the process changed
 
 
 def warmup_cosine(warmup: int, total_steps: int) -> Callable[[int], float]:

@@ -117,7 +117,7 @@ from visfore.core.device import parse_device_spec, select_device
 from visfore.core.errors import VisforeError
 from visfore.core.progress import step_progress
 from visfore.core.runs import resolve_run_dir
-from visfore.core.threads import AdaptiveThreads, configure_torch_threads
+from visfore.core.threads import AdaptiveThreads, configure_torch_threads, restoring_torch_threads
 from visfore.data.envs import resolve_env_id
 from visfore.planning.config import (  # noqa: F401 (re-exported: the plan API)
     CONTROLLER_LABELS,
@@ -586,11 +586,8 @@ def plan(config: PlanConfig) -> dict[str, Any]:
         VisforeError: bad input, before anything is written.
         KeyboardInterrupt: after writing the report of the finished episodes.
     """
-    threads = torch.get_num_threads()
-    try:
+    with restoring_torch_threads():  # the API must not leave the process changed
         return _plan(config)
-    finally:
-        torch.set_num_threads(threads)  # the API must not leave the process changed
 
 
 def _plan(config: PlanConfig) -> dict[str, Any]:

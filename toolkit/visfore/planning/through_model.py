@@ -82,7 +82,7 @@ from visfore.core import provenance, runs
 from visfore.core.console import stdout_console
 from visfore.core.device import parse_device_spec, select_device
 from visfore.core.errors import VisforeError
-from visfore.core.threads import configure_torch_threads
+from visfore.core.threads import configure_torch_threads, restoring_torch_threads
 from visfore.core.trainer import (
     TrainState,
 )
@@ -475,11 +475,8 @@ def train_through_model(config: ThroughModelConfig) -> dict[str, Any]:
         KeyboardInterrupt: after Ctrl-C, once ``checkpoints/last.pt`` is saved (``--resume``
             continues).
     """
-    threads = torch.get_num_threads()
-    try:
+    with restoring_torch_threads():  # the API must not leave the process changed
         return _train(config)
-    finally:
-        torch.set_num_threads(threads)  # the API must not leave the process changed
 
 
 def _train(config: ThroughModelConfig) -> dict[str, Any]:

@@ -112,7 +112,7 @@ from visfore.core.device import parse_device_spec, select_device
 from visfore.core.errors import VisforeError
 from visfore.core.interrupt import StopFlag
 from visfore.core.provenance import command_line, package_versions
-from visfore.core.threads import configure_torch_threads
+from visfore.core.threads import configure_torch_threads, restoring_torch_threads
 from visfore.data.envs import env_creation_error, is_visfore_env, parse_env_kwargs, resolve_env_id
 from visfore.rl.config import RANDOMIZE_PRESETS, PolicyTrainConfig, parse_randomize
 from visfore.rl.zoo import (
@@ -862,11 +862,8 @@ def train_policy(config: PolicyTrainConfig | Mapping[str, Any]) -> dict[str, Any
     """
     if not isinstance(config, PolicyTrainConfig):
         config = PolicyTrainConfig.from_dict(config)
-    threads = torch.get_num_threads()
-    try:
+    with restoring_torch_threads():  # the API must not leave the process changed
         return _train_policy(config)
-    finally:
-        torch.set_num_threads(threads)  # the API must not leave the process changed
 
 
 def _train_policy(config: PolicyTrainConfig) -> dict[str, Any]:

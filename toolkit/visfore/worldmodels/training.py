@@ -101,7 +101,7 @@ from visfore.core import runs
 from visfore.core.console import stdout_console
 from visfore.core.device import parse_device_spec, select_device
 from visfore.core.errors import VisforeError
-from visfore.core.threads import adaptive_threads, configure_torch_threads
+from visfore.core.threads import adaptive_threads, configure_torch_threads, restoring_torch_threads
 from visfore.core.trainer import (
     Checkpointer,
     RichProgress,
@@ -181,14 +181,13 @@ def train_model(config: Union[TrainConfig, Mapping[str, Any]]) -> dict[str, Any]
         config = TrainConfig.from_dict(config)
     elif not isinstance(config, TrainConfig):
         raise VisforeError(f"train_model needs a TrainConfig or a mapping, got {type(config).__name__}")
-    threads = torch.get_num_threads()
     parse_device_spec(config.device)
-    dist = ddp.setup_distributed(config.device)
-    try:
-        return _train_model(config, dist)
-    finally:
-        torch.set_num_threads(threads)  # the API must not leave the process changed
-        ddp.teardown(dist)
+    with restoring_torch_threads():  # the API must not leave the process changed
+        dist = ddp.setup_distributed(config.device)
+        try:
+            return _train_model(config, dist)
+        finally:
+            ddp.teardown(dist)
 
 
 def _train_model(config: TrainConfig, dist: ddp.Dist) -> dict[str, Any]:
