@@ -1,7 +1,9 @@
 """Fast, lazily created offscreen MuJoCo rendering (RGB frames, uint8 (H, W, 3)).
 
 :class:`FastRenderer` draws frames with MuJoCo's low-level API (``mjv_updateScene``,
-``mjr_render``, ``mjr_readPixels``) into a reused buffer. Nothing touches OpenGL until the
+``mjr_render``, ``mjr_readPixels``) into a reused buffer. Given several cameras (views),
+it draws each view with the same GL context, scene and buffer (switching the camera
+between draws) and puts the views side by side, left to right: (H, n_views * W, 3). Nothing touches OpenGL until the
 first :meth:`FastRenderer.render`, so an environment that owns a renderer can be created,
 pickled and forked freely before it renders.
 
@@ -105,13 +107,17 @@ class FastRenderer:
 
     Args:
         model: the MuJoCo model; call :func:`configure_fast_visuals` on it first.
-        width, height: image size in pixels (<= the model's ``offwidth``/``offheight``).
-        camera: a :class:`CameraSpec`.
+        width, height: image size of one view in pixels (<= the model's
+            ``offwidth``/``offheight``).
+        camera: a :class:`CameraSpec`, or a non-empty sequence of them (the views, drawn
+            one after the other on this renderer's one context and concatenated left to
+            right: frames are then (height, len(camera) * width, 3)).
         geom_groups: which of MuJoCo's 6 geom groups are drawn (default: 0, 1, 2 as MuJoCo).
         max_geom: capacity of the abstract scene.
 
     Raises:
-        ValueError: if ``camera.name`` is not a camera of the model.
+        ValueError: if a camera's ``name`` is not a camera of the model, or the sequence
+            of cameras is empty.
 
     The GL context, MjrContext and scene are created on the first :meth:`render` (and
     again if that happens in a forked child process: a context is never used in a process
@@ -125,28 +131,52 @@ class FastRenderer:
         model: mujoco.MjModel,
         width: int,
         height: int,
-        camera: CameraSpec,
+        camera: CameraSpec | Sequence[CameraSpec],
         geom_groups: Sequence[int] = (0, 1, 2),
         max_geom: int | None = None,
     ) -> None:
         self._model = model
         self.width = int(width)
         self.height = int(height)
-        if camera.name is not None:
-            cam_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, camera.name)
-            if cam_id < 0:
-                names = [model.camera(i).name for i in range(model.ncam)]
-                allowed = ", ".join(repr(n) for n in names) or "(the model has no cameras)"
-                raise ValueError(f"camera={camera.name!r} is not one of {allowed}")
-            self._camera_id = cam_id
-        else:
-            self._camera_id = -1
-        self.camera = camera
+        cameras = (camera,) if isinstance(camera, CameraSpec) else tuple(camera)
+        if not cameras:
+            raise ValueError("FastRenderer needs at least one camera")
+        self._camera_ids = tuple(self._camera_id_of(model, c) for c in cameras)
+        #: The views' cameras, left to right in each frame.
+        self.cameras: tuple[CameraSpec, ...] = cameras
+        #: The first (with one view, the only) camera.
+        self.camera = cameras[0]
         self._geom_groups = tuple(int(g) for g in geom_groups)
         self._max_geom = int(max_geom) if max_geom is not None else model.ngeom + model.nsite + 64
         self._gl: Any = None  # the MuJoCo GL context (egl, osmesa or glfw), made lazily
         self._con = None
         self._pid: int | None = None
+
+    @staticmethod
+    def _camera_id_of(model: mujoco.MjModel, camera: CameraSpec) -> int:
+        """The model camera id of ``camera`` (-1 for the free camera).
+
+        Raises:
+            ValueError: ``camera.name`` is not a camera of the model.
+        """
+        if camera.name is None:
+            return -1
+        cam_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, camera.name)
+        if cam_id < 0:
+            names = [model.camera(i).name for i in range(model.ncam)]
+            allowed = ", ".join(repr(n) for n in names) or "(the model has no cameras)"
+            raise ValueError(f"camera={camera.name!r} is not one of {allowed}")
+        return cam_id
+
+    @property
+    def n_views(self) -> int:
+        """Number of views (cameras) per frame."""
+        return len(self.cameras)
+
+    @property
+    def frame_shape(self) -> tuple[int, int, int]:
+        """Shape of the frames :meth:`render` returns: (height, n_views * width, 3)."""
+        return (self.height, self.n_views * self.width, 3)
 
     # -- lazy set-up -------------------------------------------------------------------
     def _setup(self) -> None:
@@ -163,21 +193,26 @@ class FastRenderer:
         self._option.geomgroup[:] = 0
         for g in self._geom_groups:
             self._option.geomgroup[g] = 1
-        cam = mujoco.MjvCamera()
-        if self._camera_id >= 0:
-            cam.type = mujoco.mjtCamera.mjCAMERA_FIXED
-            cam.fixedcamid = self._camera_id
-        else:
-            cam.type = mujoco.mjtCamera.mjCAMERA_FREE
-            cam.distance = self.camera.distance
-            cam.azimuth = self.camera.azimuth
-            cam.elevation = self.camera.elevation
-            cam.lookat[:] = self.camera.lookat
-        self._cam = cam
+        self._cams = tuple(self._mjv_camera(c, i) for c, i in zip(self.cameras, self._camera_ids))
+        self._cam = self._cams[0]
         self._rect = mujoco.MjrRect(0, 0, self.width, self.height)
         self._buffer = np.empty((self.height, self.width, 3), dtype=np.uint8)
         self._catmask = int(mujoco.mjtCatBit.mjCAT_ALL)
         self._pid = os.getpid()
+
+    @staticmethod
+    def _mjv_camera(camera: CameraSpec, camera_id: int) -> mujoco.MjvCamera:
+        cam = mujoco.MjvCamera()
+        if camera_id >= 0:
+            cam.type = mujoco.mjtCamera.mjCAMERA_FIXED
+            cam.fixedcamid = camera_id
+        else:
+            cam.type = mujoco.mjtCamera.mjCAMERA_FREE
+            cam.distance = camera.distance
+            cam.azimuth = camera.azimuth
+            cam.elevation = camera.elevation
+            cam.lookat[:] = camera.lookat
+        return cam
 
     def _current(self) -> contextlib.AbstractContextManager[Any]:
         """Context manager: this renderer's GL context is current inside.
@@ -220,7 +255,10 @@ class FastRenderer:
         """Render ``data`` (positions as of its last kinematics/forward pass).
 
         Returns:
-            A new (height, width, 3) uint8 array, row 0 at the top of the image.
+            A new (height, width, 3) uint8 array, row 0 at the top of the image; with
+            several views (height, n_views * width, 3), view ``i`` in columns
+            ``[i * width, (i + 1) * width)``, each view exactly the frame a one-view
+            renderer of that camera draws.
 
         Raises:
             RuntimeError: if no OpenGL context can be created (see
@@ -232,11 +270,25 @@ class FastRenderer:
             # unusable here; drop them without freeing (they belong to the parent).
             self._gl = self._con = None
             self._setup()
-        mujoco.mjv_updateScene(self._model, data, self._option, None, self._cam, self._catmask, self._scene)
+        model, option, scene, catmask = self._model, self._option, self._scene, self._catmask
+        cams = self._cams
+        if len(cams) == 1:
+            mujoco.mjv_updateScene(model, data, option, None, self._cam, catmask, scene)
+            with self._current():
+                mujoco.mjr_render(self._rect, scene, self._con)
+                mujoco.mjr_readPixels(self._buffer, None, self._rect, self._con)
+            return self._buffer[::-1].copy()
+        w = self.width
+        out = np.empty(self.frame_shape, dtype=np.uint8)
         with self._current():
-            mujoco.mjr_render(self._rect, self._scene, self._con)
-            mujoco.mjr_readPixels(self._buffer, None, self._rect, self._con)
-        return self._buffer[::-1].copy()
+            for i, cam in enumerate(cams):
+                # The whole scene update per view (not just mjv_updateCamera): it also sets
+                # each geom's camera distance, which orders the translucent geoms.
+                mujoco.mjv_updateScene(model, data, option, None, cam, catmask, scene)
+                mujoco.mjr_render(self._rect, scene, self._con)
+                mujoco.mjr_readPixels(self._buffer, None, self._rect, self._con)
+                out[:, i * w : (i + 1) * w] = self._buffer[::-1]
+        return out
 
     def close(self) -> None:
         """Free the MjrContext and GL context (if created in this process). Idempotent."""
