@@ -37,7 +37,7 @@ import copy
 import inspect
 import math
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, cast
 
 import mujoco
@@ -86,6 +86,7 @@ _BASE_OPTIONS = (
     "camera_azimuth",
     "camera_elevation",
     "camera_lookat",
+    "views",
     "frame_skip",
     "render_mode",
 )
@@ -128,7 +129,12 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
 
     Keyword-only, plus those of :class:`VisforeMujocoEnv`: ``obs_mode``,
     ``width``, ``height``, ``camera``, ``camera_distance``, ``camera_azimuth``,
-    ``camera_elevation``, ``camera_lookat``, ``render_mode``, ``frame_skip``.
+    ``camera_elevation``, ``camera_lookat``, ``views``, ``render_mode``, ``frame_skip``.
+    With ``views`` (e.g. ``("default", "side")`` or ``"default+side"``, names from
+    :meth:`~VisforeMujocoEnv.view_names`) every frame shows the robot from each view, each
+    ``width`` x ``height``, side by side left to right: frames are (height, len(views) *
+    width, 3); the goal frame of the pixel reward (and :meth:`render_goal`) has the same
+    views, and the pixel MSE averages over all of them.
 
     Keyword Args:
         rewards: the reward terms and weights from the catalogue
@@ -172,7 +178,8 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
     * ``"state"``: float64 (P + 2G,) = ``[proprio (P), k - k* (G), k* (G)]``, key points
       flattened point by point (``[p0_x, p0_y(, p0_z), p1_x, ...]``), metres; with
       ``joint_targets=True`` float64 (P + 2G + nq,) = ``[..., q* - q (nq)]`` (radians).
-    * ``"pixels"``: uint8 (height, width, 3), the current frame.
+    * ``"pixels"``: uint8 (height, width, 3), the current frame; with ``views``
+      (height, len(views) * width, 3).
     * ``"state+pixels"``: ``{"state": ..., "pixels": ...}``.
     * goal-conditioned: ``{"observation": O, "achieved_goal": k (G,), "desired_goal": k* (G,)}``
       where O holds no goal information from the state: ``proprio`` (P,) for ``"state"``,
@@ -303,6 +310,7 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
         camera_azimuth: float | None = None,
         camera_elevation: float | None = None,
         camera_lookat: tuple[float, float, float] | None = None,
+        views: Sequence[str] | str | None = None,
         frame_skip: int = 2,
         render_mode: str | None = None,
     ) -> None:
@@ -330,6 +338,7 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
             camera_azimuth=camera_azimuth,
             camera_elevation=camera_elevation,
             camera_lookat=camera_lookat,
+            views=views,
             frame_skip=frame_skip,
             render_mode=render_mode,
         )
@@ -463,7 +472,7 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
         self._prev_kp = np.zeros(self.goal_dim)
         self._goal_frame: np.ndarray | None = None
         self._goal_frame_f: np.ndarray | None = None
-        self._mse_scale = 1.0 / (255.0 * 255.0 * self.height * self.width * 3)
+        self._mse_scale = 1.0 / (255.0 * 255.0 * self.height * self.frame_width * 3)
         self._gc_shaping = self.goal_conditioned and self.potential_shaping
 
     def _init_applied_ctrl(self) -> None:
@@ -673,7 +682,7 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
         if not self.goal_conditioned:
             return super()._make_observation_space()
         proprio = spaces.Box(-np.inf, np.inf, shape=(self._proprio_len,), dtype=np.float64)
-        pixels = spaces.Box(0, 255, shape=(self.height, self.width, 3), dtype=np.uint8)
+        pixels = spaces.Box(0, 255, shape=(self.height, self.frame_width, 3), dtype=np.uint8)
         observation: spaces.Space
         if self.obs_mode == "state":
             observation = proprio
@@ -832,18 +841,19 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
         """The goal frame: the scene with the robot at the target configuration.
 
         Returns:
-            (height, width, 3) uint8, rendered once per episode (a copy).
+            (height, frame_width, 3) uint8 (the same views as the observation), rendered
+            once per episode (a copy).
         """
         return self._goal_frame_uint8().copy()
 
     def _goal_frame_uint8(self) -> np.ndarray:
-        """The goal frame (height, width, 3) uint8, rendered on first need (not a copy)."""
+        """The goal frame (height, frame_width, 3) uint8, rendered on first need (not a copy)."""
         if self._goal_frame is None:
             return self._render_goal_frame()[0]
         return self._goal_frame
 
     def _render_goal_frame(self) -> tuple[np.ndarray, np.ndarray]:
-        """Render the goal frame and store it as uint8 (height, width, 3) and as flat float64
+        """Render the goal frame and store it as uint8 (height, frame_width, 3) and as flat float64
         intensities (the pixel MSE's operand); return both."""
         frame = self._goal_frame = self._renderer.render(self._goal_data)
         flat = self._goal_frame_f = frame.astype(np.float64).reshape(-1)

@@ -17,6 +17,7 @@ gymnasium's ``MujocoEnv`` that matter for speed and pixels:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,7 +29,7 @@ from gymnasium import spaces
 from visfore_envs.core.options import check_choice, check_int, check_real, check_vector
 from visfore_envs.core.rendering import CameraSpec, FastRenderer, configure_fast_visuals
 
-__all__ = ["OBS_MODES", "REWARD_MODES", "RENDER_MODES", "ASSETS_DIR", "VisforeMujocoEnv"]
+__all__ = ["OBS_MODES", "REWARD_MODES", "RENDER_MODES", "ASSETS_DIR", "DEFAULT_VIEW", "VisforeMujocoEnv", "parse_views"]
 
 #: Observation modes: a float64 state vector, an RGB frame, or both in a Dict.
 OBS_MODES = ("state", "pixels", "state+pixels")
@@ -40,6 +41,50 @@ RENDER_MODES = (None, "rgb_array")
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 
 _MAX_IMAGE_SIZE = 4096
+#: The view name of the env's own camera (the one ``camera``/``camera_*`` or the class
+#: default give) in ``views``.
+DEFAULT_VIEW = "default"
+
+
+def parse_views(views: Any, allowed: Sequence[str] | None = None, owner: str = "") -> tuple[str, ...] | None:
+    """The view names of a ``views`` option: None, a sequence of names, or one string of
+    names joined by ``"+"`` (``"default+side"``, what ``--env-kwargs views=default+side``
+    gives).
+
+    Args:
+        views: the option value.
+        allowed: the valid names (None: any non-empty names).
+        owner: who offers them (e.g. the env class name), for the error message.
+
+    Returns:
+        None for None, else a non-empty tuple of distinct names, in order.
+
+    Raises:
+        ValueError: one line naming the bad value (not a string or sequence of strings,
+            empty, a name twice, or a name not in ``allowed``, which it lists).
+    """
+    if views is None:
+        return None
+    if isinstance(views, str):
+        names: Any = tuple(v.strip() for v in views.split("+"))
+    elif isinstance(views, (list, tuple)):
+        names = tuple(views)
+    else:
+        raise ValueError(f"views={views!r} is not None, a sequence of view names or a '+'-joined string of them")
+    bad = [v for v in names if not isinstance(v, str) or not v]
+    if not names or bad:
+        raise ValueError(f"views={views!r} is not a non-empty sequence of view names (strings)")
+    if allowed is not None:
+        unknown = [v for v in names if v not in allowed]
+        if unknown:
+            choices = ", ".join(repr(a) for a in allowed)
+            whose = f" (the views of {owner})" if owner else ""
+            raise ValueError(f"view {unknown[0]!r} of views={views!r} is not one of {choices}{whose}")
+    twice = [v for i, v in enumerate(names) if v in names[:i]]
+    if twice:
+        raise ValueError(f"views={views!r} names view {twice[0]!r} twice")
+    return names
+
 
 # Bound once: the per-step checks call these (module-global lookups are cheaper).
 _isfinite = math.isfinite
@@ -68,7 +113,8 @@ class VisforeMujocoEnv(gym.Env):
     Keyword-only and validated: a bad value raises ``ValueError`` naming it.
 
     Keyword Args:
-        obs_mode: ``"state"`` (Box float64 (S,)), ``"pixels"`` (Box uint8 (height, width, 3)),
+        obs_mode: ``"state"`` (Box float64 (S,)), ``"pixels"`` (Box uint8 (height, width, 3);
+            with ``views`` (height, len(views) * width, 3)),
             or ``"state+pixels"`` (Dict ``{"state", "pixels"}``).
         reward_mode: ``"state"``, ``"pixels"`` or ``"state+pixels"`` (interpreted by subclasses).
         width, height: frame size in pixels, integers in [1, 4096].
@@ -76,7 +122,16 @@ class VisforeMujocoEnv(gym.Env):
             ``camera_distance`` (metres, > 0), ``camera_azimuth`` and ``camera_elevation``
             (degrees) and ``camera_lookat`` (3 numbers, metres); each None takes the class
             default (:attr:`default_camera`). Free-camera values cannot be combined with a name.
-        render_mode: None or ``"rgb_array"`` (``render()`` returns the (height, width, 3)
+        views: None (default): one view, the camera above, frames (height, width, 3).
+            Or view names (a sequence, or one string joined by ``"+"``:
+            ``"default+side"``), from :meth:`view_names`: ``"default"`` (the camera above)
+            and the class's :attr:`named_views`. Each view is rendered at ``width`` x
+            ``height`` by the one renderer (switching cameras) and the views are put side
+            by side, left to right: frames, pixel observations and ``render()`` are uint8
+            (height, len(views) * width, 3). ``views=("default",)`` gives exactly the
+            frames of ``views=None``. A bad name: ValueError naming it and listing the
+            valid ones; ``len(views) * width`` must be <= 4096.
+        render_mode: None or ``"rgb_array"`` (``render()`` returns the (height, frame width, 3)
             uint8 frame, the same image as the pixel observation).
         frame_skip: MuJoCo steps per ``step()``, integer >= 1; ``dt = timestep * frame_skip``.
         ctrl_cost_weight, state_reward_weight, pixel_reward_weight: finite numbers >= 0.
@@ -91,6 +146,8 @@ class VisforeMujocoEnv(gym.Env):
     default_camera: ClassVar[CameraSpec] = CameraSpec()
     #: Geom groups drawn by the renderer.
     render_geom_groups: ClassVar[tuple[int, ...]] = (0, 1, 2)
+    #: Named free cameras of the ``views`` option, besides ``"default"``.
+    named_views: ClassVar[Mapping[str, CameraSpec]] = {}
 
     def __init__(
         self,
@@ -104,6 +161,7 @@ class VisforeMujocoEnv(gym.Env):
         camera_azimuth: float | None = None,
         camera_elevation: float | None = None,
         camera_lookat: tuple[float, float, float] | None = None,
+        views: Sequence[str] | str | None = None,
         render_mode: str | None = None,
         frame_skip: int = 2,
         ctrl_cost_weight: float = 1.0,
@@ -120,6 +178,18 @@ class VisforeMujocoEnv(gym.Env):
         self.state_reward_weight = check_real("state_reward_weight", state_reward_weight, minimum=0.0)
         self.pixel_reward_weight = check_real("pixel_reward_weight", pixel_reward_weight, minimum=0.0)
         camera_spec = self._camera_spec(camera, camera_distance, camera_azimuth, camera_elevation, camera_lookat)
+        #: The view names (a tuple), or None for the one camera of ``views=None``.
+        self.views = parse_views(views, self.view_names(), type(self).__name__)
+        view_cameras = (camera_spec,) if self.views is None else self._view_cameras(self.views, camera_spec, camera)
+        #: Number of views side by side in a frame (1 for ``views=None``).
+        self.n_views = len(view_cameras)
+        #: Width of a whole frame in pixels: ``n_views * width``.
+        self.frame_width = self.n_views * self.width
+        if self.frame_width > _MAX_IMAGE_SIZE:
+            raise ValueError(
+                f"views={views!r} with width={self.width} makes frames {self.frame_width} pixels wide "
+                f"(more than {_MAX_IMAGE_SIZE})"
+            )
 
         #: Physics model and data (what ``step`` simulates).
         self.model = self._load_model()
@@ -147,7 +217,7 @@ class VisforeMujocoEnv(gym.Env):
         self._obs_id = OBS_MODES.index(self.obs_mode)
         self._reward_uses_state = self.reward_mode in ("state", "state+pixels")
         self._reward_uses_pixels = self.reward_mode in ("pixels", "state+pixels")
-        self._renderer = FastRenderer(self.scene_model, self.width, self.height, camera_spec, self.render_geom_groups)
+        self._renderer = FastRenderer(self.scene_model, self.width, self.height, view_cameras, self.render_geom_groups)
         self._frame: np.ndarray | None = None
         self._render_copy: np.ndarray | None = None
         self.metadata = {
@@ -210,6 +280,17 @@ class VisforeMujocoEnv(gym.Env):
             lookat=d.lookat if lookat is None else lookat,
         )
 
+    @classmethod
+    def view_names(cls) -> tuple[str, ...]:
+        """The names the ``views`` option accepts: ``"default"`` and :attr:`named_views`."""
+        return (DEFAULT_VIEW, *cls.named_views)
+
+    def _view_cameras(self, views: tuple[str, ...], default: CameraSpec, camera: Any) -> tuple[CameraSpec, ...]:
+        """The camera of each view name (validated): ``default`` (the camera options'
+        camera) for ``"default"``, else :attr:`named_views`. ``camera`` is the ``camera``
+        option as given (subclasses may map views by it)."""
+        return tuple(default if v == DEFAULT_VIEW else self.named_views[v] for v in views)
+
     # -- state observation hooks ------------------------------------------------------------
     def _state_dim(self) -> int:
         """Length of the state observation vector."""
@@ -221,7 +302,7 @@ class VisforeMujocoEnv(gym.Env):
 
     def _make_observation_space(self) -> spaces.Space:
         state = spaces.Box(-np.inf, np.inf, shape=(self._state_dim(),), dtype=np.float64)
-        pixels = spaces.Box(0, 255, shape=(self.height, self.width, 3), dtype=np.uint8)
+        pixels = spaces.Box(0, 255, shape=(self.height, self.frame_width, 3), dtype=np.uint8)
         if self.obs_mode == "state":
             return state
         if self.obs_mode == "pixels":
@@ -317,8 +398,8 @@ class VisforeMujocoEnv(gym.Env):
 
     # -- observations and frames -------------------------------------------------------------
     def _current_frame(self) -> np.ndarray:
-        """The frame of the current state, (height, width, 3) uint8, rendered at most once
-        per state. A new array per state that the pixel observation hands to the caller;
+        """The frame of the current state, (height, frame_width, 3) uint8 (the views side
+        by side), rendered at most once per state. A new array per state that the pixel observation hands to the caller;
         internal readers (pixel rewards) must not modify it and read it before ``step``
         returns."""
         frame = self._frame
@@ -348,7 +429,8 @@ class VisforeMujocoEnv(gym.Env):
         return {"state": self._state_obs(), "pixels": self._current_frame()}
 
     def render(self) -> np.ndarray | None:
-        """Return the current frame, (height, width, 3) uint8, if ``render_mode="rgb_array"``.
+        """Return the current frame, (height, frame_width, 3) uint8 (``frame_width =
+        n_views * width``, the views side by side), if ``render_mode="rgb_array"``.
 
         A new array, the same image as the pixel observation, never shared with it (the
         caller may modify either): with pixel observations and a render mode, each new
