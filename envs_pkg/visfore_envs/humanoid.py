@@ -11,6 +11,8 @@ See that class for the constructor options, the reward catalogue (``rewards=``,
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import ClassVar
 
 import mujoco
@@ -19,7 +21,7 @@ import numpy as np
 from visfore_envs.core.keypoint_env import KeypointTargetEnv
 from visfore_envs.core.rendering import CameraSpec
 
-__all__ = ["TargetHumanoidEnv", "HUMANOID_JOINTS", "HUMANOID_KEYPOINTS"]
+__all__ = ["TargetHumanoidEnv", "HUMANOID_JOINTS", "HUMANOID_KEYPOINTS", "HUMANOID_VIEWS"]
 
 #: Joint names in ``qpos``/``qvel``/action order.
 HUMANOID_JOINTS: tuple[str, ...] = (
@@ -50,6 +52,23 @@ HUMANOID_KEYPOINTS: tuple[str, ...] = (
     "left_hand",
 )
 
+#: Named views of ``views=`` (besides ``"default"``, the default camera: azimuth 155,
+#: 25 degrees off the front toward the humanoid's right), free cameras with the model's
+#: 45 degree field of view, each framing the whole reach of all four limbs: over random
+#: poses within the joint limits, the hand and foot key points stay at least 10% of the
+#: frame inside its edges (tested):
+#:
+#: * ``"side"``: 90 degrees in azimuth from the default (azimuth 245: from the
+#:   humanoid's left, 25 degrees in front of it), elevation -8, 3.0 m from (0.05, 0, 1.1);
+#: * ``"top"``: straight down (elevation -90) from 3.0 m above (0.1, 0, 1.0) m, the
+#:   humanoid's front at the bottom of the frame and its left on the right.
+HUMANOID_VIEWS: Mapping[str, CameraSpec] = MappingProxyType(
+    {
+        "side": CameraSpec(distance=3.0, azimuth=245.0, elevation=-8.0, lookat=(0.05, 0.0, 1.1)),
+        "top": CameraSpec(distance=3.0, azimuth=180.0, elevation=-90.0, lookat=(0.1, 0.0, 1.0)),
+    }
+)
+
 
 class TargetHumanoidEnv(KeypointTargetEnv):
     """Fixed-torso humanoid reaching a target pose with arms and legs (``TargetHumanoid-v0``).
@@ -78,6 +97,9 @@ class TargetHumanoidEnv(KeypointTargetEnv):
     defaults to 0.1 m on the stacked distance (about 3.5 cm per key point). Right limbs
     are blue, left limbs green. Default view: a free camera in front of the humanoid,
     25 degrees to its left, framing the whole reach; ``camera="front"`` is straight ahead.
+    ``views=("default", "side")`` (or ``"default+side"``; also ``"top"``,
+    :data:`HUMANOID_VIEWS`) puts the default view and others side by side in each frame:
+    (height, len(views) * width, 3) uint8, e.g. to triangulate the limbs' depth.
 
     Observation ``"state"``: Box(-inf, inf, (76,), float64)
 
@@ -91,7 +113,8 @@ class TargetHumanoidEnv(KeypointTargetEnv):
     ======  ==============================================================  ========
 
     (The joints are all limited to less than a turn, so angles are given as they are, not
-    as cos/sin like the reachers.) ``"pixels"``: Box(0, 255, (height, width, 3), uint8).
+    as cos/sin like the reachers.) ``"pixels"``: Box(0, 255, (height, width, 3), uint8);
+    with ``views``: Box(0, 255, (height, len(views) * width, 3), uint8).
     Goal-conditioned: observation = slice 0:28 (or the frame), ``achieved_goal`` = k (24,),
     ``desired_goal`` = k* (24,). Action: Box(-1, 1, (14,), float32), motor controls in
     :data:`HUMANOID_JOINTS` order (torque = gear x control: hips 100/25/100, knees 20,
@@ -111,6 +134,8 @@ class TargetHumanoidEnv(KeypointTargetEnv):
     default_camera: ClassVar[CameraSpec] = CameraSpec(
         distance=2.7, azimuth=155.0, elevation=-8.0, lookat=(0.1, 0.0, 1.02)
     )
+    #: Views of the ``views`` option besides ``"default"`` (:data:`HUMANOID_VIEWS`).
+    named_views: ClassVar[Mapping[str, CameraSpec]] = HUMANOID_VIEWS
 
     def _load_model(self) -> mujoco.MjModel:
         model = super()._load_model()

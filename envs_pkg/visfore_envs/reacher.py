@@ -13,6 +13,8 @@ constructor options, reward terms and ``info`` keys, and :class:`ReacherPlaneEnv
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import ClassVar
 
 import numpy as np
@@ -20,7 +22,22 @@ import numpy as np
 from visfore_envs.core.keypoint_env import KeypointTargetEnv
 from visfore_envs.core.rendering import CameraSpec
 
-__all__ = ["ReacherPlaneEnv", "Reacher3DEnv"]
+__all__ = ["ReacherPlaneEnv", "Reacher3DEnv", "REACHER_3D_VIEWS"]
+
+#: Named views of ``Reacher3D-v0``'s ``views=`` besides ``"default"`` (free cameras, 45
+#: degree field of view), each framing the whole reach sphere: over random poses within
+#: the joint limits, the elbow and fingertip key points stay at least 10% of the frame
+#: inside its edges (tested):
+#:
+#: * ``"side"``: 90 degrees in azimuth from the default (azimuth 45), elevation -10,
+#:   0.8 m from (0, 0, 0.3) m;
+#: * ``"top"``: straight down (elevation -90) from 0.8 m above (0, 0, 0.3) m.
+REACHER_3D_VIEWS: Mapping[str, CameraSpec] = MappingProxyType(
+    {
+        "side": CameraSpec(distance=0.8, azimuth=45.0, elevation=-10.0, lookat=(0.0, 0.0, 0.3)),
+        "top": CameraSpec(distance=0.8, azimuth=180.0, elevation=-90.0, lookat=(0.0, 0.0, 0.3)),
+    }
+)
 
 
 class _HingeArm(KeypointTargetEnv):
@@ -57,7 +74,9 @@ class ReacherPlaneEnv(_HingeArm):
     joints of Reacher-v5 are gone (nq = nv = 2): the target is a random joint
     configuration, drawn as a translucent ghost arm with red markers on its key points.
     Key points: ``elbow`` and ``fingertip``, (x, y) only (the arm moves in the plane
-    z = 0.01 m), so G = 4. Default view: straight down on the whole reach.
+    z = 0.01 m), so G = 4. Default view: straight down on the whole reach. ``views``
+    accepts only ``"default"`` (another view of a planar arm shows nothing new; any other
+    name is a ValueError listing the valid one).
 
     Observation ``"state"``: Box(-inf, inf, (14,), float64)
 
@@ -96,7 +115,9 @@ class Reacher3DEnv(_HingeArm):
     pitch axis, [-2.6, 2.6] rad); upper arm 0.12 m, fingertip 0.12 m past the elbow.
     Joints, motors (gear 200, controls in [-1, 1]), RK4 at 0.01 s and ``frame_skip=2``
     follow gymnasium's Reacher. Key points: ``elbow`` and ``fingertip`` in (x, y, z), G = 6.
-    Default view: an oblique free camera on the whole reach sphere.
+    Default view: an oblique free camera on the whole reach sphere. ``views`` also
+    offers ``"side"`` and ``"top"`` (:data:`REACHER_3D_VIEWS`), e.g.
+    ``views=("default", "side")``: frames (height, 2 * width, 3).
 
     Observation ``"state"``: Box(-inf, inf, (21,), float64)
 
@@ -122,3 +143,5 @@ class Reacher3DEnv(_HingeArm):
     default_camera: ClassVar[CameraSpec] = CameraSpec(
         distance=0.72, azimuth=135.0, elevation=-30.0, lookat=(0.0, 0.0, 0.28)
     )
+    #: Views of the ``views`` option besides ``"default"`` (:data:`REACHER_3D_VIEWS`).
+    named_views: ClassVar[Mapping[str, CameraSpec]] = REACHER_3D_VIEWS
