@@ -76,6 +76,7 @@ from gymnasium.error import ResetNeeded
 from gymnasium.utils import EzPickle
 
 from visfore_envs.core.keypoint_env import KeypointTargetEnv
+from visfore_envs.core.mujoco_env import DEFAULT_VIEW
 from visfore_envs.core.options import check_int
 from visfore_envs.core.rendering import CameraSpec
 from visfore_envs.humanoid import TargetHumanoidEnv
@@ -272,6 +273,16 @@ class MimicEnv(KeypointTargetEnv):
             framing, so a frame-to-pose model trained on the single-robot env reads the
             leader's pose from it) and ``"follower"`` (the single-robot env's default view
             of the follower).
+        views: as in the single-robot env (None, or names from its
+            :meth:`~visfore_envs.core.VisforeMujocoEnv.view_names`, e.g.
+            ``("default", "side")`` or ``"default+side"``; frames (height, len(views) *
+            width, 3) uint8, views left to right). With ``camera="leader"`` view ``v`` is the
+            single-robot env's view ``v`` turned with the leader (:meth:`leader_view`:
+            lookat reflected through the leader's base, azimuth + 180 degrees), so the
+            leader's frame has the layout of the single-robot env's frames with the same
+            ``views`` (a translator trained on those reads it); with ``camera="follower"``
+            the single-robot env's views as they are. With any other camera only
+            ``"default"`` (that camera) is allowed (ValueError otherwise).
 
     With ``goal_conditioned=True`` the ``potential`` term (``potential_shaping``) is not
     allowed (ValueError): the target moves with the leader, so ``compute_reward`` cannot
@@ -479,16 +490,50 @@ class MimicEnv(KeypointTargetEnv):
     @classmethod
     def camera_views(cls) -> dict[str, CameraSpec]:
         """The mimic views (:data:`MIMIC_VIEWS`) as free cameras: ``pair`` (both robots),
-        ``leader`` (the robot's default view turned with the leader: lookat reflected through
-        the leader's base, azimuth + 180 degrees) and ``follower`` (the robot's default view)."""
-        r, d = cls.robot_camera, cls.leader_distance
-        leader = CameraSpec(
-            distance=r.distance,
-            azimuth=(r.azimuth + 180.0) % 360.0,
-            elevation=r.elevation,
-            lookat=(d - r.lookat[0], -r.lookat[1], r.lookat[2]),
+        ``leader`` (the robot's default view turned with the leader, :meth:`leader_view`)
+        and ``follower`` (the robot's default view)."""
+        r = cls.robot_camera
+        return {"pair": cls.default_camera, "leader": cls.leader_view(r), "follower": r}
+
+    @classmethod
+    def leader_view(cls, camera: CameraSpec) -> CameraSpec:
+        """A free camera of the single-robot env turned with the leader: it sees the leader
+        as ``camera`` sees the robot in the single-robot env (the leader is the robot turned
+        180 degrees about z and moved by ``D`` along x): lookat ``(x, y, z)`` becomes
+        ``(D - x, -y, z)`` (metres), azimuth + 180 degrees (mod 360); distance and
+        elevation are kept.
+
+        Raises:
+            ValueError: ``camera`` is a model camera (``name`` set), not a free camera.
+        """
+        if camera.name is not None:
+            raise ValueError(f"leader_view needs a free camera, not the model camera {camera.name!r}")
+        d = cls.leader_distance
+        return CameraSpec(
+            distance=camera.distance,
+            azimuth=(camera.azimuth + 180.0) % 360.0,
+            elevation=camera.elevation,
+            lookat=(d - camera.lookat[0], -camera.lookat[1], camera.lookat[2]),
         )
-        return {"pair": cls.default_camera, "leader": leader, "follower": r}
+
+    def _view_cameras(self, views: tuple[str, ...], default: CameraSpec, camera: Any) -> tuple[CameraSpec, ...]:
+        """``camera="leader"``: the single-robot env's views turned with the leader;
+        ``"follower"``: those views as they are; any other camera: ``"default"`` only.
+
+        Raises:
+            ValueError: a view other than ``"default"`` with another camera.
+        """
+        if camera in ("leader", "follower"):
+            robot = {DEFAULT_VIEW: self.robot_camera, **self.named_views}
+            cams = tuple(robot[v] for v in views)
+            return tuple(self.leader_view(c) for c in cams) if camera == "leader" else cams
+        others = [v for v in views if v != DEFAULT_VIEW]
+        if others:
+            raise ValueError(
+                f"view {others[0]!r} of views={views!r} needs camera='leader' or camera='follower' "
+                f"in {type(self).__name__}; with camera={camera!r} the only view is 'default'"
+            )
+        return super()._view_cameras(views, default, camera)
 
     # -- leader ----------------------------------------------------------------------------
     def _to_world(self, local: np.ndarray) -> np.ndarray:
