@@ -5,7 +5,9 @@ A follower robot copies, as in a mirror, the pose of a leader robot it only *see
 
 1. each step the leader is rendered with the mimic env's ``camera="leader"`` view (the
    leader framed exactly as the single-robot env frames its robot) at the translator's
-   frame size;
+   frame size; a translator trained on multi-view frames (its dataset's env kwargs hold
+   ``views``, e.g. ``("default", "side")``) gets the leader seen from each of those views,
+   side by side, each ``W / len(views)`` pixels wide (:func:`leader_frame_options`);
 2. a ``visfore train-translator`` run (:mod:`visfore.perception.translator_run`) reads the leader's
    key points from that frame, in the leader's own frame of reference (the one of the
    single-robot env it was trained on);
@@ -26,7 +28,8 @@ final key-point distance (mean, median) and the mean distance over the episode; 
 translated mode also the translator's key-point error against the true mirrored target.
 
 ``--image pose.png`` reads one image of the robot (framed as the single-robot env's
-default view, the translator's frame size), mirrors the pose it shows, and lets the
+default view, or its views side by side for a multi-view translator; the translator's
+frame size), mirrors the pose it shows, and lets the
 follower execute it in the single-robot env (:func:`execute_image`); the picture it
 writes is :func:`image_panels` (leader image | translated pose | follower, labelled).
 """
@@ -53,6 +56,7 @@ from visfore.reports.panels import compose_panels, readable_scale
 from visfore.rl import policy_run
 from visfore.rl.config import MIMIC_OUT_FORMATS
 from visfore.rl.train_policy import make_single_env
+from visfore_envs.core.mujoco_env import parse_views
 from visfore_envs.core.rewards import wrap_hinge_differences
 from visfore_envs.mimic import MimicHumanoidEnv, MimicReacherEnv
 
@@ -62,6 +66,7 @@ __all__ = [
     "MimicEpisode",
     "execute_image",
     "image_panels",
+    "leader_frame_options",
     "leader_keypoints_to_target",
     "policy_observation",
     "run_mimic",
@@ -193,11 +198,49 @@ def _load(policy_dir: Path, translator_dir: Path, env_id: str, device: str, chec
     return policy, translator
 
 
-def _make_mimic_env(env_id: str, leader: str, frame_size: tuple[int, int], hold_steps: int | None = None) -> Any:
+def leader_frame_options(frame_size: tuple[int, int], env_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The env options that render frames of a translator's layout.
+
+    Args:
+        frame_size: (H, W) of the translator's frames (pixels).
+        env_kwargs: the env kwargs of its training data (``TranslatorRun.env_kwargs``);
+            only ``views`` is used: None/absent (one view), a list of view names or a
+            ``"+"``-joined string (``"default+side"``).
+
+    Returns:
+        ``{"width": W // n, "height": H}`` plus ``"views": (names...)`` when the data had
+        views (n = number of views; 1 without): frames of that env are (H, W, 3).
+
+    Raises:
+        VisforeError: ``views`` is not a valid list of names, or W is not divisible by n.
+    """
+    h, w = (int(v) for v in frame_size)
+    raw = (env_kwargs or {}).get("views")
+    try:
+        views = parse_views(raw)
+    except ValueError as exc:
+        raise VisforeError(f"the translator's env kwargs: {exc}") from None
+    if views is None:
+        return {"width": w, "height": h}
+    n = len(views)
+    if w % n:
+        raise VisforeError(f"the translator's frames are {w} pixels wide, not divisible by its {n} views {raw!r}")
+    return {"width": w // n, "height": h, "views": views}
+
+
+def _make_mimic_env(
+    env_id: str,
+    leader: str,
+    frame_size: tuple[int, int],
+    hold_steps: int | None = None,
+    env_kwargs: Mapping[str, Any] | None = None,
+) -> Any:
+    """The mimic env rendering the leader (``camera="leader"``) in the layout of a
+    translator's frames (:func:`leader_frame_options` of ``frame_size`` and the
+    translator's ``env_kwargs``): ``env.render()`` is (H, W, 3) uint8."""
     if leader not in LEADERS:
         raise VisforeError(f"--leader {leader!r} is not one of {', '.join(LEADERS)}")
-    h, w = frame_size
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = leader_frame_options(frame_size, env_kwargs)
     if hold_steps is not None:
         if leader != "hold":
             raise VisforeError(f"--hold-steps only applies to --leader hold, not --leader {leader}")
@@ -215,9 +258,7 @@ def _make_mimic_env(env_id: str, leader: str, frame_size: tuple[int, int], hold_
         if spec.max_episode_steps and spec.max_episode_steps >= hold:
             kwargs["max_episode_steps"] = (spec.max_episode_steps // hold) * hold - 1
     try:
-        return make_single_env(
-            env_id, leader=leader, camera="leader", width=int(w), height=int(h), render_mode="rgb_array", **kwargs
-        )
+        return make_single_env(env_id, leader=leader, camera="leader", render_mode="rgb_array", **kwargs)
     except (TypeError, ValueError, gym.error.Error) as exc:
         raise VisforeError(f"cannot make {env_id}: {str(exc).splitlines()[0]}") from None
 
@@ -373,7 +414,7 @@ def run_mimic(
     if bad or not modes:
         raise VisforeError(f"mode {bad[0] if bad else None!r} is not one of {', '.join(MODES)}")
     policy, translator = _load(Path(policy_dir), Path(translator_dir), env_id, device, checkpoint)
-    env = _make_mimic_env(env_id, leader, translator.frame_size, hold_steps)
+    env = _make_mimic_env(env_id, leader, translator.frame_size, hold_steps, translator.env_kwargs)
     t0 = time.monotonic()
     try:
         goal_dim = int(env.unwrapped.n_keypoints * len(env.unwrapped.keypoint_axes))
@@ -474,14 +515,17 @@ def execute_image(
 ) -> dict[str, Any]:
     """Read one image of the robot, mirror the pose it shows, and execute it.
 
-    The image (PNG/JPEG..., uint8 RGB of the translator's frame size, the single-robot
-    env's default view, as seen by a follower facing it) is translated once; its key points
+    The image (PNG/JPEG..., uint8 RGB of the translator's frame size (H, W, 3), the
+    single-robot env's default view as seen by a follower facing it; for a translator
+    trained with ``views`` those views side by side, each W / len(views) wide, as the
+    single-robot env renders them) is translated once; its key points
     are mirrored as those of a leader (:func:`leader_keypoints_to_target`), and the policy
     drives the follower in the single-robot env for one episode (reset with ``seed``)
     toward them, its target ghost drawn at the mirrored translated joint configuration.
 
     With ``show``, a PNG of :func:`image_panels` (leader image | translated pose |
-    follower) is written there (atomically, its directory created).
+    follower, the last two rendered with the translator's views) is written there
+    (atomically, its directory created).
 
     Returns:
         ``{"image", "translated_qpos" (nq,) rad, "target_keypoints" (G,) m,
@@ -494,17 +538,15 @@ def execute_image(
     policy, translator = _load(Path(policy_dir), Path(translator_dir), env_id, device, checkpoint)
     img = _read_image(Path(image), translator.frame_size)
     pred = translator.predict(img)
-    mimic = _make_mimic_env(env_id, "hold", translator.frame_size)
+    mimic = _make_mimic_env(env_id, "hold", translator.frame_size, env_kwargs=translator.env_kwargs)
     try:
         target = leader_keypoints_to_target(mimic, pred["keypoints"])
         target_qpos = mimic.unwrapped.mirror_pose(pred["qpos"])
     finally:
         mimic.close()
-    h, w = translator.frame_size
+    layout = leader_frame_options(translator.frame_size, translator.env_kwargs)
     joint_targets = bool(policy.env_kwargs.get("joint_targets", False))
-    env = make_single_env(
-        MIMIC_SINGLE_ENV[env_id], width=int(w), height=int(h), render_mode="rgb_array", joint_targets=joint_targets
-    )
+    env = make_single_env(MIMIC_SINGLE_ENV[env_id], render_mode="rgb_array", joint_targets=joint_targets, **layout)
     try:
         base = env.unwrapped
         g = int(base.n_keypoints * len(base.keypoint_axes))
