@@ -73,24 +73,31 @@ def _lower(text: str) -> str:
 
 
 class PolicyTrainConfig(ConfigBase, command="train-policy"):
-    """Every option of ``visfore train-policy``: train a TD3 or PPO policy
+    """Every option of ``visfore train-policy``: train a TD3, PPO or SAC policy
     (stable-baselines3) with tuned RL-Zoo hyperparameters and evaluate it on the nominal
     body.
 
     The run directory is ``--out``, else ``RUNS_ROOT/train-policy-<--name or UTC time>``.
     ``--resume`` continues the run there from ``checkpoints/last_model.zip`` with its
     saved options; only :data:`visfore.rl.train_policy.RUNTIME_OPTIONS` may change
-    (``--timesteps`` may raise the total).
+    (``--timesteps`` may raise the total; ``--time-budget`` limits the new session).
     """
 
     env: Optional[str] = option(
         default=None,
         help="Env id: PerturbHopper-v0, PerturbWalker2d-v0, PerturbAnt-v0, PerturbHalfCheetah-v0, a short name of visfore.data.envs, or any registered Gymnasium id (e.g. Hopper-v5, Pendulum-v1).",
     )
-    algo: Optional[Literal["td3", "ppo"]] = option(default=None, help="td3 or ppo.", parse=_lower)
+    algo: Optional[Literal["td3", "ppo", "sac"]] = option(
+        default=None, help="td3, ppo or sac (td3 and sac are off-policy: replay buffer, HER).", parse=_lower
+    )
     timesteps: Optional[int] = option(
         default=None,
-        help="Total environment steps (replaces the zoo's n_timesteps; required for a new run; on --resume it may raise the total).",
+        help="Total environment steps (replaces the zoo's n_timesteps; required for a new run; on --resume it may raise the total). The upper bound with --time-budget, and the length of lin_ schedules.",
+    )
+    time_budget: Optional[float] = option(
+        default=None,
+        help="Stop training after this many minutes (wall clock, > 0) of this session, then evaluate and write the run as a finished one (metrics.json: stopped_by). On --resume it applies to the new session (none unless given again).",
+        metavar="MINUTES",
     )
     seed: int = option(
         default=0, help="Seeds the model, the training envs (seed + rank) and the evaluation env (seed + 10000)."
@@ -114,6 +121,11 @@ class PolicyTrainConfig(ConfigBase, command="train-policy"):
         default_factory=list,
         repeatable=True,
     )
+    hyperparams: Optional[str] = option(
+        default=None,
+        help="Use the entry KEY of hyperparams/<algo>.yml instead of the env id's own (default: the robot's zoo entry, else the entry named by the env id, else stable-baselines3 defaults); recorded in config.yaml (hyperparameters.zoo_key). An unknown key lists the file's keys.",
+        metavar="KEY",
+    )
     eval_freq: int = option(
         default=10_000,
         help="Evaluate every this many env steps, and at the end (0: only at the end); every evaluation goes to logs/evaluations.npz.",
@@ -124,7 +136,7 @@ class PolicyTrainConfig(ConfigBase, command="train-policy"):
         help="Save last_model.zip every this many env steps (default: --eval-freq, or 10000 when that is 0).",
     )
     env_kwargs: dict[str, Any] = option(
-        help="Extra env options of the training and evaluation envs: JSON or key=value[,key=value], repeatable, e.g. --env-kwargs potential_shaping=true; applied before the options above.",
+        help="Extra env options of the training and evaluation envs: JSON or key=value[,key=value], repeatable, e.g. --env-kwargs potential_shaping=true; over the hyperparameter entry's env_kwargs (yours win), under the options above.",
         default_factory=dict,
         parse=parse_env_kwargs,
         repeatable=True,

@@ -53,7 +53,7 @@ class PolicyRun:
         env_id: the Gymnasium id trained on.
         env_kwargs: keyword arguments of the training env, without ``randomize``
             (``backend``, ``obs_mode``/``width``/``height`` when they were given).
-        algo: ``td3`` or ``ppo``.
+        algo: ``td3``, ``ppo`` or ``sac``.
         checkpoint: ``best`` or ``last``: which model was loaded.
         model_path: the ``.zip`` loaded.
         model: the stable-baselines3 model (on ``device``).
@@ -244,6 +244,10 @@ def load_policy_run(run_dir: str | os.PathLike[str], checkpoint: str = "best", *
     }
     if algo in tp.OFF_POLICY_ALGOS:
         custom_objects["buffer_size"] = 1  # no replay buffer memory for evaluation
+        # The default buffer instead of a saved HerReplayBuffer, which cannot be built
+        # without the training env (stable-baselines3 asserts one); prediction needs none.
+        custom_objects["replay_buffer_class"] = None
+        custom_objects["replay_buffer_kwargs"] = {}
     try:
         model = algo_class(algo).load(model_path, device=device, custom_objects=custom_objects)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:

@@ -1,4 +1,4 @@
-"""``visfore train-policy``: train a TD3 or PPO policy (stable-baselines3) on a visfore env.
+"""``visfore train-policy``: train a TD3, PPO or SAC policy (stable-baselines3) on a visfore env.
 
 Pipeline (:func:`train_policy`):
 
@@ -12,6 +12,8 @@ Pipeline (:func:`train_policy`):
    the nominal body (no randomisation; VecNormalize statistics synced from the training
    env, rewards not normalised) and keeps ``checkpoints/best_model.zip``;
    ``checkpoints/last_model.zip`` is saved every ``--save-freq`` steps and at the end.
+   ``--time-budget MINUTES`` stops ``learn`` early (:class:`TimeBudgetCallback`); the run
+   is then finished as at ``--timesteps`` (``metrics.json``: ``stopped_by``).
 4. Evaluate the final policy deterministically on the nominal env and write
    ``metrics.json``. When the last periodic evaluation was not at the final timestep
    (``--eval-freq`` 0, or not a divisor of the steps done, or ``--eval-freq >=
@@ -19,12 +21,18 @@ Pipeline (:func:`train_policy`):
    (:meth:`FinalEvalCallback.evaluate_now`), so ``logs/evaluations.npz`` always exists at
    the end of a finished run and its last row is the evaluation of ``metrics.json``.
 
-**Hyperparameters** (:mod:`visfore.rl.zoo`) come from the RL Baselines3 Zoo (``visfore/hyperparams/{td3,ppo}.yml``,
-copied verbatim from rl-baselines3-zoo 2.9.2): the lookup key is the robot name derived from
-the env id (``PerturbHopper-v0`` and ``Hopper-v5`` -> ``Hopper``), mapped to the zoo's
+**Hyperparameters** (:mod:`visfore.rl.zoo`) come from ``visfore/rl/hyperparams/<algo>.yml``
+(td3 and ppo: the RL Baselines3 Zoo's entries, copied verbatim from rl-baselines3-zoo
+2.9.2, and visfore's own; sac: visfore's own file): the lookup key is the robot name
+derived from the env id (``PerturbHopper-v0`` and ``Hopper-v5`` -> ``Hopper``), mapped to the zoo's
 MuJoCo entry (``Hopper-v4``) or, with ``--backend pybullet``, to its PyBullet entry
 (``HopperBulletEnv-v0``); then the exact env id; else stable-baselines3's defaults (with a
-warning). Zoo conventions are interpreted as the zoo does (``rl_zoo3/exp_manager.py``):
+warning). ``--hyperparams KEY`` names the entry instead. An entry's ``env_kwargs``
+(visfore's extension) are env options under ``--env-kwargs`` (the user's value wins); the
+merged options are config.yaml's ``env.kwargs``, so evaluate, mimic and ``--resume``
+rebuild the same env. ``replay_buffer_class: HerReplayBuffer`` (td3, sac) trains with
+hindsight experience replay on a goal-conditioned env (checked up front,
+:func:`_check_her`). Zoo conventions are interpreted as the zoo does (``rl_zoo3/exp_manager.py``):
 ``normalize`` -> :class:`~stable_baselines3.common.vec_env.VecNormalize` (its ``gamma`` set
 to the algorithm's), ``noise_type``/``noise_std`` -> action noise, ``lin_<x>`` -> a linear
 schedule from ``x`` to 0, ``policy_kwargs`` strings such as
@@ -38,7 +46,7 @@ schedule from ``x`` to 0, ``policy_kwargs`` strings such as
     config.yaml                       every option, resolved (see _config_record)
     checkpoints/last_model.zip        latest model (periodic and final; --resume reads it)
     checkpoints/vecnormalize.pkl      VecNormalize statistics saved with last_model.zip
-    checkpoints/replay_buffer.pkl     replay buffer saved with last_model.zip (TD3 only)
+    checkpoints/replay_buffer.pkl     replay buffer saved with last_model.zip (TD3, SAC)
     checkpoints/best_model.zip        highest mean evaluation return so far
     checkpoints/best_vecnormalize.pkl VecNormalize statistics saved with best_model.zip
     logs/                             TensorBoard (tb_1/) and EvalCallback's evaluations.npz
@@ -57,7 +65,9 @@ never normalised by VecNormalize (``norm_obs=False`` for ``pixels``,
 buffer), takes every option from ``config.yaml`` and continues up to the run's total
 timesteps (``reset_num_timesteps=False``); a larger ``--timesteps`` raises the total. The
 first Ctrl-C stops training after the current step, saves ``last_model.zip`` (+ statistics
-and replay buffer) and exits with code 130, so ``--resume`` can continue.
+and replay buffer) and exits with code 130, so ``--resume`` can continue. A
+``--time-budget`` given with ``--resume`` limits that session (the saved one does not
+carry over).
 
 The options are :class:`visfore.rl.config.PolicyTrainConfig`; the command line is
 :mod:`visfore.cli.train_policy`. Training a policy through a learned forward model is
@@ -72,6 +82,7 @@ import logging
 import math
 import pickle
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -91,6 +102,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from stable_baselines3 import HerReplayBuffer
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
@@ -113,15 +125,24 @@ from visfore.core.errors import VisforeError
 from visfore.core.interrupt import StopFlag
 from visfore.core.provenance import command_line, package_versions
 from visfore.core.threads import configure_torch_threads, restoring_torch_threads
-from visfore.data.envs import env_creation_error, is_visfore_env, parse_env_kwargs, resolve_env_id
+from visfore.data.envs import (
+    RESERVED_ENV_KWARGS,
+    env_creation_error,
+    is_visfore_env,
+    parse_env_kwargs,
+    parse_kwargs,
+    resolve_env_id,
+)
 from visfore.rl.config import RANDOMIZE_PRESETS, PolicyTrainConfig, parse_randomize
 from visfore.rl.zoo import (
     ALGOS,
+    GOAL_KEYS,
     OFF_POLICY_ALGOS,
-    ZOO_SOURCE,
     Hyperparameters,
     algo_class,
     build_algo_kwargs,
+    hyperparams_file,
+    hyperparams_source,
     parse_hp_overrides,
     resolve_hyperparameters,
     robot_name,
@@ -136,6 +157,7 @@ __all__ = [
     "SaveBestCallback",
     "SaveLastCallback",
     "StopOnFlagCallback",
+    "TimeBudgetCallback",
     "parse_randomize",
     "print_metrics",
     "train_policy",
@@ -169,8 +191,12 @@ TB_LOG_NAME = "tb"
 #: Offset of the evaluation env's seed from ``--seed`` (training envs use seed + rank).
 EVAL_SEED_OFFSET = 10_000
 
-#: Options that may change on ``--resume`` (they do not change what is trained).
-RUNTIME_OPTIONS = ("resume", "device", "progress", "timesteps")
+#: Options that may change on ``--resume`` (they do not change what is trained);
+#: ``time_budget`` limits the new session only (none unless given again).
+RUNTIME_OPTIONS = ("resume", "device", "progress", "timesteps", "time_budget")
+#: ``metrics.json``'s ``stopped_by``: what ended the last session's training.
+STOPPED_BY_TIMESTEPS = "timesteps"
+STOPPED_BY_TIME_BUDGET = "time budget"
 #: Options that only locate the run directory (neither merged nor reported on resume).
 LOCATION_OPTIONS = ("out", "name", "runs_root")
 
@@ -183,6 +209,13 @@ def _at_least(flag: str, value: Any, minimum: int, *, allow_none: bool = False) 
         return
     if value is None or isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise VisforeError(f"--{flag} must be an integer >= {minimum}, got {value}")
+
+
+def _check_time_budget(value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+        raise VisforeError(f"--time-budget must be a number of minutes > 0, got {value}")
 
 
 def validate_options(config: PolicyTrainConfig) -> None:
@@ -199,6 +232,9 @@ def validate_options(config: PolicyTrainConfig) -> None:
     if config.timesteps is None:
         raise VisforeError("--timesteps is required (total environment steps)")
     _at_least("timesteps", config.timesteps, 1)
+    _check_time_budget(config.time_budget)
+    if config.hyperparams is not None and not str(config.hyperparams).strip():
+        raise VisforeError("--hyperparams needs the key of an entry of hyperparams/<algo>.yml")
     _at_least("seed", config.seed, 0)
     _at_least("size", config.size, 1)
     if (
@@ -231,16 +267,22 @@ def make_single_env(env_id: str, **kwargs: Any) -> Any:
     return gym.make(env_id, **kwargs)
 
 
-def env_kwargs_for(config: PolicyTrainConfig, *, visfore: bool) -> dict[str, Any]:
-    """The training env's keyword arguments: ``backend`` and ``randomize`` only when given,
-    ``obs_mode``/``width``/``height`` only for pixel observations (YAML-plain: a range is a
-    2-list).
+def env_kwargs_for(
+    config: PolicyTrainConfig, *, visfore: bool, entry: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The training env's keyword arguments: the hyperparameter entry's ``env_kwargs``
+    (``entry``), then ``--env-kwargs`` over them (the user's value wins for the same key),
+    then ``backend`` and ``randomize`` only when given, ``obs_mode``/``width``/``height``
+    only for pixel observations (YAML-plain: a range is a 2-list).
 
     Raises:
         VisforeError: ``--backend``, ``--randomize`` or pixel observations for a
-            non-visfore env.
+            non-visfore env; an entry's env_kwargs with a key visfore sets itself.
     """
-    kwargs: dict[str, Any] = parse_env_kwargs(dict(config.env_kwargs or {}))
+    kwargs: dict[str, Any] = parse_kwargs(
+        dict(entry or {}), "the hyperparameter entry's env_kwargs", RESERVED_ENV_KWARGS
+    )
+    kwargs.update(parse_env_kwargs(dict(config.env_kwargs or {})))
     randomize = parse_randomize(config.randomize)
     if not visfore:
         given = [flag for flag, v in (("--backend", config.backend), ("--randomize", randomize)) if v is not None]
@@ -263,9 +305,18 @@ def eval_kwargs_for(env_kwargs: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in env_kwargs.items() if k not in ("randomize", "perturbation")}
 
 
-def _check_env(env_id: str, kwargs: Mapping[str, Any]) -> tuple[Any, Any, int | None]:
-    """Create one env to validate the kwargs; returns (observation_space, action_space,
-    max_episode_steps).
+@dataclass
+class _EnvInfo:
+    """What :func:`_check_env` learnt from one env."""
+
+    observation_space: Any
+    action_space: Any
+    max_episode_steps: int | None
+    has_compute_reward: bool  #: a goal env (``compute_reward``, as HerReplayBuffer calls it)
+
+
+def _check_env(env_id: str, kwargs: Mapping[str, Any]) -> _EnvInfo:
+    """Create one env to validate the kwargs and read its spaces.
 
     Raises:
         VisforeError: the env rejects the kwargs, or its action space is not a Box.
@@ -275,13 +326,53 @@ def _check_env(env_id: str, kwargs: Mapping[str, Any]) -> tuple[Any, Any, int | 
     except (TypeError, ValueError, KeyError, ImportError, gym.error.Error) as exc:
         raise env_creation_error(env_id, kwargs, exc) from None
     try:
-        obs_space, act_space = env.observation_space, env.action_space
-        max_steps = env.spec.max_episode_steps if env.spec is not None else None
+        info = _EnvInfo(
+            env.observation_space,
+            env.action_space,
+            env.spec.max_episode_steps if env.spec is not None else None,
+            callable(getattr(env.unwrapped, "compute_reward", None)),
+        )
     finally:
         env.close()
-    if not isinstance(act_space, gym.spaces.Box):
-        raise VisforeError(f"{env_id} has a {type(act_space).__name__} action space; td3 and ppo here need a Box")
-    return obs_space, act_space, max_steps
+    if not isinstance(info.action_space, gym.spaces.Box):
+        raise VisforeError(
+            f"{env_id} has a {type(info.action_space).__name__} action space; {', '.join(ALGOS)} here need a Box"
+        )
+    return info
+
+
+def _check_her(env_id: str, env: _EnvInfo, algo_kwargs: Mapping[str, Any], n_envs: int) -> None:
+    """With ``replay_buffer_class: HerReplayBuffer``: the env must be goal-conditioned (a
+    Dict observation with :data:`~visfore.rl.zoo.GOAL_KEYS` and ``compute_reward``), and
+    ``learning_starts`` must cover a whole episode of every env (HER samples finished
+    episodes only).
+
+    Raises:
+        VisforeError: one line, before anything is written.
+    """
+    if algo_kwargs.get("replay_buffer_class") is not HerReplayBuffer:
+        return
+    space = env.observation_space
+    keys = sorted(space.spaces) if isinstance(space, spaces.Dict) else None
+    if keys is None or not set(GOAL_KEYS) <= set(keys) or not env.has_compute_reward:
+        has = f"Dict observations {{{', '.join(keys)}}}" if keys is not None else f"{type(space).__name__} observations"
+        raise VisforeError(
+            f"replay_buffer_class HerReplayBuffer needs a goal-conditioned env (Dict observation with "
+            f"{', '.join(GOAL_KEYS)}, and compute_reward); {env_id} has {has}"
+            + ("" if env.has_compute_reward else " and no compute_reward")
+            + " (visfore key-point envs: --env-kwargs goal_conditioned=true)"
+        )
+    starts = algo_kwargs.get("learning_starts", 100)  # SB3's default for TD3 and SAC
+    if (
+        env.max_episode_steps is not None
+        and isinstance(starts, (int, float))
+        and starts < env.max_episode_steps * n_envs
+    ):
+        raise VisforeError(
+            f"replay_buffer_class HerReplayBuffer samples finished episodes only: learning_starts ({starts}) "
+            f"must be at least max_episode_steps x n_envs ({env.max_episode_steps} x {n_envs}) "
+            f"(e.g. --hp learning_starts={env.max_episode_steps * n_envs})"
+        )
 
 
 def _make_venv(env_id: str, kwargs: Mapping[str, Any], n_envs: int, seed: int, *, subproc: bool) -> Any:
@@ -445,7 +536,7 @@ class SaveLastCallback(BaseCallback):
 
     Args:
         run_dir: the run directory.
-        algo: ``td3`` or ``ppo`` (whether there is a replay buffer to save).
+        algo: ``td3``, ``ppo`` or ``sac`` (whether there is a replay buffer to save).
         save_freq: calls of ``_on_step`` between saves (>= 1).
     """
 
@@ -469,6 +560,31 @@ class StopOnFlagCallback(BaseCallback):
 
     def _on_step(self) -> bool:
         return not self.stop.requested
+
+
+class TimeBudgetCallback(BaseCallback):
+    """Stops ``learn`` once ``minutes`` of wall-clock time have passed since training
+    started (``--time-budget``; None: never). ``time.monotonic`` is read once per call
+    (every ``n_envs`` env steps): a negligible cost next to an env step.
+
+    Attributes:
+        reached: whether the budget stopped training.
+    """
+
+    def __init__(self, minutes: float | None) -> None:
+        super().__init__()
+        self.minutes = minutes
+        self.seconds = None if minutes is None else float(minutes) * 60.0
+        self.t0 = time.monotonic()
+        self.reached = False
+
+    def _on_training_start(self) -> None:
+        self.t0 = time.monotonic()
+
+    def _on_step(self) -> bool:
+        if self.seconds is not None and time.monotonic() - self.t0 >= self.seconds:
+            self.reached = True
+        return not self.reached
 
 
 class RichProgressCallback(BaseCallback):
@@ -601,7 +717,13 @@ class _Plan:
 def _saved_hyperparameters(saved: Mapping[str, Any]) -> Hyperparameters:
     h = saved["hyperparameters"]
     return Hyperparameters(
-        h["zoo_key"], h["zoo"], h["overrides"], h["resolved"], int(saved["options"].get("n_envs") or 1)
+        h["zoo_key"],
+        h["zoo"],
+        h["overrides"],
+        h["resolved"],
+        int(saved["options"].get("n_envs") or 1),
+        dict(h.get("env_kwargs") or {}),  # already in env.kwargs
+        str(h.get("selected_by", "env id")),
     )
 
 
@@ -627,8 +749,10 @@ def _plan(config: PolicyTrainConfig) -> _Plan:
     else:
         env_id = resolve_env_id(config.env)
         visfore = is_visfore_env(env_id)
-        env_kwargs = env_kwargs_for(config, visfore=visfore)
-        hyper = resolve_hyperparameters(config.algo, env_id, config.backend, parse_hp_overrides(config.hp))
+        hyper = resolve_hyperparameters(
+            config.algo, env_id, config.backend, parse_hp_overrides(config.hp), config.hyperparams
+        )
+        env_kwargs = env_kwargs_for(config, visfore=visfore, entry=hyper.env_kwargs)
         if run_dir.exists() or run_dir.is_symlink():
             raise VisforeError(
                 f"run directory {run_dir} already exists; continue it with --resume --out {run_dir}, "
@@ -636,10 +760,11 @@ def _plan(config: PolicyTrainConfig) -> _Plan:
             )
     n_envs = int(config.n_envs or hyper.n_envs)
     device = select_device(config.device)
-    obs_space, act_space, max_steps = _check_env(env_id, env_kwargs)
-    algo_kwargs, normalize = build_algo_kwargs(config.algo, hyper.resolved, act_space)
+    env_info = _check_env(env_id, env_kwargs)
+    algo_kwargs, normalize = build_algo_kwargs(config.algo, hyper.resolved, env_info.action_space)
+    _check_her(env_id, env_info, algo_kwargs, n_envs)
     policy = POLICY_FOR_OBS_MODE[config.obs_mode]
-    if isinstance(obs_space, gym.spaces.Dict) and policy != "MultiInputPolicy":
+    if isinstance(env_info.observation_space, gym.spaces.Dict) and policy != "MultiInputPolicy":
         policy = "MultiInputPolicy"
     return _Plan(
         config=config,
@@ -653,7 +778,7 @@ def _plan(config: PolicyTrainConfig) -> _Plan:
         hyper=hyper,
         n_envs=n_envs,
         device=device,
-        max_steps=max_steps,
+        max_steps=env_info.max_episode_steps,
         algo_kwargs=algo_kwargs,
         vn_options=_vecnormalize_options(normalize, config.obs_mode),
         policy=policy,
@@ -667,7 +792,10 @@ def _new_model(plan: _Plan) -> tuple[Any, Any]:
     c = plan.config
     if plan.hyper.zoo_key is None:
         log.warning(
-            "no rl-baselines3-zoo %s hyperparameters for %s; using stable-baselines3 defaults", c.algo, plan.env_id
+            "no %s hyperparameters for %s in %s; using stable-baselines3 defaults",
+            c.algo,
+            plan.env_id,
+            hyperparams_file(plan.algo),
         )
     raw = _transpose_images(_make_venv(plan.env_id, plan.env_kwargs, plan.n_envs, c.seed, subproc=plan.subproc))
     train_env = VecNormalize(raw, **plan.vn_options)
@@ -688,18 +816,26 @@ def _new_model(plan: _Plan) -> tuple[Any, Any]:
     return model, train_env
 
 
+def _saved_num_timesteps(path: Path) -> int:
+    """``num_timesteps`` of a stable-baselines3 ``.zip``, read from its JSON ``data`` entry
+    (without loading the model)."""
+    with zipfile.ZipFile(path) as archive:
+        return int(json.loads(archive.read("data").decode("utf-8"))["num_timesteps"])
+
+
 def _resumed_model(plan: _Plan) -> tuple[Any, Any]:
     """Step 2 (``--resume``): last_model.zip with its VecNormalize statistics and replay
-    buffer; the training envs are reseeded with ``seed + timesteps done``."""
+    buffer; the training envs are reseeded with ``seed + timesteps done``.
+
+    The model is loaded with its training env (a HerReplayBuffer needs the env to be
+    built, and gets it again after its buffer is loaded)."""
     c, ckpt_dir = plan.config, plan.run_dir / CHECKPOINT_DIR
+    load_errors = (OSError, ValueError, KeyError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile)
     try:
-        model = algo_class(plan.algo).load(
-            ckpt_dir / LAST_MODEL, device=plan.device, tensorboard_log=str(plan.run_dir / LOGS_DIR)
-        )
-    except (OSError, ValueError, KeyError, RuntimeError, pickle.UnpicklingError) as exc:
+        offset = _saved_num_timesteps(ckpt_dir / LAST_MODEL)
+    except load_errors as exc:
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise VisforeError(f"cannot resume: {ckpt_dir / LAST_MODEL} cannot be loaded ({text})") from None
-    offset = int(model.num_timesteps)
     if not (ckpt_dir / VECNORMALIZE).is_file():
         raise VisforeError(f"cannot resume: {ckpt_dir / VECNORMALIZE} is missing")
     raw = _transpose_images(
@@ -707,10 +843,19 @@ def _resumed_model(plan: _Plan) -> tuple[Any, Any]:
     )
     train_env = VecNormalize.load(str(ckpt_dir / VECNORMALIZE), raw)
     train_env.training = True
-    model.set_env(train_env)
-    model.set_random_seed(c.seed + offset)
+    try:
+        model = algo_class(plan.algo).load(
+            ckpt_dir / LAST_MODEL, env=train_env, device=plan.device, tensorboard_log=str(plan.run_dir / LOGS_DIR)
+        )
+    except (*load_errors, AssertionError) as exc:
+        train_env.close()
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise VisforeError(f"cannot resume: {ckpt_dir / LAST_MODEL} cannot be loaded ({text})") from None
+    model.set_random_seed(c.seed + offset)  # also reseeds train_env (load seeded it with the saved seed)
     if plan.algo in OFF_POLICY_ALGOS and (ckpt_dir / REPLAY_BUFFER).is_file():
-        assert isinstance(model, OffPolicyAlgorithm)  # td3
+        assert isinstance(model, OffPolicyAlgorithm)  # td3, sac
+        # A HerReplayBuffer gets the env back here (SB3 does not pickle it) and its last,
+        # unfinished episode is closed (SB3's truncate_last_trajectory).
         model.load_replay_buffer(ckpt_dir / REPLAY_BUFFER)
         assert model.replay_buffer is not None  # just loaded
         model.replay_buffer.device = model.device
@@ -782,8 +927,10 @@ def _config_record(plan: _Plan) -> dict[str, Any]:
         "algo": c.algo,
         "policy": plan.policy,
         "hyperparameters": {
-            "source": ZOO_SOURCE.format(algo=c.algo) if hyper.zoo_key else "stable-baselines3 defaults",
+            "source": hyperparams_source(plan.algo) if hyper.zoo_key else "stable-baselines3 defaults",
             "zoo_key": hyper.zoo_key,
+            "selected_by": hyper.selected,
+            "env_kwargs": hyper.env_kwargs,
             "zoo": hyper.zoo,
             "overrides": hyper.overrides,
             "resolved": hyper.resolved,
@@ -893,13 +1040,19 @@ class _Progress:
     eval_cb: FinalEvalCallback | None = None
     best: float = -math.inf
     best_at: int | None = None
+    budget: TimeBudgetCallback | None = None
+
+    @property
+    def stopped_by(self) -> str:
+        """What ended training: :data:`STOPPED_BY_TIME_BUDGET` or :data:`STOPPED_BY_TIMESTEPS`."""
+        return STOPPED_BY_TIME_BUDGET if self.budget is not None and self.budget.reached else STOPPED_BY_TIMESTEPS
 
 
 def _callbacks(
     plan: _Plan, eval_env: Any, stop: StopFlag, console: Console
 ) -> tuple[list[BaseCallback], _Progress, RichProgressCallback | None]:
     """Step 4a: the callbacks of ``learn``: periodic evaluation (best model), periodic
-    last-model saves, Ctrl-C, the progress bar. A resumed run restores its evaluation
+    last-model saves, Ctrl-C, the time budget, the progress bar. A resumed run restores its evaluation
     history and best-so-far. The evaluation callback exists even with ``--eval-freq 0``
     (then outside ``learn``): the final evaluation may run through it."""
     c, run_dir = plan.config, plan.run_dir
@@ -932,6 +1085,9 @@ def _callbacks(
     save_every = c.save_freq or c.eval_freq or 10_000
     callbacks.append(SaveLastCallback(run_dir, plan.algo, max(save_every // plan.n_envs, 1)))
     callbacks.append(StopOnFlagCallback(stop))
+    if c.time_budget is not None:
+        progress.budget = TimeBudgetCallback(c.time_budget)
+        callbacks.append(progress.budget)
     bar = None
     if c.progress:
         bar = RichProgressCallback(console, int(c.timesteps or 0), progress.state)
@@ -976,6 +1132,8 @@ def _learn(plan: _Plan, model: Any, eval_env: Any, console: Console) -> tuple[fl
         if bar is not None:
             bar.close()
     _save_last(model, run_dir, plan.algo)
+    if progress.budget is not None and progress.budget.reached:
+        log.info("time budget of %g min reached at %d/%d timesteps", c.time_budget, model.num_timesteps, total)
     if stop.requested:
         # The CLI prints this note on its one "interrupted" line.
         raise KeyboardInterrupt(
@@ -1050,6 +1208,8 @@ def _learn_and_evaluate(plan: _Plan, model: Any, eval_env: Any) -> dict[str, Any
         "num_timesteps": int(model.num_timesteps),
         "total_timesteps": int(c.timesteps or 0),
         "timesteps_this_session": trained,
+        "stopped_by": progress.stopped_by,
+        "time_budget_minutes": c.time_budget,
         "train_seconds": train_seconds,
         "wall_seconds": time.monotonic() - plan.t_begin,
         "steps_per_second": trained / train_seconds if train_seconds > 0 and trained > 0 else None,
@@ -1108,8 +1268,13 @@ def print_metrics(metrics: Mapping[str, Any], console: Console | None = None) ->
     console.print(table)
     best = metrics["best_eval_mean_return"]
     sps = metrics["steps_per_second"]
+    budget = (
+        f" (stopped by the time budget of {metrics['time_budget_minutes']:g} min)"
+        if metrics.get("stopped_by") == STOPPED_BY_TIME_BUDGET
+        else ""
+    )
     console.print(
-        f"{metrics['num_timesteps']}/{metrics['total_timesteps']} timesteps; best eval mean return "
+        f"{metrics['num_timesteps']}/{metrics['total_timesteps']} timesteps{budget}; best eval mean return "
         f"{'-' if best is None else f'{best:.1f}'}; trained {metrics['timesteps_this_session']} steps in "
         f"{metrics['train_seconds']:.0f} s" + (f" ({sps:.0f} steps/s)" if sps else "") + f"; run: {metrics['run_dir']}"
     )

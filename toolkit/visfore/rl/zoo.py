@@ -1,12 +1,19 @@
-"""rl-baselines3-zoo hyperparameters: lookup per robot and backend, ``--hp`` overrides, and
-the zoo's conventions turned into stable-baselines3 constructor arguments.
+"""rl-baselines3-zoo hyperparameters: lookup per robot and backend (or a named entry,
+``--hyperparams KEY``), ``--hp`` overrides, and the zoo's conventions turned into
+stable-baselines3 constructor arguments.
 
-The YAML files in ``visfore/hyperparams/`` are copied verbatim from rl-baselines3-zoo 2.9.2
-(``hyperparams/td3.yml``, ``hyperparams/ppo.yml``). They are read as the zoo reads them
+The YAML files in ``visfore/rl/hyperparams/``: ``td3.yml`` and ``ppo.yml`` hold entries
+copied verbatim from rl-baselines3-zoo 2.9.2 (and visfore's own, marked as such);
+``sac.yml`` is visfore's own file. They are read as the zoo reads them
 (``rl_zoo3/exp_manager.py``): ``normalize`` -> VecNormalize options, ``noise_type`` /
-``noise_std`` -> action noise, ``lin_<x>`` -> a linear schedule from ``x`` to 0, and
+``noise_std`` -> action noise, ``lin_<x>`` -> a linear schedule from ``x`` to 0,
 ``policy_kwargs`` strings such as ``"dict(net_arch=[400, 300], activation_fn=nn.ReLU)"``
-parsed safely (an AST walk over literals and an allow-list of names, never ``eval``).
+parsed safely (an AST walk over literals and an allow-list of names, never ``eval``),
+``replay_buffer_class: HerReplayBuffer`` (an allow-list of names) with
+``replay_buffer_kwargs`` (a mapping or a ``"dict(...)"`` string, same parser). A visfore
+extension of the format: ``env_kwargs`` (a mapping) holds env options of the entry; it is
+no constructor argument (:attr:`Hyperparameters.env_kwargs`, applied by
+:mod:`visfore.rl.train_policy` under the user's ``--env-kwargs``).
 Errors are :class:`~visfore.core.errors.VisforeError` (one line).
 """
 
@@ -19,13 +26,14 @@ import inspect
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
 import stable_baselines3
 import torch
 import yaml
+from stable_baselines3 import HerReplayBuffer
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.noise import NormalActionNoise, OrnsteinUhlenbeckActionNoise
 from stable_baselines3.common.utils import LinearSchedule
@@ -33,8 +41,8 @@ from stable_baselines3.common.utils import LinearSchedule
 from visfore.core.errors import VisforeError
 
 #: Algorithms of ``--algo`` and their stable-baselines3 class names.
-ALGOS: dict[str, str] = {"td3": "TD3", "ppo": "PPO"}
-OFF_POLICY_ALGOS = ("td3",)
+ALGOS: dict[str, str] = {"td3": "TD3", "ppo": "PPO", "sac": "SAC"}
+OFF_POLICY_ALGOS = ("td3", "sac")
 #: Robots with tuned hyperparameters, and their zoo entries per physics backend.
 ROBOTS = ("Hopper", "Walker2d", "Ant", "HalfCheetah")
 ZOO_MUJOCO_KEYS: dict[str, str] = {r: f"{r}-v4" for r in ROBOTS}
@@ -45,8 +53,20 @@ ZOO_PYBULLET_KEYS: dict[str, str] = {
     "HalfCheetah": "HalfCheetahBulletEnv-v0",
 }
 ZOO_SOURCE = "rl-baselines3-zoo 2.9.2, hyperparams/{algo}.yml (https://github.com/DLR-RM/rl-baselines3-zoo)"
-#: Zoo keys that are not constructor arguments of the algorithm.
-ZOO_SPECIAL_KEYS = ("n_timesteps", "policy", "n_envs", "normalize", "noise_type", "noise_std")
+#: Where the entries of a hyperparameter file come from (:func:`hyperparams_source`);
+#: algorithms not listed here have rl-baselines3-zoo files (:data:`ZOO_SOURCE`).
+OWN_SOURCES: dict[str, str] = {"sac": "visfore's own visfore/rl/hyperparams/sac.yml (zoo format)"}
+#: Zoo keys that are not constructor arguments of the algorithm (``env_kwargs``: visfore's
+#: extension, env options of the entry).
+ZOO_SPECIAL_KEYS = ("n_timesteps", "policy", "n_envs", "normalize", "noise_type", "noise_std", "env_kwargs")
+#: Keys of an entry left out of :attr:`Hyperparameters.resolved`.
+NON_RESOLVED_KEYS = ("n_timesteps", "policy", "n_envs", "env_kwargs")
+#: ``replay_buffer_class`` names accepted (no other class can be named).
+REPLAY_BUFFER_CLASSES: dict[str, type] = {"HerReplayBuffer": HerReplayBuffer}
+#: HerReplayBuffer arguments visfore (or the algorithm) sets itself.
+_HER_SET_BY_ALGO = ("self", "buffer_size", "observation_space", "action_space", "env", "device", "n_envs")
+#: Keys of the goal-conditioned Dict observation HerReplayBuffer needs.
+GOAL_KEYS = ("observation", "achieved_goal", "desired_goal")
 #: Constructor arguments visfore sets itself (``--hp`` may not set them).
 RESERVED_ALGO_KWARGS = (
     "policy",
@@ -85,7 +105,8 @@ def parse_hp_overrides(values: list[str] | tuple[str, ...] | None) -> dict[str, 
     Raises:
         VisforeError: an item is not ``key=value`` with an identifier key, or sets
             ``n_timesteps`` (use --timesteps), ``policy`` (use --obs-mode), ``n_envs``
-            (use --n-envs) or an argument visfore sets itself.
+            (use --n-envs), ``env_kwargs`` (use --env-kwargs) or an argument visfore sets
+            itself.
     """
     result: dict[str, Any] = {}
     for item in values or ():
@@ -99,6 +120,8 @@ def parse_hp_overrides(values: list[str] | tuple[str, ...] | None) -> dict[str, 
             raise VisforeError("--hp policy: the policy follows --obs-mode")
         if key == "n_envs":
             raise VisforeError("--hp n_envs: use --n-envs")
+        if key == "env_kwargs":
+            raise VisforeError("--hp env_kwargs: use --env-kwargs")
         if key in RESERVED_ALGO_KWARGS:
             raise VisforeError(f"--hp {key}: visfore sets it (use noise_type/noise_std for action noise)")
         result[key] = _parse_hp_value(raw)
@@ -109,7 +132,7 @@ _ACTIVATIONS = ("ReLU", "Tanh", "ELU", "GELU", "LeakyReLU", "SiLU", "Sigmoid", "
 _OPTIMIZERS = ("Adam", "AdamW", "RMSprop", "SGD")
 
 
-def _resolve_dotted(parts: list[str], text: str) -> Any:
+def _resolve_dotted(parts: list[str], text: str, what: str = "policy_kwargs") -> Any:
     """``nn.ReLU``, ``th.nn.ReLU``, ``torch.nn.ReLU``, ``th.optim.Adam``... (allowlisted)."""
     if len(parts) >= 2 and parts[-2] == "nn" and parts[:-2] in ([], ["th"], ["torch"]):
         if parts[-1] in _ACTIVATIONS:
@@ -118,30 +141,30 @@ def _resolve_dotted(parts: list[str], text: str) -> Any:
         if parts[-1] in _OPTIMIZERS:
             return getattr(torch.optim, parts[-1])
     raise VisforeError(
-        f"policy_kwargs {text!r}: {'.'.join(parts)} is not allowed (use nn.<{'|'.join(_ACTIVATIONS)}> "
+        f"{what} {text!r}: {'.'.join(parts)} is not allowed (use nn.<{'|'.join(_ACTIVATIONS)}> "
         f"or th.optim.<{'|'.join(_OPTIMIZERS)}>)"
     )
 
 
-def _literal(node: ast.AST, text: str) -> Any:
+def _literal(node: ast.AST, text: str, what: str = "policy_kwargs") -> Any:
     if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str, bool, type(None))):
         return node.value
     if isinstance(node, (ast.List, ast.Tuple)):
-        items = [_literal(e, text) for e in node.elts]
+        items = [_literal(e, text, what) for e in node.elts]
         return items if isinstance(node, ast.List) else tuple(items)
     if isinstance(node, ast.Dict):
-        keys = [_literal(k, text) if k is not None else None for k in node.keys]
+        keys = [_literal(k, text, what) if k is not None else None for k in node.keys]
         if not all(isinstance(k, str) for k in keys):
-            raise VisforeError(f"policy_kwargs {text!r}: dictionary keys must be strings")
-        return {k: _literal(v, text) for k, v in zip(keys, node.values)}
+            raise VisforeError(f"{what} {text!r}: dictionary keys must be strings")
+        return {k: _literal(v, text, what) for k, v in zip(keys, node.values)}
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-        value = _literal(node.operand, text)
+        value = _literal(node.operand, text, what)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return -value if isinstance(node.op, ast.USub) else value
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict":
         if node.args or any(k.arg is None for k in node.keywords):
-            raise VisforeError(f"policy_kwargs {text!r}: use dict(key=value, ...)")
-        return {k.arg: _literal(k.value, text) for k in node.keywords}
+            raise VisforeError(f"{what} {text!r}: use dict(key=value, ...)")
+        return {k.arg: _literal(k.value, text, what) for k in node.keywords}
     if isinstance(node, ast.Attribute):
         parts: list[str] = []
         cur: ast.AST = node
@@ -149,9 +172,9 @@ def _literal(node: ast.AST, text: str) -> Any:
             parts.insert(0, cur.attr)
             cur = cur.value
         if isinstance(cur, ast.Name):
-            return _resolve_dotted([cur.id, *parts], text)
+            return _resolve_dotted([cur.id, *parts], text, what)
     raise VisforeError(
-        f"policy_kwargs {text!r}: only dict(...), lists, numbers, strings, booleans and nn.<Activation> are allowed"
+        f"{what} {text!r}: only dict(...), lists, numbers, strings, booleans and nn.<Activation> are allowed"
     )
 
 
@@ -179,15 +202,25 @@ def parse_policy_kwargs(value: str | Mapping[str, Any] | None) -> dict[str, Any]
             if isinstance(out.get(key), str):
                 out[key] = parse_policy_kwargs(f"dict(x={out[key]})")["x"]
         return out
-    text = " ".join(str(value).split())
+    return parse_policy_kwargs(parse_dict_literal(value, "policy_kwargs"))
+
+
+def parse_dict_literal(text: str, what: str) -> dict[str, Any]:
+    """A ``"dict(a=1, b=[2, 3])"`` or ``"{'a': 1}"`` string as a dict, by the AST walk of
+    :func:`parse_policy_kwargs` (literals and allow-listed names only, never ``eval``).
+
+    Raises:
+        VisforeError: a syntax error, a non-literal expression or not a dict, naming ``what``.
+    """
+    text = " ".join(str(text).split())
     try:
         tree = ast.parse(text, mode="eval")
     except SyntaxError:
-        raise VisforeError(f"policy_kwargs {text!r} is not a valid expression") from None
-    result = _literal(tree.body, text)
+        raise VisforeError(f"{what} {text!r} is not a valid expression") from None
+    result = _literal(tree.body, text, what)
     if not isinstance(result, dict):
-        raise VisforeError(f"policy_kwargs {text!r} must be a dict(...)")
-    return parse_policy_kwargs(result)
+        raise VisforeError(f"{what} {text!r} must be a dict(...)")
+    return result
 
 
 def make_schedule(key: str, value: Any) -> Any:
@@ -247,7 +280,7 @@ def parse_normalize(value: Any, gamma: Any = None) -> dict[str, Any]:
 def _zoo_file(algo: str) -> dict[str, dict[str, Any]]:
     text = importlib.resources.files("visfore.rl").joinpath("hyperparams", f"{algo}.yml").read_text(encoding="utf-8")
     data = yaml.safe_load(text) or {}
-    return {str(k): dict(v) for k, v in data.items()}
+    return {str(k): dict(v or {}) for k, v in data.items()}
 
 
 def load_zoo_hyperparams(algo: str) -> dict[str, dict[str, Any]]:
@@ -288,11 +321,16 @@ class Hyperparameters:
     """Resolved hyperparameters (plain YAML values, zoo format).
 
     Attributes:
-        zoo_key: the zoo entry used (None = stable-baselines3 defaults).
+        zoo_key: the entry used (None = stable-baselines3 defaults).
         zoo: that entry as in the file.
         overrides: the ``--hp`` values.
-        resolved: zoo entry without ``n_timesteps``/``policy``/``n_envs``, plus overrides.
-        n_envs: the zoo's ``n_envs`` (1 without one).
+        resolved: the entry without ``n_timesteps``/``policy``/``n_envs``/``env_kwargs``,
+            plus overrides.
+        n_envs: the entry's ``n_envs`` (1 without one).
+        env_kwargs: the entry's ``env_kwargs`` (visfore's extension: env options, under
+            the user's ``--env-kwargs``); ``{}`` without one.
+        selected: how the entry was chosen: ``"--hyperparams"`` (a named entry) or
+            ``"env id"`` (the lookup of :func:`zoo_key`).
     """
 
     zoo_key: str | None
@@ -300,18 +338,64 @@ class Hyperparameters:
     overrides: dict[str, Any]
     resolved: dict[str, Any]
     n_envs: int
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    selected: str = "env id"
+
+
+def hyperparams_file(algo: str) -> str:
+    """The file of ``algo``'s entries, as named in messages: ``hyperparams/<algo>.yml``."""
+    return f"hyperparams/{algo}.yml"
+
+
+def hyperparams_source(algo: str) -> str:
+    """Where the entries of ``hyperparams/<algo>.yml`` come from (config.yaml's
+    ``hyperparameters.source``)."""
+    return OWN_SOURCES.get(algo) or ZOO_SOURCE.format(algo=algo)
+
+
+def hyperparams_keys(algo: str) -> list[str]:
+    """The entry keys of ``hyperparams/<algo>.yml``, in file order."""
+    return list(_zoo_file(algo))
+
+
+def _entry_env_kwargs(algo: str, key: str, entry: Mapping[str, Any]) -> dict[str, Any]:
+    value = entry.get("env_kwargs")
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise VisforeError(
+            f"{hyperparams_file(algo)} {key}: env_kwargs must be a mapping of env options, got {value!r}"
+        )
+    return json.loads(json.dumps(dict(value)))
 
 
 def resolve_hyperparameters(
-    algo: str, env_id: str, backend: str | None, overrides: Mapping[str, Any]
+    algo: str, env_id: str, backend: str | None, overrides: Mapping[str, Any], key: str | None = None
 ) -> Hyperparameters:
-    """Look up the zoo entry for ``env_id`` (:func:`zoo_key`) and apply ``overrides``."""
-    key = zoo_key(algo, env_id, backend)
-    zoo = load_zoo_hyperparams(algo).get(key, {}) if key else {}
-    resolved = {k: v for k, v in zoo.items() if k not in ("n_timesteps", "policy", "n_envs")}
+    """Look up the entry for ``env_id`` (:func:`zoo_key`), or the entry named ``key``
+    (``--hyperparams``), and apply ``overrides``.
+
+    Raises:
+        VisforeError: ``key`` is not an entry of ``hyperparams/<algo>.yml`` (the message
+            lists its keys), or the entry's ``env_kwargs`` is not a mapping.
+    """
+    if key is not None:
+        keys = hyperparams_keys(algo)
+        if key not in keys:
+            raise VisforeError(
+                f"--hyperparams {key!r} is not an entry of {hyperparams_file(algo)}; its keys: "
+                f"{', '.join(keys) if keys else '(none)'}"
+            )
+        chosen: str | None = key
+    else:
+        chosen = zoo_key(algo, env_id, backend)
+    zoo = load_zoo_hyperparams(algo).get(chosen, {}) if chosen else {}
+    resolved = {k: v for k, v in zoo.items() if k not in NON_RESOLVED_KEYS}
     resolved.update(json.loads(json.dumps(dict(overrides))))
     n_envs = int(zoo.get("n_envs", 1))
-    return Hyperparameters(key, zoo, dict(overrides), resolved, n_envs)
+    env_kwargs = _entry_env_kwargs(algo, str(chosen), zoo)
+    selected = "--hyperparams" if key is not None else "env id"
+    return Hyperparameters(chosen, zoo, dict(overrides), resolved, n_envs, env_kwargs, selected)
 
 
 def algo_class(algo: str) -> type[BaseAlgorithm]:
@@ -325,19 +409,26 @@ def build_algo_kwargs(
     """Turn zoo-format hyperparameters into constructor arguments of the algorithm.
 
     Args:
-        algo: ``td3`` or ``ppo``.
+        algo: ``td3``, ``ppo`` or ``sac``.
         resolved: :attr:`Hyperparameters.resolved`.
         action_space: the env's action space (a Box) for the action noise.
 
     Returns:
-        ``(algo_kwargs, normalize_kwargs)``: keyword arguments of ``TD3``/``PPO`` (schedules,
-        action noise, policy_kwargs and train_freq converted), and the VecNormalize options.
+        ``(algo_kwargs, normalize_kwargs)``: keyword arguments of ``TD3``/``PPO``/``SAC``
+        (schedules, action noise, policy_kwargs, train_freq, replay_buffer_class and
+        replay_buffer_kwargs converted), and the VecNormalize options.
 
     Raises:
         VisforeError: an unknown hyperparameter (with the valid names), a bad schedule,
-            noise or policy_kwargs value, or action noise for an on-policy algorithm.
+            noise, policy_kwargs or replay buffer value, or action noise or a replay
+            buffer for an on-policy algorithm.
     """
     params = dict(resolved)
+    if params.get("replay_buffer_class") is not None and algo not in OFF_POLICY_ALGOS:
+        raise VisforeError(
+            f"replay_buffer_class {params['replay_buffer_class']!r}: a replay buffer is for off-policy "
+            f"algorithms ({', '.join(OFF_POLICY_ALGOS)}), not {algo}"
+        )
     valid = [
         p for p in inspect.signature(algo_class(algo).__init__).parameters if p not in ("self", *RESERVED_ALGO_KWARGS)
     ]
@@ -361,6 +452,10 @@ def build_algo_kwargs(
             kwargs[key] = parse_policy_kwargs(value)
         elif key == "train_freq" and isinstance(value, list):
             kwargs[key] = tuple(value)
+        elif key == "replay_buffer_class":
+            kwargs[key] = parse_replay_buffer_class(value)
+        elif key == "replay_buffer_kwargs":
+            kwargs[key] = parse_replay_buffer_kwargs(value)
         else:
             kwargs[key] = value
     if noise_type is not None:
@@ -382,4 +477,68 @@ def build_algo_kwargs(
             raise VisforeError(f"noise_type {noise_type!r} must be normal or ornstein-uhlenbeck")
     elif noise_std is not None:
         raise VisforeError("noise_std needs noise_type (normal or ornstein-uhlenbeck)")
+    if kwargs.get("replay_buffer_class") is HerReplayBuffer:
+        check_her_kwargs(kwargs.get("replay_buffer_kwargs") or {})
     return kwargs, normalize
+
+
+def parse_replay_buffer_class(value: Any) -> type | None:
+    """``replay_buffer_class``: a name of :data:`REPLAY_BUFFER_CLASSES` (``HerReplayBuffer``,
+    also as ``stable_baselines3.HerReplayBuffer``) -> the class; None stays None (the
+    algorithm's default buffer).
+
+    Raises:
+        VisforeError: any other value.
+    """
+    if value is None:
+        return None
+    name = str(value).strip()
+    for prefix in ("stable_baselines3.her.", "stable_baselines3."):
+        name = name.removeprefix(prefix)
+    if not isinstance(value, str) or name not in REPLAY_BUFFER_CLASSES:
+        raise VisforeError(
+            f"replay_buffer_class {value!r} is not allowed; valid: {', '.join(REPLAY_BUFFER_CLASSES)} "
+            "(or leave it out for the default buffer)"
+        )
+    return REPLAY_BUFFER_CLASSES[name]
+
+
+def parse_replay_buffer_kwargs(value: Any) -> dict[str, Any]:
+    """``replay_buffer_kwargs``: a mapping, or a ``"dict(n_sampled_goal=4,
+    goal_selection_strategy='future')"`` string (:func:`parse_dict_literal`); None -> ``{}``.
+
+    Raises:
+        VisforeError: another type, or a string that is not a literal dict.
+    """
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        return parse_dict_literal(value, "replay_buffer_kwargs")
+    if isinstance(value, Mapping) and all(isinstance(k, str) for k in value):
+        return dict(value)
+    raise VisforeError(f"replay_buffer_kwargs must be a mapping or a dict(...) string, got {value!r}")
+
+
+def check_her_kwargs(kwargs: Mapping[str, Any]) -> None:
+    """Check ``replay_buffer_kwargs`` of a :class:`~stable_baselines3.HerReplayBuffer`:
+    its own arguments only (``n_sampled_goal``, ``goal_selection_strategy``, ...), a
+    known strategy and a positive ``n_sampled_goal``.
+
+    Raises:
+        VisforeError: the first bad key or value.
+    """
+    valid = [p for p in inspect.signature(HerReplayBuffer.__init__).parameters if p not in _HER_SET_BY_ALGO]
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise VisforeError(
+            f"replay_buffer_kwargs: unknown HerReplayBuffer option(s) {', '.join(unknown)}; valid: {', '.join(valid)}"
+        )
+    strategy = kwargs.get("goal_selection_strategy", "future")
+    strategies = ("future", "final", "episode")
+    if not isinstance(strategy, str) or strategy.lower() not in strategies:
+        raise VisforeError(
+            f"replay_buffer_kwargs: goal_selection_strategy {strategy!r} must be one of {', '.join(strategies)}"
+        )
+    n_goal = kwargs.get("n_sampled_goal", 4)
+    if isinstance(n_goal, bool) or not isinstance(n_goal, int) or n_goal < 1:
+        raise VisforeError(f"replay_buffer_kwargs: n_sampled_goal must be an integer >= 1, got {n_goal!r}")
