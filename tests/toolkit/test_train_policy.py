@@ -85,6 +85,33 @@ TD3_ARGS = [
 ]
 
 
+SAC_ARGS = [
+    "--env",
+    ENV,
+    "--algo",
+    "sac",
+    "--timesteps",
+    "200",
+    "--seed",
+    "2",
+    "--hp",
+    "learning_starts=64",
+    "--hp",
+    "buffer_size=2000",
+    "--hp",
+    "batch_size=32",
+    "--hp",
+    "policy_kwargs=dict(net_arch=[16, 16])",
+    "--eval-freq",
+    "100",
+    "--eval-episodes",
+    "1",
+    "--device",
+    "cpu",
+    "--no-progress",
+]
+
+
 def _cli(*args: str):
     return CliRunner().invoke(app, ["train-policy", *args])
 
@@ -514,6 +541,79 @@ def test_seeded_runs_are_identical(tmp_path: Path):
         assert torch.equal(params[0][key], params[1][key]), key
 
 
+def test_sac_trains_saves_resumes_and_evaluates(tmp_path: Path):
+    """--algo sac: an off-policy run like td3 (replay buffer saved and restored on
+    --resume), loadable by load_policy_run and by visfore evaluate."""
+    from stable_baselines3 import SAC
+    from stable_baselines3.common.buffers import ReplayBuffer
+
+    run_dir = tmp_path / "sac"
+    result = _cli(*SAC_ARGS, "--out", str(run_dir))
+    assert result.exit_code == 0, result.output
+    ckpt = run_dir / "checkpoints"
+    for name in ("best_model.zip", "last_model.zip", "vecnormalize.pkl", "best_vecnormalize.pkl", "replay_buffer.pkl"):
+        assert (ckpt / name).is_file(), name
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert cfg["algo"] == "sac" and cfg["policy"] == "MlpPolicy"
+    assert cfg["checkpoints"]["replay_buffer"] == "checkpoints/replay_buffer.pkl"
+    hp = cfg["hyperparameters"]
+    assert hp["zoo_key"] is None and hp["source"] == "stable-baselines3 defaults" and hp["resolved"]["batch_size"] == 32
+    with open(ckpt / "replay_buffer.pkl", "rb") as f:
+        buffer = pickle.load(f)
+    assert type(buffer) is ReplayBuffer and buffer.buffer_size == 2000 and buffer.pos == 200
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert m["algo"] == "sac" and m["num_timesteps"] == 200 and m["stopped_by"] == "timesteps"
+
+    result = _cli("--resume", "--out", str(run_dir), "--timesteps", "260", "--no-progress")
+    assert result.exit_code == 0, result.output
+    with open(ckpt / "replay_buffer.pkl", "rb") as f:
+        assert pickle.load(f).pos == 260  # 200 restored + 60 new transitions
+    model = SAC.load(ckpt / "last_model.zip", device="cpu")
+    assert model.num_timesteps == 260 and model.batch_size == 32
+    assert list(np.load(run_dir / "logs" / "evaluations.npz")["timesteps"]) == [100, 200, 260]
+
+    run = load_policy_run(run_dir, "last")
+    assert run.algo == "sac" and isinstance(run.model, SAC)
+    env = run.make_env(perturbation={"thigh.length": 1.2})
+    obs, _ = env.reset(seed=0)
+    action = run.predict(obs)
+    assert env.action_space.contains(action) and np.array_equal(action, run.predict(obs))
+    env.close()
+    report = tmp_path / "report"
+    result = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            str(run_dir),
+            "--Lthigh",
+            "1.2",
+            "--episodes",
+            "1",
+            "--seeds",
+            "0",
+            "--out",
+            str(report),
+            "--quiet",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["meta"]["algo"] == "sac" and len(summary["cells"]) == 2
+
+
+def test_sac_accepts_action_noise():
+    """SAC takes noise_type/noise_std as td3 does (off-policy); ppo does not."""
+    from gymnasium import spaces
+    from stable_baselines3.common.noise import NormalActionNoise
+
+    box = spaces.Box(-1.0, 1.0, (3,))
+    kwargs, _ = zoo.build_algo_kwargs("sac", {"noise_type": "normal", "noise_std": 0.2, "ent_coef": "auto"}, box)
+    assert isinstance(kwargs["action_noise"], NormalActionNoise) and kwargs["ent_coef"] == "auto"
+    np.testing.assert_allclose(kwargs["action_noise"]._sigma, 0.2)
+    with pytest.raises(VisforeError, match="off-policy"):
+        zoo.build_algo_kwargs("ppo", {"noise_type": "normal"}, box)
+
+
 # -- bad input ----------------------------------------------------------------------------
 def test_existing_run_dir_is_left_untouched(ppo_run: Path):
     before = _tree_digest(ppo_run)
@@ -526,7 +626,7 @@ def test_existing_run_dir_is_left_untouched(ppo_run: Path):
 @pytest.mark.parametrize(
     "args, match",
     [
-        (["--algo", "sac"], "--algo must be one of td3, ppo, got 'sac'"),
+        (["--algo", "a2c"], "--algo must be one of td3, ppo, sac, got 'a2c'"),
         (["--timesteps", "0"], "--timesteps must be"),
         (["--randomize", "1.2-0.8"], "--randomize"),
         (["--randomize", "wild"], "--randomize"),
