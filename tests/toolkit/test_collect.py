@@ -593,3 +593,29 @@ def test_cli_policy_kwargs_reach_the_policy_and_the_provenance(app, tmp_path):
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], result.stderr
         assert not bad.exists()
+
+
+def test_multi_view_frames_are_collected_side_by_side(tmp_path):
+    """``--env-kwargs views=default+side`` stores (size, 2 x size) frames equal to the env's
+    two views, and the dataset's frame_size says so."""
+    import gymnasium as gym
+
+    import visfore_envs  # noqa: F401
+
+    out = tmp_path / "mv.zarr"
+    kwargs = {"views": "default+side", "init_pose": "random", "show_target": False}
+    collect(env="TargetHumanoid-v0", episodes=2, steps=2, size=16, out=out, env_kwargs=kwargs, progress=False)
+    ds = open_dataset(out)
+    assert ds.attrs["frame_size"] == [16, 32]
+    pixels = ds.read("pixels")
+    assert pixels.shape == (6, 16, 32, 3)
+    state = ds.read("state")
+    env = gym.make("TargetHumanoid-v0", width=16, height=16, render_mode="rgb_array", **kwargs)
+    env.reset(seed=0)
+    nq = 14
+    base = env.unwrapped
+    base.set_state(state[0, :nq].astype(np.float64), state[0, nq : 2 * nq].astype(np.float64))
+    frame = base.render()
+    np.testing.assert_array_equal(frame, pixels[0])  # the env's two views, left to right
+    assert not np.array_equal(frame[:, :16], frame[:, 16:])  # two different cameras
+    env.close()

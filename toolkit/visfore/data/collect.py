@@ -125,6 +125,8 @@ class EpisodeRunner:
         self.seed = int(seed)
         self.source = pixel_source(env_id)
         self.env = make_env(env_id, size=size, max_episode_steps=steps, env_kwargs=env_kwargs)
+        # views= puts several cameras side by side: frames are size x (n_views * size)
+        self.width = self.size * int(getattr(self.env.unwrapped, "n_views", 1))
         try:
             self.policy = make_policy(policy, self.env.action_space, **dict(policy_params or {}))
             obs_space = self.env.observation_space
@@ -141,10 +143,8 @@ class EpisodeRunner:
                 pixels_space, state_space = obs_space["pixels"], obs_space["state"]
                 assert isinstance(pixels_space, spaces.Box) and isinstance(state_space, spaces.Box)  # checked above
                 pixels_shape = tuple(pixels_space.shape)
-                if pixels_shape != (self.size, self.size, 3):
-                    raise VisforeError(
-                        f"{env_id} renders frames of shape {pixels_shape}, expected {(self.size, self.size, 3)}"
-                    )
+                if pixels_shape != self.frame_shape:
+                    raise VisforeError(f"{env_id} renders frames of shape {pixels_shape}, expected {self.frame_shape}")
                 self.state_dim = int(np.prod(state_space.shape))
             else:
                 if not isinstance(obs_space, spaces.Box):
@@ -156,10 +156,8 @@ class EpisodeRunner:
                 self.env.reset(seed=0)
                 frame = self.env.render()
                 shape = None if frame is None else tuple(np.shape(frame))
-                if shape != (self.size, self.size, 3):
-                    raise VisforeError(
-                        f"{env_id} renders frames of shape {shape}, expected {(self.size, self.size, 3)}"
-                    )
+                if shape != self.frame_shape:
+                    raise VisforeError(f"{env_id} renders frames of shape {shape}, expected {self.frame_shape}")
         except BaseException:
             self.env.close()
             raise
@@ -170,8 +168,8 @@ class EpisodeRunner:
 
     @property
     def frame_shape(self) -> tuple[int, int, int]:
-        """(H, W, 3) of the frames."""
-        return (self.size, self.size, 3)
+        """(H, W, 3) of the frames: W = ``size`` x the env's number of views (``views=``)."""
+        return (self.size, self.width, 3)
 
     def run(self, index: int) -> dict[str, np.ndarray]:
         """Run episode ``index`` from its own seeds (see :func:`episode_seeds`).
@@ -386,7 +384,7 @@ def _prepare(config: CollectConfig) -> _Collection:
     expected = {
         "env_id": env_id,
         "env_kwargs": c.env_kwargs,
-        "frame_size": [c.size, c.size],
+        "frame_size": list(runner.frame_shape[:2]),
         "steps_per_episode": c.steps,
         "policy": runner.policy.describe(),
         "seed": int(c.seed),
