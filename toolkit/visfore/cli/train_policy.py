@@ -1,4 +1,4 @@
-"""``visfore train-policy``: train a TD3 or PPO policy (stable-baselines3) and evaluate it
+"""``visfore train-policy``: train a TD3, SAC or PPO policy (stable-baselines3) and evaluate it
 on the nominal body.
 
 The options are :class:`visfore.rl.config.PolicyTrainConfig`; the pipeline is
@@ -17,7 +17,7 @@ __all__ = ["ResumePathCommand", "train_policy_command"]  # ResumePathCommand: re
 @handle_errors
 @typer_command(PolicyTrainConfig)
 def train_policy_command(config: PolicyTrainConfig) -> None:
-    """Train a TD3 or PPO policy with tuned RL-Zoo hyperparameters; evaluate it on the nominal body."""
+    """Train a TD3, SAC or PPO policy with tuned hyperparameters (RL-Zoo or visfore's own); evaluate it on the nominal body."""
     from visfore.rl.train_policy import print_metrics, train_policy
 
     metrics = train_policy(config)
