@@ -5,7 +5,8 @@ record per episode (see :data:`EPISODE_FIELDS`). Output, in a report directory::
 
     REPORT_DIR/
       episodes.csv, episodes.json   one row per episode (raw results)
-      summary.csv, summary.json     one row per cell (statistics of the return)
+      summary.csv, summary.json     one row per cell (statistics of the return; success
+                                    and final distance for goal-reaching envs)
       report.md                     Markdown: run, env, budget, tables, most damaging cell
       report.html                   the same, self-contained (inline CSS, PNGs as data URIs)
       plots/return_vs_scale_<param>.png   mean return vs scale per parameter (sweeps, grids)
@@ -20,6 +21,13 @@ mean return; both None when the nominal cell is missing or its mean return is <=
 a ratio means nothing); ``mean_length`` (steps); ``terminated_fraction``; ``seed_means``
 (seed -> mean return over that seed's episodes) and their ``seed_mean_min`` /
 ``seed_mean_max``, the band drawn in the plots.
+
+Goal-reaching envs (:func:`goal_statistics`): when the episodes carry ``success`` (the
+last step's ``info["is_success"]``) and/or ``final_distance`` (its ``info["distance"]``,
+metres), every cell also gets ``successes``, ``success_rate`` and its Wilson 95% interval
+``success_ci_low`` / ``success_ci_high`` (:func:`wilson_interval`), and
+``final_distance_mean`` / ``_std`` (ddof=0) / ``_median``; these columns appear in
+``episodes.csv``, ``summary.csv``, the JSON files and the report tables only then.
 
 Every file is written atomically (:mod:`visfore.core.runs`); matplotlib is switched to
 the Agg backend when plots are drawn.
@@ -59,6 +67,16 @@ SUMMARY_FIELDS = (
     "median", "std", "min", "max", "normalized_mean", "normalized_min", "mean_length",
     "terminated_fraction", "seed_mean_min", "seed_mean_max", "seed_means",
 )  # fmt: skip
+#: Optional episode columns of goal-reaching envs (after :data:`EPISODE_FIELDS`, only when
+#: some episode has them): ``success`` (bool, the last step's ``info["is_success"]``) and
+#: ``final_distance`` (metres, the last step's ``info["distance"]``).
+GOAL_EPISODE_FIELDS = ("success", "final_distance")
+#: Summary columns added when the episodes have ``success``.
+SUCCESS_FIELDS = ("successes", "success_rate", "success_ci_low", "success_ci_high")
+#: Summary columns added when the episodes have ``final_distance`` (metres).
+DISTANCE_FIELDS = ("final_distance_mean", "final_distance_std", "final_distance_median")
+#: The 0.975 quantile of the standard normal distribution (two-sided 95% intervals).
+Z_95 = 1.959963984540054
 #: Cell-identifying fields copied from the cell rows into episodes and summary rows.
 CELL_FIELDS = ("cell", "kind", "param", "scale", "param2", "scale2", "perturbation")
 PLOTS_DIR = "plots"
@@ -111,6 +129,95 @@ def cell_statistics(
     }
 
 
+def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (95% for the default ``z``).
+
+    E. B. Wilson (1927), "Probable inference, the law of succession, and statistical
+    inference", Journal of the American Statistical Association 22(158), 209-212. With
+    p = successes / n::
+
+        centre = (p + z^2 / 2n) / (1 + z^2 / n)
+        half   = z / (1 + z^2 / n) * sqrt(p (1 - p) / n + z^2 / 4n^2)
+
+    Unlike the normal (Wald) interval it stays inside [0, 1] and is not empty at 0 or n
+    successes: 0 of 10 gives (0, 0.278), 5 of 10 (0.237, 0.763), 10 of 10 (0.722, 1).
+
+    Args:
+        successes: number of successes, 0 <= successes <= n.
+        n: number of trials (>= 1).
+        z: the standard normal quantile of the confidence level.
+
+    Returns:
+        (low, high), within [0, 1]; exactly 0 at 0 successes and 1 at n.
+
+    Raises:
+        ValueError: n < 1 or successes outside [0, n].
+    """
+    if n < 1 or not 0 <= successes <= n:
+        raise ValueError(f"wilson_interval needs 0 <= successes <= n and n >= 1, got {successes} of {n}")
+    p = successes / n
+    z2 = z * z
+    denom = 1.0 + z2 / n
+    centre = (p + z2 / (2 * n)) / denom
+    half = z / denom * math.sqrt(p * (1.0 - p) / n + z2 / (4 * n * n))
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return low, high
+
+
+def goal_statistics(
+    successes: Sequence[bool] | None = None, distances: Sequence[float] | None = None
+) -> dict[str, Any]:
+    """Success and final-distance statistics of one cell's episodes.
+
+    Args:
+        successes: (n,) whether each episode's last step was a success; None: no
+            success fields.
+        distances: (m,) each episode's final distance (metres); None: no distance fields.
+
+    Returns:
+        With ``successes``: :data:`SUCCESS_FIELDS` (``successes`` the count,
+        ``success_rate`` the fraction, the Wilson 95% interval); with ``distances``:
+        :data:`DISTANCE_FIELDS` (population std, ddof=0). NaN statistics for no episodes.
+    """
+    out: dict[str, Any] = {}
+    nan = float("nan")
+    if successes is not None:
+        k, n = int(sum(bool(s) for s in successes)), len(successes)
+        low, high = wilson_interval(k, n) if n else (nan, nan)
+        out.update(successes=k, success_rate=k / n if n else nan, success_ci_low=low, success_ci_high=high)
+    if distances is not None:
+        d = np.asarray(distances, dtype=np.float64)
+        if d.size:
+            out.update(final_distance_mean=float(d.mean()), final_distance_std=float(d.std()),
+                       final_distance_median=float(np.median(d)))  # fmt: skip
+        else:
+            out.update(dict.fromkeys(DISTANCE_FIELDS, nan))
+    return out
+
+
+def goal_fields(episodes: Iterable[Mapping[str, Any]]) -> tuple[bool, bool]:
+    """(has success, has final distance): whether any episode carries ``success`` /
+    ``final_distance``."""
+    success = distance = False
+    for ep in episodes:
+        success = success or "success" in ep
+        distance = distance or "final_distance" in ep
+    return success, distance
+
+
+def summary_fields(summary: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
+    """Columns of ``summary.csv``: :data:`SUMMARY_FIELDS`, then :data:`SUCCESS_FIELDS` and
+    :data:`DISTANCE_FIELDS` when the rows have them."""
+    success, distance = _summary_goal(summary)
+    return SUMMARY_FIELDS + (SUCCESS_FIELDS if success else ()) + (DISTANCE_FIELDS if distance else ())
+
+
+def _summary_goal(summary: Sequence[Mapping[str, Any]]) -> tuple[bool, bool]:
+    """(has success, has final distance) of summary rows."""
+    return (any("success_rate" in r for r in summary), any("final_distance_mean" in r for r in summary))
+
+
 def normalize(value: float, nominal_mean: float | None) -> float | None:
     """``value / nominal_mean``; None when the nominal mean is missing, NaN or <= 0."""
     if nominal_mean is None or not math.isfinite(nominal_mean) or nominal_mean <= 0:
@@ -127,12 +234,16 @@ def summarize(cells: Sequence[Mapping[str, Any]], episodes: Iterable[Mapping[str
         cells: cell rows (``cell``, ``kind``, ``param``, ``scale``, ``param2``, ``scale2``,
             ``perturbation``); the cell of kind ``nominal`` is the reference.
         episodes: episode records with ``cell``, ``seed``, ``return``, ``length`` and
-            ``terminated``.
+            ``terminated`` (and ``success`` / ``final_distance`` for goal-reaching envs).
 
     Returns:
-        Rows with the :data:`SUMMARY_FIELDS` (see :func:`cell_statistics`); a cell
-        without episodes (an interrupted evaluation) is left out.
+        Rows with the :data:`SUMMARY_FIELDS` (see :func:`cell_statistics`), plus the
+        :data:`SUCCESS_FIELDS` / :data:`DISTANCE_FIELDS` (:func:`goal_statistics`, over
+        the episodes that have the key) when any episode has ``success`` /
+        ``final_distance``; a cell without episodes (an interrupted evaluation) is left out.
     """
+    episodes = list(episodes)
+    has_success, has_distance = goal_fields(episodes)
     by_cell: dict[int, list[Mapping[str, Any]]] = {}
     for ep in episodes:
         by_cell.setdefault(int(ep["cell"]), []).append(ep)
@@ -147,13 +258,18 @@ def summarize(cells: Sequence[Mapping[str, Any]], episodes: Iterable[Mapping[str
             [e["seed"] for e in eps],
             [bool(e["terminated"]) for e in eps],
         )
-        rows.append({**{k: cell.get(k) for k in CELL_FIELDS}, **stats})
+        goal = goal_statistics(
+            [bool(e["success"]) for e in eps if "success" in e] if has_success else None,
+            [float(e["final_distance"]) for e in eps if "final_distance" in e] if has_distance else None,
+        )
+        rows.append({**{k: cell.get(k) for k in CELL_FIELDS}, **stats, **goal})
     nominal = nominal_row(rows)
     nominal_mean = nominal["mean"] if nominal else None
     for row in rows:
         row["normalized_mean"] = normalize(row["mean"], nominal_mean)
         row["normalized_min"] = normalize(row["min"], nominal_mean)
-    return [{k: row.get(k) for k in SUMMARY_FIELDS} for row in rows]
+    fields = SUMMARY_FIELDS + (SUCCESS_FIELDS if has_success else ()) + (DISTANCE_FIELDS if has_distance else ())
+    return [{k: row.get(k) for k in fields} for row in rows]
 
 
 def nominal_row(summary: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
@@ -204,15 +320,18 @@ def plot_name(param: str) -> str:
 
 
 def episode_csv_rows(episodes: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[dict]]:
-    """Columns and rows of ``episodes.csv``: :data:`EPISODE_FIELDS` then one
-    ``body_mass.<body>`` column per body (kg, in first-seen order)."""
+    """Columns and rows of ``episodes.csv``: :data:`EPISODE_FIELDS`, the
+    :data:`GOAL_EPISODE_FIELDS` that some episode has, then one ``body_mass.<body>``
+    column per body (kg, in first-seen order)."""
     bodies: dict[str, None] = {}
     for ep in episodes:
         bodies.update(dict.fromkeys(ep.get("body_mass") or {}))
-    fields = [*EPISODE_FIELDS, *(f"body_mass.{b}" for b in bodies)]
+    present = goal_fields(episodes)
+    goal = [k for k, has in zip(GOAL_EPISODE_FIELDS, present) if has]
+    fields = [*EPISODE_FIELDS, *goal, *(f"body_mass.{b}" for b in bodies)]
     rows = []
     for ep in episodes:
-        row = {k: ep.get(k) for k in EPISODE_FIELDS}
+        row = {k: ep.get(k) for k in (*EPISODE_FIELDS, *goal)}
         for body, mass in (ep.get("body_mass") or {}).items():
             row[f"body_mass.{body}"] = mass
         rows.append(row)
@@ -372,11 +491,40 @@ def std_text(row: Mapping[str, Any]) -> str:
     return "n/a" if row.get("n") == 1 else fmt(row["std"])
 
 
-def _table_cells(row: Mapping[str, Any], first: str) -> list[str]:
+def _pct(value: Any) -> str:
+    if value is None or not math.isfinite(float(value)):
+        return "-"
+    return f"{100 * float(value):.1f}"
+
+
+def goal_header(success: bool, distance: bool) -> list[str]:
+    """Table columns of the goal statistics: ``success``, ``95% CI`` (with ``success``),
+    ``final dist. (m)``, ``dist. std``, ``dist. median`` (with ``distance``)."""
+    return (["success", "95% CI"] if success else []) + (
+        ["final dist. (m)", "dist. std", "dist. median"] if distance else []
+    )
+
+
+def goal_cells(row: Mapping[str, Any], success: bool, distance: bool) -> list[str]:
+    """The :func:`goal_header` cells of a summary row: the success rate in percent
+    (``80.0%``), its Wilson 95% interval (``58.4-91.9%``), the final distance mean, std
+    (``n/a`` for one episode) and median in metres (3 decimals)."""
+    cells = []
+    if success:
+        rate, low, high = row.get("success_rate"), row.get("success_ci_low"), row.get("success_ci_high")
+        cells += [f"{_pct(rate)}%" if _pct(rate) != "-" else "-",
+                  f"{_pct(low)}-{_pct(high)}%" if _pct(low) != "-" else "-"]  # fmt: skip
+    if distance:
+        std = "n/a" if row.get("n") == 1 else fmt(row.get("final_distance_std"), 3)
+        cells += [fmt(row.get("final_distance_mean"), 3), std, fmt(row.get("final_distance_median"), 3)]
+    return cells
+
+
+def _table_cells(row: Mapping[str, Any], first: str, goal: tuple[bool, bool] = (False, False)) -> list[str]:
     return [
         first, str(row["n"]), fmt(row["mean"]), fmt(row["median"]), std_text(row),
         fmt(row["min"]), fmt(row["max"]), fmt(row["normalized_mean"], 3),
-        fmt(row["normalized_min"], 3), fmt(row["mean_length"]),
+        fmt(row["normalized_min"], 3), fmt(row["mean_length"]), *goal_cells(row, *goal),
     ]  # fmt: skip
 
 
@@ -386,26 +534,29 @@ def report_sections(
     """Tables of the report: (title, header, rows), one per swept parameter (nominal row
     first, marked) for ``mode == "sweep"``, one per scale of the first parameter for a
     2-D grid (``"grid"``), or a single table of every cell for a fixed evaluation
-    (``"fixed"``, or no mode)."""
+    (``"fixed"``, ``"nominal"``, or no mode). With goal statistics in the rows, every
+    table ends with the :func:`goal_header` columns."""
+    goal = _summary_goal(summary)
+    columns = [*_TABLE_HEADER, *goal_header(*goal)]
     nominal = nominal_row(summary)
-    nominal_cells = [_table_cells(nominal, "nominal (1)")] if nominal else []
+    nominal_cells = [_table_cells(nominal, "nominal (1)", goal)] if nominal else []
     sections = []
     if mode == "sweep":
         for param in params:
-            rows = [_table_cells(r, fmt_scale(r["scale"])) for r in _sweep_rows(summary, param)]
-            sections.append((param, list(_TABLE_HEADER), nominal_cells + rows))
+            rows = [_table_cells(r, fmt_scale(r["scale"]), goal) for r in _sweep_rows(summary, param)]
+            sections.append((param, list(columns), nominal_cells + rows))
     elif mode == "grid":
         a, b = params
         grid = [r for r in summary if r["kind"] == "grid"]
         for sa in sorted({float(r["scale"]) for r in grid}):
             line = sorted((r for r in grid if float(r["scale"]) == sa), key=lambda r: float(r["scale2"]))
-            header = [f"{b} scale", *_TABLE_HEADER[1:]]
-            sections.append((f"{a} x {sa:g}", header, [_table_cells(r, fmt_scale(r["scale2"])) for r in line]))
+            header = [f"{b} scale", *columns[1:]]
+            sections.append((f"{a} x {sa:g}", header, [_table_cells(r, fmt_scale(r["scale2"]), goal) for r in line]))
         if nominal:
-            sections.insert(0, ("nominal", ["cell", *_TABLE_HEADER[1:]], nominal_cells))
+            sections.insert(0, ("nominal", ["cell", *columns[1:]], nominal_cells))
     else:
-        header = ["cell", *_TABLE_HEADER[1:]]
-        sections.append(("cells", header, [_table_cells(r, cell_label(r)) for r in summary]))
+        header = ["cell", *columns[1:]]
+        sections.append(("cells", header, [_table_cells(r, cell_label(r), goal) for r in summary]))
     return sections
 
 
@@ -420,6 +571,8 @@ def overview(meta: Mapping[str, Any], summary: Sequence[Mapping[str, Any]]) -> l
     if meta.get("mode") == "fixed":
         pert = ", ".join(f"{k} x {v:g}" for k, v in (meta.get("fixed") or {}).items())
         items.append(("evaluation", f"fixed perturbation {pert} vs nominal"))
+    elif meta.get("mode") == "nominal":
+        items.append(("evaluation", "nominal env only (no perturbation)"))
     else:
         lo, hi = meta.get("perturb_range") or (None, None)
         what = "2-D grid of" if meta.get("mode") == "grid" else "sweep of"
@@ -449,7 +602,20 @@ def overview(meta: Mapping[str, Any], summary: Sequence[Mapping[str, Any]]) -> l
             f"{std_text(nominal)}, min {fmt(nominal['min'])}, max {fmt(nominal['max'])} "
             f"(n = {nominal['n']})",
         ))  # fmt: skip
-        if nominal["mean"] <= 0:
+        if nominal.get("success_rate") is not None:
+            items.append((
+                "nominal success",
+                f"{_pct(nominal['success_rate'])}% ({nominal['successes']} of {nominal['n']}; "
+                f"Wilson 95% CI {_pct(nominal['success_ci_low'])}-{_pct(nominal['success_ci_high'])}%)",
+            ))  # fmt: skip
+        if nominal.get("final_distance_mean") is not None:
+            std = "n/a" if nominal["n"] == 1 else fmt(nominal["final_distance_std"], 3)
+            items.append((
+                "nominal final distance",
+                f"mean {fmt(nominal['final_distance_mean'], 3)} m, std {std}, median "
+                f"{fmt(nominal['final_distance_median'], 3)}",
+            ))  # fmt: skip
+        if nominal["mean"] <= 0 and meta.get("mode") != "nominal":
             items.append(("note", "nominal mean return <= 0: returns are not normalised"))
     if meta.get("interrupted"):
         items.append(("note", "interrupted: this report holds the finished cells only"))
@@ -476,13 +642,19 @@ def render_markdown(meta: Mapping[str, Any], summary: Sequence[Mapping[str, Any]
     mode, params = meta.get("mode"), meta.get("params") or []
     out = [f"# Robustness report: {meta.get('run_name')}", ""]
     out += [f"- **{k}:** {v}" for k, v in overview(meta, summary)]
-    out += ["", "## Most damaging perturbation", "", damage_text(summary), ""]
-    out += [
-        "Statistics over every episode of every seed; std is the population std (ddof 0), n/a for one episode; "
-        "`/ nominal` divides by the nominal mean return. Cells at scale 1 are the nominal "
-        "model and repeat the nominal cell's episodes.",
-        "",
-    ]
+    if mode != "nominal":
+        out += ["", "## Most damaging perturbation", "", damage_text(summary)]
+    note = "Statistics over every episode of every seed; std is the population std (ddof 0), n/a for one episode"
+    if mode == "nominal":
+        note += "."
+    else:
+        note += (
+            "; `/ nominal` divides by the nominal mean return. Cells at scale 1 are the nominal "
+            "model and repeat the nominal cell's episodes."
+        )
+    out += ["", note, ""]
+    if any(_summary_goal(summary)):
+        out += [GOAL_NOTE, ""]
     for title, header, rows in report_sections(summary, mode, params):
         out += [f"## {title}", "", _md_table(header, rows), ""]
     if plots:
@@ -491,6 +663,13 @@ def render_markdown(meta: Mapping[str, Any], summary: Sequence[Mapping[str, Any]
         out.append("")
     return "\n".join(out)
 
+
+#: The explanation of the goal columns under the report's overview.
+GOAL_NOTE = (
+    "success: the share of episodes whose last step had `info['is_success']`, with its Wilson (1927) "
+    "95% score interval; final dist.: `info['distance']` at the last step (metres), mean, "
+    "population std and median."
+)
 
 # The shared report styles, plus the nominal row and the "most damaging" box.
 _CSS = (
@@ -515,8 +694,13 @@ def render_html(meta: Mapping[str, Any], summary: Sequence[Mapping[str, Any]], p
         value = value.strip("`") if key == "command" else value
         inner = f"<code>{esc(value)}</code>" if key == "command" else esc(value)
         parts.append(f"<dt>{esc(key)}</dt><dd>{inner}</dd>")
-    parts.append("</dl><h2>Most damaging perturbation</h2>")
-    parts.append(f'<p class="damage">{esc(damage_text(summary))}</p>')
+    if mode != "nominal":
+        parts.append("</dl><h2>Most damaging perturbation</h2>")
+        parts.append(f'<p class="damage">{esc(damage_text(summary))}</p>')
+    else:
+        parts.append("</dl>")
+    if any(_summary_goal(summary)):
+        parts.append(f"<p>{esc(GOAL_NOTE.replace('`', ''))}</p>")
     for section, header, rows in report_sections(summary, mode, params):
         parts.append(f"<h2>{esc(section)}</h2><table><tr>")
         parts += [f"<th>{esc(h)}</th>" for h in header]
@@ -546,15 +730,15 @@ def write_report(
     Args:
         out_dir: the report directory.
         meta: run and evaluation description: ``run_dir``, ``run_name``, ``env_id``,
-            ``algo``, ``checkpoint``, ``backend``, ``mode`` (``sweep``, ``grid`` or
-            ``fixed``), ``params``, ``perturb_range``, ``points``, ``fixed``, ``seeds``,
+            ``algo``, ``checkpoint``, ``backend``, ``mode`` (``sweep``, ``grid``,
+            ``fixed`` or ``nominal``), ``params``, ``perturb_range``, ``points``, ``fixed``, ``seeds``,
             ``episodes`` (per seed and cell), ``cells_total``, ``cells_finished``,
             ``cells_run`` (finished cells that were run, not repeats of nominal),
             ``episodes_run``, ``steps_run``, ``workers``, ``seconds``, ``interrupted``,
             ``created``, ``command`` (and anything else, stored in the JSON files).
         cells: every cell row of the evaluation (finished or not), nominal first.
         episodes: episode records of the finished cells (:data:`EPISODE_FIELDS`,
-            ``body_mass`` {body: kg}).
+            ``body_mass`` {body: kg}, optionally :data:`GOAL_EPISODE_FIELDS`).
 
     Returns:
         ``summary`` (rows, :func:`summarize`), ``most_damaging`` (a row or None) and
@@ -572,7 +756,7 @@ def write_report(
     files["episodes.json"] = runs.write_json(
         out / "episodes.json", jsonable({"meta": meta, "cells": cells, "episodes": episodes})
     )
-    _write_csv(out / "summary.csv", SUMMARY_FIELDS, summary)
+    _write_csv(out / "summary.csv", summary_fields(summary), summary)
     files["summary.csv"] = out / "summary.csv"
     nominal = nominal_row(summary)
     files["summary.json"] = runs.write_json(
