@@ -230,8 +230,13 @@ def test_build_grid_params_defaults_aliases_and_errors(fake_keys):
             ev.build_grid(FAKE_ENV_ID, "0.5-1.5", 3, None, grid, None)
     with pytest.raises(VisforeError, match="not both"):
         ev.build_grid(FAKE_ENV_ID, "0.5-1.5", 3, "gravity", "gravity,pole.mass", None)
-    with pytest.raises(VisforeError, match="--perturb"):
-        ev.build_grid(FAKE_ENV_ID, None, 3, None, None, None)
+    # no perturbation option: the nominal cell only (it used to be refused)
+    g = ev.build_grid(FAKE_ENV_ID, None, 3, None, None, None)
+    assert g.mode == "nominal" and [c.kind for c in g.cells] == ["nominal"] and g.params == ()
+    # --params / --grid without --perturb: still refused
+    for params, grid in (("gravity", None), (None, "gravity,pole.mass")):
+        with pytest.raises(VisforeError, match="--perturb"):
+            ev.build_grid(FAKE_ENV_ID, None, 3, params, grid, None)
     with pytest.raises(VisforeError, match="fixed"):
         ev.build_grid(FAKE_ENV_ID, "0.5-1.5", 3, None, None, {"gravity": 1.1})
 
@@ -533,7 +538,7 @@ def test_cli_fake_run_sweep_and_fixed(app, tmp_path, fake_cli):
         (["--perturb", "0.5-1.5", "--Ltorso", "1.2"], "fixed"),
         (["--set", "gravity=-1"], "--set"),
         (["--Ltorso", "1.2"], "valid: pole.length"),
-        ([], "--perturb"),
+        (["--params", "gravity"], "--perturb"),
     ],
 )
 def test_cli_bad_input_one_line_exit_2_nothing_written(app, tmp_path, fake_cli, args, needle):

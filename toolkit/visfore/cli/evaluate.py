@@ -1,5 +1,5 @@
-"""``visfore evaluate``: evaluate a trained policy under body-part perturbations and write
-a robustness report.
+"""``visfore evaluate``: evaluate a trained policy under body-part perturbations (or on the
+nominal env only) and write a robustness report.
 
 The options are :class:`visfore.rl.config.EvaluateConfig`; the pipeline is
 :func:`visfore.rl.evaluate.evaluate`. The body-part shortcuts ``--Ltorso 1.2`` ... (one per
@@ -56,8 +56,8 @@ def with_shortcuts(config: EvaluateConfig, values: dict[str, Any]) -> EvaluateCo
 @handle_errors
 @typer_command(EvaluateConfig, extra=SHORTCUTS)
 def evaluate_command(config: EvaluateConfig, **shortcuts: Any) -> None:
-    """Evaluate a trained policy under body-part perturbations and write a robustness report
-    (CSV, JSON, Markdown, HTML, plots)."""
+    """Evaluate a trained policy under body-part perturbations, or on the nominal env only
+    (no perturbation option), and write a report (CSV, JSON, Markdown, HTML, plots)."""
     from visfore.rl.evaluate import evaluate, print_summary
 
     print_summary(evaluate(with_shortcuts(config, shortcuts)))

@@ -274,8 +274,10 @@ BODY_PART_SHORTCUTS: dict[str, str] = {
 
 class EvaluateConfig(ConfigBase, command="evaluate"):
     """Every option of ``visfore evaluate``: evaluate the policy of a ``train-policy`` run
-    under body-part perturbations (1-D sweeps, a 2-D grid or one fixed perturbation) and
-    write a robustness report (CSV, JSON, Markdown, HTML, plots).
+    under body-part perturbations (1-D sweeps, a 2-D grid or one fixed perturbation), or
+    with none of those options on the nominal env only (any env), and write a report
+    (CSV, JSON, Markdown, HTML, plots); goal-reaching envs add the success rate and the
+    final distance.
 
     Episode ``k`` of evaluation seed ``s`` is reset from ``(s, k)`` in every cell
     (:mod:`visfore.core.seeding`): results do not depend on ``workers`` or ``ray``.
@@ -283,7 +285,10 @@ class EvaluateConfig(ConfigBase, command="evaluate"):
 
     run_dir: str = option(help="Policy run directory (visfore train-policy).", argument=True, metavar="RUN")
     perturb: Optional[tuple[float, float]] = option(
-        default=None, help="Range of scale factors LO-HI, e.g. 0.5-1.5 (sweeps).", parse=parse_range, metavar="LO-HI"
+        default=None,
+        help="Range of scale factors LO-HI, e.g. 0.5-1.5 (sweeps). Without it or --set: the nominal env only.",
+        parse=parse_range,
+        metavar="LO-HI",
     )
     points: int = option(
         default=11,

@@ -1,18 +1,24 @@
-"""``visfore evaluate``: robustness of a trained policy under morphology perturbations.
+"""``visfore evaluate``: robustness of a trained policy under morphology perturbations, or
+its performance on new episodes of the nominal env.
 
 Pipeline (:func:`evaluate`; the Typer command :func:`evaluate_command` is a thin wrapper):
 
 1. Validate every option and load the policy run (:func:`visfore.rl.policy_run.load_policy_run`)
    *before* anything is written; bad input is a :class:`~visfore.core.errors.VisforeError`
    (one line, exit 2, nothing on disk).
-2. Build the cells (:class:`Cell`) of one of three modes:
+2. Build the cells (:class:`Cell`) of one of four modes:
 
    - **sweep** (``--perturb LO-HI --points P [--params ...]``): for each parameter, P
      scale factors evenly spaced over [LO, HI] (``numpy.linspace``, rounded to 10
      decimals), the other parameters at 1;
    - **grid** (``--grid A,B``): the P x P combinations of the scales of A and B;
    - **fixed** (``--set key=value`` / the body-part shortcut options ``--Ltorso 1.2 ...``): a
-     single perturbed model.
+     single perturbed model;
+   - **nominal** (none of ``--perturb``, ``--params``, ``--grid``, ``--set`` / shortcuts):
+     the nominal cell only: the policy on new episodes of the env it was trained on. This
+     works for any env, also one that cannot be perturbed (``TargetHumanoid-v0``, the
+     reachers, a plain Gymnasium id); asking such an env for a perturbation is an error
+     naming it.
 
    Cell 0 is always the nominal model (no perturbation), the reference for normalising.
    A cell whose every scale is 1.0 *is* the nominal model: it is not run again but
@@ -25,7 +31,10 @@ Pipeline (:func:`evaluate`; the Typer command :func:`evaluate_command` is a thin
    process (``workers=1``) or on a ``spawn`` process pool whose workers each load the
    run once, or on Ray actors (``--ray``, :mod:`visfore.core.ray_backend`) that each load it
    once; results are put back in task order, so they are identical for any ``workers``
-   and on Ray.
+   and on Ray. When the last step's ``info`` has ``is_success`` / ``distance`` (the
+   goal-reaching envs), the episode records ``success`` and ``final_distance`` (metres),
+   and the report adds the success rate with its Wilson 95% interval and the final
+   distance mean / std / median per cell.
 4. Write the report (:mod:`visfore.reports.robustness_report`): raw episodes, per-cell summary,
    Markdown, self-contained HTML and PNG plots, into ``RUN/eval-<UTC time>/`` or ``--out``.
 
@@ -63,6 +72,8 @@ from visfore.reports.robustness_report import (
     damage_text,
     fmt,
     fmt_scale,
+    goal_cells,
+    goal_header,
     perturbation_of,
     std_text,
     write_report,
@@ -151,10 +162,10 @@ class EvalGrid:
     """The cells of an evaluation.
 
     Attributes:
-        mode: ``sweep``, ``grid`` or ``fixed``.
-        params: the swept keys (sweep), (A, B) (grid) or the fixed keys.
-        scales: the swept scale factors (empty for fixed).
-        cells: every cell, ``cells[0]`` the nominal one.
+        mode: ``sweep``, ``grid``, ``fixed`` or ``nominal``.
+        params: the swept keys (sweep), (A, B) (grid) or the fixed keys; empty for nominal.
+        scales: the swept scale factors (empty for fixed and nominal).
+        cells: every cell, ``cells[0]`` the nominal one (the only one for nominal).
     """
 
     mode: str
@@ -195,6 +206,11 @@ def grid_2d(a: str, b: str, scales: Sequence[float]) -> EvalGrid:
         for sb in scales:
             cells.append(Cell(len(cells), "grid", (a, b), (float(sa), float(sb))))
     return EvalGrid("grid", (a, b), tuple(scales), tuple(cells))
+
+
+def nominal_grid() -> EvalGrid:
+    """The nominal cell only (no perturbation)."""
+    return EvalGrid("nominal", (), (), (Cell(0, "nominal"),))
 
 
 def fixed_grid(perturbation: Mapping[str, float]) -> EvalGrid:
@@ -273,12 +289,15 @@ def build_grid(
     fixed: Mapping[str, float] | None,
 ) -> EvalGrid:
     """The cells of an evaluation from the command's options (see :func:`evaluate`);
-    ``perturb``, ``params`` and ``grid`` may also be their command-line strings.
+    ``perturb``, ``params`` and ``grid`` may also be their command-line strings. With
+    none of ``perturb``, ``params``, ``grid`` and ``fixed``: the nominal cell only
+    (:func:`nominal_grid`, any env).
 
     Raises:
         VisforeError: conflicting modes, a bad ``--perturb`` / ``--points``, unknown
             parameters (the message lists the valid ones), ``--grid`` not two distinct
-            parameters.
+            parameters, any perturbation option for an env that cannot be perturbed (the
+            message names it).
     """
     if fixed:
         if perturb is not None or params is not None or grid is not None:
@@ -291,6 +310,9 @@ def build_grid(
             raise VisforeError("the fixed values name the same parameter twice")
         return fixed_grid(dict(zip(keys, fixed.values())))
     if perturb is None:
+        if params is None and grid is None:
+            return nominal_grid()
+        _perturbation_keys(env_id)  # an env that cannot be perturbed: say so first
         raise VisforeError(
             "give --perturb LO-HI (e.g. 0.5-1.5) for a sweep, or fixed values with --set key=value / --Ltorso ..."
         )
@@ -350,7 +372,10 @@ def run_episodes(
         One record per episode: ``seed``, ``episode``, ``reset_seed``, ``return`` (sum of
         rewards, float), ``length`` (steps), ``terminated``, ``truncated``,
         ``applied_perturbation`` (``info["perturbation"]`` at reset, {} if absent) and
-        ``body_mass`` ({body: kg} from ``info["body_mass"]`` at reset, {} if absent).
+        ``body_mass`` ({body: kg} from ``info["body_mass"]`` at reset, {} if absent);
+        and only when the last step's ``info`` has them (goal-reaching envs), ``success``
+        (bool, its ``info["is_success"]``) and ``final_distance`` (float, its
+        ``info["distance"]``, metres).
 
     Raises:
         VisforeError: an episode ran :data:`MAX_EPISODE_STEPS` steps without ending.
@@ -376,16 +401,31 @@ def run_episodes(
                     raise VisforeError(
                         f"an episode ran {MAX_EPISODE_STEPS} steps without ending; the env needs a time limit"
                     )
-            records.append({
+            record = {
                 "seed": int(seed), "episode": k, "reset_seed": reset_seed, "return": total,
                 "length": length, "terminated": bool(terminated), "truncated": bool(truncated),
                 "applied_perturbation": applied, "body_mass": masses,
-            })  # fmt: skip
+            }  # fmt: skip
+            record.update(goal_outcome(info))
+            records.append(record)
             if on_episode is not None:
                 on_episode()
     finally:
         env.close()
     return records
+
+
+def goal_outcome(info: Mapping[str, Any]) -> dict[str, Any]:
+    """``success`` (bool of ``info["is_success"]``) and ``final_distance`` (float of
+    ``info["distance"]``, metres) of an episode's last step ``info``, each only when the
+    key is there ({} for envs without them, e.g. locomotion)."""
+    out: dict[str, Any] = {}
+    success, distance = np.asarray(info.get("is_success")), np.asarray(info.get("distance"))
+    if "is_success" in info and success.size == 1:
+        out["success"] = bool(success.item())
+    if "distance" in info and distance.size == 1:
+        out["final_distance"] = float(distance.item())
+    return out
 
 
 def check_env(run: Any, backend: str | None) -> None:
@@ -723,7 +763,7 @@ def _meta(
     run_config = dict(getattr(run, "config", None) or {})
     options = dict(run_config.get("options") or {})  # train-policy's resolved options
     env_kwargs = dict(getattr(run, "env_kwargs", None) or {})
-    sweep = eval_grid.mode != "fixed"
+    sweep = eval_grid.mode in ("sweep", "grid")
     perturb = parse_range(c.perturb) if sweep else None
     text: dict[str, str | None] = {"run_dir": str(ev.run_dir), "out": str(ev.report_dir), "workers": str(ev.workers)}
     if perturb is not None:  # a sweep
@@ -772,7 +812,8 @@ def evaluate(
     loader: Callable[[Any, str], Any] | None = None,
     **options: Any,
 ) -> dict[str, Any]:
-    """Evaluate the policy of ``run_dir`` on perturbed models and write a report.
+    """Evaluate the policy of ``run_dir`` on perturbed models (or, with no perturbation
+    option, on the nominal env only) and write a report.
 
     Args:
         config: the options (:class:`~visfore.rl.config.EvaluateConfig`); or give its
@@ -785,6 +826,8 @@ def evaluate(
             - ``params``: keys (aliases allowed), ``["all"]``, or None for every
               ``<part>.length`` and ``<part>.width`` key; ``grid``: two keys, a 2-D sweep;
             - ``fixed``: {key: scale}, one fixed perturbation instead of a sweep;
+            - none of ``perturb``, ``params``, ``grid``, ``fixed``: the nominal cell only
+              (``mode`` ``nominal``; any env, also one that cannot be perturbed);
             - ``seeds``: evaluation seeds (see :data:`SEEDING_SCHEME`); ``episodes`` per
               seed and cell (>= 1);
             - ``workers``: 1 = this process; N > 1 = N ``spawn`` processes (scripts need
@@ -801,7 +844,9 @@ def evaluate(
 
     Returns:
         ``report_dir``, ``files`` {name: path}, ``summary`` (rows, see
-        :func:`visfore.reports.robustness_report.summarize`), ``most_damaging`` (row or None),
+        :func:`visfore.reports.robustness_report.summarize`; with ``success_rate``,
+        ``success_ci_low`` / ``_high``, ``final_distance_mean`` ... for goal-reaching envs),
+        ``most_damaging`` (row or None),
         ``episodes`` (records), ``mode``, ``interrupted`` (always False on return),
         ``seconds`` (wall time of the episodes, s), ``meta``.
 
@@ -848,18 +893,22 @@ def evaluate(
 
 def print_summary(result: Mapping[str, Any], console: Any = None) -> None:
     """Print the summary as a rich table (param, scale, mean, median, std, min, max,
-    normalised) and the report path. The std of a cell with one episode is undefined and
-    shows as ``n/a``."""
+    normalised; for goal-reaching envs also success, its Wilson 95% CI and the final
+    distance mean, std and median) and the report path. The std of a cell with one
+    episode is undefined and shows as ``n/a``. A nominal-only evaluation names no most
+    damaging perturbation."""
     console = console or stdout_console()
     meta = result["meta"]
+    summary = result["summary"]
     table = Table(title=f"visfore evaluate: {meta['run_name']} on {meta['env_id']}")
     grid = meta["mode"] == "grid"
+    goal = (any("success_rate" in r for r in summary), any("final_distance_mean" in r for r in summary))
     # a 2-D grid shows one scale column per parameter, headed by its name
     for name in meta["params"] if grid else ("param", "scale"):
         table.add_column(name, no_wrap=True)
-    for name in ("mean", "median", "std", "min", "max", "normalised"):
+    for name in ("mean", "median", "std", "min", "max", "normalised", *goal_header(*goal)):
         table.add_column(name, justify="right")
-    for r in result["summary"]:
+    for r in summary:
         if grid:
             ids = ["nominal", "1"] if r["kind"] == "nominal" else [fmt_scale(r["scale"]), fmt_scale(r["scale2"])]
         elif r["kind"] == "fixed" and len(perturbation_of(r)) > 1:
@@ -869,10 +918,11 @@ def print_summary(result: Mapping[str, Any], console: Any = None) -> None:
         style = "italic" if r["kind"] == "nominal" else None
         table.add_row(
             *ids, fmt(r["mean"]), fmt(r["median"]), std_text(r), fmt(r["min"]),
-            fmt(r["max"]), fmt(r["normalized_mean"], 3), style=style,
+            fmt(r["max"]), fmt(r["normalized_mean"], 3), *goal_cells(r, *goal), style=style,
         )  # fmt: skip
     console.print(table)
-    console.print(f"most damaging: {damage_text(result['summary'])}", highlight=False)
+    if meta["mode"] != "nominal":
+        console.print(f"most damaging: {damage_text(summary)}", highlight=False)
     console.print(f"report: {result['report_dir']}/report.html", highlight=False, soft_wrap=True)
 
 
