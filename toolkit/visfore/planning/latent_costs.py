@@ -16,7 +16,9 @@ embedding at the final step):
 * :func:`keypoint_cost`: ``||k_t - k*||_2`` in metres, final or mean over steps, for key
   points read by the model's probe (:func:`probe_keypoints`) or by a translator from
   frames (:class:`visfore.planning.costs.Translator`);
-* :func:`weighted_sum`: ``sum_i w_i c_i`` over the terms of ``--cost``.
+* :func:`weighted_sum`: ``sum_i w_i c_i`` over the terms of ``--cost``;
+* :func:`latent_distances` / :func:`keypoint_distances`: the same distances per step
+  against one goal per sample (``visfore train-through-model``'s latent loss, differentiable).
 
 The probe (``train-model --probe keypoints``) is a read-out trained on the dataset's
 *states* (privileged labels, :mod:`visfore.data.labels`); a plan that uses it is
@@ -36,7 +38,9 @@ from visfore.core.errors import VisforeError
 
 __all__ = [
     "keypoint_cost",
+    "keypoint_distances",
     "latent_cost",
+    "latent_distances",
     "probe_keypoint_coords",
     "probe_keypoints",
     "select_steps",
@@ -179,3 +183,46 @@ def weighted_sum(terms: Mapping[str, Any], weights: Mapping[str, float]) -> Any:
         total = part if total is None else total + part
     assert total is not None
     return total
+
+
+def _per_sample_goal(values: Any, goal: Any, what: str) -> None:
+    if values.dim() != 3 or goal.dim() != 2 or goal.shape[0] != values.shape[0] or goal.shape[1] != values.shape[2]:
+        raise VisforeError(
+            f"{what} needs values (B, T, D) and goals (B, D), got {tuple(values.shape)} and {tuple(goal.shape)}"
+        )
+
+
+def latent_distances(features: Any, goal: Any) -> Any:
+    """Squared L2 distance of every imagined state's features to its sample's goal.
+
+    Args:
+        features: ``(B, T, F)`` float tensor (``model.imagine(..., decode=False)``).
+        goal: ``(B, F)`` float tensor, one goal per sample (``model.encode_goal(goals)``).
+
+    Returns:
+        ``(B, T)`` float32 ``sum_f (features[b, t, f] - goal[b, f])^2`` (the terms of
+        :func:`latent_cost`, per step); differentiable.
+
+    Raises:
+        VisforeError: shapes that do not match (one line).
+    """
+    _per_sample_goal(features, goal, "the latent distance")
+    return (features.float() - goal.float()[:, None]).square().sum(dim=-1)
+
+
+def keypoint_distances(keypoints: Any, goal: Any) -> Any:
+    """Euclidean distance of every step's key points to its sample's goal key points.
+
+    Args:
+        keypoints: ``(B, T, G)`` float tensor, metres.
+        goal: ``(B, G)`` float tensor, metres.
+
+    Returns:
+        ``(B, T)`` float32 ``||k_t - k*||_2`` (the terms of :func:`keypoint_cost`, per
+        step); differentiable (a zero distance has a zero gradient).
+
+    Raises:
+        VisforeError: shapes that do not match (one line).
+    """
+    _per_sample_goal(keypoints, goal, "the key-point distance")
+    return (keypoints.float() - goal.float()[:, None]).norm(dim=-1)
