@@ -452,6 +452,12 @@ class ThroughModelConfig(ConfigBase, command="train-through-model"):
     total, also on resume: above the iterations done it trains on to it (and
     ``config.yaml`` keeps the new target); at or below them nothing is trained and the run
     is only evaluated again, after one line saying so.
+
+    A latent model (``rssm``, ``jepa``) is trained through in latent space: the policy
+    is an MLP on ``[features, goal features, previous action]`` (``hidden`` wide,
+    ``policy_layers`` deep) and the loss is ``cost`` (:func:`parse_cost` terms ``latent``
+    and ``keypoints``); ``policy_net``, ``policy_frames``, ``mlp_size`` and
+    ``loss_scales`` are options of pixel models only.
     """
 
     model: Optional[str] = option(
@@ -467,7 +473,8 @@ class ThroughModelConfig(ConfigBase, command="train-through-model"):
         default=None, help="Dataset of start clips and goal frames (default: the model's training dataset)."
     )
     policy_net: Literal["cnn", "mlp"] = option(
-        default="cnn", help="cnn (strided convolutions) or mlp (on frames average-pooled to --mlp-size)."
+        default="cnn",
+        help="Pixel models: cnn (strided convolutions) or mlp (on frames average-pooled to --mlp-size); a latent model's policy is an MLP on its features (--policy-layers).",
     )
     policy_frames: int = option(default=1, help="F, the last F frames the policy sees (1 = the current frame only).")
     prev_action: bool = option(default=True, help="Feed the previous action (scaled to [-1, 1]) to the policy.")
@@ -476,6 +483,10 @@ class ThroughModelConfig(ConfigBase, command="train-through-model"):
         help="Fraction of the env's action half-range the policy may use, in (0, 1], like visfore plan --action-scale (keep the policy inside the actions the model was trained on).",
     )
     hidden: int = option(default=256, help="Width of the policy's hidden fully connected layer(s).")
+    policy_layers: int = option(
+        default=2,
+        help="Latent models: hidden layers (each --hidden wide) of the policy's MLP on the state's features, the goal's and the previous action.",
+    )
     mlp_size: int = option(default=16, help="The mlp policy sees frames average-pooled to this size x this size.")
     horizon: int = option(default=8, help="K, imagined steps per training rollout (>= 1).")
     iterations: Optional[int] = option(
@@ -489,9 +500,16 @@ class ThroughModelConfig(ConfigBase, command="train-through-model"):
     lr: float = option(default=1e-3, help="Adam learning rate.")
     action_penalty: float = option(default=1e-3, help="Weight of the mean squared action scaled to [-1, 1].")
     loss_steps: Literal["final", "all"] = option(
-        default="final", help="final (last imagined frame) or all (every frame, weights k / sum k)."
+        default="final",
+        help="final (the last imagined frame or latent state) or all (every step, weights k / sum k).",
     )
     loss_scales: int = option(default=3, help="Levels of the 2x average-pool pyramid the pixel MSE averages (>= 1).")
+    cost: Optional[str] = option(
+        default=None,
+        help="Latent models: the loss's cost terms with weights, as visfore plan --cost: latent (imagined features vs the goal image's, squared L2) and keypoints (the model's probe; state-supervised), e.g. latent=1,keypoints=0.5 (default latent).",
+        metavar="TERM[=W],...",
+    )
+    keypoint_weight: float = option(default=1.0, help="Weight of a keypoints term given without =W (per metre).")
     grad_clip: float = option(default=1.0, help="Gradient-norm clip (> 0).")
     val_every: int = option(default=50, help="Iterations between validations and checkpoints (>= 1).")
     val_batch: int = option(default=32, help="Start clips of the fixed validation batch.")

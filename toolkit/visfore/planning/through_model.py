@@ -44,6 +44,32 @@ the final imagined frame to the goal) decides ``checkpoints/best.pt``; next to i
 same seeding, success threshold and metrics as ``visfore plan``): the policy acts on the
 real frames ``obs["pixels"]`` and the goal frame ``env.unwrapped.render_goal()``.
 
+**Latent models** (``rssm``, ``jepa``: ``model.latent``, with ``features`` /
+``encode_goal`` / ``imagine``) are trained through in their latent space, the analytic
+gradients through the latent dynamics of DreamerV1 (Hafner et al. 2020, "Dream to
+Control", arXiv:1912.01603) with a goal in place of a reward:
+
+1. the same start clips and goal frames; the start state is ``init_state`` of the
+   context frames and actions, the goal is ``encode_goal`` of the goal frame (both
+   without gradients);
+2. at each of the ``K`` steps the policy (:class:`~visfore.planning.through_model_policy.LatentPolicyNet`,
+   an MLP of ``--policy-layers`` x ``--hidden``) maps ``[features(state), goal
+   features, previous action]`` to an action in the bounds (tanh scaling) and the frozen
+   model steps the latent once (``imagine(state, a (B, 1, A), decode=False)``, carrying
+   the ``LatentState``; no frame is decoded):
+   :class:`~visfore.planning.imagination.LatentImagination`;
+3. the loss (:func:`~visfore.planning.imagination.latent_goal_loss`) is ``--cost``
+   (``latent``: squared L2 of the features to the goal's, as ``visfore plan --cost
+   latent``; ``keypoints``: the distance in metres of the key points the model's probe
+   reads from both, *state-supervised*, so labelled in config.yaml, metrics.json and the
+   summary) at the final step or every step (``--loss-steps``), plus the action penalty.
+
+Validation: ``val_goal_cost`` (the final state's weighted cost) decides ``best.pt``;
+beside it ``val_goal_latent`` (and ``val_goal_keypoints``) and the start state's costs
+``val_start`` (the do-nothing baseline). In the real env the policy filters the real
+frames into the latent state each step
+(:class:`~visfore.planning.through_model_policy.LatentThroughModelPolicy`).
+
 **Run directory** ``--out``, or ``<out-dir>/train-policy-through-model-<name or UTC
 YYYYmmdd-HHMMSS>/`` (the prefix of the runs written before the command was renamed, so
 they load and resume alike)::
@@ -88,16 +114,23 @@ from visfore.core.trainer import (
 )
 from visfore.data.clips import load_clip_source
 from visfore.data.envs import resolve_env_id
-from visfore.planning.config import ThroughModelConfig
+from visfore.planning.config import STATE_SUPERVISED, ThroughModelConfig, cost_weights
 from visfore.planning.goal_reaching import (
     check_action_scale,
     evaluation_env_kwargs,
     make_goal_env,
     scale_action_box,
 )
-from visfore.planning.imagination import Imagination
+from visfore.planning.imagination import LATENT_LOSS_TERMS, Imagination, LatentImagination, is_latent_model
+from visfore.planning.latent_costs import probe_keypoint_coords
 from visfore.planning.through_model_evaluation import EPISODES_CSV, EVAL_DIR, _write_episodes_csv, evaluate_in_env
-from visfore.planning.through_model_policy import COMMAND, GoalPolicyNet, _read_run_config, load_through_model_policy
+from visfore.planning.through_model_policy import (
+    COMMAND,
+    GoalPolicyNet,
+    LatentPolicyNet,
+    _read_run_config,
+    load_through_model_policy,
+)
 from visfore.planning.through_model_training import (
     ThroughModelTask,
     _fit,
@@ -170,6 +203,10 @@ def validate_config(config: ThroughModelConfig) -> None:
     config.check_choices()  # model_checkpoint, policy_net, loss_steps
     _int_at_least("policy-frames", config.policy_frames, 1)
     _int_at_least("hidden", config.hidden, 1)
+    _int_at_least("policy-layers", config.policy_layers, 1)
+    _positive_float("keypoint-weight", config.keypoint_weight, allow_zero=True)
+    if config.cost is not None:
+        cost_weights(config.cost, keypoint_weight=config.keypoint_weight)  # the syntax and weights
     check_action_scale(config.action_scale)
     _int_at_least("mlp-size", config.mlp_size, 1)
     _int_at_least("horizon", config.horizon, 1)
@@ -282,6 +319,7 @@ def _prepare(config: ThroughModelConfig) -> _Setup:
     else:
         assert config.out is not None  # _resolve_resume sets it to the run directory
         run_dir = Path(config.out)
+    latent, weights, keypoint_coords, supervision = _latent_loss(config, mr)
     source = load_clip_source(ds)
     all_eps = list(range(source.num_episodes))
     train_eps = [e for e in mr.train_episodes if e < source.num_episodes] or all_eps
@@ -301,10 +339,58 @@ def _prepare(config: ThroughModelConfig) -> _Setup:
         run_dir=run_dir,
         train_sampler=_sampler(source, train_eps, mr.context, "training"),
         val_sampler=_sampler(source, val_eps, mr.context, "validation"),
-        imagination=Imagination(mr.model, mr.context),
+        imagination=LatentImagination(mr.model, mr.context, keypoint_coords)
+        if latent
+        else Imagination(mr.model, mr.context),
         train_episodes=len(train_eps),
         val_episodes=len(val_eps),
+        latent=latent,
+        weights=weights,
+        supervision=supervision,
     )
+
+
+def _latent_loss(config: ThroughModelConfig, mr: Any) -> tuple[bool, dict[str, float] | None, int | None, str]:
+    """``(latent, weights, keypoint_coords, supervision)`` of the model run: whether it is
+    imagined in latent space, the ``--cost`` weights (default ``latent``), ``G`` for a
+    keypoints term, and the supervision label (``state-supervised (...)`` when the loss
+    reads the probe). Pixel models: ``(False, None, None, "self-supervised")``.
+
+    Raises:
+        VisforeError: ``--cost`` with a pixel model, a pixels term with a latent model, a
+            keypoints term on a model without a probe, ``--policy-frames`` with a latent
+            model (one line each).
+    """
+    model = mr.model
+    where = f"the {mr.model_name} model of {mr.run_dir}"
+    if not is_latent_model(model):
+        if config.cost is not None:
+            raise VisforeError(
+                f"--cost is for latent models (rssm, jepa); {where} is a pixel model, trained through with the "
+                "pixel MSE (--loss-scales)"
+            )
+        return False, None, None, "self-supervised"
+    if config.policy_frames != 1:
+        raise VisforeError(
+            f"--policy-frames is for pixel models; {where} is a latent model, whose state already holds the history"
+        )
+    text = config.cost if config.cost is not None else "latent"
+    weights = cost_weights(text, keypoint_weight=config.keypoint_weight)
+    other = [t for t in weights if t not in LATENT_LOSS_TERMS]
+    if other:
+        raise VisforeError(
+            f"--cost {text}: {', '.join(other)} needs decoded frames; a latent model is trained through without "
+            f"decoding: use {' and/or '.join(LATENT_LOSS_TERMS)}"
+        )
+    if "keypoints" not in weights:
+        return True, weights, None, "self-supervised"
+    if int(getattr(model, "probe_dim", 0) or 0) < 1:
+        raise VisforeError(
+            f"--cost {text} needs a model with a probe (visfore train-model --probe keypoints); {where} has none"
+        )
+    layout = mr.probe if mr.probe is not None else (mr.config.get("probe") if isinstance(mr.config, dict) else None)
+    coords = probe_keypoint_coords(model, None, layout)
+    return True, weights, coords, f"{STATE_SUPERVISED} (keypoints cost through the model's probe)"
 
 
 def _check_env_actions(env_id: str, env_kwargs: Mapping[str, Any], size: tuple[int, int], action_dim: int) -> None:
@@ -325,6 +411,9 @@ def _check_env_actions(env_id: str, env_kwargs: Mapping[str, Any], size: tuple[i
 def _records(setup: _Setup) -> dict[str, dict[str, Any]]:
     """The ``model``, ``dataset`` and ``env`` records of config.yaml and metrics.json."""
     mr, ds, (H, W) = setup.mr, setup.ds, setup.image_size
+    latent: dict[str, Any] = {}
+    if setup.latent:
+        latent = {"latent": True, "feature_dim": int(mr.model.feature_dim), "probe": mr.probe is not None}
     return {
         "model": {
             "run_dir": str(Path(mr.run_dir).resolve()),
@@ -338,6 +427,7 @@ def _records(setup: _Setup) -> dict[str, dict[str, Any]]:
             "stochastic": mr.stochastic,
             "imagination": setup.imagination.mode,
             "parameters": int(sum(p.numel() for p in mr.model.parameters())),
+            **latent,
         },
         "dataset": {
             "path": str(Path(ds.path).resolve()),
@@ -352,11 +442,35 @@ def _records(setup: _Setup) -> dict[str, dict[str, Any]]:
     }
 
 
-def _write_run_config(setup: _Setup, net: GoalPolicyNet) -> None:
+def _loss_record(setup: _Setup) -> dict[str, str]:
+    """The ``loss`` record of config.yaml."""
+    config = setup.config
+    steps = "final" if config.loss_steps == "final" else "k/sum(k)-weighted"
+    action = {"action": f"{config.action_penalty} * mean((action scaled to [-1, 1])**2)"}
+    if not setup.latent:
+        return {
+            "pixel": f"MSE of the {steps} imagined frame(s) to the goal, averaged over "
+            f"{config.loss_scales} 2x avg-pool levels",
+            **action,
+        }
+    weights = setup.weights or {}
+    out = {"cost": ",".join(f"{k}={v:g}" for k, v in weights.items())}
+    if "latent" in weights:
+        out["latent"] = (
+            f"{weights['latent']:g} * squared L2 of the {steps} imagined state's features to encode_goal(goal)"
+        )
+    if "keypoints" in weights:
+        out["keypoints"] = (
+            f"{weights['keypoints']:g} * distance (m) of the probe's key points of the {steps} imagined state's "
+            f"features to those of encode_goal(goal) ({STATE_SUPERVISED})"
+        )
+    return {**out, **action}
+
+
+def _write_run_config(setup: _Setup, net: GoalPolicyNet | LatentPolicyNet) -> None:
     """Create the run directory and write its ``config.yaml`` (a new run only)."""
     config = setup.config
     runs.create_run_dir(setup.run_dir)
-    pixel = "final" if config.loss_steps == "final" else "k/sum(k)-weighted"
     runs.write_config(
         setup.run_dir,
         {
@@ -370,11 +484,8 @@ def _write_run_config(setup: _Setup, net: GoalPolicyNet) -> None:
             **_records(setup),
             "policy": net.config(),
             "policy_parameters": int(sum(p.numel() for p in net.parameters())),
-            "loss": {
-                "pixel": f"MSE of the {pixel} imagined frame(s) to the goal, averaged over "
-                f"{config.loss_scales} 2x avg-pool levels",
-                "action": f"{config.action_penalty} * mean((action scaled to [-1, 1])**2)",
-            },
+            "loss": _loss_record(setup),
+            **({"supervision": setup.supervision} if setup.latent else {}),
             "seeding": "policy init: torch.manual_seed(seed); batch i: numpy.random.default_rng([seed, 0, i]); "
             "validation batch: default_rng([seed, 1, 0]); eval episode k: SeedSequence([eval_seed, k])",
             "runtime": {
@@ -422,6 +533,28 @@ def _metrics(
 ) -> dict[str, Any]:
     """The content of ``metrics.json`` (see :func:`train_through_model`)."""
     config, validation, iteration = setup.config, state.extra["validation"], state.global_step
+    best = state.best if math.isfinite(state.best) else None
+    if setup.latent:
+        start = task.val_start or {}
+        measures: dict[str, Any] = {
+            "supervision": setup.supervision,
+            "cost": setup.weights,
+            "val_start": start,
+            "val_start_latent": start.get("latent"),
+            "best_val_goal_cost": best,
+            "best_iteration": best_iteration(validation, "goal_cost"),
+            "final_val_goal_cost": validation["goal_cost"][-1],
+            "final_val_goal_latent": validation["goal_latent"][-1],
+        }
+        if "goal_keypoints" in validation:
+            measures["final_val_goal_keypoints"] = validation["goal_keypoints"][-1]
+    else:
+        measures = {
+            "val_start_mse": task.val_start_mse,
+            "best_val_goal_mse": best,
+            "best_iteration": best_iteration(validation),
+            "final_val_goal_mse": validation["goal_mse"][-1],
+        }
     return {
         "command": COMMAND,
         "run_dir": str(setup.run_dir),
@@ -432,10 +565,7 @@ def _metrics(
         "wall_seconds": wall_seconds,
         "horizon": config.horizon,
         "batch_size": config.batch_size,
-        "val_start_mse": task.val_start_mse,
-        "best_val_goal_mse": state.best if math.isfinite(state.best) else None,
-        "best_iteration": best_iteration(validation),
-        "final_val_goal_mse": validation["goal_mse"][-1],
+        **measures,
         "validation": validation,
         "loss_curve": state.extra["curve"],
         **_records(setup),
@@ -467,7 +597,13 @@ def train_through_model(config: ThroughModelConfig) -> dict[str, Any]:
         ``goal_mse``, ``loss`` every ``val_every``), ``val_start_mse``,
         ``best_val_goal_mse`` / ``best_iteration``, ``eval`` (the summary of
         :func:`visfore.planning.goal_reaching.summarize_goal_episodes` for the policy, or None),
-        ``model`` and ``env`` records, ``session``, ``run_dir``.
+        ``model`` and ``env`` records, ``session``, ``run_dir``. For a latent model the
+        curve has ``latent``, ``final_latent`` (``keypoints``, ``final_keypoints``),
+        ``goal_cost`` and ``action``; the validation ``goal_cost``, ``goal_latent``
+        (``goal_keypoints``) and ``loss``; in place of the ``*_mse`` entries come
+        ``val_start`` (the start states' costs), ``val_start_latent``,
+        ``best_val_goal_cost`` / ``best_iteration``, ``final_val_goal_cost``,
+        ``final_val_goal_latent``, and ``supervision`` / ``cost``.
 
     Raises:
         VisforeError: bad options, not a model run, an unusable dataset or env -- all before
@@ -485,17 +621,29 @@ def _train(config: ThroughModelConfig) -> dict[str, Any]:
     setup = _prepare(config)
     config = setup.config
     torch.manual_seed(int(config.seed))
-    net = GoalPolicyNet(
-        net=config.policy_net,
-        image_size=setup.image_size,
-        action_dim=setup.mr.action_dim,
-        action_low=setup.low,
-        action_high=setup.high,
-        frames=config.policy_frames,
-        prev_action=config.prev_action,
-        hidden=config.hidden,
-        mlp_size=config.mlp_size,
-    ).to(setup.device)
+    net: GoalPolicyNet | LatentPolicyNet
+    if setup.latent:
+        net = LatentPolicyNet(
+            feature_dim=int(setup.mr.model.feature_dim),
+            action_dim=setup.mr.action_dim,
+            action_low=setup.low,
+            action_high=setup.high,
+            prev_action=config.prev_action,
+            hidden=config.hidden,
+            layers=config.policy_layers,
+        ).to(setup.device)
+    else:
+        net = GoalPolicyNet(
+            net=config.policy_net,
+            image_size=setup.image_size,
+            action_dim=setup.mr.action_dim,
+            action_low=setup.low,
+            action_high=setup.high,
+            frames=config.policy_frames,
+            prev_action=config.prev_action,
+            hidden=config.hidden,
+            mlp_size=config.mlp_size,
+        ).to(setup.device)
     optimizer = torch.optim.Adam(net.parameters(), lr=float(config.lr))
     state = _initial_state(setup, net, optimizer)
     net.train()

@@ -23,7 +23,7 @@ from visfore.planning.goal_reaching import (
     run_goal_episodes,
     summarize_goal_episodes,
 )
-from visfore.planning.through_model_policy import ThroughModelPolicy
+from visfore.planning.through_model_policy import LatentThroughModelPolicy, ThroughModelPolicy
 
 __all__ = [
     "evaluate_in_env",
@@ -37,7 +37,7 @@ EXTRA_THRESHOLDS = (0.05,)
 
 
 def evaluate_in_env(
-    policy: ThroughModelPolicy,
+    policy: ThroughModelPolicy | LatentThroughModelPolicy,
     env_id: str,
     env_kwargs: Mapping[str, Any] | None,
     size: Sequence[int],
@@ -86,21 +86,36 @@ def _write_episodes_csv(path: Path, episodes: Sequence[Any]) -> None:
     runs.atomic_write_text(path, buf.getvalue())
 
 
+def _num(x: Any) -> str:
+    return "-" if x is None else f"{float(x):.5f}"
+
+
 def print_summary(metrics: Mapping[str, Any], console: Any = None) -> None:
     """Print the training result and the real-env evaluation as a rich table."""
     console = console or stdout_console()
     spi = metrics.get("seconds_per_iteration")
-    console.print(
-        f"{metrics['iterations']} iterations in {metrics['train_seconds']:.0f} s"
-        + (f" ({spi:.2f} s/iteration)" if spi else "")
-        + f"; imagined goal MSE {metrics['final_val_goal_mse']:.5f} (best {metrics['best_val_goal_mse']:.5f} at "
-        f"{metrics['best_iteration']}; start frame {metrics['val_start_mse']:.5f}); run: {metrics['run_dir']}"
+    head = f"{metrics['iterations']} iterations in {metrics['train_seconds']:.0f} s" + (
+        f" ({spi:.2f} s/iteration)" if spi else ""
     )
+    if "final_val_goal_cost" in metrics:  # a latent model
+        start = metrics.get("val_start") or {}
+        console.print(
+            f"{head}; imagined goal cost {metrics['final_val_goal_cost']:.5f} (best "
+            f"{_num(metrics.get('best_val_goal_cost'))} at {metrics['best_iteration']}; start state "
+            f"{_num(start.get('goal_cost'))}), latent distance {metrics['final_val_goal_latent']:.5f} (start "
+            f"{_num(start.get('latent'))}); {metrics.get('supervision', 'self-supervised')}; run: {metrics['run_dir']}"
+        )
+    else:
+        console.print(
+            f"{head}; imagined goal MSE {metrics['final_val_goal_mse']:.5f} (best {metrics['best_val_goal_mse']:.5f} at "
+            f"{metrics['best_iteration']}; start frame {metrics['val_start_mse']:.5f}); run: {metrics['run_dir']}"
+        )
     ev = metrics.get("eval")
     if not ev:
         return
     s = ev["summary"]
-    table = Table(title=f"through-model policy on {metrics['env']['id']}: {s['n']} episodes (seed {ev['seed']})")
+    label = " (state-supervised)" if str(metrics.get("supervision", "")).startswith("state-supervised") else ""
+    table = Table(title=f"through-model policy{label} on {metrics['env']['id']}: {s['n']} episodes (seed {ev['seed']})")
     for col in (
         "success",
         "success@0.05",

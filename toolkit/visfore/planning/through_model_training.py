@@ -5,6 +5,11 @@ batches of start clips and goal frames drawn from the model's dataset
 checkpoints), the callbacks (validating checkpointer, progress bar) and the resumable
 loop (:func:`_initial_state`, :func:`_fit`). The pipeline that prepares a run and calls it
 is :func:`visfore.planning.through_model.train_through_model`.
+
+A pixel model's validation measure is ``goal_mse`` (the final imagined frame's MSE to the
+goal); a latent model's (``setup.latent``) is ``goal_cost``, the final imagined state's
+weighted cost (``--cost``) to the goal, with ``goal_latent`` (and ``goal_keypoints``)
+beside it (:func:`visfore.planning.imagination.latent_goal_loss`).
 """
 
 from __future__ import annotations
@@ -35,11 +40,12 @@ from visfore.core.trainer import (
     TrainTask,
 )
 from visfore.planning.config import ThroughModelConfig
-from visfore.planning.imagination import Imagination, goal_loss
+from visfore.planning.imagination import Imagination, LatentImagination, goal_loss, latent_goal_loss, latent_start_cost
 from visfore.planning.through_model_policy import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
     GoalPolicyNet,
+    LatentPolicyNet,
     _net_from_state,
     _to_float,
 )
@@ -146,9 +152,33 @@ class _Setup:
     run_dir: Path
     train_sampler: _StartGoalSampler
     val_sampler: _StartGoalSampler
-    imagination: Imagination
+    imagination: Imagination | LatentImagination
     train_episodes: int
     val_episodes: int
+    latent: bool = False  # imagined in latent space (a LatentImagination)
+    weights: dict[str, float] | None = None  # latent: the --cost terms and weights
+    supervision: str = "self-supervised"  # "state-supervised (...)" when the loss reads the probe
+
+    @property
+    def metric(self) -> str:
+        """The validation measure: ``goal_mse`` (pixel models) or ``goal_cost`` (latent)."""
+        return "goal_cost" if self.latent else "goal_mse"
+
+    @property
+    def curve_keys(self) -> tuple[str, ...]:
+        """The per-iteration parts of the loss curve (besides ``iteration`` and ``loss``)."""
+        if not self.latent:
+            return ("pixel", "final_mse", "action")
+        kp = ("keypoints", "final_keypoints") if "keypoints" in (self.weights or {}) else ()
+        return ("latent", "final_latent", *kp, "goal_cost", "action")
+
+    @property
+    def validation_keys(self) -> tuple[str, ...]:
+        """The validation history's measures (besides ``iteration`` and ``loss``)."""
+        if not self.latent:
+            return ("goal_mse",)
+        kp = ("goal_keypoints",) if "keypoints" in (self.weights or {}) else ()
+        return ("goal_cost", "goal_latent", *kp)
 
 
 class ThroughModelTask(TrainTask):
@@ -167,8 +197,11 @@ class ThroughModelTask(TrainTask):
         writer: a TensorBoard ``SummaryWriter`` (for ``val/goal_mse``).
     """
 
-    def __init__(self, setup: _Setup, net: GoalPolicyNet, optimizer: torch.optim.Optimizer, writer: Any) -> None:
+    def __init__(
+        self, setup: _Setup, net: GoalPolicyNet | LatentPolicyNet, optimizer: torch.optim.Optimizer, writer: Any
+    ) -> None:
         self.setup, self.config, self.net, self.optimizer, self.writer = setup, setup.config, net, optimizer, writer
+        self.metric = setup.metric
         self.total = total_iterations(self.config)
         frames_v, actions_v, goals_v = setup.val_sampler.sample(
             batch_rng(self.config.seed, 0, stream=1), self.config.val_batch
@@ -181,6 +214,14 @@ class ThroughModelTask(TrainTask):
         )
         #: MSE of the validation start frames to their goals (the do-nothing baseline).
         self.val_start_mse = float((self.val_batch[0][:, -1] - self.val_batch[2]).pow(2).mean())
+        #: latent models: the costs of the validation start states to their goals
+        #: (``latent``, ``keypoints``, ``goal_cost``; the do-nothing baseline), else None.
+        self.val_start: dict[str, float] | None = None
+        if isinstance(setup.imagination, LatentImagination):
+            imagination = setup.imagination
+            with sample_seed(self.config.seed if setup.mr.stochastic else None, device):
+                _, start, goal = imagination.begin(*self.val_batch)
+            self.val_start = latent_start_cost(start, goal, self._weights(), self._keypoints())
 
     # -- the blocks -----------------------------------------------------------------------
     def block_end(self, start: int) -> int:
@@ -202,13 +243,31 @@ class ThroughModelTask(TrainTask):
         return range(start, self.block_end(start))
 
     # -- one iteration --------------------------------------------------------------------
+    def _weights(self) -> dict[str, float]:
+        return dict(self.setup.weights or {"latent": 1.0})
+
+    def _keypoints(self) -> Any:
+        imagination = self.setup.imagination
+        if isinstance(imagination, LatentImagination) and imagination.keypoint_coords:
+            return imagination.keypoints
+        return None
+
     def _loss(
         self, frames0: torch.Tensor, actions0: torch.Tensor, goal: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, float]]:
         c = self.config
-        preds, acts = self.setup.imagination.rollout(
-            self.net, frames0, actions0, goal, c.horizon, frames=c.policy_frames
-        )
+        imagination = self.setup.imagination
+        if isinstance(imagination, LatentImagination):
+            rollout = imagination.rollout(self.net, frames0, actions0, goal, c.horizon)
+            return latent_goal_loss(
+                rollout,
+                self.net.scale_action(rollout.actions),
+                weights=self._weights(),
+                steps=c.loss_steps,
+                action_penalty=c.action_penalty,
+                keypoints=self._keypoints(),
+            )
+        preds, acts = imagination.rollout(self.net, frames0, actions0, goal, c.horizon, frames=c.policy_frames)
         return goal_loss(
             preds,
             goal,
@@ -232,26 +291,41 @@ class ThroughModelTask(TrainTask):
         curve = state.extra["curve"]
         curve["iteration"].append(iteration + 1)
         curve["loss"].append(value)
-        for key in ("pixel", "final_mse", "action"):
+        for key in self.setup.curve_keys:
             curve[key].append(parts[key])
-        return StepResult(loss=value, samples=int(c.batch_size), scalars={"train/final_mse": parts["final_mse"]})
+        if self.setup.latent:
+            scalars = {"train/final_latent": parts["final_latent"], "train/goal_cost": parts["goal_cost"]}
+        else:
+            scalars = {"train/final_mse": parts["final_mse"]}
+        return StepResult(loss=value, samples=int(c.batch_size), scalars=scalars)
 
     # -- validation and checkpoints ---------------------------------------------------------
     def validate(self, state: TrainState) -> dict[str, float]:
         """Imagine the fixed validation batch (no gradients) at ``state.global_step``;
         appends to ``state.extra["validation"]`` and returns ``val_goal_mse`` (full-resolution
-        MSE of the final imagined frame to the goal) and ``val_loss``."""
+        MSE of the final imagined frame to the goal) and ``val_loss`` -- for a latent model
+        ``val_goal_cost`` (the final imagined state's weighted cost), ``val_goal_latent``
+        (its latent distance), ``val_goal_keypoints`` (with a keypoints term) and
+        ``val_loss``."""
         self.net.eval()
         with torch.no_grad(), sample_seed(self.config.seed if self.setup.mr.stochastic else None, self.setup.device):
             loss, parts = self._loss(*self.val_batch)
         self.net.train()
+        if self.setup.latent:
+            measures = {"goal_cost": parts["goal_cost"], "goal_latent": parts["final_latent"]}
+            if "final_keypoints" in parts:
+                measures["goal_keypoints"] = parts["final_keypoints"]
+        else:
+            measures = {"goal_mse": parts["final_mse"]}
         validation = state.extra["validation"]
         validation["iteration"].append(state.global_step)
-        validation["goal_mse"].append(parts["final_mse"])
+        for key, value in measures.items():
+            validation[key].append(value)
         validation["loss"].append(float(loss))
         if self.writer is not None:
-            self.writer.add_scalar("val/goal_mse", parts["final_mse"], state.global_step)
-        return {"val_goal_mse": parts["final_mse"], "val_loss": float(loss)}
+            for key, value in measures.items():
+                self.writer.add_scalar(f"val/{key}", value, state.global_step)
+        return {**{f"val_{k}": v for k, v in measures.items()}, "val_loss": float(loss)}
 
     def end_epoch(self, state: TrainState) -> dict[str, Any]:
         return self.validate(state)
@@ -266,8 +340,8 @@ class ThroughModelTask(TrainTask):
             "iteration": state.global_step,
             "train_seconds": state.train_seconds,
             "history": history,
-            "best_val_goal_mse": state.best if math.isfinite(state.best) else None,
-            "best_iteration": best_iteration(state.extra["validation"]),
+            f"best_val_{self.metric}": state.best if math.isfinite(state.best) else None,
+            "best_iteration": best_iteration(state.extra["validation"], self.metric),
             "rng": {"torch": torch.get_rng_state()},
             "config": _json_safe(self.config.to_dict()),
         }
@@ -275,9 +349,10 @@ class ThroughModelTask(TrainTask):
             runs.save_checkpoint(path, checkpoint)
 
 
-def best_iteration(validation: Mapping[str, Sequence[float]]) -> int | None:
-    """The iteration of the lowest validation goal MSE (the first one on ties), or None."""
-    values = list(validation.get("goal_mse") or [])
+def best_iteration(validation: Mapping[str, Sequence[float]], metric: str = "goal_mse") -> int | None:
+    """The iteration of the lowest validation ``metric`` (goal MSE; the first one on ties),
+    or None."""
+    values = list(validation.get(metric) or [])
     if not values:
         return None
     return int(validation["iteration"][int(np.argmin(values))])
@@ -292,8 +367,8 @@ class _ValidatingCheckpointer(Checkpointer):
         """Validate at ``state.global_step``; save ``last`` (and ``best`` on a new best)."""
         record: dict[str, Any] = task.validate(state)
         paths = [self.last]
-        if record["val_goal_mse"] < state.best:
-            state.best = float(record["val_goal_mse"])
+        if record[f"val_{task.metric}"] < state.best:
+            state.best = float(record[f"val_{task.metric}"])
             record["improved"] = True
             if self.best is not None:
                 paths.append(Path(self.best))
@@ -308,8 +383,8 @@ class _ValidatingCheckpointer(Checkpointer):
 class _IterationBar(Callback):
     """The progress bar: iterations done of the target, the loss, the last validation."""
 
-    def __init__(self, console: Any, enabled: bool, total: int | None) -> None:
-        self.console, self.enabled, self.total = console, enabled, total
+    def __init__(self, console: Any, enabled: bool, total: int | None, metric: str = "goal_mse") -> None:
+        self.console, self.enabled, self.total, self.metric = console, enabled, total, metric
         self.bar: Any = NoProgress(console)
         self.task_id: Any = 0
 
@@ -320,35 +395,37 @@ class _IterationBar(Callback):
                 BarColumn(),
                 MofNCompleteColumn(),
                 TextColumn("loss {task.fields[loss]:.5f}"),
-                TextColumn("val goal MSE {task.fields[val]:.5f}"),
+                TextColumn(
+                    ("val goal MSE" if self.metric == "goal_mse" else "val goal cost") + " {task.fields[val]:.5f}"
+                ),
                 TimeElapsedColumn(),
                 console=self.console,
             )
         return self.bar
 
     def on_train_start(self, trainer: Trainer, state: TrainState) -> None:
-        goal_mse = state.extra["validation"]["goal_mse"]
+        goal = state.extra["validation"][self.metric]
         self.task_id = self.bar.add_task(
             "train",
             total=self.total,
             completed=state.global_step,
             loss=math.nan,
-            val=goal_mse[-1] if goal_mse else math.nan,
+            val=goal[-1] if goal else math.nan,
         )
 
     def on_step_end(self, trainer: Trainer, state: TrainState, result: StepResult) -> None:
         self.bar.update(
-            self.task_id, completed=state.global_step, loss=result.loss, val=state.extra["validation"]["goal_mse"][-1]
+            self.task_id, completed=state.global_step, loss=result.loss, val=state.extra["validation"][self.metric][-1]
         )
 
 
-def _initial_state(setup: _Setup, net: GoalPolicyNet, optimizer: torch.optim.Optimizer) -> TrainState:
+def _initial_state(setup: _Setup, net: GoalPolicyNet | LatentPolicyNet, optimizer: torch.optim.Optimizer) -> TrainState:
     """A fresh :class:`TrainState`, or (``--resume``) the one of ``checkpoints/last.pt``
     with the policy, the optimiser and torch's RNG restored. Every checkpoint is taken at
     a validated iteration, so a resumed run starts a new block there (``epoch_step`` 0)."""
     empty: dict[str, dict[str, list[float]]] = {
-        "curve": {"iteration": [], "loss": [], "pixel": [], "final_mse": [], "action": []},
-        "validation": {"iteration": [], "goal_mse": [], "loss": []},
+        "curve": {"iteration": [], "loss": [], **{k: [] for k in setup.curve_keys}},
+        "validation": {"iteration": [], **{k: [] for k in setup.validation_keys}, "loss": []},
     }
     if setup.saved is None:
         return TrainState(extra=empty)
@@ -360,7 +437,7 @@ def _initial_state(setup: _Setup, net: GoalPolicyNet, optimizer: torch.optim.Opt
         torch.set_rng_state(ckpt["rng"]["torch"].cpu())
     history = ckpt["history"]
     validation = {k: list(v) for k, v in history["validation"].items()}
-    best = ckpt.get("best_val_goal_mse")
+    best = ckpt.get(f"best_val_{setup.metric}")
     return TrainState(
         epoch=max(0, len(validation["iteration"]) - 1),
         global_step=int(ckpt["iteration"]),
@@ -431,7 +508,7 @@ def _fit(setup: _Setup, task: ThroughModelTask, state: TrainState, writer: Any, 
     """
     config = setup.config
     checkpointer = _ValidatingCheckpointer(
-        runs.last_checkpoint_path(setup.run_dir), runs.best_checkpoint_path(setup.run_dir), monitor="val_goal_mse"
+        runs.last_checkpoint_path(setup.run_dir), runs.best_checkpoint_path(setup.run_dir), monitor=f"val_{task.metric}"
     )
     _resume_target(setup, task, state)
     if not state.extra["validation"]["iteration"]:
@@ -442,7 +519,7 @@ def _fit(setup: _Setup, task: ThroughModelTask, state: TrainState, writer: Any, 
         TimeBudget(config.time_budget),
         TensorBoardLogger(writer),
         checkpointer,
-        _IterationBar(console, config.progress, task.total),
+        _IterationBar(console, config.progress, task.total, task.metric),
     ]
     trainer = Trainer(task, epochs=state.epoch + task.blocks_left(state.global_step), callbacks=callbacks)
     try:
