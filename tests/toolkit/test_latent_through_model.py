@@ -368,6 +368,11 @@ def test_keypoint_cost_is_labelled_state_supervised_and_latent_alone_is_not(late
     np.testing.assert_allclose(v["goal_cost"], np.add(v["goal_latent"], np.multiply(0.5, v["goal_keypoints"])))
     assert {"keypoints", "final_keypoints"} <= set(kp["loss_curve"])
     assert load_through_model_policy(kp["run_dir"]).supervision.startswith("state-supervised")
+    # plan labels the controller by what it used
+    from visfore.planning.plan import load_through_model_controller
+
+    assert load_through_model_controller(kp["run_dir"]).name == "through-model-state-supervised"
+    assert load_through_model_controller(plain["run_dir"]).name == "through-model"
 
 
 @pytest.mark.parametrize(

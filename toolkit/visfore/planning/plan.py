@@ -234,6 +234,9 @@ def load_through_model_controller(run: str | Path, device: Any = None) -> Any:
     controller = load_through_model_policy(run, device=device)
     if not getattr(controller, "name", None):
         controller.name = "through-model"
+    # a latent policy trained through the probe's key points used privileged state labels
+    if str(getattr(controller, "supervision", "")).startswith("state-supervised"):
+        controller.name = f"{controller.name}-state-supervised"
     return controller
 
 
