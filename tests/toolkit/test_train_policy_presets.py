@@ -105,6 +105,8 @@ def test_sac_yml_parses_and_has_the_visfore_header():
     text = Path(zoo.__file__).with_name("hyperparams").joinpath("sac.yml").read_text()
     assert "visfore's own file" in text and "env_kwargs" in text and "HerReplayBuffer" in text
     assert "visfore" in zoo.hyperparams_source("sac") and "rl-baselines3-zoo" in zoo.hyperparams_source("td3")
+    assert "rl-baselines3-zoo" in zoo.hyperparams_source("ppo", "Hopper-v4")
+    assert "visfore's entry TargetHumanoid-v0" in zoo.hyperparams_source("ppo", "TargetHumanoid-v0")
 
 
 # -- hindsight experience replay -------------------------------------------------------------

@@ -927,7 +927,7 @@ def _config_record(plan: _Plan) -> dict[str, Any]:
         "algo": c.algo,
         "policy": plan.policy,
         "hyperparameters": {
-            "source": hyperparams_source(plan.algo) if hyper.zoo_key else "stable-baselines3 defaults",
+            "source": hyperparams_source(plan.algo, hyper.zoo_key) if hyper.zoo_key else "stable-baselines3 defaults",
             "zoo_key": hyper.zoo_key,
             "selected_by": hyper.selected,
             "env_kwargs": hyper.env_kwargs,

@@ -347,10 +347,17 @@ def hyperparams_file(algo: str) -> str:
     return f"hyperparams/{algo}.yml"
 
 
-def hyperparams_source(algo: str) -> str:
+def hyperparams_source(algo: str, key: str | None = None) -> str:
     """Where the entries of ``hyperparams/<algo>.yml`` come from (config.yaml's
-    ``hyperparameters.source``)."""
-    return OWN_SOURCES.get(algo) or ZOO_SOURCE.format(algo=algo)
+    ``hyperparameters.source``); with ``key``, where that entry comes from: only the
+    robots' zoo keys (:data:`ZOO_MUJOCO_KEYS`, :data:`ZOO_PYBULLET_KEYS`) are zoo copies,
+    other entries of the zoo files (e.g. ``TargetHumanoid-v0``) are visfore's own."""
+    own = OWN_SOURCES.get(algo)
+    if own:
+        return own
+    if key is not None and key not in (*ZOO_MUJOCO_KEYS.values(), *ZOO_PYBULLET_KEYS.values()):
+        return f"visfore's entry {key} of visfore/rl/hyperparams/{algo}.yml (not a zoo env; its comment there says where its values come from)"
+    return ZOO_SOURCE.format(algo=algo)
 
 
 def hyperparams_keys(algo: str) -> list[str]:
