@@ -204,7 +204,7 @@ def test_her_kwargs_parse():
     "args, match",
     [
         (
-            ["--algo", "ppo", "--env-kwargs", "goal_conditioned=true", *HER],
+            ["--algo", "ppo", "--env-kwargs", "goal_conditioned=true,joint_targets=false", *HER],
             "replay_buffer_class 'HerReplayBuffer': a replay buffer is for off-policy algorithms (td3, sac), not ppo",
         ),
         (
@@ -221,6 +221,11 @@ def test_her_kwargs_parse():
         (["--algo", "sac", "--hp", "env_kwargs={a: 1}"], "--hp env_kwargs: use --env-kwargs"),
         (["--algo", "sac", "--time-budget", "0"], "--time-budget must be a number of minutes > 0, got 0.0"),
         (["--algo", "ppo", "--time-budget", "-1"], "--time-budget must be"),
+        # the ppo entry's joint_targets clashes with goal_conditioned: the error says where it came from
+        (
+            ["--algo", "ppo", "--env-kwargs", "goal_conditioned=true"],
+            "(the hyperparameter entry TargetHumanoid-v0 sets joint_targets=True, rewards=",
+        ),
         (["--algo", "sac", "--hyperparams", "nope"], "'nope' is not an entry of hyperparams/sac.yml; its keys: (none)"),
     ],
 )

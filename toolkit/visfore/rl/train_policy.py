@@ -760,7 +760,17 @@ def _plan(config: PolicyTrainConfig) -> _Plan:
             )
     n_envs = int(config.n_envs or hyper.n_envs)
     device = select_device(config.device)
-    env_info = _check_env(env_id, env_kwargs)
+    try:
+        env_info = _check_env(env_id, env_kwargs)
+    except VisforeError as exc:
+        if not hyper.env_kwargs:
+            raise
+        # the entry's env options may be what clashes with the user's
+        entry = ", ".join(f"{k}={v}" for k, v in hyper.env_kwargs.items())
+        raise VisforeError(
+            f"{exc} (the hyperparameter entry {hyper.zoo_key} sets {entry}; override with --env-kwargs "
+            "or pick another entry with --hyperparams)"
+        ) from None
     algo_kwargs, normalize = build_algo_kwargs(config.algo, hyper.resolved, env_info.action_space)
     _check_her(env_id, env_info, algo_kwargs, n_envs)
     policy = POLICY_FOR_OBS_MODE[config.obs_mode]
