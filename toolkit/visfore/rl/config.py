@@ -92,7 +92,7 @@ class PolicyTrainConfig(ConfigBase, command="train-policy"):
     )
     timesteps: Optional[int] = option(
         default=None,
-        help="Total environment steps (replaces the zoo's n_timesteps; required for a new run; on --resume it may raise the total). The upper bound with --time-budget, and the length of lin_ schedules.",
+        help="Total environment steps (replaces the zoo's n_timesteps; required for a new run; on --resume it may raise the total). The upper bound with --time-budget, and the length of linear (lin) schedules.",
     )
     time_budget: Optional[float] = option(
         default=None,
