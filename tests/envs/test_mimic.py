@@ -327,10 +327,10 @@ def test_leader_view_shows_the_leader_as_the_single_robot_env_shows_its_robot(en
     single.set_state(env.leader_qpos, np.zeros(single.model.nv))
     ref = single._current_frame()
     diff = np.abs(frame.astype(int) - ref.astype(int))
-    # The lights turn with the leader (MimicEnv._turn_lights_with_leader): the reacher's
-    # frame is the same; the humanoid's differs by sub-pixel rasterisation only (the lights
-    # left in place gave a mean of 1.1).
-    assert diff.mean() < (0.01 if env_id == "MimicReacher-v0" else 0.5)
+    # The lights turn with the leader (MimicEnv._turn_lights_with_leader): both robots'
+    # default views are the same frame (with the lights left in place the humanoid's
+    # differed by a mean of 1.1).
+    assert diff.mean() < 0.01
     # ...and the leader's pose is what the frame shows: another pose gives another frame.
     single.set_state(env.mirror_pose(env.leader_qpos) * 0.5, np.zeros(single.model.nv))
     assert np.abs(single._current_frame().astype(int) - frame.astype(int)).mean() > 3 * diff.mean() + 0.5
