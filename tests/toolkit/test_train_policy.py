@@ -239,7 +239,10 @@ def test_zoo_lookup_and_values():
     assert ppo["Hopper-v4"]["learning_rate"] == 9.80828e-05 and ppo["Hopper-v4"]["n_steps"] == 512
     assert ppo["Walker2DBulletEnv-v0"]["clip_range"] == "lin_0.4" and ppo["Walker2DBulletEnv-v0"]["n_envs"] == 16
     assert ppo["Ant-v4"] == {"normalize": True, "n_timesteps": 1e6, "policy": "MlpPolicy"}
-    for algo, extra in (("td3", set()), ("ppo", {"ReacherPlane-v0", "TargetHumanoid-v0", "TargetHumanoid-v0-reacher-zoo"})):
+    for algo, extra in (
+        ("td3", set()),
+        ("ppo", {"ReacherPlane-v0", "TargetHumanoid-v0", "TargetHumanoid-v0-reacher-zoo"}),
+    ):
         assert {k for k in zoo.load_zoo_hyperparams(algo)} == {
             *zoo.ZOO_MUJOCO_KEYS.values(),
             *zoo.ZOO_PYBULLET_KEYS.values(),
