@@ -40,7 +40,40 @@ POLICY_NETS = ("cnn", "mlp")
 LATENT_NET = "latent-mlp"
 
 
-class GoalPolicyNet(nn.Module):
+class _BoundedActionNet(nn.Module):
+    """What both policy nets share: the action bounds (buffers ``action_low`` /
+    ``action_high``, (A,) float32), scaling actions into ``[-1, 1]`` and squashing raw
+    outputs into the bounds."""
+
+    action_low: torch.Tensor  # (A,) buffer
+    action_high: torch.Tensor  # (A,) buffer
+
+    def _register_bounds(self, A: int, action_low: Any, action_high: Any) -> None:
+        """Check and store the bounds (default ``[-1, 1]`` per dimension).
+
+        Raises:
+            ValueError: not two (A,) arrays with ``low < high``.
+        """
+        low = np.asarray([-1.0] * A if action_low is None else action_low, dtype=np.float32).reshape(-1)
+        high = np.asarray([1.0] * A if action_high is None else action_high, dtype=np.float32).reshape(-1)
+        if low.shape != (A,) or high.shape != (A,) or not np.all(low < high):
+            raise ValueError(f"action bounds must be two ({A},) arrays with low < high, got {low} and {high}")
+        self.register_buffer("action_low", torch.from_numpy(low))
+        self.register_buffer("action_high", torch.from_numpy(high))
+
+    def scale_action(self, action: torch.Tensor) -> torch.Tensor:
+        """``(..., A)`` actions in the bounds -> ``[-1, 1]``."""
+        mid = (self.action_high + self.action_low) / 2
+        half = (self.action_high - self.action_low) / 2
+        return (action - mid) / half
+
+    def squash(self, raw: torch.Tensor) -> torch.Tensor:
+        """``(..., A)`` raw outputs -> ``low + (tanh(raw) + 1) / 2 * (high - low)``."""
+        u = torch.tanh(raw)
+        return self.action_low + (u + 1.0) * 0.5 * (self.action_high - self.action_low)
+
+
+class GoalPolicyNet(_BoundedActionNet):
     """Goal-conditioned deterministic policy on frames.
 
     Inputs (all on the net's device):
@@ -82,9 +115,6 @@ class GoalPolicyNet(nn.Module):
 
     CNN_CHANNELS = (32, 64, 64, 64)
 
-    action_low: torch.Tensor  # (A,) buffer
-    action_high: torch.Tensor  # (A,) buffer
-
     def __init__(
         self,
         *,
@@ -103,10 +133,6 @@ class GoalPolicyNet(nn.Module):
             raise ValueError(f"policy net must be one of {', '.join(POLICY_NETS)}, got {net!r}")
         H, W = (int(image_size[0]), int(image_size[1]))
         A = int(action_dim)
-        low = np.asarray([-1.0] * A if action_low is None else action_low, dtype=np.float32).reshape(-1)
-        high = np.asarray([1.0] * A if action_high is None else action_high, dtype=np.float32).reshape(-1)
-        if low.shape != (A,) or high.shape != (A,) or not np.all(low < high):
-            raise ValueError(f"action bounds must be two ({A},) arrays with low < high, got {low} and {high}")
         self.net, self.image_size, self.action_dim = net, (H, W), A
         self.frames, self.use_prev_action, self.hidden, self.mlp_size = (
             int(frames),
@@ -114,8 +140,7 @@ class GoalPolicyNet(nn.Module):
             int(hidden),
             int(mlp_size),
         )
-        self.register_buffer("action_low", torch.from_numpy(low))
-        self.register_buffer("action_high", torch.from_numpy(high))
+        self._register_bounds(A, action_low, action_high)
         in_ch = 3 * (self.frames + 1)
         extra = A if self.use_prev_action else 0
         if net == "cnn":
@@ -161,12 +186,6 @@ class GoalPolicyNet(nn.Module):
             "mlp_size": self.mlp_size,
         }
 
-    def scale_action(self, action: torch.Tensor) -> torch.Tensor:
-        """``(..., A)`` actions in the bounds -> ``[-1, 1]``."""
-        mid = (self.action_high + self.action_low) / 2
-        half = (self.action_high - self.action_low) / 2
-        return (action - mid) / half
-
     def forward(
         self, frames: torch.Tensor, goal: torch.Tensor, prev_action: torch.Tensor | None = None
     ) -> torch.Tensor:
@@ -180,11 +199,10 @@ class GoalPolicyNet(nn.Module):
         if self.use_prev_action:
             prev = prev_action if prev_action is not None else z.new_zeros(B, self.action_dim)
             z = torch.cat([z, self.scale_action(prev.to(z.dtype))], dim=1)
-        u = torch.tanh(self.head(z))
-        return self.action_low + (u + 1.0) * 0.5 * (self.action_high - self.action_low)
+        return self.squash(self.head(z))
 
 
-class LatentPolicyNet(nn.Module):
+class LatentPolicyNet(_BoundedActionNet):
     """Goal-conditioned deterministic policy on a latent model's features (DreamerV1's
     actor, Hafner et al. 2020, "Dream to Control", arXiv:1912.01603: an MLP on the model
     state, trained by backpropagating through the latent dynamics; here deterministic and
@@ -214,8 +232,6 @@ class LatentPolicyNet(nn.Module):
         ValueError: bad sizes or bounds (one line).
     """
 
-    action_low: torch.Tensor  # (A,) buffer
-    action_high: torch.Tensor  # (A,) buffer
     net = LATENT_NET
 
     def __init__(
@@ -236,14 +252,9 @@ class LatentPolicyNet(nn.Module):
                 f"the latent policy needs feature_dim, action_dim, hidden and layers >= 1, got {F}, {A}, "
                 f"{hidden} and {layers}"
             )
-        low = np.asarray([-1.0] * A if action_low is None else action_low, dtype=np.float32).reshape(-1)
-        high = np.asarray([1.0] * A if action_high is None else action_high, dtype=np.float32).reshape(-1)
-        if low.shape != (A,) or high.shape != (A,) or not np.all(low < high):
-            raise ValueError(f"action bounds must be two ({A},) arrays with low < high, got {low} and {high}")
         self.feature_dim, self.action_dim = F, A
         self.use_prev_action, self.hidden, self.layers = bool(prev_action), int(hidden), int(layers)
-        self.register_buffer("action_low", torch.from_numpy(low))
-        self.register_buffer("action_high", torch.from_numpy(high))
+        self._register_bounds(A, action_low, action_high)
         blocks: list[nn.Module] = []
         width = 2 * F + (A if self.use_prev_action else 0)
         for _ in range(self.layers):
@@ -267,12 +278,6 @@ class LatentPolicyNet(nn.Module):
             "layers": self.layers,
         }
 
-    def scale_action(self, action: torch.Tensor) -> torch.Tensor:
-        """``(..., A)`` actions in the bounds -> ``[-1, 1]``."""
-        mid = (self.action_high + self.action_low) / 2
-        half = (self.action_high - self.action_low) / 2
-        return (action - mid) / half
-
     def forward(
         self, features: torch.Tensor, goal: torch.Tensor, prev_action: torch.Tensor | None = None
     ) -> torch.Tensor:
@@ -282,8 +287,7 @@ class LatentPolicyNet(nn.Module):
         if self.use_prev_action:
             prev = prev_action if prev_action is not None else features.new_zeros(B, self.action_dim)
             parts.append(self.scale_action(prev.float()))
-        u = torch.tanh(self.head(torch.cat(parts, dim=1)))
-        return self.action_low + (u + 1.0) * 0.5 * (self.action_high - self.action_low)
+        return self.squash(self.head(torch.cat(parts, dim=1)))
 
 
 def _last_frames(history: Sequence[torch.Tensor], n: int) -> torch.Tensor:
