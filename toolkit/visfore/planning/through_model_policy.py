@@ -302,7 +302,33 @@ def _to_float(x: np.ndarray, device: Any) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x)).to(device).to(torch.float32).div_(255.0)
 
 
-class ThroughModelPolicy:
+class _PolicyFrames:
+    """What both through-model controllers share: the net's action bounds as numpy (A,)
+    float32 arrays, and the check of an env frame (uint8 (H, W, 3), the model's size)."""
+
+    net: Any
+    image_size: tuple[int, ...]
+
+    @property
+    def action_low(self) -> np.ndarray:
+        return self.net.action_low.cpu().numpy()
+
+    @property
+    def action_high(self) -> np.ndarray:
+        return self.net.action_high.cpu().numpy()
+
+    def _checked_frame(self, frame: Any, what: str) -> np.ndarray:
+        """``frame`` as an array. Raises VisforeError (one line): another shape or dtype."""
+        frame = np.asarray(frame)
+        H, W = self.image_size
+        if frame.shape != (H, W, 3) or frame.dtype != np.uint8:
+            raise VisforeError(
+                f"the through-model policy takes ({H}, {W}, 3) uint8 frames; the {what} is {frame.dtype} {frame.shape}"
+            )
+        return frame
+
+
+class ThroughModelPolicy(_PolicyFrames):
     """A trained :class:`GoalPolicyNet` as a :class:`visfore.planning.goal_reaching.GoalController`.
 
     Attributes:
@@ -342,21 +368,8 @@ class ThroughModelPolicy:
         self._prev: torch.Tensor | None = None
         self._fresh = True
 
-    @property
-    def action_low(self) -> np.ndarray:
-        return self.net.action_low.cpu().numpy()
-
-    @property
-    def action_high(self) -> np.ndarray:
-        return self.net.action_high.cpu().numpy()
-
     def _frame(self, frame: Any, what: str) -> torch.Tensor:
-        frame = np.asarray(frame)
-        H, W = self.image_size
-        if frame.shape != (H, W, 3) or frame.dtype != np.uint8:
-            raise VisforeError(
-                f"the through-model policy takes ({H}, {W}, 3) uint8 frames; the {what} is {frame.dtype} {frame.shape}"
-            )
+        frame = self._checked_frame(frame, what)
         return _to_float(frame, self.device).permute(2, 0, 1).contiguous()
 
     def reset(self, env: Any, obs: dict, goal_frame: np.ndarray, rng: np.random.Generator) -> None:
@@ -388,7 +401,7 @@ class ThroughModelPolicy:
         return f"ThroughModelPolicy(net={self.net.net!r}, run_dir={self.run_dir})"
 
 
-class LatentThroughModelPolicy:
+class LatentThroughModelPolicy(_PolicyFrames):
     """A trained :class:`LatentPolicyNet` and its latent model as a
     :class:`visfore.planning.goal_reaching.GoalController`.
 
@@ -445,22 +458,8 @@ class LatentThroughModelPolicy:
         self._seed: int | None = None
         self._t = 0
 
-    @property
-    def action_low(self) -> np.ndarray:
-        return self.net.action_low.cpu().numpy()
-
-    @property
-    def action_high(self) -> np.ndarray:
-        return self.net.action_high.cpu().numpy()
-
     def _frame(self, frame: Any, what: str) -> torch.Tensor:
-        frame = np.asarray(frame)
-        H, W = self.image_size
-        if frame.shape != (H, W, 3) or frame.dtype != np.uint8:
-            raise VisforeError(
-                f"the through-model policy takes ({H}, {W}, 3) uint8 frames; the {what} is {frame.dtype} {frame.shape}"
-            )
-        return frames_to_model(frame, self.device)
+        return frames_to_model(self._checked_frame(frame, what), self.device)
 
     @torch.no_grad()
     def reset(self, env: Any, obs: dict, goal_frame: np.ndarray, rng: np.random.Generator) -> None:
