@@ -121,6 +121,9 @@ def _config(model_run_dir: Path, tmp_path: Path, **kwargs) -> ThroughModelConfig
         device="cpu",
         out_dir=str(tmp_path),
         progress=False,
+        # one thread: bit-equal weights across runs need the same reduction order, and
+        # the default follows the machine's free cores, which change while tests run
+        num_threads=1,
     )
     options.update(kwargs)
     return ThroughModelConfig(**options)
@@ -224,7 +227,9 @@ def test_seeded_runs_are_identical_and_resume_continues_exactly(model_run_dir: P
     half = train_through_model(_config(model_run_dir, tmp_path, iterations=2, val_every=2, name="half"))
     run = Path(half["run_dir"])
     resumed = train_through_model(
-        ThroughModelConfig(resume=True, out=str(run), iterations=4, device="cpu", progress=False, eval_episodes=0)
+        ThroughModelConfig(
+            resume=True, out=str(run), iterations=4, device="cpu", progress=False, eval_episodes=0, num_threads=1
+        )
     )
     assert resumed["iterations"] == 4 and resumed["session"]["iterations"] == 2
     assert resumed["loss_curve"]["loss"] == a["loss_curve"]["loss"]
