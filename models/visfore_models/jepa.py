@@ -22,7 +22,9 @@ Sources:
       2025, arXiv:2502.14819 -- the same recipe for control: an encoder and an
       action-conditioned predictor trained by multi-step open-loop prediction of the
       encodings with VICReg-style regularisation, then planning (MPPI) in the latent space
-      toward the encoding of a goal image.
+      toward the encoding of a goal image; its inverse-dynamics term (an MLP predicts
+      ``a_t`` from ``(z_t, z_{t+1})``, weight ``omega``), which forces the encoder to keep
+      what the action changes.
 
 Architecture (conv encoder of :mod:`visfore_models.latent`, ``z_t = Linear(ConvEncoder(o_t))``,
 ``embed_dim`` values, no normalisation so VICReg's variance term sees the raw scale)::
@@ -37,8 +39,12 @@ Losses (:meth:`JEPAForwardModel.auxiliary_losses`, training mode): ``"prediction
 (one-step predictions inside the context, then the open-loop -- or teacher-forced --
 rollout over the targets), ``Ē`` the EMA target encoder; ``"variance"`` and
 ``"covariance"``: VICReg's terms on the online embeddings ``E(o_t)`` of every frame of the
-batch (all ``B * T`` embeddings pooled), weights ``var_weight``, ``cov_weight``. The
-encoder and predictor get gradients from these only: the frames that :meth:`forward`
+batch (all ``B * T`` embeddings pooled), weights ``var_weight``, ``cov_weight``;
+``"inverse_dynamics"`` (when ``idm_weight > 0``): ``idm_weight * MSE(IDM([E(o_t),
+E(o_{t+1})]), a_t)`` over every consecutive pair of observed frames (PLDM's term: without
+it the embedding of a reacher frame is dominated by what stays put within an episode, the
+goal ghost and the arm's pose, and the predictor learns to copy its input and ignore the
+action). The encoder and predictor get gradients from these only: the frames that :meth:`forward`
 returns are ``ConvDecoder(ẑ.detach())`` in training mode, so the trainer's frame MSE trains
 the decoder alone ("no pixel loss through the encoder"). In eval mode nothing is detached
 (a planner or a policy can differentiate the frames with respect to the actions) and no
@@ -59,8 +65,11 @@ imagined state, ``E(o_{C-1})`` (online encoder) right after :meth:`init_state`;
 ``encode_goal(g) = Ē(g)``, the target encoder's embedding, the space ``ẑ`` is trained to hit.
 An imagined step costs one GRU step and two small MLPs: no convolution.
 
-Defaults (``depth=16, embed_dim=64, deter=128, hidden=128``): 0.25 M trainable parameters at
-32x32, 0.28 M at 64x64; the EMA copy adds the encoder's 58 k (75 k) values as buffers.
+Defaults (``depth=16, embed_dim=64, deter=128, hidden=128, idm_weight=25``): 0.27 M
+trainable parameters at 32x32, 0.30 M at 64x64 (17 k of them in the inverse-dynamics head,
+which only trains); the EMA copy adds the encoder's 58 k (75 k) values as buffers. The
+inverse-dynamics weight is the prediction weight (25, VICReg's invariance weight): PLDM
+weights the two 5.2 : 1, but its actions and embeddings have other scales.
 """
 
 from __future__ import annotations
@@ -130,6 +139,7 @@ class JEPAForwardModel(LatentForwardModel):
         sim_weight: weight of the latent prediction MSE (VICReg's invariance weight 25).
         var_weight: weight of VICReg's variance term (25).
         cov_weight: weight of VICReg's covariance term (1).
+        idm_weight: weight of the inverse-dynamics term (0: no inverse-dynamics head).
         probe_dim: size of the optional probe head on the features (0: none).
 
     Raises:
@@ -152,6 +162,7 @@ class JEPAForwardModel(LatentForwardModel):
         sim_weight: float = 25.0,
         var_weight: float = 25.0,
         cov_weight: float = 1.0,
+        idm_weight: float = 25.0,
         probe_dim: int = 0,
     ) -> None:
         super().__init__(action_dim=action_dim, image_size=image_size)
@@ -166,6 +177,7 @@ class JEPAForwardModel(LatentForwardModel):
         self.sim_weight = _check_weight("sim_weight", sim_weight)
         self.var_weight = _check_weight("var_weight", var_weight)
         self.cov_weight = _check_weight("cov_weight", cov_weight)
+        self.idm_weight = _check_weight("idm_weight", idm_weight)
         self.encoder = _Encoder(self.image_size, self.depth, self.embed_dim)
         self.pred_in = nn.Sequential(
             nn.Linear(self.embed_dim + action_dim, self.hidden), nn.LayerNorm(self.hidden), nn.SiLU()
@@ -174,6 +186,8 @@ class JEPAForwardModel(LatentForwardModel):
         self.pred_out = mlp((self.deter, self.hidden, self.embed_dim))
         self.initial = nn.Parameter(torch.zeros(self.deter))
         self.decoder = ConvDecoder(self.embed_dim, self.image_size, self.depth)
+        # inverse dynamics: (z_t, z_{t+1}) -> a_t, a training signal only (never used to act)
+        self.inverse_dynamics = mlp((2 * self.embed_dim, self.hidden, action_dim)) if self.idm_weight > 0 else None
         self._build_probe(probe_dim, self.hidden)
         # the EMA target encoder: buffers "target_<i>" mirroring the encoder's parameters
         self._target_names = [n for n, _ in self.encoder.named_parameters()]
@@ -196,6 +210,7 @@ class JEPAForwardModel(LatentForwardModel):
             "sim_weight": self.sim_weight,
             "var_weight": self.var_weight,
             "cov_weight": self.cov_weight,
+            "idm_weight": self.idm_weight,
             "probe_dim": self.probe_dim,
         }
 
@@ -237,7 +252,8 @@ class JEPAForwardModel(LatentForwardModel):
 
     # ------------------------------------------------------------------ losses
     def auxiliary_losses(self) -> dict[str, torch.Tensor]:
-        """``{"prediction", "variance", "covariance"}`` (weighted, see the module docstring)
+        """``{"prediction", "variance", "covariance"}`` and, with ``idm_weight > 0``,
+        ``"inverse_dynamics"`` (weighted, see the module docstring)
         of the last training-mode forward pass; ``{}`` before it and after an eval pass."""
         return {} if self._aux is None else dict(self._aux)
 
@@ -367,6 +383,12 @@ class JEPAForwardModel(LatentForwardModel):
                 variance = covariance = z_hat.new_zeros((), dtype=torch.float32)
             aux["variance"] = self.var_weight * variance
             aux["covariance"] = self.cov_weight * covariance
+            if self.inverse_dynamics is not None and online.shape[1] > 1:
+                pairs = torch.cat([online[:, :-1], online[:, 1:]], dim=-1).flatten(0, 1)
+                taken = actions[:, : online.shape[1] - 1].flatten(0, 1)
+                aux["inverse_dynamics"] = self.idm_weight * F.mse_loss(
+                    self.inverse_dynamics(pairs).float(), taken.float()
+                )
             self._aux = aux
         else:
             self._aux = None

@@ -292,6 +292,31 @@ def test_jepa_encoder_gets_no_gradient_from_the_frame_loss() -> None:
     assert acts.grad is not None and acts.grad[:, 1:].abs().sum() > 0
 
 
+def test_jepa_inverse_dynamics_term_trains_the_encoder_from_the_actions() -> None:
+    """PLDM's inverse-dynamics term: an MLP reads a_t from (E(o_t), E(o_{t+1})) of every
+    consecutive observed pair; its loss reaches the encoder, depends on the actions, and
+    weight 0 removes the head and the term."""
+    model = make("jepa", idm_weight=10.0).train()
+    context, actions, targets = inputs(4, 2, 3)
+    model(context, actions, targets)
+    aux = model.auxiliary_losses()
+    idm = aux["inverse_dynamics"]
+    with torch.no_grad():
+        z = model._encode(torch.cat([context, targets], dim=1))  # (4, 5, D): 4 pairs
+        pairs = torch.cat([z[:, :-1], z[:, 1:]], dim=-1).flatten(0, 1)
+        expected = 10.0 * ((model.inverse_dynamics(pairs) - actions[:, :4].flatten(0, 1)) ** 2).mean()
+    torch.testing.assert_close(idm.detach(), expected)
+    idm.backward()
+    assert model.encoder.proj.weight.grad is not None and model.encoder.proj.weight.grad.abs().sum() > 0
+    assert model.gru.weight_ih.grad is None  # the predictor is not part of this term
+    model(context, -actions, targets)
+    assert not torch.allclose(model.auxiliary_losses()["inverse_dynamics"], idm.detach())
+    plain = make("jepa", idm_weight=0.0).train()
+    plain(context, actions, targets)
+    assert plain.inverse_dynamics is None and "inverse_dynamics" not in plain.auxiliary_losses()
+    assert plain.config()["idm_weight"] == 0.0
+
+
 def test_jepa_ema_target_update_and_hook() -> None:
     """Without the hook a training forward first moves the target by (1 - m) toward the
     online weights; after after_optimizer_step() (which does that update) forward stops."""
