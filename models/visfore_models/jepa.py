@@ -40,11 +40,15 @@ Losses (:meth:`JEPAForwardModel.auxiliary_losses`, training mode): ``"prediction
 rollout over the targets), ``Ē`` the EMA target encoder; ``"variance"`` and
 ``"covariance"``: VICReg's terms on the online embeddings ``E(o_t)`` of every frame of the
 batch (all ``B * T`` embeddings pooled), weights ``var_weight``, ``cov_weight``;
-``"inverse_dynamics"`` (when ``idm_weight > 0``): ``idm_weight * MSE(IDM([E(o_t),
-E(o_{t+1})]), a_t)`` over every consecutive pair of observed frames (PLDM's term: without
-it the embedding of a reacher frame is dominated by what stays put within an episode, the
-goal ghost and the arm's pose, and the predictor learns to copy its input and ignore the
-action). The encoder and predictor get gradients from these only: the frames that :meth:`forward`
+``"temporal_variance"`` (when ``temporal_var_weight > 0``): the same variance hinge taken
+over the time steps of each clip instead of over the batch (PLDM's temporal VCReg term),
+which stops the encoder from keeping only what stays put within an episode -- on the
+reacher, the goal ghost, which is perfectly predictable and satisfies the batch variance on
+its own; ``"inverse_dynamics"`` (when ``idm_weight > 0``): ``idm_weight * MSE(IDM([E(o_{t-1}),
+E(o_t), E(o_{t+1})]), a_t)`` over every three consecutive observed frames (zero for clips
+of fewer than three; PLDM's term reads ``a_t`` from a pair; a torque changes the velocity,
+so it takes three frames to read it). The encoder and predictor get gradients from these
+only: the frames that :meth:`forward`
 returns are ``ConvDecoder(ẑ.detach())`` in training mode, so the trainer's frame MSE trains
 the decoder alone ("no pixel loss through the encoder"). In eval mode nothing is detached
 (a planner or a policy can differentiate the frames with respect to the actions) and no
@@ -139,6 +143,7 @@ class JEPAForwardModel(LatentForwardModel):
         sim_weight: weight of the latent prediction MSE (VICReg's invariance weight 25).
         var_weight: weight of VICReg's variance term (25).
         cov_weight: weight of VICReg's covariance term (1).
+        temporal_var_weight: weight of the variance hinge over each clip's time steps.
         idm_weight: weight of the inverse-dynamics term (0: no inverse-dynamics head).
         probe_dim: size of the optional probe head on the features (0: none).
 
@@ -162,6 +167,7 @@ class JEPAForwardModel(LatentForwardModel):
         sim_weight: float = 25.0,
         var_weight: float = 25.0,
         cov_weight: float = 1.0,
+        temporal_var_weight: float = 25.0,
         idm_weight: float = 25.0,
         probe_dim: int = 0,
     ) -> None:
@@ -177,6 +183,7 @@ class JEPAForwardModel(LatentForwardModel):
         self.sim_weight = _check_weight("sim_weight", sim_weight)
         self.var_weight = _check_weight("var_weight", var_weight)
         self.cov_weight = _check_weight("cov_weight", cov_weight)
+        self.temporal_var_weight = _check_weight("temporal_var_weight", temporal_var_weight)
         self.idm_weight = _check_weight("idm_weight", idm_weight)
         self.encoder = _Encoder(self.image_size, self.depth, self.embed_dim)
         self.pred_in = nn.Sequential(
@@ -186,8 +193,8 @@ class JEPAForwardModel(LatentForwardModel):
         self.pred_out = mlp((self.deter, self.hidden, self.embed_dim))
         self.initial = nn.Parameter(torch.zeros(self.deter))
         self.decoder = ConvDecoder(self.embed_dim, self.image_size, self.depth)
-        # inverse dynamics: (z_t, z_{t+1}) -> a_t, a training signal only (never used to act)
-        self.inverse_dynamics = mlp((2 * self.embed_dim, self.hidden, action_dim)) if self.idm_weight > 0 else None
+        # inverse dynamics: (z_{t-1}, z_t, z_{t+1}) -> a_t, a training signal only (never used to act)
+        self.inverse_dynamics = mlp((3 * self.embed_dim, self.hidden, action_dim)) if self.idm_weight > 0 else None
         self._build_probe(probe_dim, self.hidden)
         # the EMA target encoder: buffers "target_<i>" mirroring the encoder's parameters
         self._target_names = [n for n, _ in self.encoder.named_parameters()]
@@ -210,6 +217,7 @@ class JEPAForwardModel(LatentForwardModel):
             "sim_weight": self.sim_weight,
             "var_weight": self.var_weight,
             "cov_weight": self.cov_weight,
+            "temporal_var_weight": self.temporal_var_weight,
             "idm_weight": self.idm_weight,
             "probe_dim": self.probe_dim,
         }
@@ -253,7 +261,8 @@ class JEPAForwardModel(LatentForwardModel):
     # ------------------------------------------------------------------ losses
     def auxiliary_losses(self) -> dict[str, torch.Tensor]:
         """``{"prediction", "variance", "covariance"}`` and, with ``idm_weight > 0``,
-        ``"inverse_dynamics"`` (weighted, see the module docstring)
+        ``"inverse_dynamics"``, with ``temporal_var_weight > 0``, ``"temporal_variance"``
+        (weighted, see the module docstring)
         of the last training-mode forward pass; ``{}`` before it and after an eval pass."""
         return {} if self._aux is None else dict(self._aux)
 
@@ -383,12 +392,18 @@ class JEPAForwardModel(LatentForwardModel):
                 variance = covariance = z_hat.new_zeros((), dtype=torch.float32)
             aux["variance"] = self.var_weight * variance
             aux["covariance"] = self.cov_weight * covariance
-            if self.inverse_dynamics is not None and online.shape[1] > 1:
-                pairs = torch.cat([online[:, :-1], online[:, 1:]], dim=-1).flatten(0, 1)
-                taken = actions[:, : online.shape[1] - 1].flatten(0, 1)
+            T = online.shape[1]
+            if self.temporal_var_weight > 0 and T > 1:
+                std_t = torch.sqrt(online.float().var(dim=1) + 1e-4)  # (B, D): over each clip's steps
+                aux["temporal_variance"] = self.temporal_var_weight * F.relu(1.0 - std_t).mean()
+            if self.inverse_dynamics is not None and T > 2:
+                triples = torch.cat([online[:, :-2], online[:, 1:-1], online[:, 2:]], dim=-1).flatten(0, 1)
+                taken = actions[:, 1 : T - 1].flatten(0, 1)  # a_t moves o_t to o_{t+1}
                 aux["inverse_dynamics"] = self.idm_weight * F.mse_loss(
-                    self.inverse_dynamics(pairs).float(), taken.float()
+                    self.inverse_dynamics(triples).float(), taken.float()
                 )
+            elif self.inverse_dynamics is not None:  # fewer than 3 frames: nothing to read
+                aux["inverse_dynamics"] = z_hat.new_zeros((), dtype=torch.float32)
             self._aux = aux
         else:
             self._aux = None

@@ -293,18 +293,18 @@ def test_jepa_encoder_gets_no_gradient_from_the_frame_loss() -> None:
 
 
 def test_jepa_inverse_dynamics_term_trains_the_encoder_from_the_actions() -> None:
-    """PLDM's inverse-dynamics term: an MLP reads a_t from (E(o_t), E(o_{t+1})) of every
-    consecutive observed pair; its loss reaches the encoder, depends on the actions, and
+    """PLDM's inverse-dynamics term, on three frames (a torque shows in the change of
+    velocity): an MLP reads a_t from (E(o_{t-1}), E(o_t), E(o_{t+1})) of every three
+    consecutive observed frames; its loss reaches the encoder, depends on the actions, and
     weight 0 removes the head and the term."""
     model = make("jepa", idm_weight=10.0).train()
     context, actions, targets = inputs(4, 2, 3)
     model(context, actions, targets)
-    aux = model.auxiliary_losses()
-    idm = aux["inverse_dynamics"]
+    idm = model.auxiliary_losses()["inverse_dynamics"]
     with torch.no_grad():
-        z = model._encode(torch.cat([context, targets], dim=1))  # (4, 5, D): 4 pairs
-        pairs = torch.cat([z[:, :-1], z[:, 1:]], dim=-1).flatten(0, 1)
-        expected = 10.0 * ((model.inverse_dynamics(pairs) - actions[:, :4].flatten(0, 1)) ** 2).mean()
+        z = model._encode(torch.cat([context, targets], dim=1))  # (4, 5, D): 3 triples
+        triples = torch.cat([z[:, :-2], z[:, 1:-1], z[:, 2:]], dim=-1).flatten(0, 1)
+        expected = 10.0 * ((model.inverse_dynamics(triples) - actions[:, 1:4].flatten(0, 1)) ** 2).mean()
     torch.testing.assert_close(idm.detach(), expected)
     idm.backward()
     assert model.encoder.proj.weight.grad is not None and model.encoder.proj.weight.grad.abs().sum() > 0
@@ -315,6 +315,24 @@ def test_jepa_inverse_dynamics_term_trains_the_encoder_from_the_actions() -> Non
     plain(context, actions, targets)
     assert plain.inverse_dynamics is None and "inverse_dynamics" not in plain.auxiliary_losses()
     assert plain.config()["idm_weight"] == 0.0
+
+
+def test_jepa_temporal_variance_is_the_hinge_over_each_clips_steps() -> None:
+    """The variance hinge taken over time within each clip: a clip of one repeated frame
+    (nothing changes) pays the full hinge, and the term is zero for weight 0."""
+    model = make("jepa", temporal_var_weight=2.0).train()
+    context, actions, targets = inputs(3, 2, 3)
+    model(context, actions, targets)
+    with torch.no_grad():
+        z = model._encode(torch.cat([context, targets], dim=1))
+        expected = 2.0 * torch.relu(1.0 - torch.sqrt(z.var(dim=1) + 1e-4)).mean()
+    torch.testing.assert_close(model.auxiliary_losses()["temporal_variance"].detach(), expected)
+    frozen = context[:, :1].expand(-1, 2, -1, -1, -1)
+    model(frozen, actions, frozen[:, :1].expand(-1, 3, -1, -1, -1))
+    torch.testing.assert_close(model.auxiliary_losses()["temporal_variance"].detach(), torch.tensor(2.0 * (1 - 1e-2)))
+    plain = make("jepa", temporal_var_weight=0.0).train()
+    plain(context, actions, targets)
+    assert "temporal_variance" not in plain.auxiliary_losses()
 
 
 def test_jepa_ema_target_update_and_hook() -> None:

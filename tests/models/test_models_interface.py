@@ -82,7 +82,11 @@ OTHER: dict[str, dict] = {
 #: auxiliary loss terms after an eval-mode forward pass (none for the other models)
 EVAL_AUX = {"svg_lp": {"kl"}, "rssm": {"kl", "embed"}}
 #: and after a training-mode forward pass with targets
-TRAIN_AUX = {"svg_lp": {"kl"}, "rssm": {"kl", "embed"}, "jepa": {"prediction", "variance", "covariance", "inverse_dynamics"}}
+TRAIN_AUX = {
+    "svg_lp": {"kl"},
+    "rssm": {"kl", "embed"},
+    "jepa": {"prediction", "variance", "covariance", "temporal_variance", "inverse_dynamics"},
+}
 #: models that composite (transformed copies of) the previous frame and start near copy-last
 COPY_INIT = ("convlstm", "cdna", "dna")
 #: the size constraint of each model
