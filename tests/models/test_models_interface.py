@@ -85,7 +85,7 @@ EVAL_AUX = {"svg_lp": {"kl"}, "rssm": {"kl", "embed"}}
 TRAIN_AUX = {
     "svg_lp": {"kl"},
     "rssm": {"kl", "embed"},
-    "jepa": {"prediction", "variance", "covariance", "temporal_variance", "inverse_dynamics"},
+    "jepa": {"prediction", "variance", "covariance", "temporal_variance"},
 }
 #: models that composite (transformed copies of) the previous frame and start near copy-last
 COPY_INIT = ("convlstm", "cdna", "dna")
