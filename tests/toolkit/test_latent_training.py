@@ -31,7 +31,7 @@ TINY = {
     "rssm": {"depth": 4, "deter": 16, "hidden": 16, "stoch": 4, "classes": 4, "embed_dim": 8},
     "jepa": {"depth": 4, "embed_dim": 8, "deter": 16, "hidden": 16},
 }
-AUX_KEYS = {"rssm": {"kl", "embed"}, "jepa": {"prediction", "variance", "covariance"}}
+AUX_KEYS = {"rssm": {"kl", "embed"}, "jepa": {"prediction", "variance", "covariance", "temporal_variance"}}
 HORIZON = 3
 
 
