@@ -22,9 +22,9 @@ Sources:
       2025, arXiv:2502.14819 -- the same recipe for control: an encoder and an
       action-conditioned predictor trained by multi-step open-loop prediction of the
       encodings with VICReg-style regularisation, then planning (MPPI) in the latent space
-      toward the encoding of a goal image; its inverse-dynamics term (an MLP predicts
-      ``a_t`` from ``(z_t, z_{t+1})``, weight ``omega``), which forces the encoder to keep
-      what the action changes.
+      toward the encoding of a goal image; the two extra terms taken here: the variance
+      hinge over each trajectory's time steps (its temporal VCReg) and the inverse-dynamics
+      term (an MLP predicts ``a_t`` from ``(z_t, z_{t+1})``, weight ``omega``).
 
 Architecture (conv encoder of :mod:`visfore_models.latent`, ``z_t = Linear(ConvEncoder(o_t))``,
 ``embed_dim`` values, no normalisation so VICReg's variance term sees the raw scale)::
@@ -40,8 +40,9 @@ Losses (:meth:`JEPAForwardModel.auxiliary_losses`, training mode): ``"prediction
 rollout over the targets), ``Ē`` the EMA target encoder; ``"variance"`` and
 ``"covariance"``: VICReg's terms on the online embeddings ``E(o_t)`` of every frame of the
 batch (all ``B * T`` embeddings pooled), weights ``var_weight``, ``cov_weight``;
-``"temporal_variance"`` (when ``temporal_var_weight > 0``): the same variance hinge taken
-over the time steps of each clip instead of over the batch (PLDM's temporal VCReg term),
+``"temporal_variance"`` (when ``temporal_var_weight > 0``): the same variance hinge
+(:func:`variance_hinge`) over the time steps of each clip instead of over the batch (PLDM's
+temporal VCReg term), weight ``temporal_var_weight``,
 which stops the encoder from keeping only what stays put within an episode -- on the
 reacher, the goal ghost, which is perfectly predictable and satisfies the batch variance on
 its own; ``"inverse_dynamics"`` (when ``idm_weight > 0``): ``idm_weight * MSE(IDM([E(o_{t-1}),
@@ -91,7 +92,17 @@ from ._common import check_positive, prepare_inputs
 from .base import LatentState
 from .latent import ConvDecoder, ConvEncoder, LatentForwardModel, mlp
 
-__all__ = ["JEPAForwardModel", "vicreg_terms"]
+__all__ = ["JEPAForwardModel", "variance_hinge", "vicreg_terms"]
+
+
+def variance_hinge(z: torch.Tensor, dim: int, gamma: float = 1.0, eps: float = 1e-4) -> torch.Tensor:
+    """VICReg's variance hinge (Bardes et al. 2022, arXiv:2105.04906) along ``dim`` of
+    ``z``, computed in float32: ``mean relu(gamma - sqrt(Var_dim(z) + eps))`` over every
+    other index (at least 2 entries along ``dim``). ``dim=0`` of ``(N, D)`` embeddings is
+    VICReg's term over a batch; ``dim=1`` of ``(B, T, D)`` is PLDM's over each clip's time
+    steps. Returns a scalar."""
+    std = torch.sqrt(z.float().var(dim=dim) + eps)
+    return F.relu(gamma - std).mean()
 
 
 def vicreg_terms(z: torch.Tensor, gamma: float = 1.0, eps: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,8 +112,7 @@ def vicreg_terms(z: torch.Tensor, gamma: float = 1.0, eps: float = 1e-4) -> tupl
     sum_{i != j} Cov(z)_{ij}^2 / D``. Returns two scalars."""
     z = z.float()
     N, D = z.shape
-    std = torch.sqrt(z.var(dim=0) + eps)
-    variance = F.relu(gamma - std).mean()
+    variance = variance_hinge(z, 0, gamma, eps)
     zc = z - z.mean(dim=0)
     cov = (zc.T @ zc) / (N - 1)
     off = cov - torch.diag_embed(torch.diagonal(cov))
@@ -145,7 +155,8 @@ class JEPAForwardModel(LatentForwardModel):
         sim_weight: weight of the latent prediction MSE (VICReg's invariance weight 25).
         var_weight: weight of VICReg's variance term (25).
         cov_weight: weight of VICReg's covariance term (1).
-        temporal_var_weight: weight of the variance hinge over each clip's time steps.
+        temporal_var_weight: weight of the variance hinge over each clip's time steps
+            (PLDM's temporal term; 25, VICReg's variance weight).
         idm_weight: weight of the inverse-dynamics term (0: no inverse-dynamics head).
         probe_dim: size of the optional probe head on the features (0: none).
 
@@ -262,10 +273,10 @@ class JEPAForwardModel(LatentForwardModel):
 
     # ------------------------------------------------------------------ losses
     def auxiliary_losses(self) -> dict[str, torch.Tensor]:
-        """``{"prediction", "variance", "covariance"}`` and, with ``idm_weight > 0``,
-        ``"inverse_dynamics"``, with ``temporal_var_weight > 0``, ``"temporal_variance"``
-        (weighted, see the module docstring)
-        of the last training-mode forward pass; ``{}`` before it and after an eval pass."""
+        """The weighted latent losses of the last training-mode forward pass (see the module
+        docstring): ``"prediction"``, ``"variance"``, ``"covariance"``, plus
+        ``"temporal_variance"`` when ``temporal_var_weight > 0`` and ``"inverse_dynamics"``
+        when ``idm_weight > 0``; scalars, float32. ``{}`` before it and after an eval pass."""
         return {} if self._aux is None else dict(self._aux)
 
     # ------------------------------------------------------------------ latent operations
@@ -396,8 +407,7 @@ class JEPAForwardModel(LatentForwardModel):
             aux["covariance"] = self.cov_weight * covariance
             T = online.shape[1]
             if self.temporal_var_weight > 0 and T > 1:
-                std_t = torch.sqrt(online.float().var(dim=1) + 1e-4)  # (B, D): over each clip's steps
-                aux["temporal_variance"] = self.temporal_var_weight * F.relu(1.0 - std_t).mean()
+                aux["temporal_variance"] = self.temporal_var_weight * variance_hinge(online, 1)
             if self.inverse_dynamics is not None and T > 2:
                 triples = torch.cat([online[:, :-2], online[:, 1:-1], online[:, 2:]], dim=-1).flatten(0, 1)
                 taken = actions[:, 1 : T - 1].flatten(0, 1)  # a_t moves o_t to o_{t+1}

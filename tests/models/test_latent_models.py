@@ -319,7 +319,7 @@ def test_jepa_inverse_dynamics_term_trains_the_encoder_from_the_actions() -> Non
 
 def test_jepa_temporal_variance_is_the_hinge_over_each_clips_steps() -> None:
     """The variance hinge taken over time within each clip: a clip of one repeated frame
-    (nothing changes) pays the full hinge, and the term is zero for weight 0."""
+    (nothing changes) pays the full hinge, and weight 0 leaves the term out."""
     model = make("jepa", temporal_var_weight=2.0).train()
     context, actions, targets = inputs(3, 2, 3)
     model(context, actions, targets)
