@@ -49,7 +49,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
 
-    pixels = zarr.open_array(f"{args.data}/data/pixels", mode="r")
+    try:
+        pixels = zarr.open_array(f"{args.data}/data/pixels", mode="r")
+    except (FileNotFoundError, KeyError, ValueError) as err:  # zarr raises one of these for a missing array
+        parser.error(f"--data {args.data!r} is not a visfore collect dataset with data/pixels ({type(err).__name__})")
+    if min(args.frames, pixels.shape[0]) <= args.val_frames:
+        parser.error(f"--data has {pixels.shape[0]} frames: too few for --val-frames {args.val_frames} held out")
     frames = torch.from_numpy(np.asarray(pixels[: args.frames])).permute(0, 3, 1, 2).contiguous()  # uint8 (N, 3, H, W)
     val = frames[-args.val_frames :].float() / 255.0
     train = frames[: -args.val_frames]
