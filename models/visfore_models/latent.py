@@ -305,15 +305,18 @@ class LatentForwardModel(ForwardModel):
         out = self.probe_head(features.to(ref.dtype).flatten(0, -2) if features.dim() > 1 else features[None])
         return out.view(*features.shape[:-1], self.probe_dim)
 
-    def probe_loss(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """MSE of the probe on *detached* ``features`` ``(..., F)`` against ``labels``
-        ``(..., probe_dim)`` (e.g. key points in metres and joint angles in radians from the
-        dataset's states): a float32 scalar whose gradient reaches only the probe head.
+    def probe_loss(self, features: torch.Tensor, labels: torch.Tensor, *, detach: bool = True) -> torch.Tensor:
+        """MSE of the probe on ``features`` ``(..., F)`` against ``labels`` ``(..., probe_dim)``
+        (e.g. key points in metres and joint angles in radians from the dataset's states): a
+        float32 scalar. With ``detach=True`` (default) the features are detached, so the
+        gradient reaches only the probe head; with ``detach=False`` it also flows into
+        whatever computed ``features`` (the encoder, the predictor).
 
         Raises:
             ValueError: if the model has no probe or a shape does not match (one line).
         """
-        pred = self.probe(features.detach() if isinstance(features, torch.Tensor) else features)
+        detachable = isinstance(features, torch.Tensor) and detach
+        pred = self.probe(features.detach() if detachable else features)
         if not isinstance(labels, torch.Tensor) or tuple(labels.shape) != tuple(pred.shape):
             raise ValueError(f"labels must have shape {tuple(pred.shape)} (..., probe_dim), got {_shape(labels)}")
         return F.mse_loss(pred.float(), labels.to(pred.device).float())

@@ -239,6 +239,82 @@ def test_probe_loss_falls_on_a_fixed_batch(small_reacher_dataset: Path, tmp_path
     assert not (tmp_path / "never-written").exists()
 
 
+def _probe_task(data: Path, out: Path, model: str, **overrides):
+    from visfore.worldmodels import distributed as ddp
+    from visfore.worldmodels.training import ForwardModelTask, Precision, prepare
+
+    config = _config(data, out, model, probe="keypoints", **overrides)
+    dist = ddp.setup_distributed("cpu")
+    prep = prepare(config, dist, out)
+    task = ForwardModelTask(
+        prep,
+        dist,
+        precision=Precision.for_device(False, prep.device),
+        lr_schedule={"schedule": "constant", "warmup_steps": 0, "total_steps": 100},
+        sampling_steps=100,
+        sampling_k=None,
+        writer=None,
+    )
+    return prep, task
+
+
+@pytest.mark.parametrize("model", ["rssm", "jepa"])
+@pytest.mark.parametrize("weight", [0.0, 2.0])
+def test_probe_weight_decides_whether_the_probe_trains_the_encoder(
+    small_reacher_dataset: Path, tmp_path: Path, model: str, weight: float
+):
+    """--probe-weight 0: the probe's gradient reaches its head only; above 0 it reaches the
+    encoder and the predictor too (the imagined steps' features carry gradient)."""
+    prep, task = _probe_task(small_reacher_dataset, tmp_path / "never", model, probe_weight=weight)
+    batch = prep.data.train[np.arange(4)]
+    from visfore.worldmodels.training import frames_to_float
+
+    frames = frames_to_float(batch["frames"])
+    loss = task._probe_loss(frames, batch["actions"], batch, step=0)
+    assert loss.shape == () and loss.dtype == torch.float32 and float(loss.detach()) > 0
+    task.model.zero_grad(set_to_none=True)
+    loss.backward()
+    named = dict(task.model.named_parameters())
+    head = [p for k, p in named.items() if k.startswith("probe_head.")]
+    assert all(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in head)
+    others = {k: p for k, p in named.items() if not k.startswith("probe_head.")}
+    reached = {k for k, p in others.items() if p.grad is not None and float(p.grad.abs().sum()) > 0}
+    if weight == 0:
+        assert not reached
+    else:  # the encoder's first convolution and the predictor's recurrent cell
+        assert any(k.startswith("encoder.") for k in reached), sorted(reached)
+        assert any(k.startswith("gru.") for k in reached), sorted(reached)
+    assert not (tmp_path / "never").exists()
+
+
+def test_probe_weight_scales_the_world_models_step(small_reacher_dataset: Path, tmp_path: Path, one_torch_thread):
+    """With --probe-weight > 0 the world model's weights move differently from a detached
+    probe's run, and the imagined key points are learnt: the probe loss falls on a fixed batch."""
+    from visfore.core.trainer import TrainState
+
+    ends = {}
+    for weight in (0.0, 5.0):
+        torch.manual_seed(0)
+        prep, task = _probe_task(small_reacher_dataset, tmp_path / "never", "jepa", probe_weight=weight, lr=1e-2)
+        batch = prep.data.train[np.arange(4)]
+        state = TrainState(extra={"sampling_step": 0, "mse_sum": 0.0})
+        losses = []
+        for _ in range(15):
+            losses.append(task.train_step(batch, state).scalars["train/probe_loss"])
+            state.global_step += 1
+        assert losses[-1] < 0.5 * losses[0], (weight, losses)
+        ends[weight] = {k: v.detach().clone() for k, v in task.model.state_dict().items() if k.startswith("encoder.")}
+    assert any(not torch.equal(ends[0.0][k], ends[5.0][k]) for k in ends[0.0])
+
+
+def test_probe_weight_is_recorded_in_the_run(small_reacher_dataset: Path, tmp_path: Path):
+    out = tmp_path / "run"
+    metrics = _train(_config(small_reacher_dataset, out, "rssm", probe="keypoints", probe_weight=3.0))
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["options"]["probe_weight"] == 3.0 and config["options"]["probe"] == "keypoints"
+    assert metrics["supervision"] == "state-supervised (probe: keypoints)"
+
+
 def test_the_probe_never_changes_the_world_model(small_reacher_dataset: Path, tmp_path: Path):
     """The probe trains on detached features, its gradient is clipped apart and its
     filtering pass has its own RNG stream: every other weight ends bit for bit as in a run
@@ -301,6 +377,8 @@ def test_probe_on_a_pixel_model_is_refused_in_one_line(small_reacher_dataset: Pa
         (["--model", "jepa", "--model-kwargs", '{"depth": "x"}'], "depth='x': expected int, got str"),
         (["--model", "jepa", "--model-kwargs", '{"probe_dim": 3}'], "the probe is set by --probe keypoints"),
         (["--model", "rssm", "--probe", "joints"], "--probe must be one of none, keypoints"),
+        (["--model", "jepa", "--probe-weight", "1"], "--probe-weight 1.0 needs --probe keypoints"),
+        (["--model", "jepa", "--probe", "keypoints", "--probe-weight", "-1"], "--probe-weight must be a finite number >= 0, got -1.0"),
     ],
 )
 def test_bad_latent_options_are_refused_in_one_line(small_reacher_dataset: Path, tmp_path: Path, args, needle):

@@ -81,7 +81,11 @@ class TrainConfig(ConfigBase, command="train-model"):
     )
     probe: Literal["none", "keypoints"] = option(
         default="none",
-        help="keypoints: also train a read-out probe from a latent model's features (rssm, jepa) to the robot's key points and joint angles, from the dataset's states on detached features; the run is labelled state-supervised.",
+        help="keypoints: also train a read-out probe from a latent model's features (rssm, jepa) to the robot's key points and joint angles, from the dataset's states (on detached features unless --probe-weight > 0); the run is labelled state-supervised.",
+    )
+    probe_weight: float = option(
+        default=0.0,
+        help="With --probe: weight of the probe's loss in the world model's own loss; above 0 its gradient also trains the encoder and the predictor, on the features of the real frames and of the K imagined steps. 0 (default): a read-out on detached features; the world model trains exactly as without it.",
     )
     context: int = option(default=2, help="C context frames given to the model.")
     horizon: int = option(default=10, help="K frames predicted open-loop.")
@@ -200,6 +204,11 @@ def validate_config(config: TrainConfig) -> None:
         raise VisforeError("--model-kwargs must be a JSON object")
     if config.probe not in ("none", "keypoints"):
         raise VisforeError(f"--probe must be none or keypoints, got {config.probe!r}")
+    w = config.probe_weight
+    if isinstance(w, bool) or not isinstance(w, (int, float)) or not (w >= 0 and math.isfinite(w)):
+        raise VisforeError(f"--probe-weight must be a finite number >= 0, got {w!r}")
+    if w > 0 and config.probe == "none":
+        raise VisforeError(f"--probe-weight {w} needs --probe keypoints (there is no probe to weigh)")
     if "probe_dim" in config.model_kwargs:
         raise VisforeError(
             f"--model-kwargs probe_dim={config.model_kwargs['probe_dim']!r}: the probe is set by --probe keypoints "

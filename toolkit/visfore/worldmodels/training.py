@@ -27,7 +27,10 @@ the command is :mod:`visfore.cli.train_model`):
    env), trained with ``probe_loss(observe(frames, actions), labels)`` on every real frame
    of each clip: the features of the filtered states come without gradient (and from
    their own seeded RNG draws), the head's gradient is clipped apart from the model's, so
-   every other weight ends exactly as without the probe. The run is labelled
+   every other weight ends exactly as without the probe. ``--probe-weight W > 0`` instead
+   adds ``W`` times the probe's MSE over the real frames' features and the ``K`` imagined
+   ones, with gradient, to the world model's loss: the encoder and the predictor learn to
+   carry the key points forward (what a planner's key-point cost reads). The run is labelled
    ``state-supervised (probe: keypoints)`` (``self-supervised`` otherwise) in
    ``config.yaml``, ``metrics.json`` and the printed table.
    Inputs fed back during the rollout follow ``--sampling`` (:mod:`visfore.worldmodels.schedules`):
@@ -596,7 +599,9 @@ class ForwardModelTask(TrainTask):
         loss = recon
         for term in aux.values():
             loss = loss + term.float()
-        self._optimise(loss if probe is None else loss + probe)
+        # a detached probe's gradient reaches its head only: its scale does not matter there
+        probe_scale = self.config.probe_weight if self.config.probe_weight > 0 else 1.0
+        self._optimise(loss if probe is None else loss + probe_scale * probe)
         value = float(loss.detach())
         mse_value = float(recon.detach()) if aux else value
         aux_values = {k: float(v.detach()) for k, v in sorted(aux.items())}
@@ -622,29 +627,45 @@ class ForwardModelTask(TrainTask):
     def _probe_loss(
         self, frames: torch.Tensor, actions: torch.Tensor, batch: Mapping[str, Any], step: int
     ) -> torch.Tensor:
-        """``model.probe_loss`` of the filtered features of every real frame of the clips
-        (``observe`` over ``o_0..o_{C+K-1}``, without gradient: the probe trains on detached
-        features) against their rows' labels; padded frames of short-episode clips are
-        left out. A float32 scalar whose gradient reaches the probe head only."""
+        """``model.probe_loss`` against the rows' labels: a float32 scalar (padded frames of
+        short-episode clips are left out).
+
+        ``--probe-weight 0``: on the filtered features of every real frame of the clips
+        (``observe`` over ``o_0..o_{C+K-1}``, without gradient), so the gradient reaches the
+        probe head only. ``--probe-weight W > 0``: one MSE over those features *and* the
+        ``K`` imagined ones (``imagine`` from ``init_state`` of the context under the clip's
+        actions, the features a planner's key-point cost reads), all with gradient, so the
+        encoder and the predictor learn to carry the key points (the caller weighs it by W).
+        """
         C = self.config.context
         model, labels_all = self.model, self.labels
         assert labels_all is not None  # the caller's condition
+        into_model = self.config.probe_weight > 0
+        T = frames.shape[1]
         devices = [frames.device] if frames.device.type == "cuda" else []
-        with torch.no_grad(), torch.random.fork_rng(devices=devices):
+        with torch.set_grad_enabled(into_model), torch.random.fork_rng(devices=devices):
             # its own seeded draws (RSSM samples its posterior): the training stream, and
-            # so the world model, is the same with and without the probe
+            # so the world model, is the same with and without a detached probe
             torch.manual_seed(_probe_seed(self.config.seed, step, self.dist.rank))
-            feats = model.observe(frames, actions[:, : frames.shape[1] - 1])  # (B, C + K, F)
+            feats = model.observe(frames, actions[:, : T - 1])  # (B, C + K, F)
+            if into_model:
+                state = model.init_state(frames[:, :C], actions[:, : C - 1])
+                imagined, _ = model.imagine(state, actions[:, C - 1 : T - 1], decode=False)  # (B, K, F)
         starts = batch["start"].cpu()
         ends = torch.from_numpy(self.data.train.source.episode_starts + self.data.train.source.episode_lengths)[
             batch["episode"].cpu()
         ]
-        rows = starts[:, None] + torch.arange(frames.shape[1])
+        rows = starts[:, None] + torch.arange(T)
         valid = rows < ends[:, None]  # context frames always; targets where the mask is True
         labels = labels_all[torch.minimum(rows, ends[:, None] - 1)].to(feats.device)
         valid = valid.to(feats.device)
         assert bool(valid[:, :C].all())
-        return model.probe_loss(feats[valid], labels[valid])
+        if not into_model:
+            return model.probe_loss(feats[valid], labels[valid])
+        ahead = valid[:, C:]
+        return model.probe_loss(
+            torch.cat([feats[valid], imagined[ahead]]), torch.cat([labels[valid], labels[:, C:][ahead]]), detach=False
+        )
 
     def _optimise(self, loss: torch.Tensor) -> None:
         clip, scaler = self.config.grad_clip, self.precision.scaler
