@@ -36,6 +36,7 @@ as DreamerV3) and the output is a sigmoid, so frames stay in ``[0, 1]``.
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Sequence
 
 import torch
@@ -305,12 +306,28 @@ class LatentForwardModel(ForwardModel):
         out = self.probe_head(features.to(ref.dtype).flatten(0, -2) if features.dim() > 1 else features[None])
         return out.view(*features.shape[:-1], self.probe_dim)
 
-    def probe_loss(self, features: torch.Tensor, labels: torch.Tensor, *, detach: bool = True) -> torch.Tensor:
-        """MSE of the probe on ``features`` ``(..., F)`` against ``labels`` ``(..., probe_dim)``
-        (e.g. key points in metres and joint angles in radians from the dataset's states): a
-        float32 scalar. With ``detach=True`` (default) the features are detached, so the
-        gradient reaches only the probe head; with ``detach=False`` it also flows into
-        whatever computed ``features`` (the encoder, the predictor).
+    def probe_loss(
+        self,
+        features: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        detach: bool = True,
+        scale: torch.Tensor | None = None,
+        angular: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Mean squared error of the probe on ``features`` ``(..., F)`` against ``labels``
+        ``(..., probe_dim)`` (e.g. key points in metres and joint angles in radians from the
+        dataset's states): a float32 scalar.
+
+        Args:
+            detach: True (default): the features are detached, so the gradient reaches only
+                the probe head; False: it also flows into whatever computed ``features``
+                (the encoder, the predictor).
+            scale: optional ``(probe_dim,)`` positive divisors of each output's error (e.g.
+                the labels' standard deviations, so metres and radians weigh alike).
+            angular: optional ``(probe_dim,)`` bool mask of outputs that are angles: their
+                error is wrapped into ``[-pi, pi)`` first, so ``pi - e`` and ``-pi + e`` are
+                ``2e`` apart, not ``2 pi - 2e``.
 
         Raises:
             ValueError: if the model has no probe or a shape does not match (one line).
@@ -319,4 +336,13 @@ class LatentForwardModel(ForwardModel):
         pred = self.probe(features.detach() if detachable else features)
         if not isinstance(labels, torch.Tensor) or tuple(labels.shape) != tuple(pred.shape):
             raise ValueError(f"labels must have shape {tuple(pred.shape)} (..., probe_dim), got {_shape(labels)}")
-        return F.mse_loss(pred.float(), labels.to(pred.device).float())
+        diff = pred.float() - labels.to(pred.device).float()
+        for name, vec in (("scale", scale), ("angular", angular)):
+            if vec is not None and (not isinstance(vec, torch.Tensor) or tuple(vec.shape) != (self.probe_dim,)):
+                raise ValueError(f"{name} must be a ({self.probe_dim},) tensor, got shape {_shape(vec)}")
+        if angular is not None:
+            wrapped = torch.remainder(diff + math.pi, 2 * math.pi) - math.pi
+            diff = torch.where(angular.to(diff.device, torch.bool), wrapped, diff)
+        if scale is not None:
+            diff = diff / scale.to(diff.device, torch.float32)
+        return diff.square().mean()

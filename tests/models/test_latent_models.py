@@ -478,6 +478,28 @@ def test_probe_trains_only_its_head(name: str) -> None:
     assert float(model.probe_loss(feats, labels).detach()) < 0.5 * first
 
 
+@pytest.mark.parametrize("name", LATENT)
+def test_probe_loss_wraps_angles_and_scales_outputs(name: str) -> None:
+    """The probe reads (pi - 0.1, 0.5) for labels (-pi + 0.1, 0.3): the angle's error wraps
+    to 0.2 (not 2 pi - 0.2), the second output's 0.2 is divided by its scale 0.1."""
+    import math
+
+    model = make(name, probe_dim=2)
+    head = torch.nn.Linear(model.feature_dim, 2)
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.copy_(torch.tensor([math.pi - 0.1, 0.5]))
+    model.probe_head = head
+    feats, labels = torch.randn(5, model.feature_dim), torch.tensor([-math.pi + 0.1, 0.3]).expand(5, 2)
+    angular, scale = torch.tensor([True, False]), torch.tensor([1.0, 0.1])
+    loss = model.probe_loss(feats, labels, angular=angular, scale=scale)
+    assert loss.dtype == torch.float32 and abs(float(loss) - (0.2**2 + 2.0**2) / 2) < 1e-4
+    raw = model.probe_loss(feats, labels)
+    assert abs(float(raw) - ((2 * math.pi - 0.2) ** 2 + 0.2**2) / 2) < 1e-4
+    with pytest.raises(ValueError, match=r"scale must be a \(2,\) tensor, got shape \(3,\)"):
+        model.probe_loss(feats, labels, scale=torch.ones(3))
+
+
 # ---------------------------------------------------------------------------- learning
 STEPS, BATCH, C, K = 30, 16, 2, 3
 

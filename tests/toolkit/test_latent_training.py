@@ -258,6 +258,18 @@ def _probe_task(data: Path, out: Path, model: str, **overrides):
     return prep, task
 
 
+def test_probe_loss_weighs_outputs_by_their_spread_over_training_rows(small_reacher_dataset: Path, tmp_path: Path):
+    """Each output's divisor is its standard deviation over the training episodes' rows;
+    the reacher's two joint angles (the last outputs) are the angular ones."""
+    prep, task = _probe_task(small_reacher_dataset, tmp_path / "never", "jepa")
+    src = prep.data.train.source
+    rows = np.concatenate([np.arange(src.episode_starts[e], src.episode_starts[e] + src.episode_lengths[e]) for e in prep.data.train_episodes])
+    assert len(rows) < prep.labels.values.shape[0]  # the validation episodes are left out
+    expected = prep.labels.values[rows].std(axis=0)
+    assert task.probe_scale.shape == (6,) and np.allclose(task.probe_scale.numpy(), expected, rtol=1e-5)
+    assert task.probe_angular.tolist() == [False, False, False, False, True, True]
+
+
 @pytest.mark.parametrize("model", ["rssm", "jepa"])
 @pytest.mark.parametrize("weight", [0.0, 2.0])
 def test_probe_weight_decides_whether_the_probe_trains_the_encoder(

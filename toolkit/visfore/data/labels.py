@@ -263,7 +263,8 @@ class ProbeLayout:
             "joint_slice": [self.keypoint_coords, self.dim],
             "outputs": self.outputs(),
             "note": "state-supervised: the probe is trained on the dataset's states (key points in "
-            "metres, joint angles in radians) on detached latent features; it never shapes the latent",
+            "metres, joint angles in radians); with probe_weight 0 on detached latent features (it "
+            "never shapes the latent), above 0 also through the encoder and the predictor",
         }
 
     @classmethod

@@ -65,8 +65,8 @@ LATENT_DEFINITIONS: dict[str, str] = {
     "resample_distance": "stochastic models: the same distance between two rollouts of a clip under its own "
     "actions (different latent samples), the sampling noise the action effect must exceed",
     "probe": "state-supervised: a read-out head from the latent features to the key points (m) and joint "
-    "angles (rad) of the dataset's states, trained on detached features of observed frames "
-    "(train-model --probe keypoints); it never shapes the latent",
+    "angles (rad) of the dataset's states (train-model --probe keypoints): on detached features of "
+    "observed frames, or with --probe-weight above 0 also on imagined ones and through the model",
     "probe_keypoint_error_cm": "per horizon step, the mean over the valid clips of the mean over key points "
     "of ||probe(features of the imagined state) - true key point|| over the key point's axes, in cm",
     "probe_joint_error_deg": "per horizon step, the mean over the valid clips and joints of "

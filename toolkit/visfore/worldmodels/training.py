@@ -476,6 +476,21 @@ def _aux_losses(model: Any) -> dict[str, Any]:
     return dict(losses) if losses else {}
 
 
+def _probe_loss_weights(prep: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """The probe loss's ``(P,)`` float32 divisors, each output's standard deviation over the
+    training episodes' rows (floored at 1e-3), so that metres and radians weigh alike (raw,
+    the joint angles' radians would outweigh the key points' metres about 60 to 1), and its
+    ``(P,)`` bool mask of joint angles, whose errors wrap around at pi."""
+    labels, source = prep.labels, prep.data.train.source
+    rows = np.concatenate(
+        [np.arange(source.episode_starts[e], source.episode_starts[e] + source.episode_lengths[e]) for e in prep.data.train_episodes]
+    )
+    std = torch.from_numpy(labels.values[rows].std(axis=0).astype(np.float32)).clamp_min(1e-3)
+    angular = torch.zeros(labels.layout.dim, dtype=torch.bool)
+    angular[labels.layout.joint_slice] = True
+    return std, angular
+
+
 def _probe_seed(seed: int, step: int, rank: int) -> int:
     """The torch seed of the probe's filtering pass at optimisation step ``step`` (a pure
     function of the run's seed, the step and the rank, so a resumed run draws the same)."""
@@ -543,6 +558,8 @@ class ForwardModelTask(TrainTask):
         )
         #: ``--probe``: (N, P) float32 labels of every dataset row, on the CPU
         self.labels = None if prep.labels is None else torch.from_numpy(prep.labels.values)
+        #: the probe loss's (P,) divisors and angle mask (:meth:`_probe_loss`), or None
+        self.probe_scale, self.probe_angular = _probe_loss_weights(prep) if prep.labels is not None else (None, None)
         head = getattr(model, "probe_head", None)
         probe_ids = {id(p) for p in head.parameters()} if head is not None else set()
         #: the probe head's parameters and the others: clipped apart, so the probe's
@@ -660,11 +677,15 @@ class ForwardModelTask(TrainTask):
         labels = labels_all[torch.minimum(rows, ends[:, None] - 1)].to(feats.device)
         valid = valid.to(feats.device)
         assert bool(valid[:, :C].all())
+        weights = {"scale": self.probe_scale, "angular": self.probe_angular}
         if not into_model:
-            return model.probe_loss(feats[valid], labels[valid])
+            return model.probe_loss(feats[valid], labels[valid], **weights)
         ahead = valid[:, C:]
         return model.probe_loss(
-            torch.cat([feats[valid], imagined[ahead]]), torch.cat([labels[valid], labels[:, C:][ahead]]), detach=False
+            torch.cat([feats[valid], imagined[ahead]]),
+            torch.cat([labels[valid], labels[:, C:][ahead]]),
+            detach=False,
+            **weights,
         )
 
     def _optimise(self, loss: torch.Tensor) -> None:
