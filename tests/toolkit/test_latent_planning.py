@@ -434,3 +434,40 @@ def test_reading_the_imagined_frames_changes_no_action(latent_runs):
         env.close()
     assert all(np.array_equal(a, b) for a, b in zip(*runs_actions))
     assert len(frames) == 3 and all(f.shape == (4, SIZE, SIZE, 3) for f in frames)
+
+
+# -- --filter-frames ---------------------------------------------------------------------------
+def test_filter_frames_filters_the_last_real_frames_into_the_state(latent_runs):
+    """With filter_frames=4 the latent state before a plan is jepa's init_state of the last 4
+    real frames and the 3 actions between them (the first frame repeated, at rest, before
+    there are 4), not of the last C = 2."""
+    from visfore.worldmodels.model_run import frames_to_model
+
+    env = make_goal_env("reacher", {}, SIZE)
+    obs, info = env.reset(seed=0)
+    ctrl = _controller(latent_runs["jepa"], env, obs, env.unwrapped.render_goal(), filter_frames=4)
+    assert ctrl.window == 4 and ctrl._frames.shape == (4, 3, SIZE, SIZE) and ctrl._actions.shape == (3, 2)
+    seen, acts = [obs["pixels"]] * 4, [np.zeros(2, np.float32)] * 3
+    for _ in range(5):
+        acts.append(ctrl.act(obs, info).astype(np.float32))
+        obs, _, _, _, info = env.step(acts[-1])
+        seen.append(obs["pixels"])
+    ctrl._observe(obs, acts[-1])
+    model = ctrl.model_run.model
+    frames = frames_to_model(np.stack(seen[-4:]), ctrl.device)[None]
+    expected = model.init_state(frames, torch.from_numpy(np.stack(acts[-3:]))[None])
+    # jepa's features are the last frame's embedding; its recurrent state carries the history
+    assert torch.allclose(ctrl.latent_state().deter, expected.deter, atol=1e-6)
+    short = model.init_state(frames[:, -2:], torch.from_numpy(acts[-1])[None, None])
+    assert not torch.allclose(short.deter, expected.deter, atol=1e-4)
+    env.close()
+
+
+def test_filter_frames_below_the_context_is_refused_in_one_line(latent_runs, reacher, tmp_path):
+    env, obs, _, goal = reacher
+    with pytest.raises(VisforeError, match="--filter-frames must be >= the model's context 2, got 1"):
+        _controller(latent_runs["jepa"], env, obs, goal, filter_frames=1)
+    line = _one_error_line(_cli("plan", "--model", latent_runs["jepa"], "--filter-frames", 0,
+                                "--episodes", 1, "--steps", 1, "--out", tmp_path / "o", "--quiet"))  # fmt: skip
+    assert "--filter-frames must be an integer in 1..1000, got 0" in line
+    assert not (tmp_path / "o").exists()

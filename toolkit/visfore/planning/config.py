@@ -293,6 +293,10 @@ class PlanConfig(ConfigBase, command="plan"):
         flags=("--horizon",),
     )
     replan_every: int = option(default=1, help="Steps executed between plans (1 = replan every step).")
+    filter_frames: Optional[int] = option(
+        default=None,
+        help="Latent models: how many of the last real frames (with the actions between them) are filtered into the latent state before each plan; default the model's context C. A recurrent model (rssm) reads the arm's velocity from more.",
+    )
     shrink_horizon: bool = option(
         default=True,
         help="Near the episode's end, score only the steps left, so the cost is taken at the last step, where success is measured (shrinking-horizon MPC; needs the env's time limit). --fixed-horizon always scores T steps.",

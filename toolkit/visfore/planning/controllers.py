@@ -264,6 +264,9 @@ class LearnedCEMController(CEMController):
         amp: autocast (bfloat16 on CPU, float16 on CUDA).
         keypoint_coords: ``G``, the probe's key-point outputs (default: from the run's
             probe layout or the env, at the first :meth:`reset`).
+        filter_frames: latent models: how many of the last real frames (and the actions
+            between them) ``init_state`` filters before each plan, ``>= C`` (default ``C``,
+            the model's context); a recurrent model reads velocities better from more.
 
     Attributes:
         name: the report label (:func:`~visfore.planning.config.controller_label`, e.g.
@@ -274,7 +277,8 @@ class LearnedCEMController(CEMController):
         forward_seconds: time spent in cost evaluations (model calls and scoring), seconds.
 
     Raises:
-        VisforeError: a bad cost, or key points without a translator or a probe.
+        VisforeError: a bad cost, key points without a translator or a probe, or
+            ``filter_frames`` below C or with a pixel model (one line).
     """
 
     name = "learned-cem"
@@ -284,7 +288,8 @@ class LearnedCEMController(CEMController):
                  cost_frames: str = "final", pixel_weight: float = 1.0, keypoint_weight: float = 1.0,
                  translator: Translator | None = None, batch_chunk: int = 0,
                  pixel_blur: float = 0.0, amp: bool = False,
-                 shrink_horizon: bool = True, keypoint_coords: int | None = None) -> None:  # fmt: skip
+                 shrink_horizon: bool = True, keypoint_coords: int | None = None,
+                 filter_frames: int | None = None) -> None:  # fmt: skip
         super().__init__(cem_config, replan_every, action_scale, model_run.device, shrink_horizon=shrink_horizon)
         if isinstance(cost, Mapping):
             self.weights = {str(k): float(v) for k, v in cost.items()}
@@ -308,6 +313,16 @@ class LearnedCEMController(CEMController):
                 )
         self.model_run = model_run
         self.latent = bool(getattr(model, "latent", False))
+        C = int(model_run.context)
+        if filter_frames is not None and not self.latent:
+            raise VisforeError(
+                f"--filter-frames {filter_frames} needs a latent model; {model_run.model_name} is a pixel model "
+                f"(its context is its {C} frames)"
+            )
+        if filter_frames is not None and filter_frames < C:
+            raise VisforeError(f"--filter-frames must be >= the model's context {C}, got {filter_frames}")
+        #: real frames in the window init_state filters (a pixel model: its context C)
+        self.window = C if filter_frames is None else int(filter_frames)
         self.cost = "+".join(self.weights)
         self.cost_frames = cost_frames
         self.pixel_weight = float(pixel_weight)
@@ -330,9 +345,10 @@ class LearnedCEMController(CEMController):
         frame = np.asarray(obs["pixels"], np.uint8)
         if frame.shape[:2] != (H, W):
             raise VisforeError(f"the env's frames are {frame.shape[0]}x{frame.shape[1]} but the model takes {H}x{W}")
-        C, A = mr.context, mr.action_dim
-        self._frames = frames_to_model(np.repeat(frame[None], C, axis=0), self.device)  # (C, 3, H, W)
-        self._actions = torch.zeros((C - 1, A), dtype=torch.float32, device=self.device)
+        L, A = self.window, mr.action_dim
+        # before the first step the window holds the first frame L times, at rest
+        self._frames = frames_to_model(np.repeat(frame[None], L, axis=0), self.device)  # (L, 3, H, W)
+        self._actions = torch.zeros((L - 1, A), dtype=torch.float32, device=self.device)
         self._state = None
         self._goal = frames_to_model(np.asarray(goal_frame, np.uint8), self.device)  # (3, H, W)
         self._goal_blurred = gaussian_blur(self._goal, self.pixel_blur)
@@ -393,7 +409,7 @@ class LearnedCEMController(CEMController):
 
     def latent_state(self) -> Any:
         """Latent model: the :class:`~visfore_models.base.LatentState` after the current
-        context (``init_state`` of the last C real frames and the actions between them),
+        context (``init_state`` of the last ``window`` real frames and the actions between them),
         computed once per plan and reused by every iteration."""
         if self._state is None:
             seed = self._draw_seed()

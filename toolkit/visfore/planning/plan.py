@@ -197,6 +197,8 @@ def validate_config(config: PlanConfig, latent: bool = False) -> PlanConfig:
     integer("replan-every", c.replan_every, 1)
     if c.replan_every > c.horizon:
         raise VisforeError(f"--replan-every {c.replan_every} must be <= the horizon blocks x repeat = {c.horizon}")
+    if c.filter_frames is not None:
+        integer("filter-frames", c.filter_frames, 1, 1000)
     check_action_scale(c.action_scale)
     positive("pixel-weight", c.pixel_weight, strict=False)
     positive("keypoint-weight", c.keypoint_weight, strict=False)
@@ -310,7 +312,7 @@ def _make_controllers(config: PlanConfig, model_run: Any, translator: Any, devic
                 action_scale=config.action_scale, cost=config.cost or "pixels", cost_frames=config.cost_frames,
                 pixel_weight=config.pixel_weight, keypoint_weight=config.keypoint_weight,
                 translator=translator, batch_chunk=config.batch_chunk, pixel_blur=config.pixel_blur,
-                amp=config.amp, shrink_horizon=config.shrink_horizon,
+                amp=config.amp, shrink_horizon=config.shrink_horizon, filter_frames=config.filter_frames,
             ))  # fmt: skip
         elif name == "oracle":
             out.append(OracleCEMController(
@@ -483,6 +485,7 @@ def _meta(setup: _PlanSetup, out: Path) -> dict[str, Any]:
             "repeat": config.repeat,
             "horizon": config.horizon,
             "replan_every": config.replan_every,
+            "filter_frames": config.filter_frames,
             "shrink_horizon": config.shrink_horizon,
             "init_std": config.init_std,
             "min_std": config.min_std,
