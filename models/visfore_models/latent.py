@@ -40,7 +40,6 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ._common import check_multiple_of, groups, prepare_inputs

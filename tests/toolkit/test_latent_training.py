@@ -263,7 +263,12 @@ def test_probe_loss_weighs_outputs_by_their_spread_over_training_rows(small_reac
     the reacher's two joint angles (the last outputs) are the angular ones."""
     prep, task = _probe_task(small_reacher_dataset, tmp_path / "never", "jepa")
     src = prep.data.train.source
-    rows = np.concatenate([np.arange(src.episode_starts[e], src.episode_starts[e] + src.episode_lengths[e]) for e in prep.data.train_episodes])
+    rows = np.concatenate(
+        [
+            np.arange(src.episode_starts[e], src.episode_starts[e] + src.episode_lengths[e])
+            for e in prep.data.train_episodes
+        ]
+    )
     assert len(rows) < prep.labels.values.shape[0]  # the validation episodes are left out
     expected = prep.labels.values[rows].std(axis=0)
     assert task.probe_scale.shape == (6,) and np.allclose(task.probe_scale.numpy(), expected, rtol=1e-5)
@@ -390,7 +395,10 @@ def test_probe_on_a_pixel_model_is_refused_in_one_line(small_reacher_dataset: Pa
         (["--model", "jepa", "--model-kwargs", '{"probe_dim": 3}'], "the probe is set by --probe keypoints"),
         (["--model", "rssm", "--probe", "joints"], "--probe must be one of none, keypoints"),
         (["--model", "jepa", "--probe-weight", "1"], "--probe-weight 1.0 needs --probe keypoints"),
-        (["--model", "jepa", "--probe", "keypoints", "--probe-weight", "-1"], "--probe-weight must be a finite number >= 0, got -1.0"),
+        (
+            ["--model", "jepa", "--probe", "keypoints", "--probe-weight", "-1"],
+            "--probe-weight must be a finite number >= 0, got -1.0",
+        ),
     ],
 )
 def test_bad_latent_options_are_refused_in_one_line(small_reacher_dataset: Path, tmp_path: Path, args, needle):

@@ -344,7 +344,9 @@ def test_learned_cem_same_seed_same_actions(model_run_dir):
 
 def test_filter_frames_with_a_pixel_model_is_refused(model_run_dir):
     with pytest.raises(VisforeError, match="--filter-frames 5 needs a latent model; convlstm is a pixel model"):
-        LearnedCEMController(load_model_run(model_run_dir), CEMConfig(iterations=1, samples=4, elites=2), filter_frames=5)
+        LearnedCEMController(
+            load_model_run(model_run_dir), CEMConfig(iterations=1, samples=4, elites=2), filter_frames=5
+        )
 
 
 def test_learned_cem_batch_chunk_gives_the_same_costs(model_run_dir):

@@ -483,7 +483,10 @@ def _probe_loss_weights(prep: Any) -> tuple[torch.Tensor, torch.Tensor]:
     ``(P,)`` bool mask of joint angles, whose errors wrap around at pi."""
     labels, source = prep.labels, prep.data.train.source
     rows = np.concatenate(
-        [np.arange(source.episode_starts[e], source.episode_starts[e] + source.episode_lengths[e]) for e in prep.data.train_episodes]
+        [
+            np.arange(source.episode_starts[e], source.episode_starts[e] + source.episode_lengths[e])
+            for e in prep.data.train_episodes
+        ]
     )
     std = torch.from_numpy(labels.values[rows].std(axis=0).astype(np.float32)).clamp_min(1e-3)
     angular = torch.zeros(labels.layout.dim, dtype=torch.bool)
@@ -559,7 +562,10 @@ class ForwardModelTask(TrainTask):
         #: ``--probe``: (N, P) float32 labels of every dataset row, on the CPU
         self.labels = None if prep.labels is None else torch.from_numpy(prep.labels.values)
         #: the probe loss's (P,) divisors and angle mask (:meth:`_probe_loss`), or None
-        self.probe_scale, self.probe_angular = _probe_loss_weights(prep) if prep.labels is not None else (None, None)
+        self.probe_scale: torch.Tensor | None = None
+        self.probe_angular: torch.Tensor | None = None
+        if prep.labels is not None:
+            self.probe_scale, self.probe_angular = _probe_loss_weights(prep)
         head = getattr(model, "probe_head", None)
         probe_ids = {id(p) for p in head.parameters()} if head is not None else set()
         #: the probe head's parameters and the others: clipped apart, so the probe's
