@@ -196,6 +196,10 @@ class RSSMForwardModel(LatentForwardModel):
         self.classes = check_positive("classes", classes)
         self.embed_dim = check_positive("embed_dim", embed_dim)
         self.unimix = _check_scale("unimix", unimix, 1.0)
+        #: imagine with each prior categorical's most likely class instead of a sample: a
+        #: deterministic rollout, e.g. for planning (not a constructor option: it changes
+        #: how the model is used, not the trained weights; filtering still samples)
+        self.prior_mode = False
         self.dyn_scale = _check_scale("dyn_scale", dyn_scale)
         self.rep_scale = _check_scale("rep_scale", rep_scale)
         self.free_nats = _check_scale("free_nats", free_nats)
@@ -325,7 +329,11 @@ class RSSMForwardModel(LatentForwardModel):
     def _step(self, state: LatentState, action: torch.Tensor) -> LatentState:
         u = self._draw(state.batch_size, state.deter)
         h = self._transition(state.deter, state.stoch, action)
-        z, _ = self._imagine_z(h, u[:, 0])
+        if self.prior_mode:
+            probs = self._probs(self.prior, h)
+            z = F.one_hot(probs.argmax(dim=-1), self.classes).to(probs.dtype).flatten(1)
+        else:
+            z, _ = self._imagine_z(h, u[:, 0])
         return LatentState(deter=h, stoch=z)
 
     def _features(self, deter: torch.Tensor, stoch: torch.Tensor) -> torch.Tensor:

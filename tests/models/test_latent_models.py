@@ -561,3 +561,26 @@ def test_loss_falls_on_moving_square(name: str) -> None:
     if name == "jepa":
         assert mean("relative_prediction", last) < 0.5 * mean("relative_prediction", first)
         assert mean("variance", last) < 0.2 * mean("variance", first)  # no collapse: the spread grows
+
+
+def test_rssm_prior_mode_imagines_deterministically() -> None:
+    """prior_mode: every imagined step takes each categorical's most likely class, so two
+    rollouts under different RNG draws are equal (and one-hot); sampling differs."""
+    model = make("rssm").eval()
+    context, actions, _ = inputs(4, 2, 5)
+    with torch.no_grad():
+        state = model.init_state(context, actions[:, :1])
+        model.prior_mode = True
+        torch.manual_seed(1)
+        a, end = model.imagine(state, actions[:, 1:], decode=False)
+        torch.manual_seed(2)
+        b, _ = model.imagine(state, actions[:, 1:], decode=False)
+        model.prior_mode = False
+        torch.manual_seed(1)
+        c, _ = model.imagine(state, actions[:, 1:], decode=False)
+        torch.manual_seed(2)
+        d, _ = model.imagine(state, actions[:, 1:], decode=False)
+    assert a.shape == (4, 5, model.feature_dim) and torch.equal(a, b)
+    assert not torch.equal(c, d)
+    z = end.stoch.view(4, model.stoch, model.classes)
+    assert torch.equal(z.sum(-1), torch.ones(4, model.stoch))

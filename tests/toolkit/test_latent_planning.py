@@ -471,3 +471,19 @@ def test_filter_frames_below_the_context_is_refused_in_one_line(latent_runs, rea
                                 "--episodes", 1, "--steps", 1, "--out", tmp_path / "o", "--quiet"))  # fmt: skip
     assert "--filter-frames must be an integer in 1..1000, got 0" in line
     assert not (tmp_path / "o").exists()
+
+
+def test_imagine_mode_needs_a_stochastic_latent_model(latent_runs, tmp_path):
+    line = _one_error_line(_cli("plan", "--model", latent_runs["jepa"], "--imagine", "mode",
+                                "--episodes", 1, "--steps", 1, "--out", tmp_path / "o", "--quiet"))  # fmt: skip
+    assert "--imagine mode needs a stochastic latent model (rssm); got jepa" in line
+    assert not (tmp_path / "o").exists()
+
+
+def test_imagine_mode_plans_with_rssm_and_is_recorded(latent_runs, tmp_path):
+    out = tmp_path / "o"
+    result = _cli("plan", "--model", latent_runs["rssm"], "--imagine", "mode", "--controllers", "learned",
+                  "--episodes", 1, "--steps", 2, *SMALL, "--out", out, "--quiet", "--no-gifs")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["meta"]["budget"]["imagine"] == "mode"

@@ -293,6 +293,10 @@ class PlanConfig(ConfigBase, command="plan"):
         flags=("--horizon",),
     )
     replan_every: int = option(default=1, help="Steps executed between plans (1 = replan every step).")
+    imagine: Literal["sample", "mode"] = option(
+        default="sample",
+        help="Stochastic latent models (rssm): sample (each imagined step draws its latent, as in training) or mode (each step takes the prior's most likely class: one deterministic rollout per candidate, so candidates are compared without sampling noise).",
+    )
     filter_frames: Optional[int] = option(
         default=None,
         help="Latent models: how many of the last real frames (with the actions between them) are filtered into the latent state before each plan; default the model's context C. A recurrent model (rssm) reads the arm's velocity from more.",

@@ -375,6 +375,11 @@ def _prepare(config: PlanConfig) -> _PlanSetup:
     model_run = load_model_run(config.model, config.checkpoint, device=device) if config.model else None
     latent = bool(getattr(model_run.model, "latent", False)) if model_run is not None else False
     config = validate_config(config, latent=latent)  # the defaults of this model
+    if config.imagine == "mode":
+        if model_run is None or not hasattr(model_run.model, "prior_mode"):
+            name = model_run.model_name if model_run is not None else "no model"
+            raise VisforeError(f"--imagine mode needs a stochastic latent model (rssm); got {name}")
+        model_run.model.prior_mode = True
     env_id, env_kwargs, size = _resolve_env(config, model_run)
     translator = load_translator(config.translator, device, env_id) if config.translator else None
     goal_frame = load_goal_image(config.goal, size) if config.goal else None
@@ -486,6 +491,7 @@ def _meta(setup: _PlanSetup, out: Path) -> dict[str, Any]:
             "horizon": config.horizon,
             "replan_every": config.replan_every,
             "filter_frames": config.filter_frames,
+            "imagine": config.imagine,
             "shrink_horizon": config.shrink_horizon,
             "init_std": config.init_std,
             "min_std": config.min_std,
