@@ -210,35 +210,6 @@ def test_probe_metrics_per_horizon_step(probe_run):
     assert all("val_probe_keypoint_error_cm" in h and "train_probe_loss" in h for h in metrics["history"])
 
 
-def test_probe_loss_falls_on_a_fixed_batch(small_reacher_dataset: Path, tmp_path: Path, one_torch_thread):
-    from visfore.core.trainer import TrainState
-    from visfore.worldmodels import distributed as ddp
-    from visfore.worldmodels.training import ForwardModelTask, Precision, prepare
-
-    config = _config(small_reacher_dataset, tmp_path / "never-written", "jepa", probe="keypoints", lr=1e-2)
-    dist = ddp.setup_distributed("cpu")
-    prep = prepare(config, dist, tmp_path / "never-written")
-    assert prep.labels is not None and prep.labels.values.shape[1] == 6
-    task = ForwardModelTask(
-        prep,
-        dist,
-        precision=Precision.for_device(False, prep.device),
-        lr_schedule={"schedule": "constant", "warmup_steps": 0, "total_steps": 100},
-        sampling_steps=100,
-        sampling_k=None,
-        writer=None,
-    )
-    batch = prep.data.train[np.arange(4)]
-    state = TrainState(extra={"sampling_step": 0, "mse_sum": 0.0})
-    losses = []
-    for _ in range(15):
-        result = task.train_step(batch, state)
-        state.global_step += 1
-        losses.append(result.scalars["train/probe_loss"])
-    assert losses[-1] < 0.5 * losses[0], losses
-    assert not (tmp_path / "never-written").exists()
-
-
 def _probe_task(data: Path, out: Path, model: str, **overrides):
     from visfore.worldmodels import distributed as ddp
     from visfore.worldmodels.training import ForwardModelTask, Precision, prepare
@@ -256,6 +227,22 @@ def _probe_task(data: Path, out: Path, model: str, **overrides):
         writer=None,
     )
     return prep, task
+
+
+def test_probe_loss_falls_on_a_fixed_batch(small_reacher_dataset: Path, tmp_path: Path, one_torch_thread):
+    from visfore.core.trainer import TrainState
+
+    prep, task = _probe_task(small_reacher_dataset, tmp_path / "never-written", "jepa", lr=1e-2)
+    assert prep.labels is not None and prep.labels.values.shape[1] == 6
+    batch = prep.data.train[np.arange(4)]
+    state = TrainState(extra={"sampling_step": 0, "mse_sum": 0.0})
+    losses = []
+    for _ in range(15):
+        result = task.train_step(batch, state)
+        state.global_step += 1
+        losses.append(result.scalars["train/probe_loss"])
+    assert losses[-1] < 0.5 * losses[0], losses
+    assert not (tmp_path / "never-written").exists()
 
 
 def test_probe_loss_weighs_outputs_by_their_spread_over_training_rows(small_reacher_dataset: Path, tmp_path: Path):
