@@ -279,9 +279,24 @@ class LatentForwardModel(ForwardModel):
         Raises:
             ValueError: a shape mismatch (one line).
         """
+        return torch.stack([self.features(s) for s in self.filter_states(frames, actions)], dim=1)
+
+    def filter_states(self, frames: torch.Tensor, actions: torch.Tensor | None = None) -> list[LatentState]:
+        """The filtered states after each real frame, one filtering pass (:meth:`observe` is
+        their features): ``T`` :class:`~visfore_models.base.LatentState` of batch ``B``;
+        state ``t`` is ``init_state(frames[:, :t + 1], actions[:, :t])`` (same draws rule as
+        :meth:`observe`), so ``imagine`` can continue from any of them.
+
+        Args:
+            frames: ``(B, T, 3, H, W)`` floating tensor in ``[0, 1]``.
+            actions: ``(B, T - 1, A)`` (may be omitted when ``T == 1``).
+
+        Raises:
+            ValueError: a shape mismatch (one line).
+        """
         actions = self.check_context(frames, actions)
         frames, actions, _ = prepare_inputs(self._reference(), frames, actions, None)
-        return torch.stack([self.features(s) for s in self._filter(frames, actions)], dim=1)
+        return self._filter(frames, actions)
 
     # ------------------------------------------------------------------ probe
     def _build_probe(self, probe_dim: int, hidden: int) -> None:

@@ -189,6 +189,10 @@ def test_imagined_features_follow_the_state_path(name: str) -> None:
         prefix = seeded(model.init_state, context[:, : t + 1], actions[:, :t], seed=6)
         torch.testing.assert_close(obs[:, t], model.features(prefix), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(seeded(model.observe, context, actions[:, :1])[:, 1], model.features(state))
+    # filter_states(): the states behind observe(), one per real frame
+    states = seeded(model.filter_states, context, actions[:, :1], seed=6)
+    assert len(states) == 2 and all(isinstance(s, LatentState) for s in states)
+    torch.testing.assert_close(torch.stack([model.features(s) for s in states], 1), obs)
 
 
 @pytest.mark.parametrize("name", LATENT)

@@ -25,7 +25,8 @@ the command is :mod:`visfore.cli.train_model`):
    ``--probe keypoints`` (latent models only; :mod:`visfore.data.labels`): the model gets
    a read-out head (``probe_dim`` = key-point coordinates + joint angles of the dataset's
    env), trained with ``probe_loss(observe(frames, actions), labels)`` on every real frame
-   of each clip: the features of the filtered states come without gradient (and from
+   of each clip (each output's error divided by its spread over the training rows, joint
+   angles' errors wrapped at pi, so metres and radians weigh alike): the features of the filtered states come without gradient (and from
    their own seeded RNG draws), the head's gradient is clipped apart from the model's, so
    every other weight ends exactly as without the probe. ``--probe-weight W > 0`` instead
    adds ``W`` times the probe's MSE over the real frames' features and the ``K`` imagined
@@ -623,8 +624,8 @@ class ForwardModelTask(TrainTask):
         for term in aux.values():
             loss = loss + term.float()
         # a detached probe's gradient reaches its head only: its scale does not matter there
-        probe_scale = self.config.probe_weight if self.config.probe_weight > 0 else 1.0
-        self._optimise(loss if probe is None else loss + probe_scale * probe)
+        probe_factor = self.config.probe_weight if self.config.probe_weight > 0 else 1.0
+        self._optimise(loss if probe is None else loss + probe_factor * probe)
         value = float(loss.detach())
         mse_value = float(recon.detach()) if aux else value
         aux_values = {k: float(v.detach()) for k, v in sorted(aux.items())}
@@ -656,8 +657,8 @@ class ForwardModelTask(TrainTask):
         ``--probe-weight 0``: on the filtered features of every real frame of the clips
         (``observe`` over ``o_0..o_{C+K-1}``, without gradient), so the gradient reaches the
         probe head only. ``--probe-weight W > 0``: one MSE over those features *and* the
-        ``K`` imagined ones (``imagine`` from ``init_state`` of the context under the clip's
-        actions, the features a planner's key-point cost reads), all with gradient, so the
+        ``K`` imagined ones (``imagine`` from the filtered state after the context under the
+        clip's actions, the features a planner's key-point cost reads), all with gradient, so the
         encoder and the predictor learn to carry the key points (the caller weighs it by W).
         """
         C = self.config.context
@@ -670,10 +671,10 @@ class ForwardModelTask(TrainTask):
             # its own seeded draws (RSSM samples its posterior): the training stream, and
             # so the world model, is the same with and without a detached probe
             torch.manual_seed(_probe_seed(self.config.seed, step, self.dist.rank))
-            feats = model.observe(frames, actions[:, : T - 1])  # (B, C + K, F)
-            if into_model:
-                state = model.init_state(frames[:, :C], actions[:, : C - 1])
-                imagined, _ = model.imagine(state, actions[:, C - 1 : T - 1], decode=False)  # (B, K, F)
+            states = model.filter_states(frames, actions[:, : T - 1])  # one pass, o_0..o_{C+K-1}
+            feats = torch.stack([model.features(s) for s in states], dim=1)  # (B, C + K, F)
+            if into_model:  # from the state after the context, as init_state would give it
+                imagined, _ = model.imagine(states[C - 1], actions[:, C - 1 : T - 1], decode=False)  # (B, K, F)
         starts = batch["start"].cpu()
         ends = torch.from_numpy(self.data.train.source.episode_starts + self.data.train.source.episode_lengths)[
             batch["episode"].cpu()
