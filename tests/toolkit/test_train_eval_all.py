@@ -164,7 +164,7 @@ def test_continue_skips_finished_runs(sweep, monkeypatch):
     monkeypatch.setattr(visfore.worldmodels.training, "train_model", never)
     before = (sweep_dir / "convlstm-seed0" / "metrics.json").read_bytes()
     first = json.loads((sweep_dir / "comparison.json").read_text())["meta"]
-    assert first["seconds"] > 1 and first["sessions"] == 1
+    assert first["seconds"] > 0 and first["sessions"] == 1  # 6 tiny runs: about 1 s, less on a fast machine
     result = invoke("--config", str(config), "--out-dir", str(sweep_dir.parent), "--continue", "--quiet")
     assert result.exit_code == 0, result.output
     assert result.output.count("finished earlier, skipped") == 6
