@@ -161,6 +161,14 @@ class TargetHumanoidEnv(KeypointTargetEnv):
             raise ValueError(f"{cls.__name__} proprio length {p} is not 2 * {n} ([q, dq/dt])")
         return proprio[..., :n].copy()
 
+    @classmethod
+    def _qvel_from_proprio(cls, proprio: np.ndarray) -> np.ndarray:
+        """Joint velocities dq/dt (..., 14) rad/s from ``[q, dq/dt]`` (..., 28)."""
+        p, n = proprio.shape[-1], len(HUMANOID_JOINTS)
+        if p != 2 * n:
+            raise ValueError(f"{cls.__name__} proprio length {p} is not 2 * {n} ([q, dq/dt])")
+        return proprio[..., n:].copy()
+
     def _sample_initial_qpos(self) -> np.ndarray:
         qpos = super()._sample_initial_qpos()
         return np.clip(qpos, self._target_low, self._target_high)

@@ -63,6 +63,15 @@ class _HingeArm(KeypointTargetEnv):
         n = p // 3
         return np.arctan2(proprio[..., n : 2 * n], proprio[..., :n])
 
+    @classmethod
+    def _qvel_from_proprio(cls, proprio: np.ndarray) -> np.ndarray:
+        """``dq/dt`` (..., nq) rad/s, the last third of ``[cos q, sin q, dq/dt]``."""
+        p = proprio.shape[-1]
+        if p % 3:
+            raise ValueError(f"{cls.__name__} proprio length {p} is not 3 * nq ([cos q, sin q, dq/dt])")
+        n = p // 3
+        return proprio[..., 2 * n :].copy()
+
 
 class ReacherPlaneEnv(_HingeArm):
     """Planar two-link arm reaching a target pose (``ReacherPlane-v0``).

@@ -210,11 +210,65 @@ def test_probe_metrics_per_horizon_step(probe_run):
     assert all("val_probe_keypoint_error_cm" in h and "train_probe_loss" in h for h in metrics["history"])
 
 
+def test_velocity_probe_reads_the_joint_velocities_of_the_states(small_reacher_dataset: Path, tmp_path: Path):
+    """--probe keypoints+velocities: the labels gain the states' joint velocities (rad/s,
+    columns 4:6 of ReacherPlane's state), the layout says so, the loss does not wrap them
+    like angles, and the run reports their error per horizon step."""
+    out = tmp_path / "run"
+    metrics = _train(_config(small_reacher_dataset, out, "rssm", probe="keypoints+velocities", probe_weight=2.0))
+    label = "state-supervised (probe: keypoints+velocities)"
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["supervision"] == metrics["supervision"] == label
+    layout = ProbeLayout.from_dict(cfg["probe"])
+    assert layout.dim == 8 and layout.velocity_names == ("joint0_velocity", "joint1_velocity")
+    assert (layout.keypoint_slice, layout.joint_slice, layout.velocity_slice) == (slice(0, 4), slice(4, 6), slice(6, 8))
+    assert [o["unit"] for o in cfg["probe"]["outputs"]] == ["m"] * 4 + ["rad"] * 2 + ["rad/s"] * 2
+    ds = open_dataset(small_reacher_dataset)
+    labels = dataset_state_labels(ds, "keypoints+velocities")
+    state = ds.read("state")
+    np.testing.assert_array_equal(labels.values[:, 6:], state[:, 4:6])
+    np.testing.assert_array_equal(labels.values[:, :6], dataset_state_labels(ds).values)  # the rest unchanged
+    assert np.abs(labels.values[:, 6:]).max() > 0.1  # the arm moves
+    velocities = metrics["probe"]["model"]["velocity_error_rad_s"]
+    assert len(velocities) == HORIZON and all(v is not None and v >= 0 for v in velocities)
+    console = Console(record=True, width=250)
+    print_metrics_table(metrics, console)
+    text = console.export_text()
+    assert "joint velocity error" in text and label in text.splitlines()[0]
+    run = load_model_run(out)
+    assert run.probe == layout and run.supervision == label
+    _, task = _probe_task(small_reacher_dataset, tmp_path / "never", "jepa", probe="keypoints+velocities")
+    assert task.probe_angular.tolist() == [False] * 4 + [True, True] + [False, False]
+    assert not (tmp_path / "never").exists()
+
+
+def test_velocity_labels_need_states_that_hold_velocities():
+    from visfore.data.labels import _decoded_velocities
+
+    class NoVelocities:  # decode_state without "qvel", as a robot that stores no velocities
+        __name__ = "NoVelocities"
+
+        @classmethod
+        def decode_state(cls, state):
+            return {"qpos": state[:, :1], "keypoints": state[:, 1:]}
+
+    with pytest.raises(VisforeError, match="hold no joint velocities.*use --probe keypoints"):
+        _decoded_velocities(NoVelocities, np.zeros((3, 4), np.float32), "NoVel-v0")
+    # a run's layout from before the velocity kind has no velocity_names: it has no velocities
+    old = {"kind": "keypoints", "env_id": "e", "keypoint_names": ["a"], "axis_names": ["x"], "joint_names": ["j"]}
+    assert ProbeLayout.from_dict(old).dim == 2 and ProbeLayout.from_dict(old).velocity_slice == slice(2, 2)
+    with pytest.raises(VisforeError, match="malformed probe layout: kind 'keypoints\\+velocities' with 0"):
+        ProbeLayout.from_dict(
+            {"kind": "keypoints+velocities", "env_id": "e", "keypoint_names": ["a"], "axis_names": ["x"], "joint_names": ["j"]}
+        )
+
+
 def _probe_task(data: Path, out: Path, model: str, **overrides):
     from visfore.worldmodels import distributed as ddp
     from visfore.worldmodels.training import ForwardModelTask, Precision, prepare
 
-    config = _config(data, out, model, probe="keypoints", **overrides)
+    overrides.setdefault("probe", "keypoints")
+    config = _config(data, out, model, **overrides)
     dist = ddp.setup_distributed("cpu")
     prep = prepare(config, dist, out)
     task = ForwardModelTask(

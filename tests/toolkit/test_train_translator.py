@@ -40,7 +40,7 @@ def test_decode_state_matches_the_envs_own_keypoints_and_joints(env_id, nq, g):
     u = env.unwrapped
     cls = type(u)
     rng = np.random.default_rng(1)
-    states, qpos, kps, targets = [], [], [], []
+    states, qpos, qvel, kps, targets = [], [], [], [], []
     for episode in range(3):
         low, high = u._target_low, u._target_high
         obs, _ = env.reset(seed=episode, options={"qpos": rng.uniform(low, high)})
@@ -48,6 +48,7 @@ def test_decode_state_matches_the_envs_own_keypoints_and_joints(env_id, nq, g):
             obs, *_ = env.step(env.action_space.sample())
             states.append(obs.astype(np.float32))  # datasets store float32
             qpos.append(u.data.qpos.copy())
+            qvel.append(u.data.qvel.copy())
             kps.append(u.keypoints)
             targets.append(u.target_keypoints)
     states = np.stack(states).reshape(3, 4, -1)  # leading axes are kept
@@ -58,6 +59,9 @@ def test_decode_state_matches_the_envs_own_keypoints_and_joints(env_id, nq, g):
     assert np.abs(np.remainder(dq + np.pi, 2 * np.pi) - np.pi).max() < 1e-5
     np.testing.assert_allclose(decoded["keypoints"].reshape(12, g), np.stack(kps), atol=1e-6)
     np.testing.assert_allclose(decoded["target_keypoints"].reshape(12, g), np.stack(targets), atol=1e-6)
+    # joint velocities (rad/s), stored as float32: the arm moved, so they are not all zero
+    assert decoded["qvel"].shape == (3, 4, nq) and np.abs(np.stack(qvel)).max() > 0.1
+    np.testing.assert_allclose(decoded["qvel"].reshape(12, nq), np.stack(qvel), rtol=1e-6, atol=1e-5)
     with pytest.raises(ValueError, match="decode_state needs|proprio length"):
         cls.decode_state(np.zeros((2, states.shape[-1] + 1)))
 

@@ -779,8 +779,10 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
 
         Returns:
             ``{"qpos": (..., nq) float64 rad, "keypoints": (..., G) float64 m,
-            "target_keypoints": (..., G) float64 m}``. Angles decoded from cos/sin are in
-            [-pi, pi]; float32 states give key points to about 1e-7 m.
+            "target_keypoints": (..., G) float64 m}``, and ``"qvel": (..., nv) float64
+            rad/s`` when the robot stores its joint velocities in the state (both reachers
+            and the humanoid do; :meth:`_qvel_from_proprio`). Angles decoded from cos/sin
+            are in [-pi, pi]; float32 states give key points to about 1e-7 m.
 
         Raises:
             ValueError: ``state`` has no last axis or its length does not fit the robot's
@@ -799,7 +801,11 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
         proprio = state[..., : -2 * g]
         diff, target = state[..., -2 * g : -g], state[..., -g:]
         qpos = np.asarray(cls._qpos_from_proprio(proprio), dtype=np.float64)
-        return {"qpos": qpos, "keypoints": diff + target, "target_keypoints": target.copy()}
+        out = {"qpos": qpos, "keypoints": diff + target, "target_keypoints": target.copy()}
+        qvel = cls._qvel_from_proprio(proprio)
+        if qvel is not None:
+            out["qvel"] = np.asarray(qvel, dtype=np.float64)
+        return out
 
     @classmethod
     def _qpos_from_proprio(cls, proprio: np.ndarray) -> np.ndarray:
@@ -808,6 +814,12 @@ class KeypointTargetEnv(VisforeMujocoEnv, EzPickle):
         raise NotImplementedError(
             f"{cls.__name__} does not say how its joint angles are stored in the state; override _qpos_from_proprio"
         )
+
+    @classmethod
+    def _qvel_from_proprio(cls, proprio: np.ndarray) -> np.ndarray | None:
+        """Joint velocities (..., nv) rad/s from proprioceptive states (..., P) (robot hook of
+        :meth:`decode_state`), or None when the robot does not store them (the default)."""
+        return None
 
     @property
     def keypoints(self) -> np.ndarray:

@@ -17,10 +17,13 @@ keypoints`` trains a latent model's read-out probe on -- the only use of privile
 * :class:`ProbeLayout`: what each output of a key-point probe is (name, quantity, unit),
   JSON-plain for ``config.yaml`` (:meth:`ProbeLayout.to_dict` / :meth:`ProbeLayout.from_dict`).
 
-Probe vector layout (``P = G + nq``): the ``G`` key-point coordinates first, point by point
-(``[p0_x, p0_y(, p0_z), p1_x, ...]``, metres, world frame, the env's ``keypoint_axes``),
-then the ``nq`` joint angles in ``qpos`` order (radians, in ``[-pi, pi]`` when the state
-stores ``cos q, sin q`` as the reachers do).
+Probe vector layout (``P = G + nq (+ nv)``): the ``G`` key-point coordinates first, point
+by point (``[p0_x, p0_y(, p0_z), p1_x, ...]``, metres, world frame, the env's
+``keypoint_axes``), then the ``nq`` joint angles in ``qpos`` order (radians, in ``[-pi,
+pi]`` when the state stores ``cos q, sin q`` as the reachers do), then, for the
+``keypoints+velocities`` kind only, the ``nv`` joint velocities (rad/s; the decoded
+state's ``qvel``). Velocities make the latent carry the arm's momentum, which a planner
+needs to stop on a goal instead of swinging through it.
 """
 
 from __future__ import annotations
@@ -46,8 +49,9 @@ __all__ = [
     "keypoint_names_for",
 ]
 
-#: Values of ``train-model --probe``: no probe, or key points + joint angles.
-PROBE_KINDS = ("none", "keypoints")
+#: Values of ``train-model --probe``: no probe, key points + joint angles, or key points +
+#: joint angles + joint velocities.
+PROBE_KINDS = ("none", "keypoints", "keypoints+velocities")
 _AXIS_NAMES = ("x", "y", "z")
 
 
@@ -196,11 +200,12 @@ class ProbeLayout:
     """What each output of a key-point probe is (the layout in the module docstring).
 
     Attributes:
-        kind: ``"keypoints"`` (the only kind, :data:`PROBE_KINDS`).
+        kind: ``"keypoints"`` or ``"keypoints+velocities"`` (:data:`PROBE_KINDS`).
         env_id: the env whose states gave the labels.
         keypoint_names: the ``G / D`` key points (e.g. ``("elbow", "fingertip")``).
         axis_names: the ``D`` coordinates of each (e.g. ``("x", "y")``), metres.
         joint_names: the ``nq`` joints, radians.
+        velocity_names: the ``nv`` joint velocities, rad/s (empty for ``"keypoints"``).
     """
 
     kind: str
@@ -208,6 +213,7 @@ class ProbeLayout:
     keypoint_names: tuple[str, ...]
     axis_names: tuple[str, ...]
     joint_names: tuple[str, ...]
+    velocity_names: tuple[str, ...] = ()
 
     @property
     def axes_per_keypoint(self) -> int:
@@ -225,9 +231,14 @@ class ProbeLayout:
         return len(self.joint_names)
 
     @property
+    def num_velocities(self) -> int:
+        """``nv``, the joint velocities (the last ``nv`` outputs; 0 without them)."""
+        return len(self.velocity_names)
+
+    @property
     def dim(self) -> int:
-        """``P = G + nq``, the probe's output size (the model's ``probe_dim``)."""
-        return self.keypoint_coords + self.num_joints
+        """``P = G + nq + nv``, the probe's output size (the model's ``probe_dim``)."""
+        return self.keypoint_coords + self.num_joints + self.num_velocities
 
     @property
     def keypoint_slice(self) -> slice:
@@ -237,7 +248,12 @@ class ProbeLayout:
     @property
     def joint_slice(self) -> slice:
         """The joint angles, radians: ``out[..., joint_slice]``."""
-        return slice(self.keypoint_coords, self.dim)
+        return slice(self.keypoint_coords, self.keypoint_coords + self.num_joints)
+
+    @property
+    def velocity_slice(self) -> slice:
+        """The joint velocities, rad/s: ``out[..., velocity_slice]`` (empty without them)."""
+        return slice(self.keypoint_coords + self.num_joints, self.dim)
 
     def outputs(self) -> list[dict[str, str]]:
         """One entry per output, in order: ``{"name", "quantity", "unit"}`` (``elbow_x``,
@@ -248,6 +264,7 @@ class ProbeLayout:
             for ax in self.axis_names
         ]
         out += [{"name": j, "quantity": "joint_angle", "unit": "rad"} for j in self.joint_names]
+        out += [{"name": v, "quantity": "joint_velocity", "unit": "rad/s"} for v in self.velocity_names]
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -259,11 +276,13 @@ class ProbeLayout:
             "keypoint_names": list(self.keypoint_names),
             "axis_names": list(self.axis_names),
             "joint_names": list(self.joint_names),
+            "velocity_names": list(self.velocity_names),
             "keypoint_slice": [0, self.keypoint_coords],
-            "joint_slice": [self.keypoint_coords, self.dim],
+            "joint_slice": [self.joint_slice.start, self.joint_slice.stop],
+            "velocity_slice": [self.velocity_slice.start, self.velocity_slice.stop],
             "outputs": self.outputs(),
             "note": "state-supervised: the probe is trained on the dataset's states (key points in "
-            "metres, joint angles in radians); with probe_weight 0 on detached latent features (it "
+            "metres, joint angles in radians, joint velocities in rad/s when listed); with probe_weight 0 on detached latent features (it "
             "never shapes the latent), above 0 also through the encoder and the predictor",
         }
 
@@ -281,11 +300,17 @@ class ProbeLayout:
                 keypoint_names=tuple(str(n) for n in mapping["keypoint_names"]),
                 axis_names=tuple(str(n) for n in mapping["axis_names"]),
                 joint_names=tuple(str(n) for n in mapping["joint_names"]),
+                # runs from before the velocity kind have no entry: no velocities
+                velocity_names=tuple(str(n) for n in mapping.get("velocity_names", ())),
             )
         except (KeyError, TypeError) as exc:
             raise VisforeError(f"malformed probe layout: missing or bad entry {exc}") from None
         if layout.kind not in PROBE_KINDS[1:]:
             raise VisforeError(f"malformed probe layout: kind {layout.kind!r}; valid: {', '.join(PROBE_KINDS[1:])}")
+        if (layout.kind == "keypoints+velocities") != bool(layout.velocity_names):
+            raise VisforeError(
+                f"malformed probe layout: kind {layout.kind!r} with {layout.num_velocities} velocity outputs"
+            )
         if "dim" in mapping and mapping["dim"] != layout.dim:
             raise VisforeError(f"malformed probe layout: dim {mapping['dim']!r} != {layout.dim} outputs")
         return layout
@@ -297,7 +322,8 @@ class StateLabels:
 
     Attributes:
         layout: what each column of :attr:`values` is.
-        values: ``(N, P)`` float32: key points (metres) then joint angles (radians).
+        values: ``(N, P)`` float32: key points (metres), joint angles (radians), then joint
+            velocities (rad/s) when the layout has them.
     """
 
     layout: ProbeLayout
@@ -318,22 +344,33 @@ def dataset_state_labels(ds: Any, kind: str = "keypoints") -> StateLabels:
     """The probe labels of every row of the opened dataset ``ds`` (a
     :class:`visfore.data.dataset.Dataset`): its ``data/state`` decoded by the env class of
     ``attrs["env_id"]`` (:func:`env_class_for`, :func:`decode_dataset_states`), exactly the
-    labels of ``train-translator``.
+    labels of ``train-translator``, and for ``kind="keypoints+velocities"`` also the
+    decoded ``qvel``.
 
     Returns:
-        :class:`StateLabels` with ``values`` ``(N, G + nq)`` float32.
+        :class:`StateLabels` with ``values`` ``(N, G + nq)`` float32 (``(N, G + nq + nv)``
+        with velocities).
 
     Raises:
-        VisforeError: ``kind`` is not ``"keypoints"``, the dataset records no env id, the
-            env cannot decode its states (one line naming the env and the decodable ids).
+        VisforeError: ``kind`` is not one of :data:`PROBE_KINDS` (but ``"none"``), the
+            dataset records no env id, the env cannot decode its states (one line naming
+            the env and the decodable ids), or velocities were asked of an env whose
+            states do not hold them.
     """
-    if kind != "keypoints":
+    if kind not in PROBE_KINDS[1:]:
         raise VisforeError(f"unknown probe kind {kind!r}; valid: {', '.join(PROBE_KINDS[1:])}")
     env_id = ds.attrs.get("env_id")
     if not isinstance(env_id, str):
         raise VisforeError(f"{ds.path} does not record its env id (attrs['env_id']), so it has no state labels")
     env_cls = env_class_for(env_id)
-    qpos, kp = decode_dataset_states(env_cls, ds.read("state"), env_id=env_id)
+    state = ds.read("state")
+    qpos, kp = decode_dataset_states(env_cls, state, env_id=env_id)
+    columns = [kp, qpos]
+    velocity_names: tuple[str, ...] = ()
+    if kind == "keypoints+velocities":
+        qvel = _decoded_velocities(env_cls, state, env_id)
+        velocity_names = tuple(f"{j}_velocity" for j in joint_names_for(env_cls, qvel.shape[1]))
+        columns.append(qvel)
     names, d = keypoint_names_for(env_cls, kp.shape[1])
     layout = ProbeLayout(
         kind=kind,
@@ -341,6 +378,25 @@ def dataset_state_labels(ds: Any, kind: str = "keypoints") -> StateLabels:
         keypoint_names=tuple(names),
         axis_names=tuple(_axis_names_for(env_cls, d)),
         joint_names=tuple(joint_names_for(env_cls, qpos.shape[1])),
+        velocity_names=velocity_names,
     )
-    values = np.ascontiguousarray(np.concatenate([kp, qpos], axis=1), dtype=np.float32)
+    values = np.ascontiguousarray(np.concatenate(columns, axis=1), dtype=np.float32)
     return StateLabels(layout=layout, values=values)
+
+
+def _decoded_velocities(env_cls: DecodableEnvClass, state: np.ndarray, env_id: str) -> np.ndarray:
+    """``(N, nv)`` float32 joint velocities (rad/s) of every row: ``decode_state``'s ``qvel``.
+
+    Raises:
+        VisforeError: the env's states hold no velocities, or they are not finite.
+    """
+    qvel = env_cls.decode_state(state).get("qvel")
+    if qvel is None:
+        raise VisforeError(
+            f"--probe keypoints+velocities: the states of env {env_id} hold no joint velocities "
+            "(its decode_state returns no 'qvel'); use --probe keypoints"
+        )
+    qvel = np.asarray(qvel, dtype=np.float32)
+    if qvel.ndim != 2 or qvel.shape[0] != state.shape[0] or not np.isfinite(qvel).all():
+        raise VisforeError(f"{env_cls.__name__}.decode_state returned bad or non-finite qvel {qvel.shape}")
+    return qvel

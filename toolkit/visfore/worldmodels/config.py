@@ -79,9 +79,9 @@ class TrainConfig(ConfigBase, command="train-model"):
         parse=parse_json_object,
         metavar="JSON",
     )
-    probe: Literal["none", "keypoints"] = option(
+    probe: Literal["none", "keypoints", "keypoints+velocities"] = option(
         default="none",
-        help="keypoints: also train a read-out probe from a latent model's features (rssm, jepa) to the robot's key points and joint angles, from the dataset's states (on detached features unless --probe-weight > 0); the run is labelled state-supervised.",
+        help="keypoints: also train a read-out probe from a latent model's features (rssm, jepa) to the robot's key points and joint angles, from the dataset's states (on detached features unless --probe-weight > 0); keypoints+velocities: also the joint velocities (rad/s), so that with --probe-weight > 0 the latent carries the robot's momentum. The run is labelled state-supervised.",
     )
     probe_weight: float = option(
         default=0.0,
@@ -202,8 +202,8 @@ def validate_config(config: TrainConfig) -> None:
         raise VisforeError(f"--time-budget must be > 0 minutes, got {config.time_budget}")
     if not isinstance(config.model_kwargs, dict):
         raise VisforeError("--model-kwargs must be a JSON object")
-    if config.probe not in ("none", "keypoints"):
-        raise VisforeError(f"--probe must be none or keypoints, got {config.probe!r}")
+    if config.probe not in ("none", "keypoints", "keypoints+velocities"):
+        raise VisforeError(f"--probe must be none, keypoints or keypoints+velocities, got {config.probe!r}")
     w = config.probe_weight
     if isinstance(w, bool) or not isinstance(w, (int, float)) or not (w >= 0 and math.isfinite(w)):
         raise VisforeError(f"--probe-weight must be a finite number >= 0, got {w!r}")

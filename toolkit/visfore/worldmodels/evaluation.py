@@ -71,6 +71,8 @@ LATENT_DEFINITIONS: dict[str, str] = {
     "of ||probe(features of the imagined state) - true key point|| over the key point's axes, in cm",
     "probe_joint_error_deg": "per horizon step, the mean over the valid clips and joints of "
     "|wrap(probe angle - true angle)| in degrees, wrap into [-180, 180)",
+    "probe_velocity_error_rad_s": "--probe keypoints+velocities only: per horizon step, the mean over the "
+    "valid clips and joints of |probe velocity - true joint velocity| in rad/s",
     "probe_copy_last_state": "the key points and joint angles of the last context frame o_{C-1} taken as the "
     "prediction of every step (the robot does not move): the copy-last-frame baseline of the probe",
     "probe_observed": "the probe read off the filtered state of the real context frames (init_state, no "
@@ -94,26 +96,31 @@ class ProbeTargets:
 
 
 def probe_errors(pred: torch.Tensor, true: torch.Tensor, layout: Any) -> dict[str, torch.Tensor]:
-    """Key-point and joint-angle errors of probe outputs.
+    """Key-point, joint-angle and joint-velocity errors of probe outputs.
 
     Args:
         pred, true: ``(..., P)`` probe outputs and labels (layout: ``layout``, a
-            :class:`visfore.data.labels.ProbeLayout`): key points in metres, then joint
-            angles in radians.
+            :class:`visfore.data.labels.ProbeLayout`): key points in metres, joint angles
+            in radians, then (``keypoints+velocities``) joint velocities in rad/s.
 
     Returns:
-        ``{"keypoint_error_cm": (...,), "joint_error_deg": (...,)}`` float64: the mean over
-        key points of the Euclidean error over their axes, in centimetres, and the mean
-        over joints of the wrapped absolute angle error, in degrees (absent when the
-        layout has no joints).
+        ``{"keypoint_error_cm": (...,), "joint_error_deg": (...,), "velocity_error_rad_s":
+        (...,)}`` float64: the mean over key points of the Euclidean error over their axes,
+        in centimetres; the mean over joints of the wrapped absolute angle error, in
+        degrees (absent when the layout has no joints); the mean over joints of the
+        absolute velocity error, in rad/s (only when the layout has velocities).
     """
     pred, true = pred.double(), true.double().to(pred.device)
     G, D = layout.keypoint_coords, layout.axes_per_keypoint
     dk = (pred[..., :G] - true[..., :G]).reshape(*pred.shape[:-1], G // D, D)
     out = {"keypoint_error_cm": 100.0 * torch.linalg.vector_norm(dk, dim=-1).mean(dim=-1)}
+    joints = layout.joint_slice
     if layout.num_joints:
-        dq = torch.remainder(pred[..., G:] - true[..., G:] + math.pi, 2 * math.pi) - math.pi
+        dq = torch.remainder(pred[..., joints] - true[..., joints] + math.pi, 2 * math.pi) - math.pi
         out["joint_error_deg"] = torch.rad2deg(dq.abs()).mean(dim=-1)
+    if getattr(layout, "num_velocities", 0):
+        vel = layout.velocity_slice
+        out["velocity_error_rad_s"] = (pred[..., vel] - true[..., vel]).abs().mean(dim=-1)
     return out
 
 

@@ -114,6 +114,7 @@ def latent_lines(metrics: dict[str, Any]) -> list[str]:
         base = probe["copy_last_state"]["mean"].get("keypoint_error_cm")
         observed = probe.get("observed", {}).get("keypoint_error_cm")
         joint = probe["model"]["mean"].get("joint_error_deg")
+        velocity = probe["model"]["mean"].get("velocity_error_rad_s")
         K = len(kp)
         lines.append(
             f"state-supervised probe: key-point error {_fmt(kp[0] if kp else None, '.2f')} cm at step 1, "
@@ -121,6 +122,7 @@ def latent_lines(metrics: dict[str, Any]) -> list[str]:
             f"{_fmt(probe['model']['mean'].get('keypoint_error_cm'), '.2f')} cm (copy-last-state "
             f"{_fmt(base, '.2f')} cm; on observed frames {_fmt(observed, '.2f')} cm)"
             + (f"; joint error {_fmt(joint, '.1f')} deg" if joint is not None else "")
+            + (f"; joint velocity error {_fmt(velocity, '.2f')} rad/s" if velocity is not None else "")
         )
     return lines
 
