@@ -259,7 +259,13 @@ def test_velocity_labels_need_states_that_hold_velocities():
     assert ProbeLayout.from_dict(old).dim == 2 and ProbeLayout.from_dict(old).velocity_slice == slice(2, 2)
     with pytest.raises(VisforeError, match="malformed probe layout: kind 'keypoints\\+velocities' with 0"):
         ProbeLayout.from_dict(
-            {"kind": "keypoints+velocities", "env_id": "e", "keypoint_names": ["a"], "axis_names": ["x"], "joint_names": ["j"]}
+            {
+                "kind": "keypoints+velocities",
+                "env_id": "e",
+                "keypoint_names": ["a"],
+                "axis_names": ["x"],
+                "joint_names": ["j"],
+            }
         )
 
 
