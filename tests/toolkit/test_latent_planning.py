@@ -75,6 +75,7 @@ def latent_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "jepa": _save_run(root / "jepa", "jepa"),
         "rssm": _save_run(root / "rssm", "rssm"),
         "jepa-probe": _save_run(root / "jepa-probe", "jepa", probe=True),
+        "rssm-probe": _save_run(root / "rssm-probe", "rssm", probe=True),
     }
 
 
@@ -174,7 +175,9 @@ def test_each_cost_on_a_latent_model_is_finite_of_shape_n(latent_runs, reacher, 
 
 def test_keypoint_cost_through_the_probe(latent_runs, reacher):
     env, obs, _, goal = reacher
-    ctrl = _controller(latent_runs["jepa-probe"], env, obs, goal, cost="latent=1,keypoints=0.5")
+    ctrl = _controller(
+        latent_runs["jepa-probe"], env, obs, goal, cost="latent=1,keypoints=0.5", goal_keypoints="embedding"
+    )
     assert ctrl.keypoint_source == "probe" and ctrl.keypoint_coords == 4  # elbow, fingertip x (x, y)
     assert ctrl.name == "learned-latent+keypoints-cem-state-supervised"
     actions = _actions()
@@ -190,6 +193,37 @@ def test_keypoint_cost_through_the_probe(latent_runs, reacher):
     expected = latent_cost(feats, goal_f) + 0.5 * (kp[:, 0] - goal_kp).norm(dim=-1)
     torch.testing.assert_close(costs, expected)
     assert probe_keypoint_coords(model, env) == 4  # from the env's key-point sites and axes
+
+
+@pytest.mark.parametrize("window", [2, 5])
+def test_goal_keypoints_are_read_from_the_goal_frame_filtered_at_rest(latent_runs, reacher, window):
+    """The default --goal-keypoints rest: the probe reads the goal's key points from the
+    state of the goal frame filtered ``window`` times with zero actions, not from
+    encode_goal's embedding (the latent cost's goal stays encode_goal)."""
+    env, obs, _, goal = reacher
+    ctrl = _controller(latent_runs["jepa-probe"], env, obs, goal, cost="latent+keypoints", filter_frames=window)
+    model = ctrl.model_run.model
+    with torch.no_grad():
+        held = ctrl._goal[None, None].repeat(1, window, 1, 1, 1)
+        state = model.init_state(held, torch.zeros(1, window - 1, 2))
+        expected = model.probe(model.features(state))[0, :4]
+        embedded = model.probe(model.encode_goal(ctrl._goal[None]))[0, :4]
+    torch.testing.assert_close(ctrl._goal_kp, expected)
+    torch.testing.assert_close(ctrl._goal_features, model.encode_goal(ctrl._goal[None])[0])
+    # (an untrained jepa's filtered features are its online encoder's embedding, equal to the
+    # target encoder's encode_goal; an rssm's features are not its embedding)
+    torch.testing.assert_close(embedded, expected)
+    rest, again, embedding = (
+        _controller(latent_runs["rssm-probe"], env, obs, goal, cost="keypoints", filter_frames=window, goal_keypoints=g)
+        for g in ("rest", "rest", "embedding")
+    )
+    torch.testing.assert_close(rest._goal_kp, again._goal_kp)  # seeded by the episode's generator
+    assert rest._goal_kp.shape == (4,) and not torch.allclose(rest._goal_kp, embedding._goal_kp)
+    with torch.no_grad():
+        model = embedding.model_run.model
+        torch.testing.assert_close(embedding._goal_kp, model.probe(model.encode_goal(embedding._goal[None]))[0, :4])
+    with pytest.raises(VisforeError, match="--goal-keypoints must be one of rest, embedding, got 'mean'"):
+        _controller(latent_runs["jepa-probe"], env, obs, goal, cost="keypoints", goal_keypoints="mean")
 
 
 def test_latent_cost_is_zero_for_a_candidate_that_reaches_the_goal_features(latent_runs, reacher):

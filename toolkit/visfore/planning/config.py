@@ -45,6 +45,9 @@ CONTROLLER_LABELS: dict[str, str] = {
 }
 #: The terms of ``--cost``, in the order labels and reports name them.
 COST_TERMS = ("pixels", "latent", "keypoints")
+#: ``--goal-keypoints``: where a latent model's probe reads the goal image's key points
+#: (:class:`visfore.planning.controllers.LearnedCEMController`)
+GOAL_KEYPOINTS = ("rest", "embedding")
 #: Suffix of the label of a controller whose cost reads key points (a probe or a
 #: translator trained on the dataset's states: privileged labels, not pixels alone).
 STATE_SUPERVISED = "state-supervised"
@@ -300,6 +303,10 @@ class PlanConfig(ConfigBase, command="plan"):
     filter_frames: Optional[int] = option(
         default=None,
         help="Latent models: how many of the last real frames (with the actions between them) are filtered into the latent state before each plan; default the model's context C. A recurrent model (rssm) reads the arm's velocity from more.",
+    )
+    goal_keypoints: Literal["rest", "embedding"] = option(
+        default="rest",
+        help="--cost keypoints through a latent model's probe: where the goal image's key points are read. rest (default): the probe on the state of the goal frame filtered --filter-frames times at rest, the kind of state the probe was trained on; embedding: the probe on encode_goal of the frame (the only way before 2026-12-07, about 2.5 times as far off on the reacher).",
     )
     shrink_horizon: bool = option(
         default=True,

@@ -313,6 +313,7 @@ def _make_controllers(config: PlanConfig, model_run: Any, translator: Any, devic
                 pixel_weight=config.pixel_weight, keypoint_weight=config.keypoint_weight,
                 translator=translator, batch_chunk=config.batch_chunk, pixel_blur=config.pixel_blur,
                 amp=config.amp, shrink_horizon=config.shrink_horizon, filter_frames=config.filter_frames,
+                goal_keypoints=config.goal_keypoints,
             ))  # fmt: skip
         elif name == "oracle":
             out.append(OracleCEMController(
@@ -491,6 +492,7 @@ def _meta(setup: _PlanSetup, out: Path) -> dict[str, Any]:
             "horizon": config.horizon,
             "replan_every": config.replan_every,
             "filter_frames": config.filter_frames,
+            "goal_keypoints": config.goal_keypoints,
             "imagine": config.imagine,
             "shrink_horizon": config.shrink_horizon,
             "init_std": config.init_std,
