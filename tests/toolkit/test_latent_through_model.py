@@ -146,6 +146,17 @@ def test_gradients_reach_the_policy_and_not_the_frozen_model(name: str):
         action_penalty=0.0, keypoints=imagination.keypoints,
     )  # fmt: skip
     assert {"latent", "final_latent", "keypoints", "final_keypoints", "goal_cost", "action"} <= set(parts)
+    # the goal's key points: the probe on each goal frame filtered C times at rest (no gradient)
+    assert rollout.goal_keypoints is not None and rollout.goal_keypoints.shape == (B, LAYOUT.keypoint_coords)
+    assert not rollout.goal_keypoints.requires_grad
+    with torch.no_grad():
+        final_kp = imagination.keypoints(rollout.features[:, -1])
+        expected = (final_kp - rollout.goal_keypoints).norm(dim=-1).mean()
+    assert parts["final_keypoints"] == pytest.approx(float(expected), rel=1e-5)
+    if name == "jepa":  # deterministic: the same state as init_state of the goal held still
+        with torch.no_grad():
+            held = model.init_state(goals[:, None].repeat(1, C, 1, 1, 1), torch.zeros(B, C - 1, 2))
+            torch.testing.assert_close(rollout.goal_keypoints, model.probe(model.features(held))[:, :4])
     loss.backward()
     for pname, p in net.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), pname

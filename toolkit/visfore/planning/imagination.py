@@ -31,7 +31,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch.nn import functional as F
 
-from visfore.planning.latent_costs import keypoint_distances, latent_distances, probe_keypoints
+from visfore.planning.latent_costs import keypoint_distances, latent_distances, probe_goal_keypoints, probe_keypoints
 from visfore.planning.through_model_policy import _last_frames
 from visfore_models import ConvLSTMForwardModel, FrameStackForwardModel, StepwiseForwardModel
 
@@ -222,12 +222,16 @@ class LatentRollout:
         actions: ``(B, K, A)``: the policy's actions (env units).
         start: ``(B, F)``: the features of the start state (no gradient).
         goal: ``(B, F)``: ``encode_goal`` of the goal frames (no gradient).
+        goal_keypoints: ``(B, G)`` metres: the key points the probe reads from the goal
+            frames filtered at rest (:meth:`LatentImagination.goal_keypoints`; no
+            gradient), or None when the imagination reads no key points.
     """
 
     features: torch.Tensor
     actions: torch.Tensor
     start: torch.Tensor
     goal: torch.Tensor
+    goal_keypoints: torch.Tensor | None = None
 
 
 class LatentImagination:
@@ -310,9 +314,25 @@ class LatentImagination:
             out_features.append(feats)
             chosen.append(a)
             prev = a
+        goal_kp = self.goal_keypoints(goal_frames) if self.keypoint_coords else None
         return LatentRollout(
-            features=torch.stack(out_features, dim=1), actions=torch.stack(chosen, dim=1), start=start, goal=goal
+            features=torch.stack(out_features, dim=1),
+            actions=torch.stack(chosen, dim=1),
+            start=start,
+            goal=goal,
+            goal_keypoints=goal_kp,
         )
+
+    def goal_keypoints(self, goal_frames: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W)`` goal frames -> ``(B, G)`` metres, without gradient: the probe on
+        the state of each goal frame filtered C times at rest
+        (:func:`~visfore.planning.latent_costs.probe_goal_keypoints`), the input the probe
+        was trained on (``encode_goal``'s embedding is not; ``visfore plan
+        --goal-keypoints``). A stochastic model draws from torch's global RNG."""
+        if not self.keypoint_coords:
+            raise ValueError("this imagination reads no key points (keypoint_coords is None)")
+        with torch.no_grad():
+            return probe_goal_keypoints(self.model, goal_frames, self.context, int(self.keypoint_coords)).float()
 
     def keypoints(self, features: torch.Tensor) -> torch.Tensor:
         """``(..., F)`` -> ``(..., G)``: the key points (metres) the probe reads."""
@@ -380,7 +400,8 @@ def latent_goal_loss(
     if "keypoints" in weights:
         if keypoints is None:
             raise ValueError("a keypoints term needs the probe's key points (keypoints=...)")
-        per["keypoints"] = keypoint_distances(keypoints(feats), keypoints(rollout.goal))
+        goal_kp = rollout.goal_keypoints if rollout.goal_keypoints is not None else keypoints(rollout.goal)
+        per["keypoints"] = keypoint_distances(keypoints(feats), goal_kp)
     w = _step_weights(K, steps, feats)
     terms = {name: (d[:, -1] if w is None else (d * w).sum(1)).mean() for name, d in per.items()}
     loss = terms["latent"].new_zeros(())
@@ -405,13 +426,16 @@ def latent_start_cost(
     goal: torch.Tensor,
     weights: Mapping[str, float],
     keypoints: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    goal_keypoints: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """The do-nothing baseline: the costs of the start states' features ``start (B, F)``
     to ``goal (B, F)`` (:meth:`LatentImagination.begin`): ``latent``, ``keypoints`` when
-    weighted, ``goal_cost`` the weighted sum; batch means."""
+    weighted (to ``goal_keypoints (B, G)`` when given, as the loss does, else to the
+    probe's reading of ``goal``), ``goal_cost`` the weighted sum; batch means."""
     with torch.no_grad():
         out = {"latent": float(latent_distances(start[:, None], goal).mean())}
         if "keypoints" in weights and keypoints is not None:
-            out["keypoints"] = float(keypoint_distances(keypoints(start[:, None]), keypoints(goal)).mean())
+            goal_kp = goal_keypoints if goal_keypoints is not None else keypoints(goal)
+            out["keypoints"] = float(keypoint_distances(keypoints(start[:, None]), goal_kp).mean())
         out["goal_cost"] = sum(float(weights.get(k, 0.0)) * v for k, v in out.items())
     return out

@@ -221,7 +221,8 @@ class ThroughModelTask(TrainTask):
             imagination = setup.imagination
             with sample_seed(self.config.seed if setup.mr.stochastic else None, device):
                 _, start, goal = imagination.begin(*self.val_batch)
-            self.val_start = latent_start_cost(start, goal, self._weights(), self._keypoints())
+                goal_kp = imagination.goal_keypoints(self.val_batch[2]) if self._keypoints() else None
+            self.val_start = latent_start_cost(start, goal, self._weights(), self._keypoints(), goal_kp)
 
     # -- the blocks -----------------------------------------------------------------------
     def block_end(self, start: int) -> int:
