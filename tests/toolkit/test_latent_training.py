@@ -243,7 +243,7 @@ def test_velocity_probe_reads_the_joint_velocities_of_the_states(small_reacher_d
 
 
 def test_velocity_labels_need_states_that_hold_velocities():
-    from visfore.data.labels import _decoded_velocities
+    from visfore.data.labels import _decode_rows
 
     class NoVelocities:  # decode_state without "qvel", as a robot that stores no velocities
         __name__ = "NoVelocities"
@@ -253,7 +253,7 @@ def test_velocity_labels_need_states_that_hold_velocities():
             return {"qpos": state[:, :1], "keypoints": state[:, 1:]}
 
     with pytest.raises(VisforeError, match="hold no joint velocities.*use --probe keypoints"):
-        _decoded_velocities(NoVelocities, np.zeros((3, 4), np.float32), "NoVel-v0")
+        _decode_rows(NoVelocities, np.zeros((3, 4), np.float32), "NoVel-v0", velocities=True)
     # a run's layout from before the velocity kind has no velocity_names: it has no velocities
     old = {"kind": "keypoints", "env_id": "e", "keypoint_names": ["a"], "axis_names": ["x"], "joint_names": ["j"]}
     assert ProbeLayout.from_dict(old).dim == 2 and ProbeLayout.from_dict(old).velocity_slice == slice(2, 2)

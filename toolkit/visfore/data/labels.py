@@ -132,6 +132,20 @@ def decode_dataset_states(
         VisforeError: the class cannot decode states of this width (its ValueError or
             NotImplementedError, one line), or the result is not finite / of bad shape.
     """
+    qpos, kp, _ = _decode_rows(env_cls, state, env_id, velocities=False)
+    return qpos, kp
+
+
+def _decode_rows(
+    env_cls: DecodableEnvClass, state: np.ndarray, env_id: str, *, velocities: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """One ``decode_state`` pass over every row: ``(qpos (N, nq), keypoints (N, G), qvel
+    (N, nv) or None)`` float32, ``qvel`` only when ``velocities`` (rad/s).
+
+    Raises:
+        VisforeError: as :func:`decode_dataset_states`, and with ``velocities`` when the
+            env's states hold no joint velocities or they are bad.
+    """
     try:
         decoded = env_cls.decode_state(state)
     except (ValueError, NotImplementedError) as exc:
@@ -148,7 +162,17 @@ def decode_dataset_states(
         )
     if not (np.isfinite(qpos).all() and np.isfinite(kp).all()):
         raise VisforeError(f"the dataset's states decode to non-finite joint angles or key points ({env_cls.__name__})")
-    return qpos, kp
+    if not velocities:
+        return qpos, kp, None
+    if decoded.get("qvel") is None:
+        raise VisforeError(
+            f"--probe keypoints+velocities: the states of env {env_id or env_cls.__name__} hold no joint "
+            "velocities (its decode_state returns no 'qvel'); use --probe keypoints"
+        )
+    qvel = np.asarray(decoded["qvel"], dtype=np.float32)
+    if qvel.ndim != 2 or qvel.shape[0] != n or not np.isfinite(qvel).all():
+        raise VisforeError(f"{env_cls.__name__}.decode_state returned bad or non-finite qvel {qvel.shape}")
+    return qpos, kp, qvel
 
 
 def keypoint_names_for(env_cls: DecodableEnvClass, goal_dim: int) -> tuple[list[str], int]:
@@ -363,12 +387,11 @@ def dataset_state_labels(ds: Any, kind: str = "keypoints") -> StateLabels:
     if not isinstance(env_id, str):
         raise VisforeError(f"{ds.path} does not record its env id (attrs['env_id']), so it has no state labels")
     env_cls = env_class_for(env_id)
-    state = ds.read("state")
-    qpos, kp = decode_dataset_states(env_cls, state, env_id=env_id)
+    with_velocities = kind == "keypoints+velocities"
+    qpos, kp, qvel = _decode_rows(env_cls, ds.read("state"), env_id, velocities=with_velocities)
     columns = [kp, qpos]
     velocity_names: tuple[str, ...] = ()
-    if kind == "keypoints+velocities":
-        qvel = _decoded_velocities(env_cls, state, env_id)
+    if qvel is not None:
         velocity_names = tuple(f"{j}_velocity" for j in joint_names_for(env_cls, qvel.shape[1]))
         columns.append(qvel)
     names, d = keypoint_names_for(env_cls, kp.shape[1])
@@ -382,21 +405,3 @@ def dataset_state_labels(ds: Any, kind: str = "keypoints") -> StateLabels:
     )
     values = np.ascontiguousarray(np.concatenate(columns, axis=1), dtype=np.float32)
     return StateLabels(layout=layout, values=values)
-
-
-def _decoded_velocities(env_cls: DecodableEnvClass, state: np.ndarray, env_id: str) -> np.ndarray:
-    """``(N, nv)`` float32 joint velocities (rad/s) of every row: ``decode_state``'s ``qvel``.
-
-    Raises:
-        VisforeError: the env's states hold no velocities, or they are not finite.
-    """
-    qvel = env_cls.decode_state(state).get("qvel")
-    if qvel is None:
-        raise VisforeError(
-            f"--probe keypoints+velocities: the states of env {env_id} hold no joint velocities "
-            "(its decode_state returns no 'qvel'); use --probe keypoints"
-        )
-    qvel = np.asarray(qvel, dtype=np.float32)
-    if qvel.ndim != 2 or qvel.shape[0] != state.shape[0] or not np.isfinite(qvel).all():
-        raise VisforeError(f"{env_cls.__name__}.decode_state returned bad or non-finite qvel {qvel.shape}")
-    return qvel

@@ -202,8 +202,10 @@ def validate_config(config: TrainConfig) -> None:
         raise VisforeError(f"--time-budget must be > 0 minutes, got {config.time_budget}")
     if not isinstance(config.model_kwargs, dict):
         raise VisforeError("--model-kwargs must be a JSON object")
-    if config.probe not in ("none", "keypoints", "keypoints+velocities"):
-        raise VisforeError(f"--probe must be none, keypoints or keypoints+velocities, got {config.probe!r}")
+    from visfore.data.labels import PROBE_KINDS  # lazy, as the schedules below
+
+    if config.probe not in PROBE_KINDS:
+        raise VisforeError(f"--probe must be one of {', '.join(PROBE_KINDS)}, got {config.probe!r}")
     w = config.probe_weight
     if isinstance(w, bool) or not isinstance(w, (int, float)) or not (w >= 0 and math.isfinite(w)):
         raise VisforeError(f"--probe-weight must be a finite number >= 0, got {w!r}")
