@@ -111,6 +111,10 @@ class LatentState:
         stoch: ``(B, S)`` floating tensor: the per-step latent, e.g. RSSM's flattened
             one-hot categorical sample ``z_t`` or JEPA's frame embedding ``z_t`` (not
             random for JEPA; the name follows the RSSM literature).
+        frame: ``(B, 3, H, W)`` float in ``[0, 1]`` or ``None``: the last observed frame,
+            kept unchanged through imagined steps, for a decoder that composites its
+            prediction onto it (RSSM with ``decoder="composite"``); ``None`` for models
+            whose decoder needs no frame.
 
     Both share the batch dimension; candidate ``n`` of state ``b`` is at ``b * N + n``
     after :meth:`repeat_interleave` (as for :class:`ModelState`).
@@ -118,6 +122,7 @@ class LatentState:
 
     deter: torch.Tensor
     stoch: torch.Tensor
+    frame: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -125,7 +130,11 @@ class LatentState:
 
     def repeat_interleave(self, n: int) -> LatentState:
         """The state of batch ``B * n``: candidate ``k`` of state ``b`` at ``b * n + k``."""
-        return LatentState(deter=self.deter.repeat_interleave(n, dim=0), stoch=self.stoch.repeat_interleave(n, dim=0))
+        return LatentState(
+            deter=self.deter.repeat_interleave(n, dim=0),
+            stoch=self.stoch.repeat_interleave(n, dim=0),
+            frame=None if self.frame is None else self.frame.repeat_interleave(n, dim=0),
+        )
 
 
 #: what :meth:`ForwardModel.init_state` returns and :meth:`ForwardModel.imagine` consumes

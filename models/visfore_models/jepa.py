@@ -310,7 +310,7 @@ class JEPAForwardModel(LatentForwardModel):
     def _features(self, deter: torch.Tensor, stoch: torch.Tensor) -> torch.Tensor:
         return stoch.float()
 
-    def _decode(self, deter: torch.Tensor, stoch: torch.Tensor) -> torch.Tensor:
+    def _decode(self, deter: torch.Tensor, stoch: torch.Tensor, frame: torch.Tensor | None = None) -> torch.Tensor:
         return self.decoder(stoch)
 
     def encode_goal(self, frames: torch.Tensor) -> torch.Tensor:

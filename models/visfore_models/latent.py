@@ -7,7 +7,7 @@ latent space, the optional probe head, and the conv encoder / decoder they both 
     _filter(context (B, C, 3, H, W), actions (B, C - 1, A))  -> LatentStates at t = 0 .. C - 1
     _step(state at t, a_t (B, A))                             -> LatentState at t + 1 (prediction)
     _features(deter (N, D), stoch (N, S))                     -> (N, F)  no convolution
-    _decode(deter (N, D), stoch (N, S))                       -> (N, 3, H, W) in [0, 1]
+    _decode(deter (N, D), stoch (N, S), frame (N, 3, H, W) | None) -> (N, 3, H, W) in [0, 1]
 
 and this class builds ``init_state``, ``imagine`` (batched candidates, features or frames),
 ``decode``, ``features``, ``observe`` and the probe from them. ``forward`` stays the
@@ -36,6 +36,7 @@ as DreamerV3) and the output is a sigmoid, so frames stay in ``[0, 1]``.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import math
 from collections.abc import Sequence
 
@@ -111,11 +112,21 @@ class ConvDecoder(nn.Module):
     stages mirrored with ``ConvTranspose2d(4, stride 2, padding 1)`` (GroupNorm and SiLU after
     each but the last, which gives 3 channels) and a sigmoid.
 
-    Shapes: ``(N, in_dim)`` -> ``(N, 3, H, W)`` in ``[0, 1]``.
+    With ``composite=True`` the last layer gives a fourth channel, a mask ``m = sigmoid(.)``,
+    and the frame is ``m * sigmoid(rgb) + (1 - m) * background``: the prediction is painted
+    onto a given frame (the last observed one), so what does not move (the target, the
+    floor) can be copied instead of carried through the latent. This is the compositing of
+    Finn, Goodfellow & Levine 2016 ("Unsupervised Learning for Physical Interaction through
+    Video Prediction", arXiv:1605.07157, section 3.1: a mask that keeps the previous frame's
+    static background), with one generated image instead of transformed ones.
+
+    Shapes: ``(N, in_dim)`` (and ``background (N, 3, H, W)`` in ``[0, 1]`` when composite)
+    -> ``(N, 3, H, W)`` in ``[0, 1]``.
     """
 
-    def __init__(self, in_dim: int, image_size: tuple[int, int], depth: int) -> None:
+    def __init__(self, in_dim: int, image_size: tuple[int, int], depth: int, *, composite: bool = False) -> None:
         super().__init__()
+        self.composite = bool(composite)
         stages = conv_stages(image_size)
         channels = stage_channels(depth, stages)
         H, W = image_size
@@ -129,11 +140,20 @@ class ConvDecoder(nn.Module):
                 nn.GroupNorm(groups(cout), cout),
                 nn.SiLU(),
             ]
-        blocks.append(nn.ConvTranspose2d(rev[-1], 3, 4, stride=2, padding=1))
+        blocks.append(nn.ConvTranspose2d(rev[-1], 4 if self.composite else 3, 4, stride=2, padding=1))
         self.net = nn.Sequential(*blocks)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.net(self.fc(h).view(-1, *self.grid)))
+    def forward(self, h: torch.Tensor, background: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.net(self.fc(h).view(-1, *self.grid))
+        if not self.composite:
+            return torch.sigmoid(x)
+        if background is None or tuple(background.shape) != (x.shape[0], 3, *x.shape[2:]):
+            raise ValueError(
+                f"a composite decoder needs a ({x.shape[0]}, 3, {x.shape[2]}, {x.shape[3]}) background frame, "
+                f"got {_shape(background)}"
+            )
+        mask = torch.sigmoid(x[:, 3:])
+        return mask * torch.sigmoid(x[:, :3]) + (1.0 - mask) * background.to(x.dtype)
 
 
 # ---------------------------------------------------------------------------- base class
@@ -170,8 +190,20 @@ class LatentForwardModel(ForwardModel):
         """``(N, F)`` features of ``N`` states (no convolution)."""
 
     @abc.abstractmethod
-    def _decode(self, deter: torch.Tensor, stoch: torch.Tensor) -> torch.Tensor:
-        """``(N, 3, H, W)`` frames in ``[0, 1]`` of ``N`` states."""
+    def _decode(self, deter: torch.Tensor, stoch: torch.Tensor, frame: torch.Tensor | None = None) -> torch.Tensor:
+        """``(N, 3, H, W)`` frames in ``[0, 1]`` of ``N`` states (``frame``: their
+        :attr:`~visfore_models.base.LatentState.frame`, for a decoder that uses it)."""
+
+    #: whether states carry their last observed frame (:attr:`LatentState.frame`) for the
+    #: decoder; a subclass with a compositing decoder sets it True
+    keeps_frame = False
+
+    def _with_frames(self, states: list[LatentState], frames: torch.Tensor) -> list[LatentState]:
+        """``states`` of ``o_0..o_{T-1}`` with ``frames (B, T, 3, H, W)`` attached when the
+        model keeps frames (:attr:`keeps_frame`); unchanged otherwise."""
+        if not self.keeps_frame:
+            return states
+        return [dataclasses.replace(s, frame=frames[:, t]) for t, s in enumerate(states)]
 
     @property
     @abc.abstractmethod
@@ -188,7 +220,7 @@ class LatentForwardModel(ForwardModel):
         :meth:`visfore_models.base.ForwardModel.init_state`)."""
         context_actions = self.check_context(context_frames, context_actions)
         context, actions, _ = prepare_inputs(self._reference(), context_frames, context_actions, None)
-        return self._filter(context, actions)[-1]
+        return self._with_frames(self._filter(context, actions), context)[-1]
 
     def _check_state(self, state: State) -> LatentState:
         if not isinstance(state, LatentState):
@@ -226,8 +258,11 @@ class LatentForwardModel(ForwardModel):
             raise ValueError(f"actions are on {actions.device} but the model is on {ref.device}")
         actions = actions.to(ref.dtype)
         deters, stochs, feats = [], [], []
+        frame = state.frame  # the last observed frame stays the decoder's background
         for k in range(actions.shape[1]):
             state = self._step(state, actions[:, k])
+            if frame is not None:
+                state = dataclasses.replace(state, frame=frame)
             if decode:
                 deters.append(state.deter)
                 stochs.append(state.stoch)
@@ -237,7 +272,8 @@ class LatentForwardModel(ForwardModel):
             deter = torch.stack(deters, dim=1)  # (B', K, D)
             stoch = torch.stack(stochs, dim=1)
             Bp, K = deter.shape[:2]
-            out = self._decode(deter.flatten(0, 1), stoch.flatten(0, 1))
+            back = None if frame is None else frame.repeat_interleave(K, dim=0)  # row b * K + k: frame b
+            out = self._decode(deter.flatten(0, 1), stoch.flatten(0, 1), back)
             out = out.view(Bp, K, *out.shape[1:])
         else:
             out = torch.stack(feats, dim=1)  # (B', K, F)
@@ -252,7 +288,7 @@ class LatentForwardModel(ForwardModel):
             ValueError: a state that is not a LatentState (one line).
         """
         state = self._check_state(state)
-        return self._decode(state.deter, state.stoch)
+        return self._decode(state.deter, state.stoch, state.frame)
 
     def features(self, state: State) -> torch.Tensor:
         """``(B, F)`` features of ``state`` (the model's planning space; see the model).
@@ -296,7 +332,7 @@ class LatentForwardModel(ForwardModel):
         """
         actions = self.check_context(frames, actions)
         frames, actions, _ = prepare_inputs(self._reference(), frames, actions, None)
-        return self._filter(frames, actions)
+        return self._with_frames(self._filter(frames, actions), frames)
 
     # ------------------------------------------------------------------ probe
     def _build_probe(self, probe_dim: int, hidden: int) -> None:

@@ -70,6 +70,11 @@ training mode alike, so ``imagine(init_state(c, a0), a)`` after one ``manual_see
 ``forward(c, cat(a0, a))`` after the same seed, and chained ``imagine`` calls continue one
 rollout.
 
+``decoder="composite"`` (not DreamerV3's): the decoder also gives a mask and paints its
+frame onto the last observed frame (``o_{C-1}`` for every predicted and reconstructed
+step of a clip; :class:`~visfore_models.latent.ConvDecoder`), after the compositing masks
+of Finn et al. 2016 (arXiv:1605.07157); the latent then need not carry what stays still.
+
 Defaults (``depth=16, deter=128, hidden=128, stoch=16, classes=16, embed_dim=128``): 0.63 M
 parameters at 32x32, 0.66 M at 64x64 (0.2 M of them in the decoder's first layer, from the
 384 latent values to the 32 x 4 x 4 grid).
@@ -87,7 +92,10 @@ from ._common import check_positive, prepare_inputs
 from .base import LatentState
 from .latent import ConvDecoder, ConvEncoder, LatentForwardModel, mlp
 
-__all__ = ["RSSMForwardModel", "categorical_kl", "kl_balance", "straight_through_sample"]
+__all__ = ["DECODERS", "RSSMForwardModel", "categorical_kl", "kl_balance", "straight_through_sample"]
+
+#: the decoders of :class:`RSSMForwardModel` (its ``decoder`` argument)
+DECODERS = ("plain", "composite")
 
 
 def _check_scale(name: str, value: float, upper: float | None = None) -> float:
@@ -162,6 +170,12 @@ class RSSMForwardModel(LatentForwardModel):
         kl_scale: extra factor of the KL term (1.0 keeps DreamerV3's ratio to the
             pixel-summed reconstruction; see the module docstring).
         probe_dim: size of the optional probe head on the features (0: none).
+        decoder: ``"plain"`` (DreamerV3's decoder: the frame from ``[h_t, z_t]`` alone) or
+            ``"composite"`` (the decoder also gives a mask and paints its frame onto the
+            last observed frame, :class:`~visfore_models.latent.ConvDecoder`; the states
+            then carry that frame, :attr:`~visfore_models.base.LatentState.frame`). Only
+            the pictures change: the features, the probe and latent planning never see
+            the frame.
 
     Raises:
         ValueError: on invalid sizes or scales (one-line message).
@@ -187,8 +201,13 @@ class RSSMForwardModel(LatentForwardModel):
         free_nats: float = 1.0,
         kl_scale: float = 1.0,
         probe_dim: int = 0,
+        decoder: str = "plain",
     ) -> None:
         super().__init__(action_dim=action_dim, image_size=image_size)
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
+        self.decoder_kind = decoder
+        self.keeps_frame = decoder == "composite"
         self.depth = check_positive("depth", depth)
         self.deter = check_positive("deter", deter)
         self.hidden = check_positive("hidden", hidden)
@@ -213,7 +232,7 @@ class RSSMForwardModel(LatentForwardModel):
         self.prior = mlp((self.deter, self.hidden, Z))
         self.posterior = mlp((self.deter + self.embed_dim, self.hidden, Z))
         self.initial = nn.Parameter(torch.zeros(self.deter))
-        self.decoder = ConvDecoder(self.deter + Z, self.image_size, self.depth)
+        self.decoder = ConvDecoder(self.deter + Z, self.image_size, self.depth, composite=self.keeps_frame)
         self.feature_in = nn.Linear(self.deter + Z, self.hidden)
         self.feature_out = nn.Sequential(nn.LayerNorm(self.hidden), nn.SiLU(), nn.Linear(self.hidden, self.embed_dim))
         self._build_probe(probe_dim, self.hidden)
@@ -237,6 +256,7 @@ class RSSMForwardModel(LatentForwardModel):
             "free_nats": self.free_nats,
             "kl_scale": self.kl_scale,
             "probe_dim": self.probe_dim,
+            "decoder": self.decoder_kind,
         }
 
     def __getstate__(self) -> dict[str, Any]:
@@ -339,8 +359,10 @@ class RSSMForwardModel(LatentForwardModel):
     def _features(self, deter: torch.Tensor, stoch: torch.Tensor) -> torch.Tensor:
         return self.feature_out(self._onehot_linear(self.feature_in, deter, stoch, z_first=False)).float()
 
-    def _decode(self, deter: torch.Tensor, stoch: torch.Tensor) -> torch.Tensor:
-        return self.decoder(torch.cat([deter, stoch.to(deter.dtype)], dim=1))
+    def _decode(self, deter: torch.Tensor, stoch: torch.Tensor, frame: torch.Tensor | None = None) -> torch.Tensor:
+        if self.keeps_frame and frame is None:
+            raise ValueError("rssm with decoder='composite' paints onto the last observed frame: this state has none")
+        return self.decoder(torch.cat([deter, stoch.to(deter.dtype)], dim=1), frame if self.keeps_frame else None)
 
     def encode_goal(self, frames: torch.Tensor) -> torch.Tensor:
         """The encoder's embedding ``e(g)`` of goal frames ``(B, 3, H, W)`` in ``[0, 1]``:
@@ -451,7 +473,9 @@ class RSSMForwardModel(LatentForwardModel):
         states = posts if reconstruct else preds
         deter = torch.stack([s[0] for s in states], dim=1)  # (B, K, D)
         stoch = torch.stack([s[1] for s in states], dim=1)
-        out = self._decode(deter.flatten(0, 1), stoch.flatten(0, 1)).view(B, K, 3, *self.image_size)
+        # a composite decoder paints every step onto the last context frame, as in imagine
+        back = context[:, -1].repeat_interleave(K, dim=0) if self.keeps_frame else None
+        out = self._decode(deter.flatten(0, 1), stoch.flatten(0, 1), back).view(B, K, 3, *self.image_size)
 
         kl = torch.cat(kls).mean() if kls else context.new_zeros((), dtype=torch.float32)
         H, W = self.image_size

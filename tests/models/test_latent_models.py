@@ -508,7 +508,7 @@ def test_probe_loss_wraps_angles_and_scales_outputs(name: str) -> None:
 STEPS, BATCH, C, K = 30, 16, 2, 3
 
 
-@pytest.mark.parametrize("name", LATENT)
+@pytest.mark.parametrize("name", [*LATENT, "rssm-composite"])
 def test_loss_falls_on_moving_square(name: str) -> None:
     """30 Adam steps on 16x16 moving-square clips, with the trainer's loss (frame MSE of
     forward with targets + the auxiliary losses, after_optimizer_step after each step),
@@ -519,7 +519,9 @@ def test_loss_falls_on_moving_square(name: str) -> None:
     frames, acts = moving_square_clips(128, C + K, size=H, square=4, seed=0)
     test_frames, test_acts = moving_square_clips(32, C + K, size=H, square=4, seed=1)
     torch.manual_seed(0)
-    model = build_model(name, action_dim=A, image_size=H, **SMALL[name])
+    kind, _, decoder = name.partition("-")
+    extra = {"decoder": decoder} if decoder else {}
+    model = build_model(kind, action_dim=A, image_size=H, **SMALL[kind], **extra)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
 
     def held_out() -> float:
@@ -562,7 +564,7 @@ def test_loss_falls_on_moving_square(name: str) -> None:
     print(name, {k: (round(mean(k, first), 4), round(mean(k, last), 4)) for k in history[0]}, before, after)
     assert mean("mse", last) < 0.8 * mean("mse", first)
     assert after < 0.8 * before
-    if name == "jepa":
+    if kind == "jepa":
         assert mean("relative_prediction", last) < 0.5 * mean("relative_prediction", first)
         assert mean("variance", last) < 0.2 * mean("variance", first)  # no collapse: the spread grows
 
@@ -588,3 +590,67 @@ def test_rssm_prior_mode_imagines_deterministically() -> None:
     assert not torch.equal(c, d)
     z = end.stoch.view(4, model.stoch, model.classes)
     assert torch.equal(z.sum(-1), torch.ones(4, model.stoch))
+
+
+# ---------------------------------------------------------------------------- composite decoder
+def test_rssm_composite_decoder_paints_onto_the_last_observed_frame() -> None:
+    """decoder="composite": the state carries o_{C-1} (and each filtered state its own
+    frame); with the mask forced shut the decoded frames are exactly that frame, forced open
+    they are the generated image; imagine equals forward in eval mode; features never see
+    the frame."""
+    model = make("rssm", decoder="composite")
+    context, actions, _ = inputs(3, 4, 5)
+    with torch.no_grad():
+        state = seeded(model.init_state, context, actions[:, :3])
+        assert torch.equal(state.frame, context[:, -1])
+        states = seeded(model.filter_states, context, actions[:, :3])
+        assert all(torch.equal(s.frame, context[:, t]) for t, s in enumerate(states))
+        # under one seed from the start, init_state + imagine draws what forward draws
+        torch.manual_seed(0)
+        st = model.init_state(context, actions[:, :3])
+        via_imagine, end = model.imagine(st, actions[:, 3:])
+        torch.manual_seed(0)
+        via_forward = model(context, actions)
+        assert via_imagine.shape == (3, 5, 3, H, H) and torch.equal(end.frame, context[:, -1])
+        torch.testing.assert_close(via_imagine, via_forward)
+        # features: the same with another frame attached
+        other = LatentState(deter=state.deter, stoch=state.stoch, frame=torch.zeros_like(state.frame))
+        f1, _ = seeded(model.imagine, state, actions[:, 3:], decode=False)
+        f2, _ = seeded(model.imagine, other, actions[:, 3:], decode=False)
+        assert torch.equal(f1, f2)
+        last = model.decoder.net[-1]
+        last.bias[3] = -1e4  # mask shut: the background comes through
+        torch.testing.assert_close(model.decode(state), context[:, -1])
+        last.bias[3] = 1e4  # mask open: the generated image alone
+        dec = model.decoder
+        logits = dec.net(dec.fc(torch.cat([state.deter, state.stoch], 1)).view(-1, *dec.grid))
+        torch.testing.assert_close(model.decode(state), torch.sigmoid(logits[:, :3]))
+        # candidates: each candidate row decodes onto its own state's frame
+        last.bias[3] = -1e4
+        cand, _ = seeded(model.imagine, state, actions[:, 3:][:, None].expand(3, 4, 5, A))
+        torch.testing.assert_close(cand, context[:, -1][:, None, None].expand(3, 4, 5, 3, H, H))
+
+
+def test_rssm_composite_decoder_errors_and_config() -> None:
+    """A composite model decoding a state without a frame, and a bad decoder name, are
+    one-line ValueErrors; the config rebuilds the decoder, and a config without the key
+    (runs from before the option) builds the plain decoder."""
+    model = make("rssm", decoder="composite")
+    context, actions, _ = inputs(2, 2, 3)
+    with torch.no_grad():
+        state = seeded(model.init_state, context, actions[:, :1])
+        bare = LatentState(deter=state.deter, stoch=state.stoch)
+        with pytest.raises(ValueError, match="composite") as err:
+            model.decode(bare)
+        assert "\n" not in str(err.value)
+        with pytest.raises(ValueError, match="background"):
+            model.decoder(torch.cat([state.deter, state.stoch], 1), torch.zeros(2, 3, H + 1, H))
+    with pytest.raises(ValueError, match="decoder must be one of plain, composite, got 'mask'"):
+        make("rssm", decoder="mask")
+    assert RSSMForwardModel(**model.config()).decoder_kind == "composite"
+    old = {k: v for k, v in make("rssm").config().items() if k != "decoder"}
+    rebuilt = RSSMForwardModel(**old)
+    assert rebuilt.decoder_kind == "plain" and not rebuilt.keeps_frame
+    assert seeded(rebuilt.init_state, context, actions[:, :1]).frame is None
+    assert bare.repeat_interleave(2).frame is None
+    assert torch.equal(state.repeat_interleave(2).frame, context[:, -1].repeat_interleave(2, dim=0))
