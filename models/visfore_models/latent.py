@@ -261,8 +261,6 @@ class LatentForwardModel(ForwardModel):
         frame = state.frame  # the last observed frame stays the decoder's background
         for k in range(actions.shape[1]):
             state = self._step(state, actions[:, k])
-            if frame is not None:
-                state = dataclasses.replace(state, frame=frame)
             if decode:
                 deters.append(state.deter)
                 stochs.append(state.stoch)
@@ -279,6 +277,8 @@ class LatentForwardModel(ForwardModel):
             out = torch.stack(feats, dim=1)  # (B', K, F)
         if candidates is not None:
             out = out.reshape(-1, candidates, *out.shape[1:])
+        if frame is not None:  # only the returned state needs it: no per-step copy
+            state = dataclasses.replace(state, frame=frame)
         return out, state
 
     def decode(self, state: State) -> torch.Tensor:

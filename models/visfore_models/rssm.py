@@ -178,7 +178,8 @@ class RSSMForwardModel(LatentForwardModel):
             the frame.
 
     Raises:
-        ValueError: on invalid sizes or scales (one-line message).
+        ValueError: on invalid sizes or scales, or a ``decoder`` not in :data:`DECODERS`
+            (one-line message).
     """
 
     name = "rssm"
