@@ -173,9 +173,9 @@ class RSSMForwardModel(LatentForwardModel):
         decoder: ``"plain"`` (DreamerV3's decoder: the frame from ``[h_t, z_t]`` alone) or
             ``"composite"`` (the decoder also gives a mask and paints its frame onto the
             last observed frame, :class:`~visfore_models.latent.ConvDecoder`; the states
-            then carry that frame, :attr:`~visfore_models.base.LatentState.frame`). Only
-            the pictures change: the features, the probe and latent planning never see
-            the frame.
+            then carry that frame, :attr:`~visfore_models.base.LatentState.frame`). The
+            features, the probe and latent planning never read the frame, though the
+            latent trained this way need not carry what stays still.
 
     Raises:
         ValueError: on invalid sizes or scales, or a ``decoder`` not in :data:`DECODERS`
