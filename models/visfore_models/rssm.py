@@ -176,6 +176,17 @@ class RSSMForwardModel(LatentForwardModel):
             then carry that frame, :attr:`~visfore_models.base.LatentState.frame`). The
             features, the probe and latent planning never read the frame, though the
             latent trained this way need not carry what stays still.
+        open_loop_weight: weight ``w`` of an open-loop pixel term in training (not
+            DreamerV3's; 0, the default, leaves it out and draws nothing extra): besides
+            the reconstructions, the prior rolls out from the posterior state of
+            ``o_{C-1}`` under the clip's actions, as in eval mode, and
+            ``auxiliary_losses()["open_loop"] = w * MSE(decoded rollout, o_C..o_{C+K-1})``.
+            The reconstruction term trains the decoder on posterior states only, so the
+            prior's frames, the ones a planner and the evaluation see, get no pixel
+            gradient; this is the multi-step prediction loss of action-conditioned video
+            prediction (Oh et al. 2015, arXiv:1507.08750; Finn et al. 2016), which PlaNet
+            (Hafner et al. 2019, arXiv:1811.04551, Sec. 4) moves into latent space as
+            latent overshooting. Padded steps of short-episode clips count in it.
 
     Raises:
         ValueError: on invalid sizes or scales, or a ``decoder`` not in :data:`DECODERS`
@@ -203,6 +214,7 @@ class RSSMForwardModel(LatentForwardModel):
         kl_scale: float = 1.0,
         probe_dim: int = 0,
         decoder: str = "plain",
+        open_loop_weight: float = 0.0,
     ) -> None:
         super().__init__(action_dim=action_dim, image_size=image_size)
         if decoder not in DECODERS:
@@ -224,6 +236,7 @@ class RSSMForwardModel(LatentForwardModel):
         self.rep_scale = _check_scale("rep_scale", rep_scale)
         self.free_nats = _check_scale("free_nats", free_nats)
         self.kl_scale = _check_scale("kl_scale", kl_scale)
+        self.open_loop_weight = _check_scale("open_loop_weight", open_loop_weight)
         Z = self.stoch * self.classes
         self.encoder = ConvEncoder(self.image_size, self.depth)
         self.embed = nn.Sequential(nn.Linear(self.encoder.out_dim, self.embed_dim), nn.LayerNorm(self.embed_dim))
@@ -258,6 +271,7 @@ class RSSMForwardModel(LatentForwardModel):
             "kl_scale": self.kl_scale,
             "probe_dim": self.probe_dim,
             "decoder": self.decoder_kind,
+            "open_loop_weight": self.open_loop_weight,
         }
 
     def __getstate__(self) -> dict[str, Any]:
@@ -275,7 +289,8 @@ class RSSMForwardModel(LatentForwardModel):
     def auxiliary_losses(self) -> dict[str, torch.Tensor]:
         """``{"kl": kl_scale * L_KL / (3 H W), "embed": MSE(feature head, sg(e_t))}`` of the
         last forward pass (``L_KL``: :func:`kl_balance` averaged over the observed steps;
-        ``embed`` is zero outside training with targets), or ``{}`` before the first one."""
+        ``embed`` is zero outside training with targets), plus ``"open_loop"`` in training
+        with targets when ``open_loop_weight > 0``, or ``{}`` before the first one."""
         return {} if self._aux is None else dict(self._aux)
 
     # ------------------------------------------------------------------ latent operations
@@ -424,6 +439,7 @@ class RSSMForwardModel(LatentForwardModel):
         posts: list[tuple[torch.Tensor, torch.Tensor]] = []  # (h_t, z_t) of the posterior states
         preds: list[tuple[torch.Tensor, torch.Tensor]] = []  # (h_{t+1}, z_{t+1}) of the prior
         T = C + K - 1
+        ctx_state: tuple[torch.Tensor, torch.Tensor] | None = None  # (h, z) of o_{C-1}
         for t in range(T + (1 if reconstruct else 0)):
             u = self._draw(B, context) if t < T else None
             # is o_t observed (posterior) for every sample, some of them, or none?
@@ -463,6 +479,8 @@ class RSSMForwardModel(LatentForwardModel):
             else:
                 assert z_prior is not None
                 z = z_prior
+            if t == C - 1:
+                ctx_state = (h, z)
             if u is None:
                 break
             h = self._transition(h, z, actions[:, t])
@@ -487,7 +505,36 @@ class RSSMForwardModel(LatentForwardModel):
             # read-out that never shapes the latent
             feats = self._features(deter.flatten(0, 1).detach(), stoch.flatten(0, 1).detach())
             aux["embed"] = F.mse_loss(feats, e_tgt.flatten(0, 1).detach().float())
+            if self.open_loop_weight > 0:
+                assert ctx_state is not None
+                aux["open_loop"] = self.open_loop_weight * self._open_loop_mse(
+                    ctx_state, actions[:, C - 1 :], targets, back
+                )
         else:
             aux["embed"] = context.new_zeros((), dtype=torch.float32)
         self._aux = aux
         return out
+
+    def _open_loop_mse(
+        self,
+        start: tuple[torch.Tensor, torch.Tensor],
+        actions: torch.Tensor,
+        targets: torch.Tensor,
+        back: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """MSE of the prior's open-loop rollout from ``start = (h_{C-1}, z_{C-1})`` under
+        ``actions`` ``(B, K, A)`` (``a_{C-1}..a_{C+K-2}``), decoded (onto ``back`` for a
+        composite decoder), against ``targets`` ``(B, K, 3, H, W)``: a float32 scalar. Its
+        uniforms are drawn after the forward pass's, so the rest of training keeps its RNG
+        stream up to this point."""
+        h, z = start
+        B, K = targets.shape[:2]
+        steps: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for k in range(K):
+            h = self._transition(h, z, actions[:, k])
+            z, _ = self._imagine_z(h, torch.rand(B, self.stoch, device=h.device))
+            steps.append((h, z))
+        deter = torch.stack([s[0] for s in steps], dim=1).flatten(0, 1)
+        stoch = torch.stack([s[1] for s in steps], dim=1).flatten(0, 1)
+        pred = self._decode(deter, stoch, back).view(B, K, 3, *self.image_size)
+        return F.mse_loss(pred.float(), targets.float())

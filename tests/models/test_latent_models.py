@@ -654,3 +654,37 @@ def test_rssm_composite_decoder_errors_and_config() -> None:
     assert seeded(rebuilt.init_state, context, actions[:, :1]).frame is None
     assert bare.repeat_interleave(2).frame is None
     assert torch.equal(state.repeat_interleave(2).frame, context[:, -1].repeat_interleave(2, dim=0))
+
+
+# ---------------------------------------------------------------------------- open-loop pixel term
+def test_rssm_open_loop_term_trains_the_prior_through_its_decoded_rollout() -> None:
+    """open_loop_weight w > 0 adds ``"open_loop"`` in training with targets only: linear in
+    w, drawn after the forward pass (so the reconstructions are the same as with w = 0), and
+    its gradient reaches the prior, which the reconstruction MSE never does; w = 0 adds no
+    key; a negative w is a one-line error and the config rebuilds it."""
+    context, actions, targets = inputs(3, 2, 4)
+    outs, losses = {}, {}
+    for w in (0.0, 1.0, 2.0):
+        model = make("rssm", decoder="composite", open_loop_weight=w).train()
+        torch.manual_seed(5)
+        outs[w] = model(context, actions, targets)
+        losses[w] = model.auxiliary_losses()
+        if w == 1.0:
+            recon = ((outs[w] - targets) ** 2).mean()
+            recon.backward(retain_graph=True)
+            assert all(p.grad is None or not p.grad.any() for p in model.prior.parameters())
+            model.zero_grad()
+            losses[w]["open_loop"].backward()
+            assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.prior.parameters())
+            assert RSSMForwardModel(**model.config()).open_loop_weight == 1.0
+            model.eval()
+            with torch.no_grad():
+                model(context, actions, targets)
+            assert "open_loop" not in model.auxiliary_losses()
+    assert "open_loop" not in losses[0.0]
+    assert torch.equal(outs[0.0], outs[1.0]) and torch.equal(outs[1.0], outs[2.0])
+    assert float(losses[1.0]["open_loop"].detach()) > 0
+    assert torch.allclose(losses[2.0]["open_loop"], 2 * losses[1.0]["open_loop"])
+    with pytest.raises(ValueError, match="open_loop_weight must be a non-negative number, got -1") as err:
+        make("rssm", open_loop_weight=-1)
+    assert "\n" not in str(err.value)
