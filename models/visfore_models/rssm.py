@@ -506,7 +506,7 @@ class RSSMForwardModel(LatentForwardModel):
             feats = self._features(deter.flatten(0, 1).detach(), stoch.flatten(0, 1).detach())
             aux["embed"] = F.mse_loss(feats, e_tgt.flatten(0, 1).detach().float())
             if self.open_loop_weight > 0:
-                assert ctx_state is not None
+                assert ctx_state is not None and targets is not None
                 aux["open_loop"] = self.open_loop_weight * self._open_loop_mse(
                     ctx_state, actions[:, C - 1 :], targets, back
                 )
