@@ -439,7 +439,8 @@ class RSSMForwardModel(LatentForwardModel):
         posts: list[tuple[torch.Tensor, torch.Tensor]] = []  # (h_t, z_t) of the posterior states
         preds: list[tuple[torch.Tensor, torch.Tensor]] = []  # (h_{t+1}, z_{t+1}) of the prior
         T = C + K - 1
-        ctx_state: tuple[torch.Tensor, torch.Tensor] | None = None  # (h, z) of o_{C-1}
+        # (h_C, z_C ~ prior) after the context: the open-loop term's first step
+        first_prior: tuple[torch.Tensor, torch.Tensor] | None = None
         for t in range(T + (1 if reconstruct else 0)):
             u = self._draw(B, context) if t < T else None
             # is o_t observed (posterior) for every sample, some of them, or none?
@@ -479,12 +480,12 @@ class RSSMForwardModel(LatentForwardModel):
             else:
                 assert z_prior is not None
                 z = z_prior
-            if t == C - 1:
-                ctx_state = (h, z)
             if u is None:
                 break
             h = self._transition(h, z, actions[:, t])
             z_prior, prior_probs = self._imagine_z(h, u[:, 0])
+            if t == C - 1:
+                first_prior = (h, z_prior)
             u_post = u[:, 1]
             if not reconstruct and t >= C - 1:
                 preds.append((h, z_prior))
@@ -506,9 +507,9 @@ class RSSMForwardModel(LatentForwardModel):
             feats = self._features(deter.flatten(0, 1).detach(), stoch.flatten(0, 1).detach())
             aux["embed"] = F.mse_loss(feats, e_tgt.flatten(0, 1).detach().float())
             if self.open_loop_weight > 0:
-                assert ctx_state is not None and targets is not None
+                assert first_prior is not None and targets is not None
                 aux["open_loop"] = self.open_loop_weight * self._open_loop_mse(
-                    ctx_state, actions[:, C - 1 :], targets, back
+                    first_prior, actions[:, C:], targets, back
                 )
         else:
             aux["embed"] = context.new_zeros((), dtype=torch.float32)
@@ -522,15 +523,16 @@ class RSSMForwardModel(LatentForwardModel):
         targets: torch.Tensor,
         back: torch.Tensor | None,
     ) -> torch.Tensor:
-        """MSE of the prior's open-loop rollout from ``start = (h_{C-1}, z_{C-1})`` under
-        ``actions`` ``(B, K, A)`` (``a_{C-1}..a_{C+K-2}``), decoded (onto ``back`` for a
-        composite decoder), against ``targets`` ``(B, K, 3, H, W)``: a float32 scalar. Its
-        uniforms are drawn after the forward pass's, so the rest of training keeps its RNG
-        stream up to this point."""
+        """MSE of the prior's open-loop rollout against ``targets`` ``(B, K, 3, H, W)``: a
+        float32 scalar. ``start = (h_C, z_C)`` is the forward pass's own prior step after
+        the context (so it is not computed twice); the rollout goes on under ``actions``
+        ``(B, K - 1, A)`` (``a_C..a_{C+K-2}``) and is decoded (onto ``back`` for a composite
+        decoder). Its uniforms are drawn after the forward pass's, so the reconstructions
+        and KL keep the RNG stream of a run without the term."""
         h, z = start
         B, K = targets.shape[:2]
-        steps: list[tuple[torch.Tensor, torch.Tensor]] = []
-        for k in range(K):
+        steps = [(h, z)]
+        for k in range(K - 1):
             h = self._transition(h, z, actions[:, k])
             z, _ = self._imagine_z(h, torch.rand(B, self.stoch, device=h.device))
             steps.append((h, z))
