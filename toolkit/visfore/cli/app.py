@@ -15,6 +15,7 @@ import typer
 from typer.core import TyperGroup
 
 from visfore.cli.collect import collect_command
+from visfore.cli.compare_plans import compare_plans_command
 from visfore.cli.dataset import dataset_info_command, dataset_verify_command
 from visfore.cli.evaluate import evaluate_command
 from visfore.cli.help import VisforeTyper
@@ -140,6 +141,7 @@ app.command("evaluate", cls=RayCommand)(evaluate_command)
 app.command("predict")(predict_command)
 app.command("play-model")(play_model_command)
 app.command("plan")(plan_command)
+app.command("compare-plans")(compare_plans_command)
 app.command("mimic")(mimic_command)
 dataset_app.command("info")(dataset_info_command)
 dataset_app.command("verify")(dataset_verify_command)

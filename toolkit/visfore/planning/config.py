@@ -24,6 +24,7 @@ __all__ = [
     "LATENT_BUDGET",
     "PIXEL_BUDGET",
     "STATE_SUPERVISED",
+    "ComparePlansConfig",
     "PlanConfig",
     "ThroughModelConfig",
     "controller_label",
@@ -565,3 +566,43 @@ class ThroughModelConfig(ConfigBase, command="train-through-model"):
         flags=("--progress/--quiet", " /-q"),
         deprecated=(" /--no-progress",),
     )
+
+
+class ComparePlansConfig(ConfigBase, command="compare-plans"):
+    """Every option of ``visfore compare-plans``: is controller A better than controller B
+    on the same episodes? Pairs the episodes of ``visfore plan`` outputs by reset seed and
+    prints successes, discordant pairs, a one-sided Fisher exact test and an exact
+    McNemar test (:mod:`visfore.planning.paired_comparison`). Units: ``threshold`` metres.
+    """
+
+    a: list[str] = option(
+        help="A plan output directory of side A; repeatable (e.g. one per seed).",
+        default_factory=list,
+        repeatable=True,
+        flags=("--a",),
+        metavar="DIR",
+    )
+    b: list[str] = option(
+        help="A plan output directory of side B; repeatable.",
+        default_factory=list,
+        repeatable=True,
+        flags=("--b",),
+        metavar="DIR",
+    )
+    a_controller: Optional[str] = option(
+        default=None,
+        help="Side A's controller: its label or kind (learned, oracle, random, through-model); needed when a run has several.",
+    )
+    b_controller: Optional[str] = option(default=None, help="Side B's controller, as --a-controller.")
+    threshold: Optional[float] = option(
+        default=None, help="Success threshold in metres (default: the runs' own, which must agree)."
+    )
+    as_json: bool = option(default=False, help="Print the result as JSON instead of a table.", flags=("--json",))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for side in ("a", "b"):
+            if not getattr(self, side):
+                raise VisforeError(f"--{side} is required: give at least one visfore plan output directory")
+        if self.threshold is not None and not (self.threshold > 0 and math.isfinite(self.threshold)):
+            raise VisforeError(f"--threshold must be a positive distance in metres, got {self.threshold}")
