@@ -89,7 +89,9 @@ def paired_test(
     from scipy.stats import binomtest, fisher_exact
 
     if len(a_distance) != len(b_distance):
-        raise VisforeError(f"paired episodes need as many distances on each side, got {len(a_distance)} and {len(b_distance)}")
+        raise VisforeError(
+            f"paired episodes need as many distances on each side, got {len(a_distance)} and {len(b_distance)}"
+        )
     if not a_distance:
         raise VisforeError("no paired episodes to compare")
     if not (threshold > 0 and math.isfinite(threshold)):
@@ -139,8 +141,8 @@ def _read_episodes(run: str) -> list[dict[str, Any]]:
 
 def _pick_controller(run: str, labels: Sequence[str], wanted: str | None) -> str:
     """The one controller label of ``labels`` that ``wanted`` names: the label itself, or
-    its kind (``learned``, ``oracle``, ``random``, ``through-model``) when one label has it;
-    None when the run has a single controller."""
+    its kind (``learned``, ``oracle``, ``random``, ``through-model``) when one label has it.
+    ``wanted`` may be None when the run has a single controller."""
     names = ", ".join(labels) or "none"
     if wanted is None:
         if len(labels) == 1:
@@ -226,12 +228,8 @@ def compare_plans(
     name_b, b = load_controller_episodes(b_runs, b_controller)
     common = sorted(set(a) & set(b))
     if not common:
-        raise VisforeError(
-            "the two sides share no episode: run visfore plan with the same --env and --seed for both"
-        )
+        raise VisforeError("the two sides share no episode: run visfore plan with the same --env and --seed for both")
     if threshold is None:
         threshold = _threshold_of([*a_runs, *b_runs])
     unpaired = len(set(a) ^ set(b))
-    return paired_test(
-        [a[s] for s in common], [b[s] for s in common], threshold, a=name_a, b=name_b, unpaired=unpaired
-    )
+    return paired_test([a[s] for s in common], [b[s] for s in common], threshold, a=name_a, b=name_b, unpaired=unpaired)
