@@ -106,6 +106,11 @@ def test_compare_plans_errors(tmp_path):
         compare_plans([str(a), str(a)], [str(other)])
     with pytest.raises(VisforeError, match="controller 'oracle' is not one of"):
         compare_plans([str(a)], [str(a)], a_controller="oracle")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "episodes.json").write_text(json.dumps([{"controller": "random"}]))
+    with pytest.raises(VisforeError, match="has an entry without controller, reset_seed and final_distance"):
+        compare_plans([str(broken)], [str(a)])
 
 
 def test_compare_plans_cli_on_real_plan_output(tmp_path):

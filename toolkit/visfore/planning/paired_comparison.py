@@ -156,7 +156,7 @@ def _pick_controller(run: str, labels: Sequence[str], wanted: str | None) -> str
     raise VisforeError(f"controller {wanted!r} is not one of {run}'s controllers ({names})")
 
 
-def load_controller_episodes(runs: Sequence[str], controller: str | None) -> tuple[str, dict[int, float]]:
+def load_controller_episodes(runs: Sequence[str], controller: str | None) -> tuple[str, dict[int, float], set[float]]:
     """One controller's final distances from one or more plan outputs.
 
     Args:
@@ -165,45 +165,43 @@ def load_controller_episodes(runs: Sequence[str], controller: str | None) -> tup
             every run has one controller.
 
     Returns:
-        (label, {reset seed: final distance in metres}). The label is the runs' label when
-        they agree, else the labels joined by ``,``.
+        (label, {reset seed: final distance in metres}, the success thresholds those
+        episodes were scored with, metres). The label is the runs' label when they agree,
+        else the labels joined by ``,``.
 
     Raises:
-        VisforeError: no runs, a run that is not a plan output, an ambiguous or unknown
-        controller, or one reset seed in two runs (the same episodes twice).
+        VisforeError: no runs, a run that is not a plan output (or an episode entry
+        without ``controller``, ``reset_seed`` and ``final_distance``), an ambiguous or
+        unknown controller, or one reset seed in two runs (the same episodes twice).
     """
     if not runs:
         raise VisforeError("each side needs at least one plan output directory")
     labels: list[str] = []
     distances: dict[int, float] = {}
+    thresholds: set[float] = set()
     for run in runs:
         episodes = _read_episodes(run)
-        present = sorted({str(e.get("controller")) for e in episodes})
-        label = _pick_controller(run, present, controller)
+        if not all(
+            isinstance(e, dict) and {"controller", "reset_seed", "final_distance"} <= e.keys() for e in episodes
+        ):
+            raise VisforeError(
+                f"{run}/episodes.json has an entry without controller, reset_seed and final_distance: "
+                "not a visfore plan output"
+            )
+        label = _pick_controller(run, sorted({str(e["controller"]) for e in episodes}), controller)
         if label not in labels:
             labels.append(label)
         for e in episodes:
-            if e.get("controller") != label:
+            if e["controller"] != label:
                 continue
             seed = int(e["reset_seed"])
             if seed in distances:
                 raise VisforeError(f"{run} repeats episode reset seed {seed}: each episode may count once per side")
             distances[seed] = float(e["final_distance"])
-    return ",".join(labels), distances
-
-
-def _threshold_of(runs: Sequence[str]) -> float:
-    values = {
-        float(e["success_threshold"])
-        for run in runs
-        for e in _read_episodes(run)
-        if e.get("success_threshold") is not None and math.isfinite(float(e["success_threshold"]))
-    }
-    if len(values) != 1:
-        raise VisforeError(
-            f"the runs use {len(values) or 'no'} success thresholds ({sorted(values)}): give one with --threshold"
-        )
-    return values.pop()
+            threshold = e.get("success_threshold")
+            if threshold is not None and math.isfinite(float(threshold)):
+                thresholds.add(float(threshold))
+    return ",".join(labels), distances, thresholds
 
 
 def compare_plans(
@@ -224,12 +222,17 @@ def compare_plans(
         VisforeError: see :func:`load_controller_episodes`; no episode in common; runs
         with different thresholds and no ``threshold``.
     """
-    name_a, a = load_controller_episodes(a_runs, a_controller)
-    name_b, b = load_controller_episodes(b_runs, b_controller)
+    name_a, a, thresholds_a = load_controller_episodes(a_runs, a_controller)
+    name_b, b, thresholds_b = load_controller_episodes(b_runs, b_controller)
     common = sorted(set(a) & set(b))
     if not common:
         raise VisforeError("the two sides share no episode: run visfore plan with the same --env and --seed for both")
     if threshold is None:
-        threshold = _threshold_of([*a_runs, *b_runs])
+        values = thresholds_a | thresholds_b
+        if len(values) != 1:
+            raise VisforeError(
+                f"the runs use {len(values) or 'no'} success thresholds ({sorted(values)}): give one with --threshold"
+            )
+        threshold = values.pop()
     unpaired = len(set(a) ^ set(b))
     return paired_test([a[s] for s in common], [b[s] for s in common], threshold, a=name_a, b=name_b, unpaired=unpaired)
