@@ -300,7 +300,9 @@ class ForwardModel(nn.Module, abc.ABC):
         self.check_inputs(context_frames, torch.cat([context_actions, next_action], dim=1))
         return context_actions
 
-    def imagine(self, state: State, actions: torch.Tensor, decode: bool = True) -> tuple[torch.Tensor, State]:
+    def imagine(
+        self, state: State, actions: torch.Tensor, decode: bool = True, last_only: bool = False
+    ) -> tuple[torch.Tensor, State]:
         """Roll out open-loop from ``state`` under a batch of action sequences.
 
         Args:
@@ -310,6 +312,9 @@ class ForwardModel(nn.Module, abc.ABC):
             decode: ``True`` (default): return frames; ``False``: return the features of
                 every imagined state (:meth:`features`), which a latent model computes
                 without decoding.
+            last_only: return the output of the last step only (``K`` reads 1 below); a
+                latent model then skips the other steps' decoding or features. The new
+                state is the same either way.
 
         Returns:
             ``(out, new_state)``: with ``decode=True`` ``out`` is ``(B, K, 3, H, W)`` (or
@@ -347,6 +352,8 @@ class ForwardModel(nn.Module, abc.ABC):
         new_state = ModelState(
             frames=window, actions=all_actions[:, all_actions.shape[1] - (C - 1) :] if C > 1 else all_actions[:, :0]
         )
+        if last_only:
+            pred = pred[:, -1:]
         if candidates is not None:
             pred = pred.reshape(-1, candidates, *pred.shape[1:])
         if not decode:

@@ -227,12 +227,17 @@ class LatentForwardModel(ForwardModel):
             raise ValueError(f"{self.name} needs a LatentState (from init_state), got {type(state).__name__}")
         return state
 
-    def imagine(self, state: State, actions: torch.Tensor, decode: bool = True) -> tuple[torch.Tensor, LatentState]:
+    def imagine(
+        self, state: State, actions: torch.Tensor, decode: bool = True, last_only: bool = False
+    ) -> tuple[torch.Tensor, LatentState]:
         """Roll the latent predictor out from ``state`` (contract:
         :meth:`visfore_models.base.ForwardModel.imagine`): ``K`` batched latent steps, then,
         with ``decode=True``, one batched decoder call over all ``B * [N *] K`` states; with
-        ``decode=False`` only the features (no convolution at all). The returned state is
-        the latent after the last step, so chained calls continue the same rollout.
+        ``decode=False`` only the features (no convolution at all). ``last_only`` decodes
+        (or computes the features of) the last state only, which is all a planner's
+        final-step cost reads: ``K - 1`` fewer feature or decoder passes, the same values.
+        The returned state is the latent after the last step, so chained calls continue
+        the same rollout.
 
         Raises:
             ValueError: a shape mismatch or a state that is not a LatentState (one line).
@@ -259,8 +264,11 @@ class LatentForwardModel(ForwardModel):
         actions = actions.to(ref.dtype)
         deters, stochs, feats = [], [], []
         frame = state.frame  # the last observed frame stays the decoder's background
-        for k in range(actions.shape[1]):
+        K = actions.shape[1]
+        for k in range(K):
             state = self._step(state, actions[:, k])
+            if last_only and k < K - 1:
+                continue
             if decode:
                 deters.append(state.deter)
                 stochs.append(state.stoch)

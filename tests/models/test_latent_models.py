@@ -16,7 +16,7 @@ from visfore_models_testutils import moving_square_clips
 
 from visfore_models import JEPAForwardModel, LatentState, ModelState, RSSMForwardModel, build_model
 from visfore_models.jepa import vicreg_terms
-from visfore_models.rssm import categorical_kl, kl_balance, straight_through_sample, unimix_probs
+from visfore_models.rssm import categorical_kl, kl_balance, one_hot, straight_through_sample, unimix_probs
 
 A, H = 2, 16
 LATENT = ("rssm", "jepa")
@@ -688,3 +688,40 @@ def test_rssm_open_loop_term_trains_the_prior_through_its_decoded_rollout() -> N
     with pytest.raises(ValueError, match="open_loop_weight must be a non-negative number, got -1") as err:
         make("rssm", open_loop_weight=-1)
     assert "\n" not in str(err.value)
+
+
+def test_rssm_no_grad_lookup_equals_the_matrix_product_after_the_weights_change() -> None:
+    """Without gradients a one-hot latent's part of ``img_in`` / ``feature_in`` is a lookup
+    in cached weight columns: the same value as the plain product, also after an optimizer
+    step and after load_state_dict (either must invalidate the cache)."""
+    torch.manual_seed(0)
+    model = build_model("rssm", action_dim=2, image_size=32)
+    S, K = model.stoch, model.classes
+    z = torch.nn.functional.one_hot(torch.randint(0, K, (5, S)), K).float().flatten(1)
+    a, h = torch.rand(5, 2), torch.rand(5, model.deter)
+
+    def both() -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            fast = (model._onehot_linear(model.img_in, a, z, True), model._onehot_linear(model.feature_in, h, z, False))
+        with torch.enable_grad():
+            slow = (model._onehot_linear(model.img_in, a, z, True), model._onehot_linear(model.feature_in, h, z, False))
+        for f, s in zip(fast, slow):
+            torch.testing.assert_close(f, s.detach(), rtol=1e-5, atol=1e-5)
+        return fast
+
+    before = both()
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    model._onehot_linear(model.img_in, a, z, True).sum().backward()
+    (model._onehot_linear(model.feature_in, h, z, False)).sum().backward()
+    opt.step()
+    stepped = both()
+    assert not torch.allclose(before[0], stepped[0]) and not torch.allclose(before[1], stepped[1])
+    fresh = build_model("rssm", action_dim=2, image_size=32)
+    model.load_state_dict(fresh.state_dict())
+    loaded = both()
+    assert not torch.allclose(stepped[0], loaded[0])
+
+
+def test_one_hot_equals_torch_one_hot() -> None:
+    idx = torch.randint(0, 7, (4, 3))
+    assert torch.equal(one_hot(idx, 7, torch.float32), torch.nn.functional.one_hot(idx, 7).float())

@@ -121,6 +121,24 @@ def test_features_and_goal_share_one_space(name: str) -> None:
     model.after_optimizer_step()  # a no-op for every model but jepa, callable at any time
 
 
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("decode", [True, False])
+def test_last_only_is_the_last_step_of_the_full_rollout(name: str, decode: bool) -> None:
+    """imagine(last_only=True) returns (B, [N,] 1, ...): the last step of the full rollout
+    under the same draws, and the same new state."""
+    model = _model(name)
+    frames, past, actions = _inputs(5)
+    state = _run(model.init_state, frames, past)
+    cand = torch.rand(B, 4, 5, A, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    for acts in (actions, cand):
+        full, end_full = _run(model.imagine, state, acts, decode)
+        last, end = _run(model.imagine, state, acts, decode, True)
+        expected = full[..., -1:, :, :, :] if decode else full[..., -1:, :]  # step axis: -4 frames, -2 features
+        assert last.shape == expected.shape and expected.shape[-4 if decode else -2] == 1
+        torch.testing.assert_close(last, expected, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(model.features(end), model.features(end_full), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("name", PIXEL)
 def test_chained_imagine_continues_from_the_window(name: str) -> None:
     model = _model(name)

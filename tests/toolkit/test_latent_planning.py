@@ -32,7 +32,7 @@ from visfore.planning.goal_reaching import make_goal_env
 from visfore.planning.latent_costs import keypoint_cost, latent_cost, probe_keypoint_coords, weighted_sum
 from visfore.planning.mppi import MPPIConfig, mppi, mppi_weights
 from visfore.planning.plan import PlanConfig
-from visfore.worldmodels.model_run import load_model_run
+from visfore.worldmodels.model_run import load_model_run, sample_seed
 from visfore_models import build_model, model_state
 
 SIZE = 32
@@ -251,17 +251,19 @@ def test_keypoints_without_a_probe_refuse_in_one_line(latent_runs, reacher, tmp_
 
 
 class _CountingImagine:
-    """Wraps ``model.imagine``, counting the calls by ``decode``."""
+    """Wraps ``model.imagine``, counting the calls by ``decode`` (and recording ``last_only``)."""
 
     def __init__(self, model):
         self.model, self.original = model, model.imagine
         self.calls = {True: 0, False: 0}
         self.shapes = []
+        self.last_only = []
 
-    def __call__(self, state, actions, decode=True):
+    def __call__(self, state, actions, decode=True, last_only=False):
         self.calls[bool(decode)] += 1
         self.shapes.append(tuple(actions.shape))
-        return self.original(state, actions, decode=decode)
+        self.last_only.append(last_only)
+        return self.original(state, actions, decode=decode, last_only=last_only)
 
 
 @pytest.mark.parametrize("optimizer", ["cem", "mppi"])
@@ -280,6 +282,7 @@ def test_one_imagine_call_per_iteration_without_decoding(latent_runs, reacher, o
     assert action.shape == (2,) and np.all(np.abs(action) <= 1)
     assert counter.calls == {False: 3, True: 0}
     assert counter.shapes == [(1, 10, 4, 2)] * 3  # every sample of an iteration in one batch
+    assert counter.last_only == [True] * 3  # a final-step cost: only step T is featurised
     assert ctrl.imagined.shape == (4, SIZE, SIZE, 3)
     assert counter.calls == {False: 3, True: 1} and counter.shapes[-1] == (1, 1, 4, 2)
     ctrl.imagined  # noqa: B018 -- read again: not decoded again
@@ -298,6 +301,26 @@ def test_pixels_cost_on_a_latent_model_decodes(latent_runs, reacher):
     with torch.no_grad():
         frames = counter.original(ctrl.latent_state(), actions[None])[0][0]
     torch.testing.assert_close(costs, (frames[:, -1] - ctrl._goal).square().flatten(1).mean(1))
+
+
+@pytest.mark.parametrize("cost_frames", ["final", "all"])
+def test_a_final_step_cost_imagines_the_last_step_only(latent_runs, reacher, cost_frames):
+    """With ``--cost-steps final`` the controller asks imagine for the last step only
+    (``last_only``) and gets the same costs as from the full rollout; with ``all`` it
+    reads every step."""
+    env, obs, _, goal = reacher
+    ctrl = _controller(latent_runs["rssm"], env, obs, goal, cost="latent", cost_frames=cost_frames)
+    state = ctrl.latent_state()  # drawn before the seed is fixed below
+    counter = _CountingImagine(ctrl.model_run.model)
+    ctrl.model_run.model.imagine = counter
+    ctrl._draw_seed = lambda: 0  # the rollout's draws: the same as the reference's
+    actions = _actions()
+    costs = ctrl._cost(actions)
+    assert counter.last_only == [cost_frames == "final"]
+    with torch.no_grad(), sample_seed(0, ctrl.device):
+        feats = counter.original(state, actions[None], decode=False)[0][0]
+    assert feats.shape == (6, 4, ctrl.model_run.model.feature_dim)
+    torch.testing.assert_close(costs, latent_cost(feats, ctrl._goal_features, cost_frames), rtol=1e-5, atol=1e-6)
 
 
 def test_rssm_costs_are_seeded_by_the_episode(latent_runs, reacher):

@@ -433,8 +433,9 @@ class LearnedCEMController(CEMController):
         return self._state
 
     def _rollout(self, actions: Any) -> dict[str, Any]:
-        """``(n, T, A)`` -> ``{"frames": (n, T, 3, H, W), "features": (n, T, F)}`` (each
-        only when a term needs it), in one model call per kind (see the class docstring)."""
+        """``(n, T, A)`` -> ``{"frames": (n, T', 3, H, W), "features": (n, T', F)}`` (each
+        only when a term needs it), in one model call per kind (see the class docstring);
+        ``T' = 1`` (step T only) for a latent model with a final-step cost, else ``T``."""
         out: dict[str, Any] = {}
         if not self.latent:
             frames = self._predict(actions)
@@ -447,13 +448,15 @@ class LearnedCEMController(CEMController):
         state = self.latent_state()
         seed = self._draw_seed()
         batch = actions[None].to(torch.float32)  # (1, n, T, A): n candidates of one state
+        # a final-step cost reads only step T: the other steps are neither decoded nor featurised
+        last = self.cost_frames == "final"
         with torch.no_grad(), self._autocast():
             if self.needs_features:
                 with sample_seed(seed, self.device):
-                    out["features"] = model.imagine(state, batch, decode=False)[0][0].float()
+                    out["features"] = model.imagine(state, batch, decode=False, last_only=last)[0][0].float()
             if self.needs_frames:
                 with sample_seed(seed, self.device):
-                    out["frames"] = model.imagine(state, batch, decode=True)[0][0].float()
+                    out["frames"] = model.imagine(state, batch, decode=True, last_only=last)[0][0].float()
         return out
 
     def _score(self, out: Mapping[str, Any]) -> Any:
