@@ -46,6 +46,7 @@ latent model's :class:`LatentState` its latent)::
     state = model.init_state(context (B, C, 3, H, W), context_actions (B, C - 1, A))
     frames, state = model.imagine(state, actions (B, K, A) or (B, N, K, A))
     feats, state = model.imagine(state, actions, decode=False)   # (B, [N,] K, F), no decoding
+    feats, state = model.imagine(state, actions, decode=False, last_only=True)  # (B, [N,] 1, F)
     frame = model.decode(state)        # (B, 3, H, W)
     feats = model.features(state)      # (B, F), F = model.feature_dim
     goal = model.encode_goal(goal_frames (B, 3, H, W))   # (B, F), the same space

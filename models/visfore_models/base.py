@@ -54,7 +54,9 @@ Every model, pixel or latent, also measures states in one feature space (for pla
 
 ``F = model.feature_dim``. A pixel model's features are its flattened latest frame
 (``F = 3 * H * W``); a latent model's are a small vector computed without any convolution,
-so ``imagine(..., decode=False)`` never decodes a frame.
+so ``imagine(..., decode=False)`` never decodes a frame. ``imagine(..., last_only=True)``
+returns the last step only (``K`` reads 1): what a planner's final-step cost needs, and a
+latent model then skips the other steps' features or decoding.
 """
 
 from __future__ import annotations
